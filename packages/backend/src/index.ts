@@ -1,0 +1,14 @@
+export {
+  BACKEND_ENV,
+  BACKEND_NAMES,
+  availableBackends,
+  loadBackend,
+  parseBackendRequest,
+  selectBackend,
+  slowBackendWarning,
+} from './select-backend.js';
+export type { BackendName, BackendRequest, BackendSelection, SelectBackendOptions } from './select-backend.js';
+export { measureMatMul } from './measure.js';
+export type { MatMulMeasurement } from './measure.js';
+export { formatDoctorReport, runDoctor } from './doctor.js';
+export type { BackendReport, DoctorOptions, DoctorReport } from './doctor.js';

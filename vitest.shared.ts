@@ -1,0 +1,36 @@
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { defineConfig, type UserConfig } from 'vitest/config';
+
+const root = path.dirname(fileURLToPath(import.meta.url));
+
+// libtensorflow's start-up notices (oneDNN, CPU features) would repeat in every test file; the
+// forked test processes inherit this. It must be in the environment before the process starts.
+process.env.TF_CPP_MIN_LOG_LEVEL ??= '3';
+
+/** `@peft/<name>` -> packages/<name>/src/index.ts: tests run against the sources, no build needed. */
+function workspaceAliases(): Record<string, string> {
+  const aliases: Record<string, string> = {};
+  for (const name of readdirSync(path.join(root, 'packages'))) {
+    aliases[`@peft/${name}`] = path.join(root, 'packages', name, 'src', 'index.ts');
+  }
+  return aliases;
+}
+
+/** The vitest configuration every package uses (its vitest.config.ts re-exports this). */
+export function peftTestConfig(overrides: UserConfig['test'] = {}): UserConfig {
+  return defineConfig({
+    resolve: { alias: workspaceAliases() },
+    test: {
+      // The native tfjs-node addon crashes at exit in worker threads; forked processes are safe.
+      pool: 'forks',
+      globalSetup: [path.join(root, 'vitest.global-setup.ts')],
+      setupFiles: [path.join(root, 'vitest.setup.ts')],
+      include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+      testTimeout: 60_000,
+      ...overrides,
+    },
+  });
+}
