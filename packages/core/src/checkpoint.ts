@@ -1,0 +1,80 @@
+// A Hugging Face checkpoint as a set of named tensors: one `model.safetensors`, or shards listed in
+// `model.safetensors.index.json`. Pickle files (`pytorch_model.bin`) are never read: loading them
+// can execute code.
+import { describeFile, readJson, type FileStore } from './files.js';
+import { parseSafetensors, type SafetensorsFile, type TensorData } from './safetensors.js';
+
+export const SAFETENSORS_FILE = 'model.safetensors';
+export const SAFETENSORS_INDEX_FILE = 'model.safetensors.index.json';
+
+export interface Checkpoint {
+  /** Where the tensors came from, for messages. */
+  readonly location: string;
+  names(): string[];
+  has(name: string): boolean;
+  /**
+   * Decodes a tensor; with `expectedShape`, a tensor of another shape is an error that names the
+   * file, the tensor and both shapes.
+   */
+  tensor(name: string, expectedShape?: readonly number[]): TensorData;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** A checkpoint over already parsed files, each tensor looked up in the file that holds it. */
+export function checkpointFromFiles(location: string, owners: ReadonlyMap<string, SafetensorsFile>): Checkpoint {
+  return {
+    location,
+    names: () => [...owners.keys()],
+    has: (name) => owners.has(name),
+    tensor(name, expectedShape) {
+      const file = owners.get(name);
+      if (!file) throw new Error(`${location}: the checkpoint has no tensor "${name}"`);
+      const entry = file.entries.get(name)!;
+      if (expectedShape && !sameShape(entry.shape, expectedShape)) {
+        throw new Error(
+          `${file.source}: tensor "${name}" has shape [${entry.shape.join(', ')}], expected [${expectedShape.join(', ')}]`,
+        );
+      }
+      return file.tensor(name);
+    },
+  };
+}
+
+/** Opens the checkpoint in `store`: sharded if an index is present, else `model.safetensors`. */
+export async function readCheckpoint(store: FileStore): Promise<Checkpoint> {
+  const owners = new Map<string, SafetensorsFile>();
+  if (await store.has(SAFETENSORS_INDEX_FILE)) {
+    const indexPath = describeFile(store, SAFETENSORS_INDEX_FILE);
+    const index = await readJson<{ weight_map?: unknown }>(store, SAFETENSORS_INDEX_FILE);
+    const weightMap = index.weight_map;
+    if (
+      typeof weightMap !== 'object' ||
+      weightMap === null ||
+      !Object.values(weightMap).every((file) => typeof file === 'string')
+    ) {
+      throw new Error(`${indexPath}: "weight_map" must map tensor names to shard file names`);
+    }
+    const shards = new Map<string, SafetensorsFile>();
+    for (const shard of new Set(Object.values(weightMap as Record<string, string>))) {
+      shards.set(shard, parseSafetensors(await store.read(shard), describeFile(store, shard)));
+    }
+    for (const [name, shard] of Object.entries(weightMap as Record<string, string>)) {
+      const file = shards.get(shard)!;
+      if (!file.entries.has(name)) throw new Error(`${indexPath}: lists tensor "${name}" in ${shard}, which does not hold it`);
+      owners.set(name, file);
+    }
+    return checkpointFromFiles(indexPath, owners);
+  }
+  if (await store.has(SAFETENSORS_FILE)) {
+    const file = parseSafetensors(await store.read(SAFETENSORS_FILE), describeFile(store, SAFETENSORS_FILE));
+    for (const name of file.entries.keys()) owners.set(name, file);
+    return checkpointFromFiles(file.source, owners);
+  }
+  throw new Error(
+    `${store.location}: no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX_FILE} (only safetensors checkpoints are read; ` +
+      'convert a pytorch_model.bin with Python `safetensors` first)',
+  );
+}

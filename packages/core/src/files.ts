@@ -1,0 +1,81 @@
+/**
+ * The one I/O abstraction of @peft: named byte blobs in a folder-like place. Node reads and writes a
+ * directory (`nodeDirectory` from `@peft/core/node`); a browser reads URLs or dropped files and
+ * writes to memory, IndexedDB or a download. Model and adapter code only ever sees this interface,
+ * so the same code saves and loads everywhere.
+ */
+export interface FileStore {
+  /** Where the files live, for error messages (a path or a URL). */
+  readonly location: string;
+  /** The bytes of `name`; rejects with an error naming the file when it is not there. */
+  read(name: string): Promise<Uint8Array>;
+  /** Whether `name` exists. */
+  has(name: string): Promise<boolean>;
+  /** Writes `name` whole; a reader never sees a half-written file where the store allows it. */
+  write(name: string, bytes: Uint8Array): Promise<void>;
+}
+
+/** Joins a store's location and a file name for messages: `./model/config.json`. */
+export function describeFile(store: FileStore, name: string): string {
+  return `${store.location.replace(/\/+$/, '')}/${name}`;
+}
+
+export async function readText(store: FileStore, name: string): Promise<string> {
+  return new TextDecoder().decode(await store.read(name));
+}
+
+/** Reads and parses a JSON file; a syntax error names the file. */
+export async function readJson<T = unknown>(store: FileStore, name: string): Promise<T> {
+  const text = await readText(store, name);
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw new Error(`${describeFile(store, name)}: not valid JSON (${(error as Error).message})`);
+  }
+}
+
+export async function writeJson(store: FileStore, name: string, value: unknown): Promise<void> {
+  await store.write(name, new TextEncoder().encode(`${JSON.stringify(value, null, 2)}\n`));
+}
+
+/** Files held in memory: tests, and browsers before a download or an IndexedDB save. */
+export function memoryStore(files: Record<string, Uint8Array> = {}, location = 'memory:'): FileStore & {
+  files: Map<string, Uint8Array>;
+} {
+  const map = new Map(Object.entries(files));
+  return {
+    location,
+    files: map,
+    async read(name) {
+      const bytes = map.get(name);
+      if (!bytes) throw new Error(`${location}/${name}: no such file`);
+      return bytes;
+    },
+    async has(name) {
+      return map.has(name);
+    },
+    async write(name, bytes) {
+      map.set(name, bytes.slice());
+    },
+  };
+}
+
+/** Read-only files under a base URL (browser, or any runtime with `fetch`). */
+export function urlStore(baseUrl: string, fetchImpl: typeof fetch = fetch): FileStore {
+  const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
+  return {
+    location: base,
+    async read(name) {
+      const response = await fetchImpl(new URL(name, base).toString());
+      if (!response.ok) throw new Error(`${base}${name}: HTTP ${response.status} ${response.statusText}`);
+      return new Uint8Array(await response.arrayBuffer());
+    },
+    async has(name) {
+      const response = await fetchImpl(new URL(name, base).toString(), { method: 'HEAD' });
+      return response.ok;
+    },
+    async write(name) {
+      throw new Error(`${base}${name}: a URL store is read-only`);
+    },
+  };
+}

@@ -1,0 +1,16 @@
+export { describeFile, memoryStore, readJson, readText, urlStore, writeJson } from './files.js';
+export type { FileStore } from './files.js';
+export { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './float16.js';
+export { MAX_HEADER_BYTES, SAFETENSORS_DTYPES, parseSafetensors, serializeSafetensors } from './safetensors.js';
+export type {
+  SafetensorsDtype,
+  SafetensorsFile,
+  SafetensorsFloatDtype,
+  TensorData,
+  TensorEntry,
+  TensorToWrite,
+} from './safetensors.js';
+export { SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, checkpointFromFiles, readCheckpoint } from './checkpoint.js';
+export type { Checkpoint } from './checkpoint.js';
+export { countParameters, formatParameterCount } from './parameters.js';
+export type { ParameterCount, Shaped } from './parameters.js';

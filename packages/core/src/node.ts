@@ -1,0 +1,53 @@
+// `@peft/core/node`: the Node.js file store. Kept out of the main entry so browser bundles never
+// see `node:fs`.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+
+import type { FileStore } from './files.js';
+
+/**
+ * A directory on disk. Writes go to a temporary name in the same directory and are renamed into
+ * place, so a crash never leaves a half-written adapter or checkpoint behind.
+ */
+export function nodeDirectory(directory: string): FileStore {
+  const root = path.resolve(directory);
+  const resolve = (name: string): string => {
+    const full = path.resolve(root, name);
+    if (full !== root && !full.startsWith(root + path.sep)) {
+      throw new Error(`${name}: file name escapes the directory ${root}`);
+    }
+    return full;
+  };
+  return {
+    location: root,
+    async read(name) {
+      try {
+        const buffer = await fs.readFile(resolve(name));
+        return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${path.join(root, name)}: no such file`);
+        throw error;
+      }
+    },
+    async has(name) {
+      try {
+        await fs.access(resolve(name));
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async write(name, bytes) {
+      const target = resolve(name);
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      const temporary = `${target}.tmp-${process.pid}-${Date.now()}`;
+      try {
+        await fs.writeFile(temporary, bytes);
+        await fs.rename(temporary, target);
+      } catch (error) {
+        await fs.rm(temporary, { force: true });
+        throw error;
+      }
+    },
+  };
+}
