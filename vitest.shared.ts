@@ -1,4 +1,3 @@
-import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -10,19 +9,19 @@ const root = path.dirname(fileURLToPath(import.meta.url));
 // forked test processes inherit this. It must be in the environment before the process starts.
 process.env.TF_CPP_MIN_LOG_LEVEL ??= '3';
 
-/** `@peft/<name>` -> packages/<name>/src/index.ts: tests run against the sources, no build needed. */
-function workspaceAliases(): Record<string, string> {
-  const aliases: Record<string, string> = {};
-  for (const name of readdirSync(path.join(root, 'packages'))) {
-    aliases[`@peft/${name}`] = path.join(root, 'packages', name, 'src', 'index.ts');
-  }
-  return aliases;
-}
+/**
+ * `@peft/<name>` -> packages/<name>/src/index.ts and `@peft/<name>/<entry>` -> src/<entry>.ts:
+ * tests run against the sources, no build needed.
+ */
+const workspaceAliases = [
+  { find: /^@peft\/([a-z-]+)$/, replacement: path.join(root, 'packages/$1/src/index.ts') },
+  { find: /^@peft\/([a-z-]+)\/([a-z-]+)$/, replacement: path.join(root, 'packages/$1/src/$2.ts') },
+];
 
 /** The vitest configuration every package uses (its vitest.config.ts re-exports this). */
 export function peftTestConfig(overrides: UserConfig['test'] = {}): UserConfig {
   return defineConfig({
-    resolve: { alias: workspaceAliases() },
+    resolve: { alias: workspaceAliases },
     test: {
       // The native tfjs-node addon crashes at exit in worker threads; forked processes are safe.
       pool: 'forks',

@@ -14,3 +14,19 @@ export { SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, checkpointFromFiles, readChec
 export type { Checkpoint } from './checkpoint.js';
 export { countParameters, formatParameterCount } from './parameters.js';
 export type { ParameterCount, Shaped } from './parameters.js';
+export { HostHooks, HostLinear } from './host.js';
+export type {
+  Disposer,
+  ForwardContext,
+  HostConfig,
+  HostForwardInput,
+  HostForwardOutput,
+  InputEmbeddingHook,
+  KeyValueCache,
+  KeyValuePrefix,
+  KeyValuePrefixProvider,
+  LinearDelta,
+  PeftHost,
+  SublayerHook,
+  SublayerPoint,
+} from './host.js';

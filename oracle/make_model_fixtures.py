@@ -1,0 +1,91 @@
+"""Golden fixtures for @peft/models: tiny random models of each architecture, saved as Hugging Face
+saves them, with the logits transformers computes for a few inputs (plain, right- and left-padded
+batches) and its greedy generations.
+
+run: oracle/.venv/bin/python oracle/make_model_fixtures.py   (versions: oracle/requirements.txt)
+"""
+import json
+import pathlib
+import shutil
+
+import torch
+import transformers
+from safetensors.torch import save_file
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "packages/models/test/fixtures"
+
+
+def gpt2_cases():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    yield "gpt2-tied", GPT2LMHeadModel(GPT2Config(
+        vocab_size=97, n_positions=32, n_embd=24, n_layer=2, n_head=3, bos_token_id=0, eos_token_id=1,
+    ))
+    yield "gpt2-untied-odd", GPT2LMHeadModel(GPT2Config(
+        vocab_size=101, n_positions=24, n_embd=20, n_layer=3, n_head=5, n_inner=36,
+        tie_word_embeddings=False, scale_attn_by_inverse_layer_idx=True, bos_token_id=0, eos_token_id=1,
+    ))
+
+
+def randomize(model, seed):
+    """Weights large enough that every op matters (HF's init std 0.02 makes logits nearly flat)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            if name.endswith("norm.weight") or ".ln_" in name and name.endswith("weight") or "LayerNorm.weight" in name:
+                parameter.copy_(1 + 0.2 * noise)
+            else:
+                parameter.copy_(0.3 * noise)
+
+
+def inputs(vocab, seed):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, vocab, (2, 7), generator=generator)
+    right = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]])
+    left = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1]])
+    return {"plain": (ids, None), "right_padded": (ids, right), "left_padded": (ids, left)}
+
+
+def main():
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    torch.manual_seed(0)
+    manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
+    for seed, (name, model) in enumerate(gpt2_cases()):
+        randomize(model, seed)
+        model.eval()
+        model.config._attn_implementation = "eager"
+        directory = OUT / name
+        model.save_pretrained(directory, safe_serialization=True)
+        expected, cases = {}, {}
+        for key, (ids, mask) in inputs(model.config.vocab_size, 100 + seed).items():
+            with torch.no_grad():
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            expected[f"{key}.logits"] = logits.contiguous()
+            cases[key] = {"input_ids": ids.tolist(), "attention_mask": None if mask is None else mask.tolist()}
+        # greedy generation, unpadded and left-padded (the padding side generation uses)
+        ids, _ = inputs(model.config.vocab_size, 100 + seed)["plain"]
+        left = inputs(model.config.vocab_size, 100 + seed)["left_padded"][1]
+        generations = []
+        for mask in (None, left):
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=ids[:, :5], attention_mask=None if mask is None else mask[:, :5],
+                    max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None,
+                )
+            generations.append({
+                "input_ids": ids[:, :5].tolist(),
+                "attention_mask": None if mask is None else mask[:, :5].tolist(),
+                "max_new_tokens": 6,
+                "output_ids": out.tolist(),
+            })
+        save_file(expected, directory / "expected.safetensors")
+        (directory / "inputs.json").write_text(json.dumps({"forward": cases, "greedy": generations}, indent=1) + "\n")
+        manifest["cases"].append({"name": name, "model_type": model.config.model_type,
+                                  "parameters": sum(p.numel() for p in model.parameters())})
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+// The host contract (DESIGN.md §3): the four places where a PEFT method changes a frozen model.
+// A host (a model from @peft/models, or a user's own) owns its weights and its forward pass; it
+// exposes its linear projections as HostLinear objects and consults a HostHooks object at the
+// three other places. Methods attach through these only.
+import * as tf from '@tensorflow/tfjs-core';
+
+/** What a method needs to know of a host's shape. */
+export interface HostConfig {
+  /** Hugging Face `model_type`: `gpt2`, `llama`, `bert`, ... */
+  modelType: string;
+  numLayers: number;
+  hiddenSize: number;
+  numAttentionHeads: number;
+  /** Equal to numAttentionHeads without grouped-query attention. */
+  numKeyValueHeads: number;
+  headDim: number;
+  vocabSize: number;
+  /** Length of the position table; Infinity for rotary positions. */
+  maxPositions: number;
+}
+
+/** Facts about the forward pass in progress, passed to every delta and hook. */
+export interface ForwardContext {
+  training: boolean;
+  batchSize: number;
+  /** Tokens of this call (after the input-embedding hook). */
+  sequenceLength: number;
+  /** Positions already in the key/value cache (generation), 0 otherwise. */
+  cacheLength: number;
+  /** Per-sample adapter names, for methods that allow mixed batches. */
+  sampleAdapters?: readonly string[];
+}
+
+/** An extra path beside a frozen projection: y = base(x) + delta(x). `x` is [N, in], result [N, out]. */
+export type LinearDelta = (x: tf.Tensor2D, context: ForwardContext) => tf.Tensor2D;
+
+/**
+ * A frozen linear projection with a Hugging Face module path. The weight is held as [in, out]
+ * whatever the checkpoint layout (GPT-2's Conv1D stores [in, out], nn.Linear [out, in]), so the
+ * forward product needs no transpose.
+ */
+export class HostLinear {
+  private readonly deltas = new Map<string, LinearDelta>();
+
+  constructor(
+    /** Module path, e.g. `transformer.h.0.attn.c_attn` or `model.layers.3.self_attn.q_proj`. */
+    readonly name: string,
+    /** [in, out], frozen. */
+    readonly weight: tf.Variable<tf.Rank.R2>,
+    /** [out] or null, frozen. */
+    readonly bias: tf.Variable<tf.Rank.R1> | null,
+    /** How the checkpoint stores the weight: `linear` = [out, in], `conv1d` = [in, out]. */
+    readonly layout: 'linear' | 'conv1d',
+  ) {}
+
+  get inFeatures(): number {
+    return this.weight.shape[0];
+  }
+
+  get outFeatures(): number {
+    return this.weight.shape[1];
+  }
+
+  /** y = x·W + b + Σ deltas(x), for x of shape [..., in]. */
+  apply(x: tf.Tensor, context: ForwardContext): tf.Tensor {
+    const leading = x.shape.slice(0, -1);
+    const flat = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D; // [N, in]
+    let y: tf.Tensor2D = tf.matMul(flat, this.weight);
+    if (this.bias) y = tf.add(y, this.bias);
+    for (const delta of this.deltas.values()) y = tf.add(y, delta(flat, context));
+    return tf.reshape(y, [...leading, this.outFeatures]);
+  }
+
+  addDelta(key: string, delta: LinearDelta): void {
+    if (this.deltas.has(key)) throw new Error(`${this.name}: a delta path "${key}" is already attached`);
+    this.deltas.set(key, delta);
+  }
+
+  removeDelta(key: string): void {
+    if (!this.deltas.delete(key)) throw new Error(`${this.name}: no delta path "${key}" to remove`);
+  }
+
+  deltaKeys(): string[] {
+    return [...this.deltas.keys()];
+  }
+
+  /**
+   * Adds a dense ΔW ([in, out]) into the frozen weight (`sign` -1 takes it out again). Refuses a
+   * ΔW holding NaN or Inf: a merged weight cannot be repaired afterwards.
+   */
+  merge(deltaWeight: tf.Tensor2D, sign: 1 | -1 = 1): void {
+    const [inFeatures, outFeatures] = deltaWeight.shape;
+    if (inFeatures !== this.inFeatures || outFeatures !== this.outFeatures) {
+      throw new Error(`${this.name}: ΔW has shape [${deltaWeight.shape}], the weight [${this.weight.shape}]`);
+    }
+    const finite = tf.tidy(() => tf.all(tf.isFinite(deltaWeight)).dataSync()[0] === 1);
+    if (!finite) throw new Error(`${this.name}: ΔW holds NaN or Inf; refusing to merge it into the weight`);
+    tf.tidy(() => this.weight.assign(sign === 1 ? tf.add(this.weight, deltaWeight) : tf.sub(this.weight, deltaWeight)));
+  }
+}
+
+/** Output of a sublayer (attention or feed-forward) before its residual add, [B, T, d] -> [B, T, d]. */
+export type SublayerHook = (hidden: tf.Tensor3D, layer: number, context: ForwardContext) => tf.Tensor3D;
+export type SublayerPoint = 'afterAttention' | 'afterFfn';
+
+/** Keys and values every query of a layer may attend to before the real tokens. */
+export interface KeyValuePrefix {
+  /** [B, numKeyValueHeads, P, headDim], used as given (as Hugging Face uses past_key_values). */
+  key: tf.Tensor4D;
+  value: tf.Tensor4D;
+}
+export interface KeyValuePrefixProvider {
+  /** P, the same for every layer. */
+  readonly length: number;
+  prefix(layer: number, context: ForwardContext): KeyValuePrefix;
+}
+
+/**
+ * Token embeddings [B, T, d] before position embeddings and the first layer. May prepend virtual
+ * tokens (reported in `prepended`, the host then prepends ones to the mask and the caller -100 to
+ * the labels) or replace rows in place.
+ */
+export type InputEmbeddingHook = (
+  embeddings: tf.Tensor3D,
+  context: ForwardContext,
+) => { embeddings: tf.Tensor3D; prepended: number };
+
+export interface Disposer {
+  remove(): void;
+}
+
+/**
+ * The hook points a host consults in its forward pass. The host applies them; methods install
+ * them. One prefix provider and one input-embedding hook at a time (two would fight over the
+ * positions); any number of sublayer hooks, applied in the order added.
+ */
+export class HostHooks {
+  private readonly sublayer = new Map<string, SublayerHook[]>();
+  private prefixProvider: KeyValuePrefixProvider | null = null;
+  private inputHook: InputEmbeddingHook | null = null;
+
+  constructor(private readonly numLayers: number) {}
+
+  addSublayerHook(point: SublayerPoint, layer: number, hook: SublayerHook): Disposer {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) {
+      throw new Error(`${point} hook: layer ${layer} is outside 0..${this.numLayers - 1}`);
+    }
+    const key = `${point}:${layer}`;
+    const hooks = this.sublayer.get(key) ?? [];
+    hooks.push(hook);
+    this.sublayer.set(key, hooks);
+    return {
+      remove: () => {
+        const index = hooks.indexOf(hook);
+        if (index >= 0) hooks.splice(index, 1);
+      },
+    };
+  }
+
+  /** Applied by the host to a sublayer's output before the residual add. */
+  applySublayer(point: SublayerPoint, layer: number, hidden: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+    let h = hidden;
+    for (const hook of this.sublayer.get(`${point}:${layer}`) ?? []) h = hook(h, layer, context);
+    return h;
+  }
+
+  setKeyValuePrefix(provider: KeyValuePrefixProvider): Disposer {
+    if (this.prefixProvider) throw new Error('a key/value prefix is already installed on this host');
+    this.prefixProvider = provider;
+    return { remove: () => (this.prefixProvider = this.prefixProvider === provider ? null : this.prefixProvider) };
+  }
+
+  get keyValuePrefix(): KeyValuePrefixProvider | null {
+    return this.prefixProvider;
+  }
+
+  setInputEmbeddingHook(hook: InputEmbeddingHook): Disposer {
+    if (this.inputHook) throw new Error('an input-embedding hook is already installed on this host');
+    this.inputHook = hook;
+    return { remove: () => (this.inputHook = this.inputHook === hook ? null : this.inputHook) };
+  }
+
+  get inputEmbedding(): InputEmbeddingHook | null {
+    return this.inputHook;
+  }
+}
+
+/** A key/value cache for generation: per layer [B, kvHeads, S, headDim]. */
+export interface KeyValueCache {
+  layers: { key: tf.Tensor4D; value: tf.Tensor4D }[];
+  /** Positions held: virtual ones (prefix, prepended prompt) and real tokens. */
+  length: number;
+  /** Of those, the virtual positions at the front; the caller's attention mask never covers them. */
+  virtual: number;
+}
+
+export interface HostForwardInput {
+  /** [B, T] token ids. */
+  inputIds: tf.Tensor2D | number[][];
+  /**
+   * Ones for real tokens, zeros for padding: [B, T], or [B, cached real tokens + T] with a cache
+   * (as Hugging Face passes it). Never covers virtual tokens: the host adds their ones itself.
+   * Default all ones.
+   */
+  attentionMask?: tf.Tensor2D | number[][];
+  /** BERT segment ids, [B, T]; default zeros. */
+  tokenTypeIds?: tf.Tensor2D | number[][];
+  /** [B, T]; default cacheLength + arange(T). */
+  positionIds?: tf.Tensor2D | number[][];
+  /** Continue from a cache (generation); its mask columns are part of `attentionMask` when given. */
+  cache?: KeyValueCache;
+  /** Return a cache extended by this call. */
+  useCache?: boolean;
+  outputHiddenStates?: boolean;
+  training?: boolean;
+  sampleAdapters?: readonly string[];
+}
+
+export interface HostForwardOutput {
+  /** [B, prepended + T, vocabulary or labels] (per-token heads), or [B, labels] (sequence heads). */
+  logits: tf.Tensor;
+  /** Embedding output and each layer's output, [B, prepended + T, d]. */
+  hiddenStates?: tf.Tensor3D[];
+  cache?: KeyValueCache;
+  /** Virtual tokens the input-embedding hook put in front of the real ones. */
+  prepended: number;
+}
+
+/** A model PEFT methods can attach to. */
+export interface PeftHost {
+  readonly config: HostConfig;
+  readonly hooks: HostHooks;
+  /** Every linear projection a delta path can attach to, by module path. */
+  readonly linears: ReadonlyMap<string, HostLinear>;
+  /** Every weight by its Hugging Face name, frozen. */
+  readonly parameters: ReadonlyMap<string, tf.Variable>;
+  /** Module paths of task heads (`lm_head`, `classifier`, `score`): candidates for modules_to_save. */
+  readonly headModules: readonly string[];
+  forward(input: HostForwardInput): HostForwardOutput;
+  dispose(): void;
+}

@@ -1,0 +1,156 @@
+// GPT-2 as Hugging Face `transformers` defines it (GPT2LMHeadModel): learned positions, pre-LN
+// blocks, Conv1D projections stored [in, out], fused q/k/v (`c_attn`), gelu_new, LM head tied to
+// the token embeddings unless the config unties it.
+import type { Checkpoint, HostLinear } from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { ConfigReader } from './config.js';
+import { activation, attention, layerNorm, mergeHeads, splitHeads } from './ops.js';
+import { TransformerHost, type LayerState } from './transformer-host.js';
+import { WeightLoader } from './weights.js';
+
+export interface Gpt2Config {
+  vocabSize: number; // vocab_size
+  maxPositions: number; // n_positions: learned position table
+  hiddenSize: number; // n_embd
+  numLayers: number; // n_layer
+  numHeads: number; // n_head
+  innerSize: number; // n_inner, default 4·n_embd
+  activation: string; // activation_function, default gelu_new
+  layerNormEpsilon: number; // layer_norm_epsilon
+  scaleAttentionWeights: boolean; // scale_attn_weights: divide scores by sqrt(headDim)
+  scaleByInverseLayerIndex: boolean; // scale_attn_by_inverse_layer_idx: also divide by layer + 1
+  tieWordEmbeddings: boolean; // tie_word_embeddings
+}
+
+export function parseGpt2Config(reader: ConfigReader): Gpt2Config {
+  const hiddenSize = reader.positiveInteger('n_embd');
+  return {
+    vocabSize: reader.positiveInteger('vocab_size'),
+    maxPositions: reader.positiveInteger('n_positions'),
+    hiddenSize,
+    numLayers: reader.positiveInteger('n_layer'),
+    numHeads: reader.divisor('n_head', hiddenSize, 'n_embd'),
+    innerSize: reader.positiveInteger('n_inner', 4 * hiddenSize),
+    activation: reader.string('activation_function', 'gelu_new'),
+    layerNormEpsilon: reader.number('layer_norm_epsilon', 1e-5),
+    scaleAttentionWeights: reader.boolean('scale_attn_weights', true),
+    scaleByInverseLayerIndex: reader.boolean('scale_attn_by_inverse_layer_idx', false),
+    tieWordEmbeddings: reader.boolean('tie_word_embeddings', true),
+  };
+}
+
+interface LayerNormWeights {
+  weight: tf.Variable<tf.Rank.R1>;
+  bias: tf.Variable<tf.Rank.R1>;
+}
+
+interface Gpt2Block {
+  ln1: LayerNormWeights;
+  attention: HostLinear; // c_attn: d -> 3d (q, k, v)
+  attentionOut: HostLinear; // attn.c_proj: d -> d
+  ln2: LayerNormWeights;
+  up: HostLinear; // mlp.c_fc: d -> inner
+  down: HostLinear; // mlp.c_proj: inner -> d
+}
+
+export class Gpt2Model extends TransformerHost {
+  readonly headModules = ['lm_head'] as const;
+  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // wte [V, d]
+  private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>; // wpe [P, d]
+  private readonly blocks: Gpt2Block[] = [];
+  private readonly finalNorm: LayerNormWeights;
+  /** [V, d]: the token embeddings when tied. */
+  private readonly lmHead: tf.Variable<tf.Rank.R2>;
+  private readonly act: (x: tf.Tensor) => tf.Tensor;
+
+  constructor(
+    readonly gpt2: Gpt2Config,
+    checkpoint: Checkpoint,
+  ) {
+    const headDim = gpt2.hiddenSize / gpt2.numHeads;
+    super(
+      {
+        modelType: 'gpt2',
+        numLayers: gpt2.numLayers,
+        hiddenSize: gpt2.hiddenSize,
+        numAttentionHeads: gpt2.numHeads,
+        numKeyValueHeads: gpt2.numHeads,
+        headDim,
+        vocabSize: gpt2.vocabSize,
+        maxPositions: gpt2.maxPositions,
+      },
+      true,
+    );
+    this.act = activation(gpt2.activation, 'config.json activation_function');
+    // GPT2LMHeadModel checkpoints prefix the body with `transformer.`; GPT2Model ones do not.
+    const prefix = checkpoint.has('transformer.wte.weight') ? 'transformer.' : '';
+    const load = new WeightLoader(checkpoint, prefix);
+    const { hiddenSize: d, vocabSize, maxPositions, innerSize } = gpt2;
+    this.tokenEmbeddings = load.variable('wte.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>;
+    this.positionEmbeddings = load.variable('wpe.weight', [maxPositions, d]) as tf.Variable<tf.Rank.R2>;
+    const norm = (name: string): LayerNormWeights => ({
+      weight: load.variable(`${name}.weight`, [d]) as tf.Variable<tf.Rank.R1>,
+      bias: load.variable(`${name}.bias`, [d]) as tf.Variable<tf.Rank.R1>,
+    });
+    for (let i = 0; i < gpt2.numLayers; i++) {
+      const block: Gpt2Block = {
+        ln1: norm(`h.${i}.ln_1`),
+        attention: load.linear(`h.${i}.attn.c_attn`, d, 3 * d, 'conv1d', true),
+        attentionOut: load.linear(`h.${i}.attn.c_proj`, d, d, 'conv1d', true),
+        ln2: norm(`h.${i}.ln_2`),
+        up: load.linear(`h.${i}.mlp.c_fc`, d, innerSize, 'conv1d', true),
+        down: load.linear(`h.${i}.mlp.c_proj`, innerSize, d, 'conv1d', true),
+      };
+      for (const linear of [block.attention, block.attentionOut, block.up, block.down]) this.linearMap.set(linear.name, linear);
+      this.blocks.push(block);
+    }
+    this.finalNorm = norm('ln_f');
+    if (gpt2.tieWordEmbeddings) {
+      this.lmHead = this.tokenEmbeddings;
+    } else {
+      const lmLoader = new WeightLoader(checkpoint, '');
+      this.lmHead = lmLoader.variable('lm_head.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>;
+      for (const [name, variable] of lmLoader.variables) this.parameterMap.set(name, variable);
+    }
+    for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
+  }
+
+  protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
+    return tf.gather(this.tokenEmbeddings, ids) as tf.Tensor as tf.Tensor3D;
+  }
+
+  protected embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D): tf.Tensor3D {
+    return tf.add(embeddings, tf.gather(this.positionEmbeddings, positions)) as tf.Tensor3D;
+  }
+
+  protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const block = this.blocks[index]!;
+    const { numHeads, hiddenSize, layerNormEpsilon } = this.gpt2;
+    const { headDim } = this.config;
+    const context = state.context;
+
+    const normed = layerNorm(hidden, block.ln1.weight, block.ln1.bias, layerNormEpsilon);
+    const qkv = block.attention.apply(normed, context); // [B, T, 3d]
+    const [q, k, v] = tf.split(qkv, [hiddenSize, hiddenSize, hiddenSize], -1) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
+    const { key, value } = this.extendKeys(index, splitHeads(k, numHeads, headDim), splitHeads(v, numHeads, headDim), state);
+    let scale = this.gpt2.scaleAttentionWeights ? 1 / Math.sqrt(headDim) : 1;
+    if (this.gpt2.scaleByInverseLayerIndex) scale /= index + 1;
+    const attended = mergeHeads(attention(splitHeads(q, numHeads, headDim), key, value, state.bias, scale)); // [B, T, d]
+    let attentionOutput = block.attentionOut.apply(attended, context) as tf.Tensor3D;
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context);
+    const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
+
+    const normed2 = layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon);
+    let ffn = block.down.apply(this.act(block.up.apply(normed2, context)), context) as tf.Tensor3D;
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context);
+    return tf.add(afterAttention, ffn) as tf.Tensor3D;
+  }
+
+  protected head(hidden: tf.Tensor3D): tf.Tensor {
+    const [batch, length, d] = hidden.shape;
+    const normed = layerNorm(hidden, this.finalNorm.weight, this.finalNorm.bias, this.gpt2.layerNormEpsilon);
+    const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
+    return tf.reshape(logits, [batch, length, this.config.vocabSize]);
+  }
+}

@@ -1,0 +1,46 @@
+// loadPretrained: a Hugging Face model directory -> a host, architecture chosen by config.json.
+import { describeFile, readCheckpoint, readJson, urlStore, type FileStore } from '@peft/core';
+
+import { ConfigReader, type RawConfig } from './config.js';
+import { Gpt2Model, parseGpt2Config } from './gpt2.js';
+import type { TransformerHost } from './transformer-host.js';
+
+export const CONFIG_FILE = 'config.json';
+
+type Builder = (reader: ConfigReader, store: FileStore) => Promise<TransformerHost>;
+
+const ARCHITECTURES: Record<string, Builder> = {
+  gpt2: async (reader, store) => new Gpt2Model(parseGpt2Config(reader), await readCheckpoint(store)),
+};
+
+export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
+
+/**
+ * Loads a model from a Hugging Face model directory: `config.json` + `model.safetensors` (or its
+ * shards). `source` is a directory path (Node), a URL (anything with fetch), or a FileStore.
+ *
+ * ```ts
+ * const model = await loadPretrained('./brown-gpt');
+ * const { logits } = model.forward({ inputIds: [[464, 3290, 318]] });
+ * ```
+ */
+export async function loadPretrained(source: string | FileStore): Promise<TransformerHost> {
+  const store = typeof source !== 'string' ? source : /^https?:\/\//.test(source) ? urlStore(source) : await nodeStore(source);
+  const raw = await readJson<RawConfig>(store, CONFIG_FILE);
+  const configPath = describeFile(store, CONFIG_FILE);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${configPath}: not a JSON object`);
+  const modelType = raw.model_type;
+  const build = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined;
+  if (!build) {
+    throw new Error(
+      `${configPath}: unsupported model_type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`,
+    );
+  }
+  return build(new ConfigReader(raw, configPath), store);
+}
+
+async function nodeStore(directory: string): Promise<FileStore> {
+  // Loaded only for a path, so browser bundles that pass URLs or stores never need node:fs.
+  const { nodeDirectory } = await import('@peft/core/node');
+  return nodeDirectory(directory);
+}

@@ -1,0 +1,97 @@
+// Building blocks shared by the architectures: norms, activations, attention with its mask.
+import * as tf from '@tensorflow/tfjs-core';
+
+/** LayerNorm over the last axis, as torch.nn.LayerNorm (biased variance). */
+export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias: tf.Tensor1D, epsilon: number): tf.Tensor {
+  return tf.tidy(() => {
+    const { mean, variance } = tf.moments(x, -1, true);
+    return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, epsilon))), weight), bias);
+  });
+}
+
+/** RMSNorm over the last axis, as Llama's: x / sqrt(mean(x²) + eps) · weight. */
+export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D, epsilon: number): tf.Tensor {
+  return tf.tidy(() => tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), epsilon))), weight));
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+/** The activations of Hugging Face's ACT2FN that these architectures use. */
+export const ACTIVATIONS: Record<string, (x: tf.Tensor) => tf.Tensor> = {
+  // tanh approximation (GPT-2's gelu_new, also gelu_pytorch_tanh)
+  gelu_new: (x) =>
+    tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), SQRT_2_OVER_PI))))),
+  // exact: x·Φ(x)
+  gelu: (x) => tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))))),
+  silu: (x) => tf.tidy(() => tf.mul(x, tf.sigmoid(x))),
+  relu: (x) => tf.relu(x),
+  tanh: (x) => tf.tanh(x),
+};
+ACTIVATIONS.gelu_pytorch_tanh = ACTIVATIONS.gelu_new!;
+ACTIVATIONS.swish = ACTIVATIONS.silu!;
+
+export function activation(name: string, where: string): (x: tf.Tensor) => tf.Tensor {
+  const fn = ACTIVATIONS[name];
+  if (!fn) throw new Error(`${where}: unsupported activation "${name}" (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+  return fn;
+}
+
+/** Additive mask value: exp() of a score this low is exactly 0 in float32. */
+const MASKED = -1e9;
+
+/**
+ * The additive attention bias [B, 1, T, S] for T queries over S keys, the last T of which are the
+ * queries themselves. `keyMask` [B, S] is 1 for keys that may be attended (real tokens, virtual
+ * tokens), 0 for padding. Causal: query i sees keys up to S - T + i.
+ */
+export function attentionBias(keyMask: tf.Tensor2D, queries: number, causal: boolean): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [batch, keys] = keyMask.shape;
+    let allowed: tf.Tensor = tf.reshape(keyMask, [batch, 1, 1, keys]);
+    if (causal) {
+      const past = keys - queries;
+      const query = tf.reshape(tf.range(past, keys, 1, 'int32'), [queries, 1]);
+      const key = tf.reshape(tf.range(0, keys, 1, 'int32'), [1, keys]);
+      const causalMask = tf.cast(tf.lessEqual(key, query), 'float32'); // [T, S]
+      allowed = tf.mul(allowed, tf.reshape(causalMask, [1, 1, queries, keys]));
+    }
+    return tf.mul(tf.sub(1, allowed), MASKED) as tf.Tensor4D;
+  });
+}
+
+/**
+ * Scaled dot-product attention. q [B, H, T, hd]; k, v [B, Hkv, S, hd] with H a multiple of Hkv
+ * (grouped-query attention shares each key/value head among H / Hkv query heads).
+ */
+export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.Tensor4D, scale: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [batch, heads, , headDim] = q.shape;
+    const kvHeads = k.shape[1];
+    let keys: tf.Tensor4D = k;
+    let values: tf.Tensor4D = v;
+    if (kvHeads !== heads) {
+      const group = heads / kvHeads;
+      const repeat = (t: tf.Tensor4D): tf.Tensor4D => {
+        const length = t.shape[2];
+        const tiled = tf.tile(tf.reshape(t, [batch, kvHeads, 1, length, headDim]), [1, 1, group, 1, 1]);
+        return tf.reshape(tiled, [batch, heads, length, headDim]);
+      };
+      keys = repeat(k);
+      values = repeat(v);
+    }
+    const scores = tf.add(tf.mul(tf.matMul(q, keys, false, true), scale), bias); // [B, H, T, S]
+    return tf.matMul(tf.softmax(scores), values) as tf.Tensor4D; // [B, H, T, hd]
+  });
+}
+
+/** [B, T, H·hd] -> [B, H, T, hd] */
+export function splitHeads(x: tf.Tensor, heads: number, headDim: number): tf.Tensor4D {
+  const [batch, length] = x.shape as [number, number, number];
+  return tf.transpose(tf.reshape(x, [batch, length, heads, headDim]), [0, 2, 1, 3]);
+}
+
+/** [B, H, T, hd] -> [B, T, H·hd] */
+export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
+  const [batch, heads, length, headDim] = x.shape;
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch, length, heads * headDim]);
+}

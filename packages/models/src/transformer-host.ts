@@ -1,0 +1,223 @@
+// What every architecture's forward pass shares: input checks, the input-embedding hook, virtual
+// tokens in the mask, positions, the key/value prefix and the generation cache. An architecture
+// implements its embeddings, one layer and its head; everything here follows Hugging Face's
+// handling of inputs_embeds and past_key_values.
+import {
+  HostHooks,
+  type ForwardContext,
+  type HostConfig,
+  type HostForwardInput,
+  type HostForwardOutput,
+  type HostLinear,
+  type KeyValueCache,
+  type PeftHost,
+} from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { attentionBias } from './ops.js';
+
+/** Per forward pass, what a layer needs besides its input. */
+export interface LayerState {
+  context: ForwardContext;
+  /** [B, 1, T, S] additive. */
+  bias: tf.Tensor4D;
+  /** [B, T] int32 positions of the queries. */
+  positions: tf.Tensor2D;
+  /** Prepend the key/value prefix (first pass only: later passes find it in the cache). */
+  usePrefix: boolean;
+  cacheIn?: KeyValueCache;
+  /** Filled by extendKeys when a cache is requested. */
+  cacheOut?: KeyValueCache['layers'];
+}
+
+function asTensor(value: tf.Tensor2D | number[][], dtype: 'int32' | 'float32', field: string): tf.Tensor2D {
+  if (value instanceof tf.Tensor) {
+    if (value.rank !== 2) throw new Error(`${field}: expected a [batch, length] tensor, got shape [${value.shape}]`);
+    return value.dtype === dtype ? value : tf.cast(value, dtype);
+  }
+  if (!Array.isArray(value) || value.length === 0 || !value.every((row) => Array.isArray(row))) {
+    throw new Error(`${field}: expected a non-empty [batch, length] array of arrays`);
+  }
+  const width = value[0]!.length;
+  if (!value.every((row) => row.length === width)) {
+    throw new Error(`${field}: rows have different lengths (${value.map((r) => r.length).join(', ')}); pad them`);
+  }
+  return tf.tensor2d(value, [value.length, width], dtype);
+}
+
+export abstract class TransformerHost implements PeftHost {
+  readonly hooks: HostHooks;
+  protected readonly linearMap = new Map<string, HostLinear>();
+  protected readonly parameterMap = new Map<string, tf.Variable>();
+
+  protected constructor(
+    readonly config: HostConfig,
+    /** Causal (decoder) attention, or bidirectional (encoder). */
+    protected readonly causal: boolean,
+  ) {
+    this.hooks = new HostHooks(config.numLayers);
+  }
+
+  abstract readonly headModules: readonly string[];
+
+  get linears(): ReadonlyMap<string, HostLinear> {
+    return this.linearMap;
+  }
+
+  get parameters(): ReadonlyMap<string, tf.Variable> {
+    return this.parameterMap;
+  }
+
+  /** Token ids [B, T] -> token embeddings [B, T, d] (before the input-embedding hook). */
+  protected abstract embedTokens(ids: tf.Tensor2D): tf.Tensor3D;
+  /** Adds what depends on positions and segments (learned positions, token types, norms). */
+  protected abstract embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D, tokenTypes: tf.Tensor2D): tf.Tensor3D;
+  protected abstract layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D;
+  /** Final norm and head: [B, T, d] -> logits. */
+  protected abstract head(hidden: tf.Tensor3D): tf.Tensor;
+
+  forward(input: HostForwardInput): HostForwardOutput {
+    const { config } = this;
+    const ids = asTensor(input.inputIds, 'int32', 'inputIds');
+    const [batch, length] = ids.shape;
+    const cache = input.cache;
+    if (cache && cache.layers.length !== config.numLayers) {
+      throw new Error(`cache: has ${cache.layers.length} layers, the model ${config.numLayers}`);
+    }
+    this.checkIds(ids);
+    const context: ForwardContext = {
+      training: input.training ?? false,
+      batchSize: batch,
+      sequenceLength: length,
+      cacheLength: cache?.length ?? 0,
+      ...(input.sampleAdapters ? { sampleAdapters: input.sampleAdapters } : {}),
+    };
+    if (input.sampleAdapters && input.sampleAdapters.length !== batch) {
+      throw new Error(`sampleAdapters: ${input.sampleAdapters.length} names for a batch of ${batch}`);
+    }
+
+    const result = tf.tidy(() => {
+      let embeddings = this.embedTokens(ids);
+      let prepended = 0;
+      const inputHook = this.hooks.inputEmbedding;
+      if (inputHook && !cache) {
+        const hooked = inputHook(embeddings, context);
+        embeddings = hooked.embeddings;
+        prepended = hooked.prepended;
+      }
+      const queries = embeddings.shape[1];
+      context.sequenceLength = queries;
+      const prefix = this.hooks.keyValuePrefix;
+      const usePrefix = prefix !== null && !cache;
+      const past = cache ? cache.length : usePrefix ? prefix.length : 0;
+      const virtual = cache ? cache.virtual : (usePrefix ? prefix.length : 0) + prepended;
+      const keys = past + queries;
+      if (past + queries > config.maxPositions) {
+        throw new Error(
+          `sequence of ${past + queries} positions (${virtual} virtual + ${past + queries - virtual} real) is longer than ` +
+            `the model's position table (max_position_embeddings ${config.maxPositions})`,
+        );
+      }
+
+      const realKeys = keys - virtual;
+      const realMask = input.attentionMask
+        ? asTensor(input.attentionMask, 'float32', 'attentionMask')
+        : tf.ones([batch, realKeys]);
+      if (realMask.shape[0] !== batch || realMask.shape[1] !== realKeys) {
+        throw new Error(
+          `attentionMask: expected shape [${batch}, ${realKeys}] (${cache ? 'cached and new' : 'one per'} real token), got [${realMask.shape}]`,
+        );
+      }
+      const keyMask = virtual > 0 ? tf.concat([tf.ones([batch, virtual]), realMask], 1) : realMask;
+      const bias = attentionBias(keyMask as tf.Tensor2D, queries, this.causal);
+
+      let positions: tf.Tensor2D;
+      if (input.positionIds) {
+        positions = asTensor(input.positionIds, 'int32', 'positionIds');
+        if (positions.shape[0] !== batch || positions.shape[1] !== queries) {
+          throw new Error(`positionIds: expected shape [${batch}, ${queries}], got [${positions.shape}]`);
+        }
+      } else {
+        positions = tf.tile(tf.reshape(tf.range(past, past + queries, 1, 'int32'), [1, queries]), [batch, 1]) as tf.Tensor2D;
+      }
+      let tokenTypes: tf.Tensor2D = input.tokenTypeIds
+        ? asTensor(input.tokenTypeIds, 'int32', 'tokenTypeIds')
+        : tf.zeros([batch, length], 'int32');
+      if (prepended > 0) tokenTypes = tf.concat([tf.zeros([batch, prepended], 'int32'), tokenTypes], 1);
+
+      let hidden = this.embedPositions(embeddings, positions, tokenTypes);
+      const state: LayerState = {
+        context,
+        bias,
+        positions,
+        usePrefix,
+        ...(cache ? { cacheIn: cache } : {}),
+        ...(input.useCache ? { cacheOut: [] } : {}),
+      };
+      const hiddenStates: tf.Tensor3D[] = input.outputHiddenStates ? [hidden] : [];
+      for (let i = 0; i < config.numLayers; i++) {
+        hidden = this.layer(i, hidden, state);
+        if (input.outputHiddenStates) hiddenStates.push(hidden);
+      }
+      const logits = this.head(hidden);
+      return {
+        logits,
+        hiddenStates,
+        cacheLayers: state.cacheOut ?? [],
+        prepended,
+        cacheLength: keys,
+        virtual,
+      };
+    });
+    if (!(input.inputIds instanceof tf.Tensor)) ids.dispose();
+
+    const output: HostForwardOutput = { logits: result.logits, prepended: result.prepended };
+    if (input.outputHiddenStates) output.hiddenStates = result.hiddenStates;
+    if (input.useCache) output.cache = { layers: result.cacheLayers, length: result.cacheLength, virtual: result.virtual };
+    return output;
+  }
+
+  /**
+   * Concatenates the prefix (first pass) or the cached keys/values in front of this pass's, and
+   * records the result for the next pass when a cache is requested. k, v: [B, Hkv, T, hd].
+   */
+  protected extendKeys(layer: number, k: tf.Tensor4D, v: tf.Tensor4D, state: LayerState): { key: tf.Tensor4D; value: tf.Tensor4D } {
+    let key = k;
+    let value = v;
+    if (state.cacheIn) {
+      const cached = state.cacheIn.layers[layer]!;
+      key = tf.concat([cached.key, k], 2);
+      value = tf.concat([cached.value, v], 2);
+    } else if (state.usePrefix) {
+      const prefix = this.hooks.keyValuePrefix!.prefix(layer, state.context);
+      const expected = [k.shape[0], k.shape[1], this.hooks.keyValuePrefix!.length, k.shape[3]];
+      if (prefix.key.shape.some((d, i) => d !== expected[i]) || prefix.value.shape.some((d, i) => d !== expected[i])) {
+        throw new Error(
+          `key/value prefix of layer ${layer}: expected [${expected}] ([batch, kvHeads, P, headDim]), got key [${prefix.key.shape}], value [${prefix.value.shape}]`,
+        );
+      }
+      key = tf.concat([prefix.key, k], 2);
+      value = tf.concat([prefix.value, v], 2);
+    }
+    if (state.cacheOut) state.cacheOut[layer] = { key: tf.keep(key), value: tf.keep(value) };
+    return { key, value };
+  }
+
+  /** Token ids outside the vocabulary are an error, not a silent zero row. */
+  private checkIds(ids: tf.Tensor2D): void {
+    const [min, max] = tf.tidy(() => [tf.min(ids), tf.max(ids)]).map((t) => {
+      const value = t.dataSync()[0]!;
+      t.dispose();
+      return value;
+    }) as [number, number];
+    if (min < 0 || max >= this.config.vocabSize) {
+      throw new Error(`inputIds: token id ${min < 0 ? min : max} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+    }
+  }
+
+  dispose(): void {
+    for (const variable of this.parameterMap.values()) variable.dispose();
+    this.parameterMap.clear();
+    this.linearMap.clear();
+  }
+}
