@@ -3,3 +3,5 @@ export { Gpt2Model, parseGpt2Config } from './gpt2.js';
 export type { Gpt2Config } from './gpt2.js';
 export { TransformerHost } from './transformer-host.js';
 export { ConfigReader } from './config.js';
+export { generate } from './generate.js';
+export type { GenerateOptions, GenerateResult } from './generate.js';

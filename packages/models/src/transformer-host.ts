@@ -77,8 +77,16 @@ export abstract class TransformerHost implements PeftHost {
   protected abstract head(hidden: tf.Tensor3D): tf.Tensor;
 
   forward(input: HostForwardInput): HostForwardOutput {
-    const { config } = this;
     const ids = asTensor(input.inputIds, 'int32', 'inputIds');
+    try {
+      return this.forwardIds(ids, input);
+    } finally {
+      if (ids !== input.inputIds) ids.dispose();
+    }
+  }
+
+  private forwardIds(ids: tf.Tensor2D, input: HostForwardInput): HostForwardOutput {
+    const { config } = this;
     const [batch, length] = ids.shape;
     const cache = input.cache;
     if (cache && cache.layers.length !== config.numLayers) {
@@ -169,7 +177,6 @@ export abstract class TransformerHost implements PeftHost {
         virtual,
       };
     });
-    if (!(input.inputIds instanceof tf.Tensor)) ids.dispose();
 
     const output: HostForwardOutput = { logits: result.logits, prepended: result.prepended };
     if (input.outputHiddenStates) output.hiddenStates = result.hiddenStates;
