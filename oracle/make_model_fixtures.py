@@ -27,6 +27,30 @@ def gpt2_cases():
     ))
 
 
+def llama_cases():
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    common = dict(bos_token_id=0, eos_token_id=1, pad_token_id=0, max_position_embeddings=64)
+    yield "llama-gqa-untied", LlamaForCausalLM(LlamaConfig(
+        vocab_size=89, hidden_size=32, intermediate_size=44, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=False, rms_norm_eps=1e-6, **common,
+    ))
+    yield "llama-mqa-tied-llama3-bias", LlamaForCausalLM(LlamaConfig(
+        vocab_size=71, hidden_size=36, intermediate_size=50, num_hidden_layers=2, num_attention_heads=3,
+        head_dim=10, num_key_value_heads=1, tie_word_embeddings=True, attention_bias=True, mlp_bias=True,
+        rms_norm_eps=1e-5, rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}, **common,
+    ))
+    yield "qwen2-tied", Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=67, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000.0}, **common,
+    ))
+    yield "mistral-sliding-window", MistralForCausalLM(MistralConfig(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=4, tie_word_embeddings=False, **common,
+    ))
+
+
 def randomize(model, seed):
     """Weights large enough that every op matters (HF's init std 0.02 makes logits nearly flat)."""
     generator = torch.Generator().manual_seed(seed)
@@ -52,7 +76,8 @@ def main():
         shutil.rmtree(OUT)
     torch.manual_seed(0)
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
-    for seed, (name, model) in enumerate(gpt2_cases()):
+    cases = [*gpt2_cases(), *llama_cases()]
+    for seed, (name, model) in enumerate(cases):
         randomize(model, seed)
         model.eval()
         model.config._attn_implementation = "eager"

@@ -3,14 +3,22 @@ import { describeFile, readCheckpoint, readJson, urlStore, type FileStore } from
 
 import { ConfigReader, type RawConfig } from './config.js';
 import { Gpt2Model, parseGpt2Config } from './gpt2.js';
+import { LlamaModel, parseLlamaConfig } from './llama.js';
 import type { TransformerHost } from './transformer-host.js';
 
 export const CONFIG_FILE = 'config.json';
 
 type Builder = (reader: ConfigReader, store: FileStore) => Promise<TransformerHost>;
 
+async function llamaFamily(reader: ConfigReader, store: FileStore): Promise<TransformerHost> {
+  return new LlamaModel(parseLlamaConfig(reader), await readCheckpoint(store));
+}
+
 const ARCHITECTURES: Record<string, Builder> = {
   gpt2: async (reader, store) => new Gpt2Model(parseGpt2Config(reader), await readCheckpoint(store)),
+  llama: llamaFamily,
+  mistral: llamaFamily,
+  qwen2: llamaFamily,
 };
 
 export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);

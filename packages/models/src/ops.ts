@@ -42,9 +42,10 @@ const MASKED = -1e9;
 /**
  * The additive attention bias [B, 1, T, S] for T queries over S keys, the last T of which are the
  * queries themselves. `keyMask` [B, S] is 1 for keys that may be attended (real tokens, virtual
- * tokens), 0 for padding. Causal: query i sees keys up to S - T + i.
+ * tokens), 0 for padding. Causal: query i sees keys up to S - T + i (and, with a sliding window w,
+ * none before S - T + i - w + 1).
  */
-export function attentionBias(keyMask: tf.Tensor2D, queries: number, causal: boolean): tf.Tensor4D {
+export function attentionBias(keyMask: tf.Tensor2D, queries: number, causal: boolean, slidingWindow: number | null = null): tf.Tensor4D {
   return tf.tidy(() => {
     const [batch, keys] = keyMask.shape;
     let allowed: tf.Tensor = tf.reshape(keyMask, [batch, 1, 1, keys]);
@@ -52,8 +53,10 @@ export function attentionBias(keyMask: tf.Tensor2D, queries: number, causal: boo
       const past = keys - queries;
       const query = tf.reshape(tf.range(past, keys, 1, 'int32'), [queries, 1]);
       const key = tf.reshape(tf.range(0, keys, 1, 'int32'), [1, keys]);
-      const causalMask = tf.cast(tf.lessEqual(key, query), 'float32'); // [T, S]
-      allowed = tf.mul(allowed, tf.reshape(causalMask, [1, 1, queries, keys]));
+      let visible = tf.lessEqual(key, query); // [T, S]
+      // Mistral: a query sees only the `slidingWindow` most recent keys, itself included
+      if (slidingWindow !== null) visible = tf.logicalAnd(visible, tf.greater(key, tf.sub(query, slidingWindow)));
+      allowed = tf.mul(allowed, tf.reshape(tf.cast(visible, 'float32'), [1, 1, queries, keys]));
     }
     return tf.mul(tf.sub(1, allowed), MASKED) as tf.Tensor4D;
   });

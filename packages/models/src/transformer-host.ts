@@ -75,6 +75,10 @@ export abstract class TransformerHost implements PeftHost {
   protected abstract layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D;
   /** Final norm and head: [B, T, d] -> logits. */
   protected abstract head(hidden: tf.Tensor3D): tf.Tensor;
+  /** Keys a causal query may see, counting back from itself (Mistral); null = all. */
+  protected slidingWindow(): number | null {
+    return null;
+  }
 
   forward(input: HostForwardInput): HostForwardOutput {
     const ids = asTensor(input.inputIds, 'int32', 'inputIds');
@@ -137,7 +141,7 @@ export abstract class TransformerHost implements PeftHost {
         );
       }
       const keyMask = virtual > 0 ? tf.concat([tf.ones([batch, virtual]), realMask], 1) : realMask;
-      const bias = attentionBias(keyMask as tf.Tensor2D, queries, this.causal);
+      const bias = attentionBias(keyMask as tf.Tensor2D, queries, this.causal, this.slidingWindow());
 
       let positions: tf.Tensor2D;
       if (input.positionIds) {

@@ -1,0 +1,250 @@
+// Llama as Hugging Face `transformers` defines it (LlamaForCausalLM), and the family that shares its
+// layout: Mistral (sliding-window attention) and Qwen2 (biases on q, k, v). RMSNorm, rotary
+// positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
+// nn.Linear projections stored [out, in], tied or untied LM head.
+import type { Checkpoint, HostLinear } from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { ConfigReader } from './config.js';
+import { activation, attention, mergeHeads, rmsNorm, splitHeads } from './ops.js';
+import { TransformerHost, type LayerState } from './transformer-host.js';
+import { WeightLoader } from './weights.js';
+
+export interface RopeConfig {
+  theta: number; // rope_theta
+  type: 'default' | 'linear' | 'llama3'; // rope_type
+  factor: number; // linear, llama3: how far the context was stretched
+  lowFrequencyFactor: number; // llama3
+  highFrequencyFactor: number; // llama3
+  originalMaxPositions: number; // llama3: context length of pre-training
+}
+
+export interface LlamaConfig {
+  modelType: 'llama' | 'mistral' | 'qwen2';
+  vocabSize: number; // vocab_size
+  hiddenSize: number; // hidden_size
+  intermediateSize: number; // intermediate_size: SwiGLU width
+  numLayers: number; // num_hidden_layers
+  numHeads: number; // num_attention_heads
+  numKeyValueHeads: number; // num_key_value_heads: < numHeads is grouped-query attention
+  headDim: number; // head_dim, default hidden_size / num_attention_heads
+  rmsNormEpsilon: number; // rms_norm_eps
+  activation: string; // hidden_act, default silu
+  maxPositions: number; // max_position_embeddings (informative: rotary positions have no table)
+  rope: RopeConfig;
+  attentionBias: boolean; // attention_bias: bias on q, k, v, o (Qwen2: q, k, v always)
+  mlpBias: boolean; // mlp_bias
+  slidingWindow: number | null; // sliding_window (Mistral): a query sees this many most recent keys
+  tieWordEmbeddings: boolean; // tie_word_embeddings
+}
+
+/** rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier checkpoints). */
+function parseRope(reader: ConfigReader): RopeConfig {
+  const raw = reader.raw;
+  const fromParameters = typeof raw.rope_parameters === 'object' && raw.rope_parameters !== null;
+  const parameters = (fromParameters ? raw.rope_parameters : raw.rope_scaling ?? {}) as Record<string, unknown>;
+  const field = fromParameters ? 'rope_parameters' : 'rope_scaling';
+  const nested = new ConfigReader(parameters, `${reader.source} "${field}"`);
+  const type = (parameters.rope_type ?? parameters.type ?? 'default') as string;
+  if (type !== 'default' && type !== 'linear' && type !== 'llama3') {
+    throw new Error(`${reader.source}: "${field}" rope_type "${type}" is not supported (supported: default, linear, llama3)`);
+  }
+  const theta = fromParameters ? nested.number('rope_theta', 10000) : reader.number('rope_theta', 10000);
+  return {
+    theta,
+    type,
+    factor: type === 'default' ? 1 : nested.number('factor'),
+    lowFrequencyFactor: type === 'llama3' ? nested.number('low_freq_factor') : 1,
+    highFrequencyFactor: type === 'llama3' ? nested.number('high_freq_factor') : 1,
+    originalMaxPositions:
+      type === 'llama3' ? nested.positiveInteger('original_max_position_embeddings', reader.positiveInteger('max_position_embeddings')) : 0,
+  };
+}
+
+export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
+  const modelType = reader.string('model_type') as LlamaConfig['modelType'];
+  const hiddenSize = reader.positiveInteger('hidden_size');
+  const numHeads = reader.positiveInteger('num_attention_heads');
+  const numKeyValueHeads = reader.divisor('num_key_value_heads', numHeads, 'num_attention_heads', numHeads);
+  const headDim = reader.has('head_dim') ? reader.positiveInteger('head_dim') : hiddenSize / numHeads;
+  if (!Number.isInteger(headDim)) {
+    throw new Error(`${reader.source}: "hidden_size" (${hiddenSize}) must be divisible by "num_attention_heads" (${numHeads}) when "head_dim" is not given`);
+  }
+  const useSlidingWindow = modelType === 'mistral' || (modelType === 'qwen2' && reader.boolean('use_sliding_window', false));
+  return {
+    modelType,
+    vocabSize: reader.positiveInteger('vocab_size'),
+    hiddenSize,
+    intermediateSize: reader.positiveInteger('intermediate_size'),
+    numLayers: reader.positiveInteger('num_hidden_layers'),
+    numHeads,
+    numKeyValueHeads,
+    headDim,
+    rmsNormEpsilon: reader.number('rms_norm_eps', 1e-6),
+    activation: reader.string('hidden_act', 'silu'),
+    maxPositions: reader.positiveInteger('max_position_embeddings', 2048),
+    rope: parseRope(reader),
+    attentionBias: modelType === 'qwen2' || reader.boolean('attention_bias', false),
+    mlpBias: reader.boolean('mlp_bias', false),
+    slidingWindow: useSlidingWindow && reader.has('sliding_window') ? reader.positiveInteger('sliding_window') : null,
+    tieWordEmbeddings: reader.boolean('tie_word_embeddings', false),
+  };
+}
+
+/** Inverse frequencies of the rotary embedding, [headDim / 2], with the configured scaling. */
+export function rotaryInverseFrequencies(headDim: number, rope: RopeConfig): Float32Array {
+  const half = headDim / 2;
+  const out = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    let frequency = 1 / rope.theta ** ((2 * i) / headDim);
+    if (rope.type === 'linear') frequency /= rope.factor;
+    if (rope.type === 'llama3') {
+      const lowWavelength = rope.originalMaxPositions / rope.lowFrequencyFactor;
+      const highWavelength = rope.originalMaxPositions / rope.highFrequencyFactor;
+      const wavelength = (2 * Math.PI) / frequency;
+      if (wavelength > lowWavelength) frequency /= rope.factor;
+      else if (wavelength >= highWavelength) {
+        const smooth = (rope.originalMaxPositions / wavelength - rope.lowFrequencyFactor) / (rope.highFrequencyFactor - rope.lowFrequencyFactor);
+        frequency = (1 - smooth) * (frequency / rope.factor) + smooth * frequency;
+      }
+    }
+    out[i] = frequency;
+  }
+  return out;
+}
+
+/** [x1, x2] -> [-x2, x1] over the last axis (the half-split convention of HF Llama). */
+function rotateHalf(x: tf.Tensor4D): tf.Tensor4D {
+  const [x1, x2] = tf.split(x, 2, -1);
+  return tf.concat([tf.neg(x2!), x1!], -1) as tf.Tensor4D;
+}
+
+interface LlamaBlock {
+  inputNorm: tf.Variable<tf.Rank.R1>;
+  q: HostLinear;
+  k: HostLinear;
+  v: HostLinear;
+  o: HostLinear;
+  postAttentionNorm: tf.Variable<tf.Rank.R1>;
+  gate: HostLinear;
+  up: HostLinear;
+  down: HostLinear;
+}
+
+export class LlamaModel extends TransformerHost {
+  readonly headModules = ['lm_head'] as const;
+  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // [V, d]
+  private readonly blocks: LlamaBlock[] = [];
+  private readonly finalNorm: tf.Variable<tf.Rank.R1>;
+  private readonly lmHead: tf.Variable<tf.Rank.R2>; // [V, d]
+  private readonly inverseFrequencies: tf.Tensor1D; // [headDim / 2]
+  private readonly act: (x: tf.Tensor) => tf.Tensor;
+  /** cos and sin [B, 1, T, headDim] of the forward pass in progress, shared by its layers. */
+  private rotary: { cos: tf.Tensor4D; sin: tf.Tensor4D } | null = null;
+
+  constructor(
+    readonly llama: LlamaConfig,
+    checkpoint: Checkpoint,
+  ) {
+    super(
+      {
+        modelType: llama.modelType,
+        numLayers: llama.numLayers,
+        hiddenSize: llama.hiddenSize,
+        numAttentionHeads: llama.numHeads,
+        numKeyValueHeads: llama.numKeyValueHeads,
+        headDim: llama.headDim,
+        vocabSize: llama.vocabSize,
+        // rotary positions have no table to run past
+        maxPositions: Number.POSITIVE_INFINITY,
+      },
+      true,
+    );
+    this.act = activation(llama.activation, 'config.json hidden_act');
+    const load = new WeightLoader(checkpoint, '');
+    const { hiddenSize: d, numHeads, numKeyValueHeads, headDim, intermediateSize, vocabSize } = llama;
+    this.tokenEmbeddings = load.variable('model.embed_tokens.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>;
+    const oBias = llama.attentionBias && llama.modelType !== 'qwen2';
+    for (let i = 0; i < llama.numLayers; i++) {
+      const layer = `model.layers.${i}`;
+      const block: LlamaBlock = {
+        inputNorm: load.variable(`${layer}.input_layernorm.weight`, [d]) as tf.Variable<tf.Rank.R1>,
+        q: load.linear(`${layer}.self_attn.q_proj`, d, numHeads * headDim, 'linear', llama.attentionBias),
+        k: load.linear(`${layer}.self_attn.k_proj`, d, numKeyValueHeads * headDim, 'linear', llama.attentionBias),
+        v: load.linear(`${layer}.self_attn.v_proj`, d, numKeyValueHeads * headDim, 'linear', llama.attentionBias),
+        o: load.linear(`${layer}.self_attn.o_proj`, numHeads * headDim, d, 'linear', oBias),
+        postAttentionNorm: load.variable(`${layer}.post_attention_layernorm.weight`, [d]) as tf.Variable<tf.Rank.R1>,
+        gate: load.linear(`${layer}.mlp.gate_proj`, d, intermediateSize, 'linear', llama.mlpBias),
+        up: load.linear(`${layer}.mlp.up_proj`, d, intermediateSize, 'linear', llama.mlpBias),
+        down: load.linear(`${layer}.mlp.down_proj`, intermediateSize, d, 'linear', llama.mlpBias),
+      };
+      for (const linear of [block.q, block.k, block.v, block.o, block.gate, block.up, block.down]) {
+        this.linearMap.set(linear.name, linear);
+      }
+      this.blocks.push(block);
+    }
+    this.finalNorm = load.variable('model.norm.weight', [d]) as tf.Variable<tf.Rank.R1>;
+    this.lmHead = llama.tieWordEmbeddings
+      ? this.tokenEmbeddings
+      : (load.variable('lm_head.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>);
+    for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
+    this.inverseFrequencies = tf.tensor1d(rotaryInverseFrequencies(headDim, llama.rope));
+  }
+
+  protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
+    return tf.gather(this.tokenEmbeddings, ids) as tf.Tensor as tf.Tensor3D;
+  }
+
+  /** Positions enter through the rotary embedding: computed here once for all layers. */
+  protected embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D): tf.Tensor3D {
+    const [batch, length] = positions.shape;
+    const angles = tf.mul(tf.reshape(tf.cast(positions, 'float32'), [batch, length, 1]), this.inverseFrequencies); // [B, T, hd/2]
+    const doubled = tf.reshape(tf.concat([angles, angles], -1), [batch, 1, length, this.llama.headDim]);
+    this.rotary = { cos: tf.cos(doubled) as tf.Tensor4D, sin: tf.sin(doubled) as tf.Tensor4D };
+    return embeddings;
+  }
+
+  private rotate(x: tf.Tensor4D): tf.Tensor4D {
+    const { cos, sin } = this.rotary!;
+    return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin));
+  }
+
+  protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const block = this.blocks[index]!;
+    const { numHeads, numKeyValueHeads, headDim, rmsNormEpsilon } = this.llama;
+    const context = state.context;
+
+    const normed = rmsNorm(hidden, block.inputNorm, rmsNormEpsilon);
+    const q = this.rotate(splitHeads(block.q.apply(normed, context), numHeads, headDim));
+    const k = this.rotate(splitHeads(block.k.apply(normed, context), numKeyValueHeads, headDim));
+    const v = splitHeads(block.v.apply(normed, context), numKeyValueHeads, headDim);
+    const { key, value } = this.extendKeys(index, k, v, state);
+    const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim)));
+    let attentionOutput = block.o.apply(attended, context) as tf.Tensor3D;
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context);
+    const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
+
+    const normed2 = rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon);
+    const gated = tf.mul(this.act(block.gate.apply(normed2, context)), block.up.apply(normed2, context));
+    let ffn = block.down.apply(gated, context) as tf.Tensor3D;
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context);
+    return tf.add(afterAttention, ffn) as tf.Tensor3D;
+  }
+
+  protected head(hidden: tf.Tensor3D): tf.Tensor {
+    this.rotary = null;
+    const [batch, length, d] = hidden.shape;
+    const normed = rmsNorm(hidden, this.finalNorm, this.llama.rmsNormEpsilon);
+    const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
+    return tf.reshape(logits, [batch, length, this.config.vocabSize]);
+  }
+
+  protected override slidingWindow(): number | null {
+    return this.llama.slidingWindow;
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.inverseFrequencies.dispose();
+  }
+}
