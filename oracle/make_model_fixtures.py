@@ -51,6 +51,16 @@ def llama_cases():
     ))
 
 
+def bert_cases():
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    common = dict(vocab_size=83, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
+                  max_position_embeddings=20, type_vocab_size=2, pad_token_id=0)
+    yield "bert-sequence-classification", BertForSequenceClassification(BertConfig(num_labels=3, **common))
+    yield "bert-token-classification", BertForTokenClassification(BertConfig(
+        num_labels=5, **{**common, "num_attention_heads": 3, "hidden_size": 18, "hidden_act": "gelu_new"}))
+
+
 def randomize(model, seed):
     """Weights large enough that every op matters (HF's init std 0.02 makes logits nearly flat)."""
     generator = torch.Generator().manual_seed(seed)
@@ -76,7 +86,7 @@ def main():
         shutil.rmtree(OUT)
     torch.manual_seed(0)
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
-    cases = [*gpt2_cases(), *llama_cases()]
+    cases = [*gpt2_cases(), *llama_cases(), *bert_cases()]
     for seed, (name, model) in enumerate(cases):
         randomize(model, seed)
         model.eval()
@@ -84,16 +94,21 @@ def main():
         directory = OUT / name
         model.save_pretrained(directory, safe_serialization=True)
         expected, cases = {}, {}
+        is_bert = model.config.model_type == "bert"
         for key, (ids, mask) in inputs(model.config.vocab_size, 100 + seed).items():
+            # BERT: a second segment in the last three tokens
+            types = torch.tensor([[0, 0, 0, 0, 1, 1, 1]] * 2) if is_bert else None
             with torch.no_grad():
-                logits = model(input_ids=ids, attention_mask=mask).logits
+                logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
             expected[f"{key}.logits"] = logits.contiguous()
             cases[key] = {"input_ids": ids.tolist(), "attention_mask": None if mask is None else mask.tolist()}
+            if is_bert:
+                cases[key]["token_type_ids"] = types.tolist()
         # greedy generation, unpadded and left-padded (the padding side generation uses)
         ids, _ = inputs(model.config.vocab_size, 100 + seed)["plain"]
         left = inputs(model.config.vocab_size, 100 + seed)["left_padded"][1]
         generations = []
-        for mask in (None, left):
+        for mask in () if is_bert else (None, left):
             with torch.no_grad():
                 out = model.generate(
                     input_ids=ids[:, :5], attention_mask=None if mask is None else mask[:, :5],

@@ -2,6 +2,7 @@
 import { describeFile, readCheckpoint, readJson, urlStore, type FileStore } from '@peft/core';
 
 import { ConfigReader, type RawConfig } from './config.js';
+import { BertModel, parseBertConfig } from './bert.js';
 import { Gpt2Model, parseGpt2Config } from './gpt2.js';
 import { LlamaModel, parseLlamaConfig } from './llama.js';
 import type { TransformerHost } from './transformer-host.js';
@@ -19,6 +20,7 @@ const ARCHITECTURES: Record<string, Builder> = {
   llama: llamaFamily,
   mistral: llamaFamily,
   qwen2: llamaFamily,
+  bert: async (reader, store) => new BertModel(parseBertConfig(reader), await readCheckpoint(store)),
 };
 
 export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);

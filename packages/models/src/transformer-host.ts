@@ -74,7 +74,7 @@ export abstract class TransformerHost implements PeftHost {
   protected abstract embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D, tokenTypes: tf.Tensor2D): tf.Tensor3D;
   protected abstract layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D;
   /** Final norm and head: [B, T, d] -> logits. */
-  protected abstract head(hidden: tf.Tensor3D): tf.Tensor;
+  protected abstract head(hidden: tf.Tensor3D, state: LayerState): tf.Tensor;
   /** Keys a causal query may see, counting back from itself (Mistral); null = all. */
   protected slidingWindow(): number | null {
     return null;
@@ -171,7 +171,7 @@ export abstract class TransformerHost implements PeftHost {
         hidden = this.layer(i, hidden, state);
         if (input.outputHiddenStates) hiddenStates.push(hidden);
       }
-      const logits = this.head(hidden);
+      const logits = this.head(hidden, state);
       return {
         logits,
         hiddenStates,

@@ -1,0 +1,188 @@
+// BERT as Hugging Face `transformers` defines it, with the sequence classification head
+// (BertForSequenceClassification: pooler + classifier) and the token classification head
+// (BertForTokenClassification: classifier on every token). Post-LN blocks, bidirectional
+// attention, absolute learned positions, token types, exact (erf) gelu.
+import type { Checkpoint, HostLinear } from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { ConfigReader } from './config.js';
+import { activation, attention, layerNorm, mergeHeads, splitHeads } from './ops.js';
+import { TransformerHost, type LayerState } from './transformer-host.js';
+import { WeightLoader } from './weights.js';
+
+export const BERT_TASKS = {
+  BertForSequenceClassification: 'sequence-classification',
+  BertForTokenClassification: 'token-classification',
+} as const;
+export type BertTask = (typeof BERT_TASKS)[keyof typeof BERT_TASKS];
+
+export interface BertConfig {
+  task: BertTask; // from architectures[0]
+  vocabSize: number; // vocab_size
+  hiddenSize: number; // hidden_size
+  numLayers: number; // num_hidden_layers
+  numHeads: number; // num_attention_heads
+  intermediateSize: number; // intermediate_size
+  activation: string; // hidden_act, default gelu (erf)
+  maxPositions: number; // max_position_embeddings
+  typeVocabSize: number; // type_vocab_size: segments
+  layerNormEpsilon: number; // layer_norm_eps
+  numLabels: number; // len(id2label) or num_labels
+}
+
+export function parseBertConfig(reader: ConfigReader): BertConfig {
+  const architectures = reader.raw.architectures;
+  const architecture = Array.isArray(architectures) ? String(architectures[0]) : undefined;
+  const task = architecture ? BERT_TASKS[architecture as keyof typeof BERT_TASKS] : undefined;
+  if (!task) {
+    throw new Error(
+      `${reader.source}: "architectures" ${JSON.stringify(architectures)} names no supported BERT head (supported: ${Object.keys(BERT_TASKS).join(', ')})`,
+    );
+  }
+  const hiddenSize = reader.positiveInteger('hidden_size');
+  const id2label = reader.raw.id2label;
+  const numLabels =
+    typeof id2label === 'object' && id2label !== null ? Object.keys(id2label).length : reader.positiveInteger('num_labels', 2);
+  const positionType = reader.string('position_embedding_type', 'absolute');
+  if (positionType !== 'absolute') {
+    throw new Error(`${reader.source}: "position_embedding_type" "${positionType}" is not supported (only absolute)`);
+  }
+  return {
+    task,
+    vocabSize: reader.positiveInteger('vocab_size'),
+    hiddenSize,
+    numLayers: reader.positiveInteger('num_hidden_layers'),
+    numHeads: reader.divisor('num_attention_heads', hiddenSize, 'hidden_size'),
+    intermediateSize: reader.positiveInteger('intermediate_size'),
+    activation: reader.string('hidden_act', 'gelu'),
+    maxPositions: reader.positiveInteger('max_position_embeddings'),
+    typeVocabSize: reader.positiveInteger('type_vocab_size', 2),
+    layerNormEpsilon: reader.number('layer_norm_eps', 1e-12),
+    numLabels,
+  };
+}
+
+interface LayerNormWeights {
+  weight: tf.Variable<tf.Rank.R1>;
+  bias: tf.Variable<tf.Rank.R1>;
+}
+
+interface BertLayer {
+  query: HostLinear;
+  key: HostLinear;
+  value: HostLinear;
+  attentionOut: HostLinear; // attention.output.dense
+  attentionNorm: LayerNormWeights; // attention.output.LayerNorm
+  intermediate: HostLinear; // intermediate.dense
+  output: HostLinear; // output.dense
+  outputNorm: LayerNormWeights; // output.LayerNorm
+}
+
+export class BertModel extends TransformerHost {
+  readonly headModules: readonly string[] = ['classifier'];
+  private readonly wordEmbeddings: tf.Variable<tf.Rank.R2>;
+  private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>;
+  private readonly tokenTypeEmbeddings: tf.Variable<tf.Rank.R2>;
+  private readonly embeddingNorm: LayerNormWeights;
+  private readonly layers: BertLayer[] = [];
+  private readonly pooler: HostLinear | null; // sequence classification only
+  private readonly classifier: HostLinear;
+  private readonly act: (x: tf.Tensor) => tf.Tensor;
+
+  constructor(
+    readonly bert: BertConfig,
+    checkpoint: Checkpoint,
+  ) {
+    super(
+      {
+        modelType: 'bert',
+        numLayers: bert.numLayers,
+        hiddenSize: bert.hiddenSize,
+        numAttentionHeads: bert.numHeads,
+        numKeyValueHeads: bert.numHeads,
+        headDim: bert.hiddenSize / bert.numHeads,
+        vocabSize: bert.vocabSize,
+        maxPositions: bert.maxPositions,
+      },
+      false,
+    );
+    this.act = activation(bert.activation, 'config.json hidden_act');
+    const load = new WeightLoader(checkpoint, 'bert.');
+    const { hiddenSize: d, intermediateSize } = bert;
+    const norm = (name: string): LayerNormWeights => ({
+      weight: load.variable(`${name}.weight`, [d]) as tf.Variable<tf.Rank.R1>,
+      bias: load.variable(`${name}.bias`, [d]) as tf.Variable<tf.Rank.R1>,
+    });
+    this.wordEmbeddings = load.variable('embeddings.word_embeddings.weight', [bert.vocabSize, d]) as tf.Variable<tf.Rank.R2>;
+    this.positionEmbeddings = load.variable('embeddings.position_embeddings.weight', [bert.maxPositions, d]) as tf.Variable<tf.Rank.R2>;
+    this.tokenTypeEmbeddings = load.variable('embeddings.token_type_embeddings.weight', [bert.typeVocabSize, d]) as tf.Variable<tf.Rank.R2>;
+    this.embeddingNorm = norm('embeddings.LayerNorm');
+    for (let i = 0; i < bert.numLayers; i++) {
+      const prefix = `encoder.layer.${i}`;
+      const layer: BertLayer = {
+        query: load.linear(`${prefix}.attention.self.query`, d, d, 'linear', true),
+        key: load.linear(`${prefix}.attention.self.key`, d, d, 'linear', true),
+        value: load.linear(`${prefix}.attention.self.value`, d, d, 'linear', true),
+        attentionOut: load.linear(`${prefix}.attention.output.dense`, d, d, 'linear', true),
+        attentionNorm: norm(`${prefix}.attention.output.LayerNorm`),
+        intermediate: load.linear(`${prefix}.intermediate.dense`, d, intermediateSize, 'linear', true),
+        output: load.linear(`${prefix}.output.dense`, intermediateSize, d, 'linear', true),
+        outputNorm: norm(`${prefix}.output.LayerNorm`),
+      };
+      for (const linear of [layer.query, layer.key, layer.value, layer.attentionOut, layer.intermediate, layer.output]) {
+        this.linearMap.set(linear.name, linear);
+      }
+      this.layers.push(layer);
+    }
+    this.pooler = bert.task === 'sequence-classification' ? load.linear('pooler.dense', d, d, 'linear', true) : null;
+    if (this.pooler) this.linearMap.set(this.pooler.name, this.pooler);
+    const headLoader = new WeightLoader(checkpoint, '');
+    this.classifier = headLoader.linear('classifier', d, bert.numLabels, 'linear', true);
+    for (const [name, variable] of [...load.variables, ...headLoader.variables]) this.parameterMap.set(name, variable);
+  }
+
+  protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
+    return tf.gather(this.wordEmbeddings, ids) as tf.Tensor as tf.Tensor3D;
+  }
+
+  protected embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D, tokenTypes: tf.Tensor2D): tf.Tensor3D {
+    const [minType, maxType] = [tf.min(tokenTypes).dataSync()[0]!, tf.max(tokenTypes).dataSync()[0]!];
+    if (minType < 0 || maxType >= this.bert.typeVocabSize) {
+      throw new Error(`tokenTypeIds: segment ${minType < 0 ? minType : maxType} is outside 0..${this.bert.typeVocabSize - 1} (type_vocab_size)`);
+    }
+    const summed = tf.addN([
+      embeddings,
+      tf.gather(this.positionEmbeddings, positions) as tf.Tensor as tf.Tensor3D,
+      tf.gather(this.tokenTypeEmbeddings, tokenTypes) as tf.Tensor as tf.Tensor3D,
+    ]);
+    return layerNorm(summed, this.embeddingNorm.weight, this.embeddingNorm.bias, this.bert.layerNormEpsilon) as tf.Tensor3D;
+  }
+
+  protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const layer = this.layers[index]!;
+    const { numHeads, layerNormEpsilon: epsilon } = this.bert;
+    const { headDim } = this.config;
+    const context = state.context;
+
+    const q = splitHeads(layer.query.apply(hidden, context), numHeads, headDim);
+    const k = splitHeads(layer.key.apply(hidden, context), numHeads, headDim);
+    const v = splitHeads(layer.value.apply(hidden, context), numHeads, headDim);
+    const { key, value } = this.extendKeys(index, k, v, state);
+    const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim)));
+    let attentionOutput = layer.attentionOut.apply(attended, context) as tf.Tensor3D;
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context);
+    const afterAttention = layerNorm(tf.add(attentionOutput, hidden), layer.attentionNorm.weight, layer.attentionNorm.bias, epsilon);
+
+    let ffn = layer.output.apply(this.act(layer.intermediate.apply(afterAttention, context)), context) as tf.Tensor3D;
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context);
+    return layerNorm(tf.add(ffn, afterAttention), layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
+  }
+
+  /** Sequence classification: [B, numLabels] from the first token; token classification: [B, T, numLabels]. */
+  protected head(hidden: tf.Tensor3D, { context }: LayerState): tf.Tensor {
+    if (!this.pooler) return this.classifier.apply(hidden, context);
+    const [batch, , d] = hidden.shape;
+    const first = tf.reshape(tf.slice(hidden, [0, 0, 0], [batch, 1, d]), [batch, d]);
+    return this.classifier.apply(tf.tanh(this.pooler.apply(first, context)), context);
+  }
+}
