@@ -81,6 +81,43 @@ def inputs(vocab, seed):
     return {"plain": (ids, None), "right_padded": (ids, right), "left_padded": (ids, left)}
 
 
+# Models on which the hook points are checked against what transformers does with past_key_values
+# (the key/value prefix) and inputs_embeds (the input-embedding hook).
+HOOK_CASES = {"gpt2-tied", "llama-gqa-untied", "mistral-sliding-window", "bert-token-classification"}
+VIRTUAL = 3
+
+
+def hook_cases(model, expected, batches, is_bert, seed):
+    generator = torch.Generator().manual_seed(1000 + seed)
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    layers = config.num_hidden_layers
+    prefix = [(torch.randn(2, kv_heads, VIRTUAL, head_dim, generator=generator),
+               torch.randn(2, kv_heads, VIRTUAL, head_dim, generator=generator)) for _ in range(layers)]
+    for layer, (key, value) in enumerate(prefix):
+        expected[f"prefix.key.{layer}"] = key
+        expected[f"prefix.value.{layer}"] = value
+    virtual = torch.randn(VIRTUAL, config.hidden_size, generator=generator)
+    expected["virtual.embeddings"] = virtual
+    for batch in ("plain", "right_padded"):
+        ids, mask = batches[batch]
+        mask = torch.ones_like(ids) if mask is None else mask
+        ones = torch.ones(2, VIRTUAL, dtype=mask.dtype)
+        types = torch.tensor([[0, 0, 0, 0, 1, 1, 1]] * 2) if is_bert else None
+        with torch.no_grad():
+            cache = transformers.DynamicCache([(k.clone(), v.clone()) for k, v in prefix])
+            expected[f"{batch}.prefixed.logits"] = model(
+                input_ids=ids, attention_mask=torch.cat([ones, mask], 1), past_key_values=cache, token_type_ids=types,
+            ).logits.contiguous()
+            embeds = torch.cat([virtual.expand(2, -1, -1), model.get_input_embeddings()(ids)], 1)
+            prompt_types = None if types is None else torch.cat([torch.zeros(2, VIRTUAL, dtype=types.dtype), types], 1)
+            expected[f"{batch}.prompted.logits"] = model(
+                inputs_embeds=embeds, attention_mask=torch.cat([ones, mask], 1), token_type_ids=prompt_types,
+            ).logits.contiguous()
+
+
 def main():
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -120,6 +157,8 @@ def main():
                 "max_new_tokens": 6,
                 "output_ids": out.tolist(),
             })
+        if name in HOOK_CASES:
+            hook_cases(model, expected, inputs(model.config.vocab_size, 100 + seed), is_bert, seed)
         save_file(expected, directory / "expected.safetensors")
         (directory / "inputs.json").write_text(json.dumps({"forward": cases, "greedy": generations}, indent=1) + "\n")
         manifest["cases"].append({"name": name, "model_type": model.config.model_type,
