@@ -9,3 +9,6 @@ export { TransformerHost } from './transformer-host.js';
 export { ConfigReader } from './config.js';
 export { generate } from './generate.js';
 export type { GenerateOptions, GenerateResult } from './generate.js';
+export { HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, loadTokenizer } from './tokenizer.js';
+export type { BatchEncodeOptions, BatchEncoding, EncodeOptions, Encoded } from './tokenizer.js';
+export type { ModelSource } from './source.js';

@@ -1,10 +1,11 @@
 // loadPretrained: a Hugging Face model directory -> a host, architecture chosen by config.json.
-import { describeFile, readCheckpoint, readJson, urlStore, type FileStore } from '@peft/core';
+import { describeFile, readCheckpoint, readJson, type FileStore } from '@peft/core';
 
 import { ConfigReader, type RawConfig } from './config.js';
 import { BertModel, parseBertConfig } from './bert.js';
 import { Gpt2Model, parseGpt2Config } from './gpt2.js';
 import { LlamaModel, parseLlamaConfig } from './llama.js';
+import { resolveStore, type ModelSource } from './source.js';
 import type { TransformerHost } from './transformer-host.js';
 
 export const CONFIG_FILE = 'config.json';
@@ -34,8 +35,8 @@ export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
  * const { logits } = model.forward({ inputIds: [[464, 3290, 318]] });
  * ```
  */
-export async function loadPretrained(source: string | FileStore): Promise<TransformerHost> {
-  const store = typeof source !== 'string' ? source : /^https?:\/\//.test(source) ? urlStore(source) : await nodeStore(source);
+export async function loadPretrained(source: ModelSource): Promise<TransformerHost> {
+  const store = await resolveStore(source);
   const raw = await readJson<RawConfig>(store, CONFIG_FILE);
   const configPath = describeFile(store, CONFIG_FILE);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${configPath}: not a JSON object`);
@@ -47,10 +48,4 @@ export async function loadPretrained(source: string | FileStore): Promise<Transf
     );
   }
   return build(new ConfigReader(raw, configPath), store);
-}
-
-async function nodeStore(directory: string): Promise<FileStore> {
-  // Loaded only for a path, so browser bundles that pass URLs or stores never need node:fs.
-  const { nodeDirectory } = await import('@peft/core/node');
-  return nodeDirectory(directory);
 }
