@@ -119,8 +119,6 @@ def hook_cases(model, expected, batches, is_bert, seed):
 
 
 def main():
-    if OUT.exists():
-        shutil.rmtree(OUT)
     torch.manual_seed(0)
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
     cases = [*gpt2_cases(), *llama_cases(), *bert_cases()]
@@ -129,6 +127,7 @@ def main():
         model.eval()
         model.config._attn_implementation = "eager"
         directory = OUT / name
+        shutil.rmtree(directory, ignore_errors=True)
         model.save_pretrained(directory, safe_serialization=True)
         expected, cases = {}, {}
         is_bert = model.config.model_type == "bert"
@@ -138,6 +137,11 @@ def main():
             with torch.no_grad():
                 logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
             expected[f"{key}.logits"] = logits.contiguous()
+            if key == "plain":
+                with torch.no_grad():
+                    hidden = model(input_ids=ids, token_type_ids=types, output_hidden_states=True).hidden_states
+                for layer, state in enumerate(hidden):
+                    expected[f"plain.hidden.{layer}"] = state.contiguous()
             cases[key] = {"input_ids": ids.tolist(), "attention_mask": None if mask is None else mask.tolist()}
             if is_bert:
                 cases[key]["token_type_ids"] = types.tolist()

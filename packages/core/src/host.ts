@@ -219,7 +219,10 @@ export interface HostForwardInput {
 export interface HostForwardOutput {
   /** [B, prepended + T, vocabulary or labels] (per-token heads), or [B, labels] (sequence heads). */
   logits: tf.Tensor;
-  /** Embedding output and each layer's output, [B, prepended + T, d]. */
+  /**
+   * As transformers' `hidden_states`: the embedding output and each layer's output, numLayers + 1
+   * of [B, prepended + T, d], the last one after the final norm where the architecture has one.
+   */
   hiddenStates?: tf.Tensor3D[];
   cache?: KeyValueCache;
   /** Virtual tokens the input-embedding hook put in front of the real ones. */

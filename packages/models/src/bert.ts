@@ -178,6 +178,11 @@ export class BertModel extends TransformerHost {
     return layerNorm(tf.add(ffn, afterAttention), layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
   }
 
+  /** Post-LN blocks end normalised: nothing to add. */
+  protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
+    return hidden;
+  }
+
   /** Sequence classification: [B, numLabels] from the first token; token classification: [B, T, numLabels]. */
   protected head(hidden: tf.Tensor3D, { context }: LayerState): tf.Tensor {
     if (!this.pooler) return this.classifier.apply(hidden, context);

@@ -59,7 +59,7 @@ export class Gpt2Model extends TransformerHost {
   private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // wte [V, d]
   private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>; // wpe [P, d]
   private readonly blocks: Gpt2Block[] = [];
-  private readonly finalNorm: LayerNormWeights;
+  private readonly lnF: LayerNormWeights;
   /** [V, d]: the token embeddings when tied. */
   private readonly lmHead: tf.Variable<tf.Rank.R2>;
   private readonly act: (x: tf.Tensor) => tf.Tensor;
@@ -105,7 +105,7 @@ export class Gpt2Model extends TransformerHost {
       for (const linear of [block.attention, block.attentionOut, block.up, block.down]) this.linearMap.set(linear.name, linear);
       this.blocks.push(block);
     }
-    this.finalNorm = norm('ln_f');
+    this.lnF = norm('ln_f');
     if (gpt2.tieWordEmbeddings) {
       this.lmHead = this.tokenEmbeddings;
     } else {
@@ -147,9 +147,12 @@ export class Gpt2Model extends TransformerHost {
     return tf.add(afterAttention, ffn) as tf.Tensor3D;
   }
 
-  protected head(hidden: tf.Tensor3D): tf.Tensor {
-    const [batch, length, d] = hidden.shape;
-    const normed = layerNorm(hidden, this.finalNorm.weight, this.finalNorm.bias, this.gpt2.layerNormEpsilon);
+  protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
+    return layerNorm(hidden, this.lnF.weight, this.lnF.bias, this.gpt2.layerNormEpsilon) as tf.Tensor3D;
+  }
+
+  protected head(normed: tf.Tensor3D): tf.Tensor {
+    const [batch, length, d] = normed.shape;
     const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
     return tf.reshape(logits, [batch, length, this.config.vocabSize]);
   }

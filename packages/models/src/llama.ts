@@ -135,7 +135,7 @@ export class LlamaModel extends TransformerHost {
   readonly headModules = ['lm_head'] as const;
   private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // [V, d]
   private readonly blocks: LlamaBlock[] = [];
-  private readonly finalNorm: tf.Variable<tf.Rank.R1>;
+  private readonly norm: tf.Variable<tf.Rank.R1>; // model.norm
   private readonly lmHead: tf.Variable<tf.Rank.R2>; // [V, d]
   private readonly inverseFrequencies: tf.Tensor1D; // [headDim / 2]
   private readonly act: (x: tf.Tensor) => tf.Tensor;
@@ -183,7 +183,7 @@ export class LlamaModel extends TransformerHost {
       }
       this.blocks.push(block);
     }
-    this.finalNorm = load.variable('model.norm.weight', [d]) as tf.Variable<tf.Rank.R1>;
+    this.norm = load.variable('model.norm.weight', [d]) as tf.Variable<tf.Rank.R1>;
     this.lmHead = llama.tieWordEmbeddings
       ? this.tokenEmbeddings
       : (load.variable('lm_head.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>);
@@ -231,10 +231,13 @@ export class LlamaModel extends TransformerHost {
     return tf.add(afterAttention, ffn) as tf.Tensor3D;
   }
 
-  protected head(hidden: tf.Tensor3D): tf.Tensor {
+  protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
     this.rotary = null;
-    const [batch, length, d] = hidden.shape;
-    const normed = rmsNorm(hidden, this.finalNorm, this.llama.rmsNormEpsilon);
+    return rmsNorm(hidden, this.norm, this.llama.rmsNormEpsilon) as tf.Tensor3D;
+  }
+
+  protected head(normed: tf.Tensor3D): tf.Tensor {
+    const [batch, length, d] = normed.shape;
     const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
     return tf.reshape(logits, [batch, length, this.config.vocabSize]);
   }

@@ -73,8 +73,10 @@ export abstract class TransformerHost implements PeftHost {
   /** Adds what depends on positions and segments (learned positions, token types, norms). */
   protected abstract embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D, tokenTypes: tf.Tensor2D): tf.Tensor3D;
   protected abstract layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D;
-  /** Final norm and head: [B, T, d] -> logits. */
-  protected abstract head(hidden: tf.Tensor3D, state: LayerState): tf.Tensor;
+  /** The norm after the last layer (identity where there is none). */
+  protected abstract finalNorm(hidden: tf.Tensor3D): tf.Tensor3D;
+  /** Normalised last hidden state [B, T, d] -> logits. */
+  protected abstract head(normed: tf.Tensor3D, state: LayerState): tf.Tensor;
   /** Keys a causal query may see, counting back from itself (Mistral); null = all. */
   protected slidingWindow(): number | null {
     return null;
@@ -171,7 +173,10 @@ export abstract class TransformerHost implements PeftHost {
         hidden = this.layer(i, hidden, state);
         if (input.outputHiddenStates) hiddenStates.push(hidden);
       }
-      const logits = this.head(hidden, state);
+      const normed = this.finalNorm(hidden);
+      // as transformers reports them: the last hidden state is the normalised one
+      if (input.outputHiddenStates) hiddenStates[hiddenStates.length - 1] = normed;
+      const logits = this.head(normed, state);
       return {
         logits,
         hiddenStates,

@@ -46,5 +46,22 @@ describe.each(backends)('on the %s backend', (backend: BackendName) => {
       expect(diff).toBeLessThan(TOLERANCE);
       expect(tf.memory().numTensors).toBe(tensorsBefore);
     });
+
+    it('hidden states match transformers (embeddings, every layer, last one normalised)', () => {
+      const input = fixture.forward.plain!;
+      const { logits, hiddenStates } = model.forward({
+        inputIds: input.input_ids,
+        ...(input.token_type_ids ? { tokenTypeIds: input.token_type_ids } : {}),
+        outputHiddenStates: true,
+      });
+      logits.dispose();
+      expect(hiddenStates).toHaveLength(model.config.numLayers + 1);
+      hiddenStates!.forEach((state, layer) => {
+        const expected = fixture.expected.tensor(`plain.hidden.${layer}`);
+        expect(state.shape).toEqual(expected.shape);
+        expect(maxAbsDiffAtRealTokens(state.dataSync(), expected.values, expected.shape, null)).toBeLessThan(TOLERANCE);
+        state.dispose();
+      });
+    });
   });
 });
