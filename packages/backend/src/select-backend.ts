@@ -64,6 +64,20 @@ async function activate(name: BackendName): Promise<void> {
     throw new Error(`tf.setBackend('${name}') failed to initialise the backend`);
   }
   await tf.ready();
+  await ensureGradients();
+}
+
+/**
+ * tfjs-core alone registers no gradient functions, so nothing trains; the `@tensorflow/tfjs` bundle
+ * registers them all (tfjs-node loads it itself). Loaded once, only when they are missing.
+ */
+async function ensureGradients(): Promise<void> {
+  if (tf.getGradient('Mean')) return;
+  try {
+    await import('@tensorflow/tfjs');
+  } catch (error) {
+    throw new Error(`gradients are not registered and @tensorflow/tfjs cannot be loaded to register them: ${(error as Error).message}`);
+  }
 }
 
 /** The first line of the innermost cause: the part that says what is actually missing. */

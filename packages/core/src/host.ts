@@ -17,6 +17,8 @@ export interface HostConfig {
   vocabSize: number;
   /** Length of the position table; Infinity for rotary positions. */
   maxPositions: number;
+  /** Classes of a classification head (sequence or token); absent for language models. */
+  numLabels?: number;
 }
 
 /** Facts about the forward pass in progress, passed to every delta and hook. */
@@ -29,6 +31,8 @@ export interface ForwardContext {
   cacheLength: number;
   /** Per-sample adapter names, for methods that allow mixed batches. */
   sampleAdapters?: readonly string[];
+  /** Training: a seed for this step's randomness (dropout), derived from the run's seed and step. */
+  seed?: number;
 }
 
 /** An extra path beside a frozen projection: y = base(x) + delta(x). `x` is [N, in], result [N, out]. */
@@ -213,6 +217,8 @@ export interface HostForwardInput {
   useCache?: boolean;
   outputHiddenStates?: boolean;
   training?: boolean;
+  /** With training: seed of this step's randomness (see ForwardContext.seed). */
+  seed?: number;
   sampleAdapters?: readonly string[];
 }
 

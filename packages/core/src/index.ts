@@ -30,3 +30,33 @@ export type {
   SublayerHook,
   SublayerPoint,
 } from './host.js';
+export { SeededRandom, deriveSeed } from './random.js';
+export { learningRateAt } from './schedules.js';
+export type { ScheduleName, ScheduleOptions } from './schedules.js';
+export { AdamW, Sgd } from './optimizers.js';
+export type { AdamWOptions, Optimizer, OptimizerState, SgdOptions } from './optimizers.js';
+export {
+  IGNORE_INDEX,
+  causalLmLoss,
+  maskedCrossEntropy,
+  sequenceClassificationLoss,
+  tokenClassificationLoss,
+  verbalizerLogits,
+} from './losses.js';
+export {
+  arrayDataset,
+  batchExamples,
+  causalLmExample,
+  classificationExample,
+  collate,
+  collect,
+  parseCsv,
+  parseJsonl,
+  splitDataset,
+} from './data.js';
+export type { Batch, BatchingOptions, CausalLmExampleOptions, CollateOptions, Dataset, Example, ExampleTokenizer, SplitOptions } from './data.js';
+export { evaluate, train } from './train.js';
+export type { EvalResult, StepInfo, TaskName, TrainOptions, TrainResult, TrainableModel } from './train.js';
+export { LATEST_CHECKPOINT_FILE, loadTrainingCheckpoint, saveTrainingCheckpoint } from './training-checkpoint.js';
+export type { TrainerState } from './training-checkpoint.js';
+export { fullFineTuning, headOnly } from './baselines.js';

@@ -103,6 +103,7 @@ export class BertModel extends TransformerHost {
         headDim: bert.hiddenSize / bert.numHeads,
         vocabSize: bert.vocabSize,
         maxPositions: bert.maxPositions,
+        numLabels: bert.numLabels,
       },
       false,
     );

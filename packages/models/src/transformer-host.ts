@@ -105,6 +105,7 @@ export abstract class TransformerHost implements PeftHost {
       sequenceLength: length,
       cacheLength: cache?.length ?? 0,
       ...(input.sampleAdapters ? { sampleAdapters: input.sampleAdapters } : {}),
+      ...(input.seed !== undefined ? { seed: input.seed } : {}),
     };
     if (input.sampleAdapters && input.sampleAdapters.length !== batch) {
       throw new Error(`sampleAdapters: ${input.sampleAdapters.length} names for a batch of ${batch}`);

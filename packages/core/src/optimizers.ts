@@ -1,0 +1,146 @@
+// Optimizers over named variables, written out (tfjs has no AdamW) and matching torch.optim's
+// update rules, with their state exportable for checkpoints.
+import * as tf from '@tensorflow/tfjs-core';
+
+export interface OptimizerState {
+  /** Optimizer steps taken. */
+  step: number;
+  /** Slot tensors by `<variable name>/<slot>`. */
+  slots: Record<string, tf.Tensor>;
+}
+
+export interface Optimizer {
+  readonly name: string;
+  /** Applies one update; `gradients` by variable name, `learningRate` for this step. */
+  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number): void;
+  getState(): OptimizerState;
+  setState(state: OptimizerState): void;
+  dispose(): void;
+}
+
+export interface AdamWOptions {
+  beta1?: number; // default 0.9
+  beta2?: number; // default 0.999
+  epsilon?: number; // default 1e-8
+  /** Decoupled weight decay (Loshchilov & Hutter): p -= lr·wd·p before the Adam step. Default 0.01 (torch). */
+  weightDecay?: number;
+}
+
+/** torch.optim.AdamW. */
+export class AdamW implements Optimizer {
+  readonly name = 'adamw';
+  private step = 0;
+  private readonly slots = new Map<string, tf.Variable>();
+  private readonly beta1: number;
+  private readonly beta2: number;
+  private readonly epsilon: number;
+  private readonly weightDecay: number;
+
+  constructor(options: AdamWOptions = {}) {
+    this.beta1 = options.beta1 ?? 0.9;
+    this.beta2 = options.beta2 ?? 0.999;
+    this.epsilon = options.epsilon ?? 1e-8;
+    this.weightDecay = options.weightDecay ?? 0.01;
+  }
+
+  private slot(name: string, like: tf.Variable): tf.Variable {
+    let slot = this.slots.get(name);
+    if (!slot) {
+      slot = tf.variable(tf.zerosLike(like), false);
+      this.slots.set(name, slot);
+    }
+    return slot;
+  }
+
+  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number): void {
+    this.step += 1;
+    const correction1 = 1 - this.beta1 ** this.step;
+    const correction2 = 1 - this.beta2 ** this.step;
+    for (const [name, variable] of variables) {
+      const gradient = gradients.get(name);
+      if (!gradient) continue;
+      const m = this.slot(`${name}/exp_avg`, variable);
+      const v = this.slot(`${name}/exp_avg_sq`, variable);
+      tf.tidy(() => {
+        const decayed = this.weightDecay ? tf.mul(variable, 1 - learningRate * this.weightDecay) : variable;
+        m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(gradient, 1 - this.beta1)));
+        v.assign(tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), 1 - this.beta2)));
+        const denominator = tf.add(tf.div(tf.sqrt(v), Math.sqrt(correction2)), this.epsilon);
+        variable.assign(tf.sub(decayed, tf.mul(tf.div(m, denominator), learningRate / correction1)));
+      });
+    }
+  }
+
+  getState(): OptimizerState {
+    return { step: this.step, slots: Object.fromEntries(this.slots) };
+  }
+
+  setState(state: OptimizerState): void {
+    this.step = state.step;
+    for (const [name, value] of Object.entries(state.slots)) {
+      const existing = this.slots.get(name);
+      if (existing) existing.assign(value);
+      else this.slots.set(name, tf.variable(value, false));
+    }
+  }
+
+  dispose(): void {
+    for (const slot of this.slots.values()) slot.dispose();
+    this.slots.clear();
+  }
+}
+
+export interface SgdOptions {
+  /** Default 0 (plain SGD). */
+  momentum?: number;
+  /** L2 penalty added to the gradient, as torch.optim.SGD. Default 0. */
+  weightDecay?: number;
+}
+
+/** torch.optim.SGD (momentum buffer starts at the first gradient). */
+export class Sgd implements Optimizer {
+  readonly name = 'sgd';
+  private step = 0;
+  private readonly buffers = new Map<string, tf.Variable>();
+
+  constructor(private readonly options: SgdOptions = {}) {}
+
+  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number): void {
+    this.step += 1;
+    const momentum = this.options.momentum ?? 0;
+    const weightDecay = this.options.weightDecay ?? 0;
+    for (const [name, variable] of variables) {
+      const gradient = gradients.get(name);
+      if (!gradient) continue;
+      tf.tidy(() => {
+        let direction: tf.Tensor = weightDecay ? tf.add(gradient, tf.mul(variable, weightDecay)) : gradient;
+        if (momentum) {
+          const key = `${name}/momentum_buffer`;
+          const buffer = this.buffers.get(key);
+          if (buffer) buffer.assign(tf.add(tf.mul(buffer, momentum), direction));
+          else this.buffers.set(key, tf.keep(tf.variable(direction, false)));
+          direction = this.buffers.get(key)!;
+        }
+        variable.assign(tf.sub(variable, tf.mul(direction, learningRate)));
+      });
+    }
+  }
+
+  getState(): OptimizerState {
+    return { step: this.step, slots: Object.fromEntries(this.buffers) };
+  }
+
+  setState(state: OptimizerState): void {
+    this.step = state.step;
+    for (const [name, value] of Object.entries(state.slots)) {
+      const existing = this.buffers.get(name);
+      if (existing) existing.assign(value);
+      else this.buffers.set(name, tf.variable(value, false));
+    }
+  }
+
+  dispose(): void {
+    for (const buffer of this.buffers.values()) buffer.dispose();
+    this.buffers.clear();
+  }
+}

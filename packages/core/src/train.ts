@@ -1,0 +1,496 @@
+// One engine trains every method: it sees a host, the adapter's trainable variables and a task
+// loss. Gradients flow to the trainable variables only; frozen weights get none.
+import * as tf from '@tensorflow/tfjs-core';
+
+import { arrayDataset, batchExamples, collate, type Batch, type Dataset, type Example } from './data.js';
+import type { FileStore } from './files.js';
+import type { PeftHost } from './host.js';
+import {
+  IGNORE_INDEX,
+  causalLmLoss,
+  sequenceClassificationLoss,
+  tokenClassificationLoss,
+  verbalizerLogits,
+} from './losses.js';
+import { AdamW, Sgd, type Optimizer } from './optimizers.js';
+import { SeededRandom, deriveSeed } from './random.js';
+import { learningRateAt, type ScheduleName } from './schedules.js';
+import { loadTrainingCheckpoint, saveTrainingCheckpoint, type TrainerState } from './training-checkpoint.js';
+
+/** What the engine trains: a host and the variables an adapter (or a baseline) makes trainable. */
+export interface TrainableModel {
+  readonly host: PeftHost;
+  /** By stable names: they key the checkpoint and the optimizer state. */
+  trainableVariables(): ReadonlyMap<string, tf.Variable>;
+}
+
+export type TaskName = 'causal-lm' | 'sequence-classification' | 'token-classification';
+
+export interface StepInfo {
+  /** Optimizer steps done (1-based). */
+  step: number;
+  totalSteps: number | null;
+  epoch: number;
+  loss: number;
+  learningRate: number;
+  /** Global gradient norm before clipping. */
+  gradientNorm: number;
+  tokens: number;
+  seconds: number;
+  /** tf.memory().numTensors after the step: flat over a healthy run. */
+  tensors: number;
+}
+
+export interface EvalResult {
+  step: number;
+  loss: number;
+  /** Classification tasks. */
+  accuracy?: number;
+  /** Causal LM: exp(loss). */
+  perplexity?: number;
+}
+
+export interface TrainOptions {
+  data: Dataset<Example> | readonly Example[];
+  validation?: Dataset<Example> | readonly Example[];
+  task: TaskName;
+  /** Sequence classification through an LM: the token id standing for each class. */
+  verbalizer?: readonly number[];
+  padTokenId: number;
+  paddingSide?: 'left' | 'right';
+  batchSize: number;
+  /** Default 1. */
+  epochs?: number;
+  /** Stop after this many optimizer steps. */
+  maxSteps?: number;
+  /** Per method: prompt methods want 1e-2..3e-1, LoRA 1e-4..1e-3. */
+  learningRate: number;
+  /** Default adamw. */
+  optimizer?: 'adamw' | 'sgd' | Optimizer;
+  /** Default 0, as transformers' Trainer (decoupled for AdamW, L2 for SGD). */
+  weightDecay?: number;
+  momentum?: number;
+  /** Default linear, as transformers' Trainer. */
+  schedule?: ScheduleName;
+  warmupSteps?: number;
+  /** Warm-up as a share of the total steps (used when warmupSteps is not given). */
+  warmupRatio?: number;
+  /** Clip the global gradient norm to this (default 1.0; null: no clipping). */
+  maxGradNorm?: number | null;
+  /** Micro-batches per optimizer step (default 1). */
+  gradientAccumulationSteps?: number;
+  /** Batch examples of similar length together (less padding). Default true. */
+  bucketByLength?: boolean;
+  /** Evaluate on `validation` every this many optimizer steps (and at the end). */
+  evalEvery?: number;
+  /** Stop when the metric has not improved for `patience` evaluations. */
+  earlyStopping?: { metric: 'loss' | 'accuracy' | 'perplexity'; patience: number };
+  /** Data order and dropout: the same seed gives the same run. Default 0. */
+  seed?: number;
+  /** A NaN or Inf loss: stop with an error (default), or skip the step and count it. */
+  nonFinite?: 'stop' | 'skip';
+  /** Save a resumable checkpoint here every `every` steps (and at the end, and on Ctrl-C). */
+  checkpoint?: { store: FileStore; every?: number };
+  /** Continue from the latest checkpoint in `checkpoint.store`, if there is one. */
+  resume?: boolean;
+  /** Ctrl-C (SIGINT) saves a checkpoint and stops cleanly. Default true when checkpointing. */
+  handleInterrupt?: boolean;
+  /** Aborting stops after the current step (with a checkpoint when configured). */
+  signal?: AbortSignal;
+  onStep?: (info: StepInfo) => void;
+  onEval?: (result: EvalResult) => void;
+  onEpoch?: (info: { epoch: number; step: number; meanLoss: number }) => void;
+}
+
+export interface TrainResult {
+  steps: number;
+  epochs: number;
+  stoppedBy: 'completed' | 'max-steps' | 'early-stopping' | 'interrupted';
+  /** Loss of every optimizer step, in order (resumed runs include the earlier steps). */
+  losses: number[];
+  evaluations: EvalResult[];
+  /** Steps skipped for a NaN or Inf loss (nonFinite: 'skip'). */
+  skippedSteps: number;
+  tokens: number;
+  seconds: number;
+  tokensPerSecond: number;
+  resumedFrom: number | null;
+}
+
+function toDataset(data: Dataset<Example> | readonly Example[]): Dataset<Example> {
+  return Array.isArray(data) ? arrayDataset(data as readonly Example[]) : (data as Dataset<Example>);
+}
+
+/** tfjs-core registers no gradients by itself; the union bundles (tfjs, tfjs-node) do. */
+function assertGradientsRegistered(): void {
+  if (!tf.getGradient('Mean') || !tf.getGradient('BatchMatMul')) {
+    throw new Error(
+      "TensorFlow.js gradients are not registered: import '@tensorflow/tfjs' or '@tensorflow/tfjs-node' " +
+        "(or call selectBackend() from @peft/backend, which does) before training",
+    );
+  }
+}
+
+function validateOptions(options: TrainOptions): void {
+  const positive = (value: number | undefined, name: string): void => {
+    if (value !== undefined && !(Number.isInteger(value) && value > 0)) throw new Error(`${name}: expected a positive integer, got ${value}`);
+  };
+  positive(options.batchSize, 'batchSize');
+  positive(options.epochs, 'epochs');
+  positive(options.maxSteps, 'maxSteps');
+  positive(options.gradientAccumulationSteps, 'gradientAccumulationSteps');
+  positive(options.evalEvery, 'evalEvery');
+  if (!(options.learningRate > 0)) throw new Error(`learningRate: expected a positive number, got ${options.learningRate}`);
+  if (options.verbalizer && options.task !== 'sequence-classification') {
+    throw new Error('verbalizer: only for task "sequence-classification"');
+  }
+  if (options.earlyStopping && !options.validation) throw new Error('earlyStopping needs validation data');
+  if (options.resume && !options.checkpoint) throw new Error('resume needs checkpoint.store');
+}
+
+/** Classes the task's logits have, to check labels before any compute. */
+function classCount(host: PeftHost, options: TrainOptions): number | null {
+  if (options.task === 'causal-lm') return null;
+  if (options.verbalizer) return options.verbalizer.length;
+  if (host.config.numLabels === undefined) {
+    throw new Error(`task "${options.task}": the host has no classification head (config.numLabels); use a verbalizer or a classification model`);
+  }
+  return host.config.numLabels;
+}
+
+function checkBatch(batch: Batch, host: PeftHost, classes: number | null, where: string): void {
+  const width = batch.inputIds[0]!.length;
+  if (width > host.config.maxPositions) {
+    throw new Error(`${where}: a batch of ${width} tokens is longer than the model's ${host.config.maxPositions} positions; truncate the examples`);
+  }
+  if (classes === null) return;
+  const labels = (batch.labels as (number | number[])[]).flat();
+  const bad = labels.find((label) => label !== IGNORE_INDEX && (label < 0 || label >= classes || !Number.isInteger(label)));
+  if (bad !== undefined) throw new Error(`${where}: label ${bad} is outside the ${classes} classes of the head (0..${classes - 1})`);
+}
+
+/** The task loss of one batch (and the logits, for metrics). */
+function batchLoss(
+  host: PeftHost,
+  batch: Batch,
+  options: TrainOptions,
+  training: boolean,
+  seed: number,
+): { loss: tf.Scalar; count: number; classLogits: tf.Tensor | null; prepended: number } {
+  const output = host.forward({
+    inputIds: batch.inputIds,
+    attentionMask: batch.attentionMask,
+    tokenTypeIds: batch.tokenTypeIds,
+    training,
+    seed,
+  });
+  const logits = output.logits;
+  if (options.task === 'causal-lm') {
+    const result = causalLmLoss(logits as tf.Tensor3D, batch.labels as number[][], output.prepended);
+    return { ...result, classLogits: null, prepended: output.prepended };
+  }
+  if (options.task === 'token-classification') {
+    const result = tokenClassificationLoss(logits as tf.Tensor3D, batch.labels as number[][], output.prepended);
+    return { ...result, classLogits: logits, prepended: output.prepended };
+  }
+  let classLogits = logits as tf.Tensor2D;
+  if (options.verbalizer) {
+    const width = batch.inputIds[0]!.length;
+    const last = batch.attentionMask.map((row) =>
+      options.paddingSide === 'left' ? output.prepended + width - 1 : output.prepended + row.reduce((a, b) => a + b, 0) - 1,
+    );
+    classLogits = verbalizerLogits(logits as tf.Tensor3D, last, options.verbalizer);
+  }
+  return { ...sequenceClassificationLoss(classLogits, batch.labels as number[]), classLogits, prepended: output.prepended };
+}
+
+/** Correct predictions (argmax) and labelled items of a classification batch. */
+function countCorrect(classLogits: tf.Tensor, batch: Batch, prepended: number): { correct: number; total: number } {
+  const predictions = tf.tidy(() => tf.argMax(classLogits, -1).dataSync() as Int32Array);
+  let correct = 0;
+  let total = 0;
+  if (classLogits.rank === 2) {
+    (batch.labels as number[]).forEach((label, i) => {
+      total += 1;
+      if (predictions[i] === label) correct += 1;
+    });
+  } else {
+    const length = classLogits.shape[1]!;
+    (batch.labels as number[][]).forEach((row, b) =>
+      row.forEach((label, t) => {
+        if (label === IGNORE_INDEX) return;
+        total += 1;
+        if (predictions[b * length + prepended + t] === label) correct += 1;
+      }),
+    );
+  }
+  return { correct, total };
+}
+
+/** Loss (and accuracy or perplexity) over a dataset, without gradients. */
+export async function evaluate(model: TrainableModel, data: Dataset<Example> | readonly Example[], options: TrainOptions, step = 0): Promise<EvalResult> {
+  const classes = classCount(model.host, options);
+  let lossSum = 0;
+  let count = 0;
+  let correct = 0;
+  let total = 0;
+  for await (const examples of batchExamples(toDataset(data), { batchSize: options.batchSize })) {
+    const batch = collate(examples, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
+    checkBatch(batch, model.host, classes, 'validation');
+    let n = 0;
+    let prepended = 0;
+    const [loss, classLogits] = tf.tidy(() => {
+      const result = batchLoss(model.host, batch, options, false, 0);
+      n = result.count;
+      prepended = result.prepended;
+      return [result.loss, result.classLogits ?? tf.scalar(0)];
+    }) as [tf.Scalar, tf.Tensor];
+    lossSum += loss.dataSync()[0]! * n;
+    count += n;
+    if (options.task !== 'causal-lm') {
+      const c = countCorrect(classLogits, batch, prepended);
+      correct += c.correct;
+      total += c.total;
+    }
+    tf.dispose([loss, classLogits]);
+  }
+  if (count === 0) throw new Error('validation data is empty (no labelled tokens)');
+  const mean = lossSum / count;
+  const result: EvalResult = { step, loss: mean };
+  if (options.task === 'causal-lm') result.perplexity = Math.exp(mean);
+  else result.accuracy = correct / Math.max(1, total);
+  return result;
+}
+
+function makeOptimizer(options: TrainOptions): Optimizer {
+  if (typeof options.optimizer === 'object') return options.optimizer;
+  if (options.optimizer === 'sgd') return new Sgd({ momentum: options.momentum ?? 0, weightDecay: options.weightDecay ?? 0 });
+  return new AdamW({ weightDecay: options.weightDecay ?? 0 });
+}
+
+function globalNorm(gradients: Iterable<tf.Tensor>): number {
+  return tf.tidy(() => {
+    const squares = [...gradients].map((g) => tf.sum(tf.square(g)));
+    return squares.length === 0 ? 0 : Math.sqrt(tf.addN(squares).dataSync()[0]!);
+  });
+}
+
+/**
+ * Trains `model` on `options.data`.
+ *
+ * ```ts
+ * const result = await train(model, { data, task: 'causal-lm', padTokenId, batchSize: 8, learningRate: 3e-4,
+ *   epochs: 3, onStep: ({ step, loss }) => console.log(step, loss) });
+ * ```
+ */
+export async function train(model: TrainableModel, options: TrainOptions): Promise<TrainResult> {
+  validateOptions(options);
+  assertGradientsRegistered();
+  const host = model.host;
+  const variables = model.trainableVariables();
+  if (variables.size === 0) throw new Error('the model has no trainable variables');
+  for (const variable of variables.values()) variable.trainable = true;
+  const classes = classCount(host, options);
+  const data = toDataset(options.data);
+  if (data.size === 0) throw new Error('training data is empty');
+
+  const seed = options.seed ?? 0;
+  const epochs = options.epochs ?? 1;
+  const accumulation = options.gradientAccumulationSteps ?? 1;
+  const batchesPerEpoch = data.size === undefined ? null : Math.ceil(data.size / options.batchSize);
+  const stepsPerEpoch = batchesPerEpoch === null ? null : Math.ceil(batchesPerEpoch / accumulation);
+  const plannedSteps = stepsPerEpoch === null ? null : stepsPerEpoch * epochs;
+  const totalSteps = options.maxSteps !== undefined ? Math.min(options.maxSteps, plannedSteps ?? Infinity) : plannedSteps;
+  const schedule = options.schedule ?? 'linear';
+  if (totalSteps === null && schedule !== 'constant') {
+    throw new Error(`schedule "${schedule}" needs the total steps: give maxSteps, or a dataset with a size`);
+  }
+  const warmupSteps = options.warmupSteps ?? Math.round((options.warmupRatio ?? 0) * (totalSteps ?? 0));
+  const maxGradNorm = options.maxGradNorm === undefined ? 1.0 : options.maxGradNorm;
+  const optimizer = makeOptimizer(options);
+
+  let state: TrainerState = { step: 0, epoch: 0, batchesInEpoch: 0, seed, losses: [], evaluations: [], best: null, badEvaluations: 0, skippedSteps: 0, tokens: 0 };
+  let resumedFrom: number | null = null;
+  if (options.resume && options.checkpoint) {
+    const loaded = await loadTrainingCheckpoint(options.checkpoint.store, variables, optimizer);
+    if (loaded) {
+      if (loaded.seed !== seed) throw new Error(`resume: the checkpoint was trained with seed ${loaded.seed}, this run has seed ${seed}`);
+      state = loaded;
+      resumedFrom = loaded.step;
+    }
+  }
+
+  let interrupted = false;
+  const onInterrupt = (): void => {
+    interrupted = true;
+  };
+  const nodeProcess = (globalThis as { process?: NodeJS.Process }).process;
+  const listen = (options.handleInterrupt ?? options.checkpoint !== undefined) && typeof nodeProcess?.once === 'function';
+  if (listen) nodeProcess!.once('SIGINT', onInterrupt);
+
+  const started = performance.now();
+  const tokensBefore = state.tokens;
+  let stoppedBy: TrainResult['stoppedBy'] = 'completed';
+  const save = async (): Promise<void> => {
+    if (options.checkpoint) await saveTrainingCheckpoint(options.checkpoint.store, state, variables, optimizer);
+  };
+  const runEvaluation = async (): Promise<boolean> => {
+    if (!options.validation) return false;
+    const result = await evaluate(model, options.validation, options, state.step);
+    state.evaluations.push(result);
+    options.onEval?.(result);
+    if (!options.earlyStopping) return false;
+    const value = result[options.earlyStopping.metric];
+    if (value === undefined) throw new Error(`earlyStopping: metric "${options.earlyStopping.metric}" is not reported for task "${options.task}"`);
+    const better = state.best === null || (options.earlyStopping.metric === 'accuracy' ? value > state.best : value < state.best);
+    if (better) {
+      state.best = value;
+      state.badEvaluations = 0;
+    } else state.badEvaluations += 1;
+    return state.badEvaluations >= options.earlyStopping.patience;
+  };
+
+  try {
+    const resumeEpoch = state.epoch;
+    const resumeBatches = state.batchesInEpoch;
+    training: for (let epoch = state.epoch; epoch < epochs; epoch++) {
+      const random = new SeededRandom(deriveSeed(seed, epoch));
+      const batching = { batchSize: options.batchSize, random, ...(options.bucketByLength === false ? {} : { bucketPool: 64 }) };
+      let batchIndex = 0;
+      let micro = 0;
+      let accumulated = new Map<string, tf.Tensor>();
+      let stepLoss = 0;
+      let stepTokens = 0;
+      let stepStart = performance.now();
+      let epochLossSum = 0;
+      let epochSteps = 0;
+
+      /** Clips, applies and reports the accumulated gradients; true when training must stop. */
+      const optimizerStep = async (): Promise<boolean> => {
+        const gradients = accumulated;
+        accumulated = new Map();
+        // micro-batch losses were divided by the accumulation; a short last group is rescaled
+        const loss = (stepLoss * accumulation) / micro;
+        if (micro !== accumulation) {
+          for (const [name, gradient] of gradients) {
+            gradients.set(name, tf.mul(gradient, accumulation / micro));
+            gradient.dispose();
+          }
+        }
+        micro = 0;
+        const norm = globalNorm(gradients.values());
+        const finite = Number.isFinite(loss) && Number.isFinite(norm);
+        if (!finite && options.nonFinite !== 'skip') {
+          tf.dispose([...gradients.values()]);
+          throw new Error(
+            `step ${state.step + 1} (epoch ${epoch + 1}): the loss is ${loss} and the gradient norm ${norm}; ` +
+              'training stopped (lower the learning rate, or pass nonFinite: "skip" to skip such steps)',
+          );
+        }
+        const learningRate = learningRateAt(state.step, { schedule, learningRate: options.learningRate, warmupSteps, totalSteps: totalSteps ?? 0 });
+        if (finite) {
+          if (maxGradNorm !== null && norm > maxGradNorm) {
+            const scale = maxGradNorm / (norm + 1e-6);
+            for (const [name, gradient] of gradients) {
+              gradients.set(name, tf.mul(gradient, scale));
+              gradient.dispose();
+            }
+          }
+          optimizer.apply(variables, gradients, learningRate);
+        } else state.skippedSteps += 1;
+        tf.dispose([...gradients.values()]);
+        state.step += 1;
+        state.batchesInEpoch = batchIndex;
+        state.tokens += stepTokens;
+        state.losses.push(loss);
+        epochLossSum += loss;
+        epochSteps += 1;
+        options.onStep?.({
+          step: state.step,
+          totalSteps,
+          epoch: epoch + 1,
+          loss,
+          learningRate,
+          gradientNorm: norm,
+          tokens: stepTokens,
+          seconds: (performance.now() - stepStart) / 1000,
+          tensors: tf.memory().numTensors,
+        });
+        stepLoss = 0;
+        stepTokens = 0;
+        stepStart = performance.now();
+
+        if (options.evalEvery && state.step % options.evalEvery === 0 && (await runEvaluation())) {
+          stoppedBy = 'early-stopping';
+          await save();
+          return true;
+        }
+        if (interrupted || options.signal?.aborted) {
+          stoppedBy = 'interrupted';
+          await save();
+          return true;
+        }
+        if (options.maxSteps !== undefined && state.step >= options.maxSteps) {
+          stoppedBy = 'max-steps';
+          return true;
+        }
+        if (options.checkpoint?.every !== undefined && state.step % options.checkpoint.every === 0) await save();
+        return false;
+      };
+
+      for await (const examples of batchExamples(data, batching)) {
+        batchIndex += 1;
+        if (epoch === resumeEpoch && batchIndex <= resumeBatches) continue; // consumed before the checkpoint
+        const batch = collate(examples, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
+        checkBatch(batch, host, classes, `training batch ${batchIndex} of epoch ${epoch + 1}`);
+        const stepSeed = deriveSeed(seed, state.step, micro);
+        const { value, grads } = tf.variableGrads(() => {
+          const { loss } = batchLoss(host, batch, options, true, stepSeed);
+          return accumulation === 1 ? loss : tf.div(loss, accumulation);
+        }, [...variables.values()]);
+        stepLoss += value.dataSync()[0]!;
+        value.dispose();
+        for (const [name, variable] of variables) {
+          const gradient = grads[variable.name];
+          if (!gradient) continue;
+          const previous = accumulated.get(name);
+          accumulated.set(name, previous ? tf.add(previous, gradient) : gradient);
+          if (previous) {
+            previous.dispose();
+            gradient.dispose();
+          }
+        }
+        stepTokens += batch.tokens;
+        micro += 1;
+        if (micro === accumulation && (await optimizerStep())) break training;
+      }
+      // an epoch ending inside an accumulation group still takes its step, as transformers does
+      if (micro > 0 && (await optimizerStep())) break training;
+      if (batchIndex === 0) throw new Error(`training data is empty (epoch ${epoch + 1} produced no batch)`);
+      options.onEpoch?.({ epoch: epoch + 1, step: state.step, meanLoss: epochSteps ? epochLossSum / epochSteps : Number.NaN });
+      state.epoch = epoch + 1;
+      state.batchesInEpoch = 0;
+    }
+    if (stoppedBy === 'completed' || stoppedBy === 'max-steps') {
+      if (options.validation && (state.evaluations.at(-1)?.step ?? -1) !== state.step) await runEvaluation();
+      await save();
+    }
+  } finally {
+    if (listen) nodeProcess!.removeListener('SIGINT', onInterrupt);
+    if (typeof options.optimizer !== 'object') optimizer.dispose();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const tokens = state.tokens - tokensBefore;
+  return {
+    steps: state.step,
+    epochs: state.epoch,
+    stoppedBy,
+    losses: state.losses,
+    evaluations: state.evaluations,
+    skippedSteps: state.skippedSteps,
+    tokens,
+    seconds,
+    tokensPerSecond: tokens / Math.max(seconds, 1e-9),
+    resumedFrom,
+  };
+}

@@ -1,0 +1,179 @@
+// The engine's parts against torch and transformers (oracle/make_training_fixtures.py).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+
+import {
+  AdamW,
+  IGNORE_INDEX,
+  SeededRandom,
+  Sgd,
+  arrayDataset,
+  batchExamples,
+  causalLmLoss,
+  collate,
+  collect,
+  learningRateAt,
+  parseCsv,
+  parseJsonl,
+  sequenceClassificationLoss,
+  splitDataset,
+  tokenClassificationLoss,
+  verbalizerLogits,
+  type Example,
+  type Optimizer,
+} from '../src/index.js';
+
+const fixture = JSON.parse(readFileSync(path.join(import.meta.dirname, 'fixtures', 'training.json'), 'utf8'));
+
+describe('optimizers match torch.optim', () => {
+  it.each([
+    ['adamw', () => new AdamW({ weightDecay: 0.1 })],
+    ['adamw_no_decay', () => new AdamW({ weightDecay: 0, beta1: 0.8, beta2: 0.99, epsilon: 1e-6 })],
+    ['sgd_momentum', () => new Sgd({ momentum: 0.9, weightDecay: 0.01 })],
+  ] as [string, () => Optimizer][])('%s', (name, make) => {
+    const run = fixture[name];
+    const variable = tf.variable(tf.tensor(run.initial, run.shape));
+    const variables = new Map([['w', variable]]);
+    const optimizer = make();
+    run.gradients.forEach((gradient: number[], i: number) => {
+      const g = tf.tensor(gradient, run.shape);
+      optimizer.apply(variables, new Map([['w', g]]), run.learning_rates[i]);
+      g.dispose();
+    });
+    const final = variable.dataSync();
+    run.final.forEach((value: number, i: number) => expect(final[i]).toBeCloseTo(value, 5));
+    optimizer.dispose();
+    variable.dispose();
+  });
+
+  it('exports and restores its state, continuing identically', () => {
+    const run = fixture.adamw;
+    const step = (optimizer: Optimizer, variable: tf.Variable, i: number): void => {
+      const g = tf.tensor(run.gradients[i], run.shape);
+      optimizer.apply(new Map([['w', variable]]), new Map([['w', g]]), run.learning_rates[i]);
+      g.dispose();
+    };
+    const a = tf.variable(tf.tensor(run.initial, run.shape));
+    const first = new AdamW({ weightDecay: 0.1 });
+    for (let i = 0; i < 5; i++) step(first, a, i);
+    const b = tf.variable(tf.tensor(run.initial, run.shape));
+    const second = new AdamW({ weightDecay: 0.1 });
+    for (let i = 0; i < 2; i++) step(second, b, i);
+    const third = new AdamW({ weightDecay: 0.1 });
+    third.setState(second.getState());
+    for (let i = 2; i < 5; i++) step(third, b, i);
+    expect(Array.from(b.dataSync())).toEqual(Array.from(a.dataSync()));
+    [first, second, third].forEach((o) => o.dispose());
+    tf.dispose([a, b]);
+  });
+});
+
+describe('learning-rate schedules match transformers', () => {
+  it.each(['constant', 'linear', 'cosine'] as const)('%s with warm-up', (schedule) => {
+    const { learning_rate: learningRate, warmup_steps: warmupSteps, total_steps: totalSteps } = fixture.schedules;
+    fixture.schedules[schedule].forEach((expected: number, step: number) => {
+      expect(learningRateAt(step, { schedule, learningRate, warmupSteps, totalSteps })).toBeCloseTo(expected, 10);
+    });
+  });
+});
+
+describe('losses match transformers', () => {
+  const { losses } = fixture;
+  const logits = (): tf.Tensor3D => tf.tensor3d(losses.logits, losses.logits_shape);
+
+  it('causal LM: shifted, -100 ignored', () => {
+    const { loss, count } = causalLmLoss(logits(), losses.labels);
+    expect(loss.dataSync()[0]).toBeCloseTo(losses.causal_lm, 5);
+    expect(count).toBe(6); // 4 shifted labels in row 0, 2 in row 1
+  });
+
+  it('causal LM with prepended virtual tokens: the last virtual position predicts the first real token (as peft)', () => {
+    const labels = (losses.labels as number[][]).map((row) => [IGNORE_INDEX, ...row.slice(1)]);
+    const virtual = tf.concat([tf.zeros([2, 3, 7]), logits()], 1) as tf.Tensor3D;
+    const plain = causalLmLoss(logits(), labels);
+    const prompted = causalLmLoss(virtual, labels, 3);
+    expect(prompted.loss.dataSync()[0]).toBeCloseTo(plain.loss.dataSync()[0]!, 6);
+    expect(prompted.count).toBe(plain.count);
+    // a labelled first token is predicted from the (here all-zero) last virtual position: ln 7 more
+    const first = causalLmLoss(virtual, (losses.labels as number[][]).map((row) => [2, ...row.slice(1)]), 3);
+    expect(first.count).toBe(plain.count + 2);
+  });
+
+  it('token classification and sequence classification', () => {
+    expect(tokenClassificationLoss(logits(), losses.labels).loss.dataSync()[0]).toBeCloseTo(losses.token_classification, 5);
+    const sequence = sequenceClassificationLoss(tf.tensor2d(losses.sequence_logits, [3, 4]), losses.sequence_labels);
+    expect(sequence.loss.dataSync()[0]).toBeCloseTo(losses.sequence_classification, 5);
+  });
+
+  it('verbaliser logits pick the last real position and the class tokens', () => {
+    const lm = logits();
+    const picked = verbalizerLogits(lm, [4, 2], [6, 1]).arraySync();
+    const values = lm.arraySync();
+    expect(picked[0]).toEqual([values[0]![4]![6], values[0]![4]![1]].map((v) => expect.closeTo(v!, 5)));
+    expect(picked[1]).toEqual([values[1]![2]![6], values[1]![2]![1]].map((v) => expect.closeTo(v!, 5)));
+  });
+
+  it('the losses differentiate (every op has a gradient)', () => {
+    const x = tf.variable(logits());
+    const { grads } = tf.variableGrads(() => causalLmLoss(x as unknown as tf.Tensor3D, losses.labels).loss, [x]);
+    expect(Object.values(grads)[0]!.shape).toEqual(losses.logits_shape);
+  });
+});
+
+describe('data', () => {
+  it('parses JSON Lines and names the bad line', () => {
+    expect([...parseJsonl('{"a":1}\n\n{"a":2}\r\n')]).toEqual([{ a: 1 }, { a: 2 }]);
+    expect(() => [...parseJsonl('{"a":1}\n{oops', 'train.jsonl')]).toThrow(/^train\.jsonl:2: not valid JSON/);
+    expect(() => [...parseJsonl('[1]', 'x.jsonl')]).toThrow('x.jsonl:1: expected a JSON object');
+  });
+
+  it('parses CSV with quotes, doubled quotes and newlines in fields', () => {
+    const text = 'text,label\n"hello, world",1\n"say ""hi""\nthere",0\r\nplain,1\n';
+    expect([...parseCsv(text)]).toEqual([
+      { text: 'hello, world', label: '1' },
+      { text: 'say "hi"\nthere', label: '0' },
+      { text: 'plain', label: '1' },
+    ]);
+    expect(() => [...parseCsv('a,b\n1,2,3\n', 'd.csv')]).toThrow('d.csv:2: 3 fields, the header has 2');
+    expect(() => [...parseCsv('a\n"open\n', 'd.csv')]).toThrow('d.csv:2: a quoted field is not closed');
+  });
+
+  it('splits by seed: disjoint, complete, reproducible', () => {
+    const items = Array.from({ length: 100 }, (_, i) => i);
+    const split = splitDataset(items, { validation: 0.1, test: 0.2, seed: 3 });
+    expect([split.train.length, split.validation.length, split.test.length]).toEqual([70, 10, 20]);
+    expect([...split.train, ...split.validation, ...split.test].sort((a, b) => a - b)).toEqual(items);
+    expect(splitDataset(items, { validation: 0.1, test: 0.2, seed: 3 })).toEqual(split);
+    expect(splitDataset(items, { validation: 0.1, test: 0.2, seed: 4 }).test).not.toEqual(split.test);
+  });
+
+  it('pads each batch to its own longest row, labels with -100', () => {
+    const examples: Example[] = [
+      { inputIds: [5, 6, 7], labels: [5, 6, 7] },
+      { inputIds: [8], labels: [IGNORE_INDEX] },
+    ];
+    expect(collate(examples, { padTokenId: 0 })).toEqual({
+      inputIds: [[5, 6, 7], [8, 0, 0]],
+      attentionMask: [[1, 1, 1], [1, 0, 0]],
+      tokenTypeIds: [[0, 0, 0], [0, 0, 0]],
+      labels: [[5, 6, 7], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]],
+      tokens: 4,
+    });
+    expect(collate(examples, { padTokenId: 0, paddingSide: 'left' }).inputIds).toEqual([[5, 6, 7], [0, 0, 8]]);
+  });
+
+  it('batches every example once; buckets by length; the same seed gives the same order', async () => {
+    const examples = Array.from({ length: 103 }, (_, i): Example => ({ inputIds: new Array((i * 37) % 50 + 1).fill(1), labels: i }));
+    const run = async (seed: number) => collect(batchExamples(arrayDataset(examples), { batchSize: 8, random: new SeededRandom(seed), bucketPool: 4 }));
+    const batches = await run(1);
+    expect(batches.flat().map((e) => e.labels).sort((a, b) => (a as number) - (b as number))).toEqual(examples.map((e) => e.labels));
+    expect((await run(1)).map((b) => b.map((e) => e.labels))).toEqual(batches.map((b) => b.map((e) => e.labels)));
+    const spread = (b: Example[]) => Math.max(...b.map((e) => e.inputIds.length)) - Math.min(...b.map((e) => e.inputIds.length));
+    const unbucketed = await collect(batchExamples(arrayDataset(examples), { batchSize: 8, random: new SeededRandom(1) }));
+    const mean = (list: Example[][]) => list.reduce((s, b) => s + spread(b), 0) / list.length;
+    expect(mean(batches)).toBeLessThan(mean(unbucketed) / 2);
+  });
+});

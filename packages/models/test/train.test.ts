@@ -1,0 +1,218 @@
+// The core training engine on real hosts (tiny fixtures, cpu backend).
+import {
+  IGNORE_INDEX,
+  fullFineTuning,
+  headOnly,
+  memoryStore,
+  train,
+  type Example,
+  type TrainOptions,
+  type TrainableModel,
+} from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+
+import { loadPretrained, type TransformerHost } from '../src/index.js';
+import { loadFixtures } from './fixtures.js';
+
+const fixtures = loadFixtures();
+const directory = (name: string): string => fixtures.find((f) => f.name === name)!.directory;
+
+/** A minimal adapter for the tests: a trainable bias added to one projection's output. */
+function biasAdapter(host: TransformerHost, module: string, scale = 1): TrainableModel & { bias: tf.Variable } {
+  const linear = host.linears.get(module)!;
+  const bias = tf.variable(tf.zeros([linear.outFeatures]), true);
+  linear.addDelta('bias-adapter', (x) => tf.mul(tf.tile(tf.expandDims(bias, 0), [x.shape[0], 1]), scale) as tf.Tensor2D);
+  return { host, bias, trainableVariables: () => new Map([['bias', bias]]) };
+}
+
+/** A repeating pattern a tiny LM can learn: 2 3 4 5 2 3 4 5 ... */
+function patternExamples(count: number, length = 12, offset = 2): Example[] {
+  return Array.from({ length: count }, (_, i) => {
+    const ids = Array.from({ length }, (_, t) => offset + ((t + i) % 4));
+    return { inputIds: ids, labels: ids };
+  });
+}
+
+const lmOptions = (overrides: Partial<TrainOptions> = {}): TrainOptions => ({
+  data: patternExamples(16),
+  task: 'causal-lm',
+  padTokenId: 0,
+  batchSize: 4,
+  epochs: 3,
+  learningRate: 1e-2,
+  seed: 7,
+  ...overrides,
+});
+
+describe('train', () => {
+  it('lowers the loss of a seeded run, and a second run gives the same losses', async () => {
+    const run = async (): Promise<number[]> => {
+      const host = await loadPretrained(directory('gpt2-tied'));
+      const result = await train(fullFineTuning(host), lmOptions({ learningRate: 3e-3 }));
+      host.dispose();
+      return result.losses;
+    };
+    const losses = await run();
+    expect(losses).toHaveLength(12);
+    expect(losses.at(-1)!).toBeLessThan(losses[0]! * 0.5);
+    expect(await run()).toEqual(losses);
+  });
+
+  it('updates only the trainable variables: frozen weights are unchanged', async () => {
+    const host = await loadPretrained(directory('llama-gqa-untied'));
+    const before = new Map([...host.parameters].map(([name, v]) => [name, v.dataSync().slice()]));
+    const adapter = biasAdapter(host, 'model.layers.1.mlp.down_proj');
+    const result = await train(adapter, lmOptions({ epochs: 1 }));
+    expect(result.steps).toBe(4);
+    expect(Math.max(...Array.from(adapter.bias.dataSync(), Math.abs))).toBeGreaterThan(0);
+    for (const [name, variable] of host.parameters) expect(Array.from(variable.dataSync()), name).toEqual(Array.from(before.get(name)!));
+    host.dispose();
+  });
+
+  it('keeps the tensor count flat: after 50 steps as after 1', async () => {
+    const host = await loadPretrained(directory('gpt2-tied'));
+    const adapter = biasAdapter(host, 'transformer.h.0.attn.c_attn');
+    const counts: number[] = [];
+    await train(adapter, lmOptions({ data: patternExamples(50), batchSize: 1, epochs: 1, gradientAccumulationSteps: 1, onStep: ({ tensors }) => counts.push(tensors) }));
+    expect(counts).toHaveLength(50);
+    expect(counts[49]).toBe(counts[0]);
+    host.dispose();
+  });
+
+  it('resumes from a checkpoint with bit-identical losses (interrupted by a signal)', async () => {
+    const options = (store: ReturnType<typeof memoryStore>, extra: Partial<TrainOptions> = {}): TrainOptions =>
+      lmOptions({ checkpoint: { store }, schedule: 'cosine', warmupSteps: 2, gradientAccumulationSteps: 2, batchSize: 2, ...extra });
+    const host = await loadPretrained(directory('gpt2-tied'));
+    const full = await train(biasAdapter(host, 'transformer.h.1.mlp.c_fc'), options(memoryStore()));
+    host.dispose();
+
+    const store = memoryStore();
+    const controller = new AbortController();
+    const first = await loadPretrained(directory('gpt2-tied'));
+    const interrupted = await train(
+      biasAdapter(first, 'transformer.h.1.mlp.c_fc'),
+      options(store, { signal: controller.signal, onStep: ({ step }) => step === 5 && controller.abort() }),
+    );
+    first.dispose();
+    expect(interrupted.stoppedBy).toBe('interrupted');
+    expect(interrupted.steps).toBe(5);
+    expect(store.files.has('checkpoint-5/trainer_state.json')).toBe(true);
+
+    const second = await loadPretrained(directory('gpt2-tied'));
+    const resumed = await train(biasAdapter(second, 'transformer.h.1.mlp.c_fc'), options(store, { resume: true }));
+    second.dispose();
+    expect(resumed.resumedFrom).toBe(5);
+    expect(resumed.losses).toEqual(full.losses);
+    expect(resumed.steps).toBe(full.steps);
+  });
+
+  it('Ctrl-C (SIGINT) saves a checkpoint and stops', async () => {
+    const host = await loadPretrained(directory('gpt2-tied'));
+    const store = memoryStore();
+    const result = await train(
+      biasAdapter(host, 'transformer.h.0.attn.c_proj'),
+      lmOptions({ checkpoint: { store }, onStep: ({ step }) => step === 2 && process.emit('SIGINT') }),
+    );
+    host.dispose();
+    expect(result.stoppedBy).toBe('interrupted');
+    expect(JSON.parse(new TextDecoder().decode(store.files.get('latest.json')))).toEqual({ checkpoint: 'checkpoint-2', step: 2 });
+    expect(process.listenerCount('SIGINT')).toBe(0);
+  });
+
+  it('gradient accumulation of 2 x 2 equals one batch of 4 (equal lengths)', async () => {
+    const after = async (batchSize: number, gradientAccumulationSteps: number): Promise<Float32Array> => {
+      const host = await loadPretrained(directory('gpt2-tied'));
+      const adapter = biasAdapter(host, 'transformer.h.0.mlp.c_proj');
+      await train(adapter, lmOptions({ batchSize, gradientAccumulationSteps, maxSteps: 1, bucketByLength: false, optimizer: 'sgd', schedule: 'constant', maxGradNorm: null }));
+      const values = adapter.bias.dataSync() as Float32Array;
+      host.dispose();
+      return values;
+    };
+    const single = await after(4, 1);
+    const accumulated = await after(2, 2);
+    single.forEach((v, i) => expect(accumulated[i]).toBeCloseTo(v, 6));
+  });
+
+  it('trains a classification head (BERT) and a verbaliser (GPT-2), evaluating accuracy and stopping early', async () => {
+    const bert = await loadPretrained(directory('bert-sequence-classification'));
+    const examples = Array.from({ length: 24 }, (_, i): Example => ({ inputIds: [2, 10 + (i % 3), 20 + (i % 5), 3], labels: i % 3 }));
+    const evaluations: number[] = [];
+    const result = await train(headOnly(bert), {
+      data: examples,
+      validation: examples.slice(0, 12),
+      task: 'sequence-classification',
+      padTokenId: 0,
+      batchSize: 6,
+      epochs: 30,
+      learningRate: 5e-2,
+      evalEvery: 4,
+      earlyStopping: { metric: 'accuracy', patience: 3 },
+      onEval: ({ accuracy }) => evaluations.push(accuracy!),
+    });
+    bert.dispose();
+    expect(result.stoppedBy).toBe('early-stopping');
+    expect(Math.max(...evaluations)).toBeGreaterThan(0.6);
+
+    const gpt2 = await loadPretrained(directory('gpt2-tied'));
+    const verbalized = await train(fullFineTuning(gpt2), {
+      data: examples.map((e) => ({ ...e, inputIds: e.inputIds.slice(0, 3) })),
+      validation: examples.slice(0, 6).map((e) => ({ ...e, inputIds: e.inputIds.slice(0, 3) })),
+      task: 'sequence-classification',
+      verbalizer: [40, 41, 42],
+      padTokenId: 0,
+      batchSize: 6,
+      epochs: 4,
+      learningRate: 3e-3,
+    });
+    gpt2.dispose();
+    expect(verbalized.losses.at(-1)!).toBeLessThan(verbalized.losses[0]!);
+    expect(verbalized.evaluations.at(-1)!.accuracy).toBeGreaterThan(0.5);
+  });
+
+  it('token classification (BERT) with ignored positions', async () => {
+    const bert = await loadPretrained(directory('bert-token-classification'));
+    const examples = Array.from({ length: 12 }, (_, i): Example => ({
+      inputIds: [2, 10 + (i % 4), 11, 12 + (i % 2), 3],
+      labels: [IGNORE_INDEX, i % 5, 1, 2, IGNORE_INDEX],
+    }));
+    const result = await train(fullFineTuning(bert), { data: examples, validation: examples, task: 'token-classification', padTokenId: 0, batchSize: 4, epochs: 5, learningRate: 1e-2 });
+    bert.dispose();
+    expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
+    expect(result.evaluations.at(-1)!.accuracy).toBeGreaterThan(0.5);
+  });
+});
+
+describe('train refuses, before any compute', () => {
+  it('an empty dataset', async () => {
+    const host = await loadPretrained(directory('gpt2-tied'));
+    await expect(train(fullFineTuning(host), lmOptions({ data: [] }))).rejects.toThrow('training data is empty');
+    host.dispose();
+  });
+
+  it('a label outside the head', async () => {
+    const host = await loadPretrained(directory('bert-sequence-classification'));
+    const data: Example[] = [{ inputIds: [2, 5, 3], labels: 5 }];
+    await expect(train(headOnly(host), { data, task: 'sequence-classification', padTokenId: 0, batchSize: 1, learningRate: 1e-3 })).rejects.toThrow(
+      'training batch 1 of epoch 1: label 5 is outside the 3 classes of the head (0..2)',
+    );
+    host.dispose();
+  });
+
+  it('a batch longer than the model takes', async () => {
+    const host = await loadPretrained(directory('gpt2-tied'));
+    await expect(train(fullFineTuning(host), lmOptions({ data: patternExamples(2, 40) }))).rejects.toThrow(
+      "training batch 1 of epoch 1: a batch of 40 tokens is longer than the model's 32 positions; truncate the examples",
+    );
+    host.dispose();
+  });
+
+  it('a NaN loss stops with the step named; skipping counts the steps', async () => {
+    const host = await loadPretrained(directory('gpt2-tied'));
+    const adapter = biasAdapter(host, 'transformer.h.0.attn.c_proj', Number.NaN);
+    await expect(train(adapter, lmOptions())).rejects.toThrow(/^step 1 \(epoch 1\): the loss is NaN/);
+    const skipped = await train(adapter, lmOptions({ nonFinite: 'skip', epochs: 1 }));
+    expect(skipped.skippedSteps).toBe(4);
+    host.dispose();
+  });
+});
