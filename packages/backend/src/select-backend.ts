@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
+import { registerWasmKernels } from './wasm-kernels.js';
+
 /** The TensorFlow.js backends a Node process can use, fastest first. */
 export const BACKEND_NAMES = ['tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -44,6 +46,7 @@ const LOADERS: Record<BackendName, Loader> = {
   },
   async wasm() {
     await import('@tensorflow/tfjs-backend-wasm');
+    registerWasmKernels();
     await activate('wasm');
     // Node cannot start wasm worker threads (ERR_WORKER_PATH): one thread, SIMD kernels.
     return 'XNNPACK, SIMD, 1 thread';

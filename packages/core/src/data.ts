@@ -1,5 +1,6 @@
 // The data side of training: any source as a Dataset (streamed, not held in memory), JSONL and CSV
 // parsing, seeded splits, tokenized examples, and batches with dynamic padding and length buckets.
+import { describeFile, readText, type FileStore } from './files.js';
 import { IGNORE_INDEX } from './losses.js';
 import { SeededRandom } from './random.js';
 
@@ -13,6 +14,35 @@ export function arrayDataset<T>(items: readonly T[]): Dataset<T> {
     size: items.length,
     async *[Symbol.asyncIterator]() {
       yield* items;
+    },
+  };
+}
+
+/** Applies `transform` to each item as it is read (e.g. records -> tokenized examples). */
+export function mapDataset<T, U>(dataset: Dataset<T>, transform: (item: T, index: number) => U): Dataset<U> {
+  return {
+    ...(dataset.size !== undefined ? { size: dataset.size } : {}),
+    async *[Symbol.asyncIterator]() {
+      let index = 0;
+      for await (const item of dataset) yield transform(item, index++);
+    },
+  };
+}
+
+/** The records of a JSON Lines file in a FileStore, parsed as they are read. */
+export function jsonlDataset(store: FileStore, name: string): Dataset<Record<string, unknown>> {
+  return {
+    async *[Symbol.asyncIterator]() {
+      yield* parseJsonl(await readText(store, name), describeFile(store, name));
+    },
+  };
+}
+
+/** The rows of a CSV file (first row: column names) in a FileStore. */
+export function csvDataset(store: FileStore, name: string): Dataset<Record<string, string>> {
+  return {
+    async *[Symbol.asyncIterator]() {
+      yield* parseCsv(await readText(store, name), describeFile(store, name));
     },
   };
 }
@@ -163,6 +193,42 @@ export function classificationExample(
   const encoded = tokenizer.encode(text, options.textPair === undefined ? {} : { textPair: options.textPair });
   const length = Math.min(encoded.ids.length, options.maxLength ?? Number.POSITIVE_INFINITY);
   return { inputIds: encoded.ids.slice(0, length), labels: label, tokenTypeIds: encoded.tokenTypeIds.slice(0, length) };
+}
+
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
+/**
+ * A token classification example from words and one tag per word: the first token of each word
+ * carries its tag, the other tokens and the special tokens IGNORE_INDEX (transformers' convention;
+ * `labelAllSubwords` tags every token of a word). Word boundaries come from encoding growing
+ * prefixes of the sentence, so no offsets are needed.
+ */
+export function tokenClassificationExample(
+  tokenizer: ExampleTokenizer,
+  words: readonly string[],
+  tags: readonly number[],
+  options: { maxLength?: number; labelAllSubwords?: boolean } = {},
+): Example {
+  if (words.length !== tags.length) throw new Error(`tokenClassificationExample: ${words.length} words but ${tags.length} tags`);
+  const text = words.join(' ');
+  const content = tokenizer.encode(text, { addSpecialTokens: false }).ids;
+  const labels = content.map(() => IGNORE_INDEX);
+  let start = 0;
+  for (let i = 0; i < words.length; i++) {
+    const end = i === words.length - 1 ? content.length : commonPrefix(tokenizer.encode(words.slice(0, i + 1).join(' '), { addSpecialTokens: false }).ids, content);
+    for (let t = start; t < end; t++) if (t === start || options.labelAllSubwords) labels[t] = tags[i]!;
+    start = Math.max(start, end);
+  }
+  const full = tokenizer.encode(text).ids;
+  const offset = full.findIndex((_, i) => content.every((id, j) => full[i + j] === id));
+  const inputIds = full;
+  const fullLabels = full.map((_, i) => (i >= offset && i < offset + content.length ? labels[i - offset]! : IGNORE_INDEX));
+  const length = Math.min(inputIds.length, options.maxLength ?? Number.POSITIVE_INFINITY);
+  return { inputIds: inputIds.slice(0, length), labels: fullLabels.slice(0, length) };
 }
 
 /** A batch ready for a forward pass: padded to its longest row. */

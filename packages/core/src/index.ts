@@ -50,9 +50,13 @@ export {
   classificationExample,
   collate,
   collect,
+  csvDataset,
+  jsonlDataset,
+  mapDataset,
   parseCsv,
   parseJsonl,
   splitDataset,
+  tokenClassificationExample,
 } from './data.js';
 export type { Batch, BatchingOptions, CausalLmExampleOptions, CollateOptions, Dataset, Example, ExampleTokenizer, SplitOptions } from './data.js';
 export { evaluate, train } from './train.js';

@@ -15,7 +15,11 @@ import {
   causalLmLoss,
   collate,
   collect,
+  csvDataset,
+  jsonlDataset,
   learningRateAt,
+  mapDataset,
+  memoryStore,
   parseCsv,
   parseJsonl,
   sequenceClassificationLoss,
@@ -139,6 +143,19 @@ describe('data', () => {
     ]);
     expect(() => [...parseCsv('a,b\n1,2,3\n', 'd.csv')]).toThrow('d.csv:2: 3 fields, the header has 2');
     expect(() => [...parseCsv('a\n"open\n', 'd.csv')]).toThrow('d.csv:2: a quoted field is not closed');
+  });
+
+  it('streams JSONL and CSV files from a store, mapped lazily', async () => {
+    const store = memoryStore({
+      'train.jsonl': new TextEncoder().encode('{"text":"a","label":1}\n{"text":"b","label":0}\n'),
+      'train.csv': new TextEncoder().encode('text,label\nc,1\n'),
+    });
+    const mapped = mapDataset(jsonlDataset(store, 'train.jsonl'), (record, i) => `${i}:${record.text}`);
+    expect(await collect(mapped)).toEqual(['0:a', '1:b']);
+    expect(await collect(csvDataset(store, 'train.csv'))).toEqual([{ text: 'c', label: '1' }]);
+    await expect(collect(jsonlDataset(memoryStore({ 'x.jsonl': new TextEncoder().encode('{') }, 'mem:'), 'x.jsonl'))).rejects.toThrow(
+      'mem:/x.jsonl:1: not valid JSON',
+    );
   });
 
   it('splits by seed: disjoint, complete, reproducible', () => {

@@ -9,57 +9,18 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { availableBackends, loadBackend, type BackendName } from '@peft/backend';
-import { memoryStore, serializeSafetensors, type TensorToWrite } from '@peft/core';
+import { memoryStore } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { generate, loadPretrained } from '../src/index.js';
+import { GPT2_SMALL, randomGpt2 } from './random-gpt2.js';
 
-const SHAPE = { layers: 12, hidden: 768, heads: 12, vocab: 50257, positions: 1024 };
+const SHAPE = GPT2_SMALL;
 const SEQUENCE = 128;
 const PROMPT = 16;
 const NEW_TOKENS = 32;
 const REPEATS = 5;
 const root = path.resolve(import.meta.dirname, '../../..');
-
-/** A GPT2LMHeadModel checkpoint with small uniform random weights (LayerNorm weights 1). */
-function randomGpt2(): { config: object; weights: Uint8Array } {
-  const { layers, hidden: d, vocab, positions } = SHAPE;
-  let state = 12345;
-  const random = (shape: number[], scale = 0.02): TensorToWrite => {
-    const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    for (let i = 0; i < values.length; i++) {
-      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-      values[i] = (state / 4294967296 - 0.5) * 2 * scale;
-    }
-    return { shape, values };
-  };
-  const ones = (n: number): TensorToWrite => ({ shape: [n], values: new Float32Array(n).fill(1) });
-  const tensors: Record<string, TensorToWrite> = {
-    'transformer.wte.weight': random([vocab, d]),
-    'transformer.wpe.weight': random([positions, d]),
-    'transformer.ln_f.weight': ones(d),
-    'transformer.ln_f.bias': random([d]),
-  };
-  for (let i = 0; i < layers; i++) {
-    const p = `transformer.h.${i}`;
-    Object.assign(tensors, {
-      [`${p}.ln_1.weight`]: ones(d),
-      [`${p}.ln_1.bias`]: random([d]),
-      [`${p}.attn.c_attn.weight`]: random([d, 3 * d]),
-      [`${p}.attn.c_attn.bias`]: random([3 * d]),
-      [`${p}.attn.c_proj.weight`]: random([d, d]),
-      [`${p}.attn.c_proj.bias`]: random([d]),
-      [`${p}.ln_2.weight`]: ones(d),
-      [`${p}.ln_2.bias`]: random([d]),
-      [`${p}.mlp.c_fc.weight`]: random([d, 4 * d]),
-      [`${p}.mlp.c_fc.bias`]: random([4 * d]),
-      [`${p}.mlp.c_proj.weight`]: random([4 * d, d]),
-      [`${p}.mlp.c_proj.bias`]: random([d]),
-    });
-  }
-  const config = { model_type: 'gpt2', vocab_size: vocab, n_positions: positions, n_embd: d, n_layer: layers, n_head: SHAPE.heads };
-  return { config, weights: serializeSafetensors(tensors, { format: 'pt' }) };
-}
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -120,7 +81,7 @@ async function main(): Promise<void> {
   const backends = requested ?? (await availableBackends()).filter((b) => b !== 'cpu');
   console.log(`GPT-2 small shape (12 layers, 768 wide, vocabulary 50257), random weights; batch 1, sequence ${SEQUENCE}; ` +
     `generation: prompt ${PROMPT}, ${NEW_TOKENS} new tokens, greedy, with cache; ${os.availableParallelism()} CPUs`);
-  const checkpoint = randomGpt2();
+  const checkpoint = randomGpt2(SHAPE);
   const rows: Row[] = [];
   for (const backend of backends) {
     rows.push(await measure(backend, checkpoint));
