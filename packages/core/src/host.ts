@@ -35,8 +35,11 @@ export interface ForwardContext {
   seed?: number;
 }
 
-/** An extra path beside a frozen projection: y = base(x) + delta(x). `x` is [N, in], result [N, out]. */
-export type LinearDelta = (x: tf.Tensor2D, context: ForwardContext) => tf.Tensor2D;
+/**
+ * An extra path beside a frozen projection: y = base(x) + delta(x). `x` is [N, in] (N = B·T, rows
+ * sample-major), result [N, out], or null when the path contributes nothing to this pass.
+ */
+export type LinearDelta = (x: tf.Tensor2D, context: ForwardContext) => tf.Tensor2D | null;
 
 /**
  * A frozen linear projection with a Hugging Face module path. The weight is held as [in, out]
@@ -71,7 +74,10 @@ export class HostLinear {
     const flat = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D; // [N, in]
     let y: tf.Tensor2D = tf.matMul(flat, this.weight);
     if (this.bias) y = tf.add(y, this.bias);
-    for (const delta of this.deltas.values()) y = tf.add(y, delta(flat, context));
+    for (const delta of this.deltas.values()) {
+      const extra = delta(flat, context);
+      if (extra) y = tf.add(y, extra);
+    }
     return tf.reshape(y, [...leading, this.outFeatures]);
   }
 

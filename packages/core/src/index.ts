@@ -64,3 +64,5 @@ export type { EvalResult, StepInfo, TaskName, TrainOptions, TrainResult, Trainab
 export { LATEST_CHECKPOINT_FILE, loadTrainingCheckpoint, saveTrainingCheckpoint } from './training-checkpoint.js';
 export type { TrainerState } from './training-checkpoint.js';
 export { fullFineTuning, headOnly } from './baselines.js';
+export { resolveStore } from './source.js';
+export type { StoreSource } from './source.js';

@@ -11,4 +11,4 @@ export { generate } from './generate.js';
 export type { GenerateOptions, GenerateResult } from './generate.js';
 export { HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, loadTokenizer } from './tokenizer.js';
 export type { BatchEncodeOptions, BatchEncoding, EncodeOptions, Encoded } from './tokenizer.js';
-export type { ModelSource } from './source.js';
+

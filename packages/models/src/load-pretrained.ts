@@ -1,11 +1,11 @@
 // loadPretrained: a Hugging Face model directory -> a host, architecture chosen by config.json.
-import { describeFile, readCheckpoint, readJson, type FileStore } from '@peft/core';
+import { describeFile, readCheckpoint, readJson, resolveStore, type FileStore, type StoreSource } from '@peft/core';
 
 import { ConfigReader, type RawConfig } from './config.js';
 import { BertModel, parseBertConfig } from './bert.js';
 import { Gpt2Model, parseGpt2Config } from './gpt2.js';
 import { LlamaModel, parseLlamaConfig } from './llama.js';
-import { resolveStore, type ModelSource } from './source.js';
+
 import type { TransformerHost } from './transformer-host.js';
 
 export const CONFIG_FILE = 'config.json';
@@ -35,7 +35,7 @@ export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
  * const { logits } = model.forward({ inputIds: [[464, 3290, 318]] });
  * ```
  */
-export async function loadPretrained(source: ModelSource): Promise<TransformerHost> {
+export async function loadPretrained(source: StoreSource): Promise<TransformerHost> {
   const store = await resolveStore(source);
   const raw = await readJson<RawConfig>(store, CONFIG_FILE);
   const configPath = describeFile(store, CONFIG_FILE);

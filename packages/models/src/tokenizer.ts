@@ -2,9 +2,7 @@
 // with what that library leaves out and transformers users expect: padding, truncation,
 // batches, pairs under a ByteLevel post-processor, special-token ids, and decode of [].
 import { Tokenizer } from '@huggingface/tokenizers';
-import { describeFile, readJson, type FileStore } from '@peft/core';
-
-import { resolveStore, type ModelSource } from './source.js';
+import { describeFile, readJson, resolveStore, type FileStore, type StoreSource } from '@peft/core';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
@@ -204,6 +202,6 @@ export class HfTokenizer {
 }
 
 /** Loads the tokenizer of a model directory (path, URL or FileStore). */
-export async function loadTokenizer(source: ModelSource): Promise<HfTokenizer> {
+export async function loadTokenizer(source: StoreSource): Promise<HfTokenizer> {
   return HfTokenizer.load(await resolveStore(source));
 }

@@ -98,7 +98,7 @@ describe('delta paths, merge and sublayer hooks', () => {
     const base = logitsOf();
     const linear = model.linears.get('model.layers.1.self_attn.v_proj')!;
     const deltaWeight = tf.randomNormal([linear.inFeatures, linear.outFeatures], 0, 0.1, 'float32', 3) as tf.Tensor2D;
-    linear.addDelta('test', (x) => tf.matMul(x, deltaWeight));
+    linear.addDelta('test', (x) => tf.matMul(x, deltaWeight) as tf.Tensor2D);
     const withDelta = logitsOf();
     linear.removeDelta('test');
     expect(maxDiff(withDelta, base)).toBeGreaterThan(1e-3);
