@@ -94,6 +94,12 @@ export class HostLinear {
     return [...this.deltas.keys()];
   }
 
+  /** Throws, naming this projection, when ΔW holds NaN or Inf (check every layer before merging any). */
+  assertMergeable(deltaWeight: tf.Tensor2D): void {
+    const finite = tf.tidy(() => tf.all(tf.isFinite(deltaWeight)).dataSync()[0] === 1);
+    if (!finite) throw new Error(`${this.name}: ΔW holds NaN or Inf; refusing to merge it into the weight`);
+  }
+
   /**
    * Adds a dense ΔW ([in, out]) into the frozen weight (`sign` -1 takes it out again). Refuses a
    * ΔW holding NaN or Inf: a merged weight cannot be repaired afterwards.
@@ -103,8 +109,7 @@ export class HostLinear {
     if (inFeatures !== this.inFeatures || outFeatures !== this.outFeatures) {
       throw new Error(`${this.name}: ΔW has shape [${deltaWeight.shape}], the weight [${this.weight.shape}]`);
     }
-    const finite = tf.tidy(() => tf.all(tf.isFinite(deltaWeight)).dataSync()[0] === 1);
-    if (!finite) throw new Error(`${this.name}: ΔW holds NaN or Inf; refusing to merge it into the weight`);
+    this.assertMergeable(deltaWeight);
     tf.tidy(() => this.weight.assign(sign === 1 ? tf.add(this.weight, deltaWeight) : tf.sub(this.weight, deltaWeight)));
   }
 }

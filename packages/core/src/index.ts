@@ -66,3 +66,13 @@ export type { TrainerState } from './training-checkpoint.js';
 export { fullFineTuning, headOnly } from './baselines.js';
 export { resolveStore } from './source.js';
 export type { StoreSource } from './source.js';
+export {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  BASE_ADAPTER,
+  PeftModel,
+  STATE_DICT_PREFIX,
+  getPeftModel,
+  registerPeftMethod,
+} from './peft-model.js';
+export type { AdapterTuner, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';

@@ -139,6 +139,7 @@ export class BertModel extends TransformerHost {
     if (this.pooler) this.linearMap.set(this.pooler.name, this.pooler);
     const headLoader = new WeightLoader(checkpoint, '');
     this.classifier = headLoader.linear('classifier', d, bert.numLabels, 'linear', true);
+    this.linearMap.set(this.classifier.name, this.classifier);
     for (const [name, variable] of [...load.variables, ...headLoader.variables]) this.parameterMap.set(name, variable);
   }
 

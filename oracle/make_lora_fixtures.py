@@ -1,0 +1,74 @@
+"""Golden fixtures for @peft/lora: LoRA adapters made by Python peft on the tiny models of
+packages/models/test/fixtures (B non-zero, so they change the outputs), saved with
+save_pretrained, and the logits peft computes with them, unmerged and merged.
+
+run: oracle/.venv/bin/python oracle/make_lora_fixtures.py
+"""
+import json
+import pathlib
+import shutil
+
+import peft
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MODELS = ROOT / "packages/models/test/fixtures"
+OUT = ROOT / "packages/lora/test/fixtures"
+
+CASES = {
+    "gpt2-tied": (AutoModelForCausalLM, dict(r=4, lora_alpha=8, init_lora_weights=False)),
+    "llama-gqa-untied": (AutoModelForCausalLM, dict(
+        r=4, lora_alpha=8, target_modules="all-linear", rank_pattern={"v_proj": 2}, alpha_pattern={"o_proj": 16},
+        use_rslora=True, init_lora_weights=False)),
+    "bert-sequence-classification": (AutoModelForSequenceClassification, dict(
+        r=2, lora_alpha=4, task_type="SEQ_CLS", init_lora_weights=False)),
+}
+
+
+def main():
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    torch.manual_seed(0)
+    manifest = {"peft": peft.__version__, "cases": []}
+    for name, (auto, options) in CASES.items():
+        model = auto.from_pretrained(MODELS / name, attn_implementation="eager").eval()
+        peft_model = get_peft_model(model, LoraConfig(**options))
+        with torch.no_grad():
+            for parameter_name, parameter in peft_model.named_parameters():
+                if "lora_" in parameter_name:  # larger than nn.Linear's init, so the adapter matters
+                    parameter.mul_(3.0)
+                if "modules_to_save" in parameter_name:  # a head that differs from the base one
+                    parameter.add_(0.5 * torch.randn_like(parameter))
+        peft_model.eval()
+        directory = OUT / name
+        peft_model.save_pretrained(directory / "adapter")
+        inputs = json.loads((MODELS / name / "inputs.json").read_text())["forward"]
+        expected = {}
+        for key in ("plain", "right_padded"):
+            case = inputs[key]
+            ids = torch.tensor(case["input_ids"])
+            mask = None if case["attention_mask"] is None else torch.tensor(case["attention_mask"])
+            types = None if "token_type_ids" not in case else torch.tensor(case["token_type_ids"])
+            with torch.no_grad():
+                expected[f"{key}.logits"] = peft_model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.contiguous()
+                with peft_model.disable_adapter():
+                    expected[f"{key}.base_logits"] = peft_model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.contiguous()
+        peft_model.merge_adapter()
+        case = inputs["plain"]
+        with torch.no_grad():
+            expected["plain.merged_logits"] = peft_model(
+                input_ids=torch.tensor(case["input_ids"]),
+                token_type_ids=None if "token_type_ids" not in case else torch.tensor(case["token_type_ids"]),
+            ).logits.contiguous()
+        save_file(expected, directory / "expected.safetensors")
+        (directory / "inputs.json").write_text(json.dumps({k: inputs[k] for k in ("plain", "right_padded")}, indent=1) + "\n")
+        trainable, total = peft_model.get_nb_trainable_parameters()
+        manifest["cases"].append({"name": name, "trainable": trainable, "all": total})
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,464 @@
+// PeftModel: a host and the named adapters attached to it, whatever their method. Methods plug in
+// through PeftMethod (a config class and the tuner it attaches); this file knows none of them.
+import * as tf from '@tensorflow/tfjs-core';
+
+import { describeFile, readJson, writeJson, type FileStore } from './files.js';
+import type { HostForwardInput, HostForwardOutput, PeftHost } from './host.js';
+import { countParameters, formatParameterCount, type ParameterCount } from './parameters.js';
+import { parseSafetensors, serializeSafetensors, type SafetensorsFile, type TensorToWrite } from './safetensors.js';
+import { resolveStore, type StoreSource } from './source.js';
+import type { TrainableModel } from './train.js';
+
+export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
+export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
+/** peft prefixes every saved key with this (the PeftModel's `base_model.model`). */
+export const STATE_DICT_PREFIX = 'base_model.model.';
+/** In `adapterNames` of a mixed batch: this sample runs on the base model. */
+export const BASE_ADAPTER = '__base__';
+/** Task types whose head peft trains and saves by default (`classifier`, `score`). */
+const CLASSIFICATION_TASKS = new Set(['SEQ_CLS', 'TOKEN_CLS', 'QUESTION_ANS']);
+
+/** What every method's config provides. */
+export interface PeftConfig {
+  readonly peftType: string;
+  readonly method: PeftMethod<PeftConfig>;
+  /** peft's task_type: CAUSAL_LM, SEQ_CLS, TOKEN_CLS, ... */
+  readonly taskType: string | null;
+  /** Head modules trained in full and saved with the adapter. */
+  readonly modulesToSave: readonly string[] | null;
+  /** The adapter_config.json peft writes for this config on this host (snake_case keys). */
+  toJson(host: PeftHost): Record<string, unknown>;
+}
+
+/** One adapter of one method, attached to a host. */
+export interface AdapterTuner {
+  /** Whether the adapter takes part in forward passes (one adapter is active at a time). */
+  setActive(active: boolean): void;
+  /** The adapter's own variables, by stable names. */
+  trainableVariables(): ReadonlyMap<string, tf.Variable>;
+  /** Tensors as peft saves them, keys without the adapter name. */
+  stateDict(): Promise<Record<string, TensorToWrite>>;
+  /** Loads tensors saved by stateDict (or by Python peft); errors name the file and the tensor. */
+  loadStateDict(file: SafetensorsFile): void;
+  /** Detaches from the host and frees the variables; a merged update stays in the weights only with keepMerged. */
+  dispose(options?: { keepMerged?: boolean }): void;
+  /** Methods that can fold themselves into the weights (LoRA). */
+  merge?(): void;
+  unmerge?(): void;
+  readonly merged?: boolean;
+  /** Methods whose forward can serve different adapters per sample (LoRA). */
+  readonly supportsMixedBatch?: boolean;
+}
+
+export interface PeftMethod<C extends PeftConfig> {
+  readonly peftType: string;
+  /** Reads an adapter_config.json (as peft or we wrote it). */
+  fromJson(json: Record<string, unknown>, source: string): C;
+  attach(host: PeftHost, adapterName: string, config: C): AdapterTuner;
+  /** Builds a new adapter from existing ones of this method (LoRA's add_weighted_adapter). */
+  combine?(host: PeftHost, adapters: readonly { name: string; config: C; tuner: AdapterTuner; weight: number }[], name: string, type: string): { config: C; tuner: AdapterTuner };
+}
+
+const METHODS = new Map<string, PeftMethod<PeftConfig>>();
+
+/** Method packages register themselves so that fromPretrained can read their adapter_config.json. */
+export function registerPeftMethod(method: PeftMethod<PeftConfig>): void {
+  METHODS.set(method.peftType, method);
+}
+
+function methodFor(peftType: unknown, source: string): PeftMethod<PeftConfig> {
+  const method = typeof peftType === 'string' ? METHODS.get(peftType) : undefined;
+  if (!method) {
+    const known = [...METHODS.keys()];
+    throw new Error(
+      `${source}: peft_type ${JSON.stringify(peftType)} has no method loaded (loaded: ${known.join(', ') || 'none'}; ` +
+        "import its package, e.g. '@peft/lora' for LORA)",
+    );
+  }
+  return method;
+}
+
+/**
+ * Trainable copies of head modules (peft's modules_to_save). The host's own variables train while
+ * the adapter is active; each adapter keeps its values when another is active, and the base values
+ * come back when none is.
+ */
+class SavedModules {
+  private readonly values = new Map<string, tf.Tensor>();
+
+  constructor(
+    private readonly host: PeftHost,
+    readonly names: readonly string[],
+    initial: ReadonlyMap<string, tf.Tensor>,
+  ) {
+    for (const name of names) this.values.set(name, tf.clone(initial.get(name)!));
+  }
+
+  /** Loads the adapter's values into the host variables. */
+  activate(): void {
+    for (const name of this.names) this.host.parameters.get(name)!.assign(this.values.get(name)!);
+  }
+
+  /** Keeps what training did to the host variables. */
+  capture(): void {
+    for (const name of this.names) {
+      this.values.get(name)!.dispose();
+      this.values.set(name, tf.clone(this.host.parameters.get(name)!));
+    }
+  }
+
+  set(name: string, value: tf.Tensor): void {
+    this.values.get(name)!.dispose();
+    this.values.set(name, value);
+  }
+
+  async stateDict(active: boolean): Promise<Record<string, TensorToWrite>> {
+    const out: Record<string, TensorToWrite> = {};
+    for (const name of this.names) {
+      const held = active ? this.host.parameters.get(name)! : this.values.get(name)!;
+      const tensor = checkpointLayout(this.host, name, held);
+      out[STATE_DICT_PREFIX + name] = { shape: tensor.shape, values: (await tensor.data()) as Float32Array };
+      if (tensor !== held) tensor.dispose();
+    }
+    return out;
+  }
+
+  dispose(): void {
+    tf.dispose([...this.values.values()]);
+  }
+}
+
+/**
+ * A host parameter as checkpoints store it: nn.Linear weights are held [in, out] by hosts and
+ * stored [out, in]. Returns the tensor itself when the layouts agree, else a new transposed one.
+ */
+function checkpointLayout(host: PeftHost, name: string, tensor: tf.Tensor): tf.Tensor {
+  const linear = name.endsWith('.weight') ? host.linears.get(name.slice(0, -'.weight'.length)) : undefined;
+  return linear?.layout === 'linear' ? tf.transpose(tensor) : tensor;
+}
+
+interface AdapterEntry {
+  config: PeftConfig;
+  tuner: AdapterTuner;
+  saved: SavedModules | null;
+}
+
+export interface PeftForwardInput extends HostForwardInput {
+  /** Mixed batch: the adapter of each sample (BASE_ADAPTER for none). */
+  adapterNames?: readonly string[];
+}
+
+export class PeftModel implements TrainableModel {
+  private readonly adapters = new Map<string, AdapterEntry>();
+  private active: string | null = null;
+  /** Base values of every head parameter some adapter saves, restored when no adapter is active. */
+  private readonly baseValues = new Map<string, tf.Tensor>();
+
+  constructor(
+    readonly host: PeftHost,
+    config?: PeftConfig,
+    adapterName = 'default',
+  ) {
+    if (config) this.addAdapter(adapterName, config);
+  }
+
+  /** Loads an adapter saved by `saveAdapter` or by Python peft's `save_pretrained`. */
+  static async fromPretrained(
+    host: PeftHost,
+    source: StoreSource,
+    options: { adapterName?: string; isTrainable?: boolean } = {},
+  ): Promise<PeftModel> {
+    const model = new PeftModel(host);
+    await model.loadAdapter(source, options.adapterName ?? 'default', options);
+    return model;
+  }
+
+  get activeAdapter(): string | null {
+    return this.active;
+  }
+
+  get adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  config(name = this.requireActive()): PeftConfig {
+    return this.entry(name).config;
+  }
+
+  private requireActive(): string {
+    if (this.active === null) throw new Error('no active adapter');
+    return this.active;
+  }
+
+  private entry(name: string): AdapterEntry {
+    const entry = this.adapters.get(name);
+    if (!entry) throw new Error(`no adapter "${name}" (adapters: ${this.adapterNames.join(', ') || 'none'})`);
+    return entry;
+  }
+
+  /** Attaches a new adapter (not active until setAdapter, unless it is the first). */
+  addAdapter(name: string, config: PeftConfig): void {
+    if (!name || name === BASE_ADAPTER) throw new Error(`"${name}" cannot name an adapter`);
+    if (this.adapters.has(name)) throw new Error(`an adapter "${name}" already exists`);
+    const other = this.adapters.values().next().value as AdapterEntry | undefined;
+    if (other && other.config.peftType !== config.peftType) {
+      throw new Error(`cannot combine adapters of different methods (${other.config.peftType} and ${config.peftType}) on one PeftModel`);
+    }
+    const tuner = config.method.attach(this.host, name, config);
+    tuner.setActive(false);
+    this.register(name, config, tuner);
+    if (this.active === null) this.setAdapter(name);
+  }
+
+  private register(name: string, config: PeftConfig, tuner: AdapterTuner): void {
+    const modules = [...(config.modulesToSave ?? []), ...(CLASSIFICATION_TASKS.has(config.taskType ?? '') ? ['classifier', 'score'] : [])];
+    const inModule = (parameter: string, module: string): boolean => parameter.startsWith(`${module}.`) || parameter.includes(`.${module}.`);
+    const parameters = [...this.host.parameters.keys()];
+    // peft adds classifier and score for classification tasks and tolerates the absent one
+    const missing = (config.modulesToSave ?? []).filter(
+      (m) => !parameters.some((p) => inModule(p, m)) && !(CLASSIFICATION_TASKS.has(config.taskType ?? '') && (m === 'classifier' || m === 'score')),
+    );
+    if (missing.length) {
+      tuner.dispose();
+      throw new Error(`modules_to_save: no module ${missing.map((m) => `"${m}"`).join(', ')} in the host (heads: ${this.host.headModules.join(', ')})`);
+    }
+    const names = parameters.filter((p) => modules.some((m) => inModule(p, m)));
+    let saved: SavedModules | null = null;
+    if (names.length > 0) {
+      // a parameter no adapter saved yet holds its base value now
+      for (const parameter of names) {
+        if (!this.baseValues.has(parameter)) this.baseValues.set(parameter, tf.clone(this.host.parameters.get(parameter)!));
+      }
+      saved = new SavedModules(this.host, names, this.baseValues);
+    }
+    this.adapters.set(name, { config, tuner, saved });
+  }
+
+  private restoreBase(): void {
+    for (const [parameter, value] of this.baseValues) this.host.parameters.get(parameter)!.assign(value);
+  }
+
+  /** Makes `name` the adapter forward passes and training use. */
+  setAdapter(name: string): void {
+    const next = this.entry(name);
+    if (this.active !== null && this.active !== name) {
+      const current = this.entry(this.active);
+      current.tuner.setActive(false);
+      current.saved?.capture();
+      this.restoreBase();
+    }
+    next.tuner.setActive(true);
+    next.saved?.activate();
+    this.active = name;
+  }
+
+  deleteAdapter(name: string): void {
+    const entry = this.entry(name);
+    if (entry.tuner.merged) throw new Error(`adapter "${name}" is merged; unmerge it first`);
+    if (this.active === name) {
+      entry.tuner.setActive(false);
+      this.restoreBase();
+      this.active = null;
+    }
+    entry.tuner.dispose();
+    entry.saved?.dispose();
+    this.adapters.delete(name);
+    const next = this.adapterNames[0];
+    if (this.active === null && next !== undefined) this.setAdapter(next);
+  }
+
+  /**
+   * Runs `fn` on the base model alone (peft's `with model.disable_adapter():`), then restores the
+   * active adapter, also when `fn` throws.
+   */
+  withAdapterDisabled<T>(fn: () => T): T {
+    const name = this.active;
+    if (name === null) return fn();
+    const entry = this.entry(name);
+    if (entry.tuner.merged) throw new Error(`adapter "${name}" is merged; unmerge it before disabling it`);
+    entry.tuner.setActive(false);
+    entry.saved?.capture();
+    this.restoreBase();
+    const restore = (): void => {
+      entry.tuner.setActive(true);
+      entry.saved?.activate();
+    };
+    let result: T;
+    try {
+      result = fn();
+    } catch (error) {
+      restore();
+      throw error;
+    }
+    if (result instanceof Promise) return result.finally(restore) as T;
+    restore();
+    return result;
+  }
+
+  /** The active adapter's variables, plus its saved head modules. */
+  trainableVariables(): ReadonlyMap<string, tf.Variable> {
+    const entry = this.entry(this.requireActive());
+    const variables = new Map(entry.tuner.trainableVariables());
+    for (const name of entry.saved?.names ?? []) variables.set(`${STATE_DICT_PREFIX}${name}`, this.host.parameters.get(name)!);
+    return variables;
+  }
+
+  forward(input: PeftForwardInput): HostForwardOutput {
+    const { adapterNames, ...rest } = input;
+    if (!adapterNames) return this.host.forward(rest);
+    if (input.training) throw new Error('adapterNames (mixed batches) are for inference only');
+    for (const name of adapterNames) {
+      if (name === BASE_ADAPTER) continue;
+      const entry = this.entry(name);
+      if (!entry.tuner.supportsMixedBatch) throw new Error(`adapter "${name}" (${entry.config.peftType}) cannot serve a mixed batch`);
+      if (entry.tuner.merged) throw new Error(`adapter "${name}" is merged: mixed batches need unmerged adapters`);
+      if (entry.saved) throw new Error(`adapter "${name}" has modules_to_save: mixed batches cannot switch heads per sample`);
+    }
+    return this.host.forward({ ...rest, sampleAdapters: adapterNames });
+  }
+
+  /** Folds the active adapter into the weights: no extra cost at inference. */
+  merge(): void {
+    const entry = this.entry(this.requireActive());
+    if (!entry.tuner.merge) throw new Error(`${entry.config.peftType} adapters cannot be merged into the weights`);
+    entry.tuner.merge();
+  }
+
+  unmerge(): void {
+    const entry = this.entry(this.requireActive());
+    if (!entry.tuner.unmerge) throw new Error(`${entry.config.peftType} adapters cannot be merged into the weights`);
+    entry.tuner.unmerge();
+  }
+
+  /**
+   * Merges the active adapter, removes every adapter and returns the host, which then runs at the
+   * base model's cost. The PeftModel is empty afterwards.
+   */
+  mergeAndUnload(): PeftHost {
+    const name = this.requireActive();
+    const entry = this.entry(name);
+    if (!entry.tuner.merged) this.merge();
+    entry.saved?.capture();
+    // the merged weights (and the active head values) stay in the host
+    entry.tuner.dispose({ keepMerged: true });
+    entry.saved?.dispose();
+    this.adapters.delete(name);
+    this.active = null;
+    for (const other of this.adapterNames) {
+      this.adapters.get(other)!.tuner.dispose();
+      this.adapters.get(other)!.saved?.dispose();
+      this.adapters.delete(other);
+    }
+    tf.dispose([...this.baseValues.values()]);
+    this.baseValues.clear();
+    return this.host;
+  }
+
+  /** Builds a new adapter from existing ones (LoRA: `linear`, `cat`), as peft's add_weighted_adapter. */
+  addWeightedAdapter(adapters: readonly string[], weights: readonly number[], name: string, combinationType = 'linear'): void {
+    if (adapters.length === 0 || adapters.length !== weights.length) {
+      throw new Error(`addWeightedAdapter: ${adapters.length} adapters and ${weights.length} weights`);
+    }
+    if (this.adapters.has(name)) throw new Error(`an adapter "${name}" already exists`);
+    const entries = adapters.map((adapter, i) => ({ name: adapter, ...this.entry(adapter), weight: weights[i]! }));
+    const method = entries[0]!.config.method;
+    if (!method.combine) throw new Error(`${method.peftType} adapters cannot be combined`);
+    const { config, tuner } = method.combine(this.host, entries, name, combinationType);
+    tuner.setActive(false);
+    this.register(name, config, tuner);
+  }
+
+  /** Trainable (active adapter) and all parameters, counted as peft does. */
+  parameterCount(): ParameterCount {
+    const trainable = countParameters(this.trainableVariables().values());
+    const base = countParameters(this.host.parameters.values());
+    // as peft's get_nb_trainable_parameters: every adapter's weights and head copies count
+    let adapters = 0;
+    for (const entry of this.adapters.values()) {
+      adapters += countParameters(entry.tuner.trainableVariables().values());
+      for (const name of entry.saved?.names ?? []) adapters += countParameters([this.host.parameters.get(name)!]);
+    }
+    return { trainable, all: base + adapters };
+  }
+
+  /** Prints `trainable params: ... || all params: ... || trainable%: ...`, as peft does. */
+  printTrainableParameters(): string {
+    const line = formatParameterCount(this.parameterCount());
+    console.log(line);
+    return line;
+  }
+
+  /**
+   * Writes `adapter_config.json` + `adapter_model.safetensors` (peft's format). The adapter named
+   * `default` goes in the folder itself, any other in a sub-folder of its name, as peft does.
+   */
+  async saveAdapter(destination: StoreSource, options: { adapterNames?: readonly string[] } = {}): Promise<void> {
+    const store = await resolveStore(destination);
+    for (const name of options.adapterNames ?? this.adapterNames) {
+      const entry = this.entry(name);
+      if (entry.tuner.merged) throw new Error(`adapter "${name}" is merged; unmerge it before saving`);
+      const folder = name === 'default' ? '' : `${name}/`;
+      const tensors = { ...(await entry.tuner.stateDict()), ...(await entry.saved?.stateDict(this.active === name)) };
+      await store.write(`${folder}${ADAPTER_WEIGHTS_FILE}`, serializeSafetensors(tensors, { format: 'pt' }));
+      const json = entry.config.toJson(this.host);
+      const modules = entry.saved ? [...new Set([...(entry.config.modulesToSave ?? []), ...entry.saved.names.map((n) => n.split('.')[0]!)])] : entry.config.modulesToSave;
+      await writeJson(store, `${folder}${ADAPTER_CONFIG_FILE}`, sortKeys({ ...json, inference_mode: true, modules_to_save: modules ?? null }));
+    }
+  }
+
+  /** Loads a saved adapter as `name` (frozen unless `isTrainable`). */
+  async loadAdapter(source: StoreSource, name: string, options: { isTrainable?: boolean } = {}): Promise<void> {
+    const store = await resolveStore(source);
+    const configPath = describeFile(store, ADAPTER_CONFIG_FILE);
+    const json = await readJson<Record<string, unknown>>(store, ADAPTER_CONFIG_FILE);
+    const config = methodFor(json.peft_type, configPath).fromJson(json, configPath);
+    this.addAdapter(name, config);
+    try {
+      await this.loadWeights(store, name, options);
+    } catch (error) {
+      this.deleteAdapter(name);
+      throw error;
+    }
+  }
+
+  private async loadWeights(store: FileStore, name: string, options: { isTrainable?: boolean }): Promise<void> {
+    const entry = this.entry(name);
+    const file = parseSafetensors(await store.read(ADAPTER_WEIGHTS_FILE), describeFile(store, ADAPTER_WEIGHTS_FILE));
+    const savedKeys = new Set((entry.saved?.names ?? []).map((n) => STATE_DICT_PREFIX + n));
+    const own = new Map([...file.entries].filter(([key]) => !savedKeys.has(key)));
+    entry.tuner.loadStateDict({ ...file, entries: own });
+    for (const key of savedKeys) {
+      if (!file.entries.has(key)) throw new Error(`${file.source}: modules_to_save tensor "${key}" is missing`);
+      const parameter = key.slice(STATE_DICT_PREFIX.length);
+      const data = file.tensor(key);
+      const held = this.host.parameters.get(parameter)!;
+      const loaded = tf.tensor(data.values, data.shape, 'float32');
+      const value = checkpointLayout(this.host, parameter, loaded);
+      if (value !== loaded) loaded.dispose();
+      if (value.shape.join() !== held.shape.join()) {
+        value.dispose();
+        throw new Error(`${file.source}: tensor "${key}" has shape [${data.shape}], the model's is [${checkpointLayout(this.host, parameter, held).shape}]`);
+      }
+      entry.saved!.set(parameter, value);
+    }
+    if (this.active === name) entry.saved?.activate();
+    if (!options.isTrainable) for (const variable of entry.tuner.trainableVariables().values()) variable.trainable = false;
+  }
+
+  /** Frees every adapter; the host stays as it was before the first adapter. */
+  dispose(): void {
+    for (const name of this.adapterNames) this.deleteAdapter(name);
+    tf.dispose([...this.baseValues.values()]);
+    this.baseValues.clear();
+  }
+}
+
+/** JSON with keys sorted, as peft writes adapter_config.json. */
+function sortKeys(value: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.keys(value).sort().map((key) => [key, value[key]]));
+}
+
+/** Wraps a host with a new adapter: `getPeftModel(host, new LoraConfig({ r: 8 }))`. */
+export function getPeftModel(host: PeftHost, config: PeftConfig, adapterName = 'default'): PeftModel {
+  return new PeftModel(host, config, adapterName);
+}
