@@ -274,6 +274,18 @@ describe('LoRA behaviour', () => {
     reloaded.dispose();
   });
 
+  it('trains through grouped-query attention (Llama, 2 kv heads for 4 query heads)', async () => {
+    const base = await host('llama-gqa-untied');
+    const model = getPeftModel(base, new LoraConfig({ r: 4, targetModules: ['q_proj', 'k_proj'] }));
+    const data: Example[] = Array.from({ length: 8 }, (_, i) => {
+      const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
+      return { inputIds: ids, labels: ids };
+    });
+    const result = await train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 4, epochs: 3, learningRate: 2e-2 });
+    expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
+    model.dispose();
+  });
+
   it('loading refuses tensors that do not match the config, naming the file and the tensor', async () => {
     const base = await host('gpt2-tied');
     const model = getPeftModel(base, new LoraConfig({ r: 4 }));

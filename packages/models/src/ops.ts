@@ -64,26 +64,19 @@ export function attentionBias(keyMask: tf.Tensor2D, queries: number, causal: boo
 
 /**
  * Scaled dot-product attention. q [B, H, T, hd]; k, v [B, Hkv, S, hd] with H a multiple of Hkv
- * (grouped-query attention shares each key/value head among H / Hkv query heads).
+ * (grouped-query attention: query heads g·j .. g·j + g - 1 share key/value head j). The g query
+ * heads of a group are folded into the query axis, so keys and values are never copied.
  */
 export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.Tensor4D, scale: number): tf.Tensor4D {
   return tf.tidy(() => {
-    const [batch, heads, , headDim] = q.shape;
+    const [batch, heads, length, headDim] = q.shape;
     const kvHeads = k.shape[1];
-    let keys: tf.Tensor4D = k;
-    let values: tf.Tensor4D = v;
-    if (kvHeads !== heads) {
-      const group = heads / kvHeads;
-      const repeat = (t: tf.Tensor4D): tf.Tensor4D => {
-        const length = t.shape[2];
-        const tiled = tf.tile(tf.reshape(t, [batch, kvHeads, 1, length, headDim]), [1, 1, group, 1, 1]);
-        return tf.reshape(tiled, [batch, heads, length, headDim]);
-      };
-      keys = repeat(k);
-      values = repeat(v);
-    }
-    const scores = tf.add(tf.mul(tf.matMul(q, keys, false, true), scale), bias); // [B, H, T, S]
-    return tf.matMul(tf.softmax(scores), values) as tf.Tensor4D; // [B, H, T, hd]
+    const group = heads / kvHeads;
+    const grouped = group === 1 ? q : tf.reshape(q, [batch, kvHeads, group * length, headDim]);
+    const groupBias = group === 1 ? bias : tf.tile(bias, [1, 1, group, 1]); // [B, 1, g·T, S]
+    const scores = tf.add(tf.mul(tf.matMul(grouped, k, false, true), scale), groupBias); // [B, Hkv, g·T, S]
+    const out = tf.matMul(tf.softmax(scores), v); // [B, Hkv, g·T, hd]
+    return (group === 1 ? out : tf.reshape(out, [batch, heads, length, headDim])) as tf.Tensor4D;
   });
 }
 
