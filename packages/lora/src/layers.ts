@@ -1,0 +1,259 @@
+// `@peft/lora/layers`: LoRA on a user's own tf.LayersModel. Each targeted Dense layer keeps its
+// kernel and bias frozen and gains trainable A and B (LayerVariables of the layer, so `model.fit`
+// trains them and nothing else); its call computes act(x·W + b + x·Aᵀ·Bᵀ·scale). Mergeable, and
+// saved in peft's key layout (`base_model.model.<layer>.lora_A.weight [r, in]`).
+import {
+  STATE_DICT_PREFIX,
+  describeFile,
+  parseSafetensors,
+  readJson,
+  resolveStore,
+  serializeSafetensors,
+  writeJson,
+  type StoreSource,
+  type TensorToWrite,
+} from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+import { initializers, type LayersModel, type LayerVariable } from '@tensorflow/tfjs-layers';
+
+export interface LayersLoraOptions {
+  r?: number; // default 8
+  loraAlpha?: number; // default 8
+  loraDropout?: number; // default 0, on the LoRA input during training
+  /** Dense layer names (exact), a RegExp on the name, or 'all-dense' (default). */
+  targetLayers?: readonly string[] | RegExp | 'all-dense';
+  /** true: A kaiming-uniform, B zero (starts at the base model); false: B random too. */
+  initLoraWeights?: boolean;
+  seed?: number;
+}
+
+/** The parts of tfjs-layers' Dense this relies on (private in its typings, stable in 4.x). */
+interface DenseInternals {
+  name: string;
+  built: boolean;
+  units: number;
+  kernel: LayerVariable;
+  bias: LayerVariable | null;
+  activation: { apply(x: tf.Tensor): tf.Tensor } | null;
+  call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[];
+  _trainableWeights: LayerVariable[];
+  _nonTrainableWeights: LayerVariable[];
+  addWeight(name: string, shape: number[], dtype: tf.DataType, initializer: unknown, regularizer: unknown, trainable: boolean): LayerVariable;
+  getClassName(): string;
+}
+
+class LayersLoraLayer {
+  readonly down: LayerVariable; // Aᵀ [in, r]
+  readonly up: LayerVariable; // Bᵀ [r, out]
+  merged = false;
+  enabled = true;
+  private readonly originalCall: DenseInternals['call'];
+
+  constructor(
+    readonly dense: DenseInternals,
+    readonly r: number,
+    readonly scale: number,
+    readonly dropout: number,
+    init: boolean,
+    seed: number,
+  ) {
+    const inFeatures = dense.kernel.shape[0]!;
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.down = dense.addWeight(`${dense.name}/lora_A`, [inFeatures, r], 'float32', initializers.randomUniform({ minval: -bound, maxval: bound, seed }), null, true);
+    this.up = dense.addWeight(
+      `${dense.name}/lora_B`,
+      [r, dense.units],
+      'float32',
+      init ? initializers.zeros() : initializers.randomUniform({ minval: -1 / Math.sqrt(r), maxval: 1 / Math.sqrt(r), seed: seed + 1 }),
+      null,
+      true,
+    );
+    // Frozen by moving them to the layer's non-trainable weights: a `trainable = false` flag alone
+    // is reset by tfjs-layers when the model is compiled.
+    this.moveWeights(dense._trainableWeights, dense._nonTrainableWeights);
+    this.originalCall = dense.call;
+    dense.call = (inputs, kwargs) => this.call(inputs, kwargs);
+  }
+
+  private call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor {
+    return tf.tidy(() => {
+      const input = Array.isArray(inputs) ? inputs[0]! : inputs;
+      const inFeatures = input.shape.at(-1)!;
+      const flat = tf.reshape(input, [-1, inFeatures]) as tf.Tensor2D;
+      let y: tf.Tensor = tf.matMul(flat, this.dense.kernel.read() as tf.Tensor2D);
+      if (this.dense.bias) y = tf.add(y, this.dense.bias.read());
+      if (this.enabled && !this.merged) {
+        const lora = kwargs.training && this.dropout > 0 ? tf.dropout(flat, this.dropout) : flat;
+        y = tf.add(y, tf.mul(tf.matMul(tf.matMul(lora, this.down.read() as tf.Tensor2D), this.up.read() as tf.Tensor2D), this.scale));
+      }
+      y = tf.reshape(y, [...input.shape.slice(0, -1), this.dense.units]);
+      return this.dense.activation ? this.dense.activation.apply(y) : y;
+    });
+  }
+
+  deltaWeight(): tf.Tensor2D {
+    return tf.tidy(() => tf.mul(tf.matMul(this.down.read() as tf.Tensor2D, this.up.read() as tf.Tensor2D), this.scale) as tf.Tensor2D);
+  }
+
+  merge(sign: 1 | -1): void {
+    const delta = this.deltaWeight();
+    const finite = tf.tidy(() => tf.all(tf.isFinite(delta)).dataSync()[0] === 1);
+    if (!finite) {
+      delta.dispose();
+      throw new Error(`${this.dense.name}: ΔW holds NaN or Inf; refusing to merge it into the kernel`);
+    }
+    const updated = tf.tidy(() => tf.add(this.dense.kernel.read(), tf.mul(delta, sign)));
+    this.dense.kernel.write(updated);
+    tf.dispose([delta, updated]);
+    this.merged = sign === 1;
+  }
+
+  private moveWeights(from: LayerVariable[], to: LayerVariable[]): void {
+    for (const weight of [this.dense.kernel, this.dense.bias]) {
+      const index = weight ? from.indexOf(weight) : -1;
+      if (index >= 0) to.push(...from.splice(index, 1));
+    }
+  }
+
+  /** The Dense layer's own call and trainable kernel and bias again (the LoRA weights stay, unused). */
+  restore(): void {
+    this.dense.call = this.originalCall;
+    this.moveWeights(this.dense._nonTrainableWeights, this.dense._trainableWeights);
+  }
+}
+
+/** LoRA attached to the Dense layers of a tf.LayersModel. */
+export class LayersLora {
+  readonly layers: LayersLoraLayer[];
+
+  constructor(
+    readonly model: LayersModel,
+    readonly options: Required<Omit<LayersLoraOptions, 'targetLayers'>> & { targetLayers: LayersLoraOptions['targetLayers'] },
+    layers: LayersLoraLayer[],
+  ) {
+    this.layers = layers;
+  }
+
+  /** The LoRA weights, by peft's key names (what model.fit trains once the model is compiled). */
+  variables(): Map<string, LayerVariable> {
+    const out = new Map<string, LayerVariable>();
+    for (const layer of this.layers) {
+      out.set(`${STATE_DICT_PREFIX}${layer.dense.name}.lora_A.weight`, layer.down);
+      out.set(`${STATE_DICT_PREFIX}${layer.dense.name}.lora_B.weight`, layer.up);
+    }
+    return out;
+  }
+
+  /** Runs `fn` on the model without the LoRA updates. */
+  withAdapterDisabled<T>(fn: () => T): T {
+    for (const layer of this.layers) layer.enabled = false;
+    try {
+      return fn();
+    } finally {
+      for (const layer of this.layers) layer.enabled = true;
+    }
+  }
+
+  /** Adds every update into its kernel (no extra cost at inference); all layers or none. */
+  merge(): void {
+    for (const layer of this.layers.filter((l) => !l.merged)) {
+      const delta = layer.deltaWeight();
+      const finite = tf.tidy(() => tf.all(tf.isFinite(delta)).dataSync()[0] === 1);
+      delta.dispose();
+      if (!finite) throw new Error(`${layer.dense.name}: ΔW holds NaN or Inf; refusing to merge it into the kernel`);
+    }
+    for (const layer of this.layers) if (!layer.merged) layer.merge(1);
+  }
+
+  unmerge(): void {
+    for (const layer of this.layers) if (layer.merged) layer.merge(-1);
+  }
+
+  /** Merges and restores the Dense layers' own call: the model is a plain model again. */
+  mergeAndUnload(): LayersModel {
+    this.merge();
+    for (const layer of this.layers) layer.restore();
+    return this.model;
+  }
+
+  /** adapter_config.json + adapter_model.safetensors, in peft's LoRA layout. */
+  async saveAdapter(destination: StoreSource): Promise<void> {
+    const store = await resolveStore(destination);
+    const tensors: Record<string, TensorToWrite> = {};
+    for (const layer of this.layers) {
+      const [a, b] = tf.tidy(() => [tf.transpose(layer.down.read()), tf.transpose(layer.up.read())]);
+      tensors[`${STATE_DICT_PREFIX}${layer.dense.name}.lora_A.weight`] = { shape: a!.shape, values: a!.dataSync() as Float32Array };
+      tensors[`${STATE_DICT_PREFIX}${layer.dense.name}.lora_B.weight`] = { shape: b!.shape, values: b!.dataSync() as Float32Array };
+      tf.dispose([a!, b!]);
+    }
+    await store.write('adapter_model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
+    await writeJson(store, 'adapter_config.json', {
+      bias: 'none',
+      fan_in_fan_out: false,
+      inference_mode: true,
+      init_lora_weights: this.options.initLoraWeights,
+      lora_alpha: this.options.loraAlpha,
+      lora_dropout: this.options.loraDropout,
+      peft_type: 'LORA',
+      r: this.options.r,
+      target_modules: this.layers.map((l) => l.dense.name).sort(),
+      task_type: null,
+    });
+  }
+
+  /** Loads A and B saved by saveAdapter (same layer names and rank). */
+  async loadAdapter(source: StoreSource): Promise<void> {
+    const store = await resolveStore(source);
+    const config = await readJson<{ r?: number }>(store, 'adapter_config.json');
+    if (config.r !== this.options.r) throw new Error(`${describeFile(store, 'adapter_config.json')}: r ${config.r}, this adapter has r ${this.options.r}`);
+    const file = parseSafetensors(await store.read('adapter_model.safetensors'), describeFile(store, 'adapter_model.safetensors'));
+    for (const layer of this.layers) {
+      for (const [matrix, variable] of [['lora_A', layer.down], ['lora_B', layer.up]] as const) {
+        const key = `${STATE_DICT_PREFIX}${layer.dense.name}.${matrix}.weight`;
+        const data = file.tensor(key);
+        const expected = [variable.shape[1]!, variable.shape[0]!];
+        if (data.shape.join() !== expected.join()) throw new Error(`${file.source}: tensor "${key}" has shape [${data.shape}], expected [${expected}]`);
+        const value = tf.tidy(() => tf.transpose(tf.tensor2d(data.values as Float32Array, expected as [number, number])));
+        variable.write(value);
+        value.dispose();
+      }
+    }
+  }
+}
+
+/**
+ * Attaches LoRA to the Dense layers of a built tf.LayersModel. Compile (or re-compile) the model
+ * afterwards, so that its optimizer sees the LoRA weights as its trainable weights.
+ *
+ * ```ts
+ * const lora = applyLora(model, { r: 4, targetLayers: ['dense_1'] });
+ * model.compile({ optimizer: 'adam', loss: 'meanSquaredError' });
+ * await model.fit(xs, ys, { epochs: 10 });                  // trains A and B only
+ * lora.merge();
+ * ```
+ */
+export function applyLora(model: LayersModel, options: LayersLoraOptions = {}): LayersLora {
+  const resolved = {
+    r: options.r ?? 8,
+    loraAlpha: options.loraAlpha ?? 8,
+    loraDropout: options.loraDropout ?? 0,
+    initLoraWeights: options.initLoraWeights ?? true,
+    seed: options.seed ?? 0,
+    targetLayers: options.targetLayers ?? 'all-dense',
+  };
+  if (!(Number.isInteger(resolved.r) && resolved.r > 0)) throw new Error(`applyLora: r must be a positive integer, got ${resolved.r}`);
+  const dense = (model.layers as unknown as DenseInternals[]).filter((layer) => layer.getClassName() === 'Dense');
+  const target = resolved.targetLayers;
+  const selected = dense.filter((layer) =>
+    target === 'all-dense' ? true : target instanceof RegExp ? target.test(layer.name) : target.includes(layer.name),
+  );
+  if (selected.length === 0) {
+    throw new Error(`applyLora: targetLayers ${String(target)} matches no Dense layer; Dense layers: ${dense.map((l) => l.name).join(', ') || 'none'}`);
+  }
+  const unbuilt = selected.filter((layer) => !layer.built);
+  if (unbuilt.length) throw new Error(`applyLora: build the model first (layers not built: ${unbuilt.map((l) => l.name).join(', ')})`);
+  const layers = selected.map(
+    (layer, i) => new LayersLoraLayer(layer, resolved.r, resolved.loraAlpha / resolved.r, resolved.loraDropout, resolved.initLoraWeights, resolved.seed + 2 * i),
+  );
+  return new LayersLora(model, resolved, layers);
+}
