@@ -33,7 +33,10 @@ export interface TensorEntry {
   end: number;
 }
 
-/** Decoded tensor data: float32 for floats, int32 for integers and booleans. */
+/**
+ * Decoded tensor data: float32 for floats, int32 for integers and booleans. F32 and I32 values may
+ * view the file's own bytes (no copy): copy them before changing them.
+ */
 export interface TensorData {
   dtype: 'float32' | 'int32';
   shape: number[];
@@ -146,12 +149,14 @@ export function parseSafetensors(bytes: Uint8Array, source = 'safetensors'): Saf
   };
 }
 
-/** A typed array over `bytes`, copied first when the offset is not aligned for the type. */
-function aligned(bytes: Uint8Array, elementBytes: number): ArrayBuffer {
-  if (bytes.byteOffset % elementBytes === 0) {
-    return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  }
-  return bytes.slice().buffer as ArrayBuffer;
+/**
+ * The bytes as a buffer range a typed array can view: `bytes` itself when its offset is aligned for
+ * the type (no copy: a checkpoint is not held twice), else an aligned copy.
+ */
+function aligned(bytes: Uint8Array, elementBytes: number): [ArrayBuffer, number, number] {
+  const length = bytes.byteLength / elementBytes;
+  if (bytes.byteOffset % elementBytes === 0) return [bytes.buffer as ArrayBuffer, bytes.byteOffset, length];
+  return [bytes.slice().buffer as ArrayBuffer, 0, length];
 }
 
 function toInt32(source: string, entry: TensorEntry, values: ArrayLike<number | bigint>): Int32Array {
@@ -170,21 +175,21 @@ function decode(source: string, entry: TensorEntry, bytes: Uint8Array): TensorDa
   const shape = entry.shape;
   switch (entry.dtype) {
     case 'F32':
-      return { dtype: 'float32', shape, values: new Float32Array(aligned(bytes, 4)) };
+      return { dtype: 'float32', shape, values: new Float32Array(...aligned(bytes, 4)) };
     case 'F16':
-      return { dtype: 'float32', shape, values: float16ToFloat32(new Uint16Array(aligned(bytes, 2))) };
+      return { dtype: 'float32', shape, values: float16ToFloat32(new Uint16Array(...aligned(bytes, 2))) };
     case 'BF16':
-      return { dtype: 'float32', shape, values: bfloat16ToFloat32(new Uint16Array(aligned(bytes, 2))) };
+      return { dtype: 'float32', shape, values: bfloat16ToFloat32(new Uint16Array(...aligned(bytes, 2))) };
     case 'F64':
-      return { dtype: 'float32', shape, values: Float32Array.from(new Float64Array(aligned(bytes, 8))) };
+      return { dtype: 'float32', shape, values: Float32Array.from(new Float64Array(...aligned(bytes, 8))) };
     case 'I64':
-      return { dtype: 'int32', shape, values: toInt32(source, entry, new BigInt64Array(aligned(bytes, 8))) };
+      return { dtype: 'int32', shape, values: toInt32(source, entry, new BigInt64Array(...aligned(bytes, 8))) };
     case 'I32':
-      return { dtype: 'int32', shape, values: new Int32Array(aligned(bytes, 4)) };
+      return { dtype: 'int32', shape, values: new Int32Array(...aligned(bytes, 4)) };
     case 'I16':
-      return { dtype: 'int32', shape, values: Int32Array.from(new Int16Array(aligned(bytes, 2))) };
+      return { dtype: 'int32', shape, values: Int32Array.from(new Int16Array(...aligned(bytes, 2))) };
     case 'I8':
-      return { dtype: 'int32', shape, values: Int32Array.from(new Int8Array(aligned(bytes, 1))) };
+      return { dtype: 'int32', shape, values: Int32Array.from(new Int8Array(...aligned(bytes, 1))) };
     case 'U8':
     case 'BOOL':
       return { dtype: 'int32', shape, values: Int32Array.from(bytes) };

@@ -9,11 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { availableBackends, loadBackend, type BackendName } from '@peft/backend';
-import { memoryStore } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { generate, loadPretrained } from '../src/index.js';
-import { GPT2_SMALL, randomGpt2 } from './random-gpt2.js';
+import { generate } from '../src/index.js';
+import { GPT2_SMALL, randomGpt2 } from '../src/random-gpt2.js';
 
 const SHAPE = GPT2_SMALL;
 const SEQUENCE = 128;
@@ -33,13 +32,9 @@ interface Row {
   generateMsPerToken: number;
 }
 
-async function measure(backend: BackendName, checkpoint: { config: object; weights: Uint8Array }): Promise<Row> {
+async function measure(backend: BackendName): Promise<Row> {
   await loadBackend(backend);
-  const store = memoryStore({
-    'config.json': new TextEncoder().encode(JSON.stringify(checkpoint.config)),
-    'model.safetensors': checkpoint.weights,
-  });
-  const model = await loadPretrained(store);
+  const model = randomGpt2(SHAPE);
   const ids = [Array.from({ length: SEQUENCE }, (_, i) => (i * 7919) % SHAPE.vocab)];
   const repeats = backend === 'cpu' ? 1 : REPEATS;
   const times: number[] = [];
@@ -81,10 +76,9 @@ async function main(): Promise<void> {
   const backends = requested ?? (await availableBackends()).filter((b) => b !== 'cpu');
   console.log(`GPT-2 small shape (12 layers, 768 wide, vocabulary 50257), random weights; batch 1, sequence ${SEQUENCE}; ` +
     `generation: prompt ${PROMPT}, ${NEW_TOKENS} new tokens, greedy, with cache; ${os.availableParallelism()} CPUs`);
-  const checkpoint = randomGpt2(SHAPE);
   const rows: Row[] = [];
   for (const backend of backends) {
-    rows.push(await measure(backend, checkpoint));
+    rows.push(await measure(backend));
     console.log(`  measured ${backend}`);
   }
   const reference = python();

@@ -7,8 +7,8 @@ import { availableBackends, loadBackend, type BackendName } from '@peft/backend'
 import { fullFineTuning, train, type Example, type TrainableModel } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { loadPretrained, type TransformerHost } from '../src/index.js';
-import { randomGpt2Store, type Gpt2Shape } from './random-gpt2.js';
+import type { TransformerHost } from '../src/index.js';
+import { randomGpt2, type Gpt2Shape } from '../src/random-gpt2.js';
 
 // Small enough that the pure-JS cpu backend finishes a few steps in seconds.
 const SHAPE: Gpt2Shape = { layers: 4, hidden: 256, heads: 4, vocab: 2000, positions: 128 };
@@ -33,7 +33,7 @@ function smallAdapter(host: TransformerHost): TrainableModel {
 
 async function tokensPerSecond(backend: BackendName, kind: 'full' | 'small'): Promise<{ tokensPerSecond: number; losses: number[] }> {
   await loadBackend(backend);
-  const host = await loadPretrained(randomGpt2Store(SHAPE));
+  const host = randomGpt2(SHAPE);
   const model = kind === 'full' ? fullFineTuning(host) : smallAdapter(host);
   const steps = backend === 'cpu' ? 3 : STEPS;
   // the first step pays for kernel set-up: timed steps start after it
@@ -58,7 +58,7 @@ async function tokensPerSecond(backend: BackendName, kind: 'full' | 'small'): Pr
 /** A seeded run on the fastest backend, its loss printed every few steps: the curve must fall. */
 async function lossCurve(backend: BackendName): Promise<void> {
   await loadBackend(backend);
-  const host = await loadPretrained(randomGpt2Store(SHAPE));
+  const host = randomGpt2(SHAPE);
   const losses: number[] = [];
   await train(fullFineTuning(host), {
     data: examples(BATCH * 10),

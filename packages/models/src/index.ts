@@ -12,3 +12,5 @@ export type { GenerateOptions, GenerateResult } from './generate.js';
 export { HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, loadTokenizer } from './tokenizer.js';
 export type { BatchEncodeOptions, BatchEncoding, EncodeOptions, Encoded } from './tokenizer.js';
 
+export { GPT2_SMALL, randomGpt2, randomGpt2Store } from './random-gpt2.js';
+export type { Gpt2Shape } from './random-gpt2.js';
