@@ -114,8 +114,16 @@ export class HostLinear {
   }
 }
 
+/** What surrounds a sublayer's output: the host computes `norm(output + residual)` (or without norm) next. */
+export interface SublayerSurroundings {
+  /** The sublayer's input, added back after the hook: [B, T, d]. */
+  residual: tf.Tensor3D;
+  /** The norm applied after the residual add (post-LN hosts such as BERT); null for pre-LN hosts. */
+  norm: ((x: tf.Tensor3D) => tf.Tensor3D) | null;
+}
+
 /** Output of a sublayer (attention or feed-forward) before its residual add, [B, T, d] -> [B, T, d]. */
-export type SublayerHook = (hidden: tf.Tensor3D, layer: number, context: ForwardContext) => tf.Tensor3D;
+export type SublayerHook = (hidden: tf.Tensor3D, layer: number, context: ForwardContext, surroundings: SublayerSurroundings) => tf.Tensor3D;
 export type SublayerPoint = 'afterAttention' | 'afterFfn';
 
 /** Keys and values every query of a layer may attend to before the real tokens. */
@@ -173,9 +181,9 @@ export class HostHooks {
   }
 
   /** Applied by the host to a sublayer's output before the residual add. */
-  applySublayer(point: SublayerPoint, layer: number, hidden: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+  applySublayer(point: SublayerPoint, layer: number, hidden: tf.Tensor3D, context: ForwardContext, surroundings: SublayerSurroundings): tf.Tensor3D {
     let h = hidden;
-    for (const hook of this.sublayer.get(`${point}:${layer}`) ?? []) h = hook(h, layer, context);
+    for (const hook of this.sublayer.get(`${point}:${layer}`) ?? []) h = hook(h, layer, context, surroundings);
     return h;
   }
 
@@ -256,6 +264,8 @@ export interface PeftHost {
   readonly parameters: ReadonlyMap<string, tf.Variable>;
   /** Module paths of task heads (`lm_head`, `classifier`, `score`): candidates for modules_to_save. */
   readonly headModules: readonly string[];
+  /** Module path of each transformer layer: `transformer.h.3`, `model.layers.3`, `bert.encoder.layer.3`. */
+  readonly layerPaths: readonly string[];
   forward(input: HostForwardInput): HostForwardOutput;
   dispose(): void;
 }

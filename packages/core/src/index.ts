@@ -29,6 +29,7 @@ export type {
   PeftHost,
   SublayerHook,
   SublayerPoint,
+  SublayerSurroundings,
 } from './host.js';
 export { SeededRandom, deriveSeed } from './random.js';
 export { learningRateAt } from './schedules.js';

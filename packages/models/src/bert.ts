@@ -80,6 +80,7 @@ interface BertLayer {
 
 export class BertModel extends TransformerHost {
   readonly headModules: readonly string[] = ['classifier'];
+  readonly layerPaths: string[];
   private readonly wordEmbeddings: tf.Variable<tf.Rank.R2>;
   private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>;
   private readonly tokenTypeEmbeddings: tf.Variable<tf.Rank.R2>;
@@ -109,6 +110,7 @@ export class BertModel extends TransformerHost {
     );
     this.act = activation(bert.activation, 'config.json hidden_act');
     const load = new WeightLoader(checkpoint, 'bert.');
+    this.layerPaths = Array.from({ length: bert.numLayers }, (_, i) => `bert.encoder.layer.${i}`);
     const { hiddenSize: d, intermediateSize } = bert;
     const norm = (name: string): LayerNormWeights => ({
       weight: load.variable(`${name}.weight`, [d]) as tf.Variable<tf.Rank.R1>,
@@ -172,12 +174,14 @@ export class BertModel extends TransformerHost {
     const { key, value } = this.extendKeys(index, k, v, state);
     const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim)));
     let attentionOutput = layer.attentionOut.apply(attended, context) as tf.Tensor3D;
-    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context);
-    const afterAttention = layerNorm(tf.add(attentionOutput, hidden), layer.attentionNorm.weight, layer.attentionNorm.bias, epsilon);
+    const attentionNorm = (x: tf.Tensor3D): tf.Tensor3D => layerNorm(x, layer.attentionNorm.weight, layer.attentionNorm.bias, epsilon) as tf.Tensor3D;
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: attentionNorm });
+    const afterAttention = attentionNorm(tf.add(attentionOutput, hidden));
 
     let ffn = layer.output.apply(this.act(layer.intermediate.apply(afterAttention, context)), context) as tf.Tensor3D;
-    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context);
-    return layerNorm(tf.add(ffn, afterAttention), layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
+    const outputNorm = (x: tf.Tensor3D): tf.Tensor3D => layerNorm(x, layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: outputNorm });
+    return outputNorm(tf.add(ffn, afterAttention));
   }
 
   /** Post-LN blocks end normalised: nothing to add. */

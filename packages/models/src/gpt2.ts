@@ -56,6 +56,7 @@ interface Gpt2Block {
 
 export class Gpt2Model extends TransformerHost {
   readonly headModules = ['lm_head'] as const;
+  readonly layerPaths: string[];
   private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // wte [V, d]
   private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>; // wpe [P, d]
   private readonly blocks: Gpt2Block[] = [];
@@ -86,6 +87,7 @@ export class Gpt2Model extends TransformerHost {
     // GPT2LMHeadModel checkpoints prefix the body with `transformer.`; GPT2Model ones do not.
     const prefix = checkpoint.has('transformer.wte.weight') ? 'transformer.' : '';
     const load = new WeightLoader(checkpoint, prefix);
+    this.layerPaths = Array.from({ length: gpt2.numLayers }, (_, i) => `${prefix}h.${i}`);
     const { hiddenSize: d, vocabSize, maxPositions, innerSize } = gpt2;
     this.tokenEmbeddings = load.variable('wte.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>;
     this.positionEmbeddings = load.variable('wpe.weight', [maxPositions, d]) as tf.Variable<tf.Rank.R2>;
@@ -138,12 +140,12 @@ export class Gpt2Model extends TransformerHost {
     if (this.gpt2.scaleByInverseLayerIndex) scale /= index + 1;
     const attended = mergeHeads(attention(splitHeads(q, numHeads, headDim), key, value, state.bias, scale)); // [B, T, d]
     let attentionOutput = block.attentionOut.apply(attended, context) as tf.Tensor3D;
-    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context);
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
     const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
 
     const normed2 = layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon);
     let ffn = block.down.apply(this.act(block.up.apply(normed2, context)), context) as tf.Tensor3D;
-    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context);
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return tf.add(afterAttention, ffn) as tf.Tensor3D;
   }
 

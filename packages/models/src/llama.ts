@@ -133,6 +133,7 @@ interface LlamaBlock {
 
 export class LlamaModel extends TransformerHost {
   readonly headModules = ['lm_head'] as const;
+  readonly layerPaths: string[];
   private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // [V, d]
   private readonly blocks: LlamaBlock[] = [];
   private readonly norm: tf.Variable<tf.Rank.R1>; // model.norm
@@ -162,6 +163,7 @@ export class LlamaModel extends TransformerHost {
     );
     this.act = activation(llama.activation, 'config.json hidden_act');
     const load = new WeightLoader(checkpoint, '');
+    this.layerPaths = Array.from({ length: llama.numLayers }, (_, i) => `model.layers.${i}`);
     const { hiddenSize: d, numHeads, numKeyValueHeads, headDim, intermediateSize, vocabSize } = llama;
     this.tokenEmbeddings = load.variable('model.embed_tokens.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>;
     const oBias = llama.attentionBias && llama.modelType !== 'qwen2';
@@ -221,13 +223,13 @@ export class LlamaModel extends TransformerHost {
     const { key, value } = this.extendKeys(index, k, v, state);
     const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim)));
     let attentionOutput = block.o.apply(attended, context) as tf.Tensor3D;
-    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context);
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
     const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
 
     const normed2 = rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon);
     const gated = tf.mul(this.act(block.gate.apply(normed2, context)), block.up.apply(normed2, context));
     let ffn = block.down.apply(gated, context) as tf.Tensor3D;
-    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context);
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return tf.add(afterAttention, ffn) as tf.Tensor3D;
   }
 
