@@ -59,6 +59,7 @@ export abstract class TransformerHost implements PeftHost {
   }
 
   abstract readonly headModules: readonly string[];
+  abstract readonly layerPaths: readonly string[];
 
   get linears(): ReadonlyMap<string, HostLinear> {
     return this.linearMap;
