@@ -19,6 +19,8 @@ export interface HostConfig {
   maxPositions: number;
   /** Classes of a classification head (sequence or token); absent for language models. */
   numLabels?: number;
+  /** The transformers class of the checkpoint (config.json `architectures[0]`), e.g. GPT2LMHeadModel. */
+  architecture?: string;
 }
 
 /** Facts about the forward pass in progress, passed to every delta and hook. */

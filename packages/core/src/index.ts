@@ -77,3 +77,4 @@ export {
   registerPeftMethod,
 } from './peft-model.js';
 export type { AdapterTuner, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';
+export { ACTIVATIONS, activation, layerNorm } from './nn.js';

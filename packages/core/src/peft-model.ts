@@ -26,8 +26,8 @@ export interface PeftConfig {
   readonly taskType: string | null;
   /** Head modules trained in full and saved with the adapter. */
   readonly modulesToSave: readonly string[] | null;
-  /** The adapter_config.json peft writes for this config on this host (snake_case keys). */
-  toJson(host: PeftHost): Record<string, unknown>;
+  /** The adapter_config.json written for this config on this host (peft's, snake_case keys). */
+  toJson(host: PeftHost, adapterName: string): Record<string, unknown>;
 }
 
 /** One adapter of one method, attached to a host. */
@@ -52,6 +52,15 @@ export interface AdapterTuner {
 
 export interface PeftMethod<C extends PeftConfig> {
   readonly peftType: string;
+  /**
+   * Methods saved in another library's layout (bottleneck adapters: AdapterHub) name their weights
+   * file; their config JSON is written as toJson returns it. Default: peft's layout.
+   */
+  readonly weightsFile?: string;
+  /** The config file's text, for formats that care about what JSON.stringify cannot say (1.0 vs 1). */
+  configText?(json: Record<string, unknown>): string;
+  /** For config files without `peft_type` (AdapterHub): whether this method wrote it. */
+  recognizes?(json: Record<string, unknown>): boolean;
   /** Reads an adapter_config.json (as peft or we wrote it). */
   fromJson(json: Record<string, unknown>, source: string): C;
   attach(host: PeftHost, adapterName: string, config: C): AdapterTuner;
@@ -66,13 +75,16 @@ export function registerPeftMethod(method: PeftMethod<PeftConfig>): void {
   METHODS.set(method.peftType, method);
 }
 
-function methodFor(peftType: unknown, source: string): PeftMethod<PeftConfig> {
-  const method = typeof peftType === 'string' ? METHODS.get(peftType) : undefined;
+function methodFor(json: Record<string, unknown>, source: string): PeftMethod<PeftConfig> {
+  const peftType = json.peft_type;
+  const method =
+    typeof peftType === 'string' ? METHODS.get(peftType) : [...METHODS.values()].find((m) => m.recognizes?.(json));
   if (!method) {
     const known = [...METHODS.keys()];
+    const what = peftType === undefined ? 'a config without peft_type' : `peft_type ${JSON.stringify(peftType)}`;
     throw new Error(
-      `${source}: peft_type ${JSON.stringify(peftType)} has no method loaded (loaded: ${known.join(', ') || 'none'}; ` +
-        "import its package, e.g. '@peft/lora' for LORA)",
+      `${source}: ${what} has no method loaded (loaded: ${known.join(', ') || 'none'}; ` +
+        "import its package, e.g. '@peft/lora' for LORA, '@peft/adapter' for AdapterHub bottleneck adapters)",
     );
   }
   return method;
@@ -399,8 +411,14 @@ export class PeftModel implements TrainableModel {
       if (entry.tuner.merged) throw new Error(`adapter "${name}" is merged; unmerge it before saving`);
       const folder = name === 'default' ? '' : `${name}/`;
       const tensors = { ...(await entry.tuner.stateDict()), ...(await entry.saved?.stateDict(this.active === name)) };
-      await store.write(`${folder}${ADAPTER_WEIGHTS_FILE}`, serializeSafetensors(tensors, { format: 'pt' }));
-      const json = entry.config.toJson(this.host);
+      const method = entry.config.method;
+      await store.write(`${folder}${method.weightsFile ?? ADAPTER_WEIGHTS_FILE}`, serializeSafetensors(tensors, { format: 'pt' }));
+      const json = entry.config.toJson(this.host, name);
+      if (method.weightsFile) {
+        const text = method.configText?.(sortKeys(json)) ?? `${JSON.stringify(sortKeys(json), null, 2)}\n`;
+        await store.write(`${folder}${ADAPTER_CONFIG_FILE}`, new TextEncoder().encode(text));
+        continue;
+      }
       const modules = entry.saved ? [...new Set([...(entry.config.modulesToSave ?? []), ...entry.saved.names.map((n) => n.split('.')[0]!)])] : entry.config.modulesToSave;
       await writeJson(store, `${folder}${ADAPTER_CONFIG_FILE}`, sortKeys({ ...json, inference_mode: true, modules_to_save: modules ?? null }));
     }
@@ -411,7 +429,7 @@ export class PeftModel implements TrainableModel {
     const store = await resolveStore(source);
     const configPath = describeFile(store, ADAPTER_CONFIG_FILE);
     const json = await readJson<Record<string, unknown>>(store, ADAPTER_CONFIG_FILE);
-    const config = methodFor(json.peft_type, configPath).fromJson(json, configPath);
+    const config = methodFor(json, configPath).fromJson(json, configPath);
     this.addAdapter(name, config);
     try {
       await this.loadWeights(store, name, options);
@@ -423,7 +441,8 @@ export class PeftModel implements TrainableModel {
 
   private async loadWeights(store: FileStore, name: string, options: { isTrainable?: boolean }): Promise<void> {
     const entry = this.entry(name);
-    const file = parseSafetensors(await store.read(ADAPTER_WEIGHTS_FILE), describeFile(store, ADAPTER_WEIGHTS_FILE));
+    const weightsFile = entry.config.method.weightsFile ?? ADAPTER_WEIGHTS_FILE;
+    const file = parseSafetensors(await store.read(weightsFile), describeFile(store, weightsFile));
     const savedKeys = new Set((entry.saved?.names ?? []).map((n) => STATE_DICT_PREFIX + n));
     const own = new Map([...file.entries].filter(([key]) => !savedKeys.has(key)));
     entry.tuner.loadStateDict({ ...file, entries: own });

@@ -119,7 +119,7 @@ export class LoraConfig implements PeftConfig {
   }
 
   /** The adapter_config.json peft 0.21 writes for this config (every field, snake_case). */
-  toJson(host: PeftHost): Record<string, unknown> {
+  toJson(host: PeftHost, _adapterName?: string): Record<string, unknown> {
     const targets = this.targetModules ?? DEFAULT_TARGET_MODULES[host.config.modelType] ?? null;
     const conv1d = [...host.linears.values()].some((l) => l.layout === 'conv1d');
     return {

@@ -2,11 +2,11 @@
 // (BertForSequenceClassification: pooler + classifier) and the token classification head
 // (BertForTokenClassification: classifier on every token). Post-LN blocks, bidirectional
 // attention, absolute learned positions, token types, exact (erf) gelu.
-import type { Checkpoint, HostLinear } from '@peft/core';
+import { activation, layerNorm, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { activation, attention, layerNorm, mergeHeads, splitHeads } from './ops.js';
+import { attention, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 
@@ -28,6 +28,7 @@ export interface BertConfig {
   typeVocabSize: number; // type_vocab_size: segments
   layerNormEpsilon: number; // layer_norm_eps
   numLabels: number; // len(id2label) or num_labels
+  architecture: string; // architectures[0]: the head
 }
 
 export function parseBertConfig(reader: ConfigReader): BertConfig {
@@ -59,6 +60,7 @@ export function parseBertConfig(reader: ConfigReader): BertConfig {
     typeVocabSize: reader.positiveInteger('type_vocab_size', 2),
     layerNormEpsilon: reader.number('layer_norm_eps', 1e-12),
     numLabels,
+    architecture: architecture!,
   };
 }
 
@@ -105,6 +107,7 @@ export class BertModel extends TransformerHost {
         vocabSize: bert.vocabSize,
         maxPositions: bert.maxPositions,
         numLabels: bert.numLabels,
+        architecture: bert.architecture,
       },
       false,
     );

@@ -41,6 +41,12 @@ export class ConfigReader {
     return value;
   }
 
+  /** config.json `architectures[0]` (the transformers class), or `fallback`. */
+  architecture(fallback: string): string {
+    const list = this.raw.architectures;
+    return Array.isArray(list) && typeof list[0] === 'string' ? list[0] : fallback;
+  }
+
   /** An integer field whose value must divide another (head counts). */
   divisor(field: string, of: number, ofField: string, fallback?: number): number {
     const value = this.positiveInteger(field, fallback);

@@ -1,11 +1,11 @@
 // GPT-2 as Hugging Face `transformers` defines it (GPT2LMHeadModel): learned positions, pre-LN
 // blocks, Conv1D projections stored [in, out], fused q/k/v (`c_attn`), gelu_new, LM head tied to
 // the token embeddings unless the config unties it.
-import type { Checkpoint, HostLinear } from '@peft/core';
+import { activation, layerNorm, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { activation, attention, layerNorm, mergeHeads, splitHeads } from './ops.js';
+import { attention, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 
@@ -21,6 +21,7 @@ export interface Gpt2Config {
   scaleAttentionWeights: boolean; // scale_attn_weights: divide scores by sqrt(headDim)
   scaleByInverseLayerIndex: boolean; // scale_attn_by_inverse_layer_idx: also divide by layer + 1
   tieWordEmbeddings: boolean; // tie_word_embeddings
+  architecture: string; // architectures[0], default GPT2LMHeadModel
 }
 
 export function parseGpt2Config(reader: ConfigReader): Gpt2Config {
@@ -37,6 +38,7 @@ export function parseGpt2Config(reader: ConfigReader): Gpt2Config {
     scaleAttentionWeights: reader.boolean('scale_attn_weights', true),
     scaleByInverseLayerIndex: reader.boolean('scale_attn_by_inverse_layer_idx', false),
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', true),
+    architecture: reader.architecture('GPT2LMHeadModel'),
   };
 }
 
@@ -80,6 +82,7 @@ export class Gpt2Model extends TransformerHost {
         headDim,
         vocabSize: gpt2.vocabSize,
         maxPositions: gpt2.maxPositions,
+        architecture: gpt2.architecture,
       },
       true,
     );

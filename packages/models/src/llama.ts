@@ -2,11 +2,11 @@
 // layout: Mistral (sliding-window attention) and Qwen2 (biases on q, k, v). RMSNorm, rotary
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head.
-import type { Checkpoint, HostLinear } from '@peft/core';
+import { activation, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { activation, attention, mergeHeads, rmsNorm, splitHeads } from './ops.js';
+import { attention, mergeHeads, rmsNorm, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 
@@ -36,6 +36,7 @@ export interface LlamaConfig {
   mlpBias: boolean; // mlp_bias
   slidingWindow: number | null; // sliding_window (Mistral): a query sees this many most recent keys
   tieWordEmbeddings: boolean; // tie_word_embeddings
+  architecture: string; // architectures[0], default <Family>ForCausalLM
 }
 
 /** rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier checkpoints). */
@@ -88,6 +89,7 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
     mlpBias: reader.boolean('mlp_bias', false),
     slidingWindow: useSlidingWindow && reader.has('sliding_window') ? reader.positiveInteger('sliding_window') : null,
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', false),
+    architecture: reader.architecture({ llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[modelType]),
   };
 }
 
@@ -158,6 +160,7 @@ export class LlamaModel extends TransformerHost {
         vocabSize: llama.vocabSize,
         // rotary positions have no table to run past
         maxPositions: Number.POSITIVE_INFINITY,
+        architecture: llama.architecture,
       },
       true,
     );

@@ -1,0 +1,45 @@
+"""Loads the bottleneck adapters packages/adapter/scripts/export-for-python.ts trained and saved in
+TypeScript, with AdapterHub's `adapters` library, and compares its logits with ours. Exits 1 when
+any differs by more than 1e-4.
+
+run: oracle/.venv-adapters/bin/python oracle/check_adapters_from_js.py DIRECTORY
+"""
+import json
+import pathlib
+import sys
+
+import adapters
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+
+def main(root):
+    worst = 0.0
+    for case in sorted(p for p in pathlib.Path(root).iterdir() if p.is_dir()):
+        inputs = json.loads((case / "inputs.json").read_text())
+        base_dir = pathlib.Path(inputs["model"])
+        architecture = json.loads((base_dir / "config.json").read_text())["architectures"][0]
+        auto = AutoModelForSequenceClassification if "Sequence" in architecture else AutoModelForCausalLM
+        model = auto.from_pretrained(base_dir, attn_implementation="eager")
+        adapters.init(model)
+        name = model.load_adapter(str(case / "adapter"), load_as="a", use_safetensors=True)
+        model.set_active_adapters(name)
+        model.eval()
+        ours = load_file(case / "expected.safetensors")["logits"]
+        with torch.no_grad():
+            theirs = model(input_ids=torch.tensor(inputs["input_ids"])).logits
+            model.set_active_adapters(None)
+            base = model(input_ids=torch.tensor(inputs["input_ids"])).logits
+        diff = (theirs - ours).abs().max().item()
+        effect = (theirs - base).abs().max().item()
+        worst = max(worst, diff)
+        print(f"{case.name}: adapters vs ours {diff:.2e} (the adapter itself moves the logits by {effect:.2e})")
+    print(f"worst: {worst:.2e} (tolerance 1e-4)")
+    return 0 if worst <= 1e-4 else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    sys.exit(main(sys.argv[1]))

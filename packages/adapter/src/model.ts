@@ -1,0 +1,129 @@
+// The bottleneck-adapter tuner: one BottleneckModule per layer and placement, attached through the
+// host's sublayer-output hooks only; weights in AdapterHub's names and layout.
+import {
+  deriveSeed,
+  registerPeftMethod,
+  type AdapterTuner,
+  type Disposer,
+  type PeftConfig,
+  type PeftHost,
+  type PeftMethod,
+  type SafetensorsFile,
+  type SublayerPoint,
+  type TensorToWrite,
+} from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { BottleneckConfig } from './config.js';
+import { BottleneckModule } from './layer.js';
+
+/** AdapterHub saves weights under this name (and never as peft's adapter_model.safetensors). */
+export const ADAPTERHUB_WEIGHTS_FILE = 'adapter.safetensors';
+
+/**
+ * AdapterHub's module path of an adapter: BERT-style post-LN models keep them in the sublayer's
+ * output module, decoders in `attention_adapters` / `output_adapters` of the block.
+ */
+export function adapterPath(host: PeftHost, layer: number, point: SublayerPoint, name: string): string {
+  const base = host.layerPaths[layer]!;
+  if (host.config.modelType === 'bert') {
+    return `${base}.${point === 'afterAttention' ? 'attention.output' : 'output'}.adapters.${name}`;
+  }
+  return `${base}.${point === 'afterAttention' ? 'attention_adapters' : 'output_adapters'}.adapters.${name}`;
+}
+
+export class BottleneckTuner implements AdapterTuner {
+  readonly supportsMixedBatch = true;
+  readonly modules: BottleneckModule[] = [];
+  private readonly hooks: Disposer[] = [];
+
+  constructor(
+    readonly host: PeftHost,
+    readonly adapterName: string,
+    readonly config: BottleneckConfig,
+  ) {
+    const { numLayers, hiddenSize } = host.config;
+    const bad = config.leaveOut.filter((l) => !Number.isInteger(l) || l < 0 || l >= numLayers);
+    if (bad.length) throw new Error(`BottleneckConfig.leaveOut: layers ${bad.join(', ')} are outside 0..${numLayers - 1}`);
+    const points: SublayerPoint[] = [...(config.mhAdapter ? ['afterAttention' as const] : []), ...(config.outputAdapter ? ['afterFfn' as const] : [])];
+    for (let layer = 0; layer < numLayers; layer++) {
+      if (config.leaveOut.includes(layer)) continue;
+      for (const point of points) {
+        const module = new BottleneckModule(
+          adapterPath(host, layer, point, adapterName),
+          adapterName,
+          config,
+          hiddenSize,
+          config.bottleneck(layer, hiddenSize),
+          deriveSeed(config.initSeed, layer, point === 'afterAttention' ? 0 : 1),
+        );
+        this.modules.push(module);
+        this.hooks.push(host.hooks.addSublayerHook(point, layer, (h, _layer, context, surroundings) => module.apply(h, context, surroundings)));
+      }
+    }
+  }
+
+  setActive(active: boolean): void {
+    for (const module of this.modules) module.active = active;
+  }
+
+  trainableVariables(): ReadonlyMap<string, tf.Variable> {
+    return new Map(this.modules.flatMap((m) => m.entries().map(({ key, variable }) => [key, variable] as const)));
+  }
+
+  async stateDict(): Promise<Record<string, TensorToWrite>> {
+    const out: Record<string, TensorToWrite> = {};
+    for (const module of this.modules) {
+      for (const { key, variable, transposed } of module.entries()) {
+        const tensor = transposed ? tf.transpose(variable) : variable;
+        out[key] = { shape: tensor.shape, values: (await tensor.data()) as Float32Array };
+        if (transposed) tensor.dispose();
+      }
+      for (const { key, of } of module.aliases()) out[key] = out[of]!;
+    }
+    return out;
+  }
+
+  loadStateDict(file: SafetensorsFile): void {
+    const expected = new Set<string>();
+    for (const module of this.modules) {
+      for (const { key, variable, transposed } of module.entries()) {
+        expected.add(key);
+        const entry = file.entries.get(key);
+        const shape = transposed ? [variable.shape[1]!, variable.shape[0]!] : variable.shape;
+        if (!entry) throw new Error(`${file.source}: tensor "${key}" is missing`);
+        if (entry.shape.join() !== shape.join()) throw new Error(`${file.source}: tensor "${key}" has shape [${entry.shape}], expected [${shape}]`);
+        const data = file.tensor(key);
+        tf.tidy(() => {
+          const value = tf.tensor(data.values, shape, 'float32');
+          variable.assign(transposed ? tf.transpose(value) : value);
+        });
+      }
+    }
+    // aliases (adapter_norm_before) hold the same values as the keys they alias: nothing more to load
+    for (const module of this.modules) for (const { key } of module.aliases()) expected.add(key);
+    const unknown = [...file.entries.keys()].filter((key) => !expected.has(key));
+    if (unknown.length) throw new Error(`${file.source}: tensors the config does not explain: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', ...' : ''}`);
+  }
+
+  dispose(): void {
+    for (const hook of this.hooks) hook.remove();
+    for (const module of this.modules) module.dispose();
+  }
+}
+
+function sortKeys(value: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.keys(value).sort().map((key) => [key, value[key]]));
+}
+
+export const bottleneckMethod: PeftMethod<BottleneckConfig> = {
+  peftType: 'BOTTLENECK',
+  weightsFile: ADAPTERHUB_WEIGHTS_FILE,
+  // AdapterHub requires a float `scaling` (isinstance(scaling, float)): JSON.stringify(1.0) is "1"
+  configText: (json) => `${JSON.stringify({ ...json, config: sortKeys(json.config as Record<string, unknown>) }, null, 2).replace(/("scaling": )(-?\d+)(,?)$/m, '$1$2.0$3')}\n`,
+  recognizes: (json) => typeof json.config === 'object' && json.config !== null && typeof json.version === 'string' && json.version.startsWith('adapters'),
+  fromJson: (json, source) => BottleneckConfig.fromJson(json, source),
+  attach: (host, adapterName, config) => new BottleneckTuner(host, adapterName, config),
+};
+
+registerPeftMethod(bottleneckMethod as unknown as PeftMethod<PeftConfig>);
