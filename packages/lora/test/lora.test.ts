@@ -245,7 +245,7 @@ describe('LoRA behaviour', () => {
     // linear combines A and B separately (not the product); cat is exactly the weighted sum
     expect(maxDiff(cat, a.map((v, i) => 0.5 * v - 2 * b[i]!))).toBeLessThan(1e-5);
     expect(maxDiff(linear, cat)).toBeGreaterThan(1e-4);
-    expect(model.config('cat').toJson(base).r).toBe(8);
+    expect(model.config('cat').toJson(base, 'cat').r).toBe(8);
     model.deleteAdapter('a');
     expect(model.adapterNames).toEqual(['b', 'linear', 'cat']);
     expect(model.activeAdapter).toBe('cat');
