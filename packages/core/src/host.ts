@@ -163,6 +163,7 @@ export class HostHooks {
   private readonly sublayer = new Map<string, SublayerHook[]>();
   private prefixProvider: KeyValuePrefixProvider | null = null;
   private inputHook: InputEmbeddingHook | null = null;
+  private prepends = 0;
 
   constructor(private readonly numLayers: number) {}
 
@@ -199,10 +200,23 @@ export class HostHooks {
     return this.prefixProvider;
   }
 
-  setInputEmbeddingHook(hook: InputEmbeddingHook): Disposer {
+  /** `prepends`: the virtual tokens the hook adds in front (0 when it replaces rows in place). */
+  setInputEmbeddingHook(hook: InputEmbeddingHook, prepends = 0): Disposer {
     if (this.inputHook) throw new Error('an input-embedding hook is already installed on this host');
     this.inputHook = hook;
-    return { remove: () => (this.inputHook = this.inputHook === hook ? null : this.inputHook) };
+    this.prepends = prepends;
+    return {
+      remove: () => {
+        if (this.inputHook !== hook) return;
+        this.inputHook = null;
+        this.prepends = 0;
+      },
+    };
+  }
+
+  /** Positions of context the installed hooks consume in front of the real tokens. */
+  get virtualTokens(): number {
+    return (this.prefixProvider?.length ?? 0) + (this.inputHook ? this.prepends : 0);
   }
 
   get inputEmbedding(): InputEmbeddingHook | null {

@@ -78,3 +78,5 @@ export {
 } from './peft-model.js';
 export type { AdapterTuner, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';
 export { ACTIVATIONS, activation, layerNorm } from './nn.js';
+export { PROMPT_EMBEDDINGS_KEY, PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
+export type { PrefixOptions } from './prefix.js';

@@ -57,6 +57,11 @@ export interface PeftMethod<C extends PeftConfig> {
    * file; their config JSON is written as toJson returns it. Default: peft's layout.
    */
   readonly weightsFile?: string;
+  /**
+   * Prefix of the saved head (modules_to_save) keys: peft writes `base_model.model.` for tuner
+   * methods (LoRA) and `base_model.` for prompt-learning methods (prefix, prompt, P-tuning).
+   */
+  readonly stateDictPrefix?: string;
   /** The config file's text, for formats that care about what JSON.stringify cannot say (1.0 vs 1). */
   configText?(json: Record<string, unknown>): string;
   /** For config files without `peft_type` (AdapterHub): whether this method wrote it. */
@@ -102,6 +107,8 @@ class SavedModules {
     private readonly host: PeftHost,
     readonly names: readonly string[],
     initial: ReadonlyMap<string, tf.Tensor>,
+    /** How the method's saved keys start (see PeftMethod.stateDictPrefix). */
+    readonly keyPrefix: string,
   ) {
     for (const name of names) this.values.set(name, tf.clone(initial.get(name)!));
   }
@@ -129,7 +136,7 @@ class SavedModules {
     for (const name of this.names) {
       const held = active ? this.host.parameters.get(name)! : this.values.get(name)!;
       const tensor = checkpointLayout(this.host, name, held);
-      out[STATE_DICT_PREFIX + name] = { shape: tensor.shape, values: (await tensor.data()) as Float32Array };
+      out[this.keyPrefix + name] = { shape: tensor.shape, values: (await tensor.data()) as Float32Array };
       if (tensor !== held) tensor.dispose();
     }
     return out;
@@ -197,6 +204,11 @@ export class PeftModel implements TrainableModel {
     return this.entry(name).config;
   }
 
+  /** The method's object for one adapter (method packages reach their own tuners through it). */
+  tuner(name = this.requireActive()): AdapterTuner {
+    return this.entry(name).tuner;
+  }
+
   private requireActive(): string {
     if (this.active === null) throw new Error('no active adapter');
     return this.active;
@@ -241,7 +253,7 @@ export class PeftModel implements TrainableModel {
       for (const parameter of names) {
         if (!this.baseValues.has(parameter)) this.baseValues.set(parameter, tf.clone(this.host.parameters.get(parameter)!));
       }
-      saved = new SavedModules(this.host, names, this.baseValues);
+      saved = new SavedModules(this.host, names, this.baseValues, config.method.stateDictPrefix ?? STATE_DICT_PREFIX);
     }
     this.adapters.set(name, { config, tuner, saved });
   }
@@ -311,7 +323,7 @@ export class PeftModel implements TrainableModel {
   trainableVariables(): ReadonlyMap<string, tf.Variable> {
     const entry = this.entry(this.requireActive());
     const variables = new Map(entry.tuner.trainableVariables());
-    for (const name of entry.saved?.names ?? []) variables.set(`${STATE_DICT_PREFIX}${name}`, this.host.parameters.get(name)!);
+    for (const name of entry.saved?.names ?? []) variables.set(`${entry.saved!.keyPrefix}${name}`, this.host.parameters.get(name)!);
     return variables;
   }
 
@@ -443,12 +455,12 @@ export class PeftModel implements TrainableModel {
     const entry = this.entry(name);
     const weightsFile = entry.config.method.weightsFile ?? ADAPTER_WEIGHTS_FILE;
     const file = parseSafetensors(await store.read(weightsFile), describeFile(store, weightsFile));
-    const savedKeys = new Set((entry.saved?.names ?? []).map((n) => STATE_DICT_PREFIX + n));
+    const savedKeys = new Set((entry.saved?.names ?? []).map((n) => entry.saved!.keyPrefix + n));
     const own = new Map([...file.entries].filter(([key]) => !savedKeys.has(key)));
     entry.tuner.loadStateDict({ ...file, entries: own });
     for (const key of savedKeys) {
       if (!file.entries.has(key)) throw new Error(`${file.source}: modules_to_save tensor "${key}" is missing`);
-      const parameter = key.slice(STATE_DICT_PREFIX.length);
+      const parameter = key.slice(entry.saved!.keyPrefix.length);
       const data = file.tensor(key);
       const held = this.host.parameters.get(parameter)!;
       const loaded = tf.tensor(data.values, data.shape, 'float32');

@@ -160,8 +160,15 @@ function classCount(host: PeftHost, options: TrainOptions): number | null {
 
 function checkBatch(batch: Batch, host: PeftHost, classes: number | null, where: string): void {
   const width = batch.inputIds[0]!.length;
-  if (width > host.config.maxPositions) {
-    throw new Error(`${where}: a batch of ${width} tokens is longer than the model's ${host.config.maxPositions} positions; truncate the examples`);
+  const virtual = host.hooks.virtualTokens;
+  const limit = host.config.maxPositions;
+  if (width + virtual > limit) {
+    throw new Error(
+      virtual === 0
+        ? `${where}: a batch of ${width} tokens is longer than the model's ${limit} positions; truncate the examples`
+        : `${where}: a batch of ${width} tokens plus the adapter's ${virtual} virtual tokens needs ${width + virtual} positions, ` +
+            `more than the model's ${limit}; truncate the examples to ${limit - virtual} tokens`,
+    );
   }
   if (classes === null) return;
   const labels = (batch.labels as (number | number[])[]).flat();

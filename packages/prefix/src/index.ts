@@ -1,0 +1,2 @@
+export { PrefixTuningConfig, bake } from './config.js';
+export type { PrefixTuningConfigOptions } from './config.js';
