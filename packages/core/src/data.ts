@@ -151,6 +151,8 @@ export interface Example {
   /** Causal LM and token classification: one per input id (IGNORE_INDEX where none); sequence classification: one class. */
   labels: number[] | number;
   tokenTypeIds?: number[];
+  /** Multi-task prompt tuning: which task's prompt this example uses. */
+  taskId?: number;
 }
 
 /** What the example builders need of a tokenizer (@peft/models' HfTokenizer provides it). */
@@ -240,6 +242,8 @@ export interface Batch {
   labels: number[][] | number[];
   /** Real (unpadded) tokens in the batch. */
   tokens: number;
+  /** Per row, when the examples name tasks. */
+  taskIds?: number[];
 }
 
 export interface CollateOptions {
@@ -266,6 +270,7 @@ export function collate(examples: readonly Example[], options: CollateOptions): 
       ? examples.map((e) => pad(e.labels as number[], IGNORE_INDEX))
       : examples.map((e) => e.labels as number),
     tokens: examples.reduce((sum, e) => sum + e.inputIds.length, 0),
+    ...(examples.some((e) => e.taskId !== undefined) ? { taskIds: examples.map((e) => e.taskId ?? 0) } : {}),
   };
 }
 

@@ -35,6 +35,8 @@ export interface ForwardContext {
   sampleAdapters?: readonly string[];
   /** Training: a seed for this step's randomness (dropout), derived from the run's seed and step. */
   seed?: number;
+  /** Multi-task prompts: the task of each sample. */
+  taskIds?: readonly number[];
 }
 
 /**
@@ -148,6 +150,8 @@ export interface KeyValuePrefixProvider {
 export type InputEmbeddingHook = (
   embeddings: tf.Tensor3D,
   context: ForwardContext,
+  /** [B, T] int32: the token ids the embeddings came from (templates find their placeholders here). */
+  inputIds: tf.Tensor2D,
 ) => { embeddings: tf.Tensor3D; prepended: number };
 
 export interface Disposer {
@@ -254,6 +258,8 @@ export interface HostForwardInput {
   training?: boolean;
   /** With training: seed of this step's randomness (see ForwardContext.seed). */
   seed?: number;
+  /** Multi-task prompt tuning: the task of each sample. */
+  taskIds?: readonly number[];
   sampleAdapters?: readonly string[];
 }
 
@@ -278,6 +284,8 @@ export interface PeftHost {
   readonly linears: ReadonlyMap<string, HostLinear>;
   /** Every weight by its Hugging Face name, frozen. */
   readonly parameters: ReadonlyMap<string, tf.Variable>;
+  /** The token embedding table [vocabulary, d] (prompt initialisation from words). */
+  readonly wordEmbeddings: tf.Variable<tf.Rank.R2>;
   /** Module paths of task heads (`lm_head`, `classifier`, `score`): candidates for modules_to_save. */
   readonly headModules: readonly string[];
   /** Module path of each transformer layer: `transformer.h.3`, `model.layers.3`, `bert.encoder.layer.3`. */

@@ -78,5 +78,7 @@ export {
 } from './peft-model.js';
 export type { AdapterTuner, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';
 export { ACTIVATIONS, activation, layerNorm } from './nn.js';
-export { PROMPT_EMBEDDINGS_KEY, PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
+export { PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
 export type { PrefixOptions } from './prefix.js';
+export { PROMPT_EMBEDDINGS, PromptTable, PromptTuner, promptFromTokens, promptLearningJson, promptMethod } from './prompt.js';
+export type { PromptSource } from './prompt.js';

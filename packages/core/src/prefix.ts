@@ -8,9 +8,9 @@ import type { Disposer, ForwardContext, KeyValuePrefix, PeftHost } from './host.
 import type { AdapterTuner, PeftConfig, PeftMethod } from './peft-model.js';
 import { registerPeftMethod } from './peft-model.js';
 import { deriveSeed } from './random.js';
+import { PROMPT_EMBEDDINGS } from './prompt.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
 
-export const PROMPT_EMBEDDINGS_KEY = 'prompt_embeddings';
 
 export interface PrefixOptions {
   /** Virtual tokens P: positions of context every layer gains. */
@@ -228,7 +228,7 @@ export class PrefixTuner implements AdapterTuner {
 
   async stateDict(): Promise<Record<string, TensorToWrite>> {
     const flat = this.table ?? tf.tidy(() => this.flat());
-    const out = { [PROMPT_EMBEDDINGS_KEY]: { shape: flat.shape, values: (await flat.data()) as Float32Array } };
+    const out = { [PROMPT_EMBEDDINGS]: { shape: flat.shape, values: (await flat.data()) as Float32Array } };
     if (flat !== this.table) flat.dispose();
     return out;
   }
@@ -236,18 +236,18 @@ export class PrefixTuner implements AdapterTuner {
   loadStateDict(file: SafetensorsFile): void {
     const { numLayers, tokenDim } = this.shape;
     const expected = [this.config.numVirtualTokens, numLayers * 2 * tokenDim];
-    const entry = file.entries.get(PROMPT_EMBEDDINGS_KEY);
-    if (!entry) throw new Error(`${file.source}: tensor "${PROMPT_EMBEDDINGS_KEY}" is missing`);
+    const entry = file.entries.get(PROMPT_EMBEDDINGS);
+    if (!entry) throw new Error(`${file.source}: tensor "${PROMPT_EMBEDDINGS}" is missing`);
     if (entry.shape.join() !== expected.join()) {
       throw new Error(
-        `${file.source}: tensor "${PROMPT_EMBEDDINGS_KEY}" has shape [${entry.shape}], expected [${expected}] ` +
+        `${file.source}: tensor "${PROMPT_EMBEDDINGS}" has shape [${entry.shape}], expected [${expected}] ` +
           `(${this.config.numVirtualTokens} virtual tokens x ${numLayers} layers x 2 x ${tokenDim})`,
       );
     }
-    const unknown = [...file.entries.keys()].filter((key) => key !== PROMPT_EMBEDDINGS_KEY);
+    const unknown = [...file.entries.keys()].filter((key) => key !== PROMPT_EMBEDDINGS);
     if (unknown.length) throw new Error(`${file.source}: tensors a prefix does not have: ${unknown.join(', ')}`);
     this.bake();
-    const data = file.tensor(PROMPT_EMBEDDINGS_KEY);
+    const data = file.tensor(PROMPT_EMBEDDINGS);
     tf.tidy(() => this.table!.assign(tf.tensor2d(data.values as Float32Array, expected as [number, number])));
   }
 

@@ -190,6 +190,7 @@ function batchLoss(
     tokenTypeIds: batch.tokenTypeIds,
     training,
     seed,
+    ...(batch.taskIds ? { taskIds: batch.taskIds } : {}),
   });
   const logits = output.logits;
   if (options.task === 'causal-lm') {

@@ -83,7 +83,7 @@ interface BertLayer {
 export class BertModel extends TransformerHost {
   readonly headModules: readonly string[] = ['classifier'];
   readonly layerPaths: string[];
-  private readonly wordEmbeddings: tf.Variable<tf.Rank.R2>;
+  readonly wordEmbeddings: tf.Variable<tf.Rank.R2>;
   private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>;
   private readonly tokenTypeEmbeddings: tf.Variable<tf.Rank.R2>;
   private readonly embeddingNorm: LayerNormWeights;

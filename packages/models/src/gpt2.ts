@@ -59,7 +59,11 @@ interface Gpt2Block {
 export class Gpt2Model extends TransformerHost {
   readonly headModules = ['lm_head'] as const;
   readonly layerPaths: string[];
-  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // wte [V, d]
+  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>;
+
+  get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
+    return this.tokenEmbeddings;
+  } // wte [V, d]
   private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>; // wpe [P, d]
   private readonly blocks: Gpt2Block[] = [];
   private readonly lnF: LayerNormWeights;

@@ -136,7 +136,11 @@ interface LlamaBlock {
 export class LlamaModel extends TransformerHost {
   readonly headModules = ['lm_head'] as const;
   readonly layerPaths: string[];
-  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // [V, d]
+  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>;
+
+  get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
+    return this.tokenEmbeddings;
+  } // [V, d]
   private readonly blocks: LlamaBlock[] = [];
   private readonly norm: tf.Variable<tf.Rank.R1>; // model.norm
   private readonly lmHead: tf.Variable<tf.Rank.R2>; // [V, d]

@@ -60,6 +60,7 @@ export abstract class TransformerHost implements PeftHost {
 
   abstract readonly headModules: readonly string[];
   abstract readonly layerPaths: readonly string[];
+  abstract readonly wordEmbeddings: tf.Variable<tf.Rank.R2>;
 
   get linears(): ReadonlyMap<string, HostLinear> {
     return this.linearMap;
@@ -107,6 +108,7 @@ export abstract class TransformerHost implements PeftHost {
       cacheLength: cache?.length ?? 0,
       ...(input.sampleAdapters ? { sampleAdapters: input.sampleAdapters } : {}),
       ...(input.seed !== undefined ? { seed: input.seed } : {}),
+      ...(input.taskIds ? { taskIds: input.taskIds } : {}),
     };
     if (input.sampleAdapters && input.sampleAdapters.length !== batch) {
       throw new Error(`sampleAdapters: ${input.sampleAdapters.length} names for a batch of ${batch}`);
@@ -117,7 +119,7 @@ export abstract class TransformerHost implements PeftHost {
       let prepended = 0;
       const inputHook = this.hooks.inputEmbedding;
       if (inputHook && !cache) {
-        const hooked = inputHook(embeddings, context);
+        const hooked = inputHook(embeddings, context, ids);
         embeddings = hooked.embeddings;
         prepended = hooked.prepended;
       }

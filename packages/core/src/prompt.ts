@@ -1,0 +1,155 @@
+// Soft prompts at the input, shared by prompt tuning and multi-task prompt tuning (@peft/prompt)
+// and P-tuning v1 (@peft/ptuning): a source yields the virtual tokens' embeddings [P, d] (or one
+// set per sample), the tuner prepends them to the token embeddings through the host's
+// input-embedding hook; saved as peft's `prompt_embeddings` [P, d].
+import * as tf from '@tensorflow/tfjs-core';
+
+import type { Disposer, ForwardContext, PeftHost } from './host.js';
+import type { AdapterTuner, PeftConfig, PeftMethod } from './peft-model.js';
+import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
+
+export const PROMPT_EMBEDDINGS = 'prompt_embeddings';
+
+/** Where a soft prompt comes from: a table, an encoder (P-tuning), a task-modulated table (MPT). */
+export interface PromptSource {
+  /** P: virtual tokens put in front of every input. */
+  readonly virtualTokens: number;
+  /** [P, d], or [B, P, d] when samples differ (per-task prompts). */
+  embeddings(context: ForwardContext): tf.Tensor;
+  trainableVariables(): ReadonlyMap<string, tf.Variable>;
+  /** Tensors as peft saves them (`prompt_embeddings` and any extra). */
+  stateDict(): Promise<Record<string, TensorToWrite>>;
+  loadStateDict(file: SafetensorsFile): void;
+  dispose(): void;
+}
+
+/** The simplest source, and what every saved prompt loads as: a table [P, d]. */
+export class PromptTable implements PromptSource {
+  readonly table: tf.Variable<tf.Rank.R2>;
+
+  constructor(initial: tf.Tensor2D) {
+    this.table = tf.variable(initial, true) as tf.Variable<tf.Rank.R2>;
+  }
+
+  get virtualTokens(): number {
+    return this.table.shape[0];
+  }
+
+  embeddings(): tf.Tensor {
+    return this.table;
+  }
+
+  trainableVariables(): ReadonlyMap<string, tf.Variable> {
+    return new Map([['prompt_encoder.embedding.weight', this.table as tf.Variable]]);
+  }
+
+  async stateDict(): Promise<Record<string, TensorToWrite>> {
+    return { [PROMPT_EMBEDDINGS]: { shape: this.table.shape, values: (await this.table.data()) as Float32Array } };
+  }
+
+  loadStateDict(file: SafetensorsFile): void {
+    const entry = file.entries.get(PROMPT_EMBEDDINGS);
+    if (!entry) throw new Error(`${file.source}: tensor "${PROMPT_EMBEDDINGS}" is missing`);
+    if (entry.shape.join() !== this.table.shape.join()) {
+      throw new Error(`${file.source}: tensor "${PROMPT_EMBEDDINGS}" has shape [${entry.shape}], expected [${this.table.shape}] (virtual tokens x token dim)`);
+    }
+    const data = file.tensor(PROMPT_EMBEDDINGS);
+    tf.tidy(() => this.table.assign(tf.tensor2d(data.values as Float32Array, this.table.shape)));
+  }
+
+  dispose(): void {
+    this.table.dispose();
+  }
+}
+
+/** Initial prompt rows copied from the host's word embeddings (peft's TEXT and SAMPLE_VOCAB inits). */
+export function promptFromTokens(host: PeftHost, tokenIds: readonly number[], virtualTokens: number): tf.Tensor2D {
+  if (tokenIds.length === 0) throw new Error('prompt initialisation: no token ids');
+  const vocabulary = host.config.vocabSize;
+  const bad = tokenIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabulary);
+  if (bad !== undefined) throw new Error(`prompt initialisation: token id ${bad} is outside the vocabulary (0..${vocabulary - 1})`);
+  // as peft: repeated until long enough, then cut to P
+  const ids = Array.from({ length: virtualTokens }, (_, i) => tokenIds[i % tokenIds.length]!);
+  return tf.tidy(() => tf.gather(host.wordEmbeddings, tf.tensor1d(ids, 'int32')) as tf.Tensor2D);
+}
+
+export class PromptTuner implements AdapterTuner {
+  private installed: Disposer | null = null;
+
+  constructor(
+    readonly host: PeftHost,
+    readonly adapterName: string,
+    readonly config: PeftConfig,
+    public source: PromptSource,
+  ) {}
+
+  get virtualTokens(): number {
+    return this.source.virtualTokens;
+  }
+
+  private prepend(embeddings: tf.Tensor3D, context: ForwardContext): { embeddings: tf.Tensor3D; prepended: number } {
+    const [batch] = embeddings.shape;
+    let prompt = this.source.embeddings(context);
+    if (prompt.rank === 2) prompt = tf.tile(tf.expandDims(prompt, 0), [batch, 1, 1]);
+    return { embeddings: tf.concat([prompt as tf.Tensor3D, embeddings], 1), prepended: this.source.virtualTokens };
+  }
+
+  setActive(active: boolean): void {
+    if (active === (this.installed !== null)) return;
+    if (active) this.installed = this.host.hooks.setInputEmbeddingHook((e, c) => this.prepend(e, c), this.source.virtualTokens);
+    else {
+      this.installed!.remove();
+      this.installed = null;
+    }
+  }
+
+  trainableVariables(): ReadonlyMap<string, tf.Variable> {
+    return this.source.trainableVariables();
+  }
+
+  stateDict(): Promise<Record<string, TensorToWrite>> {
+    return this.source.stateDict();
+  }
+
+  loadStateDict(file: SafetensorsFile): void {
+    this.source.loadStateDict(file);
+  }
+
+  dispose(): void {
+    this.setActive(false);
+    this.source.dispose();
+  }
+}
+
+/** What prompt-learning configs share in peft's adapter_config.json. */
+export function promptLearningJson(host: PeftHost, config: PeftConfig & { numVirtualTokens: number }): Record<string, unknown> {
+  return {
+    auto_mapping: null,
+    base_model_name_or_path: null,
+    inference_mode: true,
+    modules_to_save: config.modulesToSave ? [...config.modulesToSave] : null,
+    num_attention_heads: host.config.numAttentionHeads,
+    num_layers: host.config.numLayers,
+    num_transformer_submodules: 1,
+    num_virtual_tokens: config.numVirtualTokens,
+    peft_type: config.peftType,
+    peft_version: '0.21.0',
+    revision: null,
+    task_type: config.taskType,
+    token_dim: host.config.hiddenSize,
+  };
+}
+
+/** The method object of a prompt-learning config whose saved form is a plain table. */
+export function promptMethod<C extends PeftConfig & { numVirtualTokens: number }>(
+  peftType: string,
+  fromJson: (json: Record<string, unknown>, source: string) => C,
+  source: (host: PeftHost, config: C) => PromptSource,
+): PeftMethod<C> {
+  return {
+    peftType,
+    stateDictPrefix: 'base_model.',
+    fromJson,
+    attach: (host, adapterName, config) => new PromptTuner(host, adapterName, config, source(host, config)),
+  };
+}

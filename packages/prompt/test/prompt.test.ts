@@ -1,0 +1,156 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { PeftModel, getPeftModel, parseSafetensors, train, type Example, type PromptTuner } from '@peft/core';
+import { generate, loadPretrained, loadTokenizer, type TransformerHost } from '@peft/models';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+
+import { MultitaskPromptTuningConfig, PromptTuningConfig, balanceTasks, evaluatePerTask } from '../src/index.js';
+
+const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
+const FIXTURES = path.join(import.meta.dirname, 'fixtures');
+const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as { cases: { name: string; model: string }[] };
+const hosts: TransformerHost[] = [];
+async function host(name: string): Promise<TransformerHost> {
+  const loaded = await loadPretrained(path.join(MODELS, name));
+  hosts.push(loaded);
+  return loaded;
+}
+afterEach(() => {
+  for (const h of hosts.splice(0)) h.dispose();
+});
+const worst = new Map<string, number>();
+afterAll(() => console.log(`[prompt parity] max |ours - peft|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`));
+
+interface Case {
+  input_ids: number[][];
+  attention_mask: number[][] | null;
+  token_type_ids?: number[][];
+}
+
+/** Max |a - b| where the mask (with P ones in front for per-token logits) is 1. */
+function diffAt(a: Float32Array, b: Float32Array | Int32Array, shape: number[], mask: number[][] | null, virtual: number): number {
+  const perToken = shape.length === 3;
+  const width = perToken ? shape[2]! : shape[1]!;
+  const length = perToken ? shape[1]! : 1;
+  let worstDiff = 0;
+  for (let i = 0; i < a.length; i++) {
+    const row = Math.floor(i / width);
+    const t = row % length;
+    if (perToken && mask && t >= virtual && mask[Math.floor(row / length)]![t - virtual] === 0) continue;
+    worstDiff = Math.max(worstDiff, Math.abs(a[i]! - b[i]!));
+  }
+  return worstDiff;
+}
+
+describe.each(manifest.cases)('an adapter saved by Python peft: $name', ({ name, model }) => {
+  const directory = path.join(FIXTURES, name);
+  const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as {
+    task_ids: number[] | null;
+    forward: Record<string, Case>;
+    greedy: (Case & { max_new_tokens: number; output_ids: number[][] })[];
+  };
+  const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')));
+
+  it("gives peft's logits (plain and padded) and greedy tokens", async () => {
+    const base = await host(model);
+    const peft = await PeftModel.fromPretrained(base, path.join(directory, 'adapter'));
+    const virtual = (peft.tuner() as PromptTuner).virtualTokens;
+    for (const key of ['plain', 'right_padded']) {
+      const input = inputs.forward[key]!;
+      const { logits, prepended } = peft.forward({
+        inputIds: input.input_ids,
+        ...(input.attention_mask ? { attentionMask: input.attention_mask } : {}),
+        ...(input.token_type_ids ? { tokenTypeIds: input.token_type_ids } : {}),
+        ...(inputs.task_ids ? { taskIds: inputs.task_ids } : {}),
+      });
+      const want = expected.tensor(`${key}.logits`);
+      expect(logits.shape).toEqual(want.shape);
+      expect(prepended).toBe(virtual);
+      const diff = diffAt(logits.dataSync() as Float32Array, want.values, want.shape, input.attention_mask, virtual);
+      logits.dispose();
+      worst.set(name, Math.max(worst.get(name) ?? 0, diff));
+      expect(diff).toBeLessThan(1e-4);
+    }
+    for (const greedy of inputs.greedy) {
+      const { sequences } = generate(base, {
+        inputIds: greedy.input_ids,
+        ...(greedy.attention_mask ? { attentionMask: greedy.attention_mask } : {}),
+        maxNewTokens: greedy.max_new_tokens,
+      });
+      expect(sequences).toEqual(greedy.output_ids);
+    }
+    peft.dispose();
+  });
+});
+
+describe('prompt tuning', () => {
+  it('initialises from a text (repeated to P tokens) or from vocabulary rows, as peft', async () => {
+    const base = await host('gpt2-tied');
+    const tokenizer = { encode: (text: string) => ({ ids: text.split(' ').map((w) => Number(w.slice(1))) }) };
+    const model = getPeftModel(base, new PromptTuningConfig({ numVirtualTokens: 5, promptTuningInit: 'TEXT', promptTuningInitText: 'w3 w7', tokenizer }));
+    const prompt = [...model.trainableVariables().values()][0]!.arraySync() as number[][];
+    const rows = base.wordEmbeddings.arraySync() as number[][];
+    expect(prompt).toEqual([rows[3], rows[7], rows[3], rows[7], rows[3]]);
+    model.dispose();
+    const sampled = getPeftModel(base, new PromptTuningConfig({ numVirtualTokens: 4, promptTuningInit: 'SAMPLE_VOCAB' }));
+    for (const row of [...sampled.trainableVariables().values()][0]!.arraySync() as number[][]) {
+      expect(rows.some((r) => r.every((v, i) => v === row[i]))).toBe(true);
+    }
+    sampled.dispose();
+    expect(() => new PromptTuningConfig({ numVirtualTokens: 2, promptTuningInit: 'TEXT' })).toThrow('TEXT needs promptTuningInitText and the tokenizer');
+  });
+
+  it('refuses a text whose tokens the model does not have (a tokenizer of another model)', async () => {
+    const base = await host('gpt2-tied');
+    const tokenizer = await loadTokenizer(path.join(MODELS, 'tokenizers', 'byte-level-bpe')); // 300 tokens, the model 97
+    expect(() => getPeftModel(base, new PromptTuningConfig({ numVirtualTokens: 4, promptTuningInit: 'TEXT', promptTuningInitText: 'the election', tokenizer }))).toThrow(
+      /prompt initialisation: token id \d+ is outside the vocabulary \(0\.\.96\)/,
+    );
+    expect(base.hooks.virtualTokens).toBe(0);
+  });
+
+  it('trains (loss falls), counting the prompt against the context', async () => {
+    const base = await host('gpt2-tied');
+    const model = getPeftModel(base, new PromptTuningConfig({ numVirtualTokens: 4 }));
+    const data: Example[] = Array.from({ length: 12 }, (_, i) => {
+      const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
+      return { inputIds: ids, labels: ids };
+    });
+    const result = await train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 4, epochs: 5, learningRate: 5e-2 });
+    expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
+    expect(base.hooks.virtualTokens).toBe(4);
+    const long: Example[] = [{ inputIds: new Array(30).fill(3), labels: new Array(30).fill(3) }];
+    await expect(train(model, { data: long, task: 'causal-lm', padTokenId: 0, batchSize: 1, learningRate: 1e-2 })).rejects.toThrow(
+      "a batch of 30 tokens plus the adapter's 4 virtual tokens needs 34 positions, more than the model's 32; truncate the examples to 28 tokens",
+    );
+    expect(() => model.forward({ inputIds: [new Array(30).fill(3)] })).toThrow('sequence of 34 positions (4 virtual + 30 real)');
+    model.dispose();
+  });
+});
+
+describe('multi-task prompt tuning', () => {
+  it('trains two tasks mixed in batches, balanced, and reports each task', async () => {
+    const base = await host('bert-sequence-classification');
+    // task 0: label = first content token parity; task 1: label = 2 - (second token % 3)
+    const task = (t: number) =>
+      Array.from({ length: t === 0 ? 12 : 6 }, (_, i): Example => {
+        const ids = [2, 10 + i, 20 + (i % 4), 3];
+        return { inputIds: ids, labels: t === 0 ? (10 + i) % 2 : 2 - ((20 + (i % 4)) % 3) };
+      });
+    const mixed = balanceTasks([task(0), task(1)], 3);
+    expect(mixed).toHaveLength(24);
+    expect(mixed.filter((e) => e.taskId === 1)).toHaveLength(12);
+    const model = getPeftModel(base, new MultitaskPromptTuningConfig({ numVirtualTokens: 3, numTasks: 2, numRanks: 2, taskType: 'SEQ_CLS' }));
+    const options = { task: 'sequence-classification' as const, padTokenId: 0, batchSize: 6, learningRate: 5e-2 };
+    const result = await train(model, { ...options, data: mixed, epochs: 8 });
+    expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
+    const perTask = await evaluatePerTask(model, mixed, { ...options, data: mixed });
+    expect([...perTask.keys()]).toEqual([0, 1]);
+    for (const [, evaluation] of perTask) expect(evaluation.accuracy).toBeGreaterThan(0.5);
+    console.log(`[multi-task] per-task accuracy: ${[...perTask].map(([t, e]) => `task ${t} ${e.accuracy!.toFixed(3)}`).join(', ')}`);
+    expect(() => model.forward({ inputIds: [[2, 5, 3]] })).toThrow('multi-task prompt tuning needs the task of each sample');
+    expect(() => model.forward({ inputIds: [[2, 5, 3]], taskIds: [2] })).toThrow('taskIds: task 2 is outside 0..1');
+    model.dispose();
+  });
+});
