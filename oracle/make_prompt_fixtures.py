@@ -71,6 +71,12 @@ def main():
                 with torch.no_grad():
                     out = peft_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=None)
                 generations.append({"input_ids": greedy["input_ids"], "attention_mask": greedy["attention_mask"], "max_new_tokens": 5, "output_ids": out.tolist()})
+        if isinstance(config, PromptEncoderConfig):  # the encoder itself (peft drops it on save), to check ours computes the same
+            encoder = peft_model.prompt_encoder["default"]
+            weights = {k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}
+            with torch.no_grad():
+                weights["output"] = encoder(torch.arange(config.num_virtual_tokens).unsqueeze(0))[0].contiguous()
+            save_file(weights, directory / "encoder.safetensors")
         save_file(expected, directory / "expected.safetensors")
         forward = {k: inputs["forward"][k] for k in ("plain", "right_padded")}
         (directory / "inputs.json").write_text(json.dumps({"model": base, "task_ids": [0, 1] if multitask else None, "forward": forward, "greedy": generations}, indent=1) + "\n")

@@ -1,6 +1,13 @@
 // One bottleneck adapter at one sublayer of one layer: down-project, nonlinearity, up-project,
 // with its own residual, as AdapterHub's Adapter / BottleneckLayer compute it.
-import { activation, deriveSeed, layerNorm, type ForwardContext, type SublayerSurroundings } from '@peft/core';
+import {
+  activation,
+  deriveSeed,
+  layerNorm,
+  seededNormal,
+  type ForwardContext,
+  type SublayerSurroundings,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { BottleneckConfig } from './config.js';
@@ -38,9 +45,9 @@ export class BottleneckModule {
         case 'mam_adapter': // exact identity at the start: zero up projection
           return [tf.randomUniform([hidden, size], -1 / Math.sqrt(hidden), 1 / Math.sqrt(hidden), 'float32', seed), tf.zeros([size, hidden])];
         case 'houlsby': // truncated N(0, 0.01) within two standard deviations
-          return [tf.truncatedNormal([hidden, size], 0, 1e-2, 'float32', seed), tf.truncatedNormal([size, hidden], 0, 1e-2, 'float32', seed + 1)];
+          return [seededNormal([hidden, size], 0, 1e-2, seed, true), seededNormal([size, hidden], 0, 1e-2, seed + 1, true)];
         default: // 'bert': N(0, 0.02)
-          return [tf.randomNormal([hidden, size], 0, 0.02, 'float32', seed), tf.randomNormal([size, hidden], 0, 0.02, 'float32', seed + 1)];
+          return [seededNormal([hidden, size], 0, 0.02, seed), seededNormal([size, hidden], 0, 0.02, seed + 1)];
       }
     });
     this.down = tf.variable(down!, true) as tf.Variable<tf.Rank.R2>;

@@ -31,7 +31,7 @@ export type {
   SublayerPoint,
   SublayerSurroundings,
 } from './host.js';
-export { SeededRandom, deriveSeed } from './random.js';
+export { SeededRandom, deriveSeed, seededNormal } from './random.js';
 export { learningRateAt } from './schedules.js';
 export type { ScheduleName, ScheduleOptions } from './schedules.js';
 export { AdamW, Sgd } from './optimizers.js';
@@ -81,4 +81,4 @@ export { ACTIVATIONS, activation, layerNorm } from './nn.js';
 export { PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
 export type { PrefixOptions } from './prefix.js';
 export { PROMPT_EMBEDDINGS, PromptTable, PromptTuner, promptFromTokens, promptLearningJson, promptMethod } from './prompt.js';
-export type { PromptSource } from './prompt.js';
+export type { PromptPlacement, PromptSource } from './prompt.js';

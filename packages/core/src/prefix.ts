@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Disposer, ForwardContext, KeyValuePrefix, PeftHost } from './host.js';
 import type { AdapterTuner, PeftConfig, PeftMethod } from './peft-model.js';
 import { registerPeftMethod } from './peft-model.js';
-import { deriveSeed } from './random.js';
+import { deriveSeed, seededNormal } from './random.js';
 import { PROMPT_EMBEDDINGS } from './prompt.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
 
@@ -146,7 +146,7 @@ export class PrefixTuner implements AdapterTuner {
       const hidden = config.encoderHiddenSize ?? tokenDim;
       const zero = config.initWeights === 'zero';
       this.projection = {
-        embedding: tf.variable(tf.randomNormal([P, tokenDim], 0, 1, 'float32', seed), true) as tf.Variable<tf.Rank.R2>,
+        embedding: tf.variable(seededNormal([P, tokenDim], 0, 1, seed), true) as tf.Variable<tf.Rank.R2>,
         first: kaiming(tokenDim, hidden, deriveSeed(seed, 1)),
         firstBias: tf.variable(tf.randomUniform([hidden], -1 / Math.sqrt(tokenDim), 1 / Math.sqrt(tokenDim), 'float32', deriveSeed(seed, 2)), true) as tf.Variable<tf.Rank.R1>,
         second: zero ? (tf.variable(tf.zeros([hidden, flatWidth]), true) as tf.Variable<tf.Rank.R2>) : kaiming(hidden, flatWidth, deriveSeed(seed, 3)),
@@ -156,7 +156,7 @@ export class PrefixTuner implements AdapterTuner {
         ) as tf.Variable<tf.Rank.R1>,
       };
     } else {
-      const init = config.initWeights === 'zero' ? tf.zeros([P, flatWidth]) : tf.randomNormal([P, flatWidth], 0, 1, 'float32', seed);
+      const init = config.initWeights === 'zero' ? tf.zeros([P, flatWidth]) : seededNormal([P, flatWidth], 0, 1, seed);
       this.table = tf.variable(init, true) as tf.Variable<tf.Rank.R2>;
     }
   }

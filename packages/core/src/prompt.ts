@@ -73,6 +73,13 @@ export function promptFromTokens(host: PeftHost, tokenIds: readonly number[], vi
   return tf.tidy(() => tf.gather(host.wordEmbeddings, tf.tensor1d(ids, 'int32')) as tf.Tensor2D);
 }
 
+/**
+ * Where the virtual tokens go: in front of the input (peft), or into template slots: each row's
+ * k-th `placeholderTokenId` is replaced by prompt row k (P-tuning's templates, pseudo tokens
+ * anywhere).
+ */
+export type PromptPlacement = 'prepend' | { placeholderTokenId: number };
+
 export class PromptTuner implements AdapterTuner {
   private installed: Disposer | null = null;
 
@@ -81,6 +88,7 @@ export class PromptTuner implements AdapterTuner {
     readonly adapterName: string,
     readonly config: PeftConfig,
     public source: PromptSource,
+    readonly placement: PromptPlacement = 'prepend',
   ) {}
 
   get virtualTokens(): number {
@@ -94,10 +102,42 @@ export class PromptTuner implements AdapterTuner {
     return { embeddings: tf.concat([prompt as tf.Tensor3D, embeddings], 1), prepended: this.source.virtualTokens };
   }
 
+  /** Template mode: the placeholders of each row become the prompt rows, in order. */
+  private fill(embeddings: tf.Tensor3D, context: ForwardContext, inputIds: tf.Tensor2D, placeholder: number): { embeddings: tf.Tensor3D; prepended: number } {
+    const [batch, length, width] = embeddings.shape;
+    const P = this.source.virtualTokens;
+    const ids = inputIds.arraySync();
+    const slots = new Float32Array(batch * length * P);
+    const keep = new Float32Array(batch * length).fill(1);
+    ids.forEach((row, b) => {
+      let k = 0;
+      row.forEach((id, t) => {
+        if (id !== placeholder) return;
+        if (k < P) slots[(b * length + t) * P + k] = 1;
+        keep[b * length + t] = 0;
+        k += 1;
+      });
+      if (k !== P) {
+        throw new Error(`template: row ${b} has ${k} placeholder tokens (id ${placeholder}), the prompt ${P}; build inputs with the template`);
+      }
+    });
+    let prompt = this.source.embeddings(context);
+    if (prompt.rank === 3) throw new Error('template placement takes one prompt for the batch, not one per sample');
+    const filled = tf.reshape(tf.matMul(tf.tensor2d(slots, [batch * length, P]), prompt as tf.Tensor2D), [batch, length, width]);
+    const kept = tf.mul(embeddings, tf.tensor3d(keep, [batch, length, 1]));
+    prompt = tf.add(kept, filled);
+    return { embeddings: prompt as tf.Tensor3D, prepended: 0 };
+  }
+
   setActive(active: boolean): void {
     if (active === (this.installed !== null)) return;
-    if (active) this.installed = this.host.hooks.setInputEmbeddingHook((e, c) => this.prepend(e, c), this.source.virtualTokens);
-    else {
+    if (active) {
+      const placement = this.placement;
+      this.installed =
+        placement === 'prepend'
+          ? this.host.hooks.setInputEmbeddingHook((e, c) => this.prepend(e, c), this.source.virtualTokens)
+          : this.host.hooks.setInputEmbeddingHook((e, c, ids) => this.fill(e, c, ids, placement.placeholderTokenId), 0);
+    } else {
       this.installed!.remove();
       this.installed = null;
     }
@@ -145,11 +185,12 @@ export function promptMethod<C extends PeftConfig & { numVirtualTokens: number }
   peftType: string,
   fromJson: (json: Record<string, unknown>, source: string) => C,
   source: (host: PeftHost, config: C) => PromptSource,
+  placement: (config: C) => PromptPlacement = () => 'prepend',
 ): PeftMethod<C> {
   return {
     peftType,
     stateDictPrefix: 'base_model.',
     fromJson,
-    attach: (host, adapterName, config) => new PromptTuner(host, adapterName, config, source(host, config)),
+    attach: (host, adapterName, config) => new PromptTuner(host, adapterName, config, source(host, config), placement(config)),
   };
 }

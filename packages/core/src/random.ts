@@ -1,3 +1,5 @@
+import * as tf from '@tensorflow/tfjs-core';
+
 /**
  * A small seeded generator (mulberry32) whose whole state is one integer, so a checkpoint can save
  * it and a resumed run draws the same numbers. For data order and sampling, not for security.
@@ -49,4 +51,14 @@ export function deriveSeed(...parts: number[]): number {
     h = Math.imul(h ^ (h >>> 13), 0x5bd1e995) >>> 0;
   }
   return h >>> 0;
+}
+
+/**
+ * A seeded normal (or truncated normal) tensor. tf.randomNormal and tf.truncatedNormal treat seed 0
+ * as "no seed" and draw different numbers on every call; seed 0 is mapped to another constant so
+ * that a seeded run stays reproducible.
+ */
+export function seededNormal(shape: number[], mean: number, std: number, seed: number, truncated = false): tf.Tensor {
+  const nonZero = seed === 0 ? 0x5f3759df : seed;
+  return truncated ? tf.truncatedNormal(shape, mean, std, 'float32', nonZero) : tf.randomNormal(shape, mean, std, 'float32', nonZero);
 }

@@ -194,3 +194,14 @@ describe('data', () => {
     expect(mean(batches)).toBeLessThan(mean(unbucketed) / 2);
   });
 });
+
+describe('seededNormal', () => {
+  it('is reproducible for every seed, 0 included (tf.randomNormal treats 0 as no seed)', async () => {
+    const { seededNormal } = await import('../src/index.js');
+    for (const seed of [0, 1, 12345]) {
+      expect(Array.from(seededNormal([4], 0, 1, seed).dataSync())).toEqual(Array.from(seededNormal([4], 0, 1, seed).dataSync()));
+      expect(Array.from(seededNormal([4], 0, 1, seed, true).dataSync())).toEqual(Array.from(seededNormal([4], 0, 1, seed, true).dataSync()));
+    }
+    expect(Array.from(seededNormal([4], 0, 1, 0).dataSync())).not.toEqual(Array.from(seededNormal([4], 0, 1, 1).dataSync()));
+  });
+});

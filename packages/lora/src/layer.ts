@@ -1,7 +1,7 @@
 // One LoRA update beside one frozen projection: y = Wx + (x·Aᵀ·Bᵀ)·scale, A [r, in], B [out, r].
 // Held transposed (Aᵀ [in, r], Bᵀ [r, out]) so that both products run without a transpose.
 import type { ForwardContext, HostLinear } from '@peft/core';
-import { deriveSeed } from '@peft/core';
+import { deriveSeed, seededNormal } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { LoraInit } from './config.js';
@@ -40,7 +40,7 @@ export class LoraLayer {
     // kaiming_uniform(a=√5) on A [r, in] is U(-1/√in, 1/√in); 'gaussian' is N(0, 1/r) (as peft)
     const down =
       init === 'gaussian'
-        ? tf.randomNormal([inFeatures, r], 0, 1 / r, 'float32', seed)
+        ? seededNormal([inFeatures, r], 0, 1 / r, seed)
         : tf.randomUniform([inFeatures, r], -1 / Math.sqrt(inFeatures), 1 / Math.sqrt(inFeatures), 'float32', seed);
     // B starts at zero so training starts from the base model; `false` keeps nn.Linear's init (B ≠ 0)
     const up = init === false ? tf.randomUniform([r, outFeatures], -1 / Math.sqrt(r), 1 / Math.sqrt(r), 'float32', seed + 1) : tf.zeros([r, outFeatures]);

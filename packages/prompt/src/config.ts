@@ -6,6 +6,7 @@ import {
   promptLearningJson,
   promptMethod,
   registerPeftMethod,
+  seededNormal,
   type PeftConfig,
   type PeftHost,
   type PeftMethod,
@@ -69,7 +70,7 @@ export class PromptTuningConfig implements PeftConfig {
       const ids = tf.tidy(() => Array.from(tf.randomUniform([P], 0, host.config.vocabSize, 'int32', this.initSeed).dataSync()));
       return promptFromTokens(host, ids, P);
     }
-    return tf.randomNormal([P, host.config.hiddenSize], 0, 1, 'float32', this.initSeed);
+    return seededNormal([P, host.config.hiddenSize], 0, 1, this.initSeed) as tf.Tensor2D;
   }
 
   toJson(host: PeftHost): Record<string, unknown> {

@@ -8,6 +8,7 @@ import {
   promptLearningJson,
   promptMethod,
   registerPeftMethod,
+  seededNormal,
   type EvalResult,
   type Example,
   type ForwardContext,
@@ -99,9 +100,9 @@ class MultitaskPrompt implements PromptSource {
   ) {
     const { numVirtualTokens: P, numTasks, numRanks, initSeed } = config;
     const d = host.config.hiddenSize;
-    this.embedding = tf.variable(tf.randomNormal([P, d], 0, 1, 'float32', initSeed), true) as tf.Variable<tf.Rank.R2>;
-    this.cols = tf.variable(tf.randomNormal([numTasks, P, numRanks], 0, 0.02, 'float32', initSeed + 1), true) as tf.Variable<tf.Rank.R3>;
-    this.rows = tf.variable(tf.randomNormal([numTasks, numRanks, d], 0, 0.02, 'float32', initSeed + 2), true) as tf.Variable<tf.Rank.R3>;
+    this.embedding = tf.variable(seededNormal([P, d], 0, 1, initSeed), true) as tf.Variable<tf.Rank.R2>;
+    this.cols = tf.variable(seededNormal([numTasks, P, numRanks], 0, 0.02, initSeed + 1), true) as tf.Variable<tf.Rank.R3>;
+    this.rows = tf.variable(seededNormal([numTasks, numRanks, d], 0, 0.02, initSeed + 2), true) as tf.Variable<tf.Rank.R3>;
   }
 
   get virtualTokens(): number {
