@@ -1,0 +1,21 @@
+export { baseTag, brownDirectory, detokenize, readBrown, splitBrown } from './data/brown.js';
+export type { BrownFile, BrownSplit, TaggedWord } from './data/brown.js';
+export { bytesToUnicode, tokenizerJson, trainByteLevelBpe } from './tokenizer/train-bpe.js';
+export type { BpeTrainingOptions } from './tokenizer/train-bpe.js';
+export { emailText, htmlToText, readEmails, spamAssassinDirectory } from './data/email.js';
+export type { Email } from './data/email.js';
+export {
+  GENRE_CLASSES,
+  GENRE_GROUPS,
+  UNIVERSAL_TAGS,
+  describeTask,
+  emailLmTask,
+  genreTask,
+  jsonlTask,
+  posTask,
+  spamTask,
+  universalTag,
+} from './tasks/tasks.js';
+export type { TaskOptions, TaskSplits } from './tasks/tasks.js';
+export { bagOfWordsBaseline, majorityBaseline, score } from './tasks/baselines.js';
+export type { BaselineScore } from './tasks/baselines.js';
