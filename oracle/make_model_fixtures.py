@@ -27,6 +27,14 @@ def gpt2_cases():
     ))
 
 
+def gpt2_head_cases():
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2ForTokenClassification
+
+    common = dict(vocab_size=97, n_positions=32, n_embd=24, n_layer=2, n_head=3, bos_token_id=0, eos_token_id=1)
+    yield "gpt2-sequence-classification", GPT2ForSequenceClassification(GPT2Config(num_labels=3, pad_token_id=0, **common))
+    yield "gpt2-token-classification", GPT2ForTokenClassification(GPT2Config(num_labels=4, **common))
+
+
 def llama_cases():
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -59,6 +67,10 @@ def bert_cases():
     yield "bert-sequence-classification", BertForSequenceClassification(BertConfig(num_labels=3, **common))
     yield "bert-token-classification", BertForTokenClassification(BertConfig(
         num_labels=5, **{**common, "num_attention_heads": 3, "hidden_size": 18, "hidden_act": "gelu_new"}))
+
+
+def generative_model(model):
+    return type(model).__name__.endswith(("LMHeadModel", "ForCausalLM"))
 
 
 def randomize(model, seed):
@@ -121,7 +133,7 @@ def hook_cases(model, expected, batches, is_bert, seed):
 def main():
     torch.manual_seed(0)
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
-    cases = [*gpt2_cases(), *llama_cases(), *bert_cases()]
+    cases = [*gpt2_cases(), *llama_cases(), *bert_cases(), *gpt2_head_cases()]
     for seed, (name, model) in enumerate(cases):
         randomize(model, seed)
         model.eval()
@@ -132,6 +144,8 @@ def main():
         expected, cases = {}, {}
         is_bert = model.config.model_type == "bert"
         for key, (ids, mask) in inputs(model.config.vocab_size, 100 + seed).items():
+            if mask is not None and model.config.pad_token_id is not None and not generative_model(model):
+                ids = ids.masked_fill(mask == 0, model.config.pad_token_id)  # padding as a tokenizer writes it
             # BERT: a second segment in the last three tokens
             types = torch.tensor([[0, 0, 0, 0, 1, 1, 1]] * 2) if is_bert else None
             with torch.no_grad():
@@ -149,7 +163,8 @@ def main():
         ids, _ = inputs(model.config.vocab_size, 100 + seed)["plain"]
         left = inputs(model.config.vocab_size, 100 + seed)["left_padded"][1]
         generations = []
-        for mask in () if is_bert else (None, left):
+        generative = type(model).__name__.endswith(("LMHeadModel", "ForCausalLM"))
+        for mask in (None, left) if generative else ():
             with torch.no_grad():
                 out = model.generate(
                     input_ids=ids[:, :5], attention_mask=None if mask is None else mask[:, :5],

@@ -41,9 +41,7 @@ export function parseBertConfig(reader: ConfigReader): BertConfig {
     );
   }
   const hiddenSize = reader.positiveInteger('hidden_size');
-  const id2label = reader.raw.id2label;
-  const numLabels =
-    typeof id2label === 'object' && id2label !== null ? Object.keys(id2label).length : reader.positiveInteger('num_labels', 2);
+  const numLabels = reader.numLabels();
   const positionType = reader.string('position_embedding_type', 'absolute');
   if (positionType !== 'absolute') {
     throw new Error(`${reader.source}: "position_embedding_type" "${positionType}" is not supported (only absolute)`);

@@ -41,6 +41,19 @@ export class ConfigReader {
     return value;
   }
 
+  nonNegativeInteger(field: string, fallback?: number): number {
+    const value = this.raw[field] ?? fallback;
+    if (!Number.isSafeInteger(value) || (value as number) < 0) this.fail(field, 'a non-negative integer');
+    return value as number;
+  }
+
+  /** Classes of a classification head: len(id2label), else num_labels, else 2 (transformers' default). */
+  numLabels(): number {
+    const id2label = this.raw.id2label;
+    if (typeof id2label === 'object' && id2label !== null) return Object.keys(id2label).length;
+    return this.positiveInteger('num_labels', 2);
+  }
+
   /** config.json `architectures[0]` (the transformers class), or `fallback`. */
   architecture(fallback: string): string {
     const list = this.raw.architectures;

@@ -1,7 +1,7 @@
 // GPT-2 as Hugging Face `transformers` defines it (GPT2LMHeadModel): learned positions, pre-LN
 // blocks, Conv1D projections stored [in, out], fused q/k/v (`c_attn`), gelu_new, LM head tied to
 // the token embeddings unless the config unties it.
-import { activation, layerNorm, type Checkpoint, type HostLinear } from '@peft/core';
+import { HostLinear, activation, layerNorm, seededNormal, type Checkpoint } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -21,8 +21,18 @@ export interface Gpt2Config {
   scaleAttentionWeights: boolean; // scale_attn_weights: divide scores by sqrt(headDim)
   scaleByInverseLayerIndex: boolean; // scale_attn_by_inverse_layer_idx: also divide by layer + 1
   tieWordEmbeddings: boolean; // tie_word_embeddings
-  architecture: string; // architectures[0], default GPT2LMHeadModel
+  architecture: string; // architectures[0], default GPT2LMHeadModel: decides the head
+  numLabels: number; // len(id2label) or num_labels (classification heads)
+  padTokenId: number | null; // pad_token_id: sequence classification pools at the last other token
 }
+
+/** transformers' GPT-2 classes and the heads they put on the body. */
+export const GPT2_HEADS = {
+  GPT2LMHeadModel: 'lm',
+  GPT2ForSequenceClassification: 'sequence-classification',
+  GPT2ForTokenClassification: 'token-classification',
+} as const;
+export type Gpt2Head = (typeof GPT2_HEADS)[keyof typeof GPT2_HEADS];
 
 export function parseGpt2Config(reader: ConfigReader): Gpt2Config {
   const hiddenSize = reader.positiveInteger('n_embd');
@@ -39,6 +49,8 @@ export function parseGpt2Config(reader: ConfigReader): Gpt2Config {
     scaleByInverseLayerIndex: reader.boolean('scale_attn_by_inverse_layer_idx', false),
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', true),
     architecture: reader.architecture('GPT2LMHeadModel'),
+    numLabels: reader.numLabels(),
+    padTokenId: reader.has('pad_token_id') ? reader.nonNegativeInteger('pad_token_id') : null,
   };
 }
 
@@ -57,7 +69,10 @@ interface Gpt2Block {
 }
 
 export class Gpt2Model extends TransformerHost {
-  readonly headModules = ['lm_head'] as const;
+  readonly headModules: readonly string[];
+  readonly task: Gpt2Head;
+  /** Classification heads: score [d -> labels] (no bias) or classifier [d -> labels] (bias). */
+  private readonly classifier: HostLinear | null = null;
   readonly layerPaths: string[];
   private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>;
 
@@ -71,11 +86,21 @@ export class Gpt2Model extends TransformerHost {
   private readonly lmHead: tf.Variable<tf.Rank.R2>;
   private readonly act: (x: tf.Tensor) => tf.Tensor;
 
+  /**
+   * `newHeadSeed`: when the checkpoint has no weights for the head its architecture names (an LM
+   * checkpoint loaded for classification), create them N(0, 0.02) with this seed, as transformers
+   * initialises a new head; without it a missing head is an error.
+   */
   constructor(
     readonly gpt2: Gpt2Config,
     checkpoint: Checkpoint,
+    newHeadSeed?: number,
   ) {
     const headDim = gpt2.hiddenSize / gpt2.numHeads;
+    const task = GPT2_HEADS[gpt2.architecture as keyof typeof GPT2_HEADS];
+    if (!task) {
+      throw new Error(`config.json: "architectures" ${gpt2.architecture} is not a GPT-2 head we have (supported: ${Object.keys(GPT2_HEADS).join(', ')})`);
+    }
     super(
       {
         modelType: 'gpt2',
@@ -87,9 +112,12 @@ export class Gpt2Model extends TransformerHost {
         vocabSize: gpt2.vocabSize,
         maxPositions: gpt2.maxPositions,
         architecture: gpt2.architecture,
+        ...(task === 'lm' ? {} : { numLabels: gpt2.numLabels }),
       },
       true,
     );
+    this.task = task;
+    this.headModules = task === 'lm' ? ['lm_head'] : task === 'sequence-classification' ? ['score'] : ['classifier'];
     this.act = activation(gpt2.activation, 'config.json activation_function');
     // GPT2LMHeadModel checkpoints prefix the body with `transformer.`; GPT2Model ones do not.
     const prefix = checkpoint.has('transformer.wte.weight') ? 'transformer.' : '';
@@ -115,7 +143,20 @@ export class Gpt2Model extends TransformerHost {
       this.blocks.push(block);
     }
     this.lnF = norm('ln_f');
-    if (gpt2.tieWordEmbeddings) {
+    if (task !== 'lm') {
+      const name = this.headModules[0]!;
+      const headLoader = new WeightLoader(checkpoint, '');
+      if (!headLoader.has(`${name}.weight`) && newHeadSeed !== undefined) {
+        this.classifier = newHead(name, d, gpt2.numLabels, task === 'token-classification', newHeadSeed);
+      } else {
+        this.classifier = headLoader.linear(name, d, gpt2.numLabels, 'linear', task === 'token-classification');
+        for (const [key, variable] of headLoader.variables) this.parameterMap.set(key, variable);
+      }
+      if (this.classifier.bias && !this.parameterMap.has(`${name}.bias`)) this.parameterMap.set(`${name}.bias`, this.classifier.bias);
+      this.parameterMap.set(`${name}.weight`, this.classifier.weight);
+      this.linearMap.set(this.classifier.name, this.classifier);
+    }
+    if (gpt2.tieWordEmbeddings || task !== 'lm') {
       this.lmHead = this.tokenEmbeddings;
     } else {
       const lmLoader = new WeightLoader(checkpoint, '');
@@ -160,9 +201,29 @@ export class Gpt2Model extends TransformerHost {
     return layerNorm(hidden, this.lnF.weight, this.lnF.bias, this.gpt2.layerNormEpsilon) as tf.Tensor3D;
   }
 
-  protected head(normed: tf.Tensor3D): tf.Tensor {
+  protected head(normed: tf.Tensor3D, state: LayerState): tf.Tensor {
     const [batch, length, d] = normed.shape;
+    if (this.classifier) {
+      const logits = this.classifier.apply(normed, state.context) as tf.Tensor3D; // [B, T, labels]
+      if (this.task === 'token-classification') return logits;
+      // GPT2ForSequenceClassification: the logits of each row's last token that is not padding
+      const pad = this.gpt2.padTokenId;
+      const last = state.inputIds.arraySync().map((row) => {
+        let index = row.length - 1;
+        if (pad !== null) while (index > 0 && row[index] === pad) index -= 1;
+        return state.prepended + index;
+      });
+      const pick = tf.reshape(tf.oneHot(tf.tensor1d(last, 'int32'), length), [batch, 1, length]);
+      return tf.reshape(tf.matMul(pick, logits), [batch, this.gpt2.numLabels]);
+    }
     const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
     return tf.reshape(logits, [batch, length, this.config.vocabSize]);
   }
+}
+
+/** A classification head transformers would create: weight N(0, 0.02), bias 0. */
+function newHead(name: string, inputs: number, labels: number, withBias: boolean, seed: number): HostLinear {
+  const weight = tf.variable(seededNormal([inputs, labels], 0, 0.02, seed), false) as tf.Variable<tf.Rank.R2>;
+  const bias = withBias ? (tf.variable(tf.zeros([labels]), false) as tf.Variable<tf.Rank.R1>) : null;
+  return new HostLinear(name, weight, bias, 'linear');
 }

@@ -1,6 +1,7 @@
 export { CONFIG_FILE, SUPPORTED_MODEL_TYPES, loadPretrained } from './load-pretrained.js';
-export { Gpt2Model, parseGpt2Config } from './gpt2.js';
-export type { Gpt2Config } from './gpt2.js';
+export type { LoadOptions } from './load-pretrained.js';
+export { GPT2_HEADS, Gpt2Model, parseGpt2Config } from './gpt2.js';
+export type { Gpt2Config, Gpt2Head } from './gpt2.js';
 export { BERT_TASKS, BertModel, parseBertConfig } from './bert.js';
 export type { BertConfig, BertTask } from './bert.js';
 export { LlamaModel, parseLlamaConfig, rotaryInverseFrequencies } from './llama.js';

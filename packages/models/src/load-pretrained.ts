@@ -10,14 +10,27 @@ import type { TransformerHost } from './transformer-host.js';
 
 export const CONFIG_FILE = 'config.json';
 
-type Builder = (reader: ConfigReader, store: FileStore) => Promise<TransformerHost>;
+export interface LoadOptions {
+  /**
+   * Load the body under another head: a transformers class name (GPT2ForSequenceClassification,
+   * GPT2ForTokenClassification), as `AutoModelFor...from_pretrained` does with an LM checkpoint.
+   * Head weights the checkpoint lacks are created N(0, 0.02) with `newHeadSeed` (default 0).
+   */
+  architecture?: string;
+  numLabels?: number;
+  padTokenId?: number;
+  newHeadSeed?: number;
+}
+
+type Builder = (reader: ConfigReader, store: FileStore, options: LoadOptions) => Promise<TransformerHost>;
 
 async function llamaFamily(reader: ConfigReader, store: FileStore): Promise<TransformerHost> {
   return new LlamaModel(parseLlamaConfig(reader), await readCheckpoint(store));
 }
 
 const ARCHITECTURES: Record<string, Builder> = {
-  gpt2: async (reader, store) => new Gpt2Model(parseGpt2Config(reader), await readCheckpoint(store)),
+  gpt2: async (reader, store, options) =>
+    new Gpt2Model(parseGpt2Config(reader), await readCheckpoint(store), options.architecture ? (options.newHeadSeed ?? 0) : undefined),
   llama: llamaFamily,
   mistral: llamaFamily,
   qwen2: llamaFamily,
@@ -35,11 +48,15 @@ export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
  * const { logits } = model.forward({ inputIds: [[464, 3290, 318]] });
  * ```
  */
-export async function loadPretrained(source: StoreSource): Promise<TransformerHost> {
+export async function loadPretrained(source: StoreSource, options: LoadOptions = {}): Promise<TransformerHost> {
   const store = await resolveStore(source);
-  const raw = await readJson<RawConfig>(store, CONFIG_FILE);
+  let raw = await readJson<RawConfig>(store, CONFIG_FILE);
   const configPath = describeFile(store, CONFIG_FILE);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${configPath}: not a JSON object`);
+  if (options.architecture) {
+    const { id2label: _labels, label2id: _ids, ...rest } = raw;
+    raw = { ...rest, architectures: [options.architecture], num_labels: options.numLabels ?? 2, ...(options.padTokenId !== undefined ? { pad_token_id: options.padTokenId } : {}) };
+  }
   const modelType = raw.model_type;
   const build = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined;
   if (!build) {
@@ -47,5 +64,5 @@ export async function loadPretrained(source: StoreSource): Promise<TransformerHo
       `${configPath}: unsupported model_type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`,
     );
   }
-  return build(new ConfigReader(raw, configPath), store);
+  return build(new ConfigReader(raw, configPath), store, options);
 }

@@ -28,6 +28,10 @@ export interface LayerState {
   cacheIn?: KeyValueCache;
   /** Filled by extendKeys when a cache is requested. */
   cacheOut?: KeyValueCache['layers'];
+  /** [B, T] the real token ids (heads that pool at the last real token read them). */
+  inputIds: tf.Tensor2D;
+  /** Virtual tokens the input-embedding hook put in front. */
+  prepended: number;
 }
 
 function asTensor(value: tf.Tensor2D | number[][], dtype: 'int32' | 'float32', field: string): tf.Tensor2D {
@@ -169,6 +173,8 @@ export abstract class TransformerHost implements PeftHost {
         bias,
         positions,
         usePrefix,
+        inputIds: ids,
+        prepended,
         ...(cache ? { cacheIn: cache } : {}),
         ...(input.useCache ? { cacheOut: [] } : {}),
       };

@@ -1,0 +1,39 @@
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { loadPretrained, type TransformerHost } from '../src/index.js';
+import { FIXTURES } from './fixtures.js';
+
+const hosts: TransformerHost[] = [];
+afterAll(() => hosts.forEach((h) => h.dispose()));
+
+describe('an LM checkpoint under a classification head', () => {
+  it('gets a new N(0, 0.02) head, seeded, and pools at the last non-pad token', async () => {
+    const load = async (seed: number) => {
+      const host = await loadPretrained(`${FIXTURES}/gpt2-tied`, { architecture: 'GPT2ForSequenceClassification', numLabels: 2, padTokenId: 0, newHeadSeed: seed });
+      hosts.push(host);
+      return host;
+    };
+    const a = await load(3);
+    const b = await load(3);
+    expect(a.config.numLabels).toBe(2);
+    expect(a.headModules).toEqual(['score']);
+    expect(Array.from(a.parameters.get('score.weight')!.dataSync())).toEqual(Array.from(b.parameters.get('score.weight')!.dataSync()));
+    const std = Math.sqrt(Array.from(a.parameters.get('score.weight')!.dataSync()).reduce((s, v) => s + v * v, 0) / 48);
+    expect(std).toBeGreaterThan(0.01);
+    expect(std).toBeLessThan(0.04);
+    // padding after the text does not change the pooled logits
+    const short = a.forward({ inputIds: [[5, 6, 7]] }).logits.dataSync();
+    const padded = a.forward({ inputIds: [[5, 6, 7, 0, 0]], attentionMask: [[1, 1, 1, 0, 0]] }).logits.dataSync();
+    Array.from(short).forEach((v, i) => expect(padded[i]).toBeCloseTo(v, 5));
+    const token = await loadPretrained(`${FIXTURES}/gpt2-tied`, { architecture: 'GPT2ForTokenClassification', numLabels: 5 });
+    hosts.push(token);
+    expect(token.forward({ inputIds: [[5, 6, 7]] }).logits.shape).toEqual([1, 3, 5]);
+  });
+
+  it('refuses a head that is not there without a seed to create it', async () => {
+    await expect(loadPretrained(`${FIXTURES}/gpt2-sequence-classification`, {})).resolves.toBeDefined();
+    await expect(loadPretrained(`${FIXTURES}/gpt2-tied`, { architecture: 'GPT2ForMultipleChoice' })).rejects.toThrow(
+      'config.json: "architectures" GPT2ForMultipleChoice is not a GPT-2 head we have',
+    );
+  });
+});
