@@ -19,3 +19,8 @@ export {
 export type { TaskOptions, TaskSplits } from './tasks/tasks.js';
 export { bagOfWordsBaseline, majorityBaseline, score } from './tasks/baselines.js';
 export type { BaselineScore } from './tasks/baselines.js';
+export { METHODS, VIRTUAL_TOKENS } from './methods.js';
+export type { MethodSpec } from './methods.js';
+export { RESULTS_SCHEMA, runBench, summarize } from './run.js';
+export type { BenchOptions, BenchResults, MethodSummary, ProgressEvent, RunResult } from './run.js';
+export { consoleTable, htmlReport, markdownReport, writeReports } from './report.js';

@@ -1,0 +1,152 @@
+#!/usr/bin/env node
+// `pnpm bench`: which PEFT method, for my task and budget? Trains every method and the baselines on
+// one base model (default: brown-gpt), task (default: spam) and backend, over several seeds, and
+// writes results.json, report.md and report.html.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { selectBackend, parseBackendRequest } from '@peft/backend';
+import { loadTokenizer } from '@peft/models';
+
+import { readBrown, splitBrown } from './data/brown.js';
+import { readEmails } from './data/email.js';
+import { METHODS, VIRTUAL_TOKENS } from './methods.js';
+import { consoleTable, writeReports } from './report.js';
+import { runBench, type ProgressEvent } from './run.js';
+import { emailLmTask, genreTask, jsonlTask, posTask, spamTask, type TaskSplits } from './tasks/tasks.js';
+
+const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt');
+
+const usage = `usage: pnpm bench [options]
+  --task spam|pos|genre|email-lm   embedded task (default spam)
+  --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines
+  --model DIR                      a Hugging Face GPT-2 directory with tokenizer.json (default brown-gpt)
+  --methods a,b,...                default all: ${METHODS.map((m) => m.name).join(', ')}
+  --seeds N                        default 3
+  --budget N                       optimizer steps per run (default 150)
+  --batch N                        examples per step (default 16)
+  --limit N                        examples taken from the task before splitting (default 2000)
+  --backend auto|tensorflow|wasm|cpu
+  --suite full                     every embedded task, one after the other
+  --quick                          a few steps, one seed, small data (smoke test)
+  --out DIR                        default bench-results/<task>`;
+
+async function taskFor(name: string, data: string | undefined, tokenizerDirectory: string, limit: number): Promise<TaskSplits> {
+  const tokenizer = await loadTokenizer(tokenizerDirectory);
+  const config = JSON.parse(readFileSync(path.join(tokenizerDirectory, 'config.json'), 'utf8')) as { n_positions?: number; max_position_embeddings?: number };
+  const positions = Math.min(config.n_positions ?? config.max_position_embeddings ?? 512, 512);
+  // every method sees the same examples: room is left for the prompt methods' virtual tokens
+  const options = { tokenizer, maxLength: positions - VIRTUAL_TOKENS, limit };
+  if (data) return jsonlTask(path.basename(data), readFileSync(data, 'utf8'), options);
+  switch (name) {
+    case 'spam':
+      return spamTask(readEmails(), options);
+    case 'email-lm':
+      return emailLmTask(readEmails(), options);
+    case 'pos':
+      return posTask(splitBrown(readBrown()).heldOut, options);
+    case 'genre':
+      return genreTask(splitBrown(readBrown()).heldOut, options);
+    default:
+      throw new Error(`--task: unknown task "${name}" (spam, pos, genre, email-lm)`);
+  }
+}
+
+function progressPrinter(): (event: ProgressEvent) => void {
+  let started = performance.now();
+  const tty = process.stdout.isTTY;
+  return (event) => {
+    if (event.kind === 'start') {
+      started = performance.now();
+      process.stdout.write(`[${event.run}/${event.runs}] ${event.method} seed ${event.seed}\n`);
+    } else if (event.kind === 'step') {
+      const seconds = (performance.now() - started) / 1000;
+      const eta = (seconds / event.step) * (event.steps - event.step);
+      const width = 30;
+      const filled = Math.round((width * event.step) / event.steps);
+      const line = `  ${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${event.step}/${event.steps} loss ${event.loss.toFixed(4)} ETA ${eta.toFixed(0)} s`;
+      if (tty) process.stdout.write(`\r${line}`);
+      else if (event.step % 25 === 0 || event.step === event.steps) process.stdout.write(`${line}\n`);
+    } else {
+      const r = event.result;
+      process.stdout.write(`${tty ? '\n' : ''}  ${r.status}${r.error ? ` (${r.error})` : ''}: metric ${r.metric === null ? '-' : r.metric.toFixed(4)}\n`);
+    }
+  };
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      task: { type: 'string', default: 'spam' },
+      data: { type: 'string' },
+      model: { type: 'string', default: DEFAULT_MODEL },
+      methods: { type: 'string', default: METHODS.map((m) => m.name).join(',') },
+      seeds: { type: 'string', default: '3' },
+      budget: { type: 'string', default: '150' },
+      batch: { type: 'string', default: '16' },
+      limit: { type: 'string', default: '2000' },
+      backend: { type: 'string', default: process.env.PEFT_BACKEND ?? 'auto' },
+      suite: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
+  const integer = (name: string, value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got "${value}"`);
+    return n;
+  };
+  const backend = await selectBackend({ backend: parseBackendRequest(values.backend!, '--backend') });
+  console.log(`backend: ${backend.name} (${backend.detail})`);
+  const quick = values.quick!;
+  const tasks = values.suite === 'full' ? ['spam', 'pos', 'genre', 'email-lm'] : [values.task!];
+  if (values.suite !== undefined && values.suite !== 'full') throw new Error(`--suite: expected "full", got "${values.suite}"`);
+  const controller = new AbortController();
+  const interrupt = (): void => {
+    console.log('\ninterrupted: finishing the current step and writing the partial report');
+    controller.abort();
+  };
+  process.once('SIGINT', interrupt);
+  let status = 0;
+  for (const name of tasks) {
+    const task = await taskFor(name, values.data, values.model!, quick ? 120 : integer('limit', values.limit!));
+    const out = path.resolve(values.out ?? path.join('bench-results', task.name), tasks.length > 1 && values.out ? task.name : '');
+    console.log(`task ${task.name} (${task.task}): train ${task.train.length}, validation ${task.validation.length}, test ${task.test.length}; output ${out}`);
+    const started = performance.now();
+    const results = await runBench(
+      {
+        modelDirectory: values.model!,
+        task,
+        methods: values.methods!.split(',').map((m) => m.trim()).filter(Boolean),
+        seeds: quick ? 1 : integer('seeds', values.seeds!),
+        steps: quick ? 3 : integer('budget', values.budget!),
+        batchSize: quick ? 4 : integer('batch', values.batch!),
+        latencyExamples: quick ? 2 : 10,
+        out,
+        backend,
+        signal: controller.signal,
+        onProgress: progressPrinter(),
+      },
+      (partial) => writeReports(out, partial),
+    );
+    console.log(`\n${consoleTable(results)}\n\n${((performance.now() - started) / 60000).toFixed(1)} minutes; reports in ${out}`);
+    if (results.runs.some((r) => r.status === 'failed')) status = 1;
+    if (controller.signal.aborted) return 130;
+  }
+  process.removeListener('SIGINT', interrupt);
+  return status;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n${usage}`);
+    process.exit(2);
+  },
+);

@@ -1,0 +1,327 @@
+// The bench: every method (and the baselines) on one base model, task, backend and budget, over
+// several seeds; per run the task metric, trainable parameters, time, memory, inference latency and
+// its overhead, context consumed by virtual tokens, adapter size and the loss curve.
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+import type { BackendSelection } from '@peft/backend';
+import { IGNORE_INDEX, collate, countParameters, evaluate, train, type Example, type TrainOptions, type TrainableModel } from '@peft/core';
+import { loadPretrained, type TransformerHost } from '@peft/models';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { METHODS, isPeftModel, type MethodSpec } from './methods.js';
+import { bagOfWordsBaseline, majorityBaseline, score, type BaselineScore } from './tasks/baselines.js';
+import { describeTask, type TaskSplits } from './tasks/tasks.js';
+
+export const RESULTS_SCHEMA = 'peft-bench/1';
+
+export interface BenchOptions {
+  modelDirectory: string;
+  task: TaskSplits;
+  methods: readonly string[];
+  seeds: number;
+  /** Optimizer steps per run. */
+  steps: number;
+  batchSize: number;
+  out: string;
+  backend: BackendSelection;
+  /** Examples timed for inference latency (batch 1). */
+  latencyExamples?: number;
+  signal?: AbortSignal;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export type ProgressEvent =
+  | { kind: 'start'; method: string; seed: number; run: number; runs: number }
+  | { kind: 'step'; method: string; seed: number; step: number; steps: number; loss: number; elapsed: number }
+  | { kind: 'done'; method: string; seed: number; result: RunResult };
+
+export interface RunResult {
+  method: string;
+  label: string;
+  seed: number;
+  status: 'ok' | 'failed' | 'interrupted';
+  error?: string;
+  /** accuracy, token-accuracy or perplexity on the test split. */
+  metric: number | null;
+  f1?: number | null;
+  trainableParameters: number;
+  baseParameters: number;
+  trainSeconds: number;
+  tokensPerSecond: number | null;
+  peakRssMb: number;
+  peakTensorMb: number;
+  latencyMs: number | null;
+  baseLatencyMs: number | null;
+  mergedLatencyMs?: number | null;
+  virtualTokens: number;
+  adapterBytes: number | null;
+  adapterPath: string | null;
+  losses: number[];
+}
+
+export interface MethodSummary {
+  method: string;
+  label: string;
+  runs: number;
+  failed: number;
+  metricMean: number | null;
+  metricStd: number | null;
+  f1Mean?: number | null;
+  trainableParameters: number;
+  trainableShare: number;
+  trainSeconds: number;
+  tokensPerSecond: number | null;
+  peakRssMb: number;
+  peakTensorMb: number;
+  latencyMs: number | null;
+  latencyOverheadPct: number | null;
+  mergedLatencyOverheadPct?: number | null;
+  virtualTokens: number;
+  adapterBytes: number | null;
+}
+
+export interface BenchResults {
+  schema: typeof RESULTS_SCHEMA;
+  createdAt: string;
+  complete: boolean;
+  machine: { backend: string; backendDetail: string; cpus: number; node: string };
+  model: { directory: string; parameters: number };
+  task: Record<string, unknown> & { metric: string };
+  budget: { steps: number; batchSize: number; seeds: number };
+  baselines: BaselineScore[];
+  runs: RunResult[];
+  summary: MethodSummary[];
+}
+
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+function loadOptions(task: TaskSplits, padTokenId: number): Parameters<typeof loadPretrained>[1] {
+  if (task.task === 'sequence-classification') return { architecture: 'GPT2ForSequenceClassification', numLabels: task.labels.length, padTokenId, newHeadSeed: 0 };
+  if (task.task === 'token-classification') return { architecture: 'GPT2ForTokenClassification', numLabels: task.labels.length, newHeadSeed: 0 };
+  return {};
+}
+
+/** Test-set metric: accuracy (and binary F1), token accuracy, or perplexity. */
+async function testMetric(model: TrainableModel, task: TaskSplits, options: TrainOptions): Promise<{ metric: number; f1?: number }> {
+  if (task.task === 'causal-lm') return { metric: (await evaluate(model, task.test, options)).perplexity! };
+  const predictions: number[] = [];
+  const labels: number[] = [];
+  for (let i = 0; i < task.test.length; i += options.batchSize) {
+    const examples = task.test.slice(i, i + options.batchSize);
+    const batch = collate(examples, { padTokenId: options.padTokenId });
+    const { logits, prepended } = model.host.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask });
+    const predicted = tf.tidy(() => tf.argMax(logits, -1).arraySync()) as number[] | number[][];
+    logits.dispose();
+    if (task.task === 'sequence-classification') {
+      predictions.push(...(predicted as number[]));
+      labels.push(...(batch.labels as number[]));
+    } else {
+      (batch.labels as number[][]).forEach((row, b) =>
+        row.forEach((label, t) => {
+          if (label === IGNORE_INDEX) return;
+          predictions.push((predicted as number[][])[b]![prepended + t]!);
+          labels.push(label);
+        }),
+      );
+    }
+  }
+  const result = score(predictions, labels, task.labels.length === 2);
+  return { metric: result.accuracy, ...(result.f1 !== undefined ? { f1: result.f1 } : {}) };
+}
+
+/** Median forward time of single test examples (batch 1). */
+function latency(host: TransformerHost, examples: readonly Example[], count: number): number {
+  const times: number[] = [];
+  for (let i = 0; i < count + 2; i++) {
+    const example = examples[i % examples.length]!;
+    const start = performance.now();
+    const { logits } = host.forward({ inputIds: [example.inputIds] });
+    logits.dataSync();
+    logits.dispose();
+    if (i >= 2) times.push(performance.now() - start);
+  }
+  return median(times);
+}
+
+function directorySize(directory: string): number {
+  let total = 0;
+  for (const name of readdirSync(directory)) {
+    const full = path.join(directory, name);
+    const stat = statSync(full);
+    total += stat.isDirectory() ? directorySize(full) : stat.size;
+  }
+  return total;
+}
+
+async function runOne(method: MethodSpec, seed: number, options: BenchOptions, padTokenId: number): Promise<RunResult> {
+  const { task } = options;
+  const host = await loadPretrained(options.modelDirectory, loadOptions(task, padTokenId));
+  const baseParameters = countParameters(host.parameters.values());
+  const latencyCount = options.latencyExamples ?? 10;
+  const result: RunResult = {
+    method: method.name,
+    label: method.label,
+    seed,
+    status: 'ok',
+    metric: null,
+    trainableParameters: 0,
+    baseParameters,
+    trainSeconds: 0,
+    tokensPerSecond: null,
+    peakRssMb: process.memoryUsage().rss / 2 ** 20,
+    peakTensorMb: tf.memory().numBytes / 2 ** 20,
+    latencyMs: null,
+    baseLatencyMs: null,
+    virtualTokens: 0,
+    adapterBytes: null,
+    adapterPath: null,
+    losses: [],
+  };
+  let model: TrainableModel | null = null;
+  try {
+    result.baseLatencyMs = latency(host, task.test, latencyCount);
+    model = method.make(host, task.task, seed);
+    result.trainableParameters = method.frozen ? 0 : (isPeftModel(model) ? model.parameterCount().trainable : countParameters(model.trainableVariables().values()));
+    result.virtualTokens = host.hooks.virtualTokens;
+    const trainOptions: TrainOptions = {
+      data: task.train,
+      task: task.task,
+      padTokenId,
+      batchSize: options.batchSize,
+      epochs: 1000,
+      maxSteps: options.steps,
+      learningRate: method.learningRate || 1e-3,
+      schedule: 'linear',
+      warmupRatio: 0.06,
+      weightDecay: 0.01,
+      seed,
+      ...(options.signal ? { signal: options.signal } : {}),
+      onStep: ({ step, loss }) => {
+        result.peakRssMb = Math.max(result.peakRssMb, process.memoryUsage().rss / 2 ** 20);
+        result.peakTensorMb = Math.max(result.peakTensorMb, tf.memory().numBytes / 2 ** 20);
+        options.onProgress?.({ kind: 'step', method: method.name, seed, step, steps: options.steps, loss, elapsed: 0 });
+      },
+    };
+    if (!method.frozen) {
+      const trained = await train(model, trainOptions);
+      result.losses = trained.losses;
+      result.trainSeconds = trained.seconds;
+      result.tokensPerSecond = trained.tokensPerSecond;
+      if (trained.stoppedBy === 'interrupted') result.status = 'interrupted';
+    }
+    const measured = await testMetric(model, task, { ...trainOptions, batchSize: 16 });
+    result.metric = measured.metric;
+    if (measured.f1 !== undefined) result.f1 = measured.f1;
+    result.latencyMs = latency(host, task.test, latencyCount);
+    if (isPeftModel(model)) {
+      if (method.name === 'lora') {
+        model.merge();
+        result.mergedLatencyMs = latency(host, task.test, latencyCount);
+        model.unmerge();
+      }
+      const directory = path.join(options.out, 'adapters', method.name, `seed-${seed}`);
+      mkdirSync(directory, { recursive: true });
+      await model.saveAdapter(directory);
+      result.adapterBytes = directorySize(directory);
+      result.adapterPath = path.relative(options.out, directory);
+    }
+  } catch (error) {
+    result.status = 'failed';
+    result.error = (error as Error).message.split('\n')[0]!.slice(0, 300);
+  } finally {
+    if (model && isPeftModel(model)) model.dispose();
+    host.dispose();
+  }
+  return result;
+}
+
+function meanStd(values: number[]): [number | null, number | null] {
+  if (values.length === 0) return [null, null];
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  const variance = values.length > 1 ? values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1) : 0;
+  return [mean, Math.sqrt(variance)];
+}
+
+export function summarize(runs: readonly RunResult[]): MethodSummary[] {
+  const methods = [...new Set(runs.map((r) => r.method))];
+  return methods.map((method) => {
+    const all = runs.filter((r) => r.method === method);
+    const ok = all.filter((r) => r.status === 'ok' && r.metric !== null);
+    const [metricMean, metricStd] = meanStd(ok.map((r) => r.metric!));
+    const pick = (f: (r: RunResult) => number | null | undefined): number | null => {
+      const values = ok.map(f).filter((v): v is number => typeof v === 'number');
+      return values.length ? meanStd(values)[0] : null;
+    };
+    const first = all[0]!;
+    const latencyMs = pick((r) => r.latencyMs);
+    const baseLatency = pick((r) => r.baseLatencyMs);
+    const merged = pick((r) => r.mergedLatencyMs);
+    const f1 = pick((r) => r.f1);
+    return {
+      method,
+      label: first.label,
+      runs: all.length,
+      failed: all.length - ok.length,
+      metricMean,
+      metricStd,
+      ...(f1 !== null ? { f1Mean: f1 } : {}),
+      trainableParameters: first.trainableParameters,
+      trainableShare: first.baseParameters ? first.trainableParameters / first.baseParameters : 0,
+      trainSeconds: pick((r) => r.trainSeconds) ?? 0,
+      tokensPerSecond: pick((r) => r.tokensPerSecond),
+      peakRssMb: Math.max(...all.map((r) => r.peakRssMb)),
+      peakTensorMb: Math.max(...all.map((r) => r.peakTensorMb)),
+      latencyMs,
+      latencyOverheadPct: latencyMs !== null && baseLatency ? (100 * (latencyMs - baseLatency)) / baseLatency : null,
+      ...(merged !== null && baseLatency ? { mergedLatencyOverheadPct: (100 * (merged - baseLatency)) / baseLatency } : {}),
+      virtualTokens: first.virtualTokens,
+      adapterBytes: pick((r) => r.adapterBytes),
+    };
+  });
+}
+
+/** Runs the bench; `onResults` sees the results after every run (partial reports on interruption). */
+export async function runBench(options: BenchOptions, onResults?: (results: BenchResults) => Promise<void>): Promise<BenchResults> {
+  const unknown = options.methods.filter((m) => !METHODS.some((spec) => spec.name === m));
+  if (unknown.length) throw new Error(`--methods: unknown ${unknown.join(', ')} (known: ${METHODS.map((m) => m.name).join(', ')})`);
+  const probe = await loadPretrained(options.modelDirectory);
+  const parameters = countParameters(probe.parameters.values());
+  probe.dispose();
+  const { loadTokenizer } = await import('@peft/models');
+  const tokenizer = await loadTokenizer(options.modelDirectory);
+  const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+  const baselines: BaselineScore[] = [];
+  if (options.task.task !== 'causal-lm') baselines.push(majorityBaseline(options.task));
+  if (options.task.task === 'sequence-classification') baselines.push(bagOfWordsBaseline(options.task, tokenizer.vocabSize));
+  const results: BenchResults = {
+    schema: RESULTS_SCHEMA,
+    createdAt: new Date().toISOString(),
+    complete: false,
+    machine: { backend: options.backend.name, backendDetail: options.backend.detail, cpus: (await import('node:os')).availableParallelism(), node: process.version },
+    model: { directory: options.modelDirectory, parameters },
+    task: { ...describeTask(options.task), metric: options.task.metric },
+    budget: { steps: options.steps, batchSize: options.batchSize, seeds: options.seeds },
+    baselines,
+    runs: [],
+    summary: [],
+  };
+  const specs = METHODS.filter((m) => options.methods.includes(m.name));
+  const runs = specs.length * options.seeds;
+  let index = 0;
+  for (const spec of specs) {
+    for (let seed = 0; seed < (spec.frozen ? 1 : options.seeds); seed++) {
+      if (options.signal?.aborted) break;
+      options.onProgress?.({ kind: 'start', method: spec.name, seed, run: ++index, runs });
+      const run = await runOne(spec, seed, options, padTokenId);
+      results.runs.push(run);
+      results.summary = summarize(results.runs);
+      options.onProgress?.({ kind: 'done', method: spec.name, seed, result: run });
+      await onResults?.(results);
+    }
+  }
+  results.complete = !options.signal?.aborted;
+  results.summary = summarize(results.runs);
+  await onResults?.(results);
+  return results;
+}

@@ -1,0 +1,91 @@
+// End to end: the bench on a tiny random GPT-2 (with a tokenizer trained here) and a few steps per
+// method: every output file is written with its schema, failures are contained. Not accuracy.
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { selectBackend } from '@peft/backend';
+import { serializeSafetensors } from '@peft/core';
+import { nodeDirectory } from '@peft/core/node';
+import { loadTokenizer, randomGpt2 } from '@peft/models';
+import { describe, expect, it } from 'vitest';
+
+import { METHODS, RESULTS_SCHEMA, detokenize, htmlReport, jsonlTask, markdownReport, readBrown, runBench, tokenizerJson, trainByteLevelBpe, writeReports, type TaskSplits } from '../src/index.js';
+
+async function tinyModel(): Promise<string> {
+  const directory = mkdtempSync(path.join(tmpdir(), 'peft-bench-model-'));
+  const store = nodeDirectory(directory);
+  const texts = readBrown().slice(0, 20).flatMap((f) => f.sentences.map((s) => detokenize(s.map((w) => w.word))));
+  const { vocab, merges } = trainByteLevelBpe(texts, { vocabSize: 400, specialTokens: ['<|endoftext|>'] });
+  await store.write('tokenizer.json', new TextEncoder().encode(JSON.stringify(tokenizerJson(vocab, merges, ['<|endoftext|>']))));
+  await store.write('tokenizer_config.json', new TextEncoder().encode(JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>' })));
+  const host = randomGpt2({ layers: 2, hidden: 16, heads: 2, vocab: vocab.size, positions: 64 });
+  const tensors = Object.fromEntries([...host.parameters].map(([name, v]) => [name, { shape: v.shape, values: v.dataSync() as Float32Array }]));
+  await store.write('model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
+  await store.write('config.json', new TextEncoder().encode(JSON.stringify({ model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: vocab.size, n_positions: 64, n_embd: 16, n_layer: 2, n_head: 2 })));
+  host.dispose();
+  return directory;
+}
+
+describe('bench --quick', () => {
+  it('runs every method, writes results.json (schema), report.md and report.html', async () => {
+    const model = await tinyModel();
+    const tokenizer = await loadTokenizer(model);
+    const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: i % 2 ? `win money now ${i}` : `meeting notes for ${i}`, label: i % 2 ? 'spam' : 'ham' }));
+    const task: TaskSplits = jsonlTask('toy.jsonl', lines.join('\n'), { tokenizer, maxLength: 40 });
+    const out = mkdtempSync(path.join(tmpdir(), 'peft-bench-out-'));
+    const backend = await selectBackend({ backend: 'cpu', warnIfSlow: false });
+    const results = await runBench({
+      modelDirectory: model,
+      task,
+      methods: METHODS.map((m) => m.name),
+      seeds: 1,
+      steps: 2,
+      batchSize: 4,
+      latencyExamples: 1,
+      out,
+      backend,
+    }, (partial) => writeReports(out, partial));
+    expect(results.schema).toBe(RESULTS_SCHEMA);
+    const written = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8'));
+    expect(written).toMatchObject({ schema: RESULTS_SCHEMA, complete: true, budget: { steps: 2, batchSize: 4, seeds: 1 } });
+    expect(Object.keys(written.runs[0]).sort()).toEqual(expect.arrayContaining(['method', 'seed', 'status', 'metric', 'trainableParameters', 'latencyMs', 'virtualTokens', 'adapterBytes', 'losses']));
+    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('# @peft bench: toy.jsonl');
+    expect(readFileSync(path.join(out, 'report.html'), 'utf8')).toContain('<svg');
+    expect(results.complete).toBe(true);
+    expect(results.runs.map((r) => r.method)).toEqual(METHODS.map((m) => m.name));
+    for (const run of results.runs) {
+      expect(run.status, `${run.method}: ${run.error}`).toBe('ok');
+      expect(run.metric).toBeGreaterThanOrEqual(0);
+      expect(run.latencyMs).toBeGreaterThan(0);
+    }
+    const summary = Object.fromEntries(results.summary.map((s) => [s.method, s]));
+    expect(summary.prompt!.virtualTokens).toBe(10);
+    expect(summary.lora!.virtualTokens).toBe(0);
+    expect(summary.lora!.mergedLatencyOverheadPct).toBeDefined();
+    expect(summary.frozen!.trainableParameters).toBe(0);
+    expect(summary.full!.trainableShare).toBeCloseTo(1, 5);
+    expect(summary.lora!.adapterBytes).toBeGreaterThan(0);
+    // saved adapters reload
+    const loraRun = results.runs.find((r) => r.method === 'lora')!;
+    expect(readFileSync(path.join(out, loraRun.adapterPath!, 'adapter_config.json'), 'utf8')).toContain('"peft_type": "LORA"');
+    expect(markdownReport(results)).toContain('| method | metric |');
+    const html = htmlReport(results);
+    expect(html).toContain('<svg');
+    expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/);
+  });
+
+  it('contains a failing method: reported with its reason, the others run', async () => {
+    const model = await tinyModel();
+    const tokenizer = await loadTokenizer(model);
+    const long = Array.from({ length: 20 }, (_, i) => JSON.stringify({ text: 'word '.repeat(60) + i, label: i % 2 }));
+    const task = jsonlTask('long.jsonl', long.join('\n'), { tokenizer, maxLength: 60 }); // 60 + 10 virtual > 64 positions
+    const out = mkdtempSync(path.join(tmpdir(), 'peft-bench-out-'));
+    const backend = await selectBackend({ backend: 'cpu', warnIfSlow: false });
+    const results = await runBench({ modelDirectory: model, task, methods: ['lora', 'prompt'], seeds: 1, steps: 1, batchSize: 4, latencyExamples: 1, out, backend });
+    expect(results.runs.find((r) => r.method === 'lora')!.status).toBe('ok');
+    const prompt = results.runs.find((r) => r.method === 'prompt')!;
+    expect(prompt.status).toBe('failed');
+    expect(prompt.error).toContain("plus the adapter's 10 virtual tokens");
+  });
+});
