@@ -9,6 +9,7 @@ import { selectBackend } from '@peft/backend';
 import { loadTokenizer } from '@peft/models';
 
 import { readBrown, splitBrown } from '../src/data/brown.js';
+import { VIRTUAL_TOKENS } from '../src/methods.js';
 import { readEmails } from '../src/data/email.js';
 import { bagOfWordsBaseline, majorityBaseline } from '../src/tasks/baselines.js';
 import { describeTask, emailLmTask, genreTask, posTask, spamTask } from '../src/tasks/tasks.js';
@@ -16,7 +17,8 @@ import { describeTask, emailLmTask, genreTask, posTask, spamTask } from '../src/
 const { values } = parseArgs({ options: { limit: { type: 'string' }, model: { type: 'string', default: path.join(import.meta.dirname, '..', 'models', 'brown-gpt') } } });
 await selectBackend();
 const tokenizer = await loadTokenizer(values.model!);
-const options = { tokenizer, maxLength: 128, ...(values.limit ? { limit: Number(values.limit) } : {}) };
+// as the bench: the context (128) minus the prompt methods' virtual tokens
+const options = { tokenizer, maxLength: 128 - VIRTUAL_TOKENS, ...(values.limit ? { limit: Number(values.limit) } : {}) };
 const emails = readEmails();
 const { heldOut } = splitBrown(readBrown());
 for (const task of [spamTask(emails, options), posTask(heldOut, options), genreTask(heldOut, options), emailLmTask(emails, options)]) {

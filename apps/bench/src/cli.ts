@@ -13,7 +13,7 @@ import { readBrown, splitBrown } from './data/brown.js';
 import { readEmails } from './data/email.js';
 import { METHODS, VIRTUAL_TOKENS } from './methods.js';
 import { consoleTable, writeReports } from './report.js';
-import { runBench, type ProgressEvent } from './run.js';
+import { parseBudget, parseLearningRates, runBench, type ProgressEvent } from './run.js';
 import { emailLmTask, genreTask, jsonlTask, posTask, spamTask, type TaskSplits } from './tasks/tasks.js';
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt');
@@ -23,8 +23,10 @@ const usage = `usage: pnpm bench [options]
   --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines
   --model DIR                      a Hugging Face GPT-2 directory with tokenizer.json (default brown-gpt)
   --methods a,b,...                default all: ${METHODS.map((m) => m.name).join(', ')}
+  --lr method=rate,...             learning rates instead of the defaults (e.g. prefix=5e-3,lora=1e-3)
   --seeds N                        default 3
-  --budget N                       optimizer steps per run (default 150)
+  --budget N | Ns | Nm             per training run: N optimizer steps (default 100), or a wall time in
+                                   seconds or minutes (each method's steps calibrated from its step time)
   --batch N                        examples per step (default 16)
   --limit N                        examples taken from the task before splitting (default 2000)
   --backend auto|tensorflow|wasm|cpu
@@ -83,7 +85,8 @@ async function main(): Promise<number> {
       model: { type: 'string', default: DEFAULT_MODEL },
       methods: { type: 'string', default: METHODS.map((m) => m.name).join(',') },
       seeds: { type: 'string', default: '3' },
-      budget: { type: 'string', default: '150' },
+      lr: { type: 'string' },
+      budget: { type: 'string', default: '100' },
       batch: { type: 'string', default: '16' },
       limit: { type: 'string', default: '2000' },
       backend: { type: 'string', default: process.env.PEFT_BACKEND ?? 'auto' },
@@ -102,6 +105,8 @@ async function main(): Promise<number> {
     if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got "${value}"`);
     return n;
   };
+  const budget = parseBudget(values.budget!);
+  const learningRates = parseLearningRates(values.lr ?? '');
   const backend = await selectBackend({ backend: parseBackendRequest(values.backend!, '--backend') });
   console.log(`backend: ${backend.name} (${backend.detail})`);
   const quick = values.quick!;
@@ -125,7 +130,9 @@ async function main(): Promise<number> {
         task,
         methods: values.methods!.split(',').map((m) => m.trim()).filter(Boolean),
         seeds: quick ? 1 : integer('seeds', values.seeds!),
-        steps: quick ? 3 : integer('budget', values.budget!),
+        steps: quick ? 3 : (budget.steps ?? 0),
+        ...(!quick && budget.seconds ? { seconds: budget.seconds } : {}),
+        learningRates,
         batchSize: quick ? 4 : integer('batch', values.batch!),
         latencyExamples: quick ? 2 : 10,
         out,

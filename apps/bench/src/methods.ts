@@ -50,7 +50,7 @@ export const METHODS: readonly MethodSpec[] = [
   {
     name: 'prefix',
     label: `prefix tuning (${VIRTUAL_TOKENS}, MLP)`,
-    learningRate: 1e-2,
+    learningRate: 3e-3,
     make: (host, task, seed) =>
       getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, prefixProjection: true, taskType: TASK_TYPES[task], initSeed: seed })),
   },

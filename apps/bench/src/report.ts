@@ -23,7 +23,7 @@ function metricCell(results: BenchResults, row: MethodSummary): string {
   return `${row.metricMean.toFixed(digits)} ± ${fmt(row.metricStd, digits)}`;
 }
 
-const COLUMNS = ['method', 'metric', 'F1', 'trainable', 'share', 'train s', 'tok/s', 'peak RSS', 'latency ms', 'overhead', 'virtual tokens', 'adapter'] as const;
+const COLUMNS = ['method', 'metric', 'F1', 'trainable', 'share', 'steps', 'train s', 'tok/s', 'peak RSS', 'peak tf', 'latency ms', 'overhead', 'virtual tokens', 'adapter'] as const;
 
 function rows(results: BenchResults): string[][] {
   return results.summary.map((row) => [
@@ -32,9 +32,11 @@ function rows(results: BenchResults): string[][] {
     fmt(row.f1Mean, 3),
     count(row.trainableParameters),
     `${(100 * row.trainableShare).toFixed(2)}%`,
+    String(row.steps),
     fmt(row.trainSeconds, 1),
     fmt(row.tokensPerSecond, 0),
     `${row.peakRssMb.toFixed(0)} MB`,
+    `${row.peakTensorMb.toFixed(0)} MB`,
     fmt(row.latencyMs, 1),
     row.latencyOverheadPct === null ? '-' : `${row.latencyOverheadPct >= 0 ? '+' : ''}${row.latencyOverheadPct.toFixed(1)}%${row.mergedLatencyOverheadPct !== undefined && row.mergedLatencyOverheadPct !== null ? ` (merged ${row.mergedLatencyOverheadPct >= 0 ? '+' : ''}${row.mergedLatencyOverheadPct.toFixed(1)}%)` : ''}`,
     String(row.virtualTokens),
@@ -59,13 +61,13 @@ export function markdownReport(results: BenchResults): string {
 
 ${results.complete ? '' : '**Partial report: the run was interrupted.**\n\n'}Model \`${results.model.directory}\` (${count(results.model.parameters)} parameters), backend ${results.machine.backend} (${results.machine.backendDetail}), ${results.machine.cpus} CPUs, Node ${results.machine.node}.
 Task metric: ${results.task.metric} (test split); splits ${JSON.stringify(task.sizes)}${task.labels ? `, training labels ${JSON.stringify(task.labels)}` : ''}.
-Budget: ${results.budget.steps} optimizer steps of ${results.budget.batchSize} examples per run, ${results.budget.seeds} seeds; mean ± standard deviation over seeds.
+Budget: ${results.budget.seconds ? `${results.budget.seconds} s of training per run (steps calibrated per method)` : `${results.budget.steps} optimizer steps`}, batches of ${results.budget.batchSize} examples, ${results.budget.seeds} seeds; mean ± standard deviation over seeds.
 
 ${header}
 ${body}
 
 Baselines: ${results.baselines.map((b) => `${b.name} ${b.accuracy.toFixed(3)}${b.f1 !== undefined ? ` (F1 ${b.f1.toFixed(3)})` : ''}`).join('; ') || 'none for this task'}.
-Latency: one test example (batch 1), median; overhead against the same model without the adapter.
+Latency: one test example (batch 1), median of interleaved timings; overhead against the same model with the adapter disabled (full, head-only, frozen: the base architecture, overhead = noise).
 ${results.runs.filter((r) => r.status !== 'ok').map((r) => `- ${r.method} seed ${r.seed}: ${r.status}${r.error ? `: ${r.error}` : ''}`).join('\n')}
 `;
 }

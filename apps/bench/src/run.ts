@@ -22,6 +22,10 @@ export interface BenchOptions {
   seeds: number;
   /** Optimizer steps per run. */
   steps: number;
+  /** Learning rates by method name, instead of the methods' defaults. */
+  learningRates?: Readonly<Record<string, number>>;
+  /** Wall-time budget per training run instead of `steps`: each method's steps are calibrated from its measured step time. */
+  seconds?: number;
   batchSize: number;
   out: string;
   backend: BackendSelection;
@@ -42,6 +46,8 @@ export interface RunResult {
   seed: number;
   status: 'ok' | 'failed' | 'interrupted';
   error?: string;
+  /** Optimizer steps planned for the run (the budget, or calibrated from a time budget). */
+  steps: number;
   /** accuracy, token-accuracy or perplexity on the test split. */
   metric: number | null;
   f1?: number | null;
@@ -70,6 +76,8 @@ export interface MethodSummary {
   f1Mean?: number | null;
   trainableParameters: number;
   trainableShare: number;
+  /** Optimizer steps per run (0: not trained). */
+  steps: number;
   trainSeconds: number;
   tokensPerSecond: number | null;
   peakRssMb: number;
@@ -88,7 +96,7 @@ export interface BenchResults {
   machine: { backend: string; backendDetail: string; cpus: number; node: string };
   model: { directory: string; parameters: number };
   task: Record<string, unknown> & { metric: string };
-  budget: { steps: number; batchSize: number; seeds: number };
+  budget: { steps: number | null; seconds: number | null; batchSize: number; seeds: number };
   baselines: BaselineScore[];
   runs: RunResult[];
   summary: MethodSummary[];
@@ -130,16 +138,44 @@ async function testMetric(model: TrainableModel, task: TaskSplits, options: Trai
   return { metric: result.accuracy, ...(result.f1 !== undefined ? { f1: result.f1 } : {}) };
 }
 
-/** Median forward time of single test examples (batch 1). */
+const time = (fn: () => void): number => {
+  const start = performance.now();
+  fn();
+  return performance.now() - start;
+};
+
+function forwardOne(host: TransformerHost, example: Example): void {
+  const { logits } = host.forward({ inputIds: [example.inputIds] });
+  logits.dataSync();
+  logits.dispose();
+}
+
+/**
+ * Median forward time (batch 1) of the model as it is and of the base model (`base` runs a function
+ * with the adapter disabled), interleaved example by example so that drift (other processes, CPU
+ * clocks) affects both alike; 3 warm-up rounds are not counted.
+ */
+function pairedLatency(host: TransformerHost, examples: readonly Example[], count: number, base: (fn: () => number) => number): { adapted: number; base: number } {
+  const adapted: number[] = [];
+  const plain: number[] = [];
+  for (let i = 0; i < count + 3; i++) {
+    const example = examples[i % examples.length]!;
+    const a = time(() => forwardOne(host, example));
+    const b = base(() => time(() => forwardOne(host, example)));
+    if (i >= 3) {
+      adapted.push(a);
+      plain.push(b);
+    }
+  }
+  return { adapted: median(adapted), base: median(plain) };
+}
+
+/** Median forward time (batch 1) after 3 warm-up passes. */
 function latency(host: TransformerHost, examples: readonly Example[], count: number): number {
   const times: number[] = [];
-  for (let i = 0; i < count + 2; i++) {
-    const example = examples[i % examples.length]!;
-    const start = performance.now();
-    const { logits } = host.forward({ inputIds: [example.inputIds] });
-    logits.dataSync();
-    logits.dispose();
-    if (i >= 2) times.push(performance.now() - start);
+  for (let i = 0; i < count + 3; i++) {
+    const t = time(() => forwardOne(host, examples[i % examples.length]!));
+    if (i >= 3) times.push(t);
   }
   return median(times);
 }
@@ -154,16 +190,42 @@ function directorySize(directory: string): number {
   return total;
 }
 
-async function runOne(method: MethodSpec, seed: number, options: BenchOptions, padTokenId: number): Promise<RunResult> {
+/** Seconds per optimizer step of a method: a few steps on a throwaway model, the first (graph warm-up) not counted. */
+async function secondsPerStep(method: MethodSpec, options: BenchOptions, padTokenId: number): Promise<number> {
+  const host = await loadPretrained(options.modelDirectory, loadOptions(options.task, padTokenId));
+  const model = method.make(host, options.task.task, 0);
+  const stamps: number[] = [];
+  try {
+    await train(model, {
+      data: options.task.train,
+      task: options.task.task,
+      padTokenId,
+      batchSize: options.batchSize,
+      epochs: 1000,
+      maxSteps: 5,
+      learningRate: options.learningRates?.[method.name] ?? method.learningRate,
+      schedule: 'constant',
+      onStep: () => stamps.push(performance.now()),
+    });
+  } finally {
+    if (isPeftModel(model)) model.dispose();
+    host.dispose();
+  }
+  const gaps = stamps.slice(1).map((t, i) => (t - stamps[i]!) / 1000);
+  return median(gaps);
+}
+
+async function runOne(method: MethodSpec, seed: number, steps: number, options: BenchOptions, padTokenId: number): Promise<RunResult> {
   const { task } = options;
   const host = await loadPretrained(options.modelDirectory, loadOptions(task, padTokenId));
   const baseParameters = countParameters(host.parameters.values());
-  const latencyCount = options.latencyExamples ?? 10;
+  const latencyCount = options.latencyExamples ?? 20;
   const result: RunResult = {
     method: method.name,
     label: method.label,
     seed,
     status: 'ok',
+    steps: method.frozen ? 0 : steps,
     metric: null,
     trainableParameters: 0,
     baseParameters,
@@ -180,7 +242,6 @@ async function runOne(method: MethodSpec, seed: number, options: BenchOptions, p
   };
   let model: TrainableModel | null = null;
   try {
-    result.baseLatencyMs = latency(host, task.test, latencyCount);
     model = method.make(host, task.task, seed);
     result.trainableParameters = method.frozen ? 0 : (isPeftModel(model) ? model.parameterCount().trainable : countParameters(model.trainableVariables().values()));
     result.virtualTokens = host.hooks.virtualTokens;
@@ -190,8 +251,8 @@ async function runOne(method: MethodSpec, seed: number, options: BenchOptions, p
       padTokenId,
       batchSize: options.batchSize,
       epochs: 1000,
-      maxSteps: options.steps,
-      learningRate: method.learningRate || 1e-3,
+      maxSteps: steps,
+      learningRate: options.learningRates?.[method.name] ?? method.learningRate,
       schedule: 'linear',
       warmupRatio: 0.06,
       weightDecay: 0.01,
@@ -200,7 +261,7 @@ async function runOne(method: MethodSpec, seed: number, options: BenchOptions, p
       onStep: ({ step, loss }) => {
         result.peakRssMb = Math.max(result.peakRssMb, process.memoryUsage().rss / 2 ** 20);
         result.peakTensorMb = Math.max(result.peakTensorMb, tf.memory().numBytes / 2 ** 20);
-        options.onProgress?.({ kind: 'step', method: method.name, seed, step, steps: options.steps, loss, elapsed: 0 });
+        options.onProgress?.({ kind: 'step', method: method.name, seed, step, steps, loss, elapsed: 0 });
       },
     };
     if (!method.frozen) {
@@ -213,7 +274,11 @@ async function runOne(method: MethodSpec, seed: number, options: BenchOptions, p
     const measured = await testMetric(model, task, { ...trainOptions, batchSize: 16 });
     result.metric = measured.metric;
     if (measured.f1 !== undefined) result.f1 = measured.f1;
-    result.latencyMs = latency(host, task.test, latencyCount);
+    const peft = isPeftModel(model) ? model : null;
+    // full, head-only, frozen have the base model's architecture: both timings are the base model's
+    const timed = pairedLatency(host, task.test, latencyCount, (fn) => (peft ? peft.withAdapterDisabled(fn) : fn()));
+    result.latencyMs = timed.adapted;
+    result.baseLatencyMs = timed.base;
     if (isPeftModel(model)) {
       if (method.name === 'lora') {
         model.merge();
@@ -268,6 +333,7 @@ export function summarize(runs: readonly RunResult[]): MethodSummary[] {
       ...(f1 !== null ? { f1Mean: f1 } : {}),
       trainableParameters: first.trainableParameters,
       trainableShare: first.baseParameters ? first.trainableParameters / first.baseParameters : 0,
+      steps: first.steps,
       trainSeconds: pick((r) => r.trainSeconds) ?? 0,
       tokensPerSecond: pick((r) => r.tokensPerSecond),
       peakRssMb: Math.max(...all.map((r) => r.peakRssMb)),
@@ -301,19 +367,29 @@ export async function runBench(options: BenchOptions, onResults?: (results: Benc
     machine: { backend: options.backend.name, backendDetail: options.backend.detail, cpus: (await import('node:os')).availableParallelism(), node: process.version },
     model: { directory: options.modelDirectory, parameters },
     task: { ...describeTask(options.task), metric: options.task.metric },
-    budget: { steps: options.steps, batchSize: options.batchSize, seeds: options.seeds },
+    budget: { steps: options.seconds ? null : options.steps, seconds: options.seconds ?? null, batchSize: options.batchSize, seeds: options.seeds },
     baselines,
     runs: [],
     summary: [],
   };
+  const unknownRates = Object.keys(options.learningRates ?? {}).filter((m) => !METHODS.some((spec) => spec.name === m));
+  if (unknownRates.length) throw new Error(`--lr: unknown method ${unknownRates.join(', ')}`);
   const specs = METHODS.filter((m) => options.methods.includes(m.name));
-  const runs = specs.length * options.seeds;
+  const runs = specs.reduce((n, spec) => n + (spec.frozen ? 1 : options.seeds), 0);
   let index = 0;
   for (const spec of specs) {
+    let steps = options.steps;
+    if (options.seconds && !spec.frozen && !options.signal?.aborted) {
+      try {
+        steps = Math.max(1, Math.floor(options.seconds / (await secondsPerStep(spec, options, padTokenId))));
+      } catch {
+        steps = 1; // the method fails in its run too, and is reported there with its reason
+      }
+    }
     for (let seed = 0; seed < (spec.frozen ? 1 : options.seeds); seed++) {
       if (options.signal?.aborted) break;
       options.onProgress?.({ kind: 'start', method: spec.name, seed, run: ++index, runs });
-      const run = await runOne(spec, seed, options, padTokenId);
+      const run = await runOne(spec, seed, steps, options, padTokenId);
       results.runs.push(run);
       results.summary = summarize(results.runs);
       options.onProgress?.({ kind: 'done', method: spec.name, seed, result: run });
@@ -324,4 +400,27 @@ export async function runBench(options: BenchOptions, onResults?: (results: Benc
   results.summary = summarize(results.runs);
   await onResults?.(results);
   return results;
+}
+
+/** `--budget`: `150` (steps), `90s` or `2m` (wall time per training run). */
+export function parseBudget(value: string): { steps?: number; seconds?: number } {
+  const match = /^(\d+(?:\.\d+)?)\s*(s|m|min)?$/.exec(value.trim());
+  const amount = match ? Number(match[1]) : NaN;
+  if (!match || !(amount > 0) || (!match[2] && !Number.isInteger(amount))) {
+    throw new Error(`--budget: expected optimizer steps (150) or a wall time per run (90s, 2m), got "${value}"`);
+  }
+  if (!match[2]) return { steps: amount };
+  return { seconds: match[2] === 's' ? amount : amount * 60 };
+}
+
+/** `--lr prefix=5e-3,lora=1e-3`: learning rates by method. */
+export function parseLearningRates(value: string): Record<string, number> {
+  const rates: Record<string, number> = {};
+  for (const part of value.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const [method, rate] = part.split('=');
+    const n = Number(rate);
+    if (!method || rate === undefined || !(n > 0) || !Number.isFinite(n)) throw new Error(`--lr: expected method=rate (prefix=5e-3), got "${part}"`);
+    rates[method.trim()] = n;
+  }
+  return rates;
 }

@@ -10,7 +10,7 @@ import { nodeDirectory } from '@peft/core/node';
 import { loadTokenizer, randomGpt2 } from '@peft/models';
 import { describe, expect, it } from 'vitest';
 
-import { METHODS, RESULTS_SCHEMA, detokenize, htmlReport, jsonlTask, markdownReport, readBrown, runBench, tokenizerJson, trainByteLevelBpe, writeReports, type TaskSplits } from '../src/index.js';
+import { METHODS, RESULTS_SCHEMA, detokenize, parseBudget, parseLearningRates, htmlReport, jsonlTask, markdownReport, readBrown, runBench, tokenizerJson, trainByteLevelBpe, writeReports, type TaskSplits } from '../src/index.js';
 
 async function tinyModel(): Promise<string> {
   const directory = mkdtempSync(path.join(tmpdir(), 'peft-bench-model-'));
@@ -87,5 +87,41 @@ describe('bench --quick', () => {
     const prompt = results.runs.find((r) => r.method === 'prompt')!;
     expect(prompt.status).toBe('failed');
     expect(prompt.error).toContain("plus the adapter's 10 virtual tokens");
+  });
+});
+
+describe('--budget', () => {
+  it('reads steps or a wall time per run, and refuses anything else', () => {
+    expect(parseBudget('150')).toEqual({ steps: 150 });
+    expect(parseBudget('90s')).toEqual({ seconds: 90 });
+    expect(parseBudget('1.5m')).toEqual({ seconds: 90 });
+    for (const bad of ['0', '-3', '1.5', 'ten', '5h', '']) expect(() => parseBudget(bad), bad).toThrow(/--budget/);
+  });
+
+  it('--lr reads method=rate pairs, and runBench refuses an unknown method', async () => {
+    expect(parseLearningRates('prefix=5e-3, lora=0.001')).toEqual({ prefix: 5e-3, lora: 1e-3 });
+    expect(parseLearningRates('')).toEqual({});
+    for (const bad of ['prefix', 'prefix=', 'prefix=-1', 'prefix=abc']) expect(() => parseLearningRates(bad), bad).toThrow(/--lr/);
+    const backend = await selectBackend({ backend: 'cpu', warnIfSlow: false });
+    const model = await tinyModel();
+    const tokenizer = await loadTokenizer(model);
+    const task = jsonlTask('toy.jsonl', [0, 1, 0, 1, 0, 1, 0, 1, 0, 1].map((l, i) => JSON.stringify({ text: `text ${i}`, label: l })).join('\n'), { tokenizer, maxLength: 20 });
+    await expect(runBench({ modelDirectory: model, task, methods: ['lora'], learningRates: { lorra: 1e-3 }, seeds: 1, steps: 1, batchSize: 2, out: tmpdir(), backend })).rejects.toThrow('--lr: unknown method lorra');
+  });
+
+  it('a time budget calibrates each method to its own step time', async () => {
+    const model = await tinyModel();
+    const tokenizer = await loadTokenizer(model);
+    const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: i % 2 ? `win money now ${i}` : `meeting notes for ${i}`, label: i % 2 }));
+    const task = jsonlTask('toy.jsonl', lines.join('\n'), { tokenizer, maxLength: 40 });
+    const out = mkdtempSync(path.join(tmpdir(), 'peft-bench-out-'));
+    const backend = await selectBackend({ backend: 'cpu', warnIfSlow: false });
+    const results = await runBench({ modelDirectory: model, task, methods: ['head-only', 'frozen'], seeds: 1, steps: 0, seconds: 0.5, batchSize: 4, latencyExamples: 1, out, backend });
+    expect(results.budget).toMatchObject({ steps: null, seconds: 0.5 });
+    const head = results.runs.find((r) => r.method === 'head-only')!;
+    expect(head.status).toBe('ok');
+    expect(head.steps).toBeGreaterThan(1);
+    expect(head.losses).toHaveLength(head.steps);
+    expect(results.runs.find((r) => r.method === 'frozen')!.steps).toBe(0);
   });
 });

@@ -4,6 +4,7 @@ import {
   activation,
   deriveSeed,
   layerNorm,
+  ownVariable,
   seededNormal,
   type ForwardContext,
   type SublayerSurroundings,
@@ -50,13 +51,13 @@ export class BottleneckModule {
           return [seededNormal([hidden, size], 0, 0.02, seed), seededNormal([size, hidden], 0, 0.02, seed + 1)];
       }
     });
-    this.down = tf.variable(down!, true) as tf.Variable<tf.Rank.R2>;
-    this.up = tf.variable(up!, true) as tf.Variable<tf.Rank.R2>;
-    this.downBias = tf.variable(tf.zeros([size]), true) as tf.Variable<tf.Rank.R1>;
-    this.upBias = tf.variable(tf.zeros([hidden]), true) as tf.Variable<tf.Rank.R1>;
+    this.down = ownVariable(down!, true) as tf.Variable<tf.Rank.R2>;
+    this.up = ownVariable(up!, true) as tf.Variable<tf.Rank.R2>;
+    this.downBias = ownVariable(tf.zeros([size]), true) as tf.Variable<tf.Rank.R1>;
+    this.upBias = ownVariable(tf.zeros([hidden]), true) as tf.Variable<tf.Rank.R1>;
     const norm = (): Norm => ({
-      weight: tf.variable(tf.ones([hidden]), true) as tf.Variable<tf.Rank.R1>,
-      bias: tf.variable(tf.zeros([hidden]), true) as tf.Variable<tf.Rank.R1>,
+      weight: ownVariable(tf.ones([hidden]), true) as tf.Variable<tf.Rank.R1>,
+      bias: ownVariable(tf.zeros([hidden]), true) as tf.Variable<tf.Rank.R1>,
     });
     this.normBefore = config.lnBefore ? norm() : null;
     this.normAfter = config.lnAfter ? norm() : null;

@@ -78,6 +78,7 @@ export {
 } from './peft-model.js';
 export type { AdapterTuner, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';
 export { ACTIVATIONS, activation, layerNorm } from './nn.js';
+export { ownVariable } from './variables.js';
 export { PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
 export type { PrefixOptions } from './prefix.js';
 export { PROMPT_EMBEDDINGS, PromptTable, PromptTuner, promptFromTokens, promptLearningJson, promptMethod } from './prompt.js';

@@ -2,6 +2,8 @@
 // update rules, with their state exportable for checkpoints.
 import * as tf from '@tensorflow/tfjs-core';
 
+import { ownVariable } from './variables.js';
+
 export interface OptimizerState {
   /** Optimizer steps taken. */
   step: number;
@@ -46,7 +48,7 @@ export class AdamW implements Optimizer {
   private slot(name: string, like: tf.Variable): tf.Variable {
     let slot = this.slots.get(name);
     if (!slot) {
-      slot = tf.variable(tf.zerosLike(like), false);
+      slot = ownVariable(tf.zerosLike(like), false);
       this.slots.set(name, slot);
     }
     return slot;

@@ -10,6 +10,7 @@ import { registerPeftMethod } from './peft-model.js';
 import { deriveSeed, seededNormal } from './random.js';
 import { PROMPT_EMBEDDINGS } from './prompt.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
+import { ownVariable } from './variables.js';
 
 
 export interface PrefixOptions {
@@ -141,23 +142,23 @@ export class PrefixTuner implements AdapterTuner {
     const flatWidth = numLayers * 2 * tokenDim;
     const seed = config.initSeed;
     const kaiming = (inputs: number, outputs: number, s: number): tf.Variable<tf.Rank.R2> =>
-      tf.variable(tf.randomUniform([inputs, outputs], -1 / Math.sqrt(inputs), 1 / Math.sqrt(inputs), 'float32', s), true) as tf.Variable<tf.Rank.R2>;
+      ownVariable(tf.randomUniform([inputs, outputs], -1 / Math.sqrt(inputs), 1 / Math.sqrt(inputs), 'float32', s), true) as tf.Variable<tf.Rank.R2>;
     if (config.prefixProjection) {
       const hidden = config.encoderHiddenSize ?? tokenDim;
       const zero = config.initWeights === 'zero';
       this.projection = {
-        embedding: tf.variable(seededNormal([P, tokenDim], 0, 1, seed), true) as tf.Variable<tf.Rank.R2>,
+        embedding: ownVariable(seededNormal([P, tokenDim], 0, 1, seed), true) as tf.Variable<tf.Rank.R2>,
         first: kaiming(tokenDim, hidden, deriveSeed(seed, 1)),
-        firstBias: tf.variable(tf.randomUniform([hidden], -1 / Math.sqrt(tokenDim), 1 / Math.sqrt(tokenDim), 'float32', deriveSeed(seed, 2)), true) as tf.Variable<tf.Rank.R1>,
-        second: zero ? (tf.variable(tf.zeros([hidden, flatWidth]), true) as tf.Variable<tf.Rank.R2>) : kaiming(hidden, flatWidth, deriveSeed(seed, 3)),
-        secondBias: tf.variable(
+        firstBias: ownVariable(tf.randomUniform([hidden], -1 / Math.sqrt(tokenDim), 1 / Math.sqrt(tokenDim), 'float32', deriveSeed(seed, 2)), true) as tf.Variable<tf.Rank.R1>,
+        second: zero ? (ownVariable(tf.zeros([hidden, flatWidth]), true) as tf.Variable<tf.Rank.R2>) : kaiming(hidden, flatWidth, deriveSeed(seed, 3)),
+        secondBias: ownVariable(
           zero ? tf.zeros([flatWidth]) : tf.randomUniform([flatWidth], -1 / Math.sqrt(hidden), 1 / Math.sqrt(hidden), 'float32', deriveSeed(seed, 4)),
           true,
         ) as tf.Variable<tf.Rank.R1>,
       };
     } else {
       const init = config.initWeights === 'zero' ? tf.zeros([P, flatWidth]) : seededNormal([P, flatWidth], 0, 1, seed);
-      this.table = tf.variable(init, true) as tf.Variable<tf.Rank.R2>;
+      this.table = ownVariable(init, true) as tf.Variable<tf.Rank.R2>;
     }
   }
 

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Disposer, ForwardContext, PeftHost } from './host.js';
 import type { AdapterTuner, PeftConfig, PeftMethod } from './peft-model.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
+import { ownVariable } from './variables.js';
 
 export const PROMPT_EMBEDDINGS = 'prompt_embeddings';
 
@@ -28,7 +29,7 @@ export class PromptTable implements PromptSource {
   readonly table: tf.Variable<tf.Rank.R2>;
 
   constructor(initial: tf.Tensor2D) {
-    this.table = tf.variable(initial, true) as tf.Variable<tf.Rank.R2>;
+    this.table = ownVariable(initial, true) as tf.Variable<tf.Rank.R2>;
   }
 
   get virtualTokens(): number {

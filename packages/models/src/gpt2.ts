@@ -1,7 +1,7 @@
 // GPT-2 as Hugging Face `transformers` defines it (GPT2LMHeadModel): learned positions, pre-LN
 // blocks, Conv1D projections stored [in, out], fused q/k/v (`c_attn`), gelu_new, LM head tied to
 // the token embeddings unless the config unties it.
-import { HostLinear, activation, layerNorm, seededNormal, type Checkpoint } from '@peft/core';
+import { HostLinear, activation, layerNorm, ownVariable, seededNormal, type Checkpoint } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -223,7 +223,7 @@ export class Gpt2Model extends TransformerHost {
 
 /** A classification head transformers would create: weight N(0, 0.02), bias 0. */
 function newHead(name: string, inputs: number, labels: number, withBias: boolean, seed: number): HostLinear {
-  const weight = tf.variable(seededNormal([inputs, labels], 0, 0.02, seed), false) as tf.Variable<tf.Rank.R2>;
-  const bias = withBias ? (tf.variable(tf.zeros([labels]), false) as tf.Variable<tf.Rank.R1>) : null;
+  const weight = ownVariable(seededNormal([inputs, labels], 0, 0.02, seed), false) as tf.Variable<tf.Rank.R2>;
+  const bias = withBias ? (ownVariable(tf.zeros([labels]), false) as tf.Variable<tf.Rank.R1>) : null;
   return new HostLinear(name, weight, bias, 'linear');
 }

@@ -1,5 +1,5 @@
 // Turning checkpoint tensors into frozen tf.Variables, with shapes checked against the config.
-import { HostLinear, type Checkpoint } from '@peft/core';
+import { HostLinear, ownVariable, type Checkpoint } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 export class WeightLoader {
@@ -22,7 +22,7 @@ export class WeightLoader {
   variable(name: string, shape: readonly number[], registeredAs = this.prefix + name): tf.Variable {
     const data = this.checkpoint.tensor(this.prefix + name, shape);
     if (data.dtype !== 'float32') throw new Error(`${this.checkpoint.location}: tensor "${this.prefix + name}" is not a float tensor`);
-    const variable = tf.variable(tf.tensor(data.values, [...shape], 'float32'), false);
+    const variable = ownVariable(tf.tensor(data.values, [...shape], 'float32'), false);
     this.variables.set(registeredAs, variable);
     return variable;
   }

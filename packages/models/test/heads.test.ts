@@ -37,3 +37,16 @@ describe('an LM checkpoint under a classification head', () => {
     );
   });
 });
+
+describe('disposal', () => {
+  it('a loaded model, with or without a new head, frees every tensor it made', async () => {
+    const tf = await import('@tensorflow/tfjs-core');
+    for (const directory of ['gpt2-tied', 'gpt2-untied-odd', 'llama-gqa-untied', 'bert-token-classification']) {
+      const before = tf.memory().numTensors;
+      const host = await loadPretrained(`${FIXTURES}/${directory}`, directory === 'gpt2-tied' ? { architecture: 'GPT2ForSequenceClassification', numLabels: 3, newHeadSeed: 1 } : {});
+      expect(tf.memory().numTensors, directory).toBeGreaterThan(before);
+      host.dispose();
+      expect(tf.memory().numTensors, directory).toBe(before);
+    }
+  });
+});

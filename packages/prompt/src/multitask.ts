@@ -2,13 +2,14 @@
 // modulated per task by a low-rank multiplicative matrix, prompt_t = P ⊙ (cols_t · rows_t); each
 // sample of a batch uses its own task's prompt (taskIds), so one frozen model serves every task.
 import {
-  PROMPT_EMBEDDINGS,
-  SeededRandom,
   evaluate,
+  ownVariable,
+  PROMPT_EMBEDDINGS,
   promptLearningJson,
   promptMethod,
   registerPeftMethod,
   seededNormal,
+  SeededRandom,
   type EvalResult,
   type Example,
   type ForwardContext,
@@ -18,8 +19,8 @@ import {
   type PromptSource,
   type SafetensorsFile,
   type TensorToWrite,
-  type TrainOptions,
   type TrainableModel,
+  type TrainOptions,
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -100,9 +101,9 @@ class MultitaskPrompt implements PromptSource {
   ) {
     const { numVirtualTokens: P, numTasks, numRanks, initSeed } = config;
     const d = host.config.hiddenSize;
-    this.embedding = tf.variable(seededNormal([P, d], 0, 1, initSeed), true) as tf.Variable<tf.Rank.R2>;
-    this.cols = tf.variable(seededNormal([numTasks, P, numRanks], 0, 0.02, initSeed + 1), true) as tf.Variable<tf.Rank.R3>;
-    this.rows = tf.variable(seededNormal([numTasks, numRanks, d], 0, 0.02, initSeed + 2), true) as tf.Variable<tf.Rank.R3>;
+    this.embedding = ownVariable(seededNormal([P, d], 0, 1, initSeed), true) as tf.Variable<tf.Rank.R2>;
+    this.cols = ownVariable(seededNormal([numTasks, P, numRanks], 0, 0.02, initSeed + 1), true) as tf.Variable<tf.Rank.R3>;
+    this.rows = ownVariable(seededNormal([numTasks, numRanks, d], 0, 0.02, initSeed + 2), true) as tf.Variable<tf.Rank.R3>;
   }
 
   get virtualTokens(): number {

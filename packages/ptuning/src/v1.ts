@@ -4,12 +4,13 @@
 // (pseudo tokens anywhere, the real words of the template kept). After training only the computed
 // embeddings are saved, as peft does.
 import {
-  IGNORE_INDEX,
-  PROMPT_EMBEDDINGS,
-  PromptTable,
   deriveSeed,
+  IGNORE_INDEX,
+  ownVariable,
+  PROMPT_EMBEDDINGS,
   promptLearningJson,
   promptMethod,
+  PromptTable,
   registerPeftMethod,
   seededNormal,
   type Example,
@@ -128,8 +129,8 @@ interface Linear {
 function linear(inputs: number, outputs: number, seed: number): Linear {
   const bound = 1 / Math.sqrt(inputs);
   return {
-    weight: tf.variable(tf.randomUniform([inputs, outputs], -bound, bound, 'float32', seed), true) as tf.Variable<tf.Rank.R2>,
-    bias: tf.variable(tf.randomUniform([outputs], -bound, bound, 'float32', seed + 1), true) as tf.Variable<tf.Rank.R1>,
+    weight: ownVariable(tf.randomUniform([inputs, outputs], -bound, bound, 'float32', seed), true) as tf.Variable<tf.Rank.R2>,
+    bias: ownVariable(tf.randomUniform([outputs], -bound, bound, 'float32', seed + 1), true) as tf.Variable<tf.Rank.R1>,
   };
 }
 
@@ -156,7 +157,7 @@ class PromptEncoder implements PromptSource {
     const d = host.config.hiddenSize;
     const h = config.encoderHiddenSize ?? d;
     const seed = config.initSeed;
-    this.embedding = tf.variable(seededNormal([config.numVirtualTokens, d], 0, 1, seed), true) as tf.Variable<tf.Rank.R2>;
+    this.embedding = ownVariable(seededNormal([config.numVirtualTokens, d], 0, 1, seed), true) as tf.Variable<tf.Rank.R2>;
     if (config.encoderReparameterizationType === 'LSTM') {
       const bound = 1 / Math.sqrt(h);
       for (let layer = 0; layer < config.encoderNumLayers; layer++) {
@@ -165,11 +166,11 @@ class PromptEncoder implements PromptSource {
           [0, 1].map((direction) => {
             const s = deriveSeed(seed, layer, direction);
             return {
-              input: tf.variable(tf.randomUniform([inputs, 4 * h], -bound, bound, 'float32', s), true) as tf.Variable<tf.Rank.R2>,
-              hidden: tf.variable(tf.randomUniform([h, 4 * h], -bound, bound, 'float32', s + 1), true) as tf.Variable<tf.Rank.R2>,
+              input: ownVariable(tf.randomUniform([inputs, 4 * h], -bound, bound, 'float32', s), true) as tf.Variable<tf.Rank.R2>,
+              hidden: ownVariable(tf.randomUniform([h, 4 * h], -bound, bound, 'float32', s + 1), true) as tf.Variable<tf.Rank.R2>,
               // two biases as torch has (only their sum matters, but peft counts both)
-              inputBias: tf.variable(tf.randomUniform([4 * h], -bound, bound, 'float32', s + 2), true) as tf.Variable<tf.Rank.R1>,
-              hiddenBias: tf.variable(tf.randomUniform([4 * h], -bound, bound, 'float32', s + 3), true) as tf.Variable<tf.Rank.R1>,
+              inputBias: ownVariable(tf.randomUniform([4 * h], -bound, bound, 'float32', s + 2), true) as tf.Variable<tf.Rank.R1>,
+              hiddenBias: ownVariable(tf.randomUniform([4 * h], -bound, bound, 'float32', s + 3), true) as tf.Variable<tf.Rank.R1>,
             };
           }),
         );
