@@ -59,7 +59,12 @@ export interface RunResult {
   peakTensorMb: number;
   latencyMs: number | null;
   baseLatencyMs: number | null;
+  /** Median over test examples of (time with the adapter) / (time of the base model), timed in pairs. */
+  latencyRatio?: number | null;
   mergedLatencyMs?: number | null;
+  mergedLatencyRatio?: number | null;
+  /** The base model's latency, timed interleaved with the merged one. */
+  mergedBaseLatencyMs?: number | null;
   virtualTokens: number;
   adapterBytes: number | null;
   adapterPath: string | null;
@@ -151,23 +156,30 @@ function forwardOne(host: TransformerHost, example: Example): void {
 }
 
 /**
- * Median forward time (batch 1) of the model as it is and of the base model (`base` runs a function
+ * Median forward time (batch 1) of the model as it is and of the base model, and the median of
+ * their per-example ratios (the overhead, robust to examples of different lengths), (`base` runs a function
  * with the adapter disabled), interleaved example by example so that drift (other processes, CPU
- * clocks) affects both alike; 3 warm-up rounds are not counted.
+ * clocks) affects both alike, alternating which runs first; 3 warm-up rounds are not counted.
  */
-function pairedLatency(host: TransformerHost, examples: readonly Example[], count: number, base: (fn: () => number) => number): { adapted: number; base: number } {
+function pairedLatency(host: TransformerHost, examples: readonly Example[], count: number, base: (fn: () => number) => number): { adapted: number; base: number; ratio: number } {
   const adapted: number[] = [];
   const plain: number[] = [];
+  const ratios: number[] = [];
   for (let i = 0; i < count + 3; i++) {
     const example = examples[i % examples.length]!;
+    // an untimed pass first (a new sequence length allocates), then alternate which arm goes first
+    forwardOne(host, example);
+    const first = i % 2 === 0;
+    const b0 = first ? 0 : base(() => time(() => forwardOne(host, example)));
     const a = time(() => forwardOne(host, example));
-    const b = base(() => time(() => forwardOne(host, example)));
+    const b = first ? base(() => time(() => forwardOne(host, example))) : b0;
     if (i >= 3) {
       adapted.push(a);
       plain.push(b);
+      ratios.push(a / b);
     }
   }
-  return { adapted: median(adapted), base: median(plain) };
+  return { adapted: median(adapted), base: median(plain), ratio: median(ratios) };
 }
 
 /** Median forward time (batch 1) after 3 warm-up passes. */
@@ -279,11 +291,22 @@ async function runOne(method: MethodSpec, seed: number, steps: number, options: 
     const timed = pairedLatency(host, task.test, latencyCount, (fn) => (peft ? peft.withAdapterDisabled(fn) : fn()));
     result.latencyMs = timed.adapted;
     result.baseLatencyMs = timed.base;
+    result.latencyRatio = timed.ratio;
     if (isPeftModel(model)) {
       if (method.name === 'lora') {
+        // merged, interleaved with the base model as above (unmerged for the base pass, not timed)
         model.merge();
-        result.mergedLatencyMs = latency(host, task.test, latencyCount);
+        const peftModel = model;
+        const merged = pairedLatency(host, task.test, latencyCount, (fn) => {
+          peftModel.unmerge();
+          const base = peftModel.withAdapterDisabled(fn);
+          peftModel.merge();
+          return base;
+        });
         model.unmerge();
+        result.mergedLatencyMs = merged.adapted;
+        result.mergedBaseLatencyMs = merged.base;
+        result.mergedLatencyRatio = merged.ratio;
       }
       const directory = path.join(options.out, 'adapters', method.name, `seed-${seed}`);
       mkdirSync(directory, { recursive: true });
@@ -320,8 +343,8 @@ export function summarize(runs: readonly RunResult[]): MethodSummary[] {
     };
     const first = all[0]!;
     const latencyMs = pick((r) => r.latencyMs);
-    const baseLatency = pick((r) => r.baseLatencyMs);
-    const merged = pick((r) => r.mergedLatencyMs);
+    const ratio = pick((r) => r.latencyRatio);
+    const mergedRatio = pick((r) => r.mergedLatencyRatio);
     const f1 = pick((r) => r.f1);
     return {
       method,
@@ -339,8 +362,8 @@ export function summarize(runs: readonly RunResult[]): MethodSummary[] {
       peakRssMb: Math.max(...all.map((r) => r.peakRssMb)),
       peakTensorMb: Math.max(...all.map((r) => r.peakTensorMb)),
       latencyMs,
-      latencyOverheadPct: latencyMs !== null && baseLatency ? (100 * (latencyMs - baseLatency)) / baseLatency : null,
-      ...(merged !== null && baseLatency ? { mergedLatencyOverheadPct: (100 * (merged - baseLatency)) / baseLatency } : {}),
+      latencyOverheadPct: ratio !== null ? 100 * (ratio - 1) : null,
+      ...(mergedRatio !== null ? { mergedLatencyOverheadPct: 100 * (mergedRatio - 1) } : {}),
       virtualTokens: first.virtualTokens,
       adapterBytes: pick((r) => r.adapterBytes),
     };
