@@ -133,7 +133,8 @@ ${curves.map((c, i) => `<rect x="${w - m - 120}" y="${m + i * 14 - 8}" width="10
 }
 
 function bars(results: BenchResults, value: (r: MethodSummary) => number | null, label: string, unit: string, digits = 1, extra?: (r: MethodSummary) => number | null | undefined): string {
-  const items = results.summary.flatMap((r) => [{ name: r.method, value: value(r) }, ...(extra ? [{ name: `${r.method} (merged)`, value: extra(r) ?? null }] : [])]).filter((r): r is { name: string; value: number } => r.value !== null);
+  // colours follow the method, as in the other charts; the extra (merged) bar is its lighter shade
+  const items = results.summary.flatMap((r, k) => [{ name: r.method, value: value(r), color: k, opacity: 1 }, ...(extra ? [{ name: `${r.method} (merged)`, value: extra(r) ?? null, color: k, opacity: 0.5 }] : [])]).filter((r): r is { name: string; value: number; color: number; opacity: number } => r.value !== null);
   if (items.length === 0) return '';
   const [w, rowHeight, left, right] = [560, 20, 110, 100];
   const extent = Math.max(...items.map((i) => Math.abs(i.value)), 1e-9);
@@ -145,7 +146,7 @@ ${items.map((item, i) => {
     const y = 24 + i * rowHeight;
     const length = Math.abs(item.value) * scale;
     const x = item.value >= 0 ? zero : zero - length;
-    return `<text x="${left - 6}" y="${y + 12}" font-size="11" text-anchor="end">${escape(item.name)}</text><rect x="${x}" y="${y}" width="${Math.max(1, length)}" height="14" fill="${COLORS[i % COLORS.length]}"/><text x="${Math.max(x + length, zero) + 4}" y="${y + 12}" font-size="11">${item.value.toFixed(digits)}${unit}</text>`;
+    return `<text x="${left - 6}" y="${y + 12}" font-size="11" text-anchor="end">${escape(item.name)}</text><rect x="${x}" y="${y}" width="${Math.max(1, length)}" height="14" fill="${COLORS[item.color % COLORS.length]}" fill-opacity="${item.opacity}"/><text x="${Math.max(x + length, zero) + 4}" y="${y + 12}" font-size="11">${item.value.toFixed(digits)}${unit}</text>`;
   }).join('\n')}
 </svg>`;
 }
