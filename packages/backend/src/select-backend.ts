@@ -46,8 +46,8 @@ const LOADERS: Record<BackendName, Loader> = {
   },
   async wasm() {
     await import('@tensorflow/tfjs-backend-wasm');
-    registerWasmKernels();
     await activate('wasm');
+    registerWasmKernels(); // after activate: the gradient bundle it loads would replace our matMul gradient
     // Node cannot start wasm worker threads (ERR_WORKER_PATH): one thread, SIMD kernels.
     return 'XNNPACK, SIMD, 1 thread';
   },

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 
 import { availableBackends, loadBackend } from '../src/index.js';
+import { batchMatMulGradient } from '../src/wasm-kernels.js';
 
 const hasWasm = (await availableBackends()).includes('wasm');
 
@@ -19,6 +20,32 @@ describe.runIf(hasWasm)('wasm kernels for training', () => {
     const wasm = await gradient('wasm');
     expect(wasm).toEqual(await gradient('cpu'));
     expect(wasm).toEqual([2, 20, 1, 10, 2, 20, 1, 10]);
+    await loadBackend('cpu');
+  });
+});
+
+describe.runIf(hasWasm)('matMul gradient on wasm', () => {
+  it('equals the cpu backend for every transpose combination and batch rank', async () => {
+    const gradients = async (backend: 'wasm' | 'cpu'): Promise<number[][]> => {
+      await loadBackend(backend);
+      const out: number[][] = [];
+      for (const [transposeA, transposeB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+        for (const batch of [[], [2]]) {
+          const a = tf.variable(tf.reshape(tf.range(0, 3 * 4 * (batch[0] ?? 1)), [...batch, ...(transposeA ? [4, 3] : [3, 4])]).div(7));
+          const b = tf.variable(tf.reshape(tf.range(0, 4 * 5 * (batch[0] ?? 1)), [...batch, ...(transposeB ? [5, 4] : [4, 5])]).div(11));
+          const weights = tf.randomUniform([...batch, 3, 5], -1, 1, 'float32', 3);
+          const { grads } = tf.variableGrads(() => tf.sum(tf.mul(tf.matMul(a, b, transposeA, transposeB), weights)), [a, b]);
+          out.push(Array.from(grads[a.name]!.dataSync()), Array.from(grads[b.name]!.dataSync()));
+          tf.dispose([a, b, weights, ...Object.values(grads)]);
+        }
+      }
+      return out;
+    };
+    const wasm = await gradients('wasm');
+    expect(tf.getGradient('BatchMatMul')).toBe(batchMatMulGradient); // ours is the one in use
+    const cpu = await gradients('cpu');
+    expect(wasm).toHaveLength(16);
+    wasm.forEach((values, i) => values.forEach((v, j) => expect(v).toBeCloseTo(cpu[i]![j]!, 4)));
     await loadBackend('cpu');
   });
 });
