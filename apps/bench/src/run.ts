@@ -2,11 +2,12 @@
 // several seeds; per run the task metric, trainable parameters, time, memory, inference latency and
 // its overhead, context consumed by virtual tokens, adapter size and the loss curve.
 import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 
 import type { BackendSelection } from '@peft/backend';
 import { IGNORE_INDEX, collate, countParameters, evaluate, train, type Example, type TrainOptions, type TrainableModel } from '@peft/core';
-import { loadPretrained, type TransformerHost } from '@peft/models';
+import { loadPretrained, loadTokenizer, type TransformerHost } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { METHODS, isPeftModel, type MethodSpec } from './methods.js';
@@ -156,10 +157,10 @@ function forwardOne(host: TransformerHost, example: Example): void {
 }
 
 /**
- * Median forward time (batch 1) of the model as it is and of the base model, and the median of
- * their per-example ratios (the overhead, robust to examples of different lengths), (`base` runs a function
- * with the adapter disabled), interleaved example by example so that drift (other processes, CPU
- * clocks) affects both alike, alternating which runs first; 3 warm-up rounds are not counted.
+ * Median forward time (batch 1) of the model as it is and of the base model (`base` runs a function
+ * with the adapter disabled), and the median of their per-example ratios (the overhead, robust to
+ * examples of different lengths). Timed example by example, alternating which runs first, so that
+ * drift (other processes, CPU clocks) affects both alike; 3 warm-up rounds are not counted.
  */
 function pairedLatency(host: TransformerHost, examples: readonly Example[], count: number, base: (fn: () => number) => number): { adapted: number; base: number; ratio: number } {
   const adapted: number[] = [];
@@ -182,16 +183,6 @@ function pairedLatency(host: TransformerHost, examples: readonly Example[], coun
   return { adapted: median(adapted), base: median(plain), ratio: median(ratios) };
 }
 
-/** Median forward time (batch 1) after 3 warm-up passes. */
-function latency(host: TransformerHost, examples: readonly Example[], count: number): number {
-  const times: number[] = [];
-  for (let i = 0; i < count + 3; i++) {
-    const t = time(() => forwardOne(host, examples[i % examples.length]!));
-    if (i >= 3) times.push(t);
-  }
-  return median(times);
-}
-
 function directorySize(directory: string): number {
   let total = 0;
   for (const name of readdirSync(directory)) {
@@ -202,6 +193,18 @@ function directorySize(directory: string): number {
   return total;
 }
 
+/** What a method's training runs share: data, batch and learning rate. */
+function baseTrainOptions(method: MethodSpec, options: BenchOptions, padTokenId: number): TrainOptions {
+  return {
+    data: options.task.train,
+    task: options.task.task,
+    padTokenId,
+    batchSize: options.batchSize,
+    epochs: 1000,
+    learningRate: options.learningRates?.[method.name] ?? method.learningRate,
+  };
+}
+
 /** Seconds per optimizer step of a method: a few steps on a throwaway model, the first (graph warm-up) not counted. */
 async function secondsPerStep(method: MethodSpec, options: BenchOptions, padTokenId: number): Promise<number> {
   const host = await loadPretrained(options.modelDirectory, loadOptions(options.task, padTokenId));
@@ -209,13 +212,8 @@ async function secondsPerStep(method: MethodSpec, options: BenchOptions, padToke
   const stamps: number[] = [];
   try {
     await train(model, {
-      data: options.task.train,
-      task: options.task.task,
-      padTokenId,
-      batchSize: options.batchSize,
-      epochs: 1000,
+      ...baseTrainOptions(method, options, padTokenId),
       maxSteps: 5,
-      learningRate: options.learningRates?.[method.name] ?? method.learningRate,
       schedule: 'constant',
       onStep: () => stamps.push(performance.now()),
     });
@@ -258,13 +256,8 @@ async function runOne(method: MethodSpec, seed: number, steps: number, options: 
     result.trainableParameters = method.frozen ? 0 : (isPeftModel(model) ? model.parameterCount().trainable : countParameters(model.trainableVariables().values()));
     result.virtualTokens = host.hooks.virtualTokens;
     const trainOptions: TrainOptions = {
-      data: task.train,
-      task: task.task,
-      padTokenId,
-      batchSize: options.batchSize,
-      epochs: 1000,
+      ...baseTrainOptions(method, options, padTokenId),
       maxSteps: steps,
-      learningRate: options.learningRates?.[method.name] ?? method.learningRate,
       schedule: 'linear',
       warmupRatio: 0.06,
       weightDecay: 0.01,
@@ -377,7 +370,6 @@ export async function runBench(options: BenchOptions, onResults?: (results: Benc
   const probe = await loadPretrained(options.modelDirectory);
   const parameters = countParameters(probe.parameters.values());
   probe.dispose();
-  const { loadTokenizer } = await import('@peft/models');
   const tokenizer = await loadTokenizer(options.modelDirectory);
   const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
   const baselines: BaselineScore[] = [];
@@ -387,7 +379,7 @@ export async function runBench(options: BenchOptions, onResults?: (results: Benc
     schema: RESULTS_SCHEMA,
     createdAt: new Date().toISOString(),
     complete: false,
-    machine: { backend: options.backend.name, backendDetail: options.backend.detail, cpus: (await import('node:os')).availableParallelism(), node: process.version },
+    machine: { backend: options.backend.name, backendDetail: options.backend.detail, cpus: availableParallelism(), node: process.version },
     model: { directory: options.modelDirectory, parameters },
     task: { ...describeTask(options.task), metric: options.task.metric },
     budget: { steps: options.seconds ? null : options.steps, seconds: options.seconds ?? null, batchSize: options.batchSize, seeds: options.seeds },
