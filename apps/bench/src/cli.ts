@@ -11,6 +11,7 @@ import { loadTokenizer } from '@peft/models';
 
 import { readBrown, splitBrown } from './data/brown.js';
 import { readEmails } from './data/email.js';
+import { runPerf } from './perf/perf.js';
 import { METHODS, VIRTUAL_TOKENS } from './methods.js';
 import { consoleTable, writeReports } from './report.js';
 import { parseBudget, parseLearningRates, runBench, type ProgressEvent } from './run.js';
@@ -18,7 +19,7 @@ import { emailLmTask, genreTask, jsonlTask, posTask, spamTask, type TaskSplits }
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt');
 
-const usage = `usage: pnpm bench [options]
+const usage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memory beside Python peft; perf --help)
   --task spam|pos|genre|email-lm   embedded task (default spam)
   --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines
   --model DIR                      a Hugging Face GPT-2 directory with tokenizer.json (default brown-gpt)
@@ -78,6 +79,7 @@ function progressPrinter(): (event: ProgressEvent) => void {
 }
 
 async function main(): Promise<number> {
+  if (process.argv[2] === 'perf') return runPerf(process.argv.slice(3));
   const { values } = parseArgs({
     options: {
       task: { type: 'string', default: 'spam' },

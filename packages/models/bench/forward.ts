@@ -12,7 +12,7 @@ import { availableBackends, loadBackend, type BackendName } from '@peft/backend'
 import * as tf from '@tensorflow/tfjs-core';
 
 import { generate } from '../src/index.js';
-import { GPT2_SMALL, randomGpt2 } from '../src/random-gpt2.js';
+import { GPT2_SMALL, randomGpt2 } from '../src/random.js';
 
 const SHAPE = GPT2_SMALL;
 const SEQUENCE = 128;

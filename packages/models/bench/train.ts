@@ -8,7 +8,7 @@ import { fullFineTuning, train, type Example, type TrainableModel } from '@peft/
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { TransformerHost } from '../src/index.js';
-import { randomGpt2, type Gpt2Shape } from '../src/random-gpt2.js';
+import { randomGpt2, type Gpt2Shape } from '../src/random.js';
 
 // Small enough that the pure-JS cpu backend finishes a few steps in seconds.
 const SHAPE: Gpt2Shape = { layers: 4, hidden: 256, heads: 4, vocab: 2000, positions: 128 };

@@ -1,4 +1,4 @@
-export { CONFIG_FILE, SUPPORTED_MODEL_TYPES, loadPretrained } from './load-pretrained.js';
+export { CONFIG_FILE, SUPPORTED_MODEL_TYPES, hostFromCheckpoint, loadPretrained } from './load-pretrained.js';
 export type { LoadOptions } from './load-pretrained.js';
 export { GPT2_HEADS, Gpt2Model, parseGpt2Config } from './gpt2.js';
 export type { Gpt2Config, Gpt2Head } from './gpt2.js';
@@ -13,5 +13,5 @@ export type { GenerateOptions, GenerateResult } from './generate.js';
 export { HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, loadTokenizer } from './tokenizer.js';
 export type { BatchEncodeOptions, BatchEncoding, EncodeOptions, Encoded } from './tokenizer.js';
 
-export { GPT2_SMALL, randomGpt2, randomGpt2Store } from './random-gpt2.js';
-export type { Gpt2Shape } from './random-gpt2.js';
+export { GPT2_SMALL, randomGpt2, randomGpt2Store, randomModel } from './random.js';
+export type { Gpt2Shape } from './random.js';

@@ -1,5 +1,5 @@
 // loadPretrained: a Hugging Face model directory -> a host, architecture chosen by config.json.
-import { describeFile, readCheckpoint, readJson, resolveStore, type FileStore, type StoreSource } from '@peft/core';
+import { describeFile, readCheckpoint, readJson, resolveStore, type Checkpoint, type StoreSource } from '@peft/core';
 
 import { ConfigReader, type RawConfig } from './config.js';
 import { BertModel, parseBertConfig } from './bert.js';
@@ -22,19 +22,26 @@ export interface LoadOptions {
   newHeadSeed?: number;
 }
 
-type Builder = (reader: ConfigReader, store: FileStore, options: LoadOptions) => Promise<TransformerHost>;
+/** Parses the config (its errors come before any weight is read), then builds on a checkpoint. */
+type Builder = (reader: ConfigReader, options: LoadOptions) => (checkpoint: Checkpoint) => TransformerHost;
 
-async function llamaFamily(reader: ConfigReader, store: FileStore): Promise<TransformerHost> {
-  return new LlamaModel(parseLlamaConfig(reader), await readCheckpoint(store));
-}
+const llamaFamily: Builder = (reader) => {
+  const config = parseLlamaConfig(reader);
+  return (checkpoint) => new LlamaModel(config, checkpoint);
+};
 
 const ARCHITECTURES: Record<string, Builder> = {
-  gpt2: async (reader, store, options) =>
-    new Gpt2Model(parseGpt2Config(reader), await readCheckpoint(store), options.architecture ? (options.newHeadSeed ?? 0) : undefined),
+  gpt2: (reader, options) => {
+    const config = parseGpt2Config(reader);
+    return (checkpoint) => new Gpt2Model(config, checkpoint, options.architecture ? (options.newHeadSeed ?? 0) : undefined);
+  },
   llama: llamaFamily,
   mistral: llamaFamily,
   qwen2: llamaFamily,
-  bert: async (reader, store) => new BertModel(parseBertConfig(reader), await readCheckpoint(store)),
+  bert: (reader) => {
+    const config = parseBertConfig(reader);
+    return (checkpoint) => new BertModel(config, checkpoint);
+  },
 };
 
 export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
@@ -50,19 +57,30 @@ export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
  */
 export async function loadPretrained(source: StoreSource, options: LoadOptions = {}): Promise<TransformerHost> {
   const store = await resolveStore(source);
-  let raw = await readJson<RawConfig>(store, CONFIG_FILE);
+  const raw = await readJson<RawConfig>(store, CONFIG_FILE);
   const configPath = describeFile(store, CONFIG_FILE);
+  const build = builderFor(raw, configPath, options);
+  return build(await readCheckpoint(store));
+}
+
+/** A host of the architecture `raw` (a config.json object) names, on the weights of `checkpoint`. */
+export function hostFromCheckpoint(raw: RawConfig, checkpoint: Checkpoint, options: LoadOptions = {}): TransformerHost {
+  return builderFor(raw, `${checkpoint.location} config`, options)(checkpoint);
+}
+
+function builderFor(raw: RawConfig, configPath: string, options: LoadOptions): (checkpoint: Checkpoint) => TransformerHost {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${configPath}: not a JSON object`);
-  if (options.architecture) {
-    const { id2label: _labels, label2id: _ids, ...rest } = raw;
-    raw = { ...rest, architectures: [options.architecture], num_labels: options.numLabels ?? 2, ...(options.padTokenId !== undefined ? { pad_token_id: options.padTokenId } : {}) };
-  }
   const modelType = raw.model_type;
-  const build = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined;
-  if (!build) {
+  const builder = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined;
+  if (!builder) {
     throw new Error(
       `${configPath}: unsupported model_type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`,
     );
   }
-  return build(new ConfigReader(raw, configPath), store, options);
+  let config = raw;
+  if (options.architecture) {
+    const { id2label: _labels, label2id: _ids, ...rest } = raw;
+    config = { ...rest, architectures: [options.architecture], num_labels: options.numLabels ?? 2, ...(options.padTokenId !== undefined ? { pad_token_id: options.padTokenId } : {}) };
+  }
+  return builder(new ConfigReader(config, configPath), options);
 }

@@ -1,8 +1,10 @@
 // GPT-2 models with random weights, made in memory: benchmarks of any size need no download.
 import { memoryStore, serializeSafetensors, type Checkpoint, type FileStore, type TensorToWrite } from '@peft/core';
 
-import { ConfigReader } from './config.js';
-import { Gpt2Model, parseGpt2Config } from './gpt2.js';
+import { hostFromCheckpoint } from './load-pretrained.js';
+
+import type { Gpt2Model } from './gpt2.js';
+import type { TransformerHost } from './transformer-host.js';
 
 export interface Gpt2Shape {
   layers: number;
@@ -74,24 +76,40 @@ export function randomGpt2Store(shape: Gpt2Shape): FileStore {
   });
 }
 
+/** Weights that start at one: the scales of GPT-2's, Llama's and BERT's norms. */
+const NORM_WEIGHT = /(norm|ln_\d+|ln_f|LayerNorm)\.weight$/i;
+
+/** FNV-1a of a tensor's name: each tensor its own stream, whatever order the model reads them in. */
+function nameSeed(name: string): number {
+  let hash = 2166136261;
+  for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 16777619) >>> 0;
+  return hash;
+}
+
 /**
- * A GPT-2 host with random weights, each tensor generated when the model reads it: no file in
- * memory, so a 124M-parameter model costs its weights and nothing more.
+ * A host of any supported architecture with random weights: `config` is what config.json would
+ * hold, and each tensor is generated at the shape the model asks for when it reads it (norm weights
+ * one, everything else uniform in +-0.02). Nothing is kept in memory but the model's own weights.
+ *
+ * ```ts
+ * const llama = randomModel({ model_type: 'llama', vocab_size: 32000, hidden_size: 768, ... });
+ * ```
  */
-export function randomGpt2(shape: Gpt2Shape): Gpt2Model {
-  const specs = new Map(tensorSpecs(shape).map((spec, i) => [spec.name, { spec, index: i }]));
+export function randomModel(config: Record<string, unknown>, location = `random ${String(config.model_type)}`): TransformerHost {
   const checkpoint: Checkpoint = {
-    location: 'random GPT-2',
-    names: () => [...specs.keys()],
-    has: (name) => specs.has(name),
+    location,
+    names: () => [],
+    has: () => true,
     tensor(name, expectedShape) {
-      const found = specs.get(name);
-      if (!found) throw new Error(`random GPT-2: no tensor "${name}"`);
-      if (expectedShape && expectedShape.join() !== found.spec.shape.join()) {
-        throw new Error(`random GPT-2: tensor "${name}" has shape [${found.spec.shape}], expected [${expectedShape}]`);
-      }
-      return { dtype: 'float32', shape: found.spec.shape, values: values(found.spec, found.index) };
+      if (!expectedShape) throw new Error(`${location}: tensor "${name}" asked for without a shape`);
+      const spec = { name, shape: [...expectedShape], ones: NORM_WEIGHT.test(name) };
+      return { dtype: 'float32', shape: spec.shape, values: values(spec, nameSeed(name)) };
     },
   };
-  return new Gpt2Model(parseGpt2Config(new ConfigReader(configJson(shape), 'random GPT-2 config')), checkpoint);
+  return hostFromCheckpoint(config, checkpoint);
+}
+
+/** A GPT-2 host with random weights (see randomModel). */
+export function randomGpt2(shape: Gpt2Shape): Gpt2Model {
+  return randomModel(configJson(shape), 'random GPT-2') as Gpt2Model;
 }

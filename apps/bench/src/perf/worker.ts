@@ -1,0 +1,162 @@
+// Our side of `pnpm bench perf`: one workload per process (so that its peak RSS is its own), the
+// same as oracle/bench_perf.py does in Python. Prints one JSON line.
+//
+//   tsx src/perf/worker.ts '{"model":"gpt2","method":"lora","mode":"train","batch":4,...}'
+import { selectBackend, parseBackendRequest } from '@peft/backend';
+import { train, type Example, type PeftModel, type TrainableModel } from '@peft/core';
+import { generate, randomModel } from '@peft/models';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { PERF_METHODS, PERF_MODELS, forwardMatmuls } from './workloads.js';
+
+export interface WorkerRequest {
+  model: string;
+  method: string;
+  mode: 'train' | 'infer' | 'ceiling';
+  batch: number;
+  sequence: number;
+  warmup: number;
+  steps: number;
+  rounds: number;
+  newTokens: number;
+  backend: string;
+}
+
+export interface WorkerResult {
+  runtime: string;
+  peak_rss_mb: number;
+  trainable?: number;
+  step_seconds?: number;
+  tokens_per_second?: number;
+  matmul_seconds?: number[];
+  /** base_forward_ms, adapted_decode_ms, merged_forward_ms, ... */
+  [timing: string]: number | string | number[] | undefined;
+}
+
+const median = (values: readonly number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+/** A deterministic stream of token ids (the same kind of input as Python's torch.randint). */
+function tokens(count: number, vocab: number, seed: number): number[] {
+  let state = seed >>> 0;
+  return Array.from({ length: count }, () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state % vocab;
+  });
+}
+
+async function trainSteps(model: TrainableModel, request: WorkerRequest, vocab: number): Promise<Partial<WorkerResult>> {
+  const { batch, sequence, warmup, steps } = request;
+  const data: Example[] = Array.from({ length: batch * (warmup + steps) }, (_, i) => {
+    const ids = tokens(sequence, vocab, i + 1);
+    return { inputIds: ids, labels: ids };
+  });
+  const seconds: number[] = [];
+  await train(model, {
+    data,
+    task: 'causal-lm',
+    padTokenId: 0,
+    batchSize: batch,
+    learningRate: 1e-4,
+    schedule: 'constant',
+    bucketByLength: false,
+    onStep: ({ step, seconds: s }) => {
+      if (step > warmup) seconds.push(s);
+    },
+  });
+  const trainable = [...model.trainableVariables().values()].reduce((n, v) => n + v.size, 0);
+  return { trainable, step_seconds: median(seconds), tokens_per_second: (batch * sequence) / median(seconds) };
+}
+
+function inference(model: PeftModel, request: WorkerRequest, vocab: number): Partial<WorkerResult> {
+  const ids = [tokens(request.sequence, vocab, 99)];
+  const host = model.host;
+  const forward = (): number => {
+    const start = performance.now();
+    const { logits } = host.forward({ inputIds: ids });
+    logits.dataSync();
+    logits.dispose();
+    return performance.now() - start;
+  };
+  const generateMs = (count: number): number => {
+    const start = performance.now();
+    generate(host, { inputIds: ids, maxNewTokens: count });
+    return performance.now() - start;
+  };
+  // ms per new token after the prompt: (prefill + 1 + N tokens) - (prefill + 1 token), over N
+  const decode = (): number => (generateMs(request.newTokens + 1) - generateMs(1)) / request.newTokens;
+  const both = (): [number, number] => [forward(), decode()];
+  const variants: Record<string, () => [number, number]> = {
+    base: () => model.withAdapterDisabled(both),
+    adapted: both,
+  };
+  if (request.method === 'lora') {
+    variants.merged = () => {
+      model.merge();
+      try {
+        return both();
+      } finally {
+        model.unmerge();
+      }
+    };
+  }
+  const rows = Object.fromEntries(Object.keys(variants).map((name) => [name, { forward: [] as number[], decode: [] as number[] }]));
+  // alternating rounds, so that drift of the machine falls on every variant alike; round 0 warms up
+  for (let round = 0; round <= request.rounds; round++) {
+    for (const [name, run] of Object.entries(variants)) {
+      const [f, d] = run();
+      if (round > 0) {
+        rows[name]!.forward.push(f);
+        rows[name]!.decode.push(d);
+      }
+    }
+  }
+  const result: Partial<WorkerResult> = {};
+  for (const [name, row] of Object.entries(rows)) {
+    result[`${name}_forward_ms`] = median(row.forward);
+    result[`${name}_decode_ms`] = median(row.decode);
+  }
+  return result;
+}
+
+function ceiling(request: WorkerRequest, model: (typeof PERF_MODELS)[number]): Partial<WorkerResult> {
+  const matmul_seconds = forwardMatmuls(model, request.batch * request.sequence).map(({ shape: [m, k, n] }) => {
+    const a = tf.randomUniform([m, k]);
+    const b = tf.randomUniform([k, n]);
+    const times: number[] = [];
+    for (let i = 0; i < request.warmup + request.steps; i++) {
+      const start = performance.now();
+      const c = tf.matMul(a, b);
+      // tfjs-node runs kernels synchronously; reading one value also waits for asynchronous backends
+      tf.slice(c, [0, 0], [1, 1]).dataSync();
+      if (i >= request.warmup) times.push((performance.now() - start) / 1000);
+      c.dispose();
+    }
+    a.dispose();
+    b.dispose();
+    return median(times);
+  });
+  return { matmul_seconds };
+}
+
+export async function runWorker(request: WorkerRequest): Promise<WorkerResult> {
+  const backend = await selectBackend({ backend: parseBackendRequest(request.backend, 'backend'), warnIfSlow: false });
+  const model = PERF_MODELS.find((m) => m.name === request.model);
+  if (!model) throw new Error(`unknown model "${request.model}"`);
+  const runtime = `tfjs ${tf.version_core} on ${backend.name}`;
+  let figures: Partial<WorkerResult>;
+  if (request.mode === 'ceiling') figures = ceiling(request, model);
+  else {
+    const method = PERF_METHODS.find((m) => m.name === request.method);
+    if (!method) throw new Error(`unknown method "${request.method}"`);
+    const host = randomModel(model.config);
+    const trainable = method.make(host, model);
+    const vocab = model.config.vocab_size as number;
+    figures = request.mode === 'train' ? await trainSteps(trainable, request, vocab) : inference(trainable as PeftModel, request, vocab);
+  }
+  return { runtime, ...figures, peak_rss_mb: process.resourceUsage().maxRSS / 1024 };
+}
+
+if (process.argv[1] === import.meta.filename) {
+  const request = JSON.parse(process.argv[2] ?? '{}') as WorkerRequest;
+  console.log(JSON.stringify(await runWorker(request)));
+}

@@ -1,0 +1,161 @@
+// What `pnpm bench perf` measures: two model shapes (random weights, given as config.json fields so
+// that Python builds the very same model), the methods with their settings on both sides, and the
+// matmul work of one training step (for the achieved FLOP/s).
+import { PfeifferConfig } from '@peft/adapter';
+import { fullFineTuning, getPeftModel, type PeftHost, type TrainableModel } from '@peft/core';
+import { LoraConfig } from '@peft/lora';
+import { PrefixTuningConfig } from '@peft/prefix';
+import { PromptTuningConfig } from '@peft/prompt';
+import { PTuningConfig } from '@peft/ptuning';
+
+export interface PerfModel {
+  name: string;
+  label: string;
+  /** config.json fields; our randomModel and Python's AutoConfig.for_model read the same object. */
+  config: Record<string, unknown>;
+  /** LoRA's attention targets: peft's defaults for the architecture. */
+  loraTargets: string[];
+}
+
+export const PERF_MODELS: readonly PerfModel[] = [
+  {
+    name: 'gpt2',
+    label: 'GPT-2 small (124M: 12 x 768, vocabulary 50,257)',
+    config: { model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12, n_head: 12 },
+    loraTargets: ['c_attn'],
+  },
+  {
+    name: 'llama',
+    label: 'small Llama (12 x 768, SwiGLU 2048, GQA 12/4 heads, vocabulary 32,000)',
+    config: {
+      model_type: 'llama', vocab_size: 32000, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12,
+      num_attention_heads: 12, num_key_value_heads: 4, max_position_embeddings: 2048, rms_norm_eps: 1e-5, tie_word_embeddings: false,
+    },
+    loraTargets: ['q_proj', 'v_proj'],
+  },
+];
+
+/** Virtual tokens of prefix, prompt and P-tuning; the bottleneck size of the Pfeiffer adapter. */
+export const PERF_VIRTUAL_TOKENS = 20;
+export const PERF_BOTTLENECK = 64;
+
+export interface PerfMethod {
+  name: string;
+  label: string;
+  /** Which virtual tokens the method adds: to the keys (prefix) or to the whole sequence (prompts). */
+  virtual: 'none' | 'keys' | 'sequence';
+  /** Gradients reach every weight (full fine-tuning) or only the inputs of each layer. */
+  full: boolean;
+  make(host: PeftHost, model: PerfModel): TrainableModel;
+}
+
+export const PERF_METHODS: readonly PerfMethod[] = [
+  {
+    name: 'lora',
+    label: 'LoRA r=8 (attention)',
+    virtual: 'none',
+    full: false,
+    make: (host, model) => getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: model.loraTargets, taskType: 'CAUSAL_LM' })),
+  },
+  {
+    name: 'prefix',
+    label: `prefix tuning (${PERF_VIRTUAL_TOKENS})`,
+    virtual: 'keys',
+    full: false,
+    make: (host) => getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, taskType: 'CAUSAL_LM' })),
+  },
+  {
+    name: 'prompt',
+    label: `prompt tuning (${PERF_VIRTUAL_TOKENS})`,
+    virtual: 'sequence',
+    full: false,
+    make: (host) => getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, taskType: 'CAUSAL_LM' })),
+  },
+  {
+    name: 'ptuning',
+    label: `P-tuning (${PERF_VIRTUAL_TOKENS}, MLP)`,
+    virtual: 'sequence',
+    full: false,
+    make: (host) =>
+      getPeftModel(host, new PTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, encoderReparameterizationType: 'MLP', taskType: 'CAUSAL_LM' })),
+  },
+  {
+    name: 'pfeiffer',
+    label: `Pfeiffer adapter (m=${PERF_BOTTLENECK})`,
+    virtual: 'none',
+    full: false,
+    make: (host) => getPeftModel(host, PfeifferConfig({ bottleneckSize: PERF_BOTTLENECK })),
+  },
+  { name: 'full', label: 'full fine-tuning', virtual: 'none', full: true, make: (host) => fullFineTuning(host) },
+];
+
+interface Dimensions {
+  hidden: number;
+  layers: number;
+  vocab: number;
+  /** [in, out] of each linear layer of one block. */
+  linears: [number, number][];
+}
+
+function dimensions(model: PerfModel): Dimensions {
+  const c = model.config as Record<string, number>;
+  if (model.config.model_type === 'gpt2') {
+    const d = c.n_embd!;
+    return { hidden: d, layers: c.n_layer!, vocab: c.vocab_size!, linears: [[d, 3 * d], [d, d], [d, 4 * d], [4 * d, d]] };
+  }
+  const d = c.hidden_size!;
+  const kv = (d / c.num_attention_heads!) * c.num_key_value_heads!;
+  const inner = c.intermediate_size!;
+  return {
+    hidden: d,
+    layers: c.num_hidden_layers!,
+    vocab: c.vocab_size!,
+    linears: [[d, d], [d, kv], [d, kv], [d, d], [d, inner], [d, inner], [inner, d]],
+  };
+}
+
+export interface MatmulShape {
+  /** [m, k, n]: an [m, k] by [k, n] product. */
+  shape: [number, number, number];
+  /** How often it occurs in one forward. */
+  count: number;
+}
+
+/** The distinct matmuls of a forward over `tokens` rows, the ceiling is measured on these. */
+export function forwardMatmuls(model: PerfModel, tokens: number): MatmulShape[] {
+  const { hidden, layers, vocab, linears } = dimensions(model);
+  const found = new Map<string, MatmulShape>();
+  for (const [k, n] of linears) {
+    const entry = found.get(`${k},${n}`) ?? { shape: [tokens, k, n], count: 0 };
+    entry.count += layers;
+    found.set(`${k},${n}`, entry);
+  }
+  return [...found.values(), { shape: [tokens, hidden, vocab], count: 1 }];
+}
+
+/** FLOP/s a runtime reaches on these matmuls, each timed alone (seconds per product, same order). */
+export function matmulCeiling(matmuls: readonly MatmulShape[], seconds: readonly number[]): number {
+  let flops = 0;
+  let time = 0;
+  matmuls.forEach(({ shape: [m, k, n], count }, i) => {
+    flops += count * 2 * m * k * n;
+    time += count * seconds[i]!;
+  });
+  return flops / time;
+}
+
+/**
+ * Floating-point operations of one training step (multiply-adds counted as 2): the forward's
+ * matmuls (linear layers, the LM head, and attention's two products), then the backward's: the
+ * input gradients (as many as the forward) and, for full fine-tuning, the weight gradients (as many
+ * again). The methods' own small weights are left out; both runtimes are charged the same work.
+ */
+export function trainingFlops(model: PerfModel, method: PerfMethod, batch: number, sequence: number, virtual: number): number {
+  const { hidden, layers, vocab, linears } = dimensions(model);
+  const rows = batch * (sequence + (method.virtual === 'sequence' ? virtual : 0));
+  const keys = sequence + (method.virtual === 'none' ? 0 : virtual);
+  const queries = sequence + (method.virtual === 'sequence' ? virtual : 0);
+  const perLayer = linears.reduce((sum, [k, n]) => sum + 2 * rows * k * n, 0) + 2 * 2 * batch * queries * keys * hidden;
+  const forward = layers * perLayer + 2 * rows * hidden * vocab;
+  return forward * (method.full ? 3 : 2);
+}
