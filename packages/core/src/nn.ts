@@ -3,11 +3,34 @@ import * as tf from '@tensorflow/tfjs-core';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
+const GELU_CUBIC = 0.044715;
+
+/**
+ * GELU, tanh approximation: 0.5·x·(1 + tanh(c·(x + 0.044715·x³))), c = √(2/π), computed as
+ * x·σ(2c·(x + 0.044715·x³)) (the same function: 0.5·(1 + tanh z) = σ(2z)). One op with its derivative
+ * written out, s + x·s·(1 - s)·2c·(1 + 3·0.044715·x²), s the sigmoid: the composed version spent a
+ * tenth of a GPT-2 training step in `pow` and its gradient, and ran 19 kernels where this runs 15.
+ */
+const geluTanh = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+  const twoC = 2 * SQRT_2_OVER_PI;
+  const s = tf.sigmoid(tf.mul(x, tf.add(tf.mul(tf.square(x), twoC * GELU_CUBIC), twoC)));
+  save([x, s]);
+  return {
+    value: tf.mul(x, s),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [input, sigmoid] = saved as [tf.Tensor, tf.Tensor];
+      const slope = tf.add(tf.mul(tf.square(input), 3 * twoC * GELU_CUBIC), twoC); // d(argument)/dx
+      const outer = tf.mul(tf.mul(input, tf.mul(sigmoid, tf.sub(1, sigmoid))), slope);
+      return tf.mul(dy, tf.add(sigmoid, outer));
+    },
+  };
+});
+
 /** The activations of Hugging Face's ACT2FN that these architectures use. */
 export const ACTIVATIONS: Record<string, (x: tf.Tensor) => tf.Tensor> = {
   // tanh approximation (GPT-2's gelu_new, also gelu_pytorch_tanh)
-  gelu_new: (x) =>
-    tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), SQRT_2_OVER_PI))))),
+  gelu_new: (x) => geluTanh(x),
   // exact: x·Φ(x)
   gelu: (x) => tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))))),
   silu: (x) => tf.tidy(() => tf.mul(x, tf.sigmoid(x))),
@@ -25,10 +48,55 @@ export function activation(name: string, where: string): (x: tf.Tensor) => tf.Te
   return fn;
 }
 
-/** LayerNorm over the last axis, as torch.nn.LayerNorm (biased variance). */
+/** Sums [..., d] over every axis but the last: the gradient of a per-feature weight. */
+function featureSum(x: tf.Tensor): tf.Tensor1D {
+  return tf.sum(tf.reshape(x, [-1, x.shape[x.rank - 1]!]), 0);
+}
+
+/**
+ * LayerNorm over the last axis, as torch.nn.LayerNorm (biased variance): (x - μ)/√(σ² + ε)·w + b.
+ * One op with its gradient written out (dx = (g - mean(g) - x̂·mean(g·x̂))/√(σ² + ε), g = dy·w):
+ * the composed version ran three times as many kernels in the backward pass.
+ */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias: tf.Tensor1D, epsilon: number): tf.Tensor {
-  return tf.tidy(() => {
-    const { mean, variance } = tf.moments(x, -1, true);
-    return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, epsilon))), weight), bias);
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [input, w, b, save] = args as [tf.Tensor, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc];
+    const centred = tf.sub(input, tf.mean(input, -1, true));
+    const inverse = tf.rsqrt(tf.add(tf.mean(tf.square(centred), -1, true), epsilon));
+    const normed = tf.mul(centred, inverse);
+    save([normed, inverse, w]);
+    return {
+      value: tf.add(tf.mul(normed, w), b),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xHat, inv, scale] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D];
+        const g = tf.mul(dy, scale);
+        const dx = tf.mul(tf.sub(tf.sub(g, tf.mean(g, -1, true)), tf.mul(xHat, tf.mean(tf.mul(g, xHat), -1, true))), inv);
+        return [dx, featureSum(tf.mul(dy, xHat)), featureSum(dy)];
+      },
+    };
   });
+  return op(x, weight, bias);
+}
+
+/**
+ * RMSNorm over the last axis, as Llama's: x / √(mean(x²) + ε)·w. Its gradient written out:
+ * dx = (g - x̂·mean(g·x̂))/√(mean(x²) + ε), g = dy·w.
+ */
+export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D, epsilon: number): tf.Tensor {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [input, w, save] = args as [tf.Tensor, tf.Tensor1D, tf.GradSaveFunc];
+    const inverse = tf.rsqrt(tf.add(tf.mean(tf.square(input), -1, true), epsilon));
+    const normed = tf.mul(input, inverse);
+    save([normed, inverse, w]);
+    return {
+      value: tf.mul(normed, w),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xHat, inv, scale] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D];
+        const g = tf.mul(dy, scale);
+        const dx = tf.mul(tf.sub(g, tf.mul(xHat, tf.mean(tf.mul(g, xHat), -1, true))), inv);
+        return [dx, featureSum(tf.mul(dy, xHat))];
+      },
+    };
+  });
+  return op(x, weight);
 }

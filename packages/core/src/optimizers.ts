@@ -13,8 +13,11 @@ export interface OptimizerState {
 
 export interface Optimizer {
   readonly name: string;
-  /** Applies one update; `gradients` by variable name, `learningRate` for this step. */
-  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number): void;
+  /**
+   * Applies one update; `gradients` by variable name, `learningRate` for this step. The gradients
+   * count multiplied by `gradientScale` (default 1): clipping folded into the update, no extra pass.
+   */
+  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number, gradientScale?: number): void;
   getState(): OptimizerState;
   setState(state: OptimizerState): void;
   dispose(): void;
@@ -54,10 +57,13 @@ export class AdamW implements Optimizer {
     return slot;
   }
 
-  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number): void {
+  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number, gradientScale = 1): void {
     this.step += 1;
     const correction1 = 1 - this.beta1 ** this.step;
-    const correction2 = 1 - this.beta2 ** this.step;
+    const root2 = Math.sqrt(1 - this.beta2 ** this.step);
+    // torch: p -= lr/c1 · m / (√v/√c2 + ε), written as lr·√c2/c1 · m / (√v + ε·√c2): two passes fewer
+    const stepSize = (learningRate * root2) / correction1;
+    const epsilon = this.epsilon * root2;
     for (const [name, variable] of variables) {
       const gradient = gradients.get(name);
       if (!gradient) continue;
@@ -65,10 +71,9 @@ export class AdamW implements Optimizer {
       const v = this.slot(`${name}/exp_avg_sq`, variable);
       tf.tidy(() => {
         const decayed = this.weightDecay ? tf.mul(variable, 1 - learningRate * this.weightDecay) : variable;
-        m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(gradient, 1 - this.beta1)));
-        v.assign(tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), 1 - this.beta2)));
-        const denominator = tf.add(tf.div(tf.sqrt(v), Math.sqrt(correction2)), this.epsilon);
-        variable.assign(tf.sub(decayed, tf.mul(tf.div(m, denominator), learningRate / correction1)));
+        m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(gradient, (1 - this.beta1) * gradientScale)));
+        v.assign(tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)));
+        variable.assign(tf.sub(decayed, tf.mul(tf.div(m, tf.add(tf.sqrt(v), epsilon)), stepSize)));
       });
     }
   }
@@ -107,7 +112,7 @@ export class Sgd implements Optimizer {
 
   constructor(private readonly options: SgdOptions = {}) {}
 
-  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number): void {
+  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number, gradientScale = 1): void {
     this.step += 1;
     const momentum = this.options.momentum ?? 0;
     const weightDecay = this.options.weightDecay ?? 0;
@@ -115,7 +120,8 @@ export class Sgd implements Optimizer {
       const gradient = gradients.get(name);
       if (!gradient) continue;
       tf.tidy(() => {
-        let direction: tf.Tensor = weightDecay ? tf.add(gradient, tf.mul(variable, weightDecay)) : gradient;
+        const scaled = gradientScale === 1 ? gradient : tf.mul(gradient, gradientScale);
+        let direction: tf.Tensor = weightDecay ? tf.add(scaled, tf.mul(variable, weightDecay)) : scaled;
         if (momentum) {
           const key = `${name}/momentum_buffer`;
           const buffer = this.buffers.get(key);

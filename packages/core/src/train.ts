@@ -377,16 +377,12 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
       const optimizerStep = async (): Promise<boolean> => {
         const gradients = accumulated;
         accumulated = new Map();
-        // micro-batch losses were divided by the accumulation; a short last group is rescaled
+        // micro-batch losses were divided by the accumulation; a short last group is rescaled (the
+        // scale goes to the optimizer with the clipping's, so the gradients are never rewritten)
         const loss = (stepLoss * accumulation) / micro;
-        if (micro !== accumulation) {
-          for (const [name, gradient] of gradients) {
-            gradients.set(name, tf.mul(gradient, accumulation / micro));
-            gradient.dispose();
-          }
-        }
+        let gradientScale = accumulation / micro;
         micro = 0;
-        const norm = globalNorm(gradients.values());
+        const norm = globalNorm(gradients.values()) * gradientScale;
         const finite = Number.isFinite(loss) && Number.isFinite(norm);
         if (!finite && options.nonFinite !== 'skip') {
           tf.dispose([...gradients.values()]);
@@ -397,14 +393,8 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
         }
         const learningRate = learningRateAt(state.step, { schedule, learningRate: options.learningRate, warmupSteps, totalSteps: totalSteps ?? 0 });
         if (finite) {
-          if (maxGradNorm !== null && norm > maxGradNorm) {
-            const scale = maxGradNorm / (norm + 1e-6);
-            for (const [name, gradient] of gradients) {
-              gradients.set(name, tf.mul(gradient, scale));
-              gradient.dispose();
-            }
-          }
-          optimizer.apply(variables, gradients, learningRate);
+          if (maxGradNorm !== null && norm > maxGradNorm) gradientScale *= maxGradNorm / (norm + 1e-6);
+          optimizer.apply(variables, gradients, learningRate, gradientScale);
         } else state.skippedSteps += 1;
         tf.dispose([...gradients.values()]);
         state.step += 1;

@@ -53,6 +53,24 @@ describe('optimizers match torch.optim', () => {
     variable.dispose();
   });
 
+  it.each([
+    ['adamw', () => new AdamW({ weightDecay: 0.1 })],
+    ['sgd_momentum', () => new Sgd({ momentum: 0.9, weightDecay: 0.01 })],
+  ] as [string, () => Optimizer][])('%s: a gradient scale counts as scaled gradients (clipping without a pass)', (name, make) => {
+    const run = fixture[name];
+    const scaled = tf.variable(tf.tensor(run.initial, run.shape));
+    const multiplied = tf.variable(tf.tensor(run.initial, run.shape));
+    const [a, b] = [make(), make()];
+    run.gradients.forEach((gradient: number[], i: number) => {
+      const scale = 0.3 + 0.2 * i;
+      a.apply(new Map([['w', scaled]]), new Map([['w', tf.tensor(gradient, run.shape)]]), run.learning_rates[i], scale);
+      b.apply(new Map([['w', multiplied]]), new Map([['w', tf.mul(tf.tensor(gradient, run.shape), scale)]]), run.learning_rates[i]);
+    });
+    const [x, y] = [scaled.dataSync(), multiplied.dataSync()];
+    expect(x.some((value, i) => value !== run.initial.flat(Infinity)[i])).toBe(true);
+    x.forEach((value, i) => expect(value).toBeCloseTo(y[i]!, 6));
+  });
+
   it('exports and restores its state, continuing identically', () => {
     const run = fixture.adamw;
     const step = (optimizer: Optimizer, variable: tf.Variable, i: number): void => {

@@ -65,7 +65,8 @@ export class LoraLayer {
     if (context.training && this.dropout > 0) {
       input = tf.dropout(x, this.dropout, undefined, deriveSeed(this.seed, context.seed ?? 0)) as tf.Tensor2D;
     }
-    let out = tf.mul(tf.matMul(tf.matMul(input, this.down), this.up), this.scale) as tf.Tensor2D; // [N, out]
+    // the scale applied to the [N, r] product: one small op instead of one the size of the output
+    let out = tf.matMul(tf.mul(tf.matMul(input, this.down), this.scale), this.up) as tf.Tensor2D; // [N, out]
     if (rows) out = tf.mul(out, rows);
     return out;
   }

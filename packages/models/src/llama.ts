@@ -2,11 +2,11 @@
 // layout: Mistral (sliding-window attention) and Qwen2 (biases on q, k, v). RMSNorm, rotary
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head.
-import { activation, type Checkpoint, type HostLinear } from '@peft/core';
+import { activation, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { attention, mergeHeads, rmsNorm, splitHeads } from './ops.js';
+import { attention, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 

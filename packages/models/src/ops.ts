@@ -1,11 +1,6 @@
 // Building blocks shared by the architectures: norms, activations, attention with its mask.
 import * as tf from '@tensorflow/tfjs-core';
 
-/** RMSNorm over the last axis, as Llama's: x / sqrt(mean(x²) + eps) · weight. */
-export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D, epsilon: number): tf.Tensor {
-  return tf.tidy(() => tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), epsilon))), weight));
-}
-
 /** Additive mask value: exp() of a score this low is exactly 0 in float32. */
 const MASKED = -1e9;
 

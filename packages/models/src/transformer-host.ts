@@ -104,7 +104,7 @@ export abstract class TransformerHost implements PeftHost {
     if (cache && cache.layers.length !== config.numLayers) {
       throw new Error(`cache: has ${cache.layers.length} layers, the model ${config.numLayers}`);
     }
-    this.checkIds(ids);
+    this.checkIds(input.inputIds);
     const context: ForwardContext = {
       training: input.training ?? false,
       batchSize: batch,
@@ -229,13 +229,28 @@ export abstract class TransformerHost implements PeftHost {
     return { key, value };
   }
 
-  /** Token ids outside the vocabulary are an error, not a silent zero row. */
-  private checkIds(ids: tf.Tensor2D): void {
-    const [min, max] = tf.tidy(() => [tf.min(ids), tf.max(ids)]).map((t) => {
-      const value = t.dataSync()[0]!;
-      t.dispose();
-      return value;
-    }) as [number, number];
+  /**
+   * Token ids outside the vocabulary are an error, not a silent zero row. Arrays are checked in
+   * JavaScript; a tensor costs two reductions and a read back.
+   */
+  private checkIds(ids: tf.Tensor2D | number[][]): void {
+    let min = Infinity;
+    let max = -Infinity;
+    if (ids instanceof tf.Tensor) {
+      [min, max] = tf.tidy(() => [tf.min(ids), tf.max(ids)]).map((t) => {
+        const value = t.dataSync()[0]!;
+        t.dispose();
+        return value;
+      }) as [number, number];
+    } else {
+      for (const row of ids) {
+        for (const id of row) {
+          if (!Number.isInteger(id)) throw new Error(`inputIds: token id ${id} is not an integer`);
+          if (id < min) min = id;
+          if (id > max) max = id;
+        }
+      }
+    }
     if (min < 0 || max >= this.config.vocabSize) {
       throw new Error(`inputIds: token id ${min < 0 ? min : max} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
     }

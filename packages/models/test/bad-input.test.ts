@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { parseSafetensors, serializeSafetensors } from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadPretrained, type TransformerHost } from '../src/index.js';
@@ -79,6 +80,8 @@ describe('forward refuses', () => {
   it('token ids outside the vocabulary', () => {
     expect(() => model.forward({ inputIds: [[1, 97]] })).toThrow('inputIds: token id 97 is outside the vocabulary (0..96)');
     expect(() => model.forward({ inputIds: [[-1, 2]] })).toThrow('inputIds: token id -1 is outside the vocabulary');
+    expect(() => model.forward({ inputIds: [[1, 2.5]] })).toThrow('inputIds: token id 2.5 is not an integer');
+    expect(() => model.forward({ inputIds: tf.tensor2d([[1, 97]], [1, 2], 'int32') })).toThrow('inputIds: token id 97 is outside the vocabulary');
   });
 
   it('a sequence longer than the position table', () => {

@@ -8,19 +8,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { PERF_METHODS, PERF_MODELS, PERF_VIRTUAL_TOKENS, forwardMatmuls, matmulCeiling, trainingFlops, type PerfMethod, type PerfModel } from './workloads.js';
+import { DEFAULT_PERF_MODELS, PERF_METHODS, PERF_MODELS, PERF_VIRTUAL_TOKENS, forwardMatmuls, matmulCeiling, trainingFlops, type PerfMethod, type PerfModel } from './workloads.js';
 import type { WorkerRequest, WorkerResult } from './worker.js';
 
 const root = path.resolve(import.meta.dirname, '../../../..');
 
 export const perfUsage = `usage: pnpm bench perf [options]
-  --models gpt2,llama          model shapes (default both)
+  --models gpt2,llama,tiny     model shapes (default gpt2,llama; tiny: a smoke test)
   --methods a,b,...            default ${PERF_METHODS.map((m) => m.name).join(',')}
   --reps N                     training processes per side and workload, alternating (default 3)
   --steps N                    timed training steps per process, after 2 warm-up steps (default 4)
   --rounds N                   alternating inference rounds per process (default 5)
   --no-python                  our side only
-  --quick                      GPT-2 only, 1 repetition, 2 steps, 2 rounds (smoke test)
+  --quick                      1 repetition, 2 steps, 2 rounds (GPT-2 unless --models)
   --out DIR                    default bench-results/perf`;
 
 type Side = 'ours' | 'python';
@@ -40,6 +40,8 @@ interface Row {
   /** Python's missing side, or a failure, in words. */
   note?: string;
 }
+
+const machine = (): Record<string, unknown> => ({ cpus: os.availableParallelism(), cpu: os.cpus()[0]?.model.trim() ?? null, memoryGb: os.totalmem() / 2 ** 30, node: process.version });
 
 const median = (values: readonly number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
@@ -93,13 +95,21 @@ function table(header: string[], rows: string[][]): string {
   return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
-export function perfReport(rows: readonly Row[], meta: { batch: number; sequence: number; python: boolean; runtimes: string[] }): string {
+interface ReportMeta {
+  batch: number;
+  sequence: number;
+  /** Why Python did not run, or null when it did. */
+  pythonAbsent: string | null;
+  runtimes: string[];
+}
+
+export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
   const out: string[] = [];
   const { batch, sequence } = meta;
   out.push(`# @peft speed and memory beside Python peft + torch\n`);
   out.push(`${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), both runtimes on ${os.availableParallelism()} threads; random weights; ` +
     `training batch ${batch} x ${sequence} tokens, AdamW, gradient clipping 1.0; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
-    `Runtimes: ${meta.runtimes.join('; ')}.${meta.python ? '' : ' **Python peft not found (oracle/.venv): our side alone.**'}\n`);
+    `Runtimes: ${meta.runtimes.join('; ')}.${meta.pythonAbsent ? ` **${meta.pythonAbsent}: our side alone.**` : ''}\n`);
   for (const model of PERF_MODELS) {
     const mine = rows.filter((r) => r.model === model.name);
     if (mine.length === 0) continue;
@@ -166,7 +176,7 @@ export async function runPerf(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      models: { type: 'string', default: PERF_MODELS.map((m) => m.name).join(',') },
+      models: { type: 'string' },
       methods: { type: 'string', default: PERF_METHODS.map((m) => m.name).join(',') },
       reps: { type: 'string', default: '3' },
       steps: { type: 'string', default: '4' },
@@ -193,14 +203,15 @@ export async function runPerf(argv: string[]): Promise<number> {
       return found;
     });
   const quick = values.quick!;
-  const models = pick('models', quick ? 'gpt2' : values.models!, PERF_MODELS);
+  const models = pick('models', values.models ?? (quick ? 'gpt2' : DEFAULT_PERF_MODELS.join(',')), PERF_MODELS);
   const methods: PerfMethod[] = pick('methods', values.methods!, PERF_METHODS);
   const reps = quick ? 1 : integer('reps', values.reps!);
   const base: WorkerRequest = {
     model: '', method: 'base', mode: 'train', batch: 4, sequence: 128, warmup: 2,
     steps: quick ? 2 : integer('steps', values.steps!), rounds: quick ? 2 : integer('rounds', values.rounds!), newTokens: 16, backend: 'tensorflow',
   };
-  const withPython = !values['no-python'] && pythonFor('lora') !== null;
+  const pythonAbsent = values['no-python'] ? 'Python not run (--no-python)' : pythonFor('lora') === null ? 'Python peft not found (oracle/.venv, see oracle/requirements.txt)' : null;
+  const withPython = pythonAbsent === null;
   const out = path.resolve(values.out!);
   mkdirSync(out, { recursive: true });
   const rows: Row[] = [];
@@ -242,11 +253,11 @@ export async function runPerf(argv: string[]): Promise<number> {
       model: job.model.name, method: request.method, label, kind: job.kind,
       ours: medianResult(measured.ours), python: medianResult(measured.python), ...(notes.length ? { note: [...new Set(notes)].join('; ') } : {}),
     });
-    const meta = { batch: base.batch, sequence: base.sequence, python: withPython, runtimes: [...runtimes] };
-    writeFileSync(path.join(out, 'perf.json'), `${JSON.stringify({ schema: 'peft-perf/1', complete: index === jobs.length - 1, ...meta, rows }, null, 2)}\n`);
+    const meta: ReportMeta = { batch: base.batch, sequence: base.sequence, pythonAbsent, runtimes: [...runtimes] };
+    writeFileSync(path.join(out, 'perf.json'), `${JSON.stringify({ schema: 'peft-perf/1', complete: index === jobs.length - 1, machine: machine(), ...meta, rows }, null, 2)}\n`);
     writeFileSync(path.join(out, 'perf.md'), `${perfReport(rows, meta)}\n`);
   }
-  console.log(`\n${perfReport(rows, { batch: base.batch, sequence: base.sequence, python: withPython, runtimes: [...runtimes] })}`);
+  console.log(`\n${perfReport(rows, { batch: base.batch, sequence: base.sequence, pythonAbsent, runtimes: [...runtimes] })}`);
   console.log(`\n${((performance.now() - started) / 60000).toFixed(1)} minutes; perf.json and perf.md in ${out}`);
   return rows.some((r) => r.note?.includes('@peft failed')) ? 1 : 0;
 }

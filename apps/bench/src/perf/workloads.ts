@@ -33,7 +33,16 @@ export const PERF_MODELS: readonly PerfModel[] = [
     },
     loraTargets: ['q_proj', 'v_proj'],
   },
+  {
+    name: 'tiny',
+    label: 'tiny GPT-2 (2 x 64, vocabulary 512: a smoke test of the harness, not a benchmark)',
+    config: { model_type: 'gpt2', vocab_size: 512, n_positions: 256, n_embd: 64, n_layer: 2, n_head: 2 },
+    loraTargets: ['c_attn'],
+  },
 ];
+
+/** The shapes `pnpm bench perf` measures unless told otherwise. */
+export const DEFAULT_PERF_MODELS = ['gpt2', 'llama'];
 
 /** Virtual tokens of prefix, prompt and P-tuning; the bottleneck size of the Pfeiffer adapter. */
 export const PERF_VIRTUAL_TOKENS = 20;

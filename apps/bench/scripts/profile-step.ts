@@ -1,0 +1,72 @@
+// Where a training step's time goes: tfjs's profiler over steps of one perf workload (random
+// weights, batch 4 x 128), kernel time summed per kernel and input shapes, the top rows printed
+// beside the step's wall time and allocations. Used to choose what to make fast (#11).
+//
+//   pnpm --filter @peft/bench profile-step [model=gpt2] [method=lora|decode] [steps=2] [backend=tensorflow]
+// `decode`: the base model generating `steps` tokens after a 128-token prompt, per token.
+import { parseBackendRequest, selectBackend } from '@peft/backend';
+import { train, type Example } from '@peft/core';
+import { generate, randomModel } from '@peft/models';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { PERF_METHODS, PERF_MODELS } from '../src/perf/workloads.js';
+
+const [modelName = 'gpt2', methodName = 'lora', stepsArg = '2', backendName = 'tensorflow'] = process.argv.slice(2);
+await selectBackend({ backend: parseBackendRequest(backendName, 'backend'), warnIfSlow: false });
+const model = PERF_MODELS.find((m) => m.name === modelName);
+const decode = methodName === 'decode';
+const method = decode ? PERF_METHODS[0] : PERF_METHODS.find((m) => m.name === methodName);
+if (!model || !method) throw new Error(`usage: profile-step [${PERF_MODELS.map((m) => m.name).join('|')}] [${PERF_METHODS.map((m) => m.name).join('|')}] [steps]`);
+const steps = Number(stepsArg);
+const vocab = model.config.vocab_size as number;
+const host = randomModel(model.config);
+const trainable = decode ? { host, trainableVariables: () => new Map() } : method.make(host, model);
+const data: Example[] = Array.from({ length: 4 * (steps + 1) }, (_, i) => {
+  const ids = Array.from({ length: 128 }, (_, t) => (i * 7919 + t * 31) % vocab);
+  return { inputIds: ids, labels: ids };
+});
+const options = { task: 'causal-lm' as const, padTokenId: 0, batchSize: 4, learningRate: 1e-4, schedule: 'constant' as const, bucketByLength: false };
+const prompt = [data[0]!.inputIds];
+// warm-up, not profiled
+if (decode) generate(host, { inputIds: prompt, maxNewTokens: 2 });
+else await train(trainable, { ...options, data: data.slice(0, 4) });
+
+const started = performance.now();
+const usageBefore = process.resourceUsage();
+const profile = await tf.profile(async () => {
+  if (decode) generate(host, { inputIds: prompt, maxNewTokens: steps + 1 });
+  else await train(trainable, { ...options, data: data.slice(4) });
+});
+const wall = performance.now() - started;
+const usage = process.resourceUsage();
+
+interface Entry { name: string; shapes: string; ms: number; calls: number; bytes: number }
+const byKernel = new Map<string, Entry>();
+const byName = new Map<string, Entry>();
+let total = 0;
+for (const kernel of profile.kernels) {
+  const ms = await kernel.kernelTimeMs as number;
+  total += ms;
+  const shapes = kernel.inputShapes.map((s) => `[${s}]`).join(' ');
+  const key = `${kernel.name} ${shapes}`;
+  for (const [map, k] of [[byKernel, key], [byName, kernel.name]] as const) {
+    const entry = map.get(k) ?? { name: kernel.name, shapes: map === byKernel ? shapes : '', ms: 0, calls: 0, bytes: 0 };
+    entry.ms += ms;
+    entry.calls += 1;
+    entry.bytes += Math.max(0, kernel.bytesAdded);
+    map.set(k, entry);
+  }
+}
+const perStep = (x: number): number => x / steps;
+console.log(`${model.name} ${decode ? 'decode (per token, prefill included)' : method.name} on ${tf.getBackend()}: ${steps} steps, wall ${perStep(wall).toFixed(0)} ms/step, ` +
+  `kernels ${perStep(total).toFixed(0)} ms/step (${profile.kernels.length / steps} kernel calls/step), ` +
+  `user ${((usage.userCPUTime - usageBefore.userCPUTime) / 1000 / steps).toFixed(0)} ms, system ${((usage.systemCPUTime - usageBefore.systemCPUTime) / 1000 / steps).toFixed(0)} ms, ` +
+  `minor page faults ${((usage.minorPageFault - usageBefore.minorPageFault) / steps).toFixed(0)} per step`);
+const print = (title: string, entries: Entry[], count: number): void => {
+  console.log(`\n${title}`);
+  for (const e of entries.sort((a, b) => b.ms - a.ms).slice(0, count)) {
+    console.log(`  ${perStep(e.ms).toFixed(1).padStart(8)} ms ${((100 * e.ms) / total).toFixed(1).padStart(5)}%  x${String(perStep(e.calls)).padEnd(5)} ${e.name} ${e.shapes}`);
+  }
+};
+print('per kernel:', [...byName.values()], 25);
+print('per kernel and input shapes:', [...byKernel.values()], 30);

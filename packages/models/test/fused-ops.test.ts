@@ -1,0 +1,115 @@
+// Ops that carry their own gradient (core's cross-entropy and tanh GELU): on every backend, value
+// and gradient must equal the definition, computed here in plain double-precision arithmetic.
+import { availableBackends, loadBackend, type BackendName } from '@peft/backend';
+import { ACTIVATIONS, IGNORE_INDEX, causalLmLoss, layerNorm, maskedCrossEntropy, rmsNorm } from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+
+const ROWS = 5;
+const CLASSES = 7;
+const values = Float32Array.from({ length: ROWS * CLASSES }, (_, i) => Math.sin(i * 1.7) * 3);
+const labels = Int32Array.from([3, IGNORE_INDEX, 0, 6, 3]);
+
+/** Loss and d loss / d logits by the definition: mean over labelled rows of logsumexp - picked. */
+function reference(): { loss: number; gradient: Float32Array } {
+  const gradient = new Float32Array(ROWS * CLASSES);
+  const labelled = [...labels].filter((l) => l !== IGNORE_INDEX).length;
+  let loss = 0;
+  for (let r = 0; r < ROWS; r++) {
+    if (labels[r] === IGNORE_INDEX) continue;
+    const row = values.subarray(r * CLASSES, (r + 1) * CLASSES);
+    const max = Math.max(...row);
+    const sum = row.reduce((s, v) => s + Math.exp(v - max), 0);
+    loss += (Math.log(sum) + max - row[labels[r]!]!) / labelled;
+    for (let c = 0; c < CLASSES; c++) gradient[r * CLASSES + c] = (Math.exp(row[c]! - max) / sum - (c === labels[r] ? 1 : 0)) / labelled;
+  }
+  return { loss, gradient };
+}
+
+const backends = await availableBackends();
+
+describe.each(backends)('cross-entropy on the %s backend', (backend: BackendName) => {
+  it('value and gradient equal the definition', async () => {
+    await loadBackend(backend);
+    const expected = reference();
+    const logits = tf.tensor2d(values, [ROWS, CLASSES]);
+    const { value, grad: grads } = tf.valueAndGrad((x: tf.Tensor) => maskedCrossEntropy(x as tf.Tensor2D, labels).loss)(logits);
+    expect(value.dataSync()[0]).toBeCloseTo(expected.loss, 5);
+    const gradient = grads.dataSync();
+    for (let i = 0; i < gradient.length; i++) expect(gradient[i]).toBeCloseTo(expected.gradient[i]!, 6);
+    // the ignored row gets no gradient at all
+    expect([...gradient.subarray(CLASSES, 2 * CLASSES)].every((g) => g === 0)).toBe(true);
+    tf.dispose([logits, value, grads]);
+  });
+
+  it('causal LM: the last position predicts nothing and takes no gradient', async () => {
+    await loadBackend(backend);
+    const logits = tf.tensor3d(values, [1, ROWS, CLASSES]);
+    const next = [[1, 3, IGNORE_INDEX, 0, 6]]; // position t is scored against label t + 1
+    const { value, grad: grads } = tf.valueAndGrad((x: tf.Tensor) => causalLmLoss(x as tf.Tensor3D, next).loss)(logits);
+    const shifted = maskedCrossEntropy(tf.tensor2d(values.subarray(0, 4 * CLASSES), [4, CLASSES]), Int32Array.from([3, IGNORE_INDEX, 0, 6]));
+    expect(value.dataSync()[0]).toBeCloseTo(shifted.loss.dataSync()[0]!, 6);
+    expect([...grads.dataSync().subarray(4 * CLASSES)].every((g) => g === 0)).toBe(true);
+  });
+});
+
+/** GPT-2's gelu_new as transformers writes it, in float64. */
+const geluNew = (x: number): number => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+
+describe.each(backends)('tanh GELU on the %s backend', (backend: BackendName) => {
+  it('value and gradient equal the definition (central differences)', async () => {
+    await loadBackend(backend);
+    const points = Float32Array.from({ length: 41 }, (_, i) => -6 + i * 0.3);
+    const x = tf.tensor1d(points);
+    const { value, grad } = tf.valueAndGrad((t: tf.Tensor) => tf.sum(tf.mul(ACTIVATIONS.gelu_new!(t), tf.range(1, 42))))(x);
+    const y = ACTIVATIONS.gelu_new!(x).dataSync();
+    const gradient = grad.dataSync();
+    const h = 1e-5;
+    points.forEach((p, i) => {
+      expect(y[i]).toBeCloseTo(geluNew(p), 6);
+      // the upstream gradient is i + 1 (the weights of the sum)
+      expect(gradient[i]! / (i + 1)).toBeCloseTo((geluNew(p + h) - geluNew(p - h)) / (2 * h), 5);
+    });
+    expect(value.dataSync()[0]).toBeCloseTo(points.reduce((s, p, i) => s + geluNew(p) * (i + 1), 0), 2);
+    tf.dispose([x, value, grad]);
+  });
+});
+
+/** The norms as composed tfjs ops, differentiated by tfjs: the reference for the written-out gradients. */
+const composedLayerNorm = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor => {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-5))), w), b);
+};
+const composedRmsNorm = (x: tf.Tensor, w: tf.Tensor): tf.Tensor => tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), 1e-6))), w);
+
+describe.each(backends)('norms on the %s backend', (backend: BackendName) => {
+  const x = (): tf.Tensor => tf.tensor3d(Float32Array.from({ length: 2 * 3 * 8 }, (_, i) => Math.cos(i * 0.9) * 2 + (i % 5)), [2, 3, 8]);
+  const w = (): tf.Tensor => tf.tensor1d(Float32Array.from({ length: 8 }, (_, i) => 0.5 + i * 0.1));
+  const b = (): tf.Tensor => tf.tensor1d(Float32Array.from({ length: 8 }, (_, i) => i * 0.05 - 0.2));
+  // a weighted sum, so that every output position sends its own gradient
+  const upstream = (): tf.Tensor => tf.tensor3d(Float32Array.from({ length: 48 }, (_, i) => Math.sin(i)), [2, 3, 8]);
+  const close = (actual: tf.Tensor, expected: tf.Tensor): void => {
+    const a = actual.dataSync();
+    const e = expected.dataSync();
+    expect(a.length).toBe(e.length);
+    for (let i = 0; i < a.length; i++) expect(a[i]).toBeCloseTo(e[i]!, 4);
+  };
+
+  it('layerNorm: value and gradients for x, weight and bias equal the composed ops', async () => {
+    await loadBackend(backend);
+    const f = (norm: (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.Tensor) => (xs: tf.Tensor, ws: tf.Tensor, bs: tf.Tensor) => tf.sum(tf.mul(norm(xs, ws, bs), upstream()));
+    const fused = tf.grads(f((a, c, d) => layerNorm(a, c as tf.Tensor1D, d as tf.Tensor1D, 1e-5)))([x(), w(), b()]);
+    const composed = tf.grads(f(composedLayerNorm))([x(), w(), b()]);
+    fused.forEach((g, i) => close(g, composed[i]!));
+    close(layerNorm(x(), w() as tf.Tensor1D, b() as tf.Tensor1D, 1e-5), composedLayerNorm(x(), w(), b()));
+  });
+
+  it('rmsNorm: value and gradients for x and weight equal the composed ops', async () => {
+    await loadBackend(backend);
+    const f = (norm: (x: tf.Tensor, w: tf.Tensor) => tf.Tensor) => (xs: tf.Tensor, ws: tf.Tensor) => tf.sum(tf.mul(norm(xs, ws), upstream()));
+    const fused = tf.grads(f((a, c) => rmsNorm(a, c as tf.Tensor1D, 1e-6)))([x(), w()]);
+    const composed = tf.grads(f(composedRmsNorm))([x(), w()]);
+    fused.forEach((g, i) => close(g, composed[i]!));
+    close(rmsNorm(x(), w() as tf.Tensor1D, 1e-6), composedRmsNorm(x(), w()));
+  });
+});
