@@ -139,14 +139,15 @@ def ceiling(args):
     seconds = []
     for shape in args.shapes.split(";"):
         m, k, n = (int(x) for x in shape.split(","))
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
         times = []
         for i in range(args.warmup + args.steps):
             start = time.perf_counter()
-            torch.matmul(a, b)
+            torch.matmul(a, b, out=out)
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
-        seconds.append(statistics.median(times))
+        # the ceiling: the fastest repetition, into a preallocated output
+        seconds.append(min(times))
     return {"matmul_seconds": seconds}
 
 
