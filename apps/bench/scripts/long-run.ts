@@ -4,6 +4,7 @@
 // tensor count moves at all (a leak).
 //
 //   pnpm --filter @peft/bench long-run [steps=1000] [method=lora] [backend=tensorflow]
+// (the script runs node with --expose-gc: garbage is collected before each reading)
 import path from 'node:path';
 
 import { parseBackendRequest, selectBackend } from '@peft/backend';
@@ -44,10 +45,14 @@ await train(model, {
   learningRate: 1e-4,
   onStep: ({ step, loss }) => {
     if (step % 100 !== 0) return;
+    // with --expose-gc, garbage is collected first: what remains is held
+    (globalThis as { gc?: () => void }).gc?.();
     const memory = tf.memory();
-    const sample = { step, rss: process.memoryUsage.rss(), tensors: memory.numTensors, bytes: memory.numBytes };
+    const usage = process.memoryUsage();
+    const sample = { step, rss: usage.rss, tensors: memory.numTensors, bytes: memory.numBytes };
     samples.push(sample);
-    console.log(`  step ${String(step).padStart(5)}  loss ${loss.toFixed(3)}  RSS ${megabytes(sample.rss)}  tensors ${sample.tensors} (${megabytes(sample.bytes)})  ` +
+    console.log(`  step ${String(step).padStart(5)}  loss ${loss.toFixed(3)}  RSS ${megabytes(sample.rss)}  JS heap ${megabytes(usage.heapUsed)}  ` +
+      `external ${megabytes(usage.external)}  tensors ${sample.tensors} (${megabytes(sample.bytes)})  ` +
       `${((performance.now() - started) / 1000).toFixed(0)} s`);
   },
 });

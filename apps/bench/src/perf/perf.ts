@@ -19,6 +19,7 @@ export const perfUsage = `usage: pnpm bench perf [options]
   --reps N                     training processes per side and workload, alternating (default 3)
   --steps N                    timed training steps per process, after 2 warm-up steps (default 4)
   --rounds N                   alternating inference rounds per process (default 5)
+  --kinds train,infer          what to measure (default both; the ceiling is always measured)
   --no-python                  our side only
   --quick                      1 repetition, 2 steps, 2 rounds (GPT-2 unless --models)
   --out DIR                    default bench-results/perf`;
@@ -189,6 +190,7 @@ export async function runPerf(argv: string[]): Promise<number> {
       reps: { type: 'string', default: '3' },
       steps: { type: 'string', default: '4' },
       rounds: { type: 'string', default: '5' },
+      kinds: { type: 'string', default: 'train,infer' },
       'no-python': { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
       out: { type: 'string', default: path.join('bench-results', 'perf') },
@@ -214,6 +216,7 @@ export async function runPerf(argv: string[]): Promise<number> {
   const models = pick('models', values.models ?? (quick ? 'gpt2' : DEFAULT_PERF_MODELS.join(',')), PERF_MODELS);
   const methods: PerfMethod[] = pick('methods', values.methods!, PERF_METHODS);
   const reps = quick ? 1 : integer('reps', values.reps!);
+  const kinds = pick('kinds', values.kinds!, [{ name: 'train' }, { name: 'infer' }]).map((k) => k.name);
   const base: WorkerRequest = {
     model: '', method: 'base', mode: 'train', batch: 4, sequence: 128, warmup: 2,
     steps: quick ? 2 : integer('steps', values.steps!), rounds: quick ? 2 : integer('rounds', values.rounds!), newTokens: 16, backend: 'tensorflow',
@@ -228,8 +231,8 @@ export async function runPerf(argv: string[]): Promise<number> {
   const jobs: { model: PerfModel; method: PerfMethod | null; kind: Row['kind'] }[] = [];
   for (const model of models) {
     jobs.push({ model, method: null, kind: 'ceiling' });
-    for (const method of methods) jobs.push({ model, method, kind: 'train' });
-    for (const method of methods) if (!method.full) jobs.push({ model, method, kind: 'infer' });
+    if (kinds.includes('train')) for (const method of methods) jobs.push({ model, method, kind: 'train' });
+    if (kinds.includes('infer')) for (const method of methods) if (!method.full) jobs.push({ model, method, kind: 'infer' });
   }
   for (const [index, job] of jobs.entries()) {
     const label = job.method?.label ?? 'matmul ceiling';

@@ -100,9 +100,11 @@ function inference(model: PeftModel, request: WorkerRequest, vocab: number): Par
     };
   }
   const rows = Object.fromEntries(Object.keys(variants).map((name) => [name, { forward: [] as number[], decode: [] as number[] }]));
-  // alternating rounds, so that drift of the machine falls on every variant alike; round 0 warms up
+  // rounds, each variant in every position in turn (the order rotates), so that drift of the
+  // machine and the effects of the previous variant fall on every variant alike; round 0 warms up
+  const entries = Object.entries(variants);
   for (let round = 0; round <= request.rounds; round++) {
-    for (const [name, run] of Object.entries(variants)) {
+    for (const [name, run] of entries.map((_, i) => entries[(i + round) % entries.length]!)) {
       const [f, d] = run();
       if (round > 0) {
         rows[name]!.forward.push(f);
@@ -119,6 +121,12 @@ function inference(model: PeftModel, request: WorkerRequest, vocab: number): Par
 }
 
 function ceiling(request: WorkerRequest, model: (typeof PERF_MODELS)[number]): Partial<WorkerResult> {
+  // the first products of a process run slow (the library sets up its kernels): half a second first
+  const started = performance.now();
+  tf.tidy(() => {
+    const x = tf.randomUniform([512, 768]);
+    while (performance.now() - started < 500) tf.matMul(x, tf.transpose(x)).dataSync();
+  });
   const matmul_seconds = forwardMatmuls(model, request.batch * request.sequence).map(({ shape: [m, k, n] }) => {
     const a = tf.randomUniform([m, k]);
     const b = tf.randomUniform([k, n]);
