@@ -11,7 +11,7 @@ import { loadTokenizer } from '@peft/models';
 
 import { readBrown, splitBrown } from './data/brown.js';
 import { readEmails } from './data/email.js';
-import { runPerf } from './perf/perf.js';
+import { perfUsage, runPerf } from './perf/perf.js';
 import { METHODS, VIRTUAL_TOKENS } from './methods.js';
 import { consoleTable, writeReports } from './report.js';
 import { parseBudget, parseLearningRates, runBench, type ProgressEvent } from './run.js';
@@ -155,7 +155,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
-    console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n${usage}`);
+    console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n${process.argv[2] === 'perf' ? perfUsage : usage}`);
     process.exit(2);
   },
 );
