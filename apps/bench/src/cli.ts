@@ -14,7 +14,7 @@ import { readEmails } from './data/email.js';
 import { perfUsage, runPerf } from './perf/perf.js';
 import { METHODS, VIRTUAL_TOKENS } from './methods.js';
 import { consoleTable, writeReports } from './report.js';
-import { parseBudget, parseLearningRates, runBench, type ProgressEvent } from './run.js';
+import { parseBudget, parseLearningRates, positiveIntegerFlag, runBench, type ProgressEvent } from './run.js';
 import { emailLmTask, genreTask, jsonlTask, posTask, spamTask, type TaskSplits } from './tasks/tasks.js';
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt');
@@ -102,11 +102,6 @@ async function main(): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const integer = (name: string, value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got "${value}"`);
-    return n;
-  };
   const budget = parseBudget(values.budget!);
   const learningRates = parseLearningRates(values.lr ?? '');
   const backend = await selectBackend({ backend: parseBackendRequest(values.backend!, '--backend') });
@@ -122,7 +117,7 @@ async function main(): Promise<number> {
   process.once('SIGINT', interrupt);
   let status = 0;
   for (const name of tasks) {
-    const task = await taskFor(name, values.data, values.model!, quick ? 120 : integer('limit', values.limit!));
+    const task = await taskFor(name, values.data, values.model!, quick ? 120 : positiveIntegerFlag('limit', values.limit!));
     const out = path.resolve(values.out ?? path.join('bench-results', task.name), tasks.length > 1 && values.out ? task.name : '');
     console.log(`task ${task.name} (${task.task}): train ${task.train.length}, validation ${task.validation.length}, test ${task.test.length}; output ${out}`);
     const started = performance.now();
@@ -131,11 +126,11 @@ async function main(): Promise<number> {
         modelDirectory: values.model!,
         task,
         methods: values.methods!.split(',').map((m) => m.trim()).filter(Boolean),
-        seeds: quick ? 1 : integer('seeds', values.seeds!),
+        seeds: quick ? 1 : positiveIntegerFlag('seeds', values.seeds!),
         steps: quick ? 3 : (budget.steps ?? 0),
         ...(!quick && budget.seconds ? { seconds: budget.seconds } : {}),
         learningRates,
-        batchSize: quick ? 4 : integer('batch', values.batch!),
+        batchSize: quick ? 4 : positiveIntegerFlag('batch', values.batch!),
         latencyExamples: quick ? 2 : 10,
         out,
         backend,

@@ -417,6 +417,13 @@ export async function runBench(options: BenchOptions, onResults?: (results: Benc
   return results;
 }
 
+/** A command-line flag's value that must be a positive integer. */
+export function positiveIntegerFlag(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got "${value}"`);
+  return n;
+}
+
 /** `--budget`: `150` (steps), `90s` or `2m` (wall time per training run). */
 export function parseBudget(value: string): { steps?: number; seconds?: number } {
   const match = /^(\d+(?:\.\d+)?)\s*(s|m|min)?$/.exec(value.trim());

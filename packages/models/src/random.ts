@@ -1,4 +1,4 @@
-// GPT-2 models with random weights, made in memory: benchmarks of any size need no download.
+// Models with random weights, made in memory: benchmarks of any size need no download.
 import { memoryStore, serializeSafetensors, type Checkpoint, type FileStore, type TensorToWrite } from '@peft/core';
 
 import { hostFromCheckpoint } from './load-pretrained.js';

@@ -1,5 +1,6 @@
-// Ops that carry their own gradient (core's cross-entropy and tanh GELU): on every backend, value
-// and gradient must equal the definition, computed here in plain double-precision arithmetic.
+// Ops that carry their own gradient (core's cross-entropy, tanh GELU, LayerNorm, RMSNorm): on every
+// backend, value and gradient must equal the definition (plain double-precision arithmetic, or, for
+// the norms, the composed tfjs ops differentiated by tfjs).
 import { availableBackends, loadBackend, type BackendName } from '@peft/backend';
 import { ACTIVATIONS, IGNORE_INDEX, causalLmLoss, layerNorm, maskedCrossEntropy, rmsNorm } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';

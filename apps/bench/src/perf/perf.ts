@@ -9,6 +9,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { DEFAULT_PERF_MODELS, PERF_METHODS, PERF_MODELS, PERF_VIRTUAL_TOKENS, forwardMatmuls, matmulCeiling, trainingFlops, type PerfMethod, type PerfModel } from './workloads.js';
+import { positiveIntegerFlag } from '../run.js';
+
 import type { WorkerRequest, WorkerResult } from './worker.js';
 
 const root = path.resolve(import.meta.dirname, '../../../..');
@@ -60,9 +62,11 @@ function medianResult(results: readonly WorkerResult[]): WorkerResult | null {
   return merged;
 }
 
+/** The oracle's virtual environment for a method: AdapterHub's `adapters` pins its own transformers. */
+const venvFor = (method: string): string => (method === 'pfeiffer' ? 'oracle/.venv-adapters' : 'oracle/.venv');
+
 function pythonFor(method: string): string | null {
-  const venv = method === 'pfeiffer' ? 'oracle/.venv-adapters' : 'oracle/.venv';
-  const interpreter = path.join(root, venv, 'bin/python');
+  const interpreter = path.join(root, venvFor(method), 'bin/python');
   return existsSync(interpreter) ? interpreter : null;
 }
 
@@ -201,11 +205,6 @@ export async function runPerf(argv: string[]): Promise<number> {
     console.log(perfUsage);
     return 0;
   }
-  const integer = (name: string, value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got "${value}"`);
-    return n;
-  };
   const pick = <T extends { name: string }>(flag: string, list: string, all: readonly T[]): T[] =>
     list.split(',').map((name) => name.trim()).filter(Boolean).map((name) => {
       const found = all.find((x) => x.name === name);
@@ -215,11 +214,11 @@ export async function runPerf(argv: string[]): Promise<number> {
   const quick = values.quick!;
   const models = pick('models', values.models ?? (quick ? 'gpt2' : DEFAULT_PERF_MODELS.join(',')), PERF_MODELS);
   const methods: PerfMethod[] = pick('methods', values.methods!, PERF_METHODS);
-  const reps = quick ? 1 : integer('reps', values.reps!);
+  const reps = quick ? 1 : positiveIntegerFlag('reps', values.reps!);
   const kinds = pick('kinds', values.kinds!, [{ name: 'train' }, { name: 'infer' }]).map((k) => k.name);
   const base: WorkerRequest = {
     model: '', method: 'base', mode: 'train', batch: 4, sequence: 128, warmup: 2,
-    steps: quick ? 2 : integer('steps', values.steps!), rounds: quick ? 2 : integer('rounds', values.rounds!), newTokens: 16, backend: 'tensorflow',
+    steps: quick ? 2 : positiveIntegerFlag('steps', values.steps!), rounds: quick ? 2 : positiveIntegerFlag('rounds', values.rounds!), newTokens: 16, backend: 'tensorflow',
   };
   const pythonAbsent = values['no-python'] ? 'Python not run (--no-python)' : pythonFor('lora') === null ? 'Python peft not found (oracle/.venv, see oracle/requirements.txt)' : null;
   const withPython = pythonAbsent === null;
@@ -227,6 +226,8 @@ export async function runPerf(argv: string[]): Promise<number> {
   mkdirSync(out, { recursive: true });
   const rows: Row[] = [];
   const runtimes = new Set<string>();
+  const meta = (): ReportMeta => ({ batch: base.batch, sequence: base.sequence, pythonAbsent, runtimes: [...runtimes] });
+  let report = '';
   const started = performance.now();
   const jobs: { model: PerfModel; method: PerfMethod | null; kind: Row['kind'] }[] = [];
   for (const model of models) {
@@ -243,7 +244,7 @@ export async function runPerf(argv: string[]): Promise<number> {
     const python = withPython && pythonFor(request.method) !== null;
     const measured: Measured = { ours: [], python: [] };
     const notes: string[] = [];
-    if (withPython && !python) notes.push(`Python counterpart absent: ${request.method === 'pfeiffer' ? 'oracle/.venv-adapters' : 'oracle/.venv'}`);
+    if (withPython && !python) notes.push(`Python counterpart absent: ${venvFor(request.method)}`);
     const repetitions = job.kind === 'train' ? reps : 1;
     for (let rep = 0; rep < repetitions; rep++) {
       const order: Side[] = python ? (rep % 2 === 0 ? ['ours', 'python'] : ['python', 'ours']) : ['ours'];
@@ -264,11 +265,11 @@ export async function runPerf(argv: string[]): Promise<number> {
       model: job.model.name, method: request.method, label, kind: job.kind,
       ours: medianResult(measured.ours), python: medianResult(measured.python), ...(notes.length ? { note: [...new Set(notes)].join('; ') } : {}),
     });
-    const meta: ReportMeta = { batch: base.batch, sequence: base.sequence, pythonAbsent, runtimes: [...runtimes] };
-    writeFileSync(path.join(out, 'perf.json'), `${JSON.stringify({ schema: 'peft-perf/1', complete: index === jobs.length - 1, machine: machine(), ...meta, rows }, null, 2)}\n`);
-    writeFileSync(path.join(out, 'perf.md'), `${perfReport(rows, meta)}\n`);
+    writeFileSync(path.join(out, 'perf.json'), `${JSON.stringify({ schema: 'peft-perf/1', complete: index === jobs.length - 1, machine: machine(), ...meta(), rows }, null, 2)}\n`);
+    report = perfReport(rows, meta());
+    writeFileSync(path.join(out, 'perf.md'), `${report}\n`);
   }
-  console.log(`\n${perfReport(rows, { batch: base.batch, sequence: base.sequence, pythonAbsent, runtimes: [...runtimes] })}`);
+  console.log(`\n${report}`);
   console.log(`\n${((performance.now() - started) / 60000).toFixed(1)} minutes; perf.json and perf.md in ${out}`);
   return rows.some((r) => r.note?.includes('@peft failed')) ? 1 : 0;
 }
