@@ -97,7 +97,11 @@ export interface TrainOptions {
   handleInterrupt?: boolean;
   /** Aborting stops after the current step (with a checkpoint when configured). */
   signal?: AbortSignal;
-  onStep?: (info: StepInfo) => void;
+  /**
+   * After every optimizer step. A returned promise is awaited before the next step: a web page
+   * yields to its renderer there. (Typed `unknown` so that callbacks returning anything still fit.)
+   */
+  onStep?: (info: StepInfo) => unknown;
   onEval?: (result: EvalResult) => void;
   onEpoch?: (info: { epoch: number; step: number; meanLoss: number }) => void;
 }
@@ -403,7 +407,7 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
         state.losses.push(loss);
         epochLossSum += loss;
         epochSteps += 1;
-        options.onStep?.({
+        await options.onStep?.({
           step: state.step,
           totalSteps,
           epoch: epoch + 1,

@@ -80,6 +80,22 @@ describe('train', () => {
     host.dispose();
   });
 
+  it('awaits an onStep that returns a promise before the next step starts', async () => {
+    const host = await loadPretrained(directory('gpt2-tied'));
+    const adapter = biasAdapter(host, 'transformer.h.0.attn.c_attn');
+    const events: string[] = [];
+    await train(adapter, lmOptions({
+      data: patternExamples(3), batchSize: 1, epochs: 1,
+      onStep: async ({ step }) => {
+        events.push(`step ${step}`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        events.push(`yielded ${step}`);
+      },
+    }));
+    expect(events).toEqual(['step 1', 'yielded 1', 'step 2', 'yielded 2', 'step 3', 'yielded 3']);
+    host.dispose();
+  });
+
   it('resumes from a checkpoint with bit-identical losses (interrupted by a signal)', async () => {
     const options = (store: ReturnType<typeof memoryStore>, extra: Partial<TrainOptions> = {}): TrainOptions =>
       lmOptions({ checkpoint: { store }, schedule: 'cosine', warmupSteps: 2, gradientAccumulationSteps: 2, batchSize: 2, ...extra });

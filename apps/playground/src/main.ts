@@ -1,0 +1,359 @@
+// The page: wires the DOM to session.ts. State lives here; everything that computes lives there.
+import { selectBrowserBackend, type BrowserBackendName } from '@peft/backend/browser';
+import {
+  PeftModel,
+  countParameters,
+  indexedDbFolders,
+  indexedDbStore,
+  memoryStore,
+  urlStore,
+  type FileStore,
+  type StepInfo,
+} from '@peft/core';
+import { loadPretrained, loadTokenizer, type HfTokenizer, type TransformerHost } from '@peft/models';
+import wasmPlain from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
+import wasmSimd from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
+import wasmThreadedSimd from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
+
+import { LossChart } from './chart.js';
+import { PLAYGROUND_METHODS, continueText, findMethod, parseTrainingData, probeLogits, trainSteps, type TrainingData } from './session.js';
+
+const SAMPLE_TEXT = [
+  'the cat sat on the mat and the dog sat on the rug .',
+  'the cat sat on the rug and the dog sat on the mat .',
+  'the bird sat on the tree and the fish swam in the pond .',
+].map((line) => `${line}\n`).join('').repeat(6);
+const ADAPTER_FOLDER = 'adapters/';
+
+function element<T extends HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`the page has no #${id}`);
+  return found as T;
+}
+
+const ui = {
+  backend: element<HTMLParagraphElement>('backend'),
+  modelInfo: element<HTMLParagraphElement>('model-info'),
+  modelFiles: element<HTMLInputElement>('model-files'),
+  method: element<HTMLSelectElement>('method'),
+  learningRate: element<HTMLInputElement>('learning-rate'),
+  steps: element<HTMLInputElement>('steps'),
+  batchSize: element<HTMLInputElement>('batch-size'),
+  blockSize: element<HTMLInputElement>('block-size'),
+  data: element<HTMLTextAreaElement>('data'),
+  dataInfo: element<HTMLParagraphElement>('data-info'),
+  train: element<HTMLButtonElement>('train'),
+  stop: element<HTMLButtonElement>('stop'),
+  progress: element<HTMLProgressElement>('progress'),
+  trainInfo: element<HTMLParagraphElement>('train-info'),
+  prompt: element<HTMLInputElement>('prompt'),
+  generate: element<HTMLButtonElement>('generate'),
+  adapted: element<HTMLPreElement>('adapted'),
+  base: element<HTMLPreElement>('base'),
+  adapterName: element<HTMLInputElement>('adapter-name'),
+  save: element<HTMLButtonElement>('save'),
+  download: element<HTMLButtonElement>('download'),
+  saved: element<HTMLSelectElement>('saved'),
+  load: element<HTMLButtonElement>('load'),
+  delete: element<HTMLButtonElement>('delete'),
+  saveInfo: element<HTMLParagraphElement>('save-info'),
+  error: element<HTMLParagraphElement>('error'),
+};
+const chart = new LossChart(element<HTMLCanvasElement>('chart'));
+
+interface State {
+  host: TransformerHost | null;
+  tokenizer: HfTokenizer | null;
+  model: PeftModel | null;
+  busy: boolean;
+  controller: AbortController | null;
+}
+const state: State = { host: null, tokenizer: null, model: null, busy: false, controller: null };
+
+/** What the end-to-end test reads: the backend, the last run, and a probe of the current model. */
+const testHook = {
+  backend: '',
+  losses: [] as number[],
+  stepsPerSecond: 0,
+  tokensPerSecond: 0,
+  probe: (text: string): number[] => probeLogits(requireHost(), requireTokenizer(), text),
+};
+(window as unknown as { playground: typeof testHook }).playground = testHook;
+
+function requireHost(): TransformerHost {
+  if (!state.host) throw new Error('no model is loaded');
+  return state.host;
+}
+
+function requireTokenizer(): HfTokenizer {
+  if (!state.tokenizer) throw new Error('no tokenizer is loaded');
+  return state.tokenizer;
+}
+
+function showError(error: unknown): void {
+  ui.error.textContent = error instanceof Error ? error.message : String(error);
+  console.error(error);
+}
+
+function refreshButtons(): void {
+  const ready = state.host !== null && !state.busy;
+  ui.train.disabled = !ready;
+  ui.stop.disabled = !state.busy || state.controller === null;
+  ui.generate.disabled = !ready;
+  ui.save.disabled = !ready || state.model === null;
+  ui.download.disabled = !ready || state.model === null;
+  ui.load.disabled = !ready || ui.saved.value === '';
+  ui.delete.disabled = state.busy || ui.saved.value === '';
+}
+
+/** Runs one user action: buttons off while it runs, its error shown, never two at once. */
+async function action(work: () => Promise<void>): Promise<void> {
+  if (state.busy) return;
+  state.busy = true;
+  ui.error.textContent = '';
+  refreshButtons();
+  try {
+    await work();
+  } catch (error) {
+    showError(error);
+  } finally {
+    state.busy = false;
+    state.controller = null;
+    refreshButtons();
+  }
+}
+
+const nextFrame = (): Promise<void> => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+
+function dropModel(): void {
+  state.model = null;
+  state.host?.dispose();
+  state.host = null;
+}
+
+async function loadModel(store: FileStore, label: string): Promise<void> {
+  ui.modelInfo.dataset.state = 'loading';
+  ui.modelInfo.textContent = `loading ${label}…`;
+  dropModel();
+  const started = performance.now();
+  let host: TransformerHost;
+  try {
+    host = await loadPretrained(store);
+    state.tokenizer = await loadTokenizer(store);
+  } catch (error) {
+    ui.modelInfo.dataset.state = 'failed';
+    ui.modelInfo.textContent = `${label} could not be loaded`;
+    throw error;
+  }
+  state.host = host;
+  const parameters = countParameters([...host.parameters.values()]);
+  const { modelType, numLayers, hiddenSize, vocabSize } = host.config;
+  ui.modelInfo.textContent =
+    `${label}: ${modelType}, ${numLayers} layers × ${hiddenSize}, vocabulary ${vocabSize}, ` +
+    `${parameters.toLocaleString('en-US')} parameters (loaded in ${((performance.now() - started) / 1000).toFixed(1)} s)`;
+  ui.modelInfo.dataset.state = 'ready';
+  updateDataInfo();
+}
+
+function trainingData(): TrainingData {
+  return parseTrainingData(ui.data.value, requireTokenizer(), positiveInteger(ui.blockSize, 'block (tokens)', 2));
+}
+
+function positiveInteger(input: HTMLInputElement, label: string, minimum = 1): number {
+  const value = Number(input.value);
+  if (!Number.isInteger(value) || value < minimum) throw new Error(`${label}: expected a whole number ≥ ${minimum}, got "${input.value}"`);
+  return value;
+}
+
+function updateDataInfo(): void {
+  if (!state.tokenizer) return;
+  try {
+    const data = trainingData();
+    ui.dataInfo.textContent = `${data.format === 'jsonl' ? 'JSON Lines' : 'plain text'}: ${data.examples.length} examples, ${data.tokens} tokens`;
+  } catch (error) {
+    ui.dataInfo.textContent = (error as Error).message;
+  }
+}
+
+async function runTraining(): Promise<void> {
+  const host = requireHost();
+  const method = findMethod(ui.method.value);
+  const learningRate = Number(ui.learningRate.value);
+  if (!(learningRate > 0)) throw new Error(`learning rate: expected a positive number, got "${ui.learningRate.value}"`);
+  const steps = positiveInteger(ui.steps, 'steps');
+  const batchSize = positiveInteger(ui.batchSize, 'batch size');
+  const data = trainingData();
+  if (state.model) {
+    // a new run starts from the base model: the previous adapter is taken off first
+    state.model.deleteAdapter(state.model.activeAdapter ?? 'default');
+  }
+  state.model = method.make(host, 0);
+  const trainableCount = countParameters([...state.model.trainableVariables().values()]);
+  const share = (100 * trainableCount) / countParameters([...host.parameters.values()]);
+  const trainable = `${trainableCount.toLocaleString('en-US')} trainable parameters (${share.toFixed(2)}% of the model)`;
+  chart.reset();
+  testHook.losses = [];
+  ui.progress.value = 0;
+  ui.progress.max = steps;
+  ui.trainInfo.dataset.state = 'training';
+  ui.trainInfo.textContent = `${method.label}: ${trainable}; starting…`;
+  state.controller = new AbortController();
+  refreshButtons();
+  let seconds = 0;
+  let tokens = 0;
+  const onStep = async (info: StepInfo): Promise<void> => {
+    seconds += info.seconds;
+    tokens += info.tokens;
+    testHook.losses.push(info.loss);
+    chart.push(info.loss);
+    ui.progress.value = info.step;
+    ui.trainInfo.textContent =
+      `${method.label}: step ${info.step}/${steps}, loss ${info.loss.toFixed(3)}, ` +
+      `${(info.step / seconds).toFixed(2)} steps/s, ${Math.round(tokens / seconds)} tokens/s, ${info.tensors} tensors`;
+    await nextFrame(); // let the page paint between steps
+  };
+  const result = await trainSteps(state.model, data, { steps, batchSize, learningRate, seed: 0, signal: state.controller.signal, onStep });
+  testHook.stepsPerSecond = result.steps / seconds;
+  testHook.tokensPerSecond = tokens / seconds;
+  const first = result.losses[0]!;
+  const last = result.losses.at(-1)!;
+  ui.trainInfo.textContent =
+    `${method.label}: ${result.steps} steps (${result.stoppedBy}), loss ${first.toFixed(3)} → ${last.toFixed(3)}, ` +
+    `${testHook.stepsPerSecond.toFixed(2)} steps/s, ${Math.round(testHook.tokensPerSecond)} tokens/s on ${testHook.backend}; ` +
+    `${trainable}, ${method.virtualTokens} virtual tokens per input`;
+  ui.trainInfo.dataset.state = 'done';
+}
+
+async function runGenerate(): Promise<void> {
+  const host = requireHost();
+  const tokenizer = requireTokenizer();
+  const prompt = ui.prompt.value;
+  ui.adapted.textContent = state.model ? continueText(host, tokenizer, prompt, 24) : '(train or load an adapter first)';
+  const base = (): string => continueText(host, tokenizer, prompt, 24);
+  ui.base.textContent = state.model ? state.model.withAdapterDisabled(base) : base();
+}
+
+function adapterFolder(): string {
+  const name = ui.adapterName.value.trim();
+  if (!/^[\w.-]+$/.test(name)) throw new Error(`name: letters, digits, "-", "_" and "." only; got "${name}"`);
+  return `${ADAPTER_FOLDER}${name}`;
+}
+
+async function refreshSaved(select?: string): Promise<void> {
+  const folders = (await indexedDbFolders()).filter((f) => f.startsWith(ADAPTER_FOLDER));
+  ui.saved.replaceChildren(...folders.map((f) => new Option(f.slice(ADAPTER_FOLDER.length), f)));
+  if (select && folders.includes(select)) ui.saved.value = select;
+  refreshButtons();
+}
+
+async function runSave(): Promise<void> {
+  if (!state.model) throw new Error('nothing to save: train or load an adapter first');
+  const folder = adapterFolder();
+  const store = indexedDbStore(folder);
+  await store.clear();
+  await state.model.saveAdapter(store);
+  ui.saveInfo.textContent = `saved in this browser as "${folder.slice(ADAPTER_FOLDER.length)}": ${(await store.list()).join(', ')}`;
+  await refreshSaved(folder);
+}
+
+async function runDownload(): Promise<void> {
+  if (!state.model) throw new Error('nothing to download: train or load an adapter first');
+  const files = memoryStore();
+  await state.model.saveAdapter(files);
+  for (const [name, bytes] of files.files) {
+    const url = URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>]));
+    const link = Object.assign(document.createElement('a'), { href: url, download: name });
+    link.click();
+    await new Promise((resolve) => setTimeout(resolve, 100)); // one download at a time
+    URL.revokeObjectURL(url);
+  }
+  ui.saveInfo.textContent = `downloaded ${[...files.files.keys()].join(', ')}: load them with PeftModel.fromPretrained (Node) or PeftModel.from_pretrained (Python)`;
+}
+
+async function runLoad(): Promise<void> {
+  const host = requireHost();
+  const folder = ui.saved.value;
+  if (state.model) state.model.deleteAdapter(state.model.activeAdapter ?? 'default');
+  state.model = null;
+  state.model = await PeftModel.fromPretrained(host, indexedDbStore(folder));
+  ui.saveInfo.textContent = `loaded "${folder.slice(ADAPTER_FOLDER.length)}" from this browser`;
+  ui.trainInfo.textContent = `adapter "${folder.slice(ADAPTER_FOLDER.length)}" loaded (not trained in this session)`;
+}
+
+async function runDelete(): Promise<void> {
+  const folder = ui.saved.value;
+  await indexedDbStore(folder).clear();
+  ui.saveInfo.textContent = `deleted "${folder.slice(ADAPTER_FOLDER.length)}"`;
+  await refreshSaved();
+}
+
+async function readDroppedModel(files: FileList): Promise<void> {
+  const store = memoryStore({}, 'dropped folder');
+  for (const file of Array.from(files)) await store.write(file.name, new Uint8Array(await file.arrayBuffer()));
+  for (const required of ['config.json', 'tokenizer.json']) {
+    if (!store.files.has(required)) throw new Error(`the dropped files have no ${required} (found ${[...store.files.keys()].join(', ') || 'nothing'})`);
+  }
+  const folder = files[0]?.webkitRelativePath.split('/')[0] || 'dropped model';
+  await loadModel(store, folder);
+}
+
+function wireEvents(): void {
+  ui.method.addEventListener('change', () => {
+    ui.learningRate.value = String(findMethod(ui.method.value).learningRate);
+  });
+  ui.data.addEventListener('input', updateDataInfo);
+  ui.blockSize.addEventListener('input', updateDataInfo);
+  ui.data.addEventListener('dragover', (event) => {
+    event.preventDefault();
+    ui.data.classList.add('drop');
+  });
+  ui.data.addEventListener('dragleave', () => ui.data.classList.remove('drop'));
+  ui.data.addEventListener('drop', (event) => {
+    event.preventDefault();
+    ui.data.classList.remove('drop');
+    const file = event.dataTransfer?.files[0];
+    if (file) void file.text().then((text) => {
+      ui.data.value = text;
+      updateDataInfo();
+    });
+  });
+  ui.modelFiles.addEventListener('change', () => {
+    if (ui.modelFiles.files?.length) void action(() => readDroppedModel(ui.modelFiles.files!));
+  });
+  ui.train.addEventListener('click', () => void action(runTraining));
+  ui.stop.addEventListener('click', () => state.controller?.abort());
+  ui.generate.addEventListener('click', () => void action(async () => runGenerate()));
+  ui.save.addEventListener('click', () => void action(runSave));
+  ui.download.addEventListener('click', () => void action(runDownload));
+  ui.load.addEventListener('click', () => void action(runLoad));
+  ui.delete.addEventListener('click', () => void action(runDelete));
+  ui.saved.addEventListener('change', refreshButtons);
+}
+
+async function start(): Promise<void> {
+  for (const method of PLAYGROUND_METHODS) ui.method.add(new Option(method.label, method.name));
+  ui.learningRate.value = String(PLAYGROUND_METHODS[0]!.learningRate);
+  ui.data.value = SAMPLE_TEXT;
+  wireEvents();
+  const requested = new URLSearchParams(location.search).get('backend') ?? 'auto';
+  const backend = await selectBrowserBackend({
+    backend: requested as BrowserBackendName | 'auto',
+    wasmPaths: {
+      'tfjs-backend-wasm.wasm': wasmPlain,
+      'tfjs-backend-wasm-simd.wasm': wasmSimd,
+      'tfjs-backend-wasm-threaded-simd.wasm': wasmThreadedSimd,
+    },
+  });
+  testHook.backend = backend.name;
+  const skipped = backend.unavailable.map((u) => `${u.name}: ${u.reason}`).join('; ');
+  ui.backend.textContent = `backend: ${backend.name} (${backend.detail})${skipped ? `; not used: ${skipped}` : ''}`;
+  ui.backend.dataset.state = 'ready';
+  ui.backend.dataset.backend = backend.name;
+  await refreshSaved();
+  await action(() => loadModel(urlStore(new URL('models/brown-gpt/', location.href).toString()), 'brown-gpt'));
+}
+
+start().catch((error: unknown) => {
+  ui.backend.dataset.state = 'failed';
+  showError(error);
+});

@@ -1,0 +1,91 @@
+// The playground end to end in a real browser: build the page with Vite, serve it, drive Debian's
+// Chromium with playwright-core, train, download the adapter and load it in Node (its outputs must
+// equal the page's), save it to IndexedDB and load it back after a reload. Skipped, loudly, where
+// there is no Chromium.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { selectBackend } from '@peft/backend';
+import { PeftModel } from '@peft/core';
+import { loadPretrained, loadTokenizer } from '@peft/models';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import {
+  BROWN_GPT, CHROMIUM, PLAYGROUND_ROOT, downloadAdapter, hasChromium, openPage, probeOnPage, saveReloadLoad, startSite, trainInNode, trainOnPage,
+  type Site,
+} from '../scripts/driver.js';
+import { probeLogits } from '../src/session.js';
+
+const PROBE = 'the cat sat on the';
+/** Screenshots land here (not committed). */
+const OUTPUT = path.join(PLAYGROUND_ROOT, 'test-output');
+
+if (!hasChromium()) console.warn(`!! playground e2e SKIPPED: no Chromium at ${CHROMIUM} (apt-get install chromium, or set PEFT_CHROMIUM)`);
+
+const maxAbsDiff = (a: readonly number[], b: readonly number[]): number => {
+  expect(a).toHaveLength(b.length);
+  return a.reduce((max, x, i) => Math.max(max, Math.abs(x - b[i]!)), 0);
+};
+
+const mean = (values: readonly number[]): number => values.reduce((a, b) => a + b, 0) / values.length;
+
+describe.skipIf(!hasChromium())('the playground in Chromium', () => {
+  let site: Site;
+  const scratch = mkdtempSync(path.join(tmpdir(), 'peft-playground-'));
+
+  beforeAll(async () => {
+    site = await startSite(path.join(scratch, 'site'));
+    await selectBackend({ warnIfSlow: false }); // Node's side of the comparison: the fastest backend here
+  });
+
+  afterAll(async () => {
+    await site?.close();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  // auto is wasm in headless Chromium (its WebGL is SwiftShader, which auto skips); webgl is asked for
+  it.each([
+    ['auto', 'lora', 16],
+    ['auto', 'prompt', 16],
+    ['webgl', 'lora', 6],
+  ])("backend %s, %s: the loss falls; Node loads the download with the page's outputs; IndexedDB keeps it", async (backend, method, steps) => {
+    const label = `${backend}-${method}`;
+    const page = await openPage(site, backend);
+    const run = await trainOnPage(page, { method, steps, probeText: PROBE, screenshots: path.join(OUTPUT, label) });
+    expect(run.error).toBe('');
+    expect(run.backendText).toContain(`backend: ${run.backend} (`);
+    if (backend !== 'auto') expect(run.backend).toBe(backend);
+    expect(run.losses).toHaveLength(steps);
+    expect(mean(run.losses.slice(-3))).toBeLessThan(mean(run.losses.slice(0, 3)));
+
+    // the same run in Node starts from the same loss
+    const node = await trainInNode(method, run.text, steps);
+    expect(Math.abs(node.losses[0]! - run.losses[0]!)).toBeLessThan(1e-3);
+    console.log(
+      `[playground e2e] ${method}, ${steps} steps of 4 x 48 tokens: Chromium ${run.backend} ${run.stepsPerSecond.toFixed(2)} steps/s, ` +
+        `Node ${node.stepsPerSecond.toFixed(2)} steps/s; loss ${run.losses[0]!.toFixed(4)} -> ${run.losses.at(-1)!.toFixed(4)} ` +
+        `(Node -> ${node.losses.at(-1)!.toFixed(4)}); ${run.backendText}`,
+    );
+
+    // the download: PEFT files that Node loads, giving the page's outputs
+    const folder = path.join(scratch, label);
+    expect(await downloadAdapter(page, folder)).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    const tokenizer = await loadTokenizer(BROWN_GPT);
+    const host = await loadPretrained(BROWN_GPT);
+    await PeftModel.fromPretrained(host, folder);
+    const difference = maxAbsDiff(probeLogits(host, tokenizer, PROBE), run.probe);
+    host.dispose();
+    console.log(`[playground e2e] ${label}: max |logit difference| page vs Node with the downloaded adapter ${difference.toExponential(2)}`);
+    expect(difference).toBeLessThan(2e-3);
+    // and the adapter matters: the base model's outputs are far from the page's
+    const base = await loadPretrained(BROWN_GPT);
+    expect(maxAbsDiff(probeLogits(base, tokenizer, PROBE), run.probe)).toBeGreaterThan(100 * Math.max(difference, 1e-4));
+    base.dispose();
+
+    // IndexedDB: saved, the page reloaded, loaded back: the same outputs
+    await saveReloadLoad(page, label);
+    expect(maxAbsDiff(await probeOnPage(page, PROBE), run.probe)).toBeLessThan(1e-5);
+    await page.close();
+  });
+});

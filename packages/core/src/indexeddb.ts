@@ -1,0 +1,117 @@
+// Browser persistence for adapters: a FileStore over IndexedDB. Each file is one record written in
+// one transaction, so a reader sees a file whole or not at all, as the Node store's rename gives.
+import type { FileStore } from './files.js';
+
+/** The database a page's folders live in unless another is named. */
+export const DEFAULT_INDEXEDDB_DATABASE = 'peft';
+const FILES = 'files';
+
+export interface IndexedDbOptions {
+  /** Default DEFAULT_INDEXEDDB_DATABASE. */
+  database?: string;
+  /** Default `globalThis.indexedDB`; tests pass another implementation. */
+  factory?: IDBFactory;
+}
+
+/** A folder of an IndexedDB database, with what a page needs beyond reading and writing. */
+export interface IndexedDbStore extends FileStore {
+  /** The file names in this folder, sorted. */
+  list(): Promise<string[]>;
+  /** Deletes every file of this folder. */
+  clear(): Promise<void>;
+}
+
+function request<T>(req: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error ?? new Error('IndexedDB request failed'));
+  });
+}
+
+function factoryOf(options: IndexedDbOptions): IDBFactory {
+  const factory = options.factory ?? (globalThis as { indexedDB?: IDBFactory }).indexedDB;
+  if (!factory) throw new Error('IndexedDB is not available in this runtime (no globalThis.indexedDB)');
+  return factory;
+}
+
+function open(factory: IDBFactory, database: string): Promise<IDBDatabase> {
+  const req = factory.open(database, 1);
+  req.onupgradeneeded = () => {
+    if (!req.result.objectStoreNames.contains(FILES)) req.result.createObjectStore(FILES);
+  };
+  return request(req);
+}
+
+/** Runs `body` in one transaction and resolves when that transaction has committed. */
+async function transact<T>(
+  factory: IDBFactory,
+  database: string,
+  mode: IDBTransactionMode,
+  body: (files: IDBObjectStore) => IDBRequest<T>,
+): Promise<T> {
+  const db = await open(factory, database);
+  try {
+    const transaction = db.transaction(FILES, mode);
+    const result = request(body(transaction.objectStore(FILES)));
+    await new Promise<void>((resolve, reject) => {
+      transaction.oncomplete = () => resolve();
+      transaction.onabort = transaction.onerror = () => reject(transaction.error ?? new Error('IndexedDB transaction failed'));
+    });
+    return await result;
+  } finally {
+    db.close();
+  }
+}
+
+/** Keys are [folder, name]: every file of a folder lies in one key range. */
+function folderRange(folder: string): IDBKeyRange {
+  return IDBKeyRange.bound([folder, ''], [folder, '\uffff']);
+}
+
+function checkName(kind: string, value: string): void {
+  if (value === '' || value.includes('\uffff')) throw new Error(`IndexedDB store: ${kind} "${value}" is empty or holds U+FFFF`);
+}
+
+/**
+ * A folder in the page's IndexedDB (`peft` database unless named): save an adapter there with
+ * `model.saveAdapter(indexedDbStore('adapters/my-lora'))` and load it back after a reload with
+ * `PeftModel.fromPretrained(host, indexedDbStore('adapters/my-lora'))`.
+ */
+export function indexedDbStore(folder: string, options: IndexedDbOptions = {}): IndexedDbStore {
+  checkName('folder', folder);
+  const database = options.database ?? DEFAULT_INDEXEDDB_DATABASE;
+  const location = `indexeddb:${database}/${folder}`;
+  const run = <T>(mode: IDBTransactionMode, body: (files: IDBObjectStore) => IDBRequest<T>): Promise<T> =>
+    transact(factoryOf(options), database, mode, body);
+  return {
+    location,
+    async read(name) {
+      checkName('file name', name);
+      const value = await run('readonly', (files) => files.get([folder, name]) as IDBRequest<Uint8Array | undefined>);
+      if (value === undefined) throw new Error(`${location}/${name}: no such file`);
+      return new Uint8Array(value);
+    },
+    async has(name) {
+      checkName('file name', name);
+      return (await run('readonly', (files) => files.count([folder, name]))) > 0;
+    },
+    async write(name, bytes) {
+      checkName('file name', name);
+      await run('readwrite', (files) => files.put(bytes.slice(), [folder, name]));
+    },
+    async list() {
+      const keys = await run('readonly', (files) => files.getAllKeys(folderRange(folder)));
+      return keys.map((key) => (key as [string, string])[1]).sort();
+    },
+    async clear() {
+      await run('readwrite', (files) => files.delete(folderRange(folder)));
+    },
+  };
+}
+
+/** The folders that hold at least one file in the database, sorted. */
+export async function indexedDbFolders(options: IndexedDbOptions = {}): Promise<string[]> {
+  const database = options.database ?? DEFAULT_INDEXEDDB_DATABASE;
+  const keys = await transact(factoryOf(options), database, 'readonly', (files) => files.getAllKeys());
+  return [...new Set(keys.map((key) => (key as [string, string])[0]))].sort();
+}
