@@ -77,6 +77,14 @@ export async function openPage(site: Site, backend: string): Promise<Page> {
   return page;
 }
 
+/** Gives the page a model folder through its file input, as a user choosing a folder does. */
+export async function chooseModelFolder(page: Page, folder: string): Promise<string> {
+  await page.setInputFiles('#model-files', folder);
+  await page.waitForFunction(() => (document.getElementById('model-info')?.textContent ?? '').includes('(your files)'), undefined, { timeout: 60_000 });
+  await waitOrExplain(page, '#model-info[data-state=ready]', 60_000);
+  return (await page.textContent('#model-info')) ?? '';
+}
+
 export interface PageRun {
   backend: string;
   /** The page's backend line, as the user sees it. */

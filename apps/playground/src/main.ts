@@ -293,8 +293,8 @@ async function readDroppedModel(files: FileList): Promise<void> {
   for (const required of ['config.json', 'tokenizer.json']) {
     if (!store.files.has(required)) throw new Error(`the dropped files have no ${required} (found ${[...store.files.keys()].join(', ') || 'nothing'})`);
   }
-  const folder = files[0]?.webkitRelativePath.split('/')[0] || 'dropped model';
-  await loadModel(store, folder);
+  const folder = files[0]?.webkitRelativePath.split('/')[0] || 'model';
+  await loadModel(store, `${folder} (your files)`);
 }
 
 function wireEvents(): void {

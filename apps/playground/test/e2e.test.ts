@@ -2,7 +2,7 @@
 // Chromium with playwright-core, train, download the adapter and load it in Node (its outputs must
 // equal the page's), save it to IndexedDB and load it back after a reload. Skipped, loudly, where
 // there is no Chromium.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -12,13 +12,13 @@ import { loadPretrained, loadTokenizer } from '@peft/models';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  BROWN_GPT, CHROMIUM, PLAYGROUND_ROOT, downloadAdapter, hasChromium, openPage, probeOnPage, saveReloadLoad, startSite, trainInNode, trainOnPage,
+  BROWN_GPT, CHROMIUM, PLAYGROUND_ROOT, chooseModelFolder, downloadAdapter, hasChromium, openPage, probeOnPage, saveReloadLoad, startSite, trainInNode, trainOnPage,
   type Site,
 } from '../scripts/driver.js';
 import { probeLogits } from '../src/session.js';
 
 const PROBE = 'the cat sat on the';
-/** Screenshots land here (not committed). */
+/** Screenshots, and each download with the page's probe for oracle/check_playground_download.py (not committed). */
 const OUTPUT = path.join(PLAYGROUND_ROOT, 'test-output');
 
 if (!hasChromium()) console.warn(`!! playground e2e SKIPPED: no Chromium at ${CHROMIUM} (apt-get install chromium, or set PEFT_CHROMIUM)`);
@@ -52,6 +52,11 @@ describe.skipIf(!hasChromium())('the playground in Chromium', () => {
   ])("backend %s, %s: the loss falls; Node loads the download with the page's outputs; IndexedDB keeps it", async (backend, method, steps) => {
     const label = `${backend}-${method}`;
     const page = await openPage(site, backend);
+    if (method === 'prompt') {
+      // a model folder chosen by the user replaces the served one; a second run replaces the first adapter
+      expect(await chooseModelFolder(page, BROWN_GPT)).toMatch(/^brown-gpt \(your files\): gpt2, 4 layers × 256, vocabulary 4096, 4,240,896 parameters/);
+      await trainOnPage(page, { method: 'lora', steps: 2, probeText: PROBE });
+    }
     const run = await trainOnPage(page, { method, steps, probeText: PROBE, screenshots: path.join(OUTPUT, label) });
     expect(run.error).toBe('');
     expect(run.backendText).toContain(`backend: ${run.backend} (`);
@@ -69,9 +74,11 @@ describe.skipIf(!hasChromium())('the playground in Chromium', () => {
     );
 
     // the download: PEFT files that Node loads, giving the page's outputs
-    const folder = path.join(scratch, label);
+    const folder = path.join(OUTPUT, label, 'adapter');
     expect(await downloadAdapter(page, folder)).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
     const tokenizer = await loadTokenizer(BROWN_GPT);
+    const probeIds = tokenizer.encode(PROBE, { addSpecialTokens: false }).ids;
+    writeFileSync(path.join(OUTPUT, label, 'probe.json'), JSON.stringify({ input_ids: probeIds, last_logits: run.probe, backend: run.backend }));
     const host = await loadPretrained(BROWN_GPT);
     await PeftModel.fromPretrained(host, folder);
     const difference = maxAbsDiff(probeLogits(host, tokenizer, PROBE), run.probe);
