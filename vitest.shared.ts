@@ -13,7 +13,7 @@ process.env.TF_CPP_MIN_LOG_LEVEL ??= '3';
  * `@peft/<name>` -> packages/<name>/src/index.ts and `@peft/<name>/<entry>` -> src/<entry>.ts:
  * tests run against the sources, no build needed.
  */
-const workspaceAliases = [
+export const workspaceAliases = [
   { find: /^@peft\/([a-z-]+)$/, replacement: path.join(root, 'packages/$1/src/index.ts') },
   { find: /^@peft\/([a-z-]+)\/([a-z-]+)$/, replacement: path.join(root, 'packages/$1/src/$2.ts') },
 ];

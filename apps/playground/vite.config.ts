@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 
 import { defineConfig, type Connect, type Plugin } from 'vite';
 
+import { workspaceAliases } from '../../vitest.shared';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** The bench's shipped model, served at /models/brown-gpt/ and copied into the build. */
 const BROWN_GPT = path.resolve(here, '../bench/models/brown-gpt');
@@ -48,6 +50,8 @@ function brownGpt(): Plugin {
 const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
 
 export default defineConfig({
+  // the libraries from their sources, as the tests use them: the page never runs stale builds
+  resolve: { alias: workspaceAliases },
   plugins: [brownGpt()],
   server: { headers: isolation },
   preview: { headers: isolation },

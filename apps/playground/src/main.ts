@@ -9,6 +9,7 @@ import {
   urlStore,
   type FileStore,
   type StepInfo,
+  type TrainResult,
 } from '@peft/core';
 import { loadPretrained, loadTokenizer, type HfTokenizer, type TransformerHost } from '@peft/models';
 import wasmPlain from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
@@ -61,6 +62,9 @@ const ui = {
 };
 const chart = new LossChart(element<HTMLCanvasElement>('chart'));
 
+/** Object URLs of the last download, freed when the next one replaces them. */
+let downloadUrls: string[] = [];
+
 interface State {
   host: TransformerHost | null;
   tokenizer: HfTokenizer | null;
@@ -104,6 +108,7 @@ function refreshButtons(): void {
   ui.download.disabled = !ready || state.model === null;
   ui.load.disabled = !ready || ui.saved.value === '';
   ui.delete.disabled = state.busy || ui.saved.value === '';
+  ui.modelFiles.disabled = state.busy;
 }
 
 /** Runs one user action: buttons off while it runs, its error shown, never two at once. */
@@ -123,29 +128,39 @@ async function action(work: () => Promise<void>): Promise<void> {
   }
 }
 
-const nextFrame = (): Promise<void> => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+/** Lets the page paint between steps; a hidden tab gets no animation frames, so it only yields. */
+const nextFrame = (): Promise<void> =>
+  new Promise((resolve) => (document.hidden ? setTimeout(resolve, 0) : requestAnimationFrame(() => resolve())));
 
-function dropModel(): void {
+/** Takes the adapter off the host and frees its variables. */
+function dropAdapter(): void {
+  state.model?.dispose();
   state.model = null;
-  state.host?.dispose();
-  state.host = null;
 }
 
+/** Loads a model; the one loaded before stays until the new one has loaded whole. */
 async function loadModel(store: FileStore, label: string): Promise<void> {
+  const previous = ui.modelInfo.textContent;
+  const previousState = ui.modelInfo.dataset.state ?? '';
   ui.modelInfo.dataset.state = 'loading';
   ui.modelInfo.textContent = `loading ${label}…`;
-  dropModel();
   const started = performance.now();
-  let host: TransformerHost;
+  let host: TransformerHost | null = null;
+  let tokenizer: HfTokenizer;
   try {
     host = await loadPretrained(store);
-    state.tokenizer = await loadTokenizer(store);
+    tokenizer = await loadTokenizer(store);
   } catch (error) {
-    ui.modelInfo.dataset.state = 'failed';
-    ui.modelInfo.textContent = `${label} could not be loaded`;
-    throw error;
+    host?.dispose();
+    const kept = state.host !== null;
+    ui.modelInfo.dataset.state = kept ? previousState : 'failed';
+    ui.modelInfo.textContent = kept ? previous : `${label} could not be loaded`;
+    throw new Error(`${label} could not be loaded${kept ? ' (the previous model stays)' : ''}: ${(error as Error).message}`);
   }
+  dropAdapter();
+  state.host?.dispose();
   state.host = host;
+  state.tokenizer = tokenizer;
   const parameters = countParameters([...host.parameters.values()]);
   const { modelType, numLayers, hiddenSize, vocabSize } = host.config;
   ui.modelInfo.textContent =
@@ -183,10 +198,9 @@ async function runTraining(): Promise<void> {
   const steps = positiveInteger(ui.steps, 'steps');
   const batchSize = positiveInteger(ui.batchSize, 'batch size');
   const data = trainingData();
-  if (state.model) {
-    // a new run starts from the base model: the previous adapter is taken off first
-    state.model.deleteAdapter(state.model.activeAdapter ?? 'default');
-  }
+  dropAdapter(); // a new run starts from the base model
+  ui.adapted.textContent = '';
+  ui.base.textContent = '';
   state.model = method.make(host, 0);
   const trainableCount = countParameters([...state.model.trainableVariables().values()]);
   const share = (100 * trainableCount) / countParameters([...host.parameters.values()]);
@@ -212,7 +226,14 @@ async function runTraining(): Promise<void> {
       `${(info.step / seconds).toFixed(2)} steps/s, ${Math.round(tokens / seconds)} tokens/s, ${info.tensors} tensors`;
     await nextFrame(); // let the page paint between steps
   };
-  const result = await trainSteps(state.model, data, { steps, batchSize, learningRate, seed: 0, signal: state.controller.signal, onStep });
+  let result: TrainResult;
+  try {
+    result = await trainSteps(state.model, data, { steps, batchSize, learningRate, seed: 0, signal: state.controller.signal, onStep });
+  } catch (error) {
+    ui.trainInfo.dataset.state = 'failed';
+    ui.trainInfo.textContent = `${method.label}: training failed after ${testHook.losses.length} steps (the adapter keeps what it learned)`;
+    throw error;
+  }
   testHook.stepsPerSecond = result.steps / seconds;
   testHook.tokensPerSecond = tokens / seconds;
   const first = result.losses[0]!;
@@ -249,9 +270,11 @@ async function refreshSaved(select?: string): Promise<void> {
 async function runSave(): Promise<void> {
   if (!state.model) throw new Error('nothing to save: train or load an adapter first');
   const folder = adapterFolder();
+  const files = memoryStore();
+  await state.model.saveAdapter(files); // serialised first: a failure here leaves the saved copy alone
   const store = indexedDbStore(folder);
   await store.clear();
-  await state.model.saveAdapter(store);
+  for (const [name, bytes] of files.files) await store.write(name, bytes);
   ui.saveInfo.textContent = `saved in this browser as "${folder.slice(ADAPTER_FOLDER.length)}": ${(await store.list()).join(', ')}`;
   await refreshSaved(folder);
 }
@@ -260,24 +283,47 @@ async function runDownload(): Promise<void> {
   if (!state.model) throw new Error('nothing to download: train or load an adapter first');
   const files = memoryStore();
   await state.model.saveAdapter(files);
-  for (const [name, bytes] of files.files) {
+  for (const url of downloadUrls) URL.revokeObjectURL(url);
+  downloadUrls = [];
+  const links = [...files.files].map(([name, bytes]) => {
     const url = URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>]));
-    const link = Object.assign(document.createElement('a'), { href: url, download: name });
+    downloadUrls.push(url);
+    return Object.assign(document.createElement('a'), { href: url, download: name, textContent: name });
+  });
+  for (const link of links) {
     link.click();
     await new Promise((resolve) => setTimeout(resolve, 100)); // one download at a time
-    URL.revokeObjectURL(url);
   }
-  ui.saveInfo.textContent = `downloaded ${[...files.files.keys()].join(', ')}: load them with PeftModel.fromPretrained (Node) or PeftModel.from_pretrained (Python)`;
+  // a browser may hold back the second automatic download: the links stay for a click
+  ui.saveInfo.replaceChildren(
+    `downloaded ${links.map((l) => l.download).join(', ')} (into one folder; if your browser held one back, click: `,
+    ...links.flatMap((link, i) => (i === 0 ? [link] : [', ', link])),
+    '). Load them with PeftModel.fromPretrained (Node) or PeftModel.from_pretrained (Python).',
+  );
 }
 
 async function runLoad(): Promise<void> {
   const host = requireHost();
   const folder = ui.saved.value;
-  if (state.model) state.model.deleteAdapter(state.model.activeAdapter ?? 'default');
-  state.model = null;
-  state.model = await PeftModel.fromPretrained(host, indexedDbStore(folder));
-  ui.saveInfo.textContent = `loaded "${folder.slice(ADAPTER_FOLDER.length)}" from this browser`;
-  ui.trainInfo.textContent = `adapter "${folder.slice(ADAPTER_FOLDER.length)}" loaded (not trained in this session)`;
+  const name = folder.slice(ADAPTER_FOLDER.length);
+  // the adapter in use is kept in memory until the saved one has loaded: a failed load restores it
+  const backup = state.model ? memoryStore() : null;
+  if (state.model && backup) await state.model.saveAdapter(backup);
+  dropAdapter();
+  try {
+    state.model = await PeftModel.fromPretrained(host, indexedDbStore(folder));
+  } catch (error) {
+    if (backup) state.model = await PeftModel.fromPretrained(host, backup, { isTrainable: true });
+    throw new Error(`"${name}" could not be loaded${backup ? ' (the previous adapter stays)' : ''}: ${(error as Error).message}`);
+  }
+  chart.reset();
+  testHook.losses = [];
+  ui.progress.value = 0;
+  ui.adapted.textContent = '';
+  ui.base.textContent = '';
+  ui.saveInfo.textContent = `loaded "${name}" from this browser`;
+  ui.trainInfo.dataset.state = 'idle';
+  ui.trainInfo.textContent = `adapter "${name}" loaded (not trained in this session)`;
 }
 
 async function runDelete(): Promise<void> {
@@ -287,13 +333,34 @@ async function runDelete(): Promise<void> {
   await refreshSaved();
 }
 
-async function readDroppedModel(files: FileList): Promise<void> {
-  const store = memoryStore({}, 'dropped folder');
-  for (const file of Array.from(files)) await store.write(file.name, new Uint8Array(await file.arrayBuffer()));
-  for (const required of ['config.json', 'tokenizer.json']) {
-    if (!store.files.has(required)) throw new Error(`the dropped files have no ${required} (found ${[...store.files.keys()].join(', ') || 'nothing'})`);
+/** The chosen folder's top-level files (sub-folders such as checkpoints are not the model), read on demand. */
+function fileListStore(files: FileList, location: string): FileStore {
+  const byName = new Map<string, File>();
+  for (const file of Array.from(files)) {
+    if (file.webkitRelativePath.split('/').length <= 2) byName.set(file.name, file);
   }
+  return {
+    location,
+    async read(name) {
+      const file = byName.get(name);
+      if (!file) throw new Error(`${location}/${name}: no such file among the chosen ones (${[...byName.keys()].join(', ') || 'none'})`);
+      return new Uint8Array(await file.arrayBuffer());
+    },
+    async has(name) {
+      return byName.has(name);
+    },
+    async write(name) {
+      throw new Error(`${location}/${name}: the chosen files are read-only`);
+    },
+  };
+}
+
+async function readChosenModel(files: FileList): Promise<void> {
   const folder = files[0]?.webkitRelativePath.split('/')[0] || 'model';
+  const store = fileListStore(files, folder);
+  for (const required of ['config.json', 'tokenizer.json']) {
+    if (!(await store.has(required))) throw new Error(`the chosen folder "${folder}" has no ${required}`);
+  }
   await loadModel(store, `${folder} (your files)`);
 }
 
@@ -312,13 +379,18 @@ function wireEvents(): void {
     event.preventDefault();
     ui.data.classList.remove('drop');
     const file = event.dataTransfer?.files[0];
-    if (file) void file.text().then((text) => {
-      ui.data.value = text;
-      updateDataInfo();
-    });
+    if (file) {
+      file.text().then(
+        (text) => {
+          ui.data.value = text;
+          updateDataInfo();
+        },
+        (error: unknown) => showError(new Error(`${file.name} could not be read: ${(error as Error).message}`)),
+      );
+    }
   });
   ui.modelFiles.addEventListener('change', () => {
-    if (ui.modelFiles.files?.length) void action(() => readDroppedModel(ui.modelFiles.files!));
+    if (ui.modelFiles.files?.length) void action(() => readChosenModel(ui.modelFiles.files!));
   });
   ui.train.addEventListener('click', () => void action(runTraining));
   ui.stop.addEventListener('click', () => state.controller?.abort());
@@ -336,6 +408,7 @@ async function start(): Promise<void> {
   ui.data.value = SAMPLE_TEXT;
   wireEvents();
   const requested = new URLSearchParams(location.search).get('backend') ?? 'auto';
+  ui.modelInfo.textContent = 'waiting for a backend…';
   const backend = await selectBrowserBackend({
     backend: requested as BrowserBackendName | 'auto',
     wasmPaths: {
@@ -349,11 +422,16 @@ async function start(): Promise<void> {
   ui.backend.textContent = `backend: ${backend.name} (${backend.detail})${skipped ? `; not used: ${skipped}` : ''}`;
   ui.backend.dataset.state = 'ready';
   ui.backend.dataset.backend = backend.name;
-  await refreshSaved();
+  // private windows may have no IndexedDB: training still works, saving says why it cannot
+  await refreshSaved().catch((error: unknown) => (ui.saveInfo.textContent = `saving in this browser is unavailable: ${(error as Error).message}`));
   await action(() => loadModel(urlStore(new URL('models/brown-gpt/', location.href).toString()), 'brown-gpt'));
 }
 
 start().catch((error: unknown) => {
   ui.backend.dataset.state = 'failed';
+  if (ui.modelInfo.dataset.state === 'loading') {
+    ui.modelInfo.dataset.state = 'failed';
+    ui.modelInfo.textContent = 'no model loaded (see the error below)';
+  }
   showError(error);
 });

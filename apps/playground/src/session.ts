@@ -1,6 +1,6 @@
 // What the page does, without the page: methods, training data from pasted text or JSONL, training
 // with progress, generation and the probe the end-to-end test compares with Node. The same module
-// runs in Node (scripts/node-run.ts) so browser and Node time the same work.
+// runs in Node (scripts/driver.ts's trainInNode) so browser and Node time the same work.
 import { causalLmExample, getPeftModel, train, type Example, type PeftModel, type StepInfo, type TrainResult } from '@peft/core';
 import { LoraConfig } from '@peft/lora';
 import { generate, type HfTokenizer, type TransformerHost } from '@peft/models';
@@ -67,28 +67,30 @@ export interface TrainingData {
   tokens: number;
 }
 
-function isJsonObjectLine(line: string): boolean {
-  if (!line.trimStart().startsWith('{')) return false;
+function parseJsonLine(line: string, where: string): Record<string, unknown> {
+  let value: unknown;
   try {
-    const value: unknown = JSON.parse(line);
-    return typeof value === 'object' && value !== null && !Array.isArray(value);
-  } catch {
-    return false;
+    value = JSON.parse(line);
+  } catch (error) {
+    throw new Error(`${where}: not valid JSON (${(error as Error).message})`);
   }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${where}: expected a JSON object`);
+  return value as Record<string, unknown>;
 }
 
 /**
- * Training examples from what the user pasted or dropped. JSON Lines (every non-empty line an
- * object) take `{"prompt", "completion"}` (loss on the completion) or `{"text"}`; anything else is
- * plain text, cut into blocks of `blockSize` tokens.
+ * Training examples from what the user pasted or dropped. Input whose first non-empty line starts
+ * with `{` is JSON Lines: every line an object with `{"prompt", "completion"}` (loss on the
+ * completion) or `{"text"}`, a bad line named. Anything else is plain text, cut into blocks of
+ * `blockSize` tokens.
  */
 export function parseTrainingData(input: string, tokenizer: HfTokenizer, blockSize: number): TrainingData {
   const lines = input.split(/\r?\n/).filter((line) => line.trim() !== '');
   if (lines.length === 0) throw new Error('no training data: paste text or JSON Lines, or drop a .txt/.jsonl file');
-  if (lines.every(isJsonObjectLine)) {
+  if (lines[0]!.trimStart().startsWith('{')) {
     const examples = lines.map((line, index) => {
-      const record = JSON.parse(line) as Record<string, unknown>;
       const where = `JSONL line ${index + 1}`;
+      const record = parseJsonLine(line, where);
       if (typeof record.prompt === 'string' && typeof record.completion === 'string') {
         return causalLmExample(tokenizer, record.prompt, record.completion, { maxLength: blockSize });
       }

@@ -41,6 +41,9 @@ describe('training data from pasted text', async () => {
 
   it('names the JSONL line with neither shape, and refuses empty input', () => {
     expect(() => parseTrainingData('{"text": "a"}\n{"question": "b"}', tokenizer, 64)).toThrow('JSONL line 2: expected string fields "prompt" and "completion", or "text"; found question');
+    expect(() => parseTrainingData('{"text": "a"}\n{"text": "b"', tokenizer, 64)).toThrow('JSONL line 2: not valid JSON');
+    expect(() => parseTrainingData('{"text": "a"}\n["b"]', tokenizer, 64)).toThrow('JSONL line 2: expected a JSON object');
+    expect(parseTrainingData('the cat {sat}\n{"text": "b"}', tokenizer, 64).format).toBe('text');
     expect(() => parseTrainingData(' \n\n', tokenizer, 64)).toThrow('no training data');
     expect(() => findMethod('dora')).toThrow('unknown method "dora" (expected one of lora, prompt, prefix, ptuning)');
   });

@@ -3,6 +3,7 @@
 // throws, never replaced silently.
 import * as tf from '@tensorflow/tfjs-core';
 
+import { firstLine } from './first-line.js';
 import { registerWasmKernels } from './wasm-kernels.js';
 
 export const BROWSER_BACKEND_NAMES = ['webgpu', 'webgl', 'wasm', 'cpu'] as const;
@@ -24,7 +25,7 @@ export interface BrowserBackendOptions {
 export interface BrowserBackendSelection {
   name: BrowserBackendName;
   requested: BrowserBackendName | 'auto';
-  /** e.g. `WebGL 2, float32 textures` or `XNNPACK, SIMD, 4 threads`. */
+  /** e.g. `WebGL 2, ANGLE (NVIDIA …), float32 textures` or `XNNPACK, 2 threads`. */
   detail: string;
   /** Faster backends that were tried first and why each could not be used. */
   unavailable: { name: BrowserBackendName; reason: string }[];
@@ -101,11 +102,6 @@ const LOADERS: Record<BrowserBackendName, Loader> = {
   },
 };
 
-function reason(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return (message.split('\n').find((line) => line.trim() !== '') ?? message).trim().slice(0, 300);
-}
-
 /**
  * Makes the fastest backend this page can train on tfjs's current one.
  *
@@ -127,8 +123,8 @@ export async function selectBrowserBackend(options: BrowserBackendOptions = {}):
       const detail = await LOADERS[name](options, requested === 'auto');
       return { name, requested, detail, unavailable };
     } catch (error) {
-      if (requested !== 'auto') throw new Error(`backend '${name}' was requested, but it cannot be used: ${reason(error)}`);
-      unavailable.push({ name, reason: reason(error) });
+      if (requested !== 'auto') throw new Error(`backend '${name}' was requested, but it cannot be used: ${firstLine(error)}`);
+      unavailable.push({ name, reason: firstLine(error) });
     }
   }
   throw new Error(`no TensorFlow.js backend could be loaded: ${unavailable.map((u) => `${u.name}: ${u.reason}`).join('; ')}`);

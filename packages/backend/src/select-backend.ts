@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 
+import { firstLine } from './first-line.js';
 import { registerWasmKernels } from './wasm-kernels.js';
 
 /** The TensorFlow.js backends a Node process can use, fastest first. */
@@ -81,14 +82,6 @@ async function ensureGradients(): Promise<void> {
   } catch (error) {
     throw new Error(`gradients are not registered and @tensorflow/tfjs cannot be loaded to register them: ${(error as Error).message}`);
   }
-}
-
-/** The first line of the innermost cause: the part that says what is actually missing. */
-function firstLine(error: unknown): string {
-  let root = error;
-  while (root instanceof Error && root.cause !== undefined) root = root.cause;
-  const message = root instanceof Error ? root.message : String(root);
-  return (message.split('\n').find((line) => line.trim() !== '') ?? message).trim().slice(0, 300);
 }
 
 /**

@@ -9,8 +9,6 @@ const FILES = 'files';
 export interface IndexedDbOptions {
   /** Default DEFAULT_INDEXEDDB_DATABASE. */
   database?: string;
-  /** Default `globalThis.indexedDB`; tests pass another implementation. */
-  factory?: IDBFactory;
 }
 
 /** A folder of an IndexedDB database, with what a page needs beyond reading and writing. */
@@ -28,13 +26,9 @@ function request<T>(req: IDBRequest<T>): Promise<T> {
   });
 }
 
-function factoryOf(options: IndexedDbOptions): IDBFactory {
-  const factory = options.factory ?? (globalThis as { indexedDB?: IDBFactory }).indexedDB;
-  if (!factory) throw new Error('IndexedDB is not available in this runtime (no globalThis.indexedDB)');
-  return factory;
-}
-
-function open(factory: IDBFactory, database: string): Promise<IDBDatabase> {
+function open(database: string): Promise<IDBDatabase> {
+  const factory = (globalThis as { indexedDB?: IDBFactory }).indexedDB;
+  if (!factory) return Promise.reject(new Error('IndexedDB is not available in this runtime (no globalThis.indexedDB)'));
   const req = factory.open(database, 1);
   req.onupgradeneeded = () => {
     if (!req.result.objectStoreNames.contains(FILES)) req.result.createObjectStore(FILES);
@@ -42,24 +36,34 @@ function open(factory: IDBFactory, database: string): Promise<IDBDatabase> {
   return request(req);
 }
 
-/** Runs `body` in one transaction and resolves when that transaction has committed. */
+/**
+ * Runs `body` in one transaction and resolves when that transaction has committed; a failure says
+ * `where` it happened and keeps the browser's own error (quota, version) as the cause.
+ */
 async function transact<T>(
-  factory: IDBFactory,
   database: string,
+  where: string,
   mode: IDBTransactionMode,
   body: (files: IDBObjectStore) => IDBRequest<T>,
 ): Promise<T> {
-  const db = await open(factory, database);
   try {
-    const transaction = db.transaction(FILES, mode);
-    const result = request(body(transaction.objectStore(FILES)));
-    await new Promise<void>((resolve, reject) => {
-      transaction.oncomplete = () => resolve();
-      transaction.onabort = transaction.onerror = () => reject(transaction.error ?? new Error('IndexedDB transaction failed'));
-    });
-    return await result;
-  } finally {
-    db.close();
+    const db = await open(database);
+    try {
+      const transaction = db.transaction(FILES, mode);
+      const result = request(body(transaction.objectStore(FILES)));
+      const committed = new Promise<void>((resolve, reject) => {
+        transaction.oncomplete = () => resolve();
+        transaction.onabort = () => reject(transaction.error ?? new Error('the transaction was aborted'));
+      });
+      // both observed: a failed request also aborts the transaction, and its error is the one to report
+      const [value] = await Promise.all([result, committed]);
+      return value;
+    } finally {
+      db.close();
+    }
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new Error(`${where}: ${message}`, { cause: error });
   }
 }
 
@@ -81,30 +85,30 @@ export function indexedDbStore(folder: string, options: IndexedDbOptions = {}): 
   checkName('folder', folder);
   const database = options.database ?? DEFAULT_INDEXEDDB_DATABASE;
   const location = `indexeddb:${database}/${folder}`;
-  const run = <T>(mode: IDBTransactionMode, body: (files: IDBObjectStore) => IDBRequest<T>): Promise<T> =>
-    transact(factoryOf(options), database, mode, body);
+  const run = <T>(where: string, mode: IDBTransactionMode, body: (files: IDBObjectStore) => IDBRequest<T>): Promise<T> =>
+    transact(database, where, mode, body);
   return {
     location,
     async read(name) {
       checkName('file name', name);
-      const value = await run('readonly', (files) => files.get([folder, name]) as IDBRequest<Uint8Array | undefined>);
+      const value = await run(`${location}/${name}`, 'readonly', (files) => files.get([folder, name]) as IDBRequest<Uint8Array | undefined>);
       if (value === undefined) throw new Error(`${location}/${name}: no such file`);
       return new Uint8Array(value);
     },
     async has(name) {
       checkName('file name', name);
-      return (await run('readonly', (files) => files.count([folder, name]))) > 0;
+      return (await run(`${location}/${name}`, 'readonly', (files) => files.count([folder, name]))) > 0;
     },
     async write(name, bytes) {
       checkName('file name', name);
-      await run('readwrite', (files) => files.put(bytes.slice(), [folder, name]));
+      await run(`${location}/${name}`, 'readwrite', (files) => files.put(bytes.slice(), [folder, name]));
     },
     async list() {
-      const keys = await run('readonly', (files) => files.getAllKeys(folderRange(folder)));
+      const keys = await run(location, 'readonly', (files) => files.getAllKeys(folderRange(folder)));
       return keys.map((key) => (key as [string, string])[1]).sort();
     },
     async clear() {
-      await run('readwrite', (files) => files.delete(folderRange(folder)));
+      await run(location, 'readwrite', (files) => files.delete(folderRange(folder)));
     },
   };
 }
@@ -112,6 +116,6 @@ export function indexedDbStore(folder: string, options: IndexedDbOptions = {}): 
 /** The folders that hold at least one file in the database, sorted. */
 export async function indexedDbFolders(options: IndexedDbOptions = {}): Promise<string[]> {
   const database = options.database ?? DEFAULT_INDEXEDDB_DATABASE;
-  const keys = await transact(factoryOf(options), database, 'readonly', (files) => files.getAllKeys());
+  const keys = await transact(database, `indexeddb:${database}`, 'readonly', (files) => files.getAllKeys());
   return [...new Set(keys.map((key) => (key as [string, string])[0]))].sort();
 }

@@ -35,11 +35,11 @@ describe('indexedDbStore', () => {
   });
 
   it('says so when the runtime has no IndexedDB', async () => {
-    const store = indexedDbStore('x', { factory: undefined, database: 'none' });
+    const store = indexedDbStore('x', { database: 'none' });
     const saved = globalThis.indexedDB;
     Object.defineProperty(globalThis, 'indexedDB', { value: undefined, configurable: true });
     try {
-      await expect(store.read('f')).rejects.toThrow('IndexedDB is not available in this runtime');
+      await expect(store.read('f')).rejects.toThrow('indexeddb:none/x/f: IndexedDB is not available in this runtime');
     } finally {
       Object.defineProperty(globalThis, 'indexedDB', { value: saved, configurable: true });
     }
