@@ -10,5 +10,5 @@ export {
 export type { BackendName, BackendRequest, BackendSelection, SelectBackendOptions } from './select-backend.js';
 export { measureMatMul } from './measure.js';
 export type { MatMulMeasurement } from './measure.js';
-export { formatDoctorReport, runDoctor } from './doctor.js';
-export type { BackendReport, DoctorOptions, DoctorReport } from './doctor.js';
+export { formatDoctorReport, hugePageAdvice, runDoctor } from './doctor.js';
+export type { BackendReport, DoctorOptions, DoctorReport, HugePageFacts } from './doctor.js';

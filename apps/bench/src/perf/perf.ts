@@ -116,7 +116,9 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
   out.push(`# @peft speed and memory beside Python peft + torch\n`);
   out.push(`${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), both runtimes on ${os.availableParallelism()} threads; random weights; ` +
     `training batch ${batch} x ${sequence} tokens, AdamW, gradient clipping 1.0; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
-    `Runtimes: ${meta.runtimes.join('; ')}.${meta.pythonAbsent ? ` **${meta.pythonAbsent}: our side alone.**` : ''}\n`);
+    `Runtimes: ${meta.runtimes.join('; ')}.${meta.pythonAbsent ? ` **${meta.pythonAbsent}: our side alone.**` : ''}` +
+    // glibc.malloc.hugetlb changes both runtimes' steps with tensors over 32 MB (full fine-tuning)
+    `${process.env.GLIBC_TUNABLES ? ` Both sides ran with GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}.` : ''}\n`);
   for (const model of PERF_MODELS) {
     const mine = rows.filter((r) => r.model === model.name);
     if (mine.length === 0) continue;
@@ -152,7 +154,7 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
     const full = training.find((r) => r.method === 'full');
     if (full?.ours) {
       const shares = training.filter((r) => r !== full && r.ours).map((r) => `${r.method} ${((100 * r.ours!.peak_rss_mb) / full.ours!.peak_rss_mb).toFixed(0)}%`);
-      out.push(`\nPeak RSS as a share of full fine-tuning (ours): ${shares.join(', ')}.`);
+      if (shares.length > 0) out.push(`\nPeak RSS as a share of full fine-tuning (ours): ${shares.join(', ')}.`);
     }
     const inference = mine.filter((r) => r.kind === 'infer');
     if (inference.length > 0) {
