@@ -6,7 +6,7 @@ import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { runPerf } from '../src/perf/perf.js';
+import { medianResult, runPerf } from '../src/perf/perf.js';
 import { PERF_METHODS, PERF_MODELS, forwardMatmuls, matmulCeiling, trainingFlops } from '../src/perf/workloads.js';
 
 const gpt2 = PERF_MODELS.find((m) => m.name === 'gpt2')!;
@@ -53,6 +53,19 @@ describe('matmul ceiling', () => {
     const matmuls = [{ shape: [10, 10, 10] as [number, number, number], count: 3 }, { shape: [20, 10, 10] as [number, number, number], count: 1 }];
     // 3 x 2000 + 4000 FLOPs over 3 x 1 + 1 x 4 seconds
     expect(matmulCeiling(matmuls, [1, 4])).toBeCloseTo(10000 / 7, 9);
+  });
+});
+
+describe('medians over repetitions', () => {
+  it('takes the middle of an odd count and the mean of the two middle values of an even one', () => {
+    const rep = (seconds: number, rss: number) => ({ step_seconds: seconds, tokens_per_second: 512 / seconds, peak_rss_mb: rss, runtime: 'x' });
+    expect(medianResult([rep(1, 10), rep(3, 30), rep(2, 20)])).toMatchObject({ step_seconds: 2, tokens_per_second: 256, peak_rss_mb: 20, runtime: 'x' });
+    const even = medianResult([rep(1, 10), rep(2, 20)])!;
+    expect(even.step_seconds).toBe(1.5);
+    expect(even.peak_rss_mb).toBe(15);
+    // throughput from the same median step, not a median of its own
+    expect(even.tokens_per_second).toBeCloseTo(512 / 1.5, 10);
+    expect(medianResult([])).toBeNull();
   });
 });
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 import { loadPretrained, loadTokenizer } from '@peft/models';
 import { chromium, type Browser, type Download, type Page } from 'playwright-core';
-import { build, preview, type PreviewServer } from 'vite';
+import { build, createServer, preview, type PreviewServer } from 'vite';
 
 import { findMethod, parseTrainingData, trainSteps } from '../src/session.js';
 
@@ -49,6 +49,16 @@ export async function startSite(outDir: string): Promise<Site> {
   };
 }
 
+/** Vite's dev server on the page (what `pnpm playground` runs): its URL and how to stop it. */
+export async function startDevServer(): Promise<{ url: string; close(): Promise<void> }> {
+  const server = await createServer({
+    root: PLAYGROUND_ROOT, configFile: path.join(PLAYGROUND_ROOT, 'vite.config.ts'), logLevel: 'warn',
+    server: { host: '127.0.0.1', port: 4900 + Math.floor(Math.random() * 500) },
+  });
+  await server.listen();
+  return { url: server.resolvedUrls!.local[0]!, close: () => server.close() };
+}
+
 interface Hook {
   backend: string;
   losses: number[];
@@ -69,10 +79,10 @@ async function waitOrExplain(page: Page, selector: string, timeout: number): Pro
   }
 }
 
-export async function openPage(site: Site, backend: string): Promise<Page> {
+export async function openPage(site: Site, backend: string, url = site.url): Promise<Page> {
   const page = await site.browser.newPage({ acceptDownloads: true, viewport: { width: 1100, height: 900 } });
   page.on('pageerror', (error) => console.error(`page error: ${error.message}`));
-  await page.goto(`${site.url}?backend=${backend}`);
+  await page.goto(`${url}?backend=${backend}`);
   await waitOrExplain(page, '#model-info[data-state=ready]', 60_000);
   return page;
 }

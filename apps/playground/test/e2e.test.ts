@@ -12,7 +12,7 @@ import { loadPretrained, loadTokenizer } from '@peft/models';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  BROWN_GPT, CHROMIUM, PLAYGROUND_ROOT, chooseModelFolder, downloadAdapter, hasChromium, openPage, probeOnPage, saveReloadLoad, startSite, trainInNode, trainOnPage,
+  BROWN_GPT, CHROMIUM, PLAYGROUND_ROOT, chooseModelFolder, downloadAdapter, hasChromium, openPage, probeOnPage, saveReloadLoad, startDevServer, startSite, trainInNode, trainOnPage,
   type Site,
 } from '../scripts/driver.js';
 import { probeLogits } from '../src/session.js';
@@ -46,6 +46,20 @@ describe.skipIf(!hasChromium())('the playground in Chromium', () => {
   afterAll(async () => {
     await site?.close();
     rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it('the dev server (pnpm playground) serves a page that trains on wasm, not a slower fallback', async () => {
+    const dev = await startDevServer();
+    try {
+      const page = await openPage(site, 'auto', dev.url);
+      const run = await trainOnPage(page, { method: 'lora', steps: 2, probeText: PROBE });
+      expect(run.error).toBe('');
+      expect(run.backend).toBe('wasm');
+      expect(run.losses).toHaveLength(2);
+      await page.close();
+    } finally {
+      await dev.close();
+    }
   });
 
   // auto is wasm in headless Chromium (its WebGL is SwiftShader, which auto skips); webgl is asked for

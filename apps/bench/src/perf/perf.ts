@@ -48,16 +48,29 @@ interface Row {
 
 const machine = (): Record<string, unknown> => ({ cpus: os.availableParallelism(), cpu: os.cpus()[0]?.model.trim() ?? null, memoryGb: os.totalmem() / 2 ** 30, node: process.version });
 
-const median = (values: readonly number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+/** The middle value; for an even count the mean of the two middle ones. */
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
 
-/** Per field, the median over repetitions (numbers) or the first value (text). */
-function medianResult(results: readonly WorkerResult[]): WorkerResult | null {
+/**
+ * Per field, the median over repetitions (numbers) or the first value (text). Tokens/s is derived
+ * from the median step time, so that the throughput and the achieved FLOP/s of a row describe the
+ * same step (two separate medians of an even count came from different repetitions).
+ */
+export function medianResult(results: readonly WorkerResult[]): WorkerResult | null {
   if (results.length === 0) return null;
   const merged: WorkerResult = { ...results[0]! };
   for (const key of Object.keys(merged)) {
     const values = results.map((r) => r[key]);
     if (values.every((v) => typeof v === 'number')) merged[key] = median(values as number[]);
     else if (values.every(Array.isArray)) merged[key] = (values[0] as number[]).map((_, i) => median(values.map((v) => (v as number[])[i]!)));
+  }
+  const first = results[0]!;
+  if (first.step_seconds && first.tokens_per_second && merged.step_seconds) {
+    merged.tokens_per_second = (first.tokens_per_second * first.step_seconds) / merged.step_seconds;
   }
   return merged;
 }
