@@ -18,7 +18,11 @@ export interface BrowserBackendOptions {
    * Bundlers move these files, so pass what the bundler gives (Vite: `import url from '…wasm?url'`).
    */
   wasmPaths?: string | Record<string, string>;
-  /** wasm threads; used only on a cross-origin isolated page. Default: the logical cores, at most 4. */
+  /**
+   * wasm threads; used only on a cross-origin isolated page. Default: the logical cores, at most 4.
+   * tfjs-backend-wasm itself caps the pool at half of navigator.hardwareConcurrency (it assumes two
+   * hardware threads per core): the detail says how many it took.
+   */
   wasmThreads?: number;
 }
 
