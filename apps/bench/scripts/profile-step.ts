@@ -62,7 +62,8 @@ const perStep = (x: number): number => x / steps;
 console.log(`${model.name} ${decode ? 'decode (per token, prefill included)' : method.name} on ${tf.getBackend()}: ${steps} steps, wall ${perStep(wall).toFixed(0)} ms/step, ` +
   `kernels ${perStep(total).toFixed(0)} ms/step (${profile.kernels.length / steps} kernel calls/step), ` +
   `user ${((usage.userCPUTime - usageBefore.userCPUTime) / 1000 / steps).toFixed(0)} ms, system ${((usage.systemCPUTime - usageBefore.systemCPUTime) / 1000 / steps).toFixed(0)} ms, ` +
-  `minor page faults ${((usage.minorPageFault - usageBefore.minorPageFault) / steps).toFixed(0)} per step`);
+  `minor page faults ${((usage.minorPageFault - usageBefore.minorPageFault) / steps).toFixed(0)} per step; ` +
+  `tfjs peak tensor bytes ${(profile.peakBytes / 2 ** 20).toFixed(0)} MB (views such as reshapes count again), process RSS now ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`);
 const print = (title: string, entries: Entry[], count: number): void => {
   console.log(`\n${title}`);
   for (const e of entries.sort((a, b) => b.ms - a.ms).slice(0, count)) {
