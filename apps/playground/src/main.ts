@@ -283,6 +283,8 @@ async function runDownload(): Promise<void> {
   if (!state.model) throw new Error('nothing to download: train or load an adapter first');
   const files = memoryStore();
   await state.model.saveAdapter(files);
+  // bottleneck adapters write AdapterHub's files (adapter.safetensors), the others PEFT's
+  const python = files.files.has('adapter.safetensors') ? 'AdapterHub' : 'PEFT';
   for (const url of downloadUrls) URL.revokeObjectURL(url);
   downloadUrls = [];
   const links = [...files.files].map(([name, bytes]) => {
@@ -298,7 +300,9 @@ async function runDownload(): Promise<void> {
   ui.saveInfo.replaceChildren(
     `downloaded ${links.map((l) => l.download).join(', ')} (into one folder; if your browser held one back, click: `,
     ...links.flatMap((link, i) => (i === 0 ? [link] : [', ', link])),
-    '). Load them with PeftModel.fromPretrained (Node) or PeftModel.from_pretrained (Python).',
+    python === 'AdapterHub'
+      ? ") in AdapterHub's layout: load them with PeftModel.fromPretrained (Node) or AdapterHub's adapters (Python)."
+      : '). Load them with PeftModel.fromPretrained (Node) or PeftModel.from_pretrained (Python).',
   );
 }
 

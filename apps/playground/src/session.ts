@@ -1,6 +1,7 @@
 // What the page does, without the page: methods, training data from pasted text or JSONL, training
 // with progress, generation and the probe the end-to-end test compares with Node. The same module
 // runs in Node (scripts/driver.ts's trainInNode) so browser and Node time the same work.
+import { HoulsbyConfig, PfeifferConfig } from '@peft/adapter';
 import { causalLmExample, getPeftModel, train, type Example, type PeftModel, type StepInfo, type TrainResult } from '@peft/core';
 import { LoraConfig } from '@peft/lora';
 import { generate, type HfTokenizer, type TransformerHost } from '@peft/models';
@@ -16,18 +17,21 @@ export interface PlaygroundMethod {
   learningRate: number;
   /** Virtual tokens the method puts before every input (its context cost). */
   virtualTokens: number;
+  /** The files it saves: Hugging Face PEFT's, or AdapterHub's for bottleneck adapters. */
+  format: 'PEFT' | 'AdapterHub';
   make(host: TransformerHost, seed: number): PeftModel;
 }
 
 const VIRTUAL_TOKENS = 10;
 
-/** The methods that save in Hugging Face PEFT's format (bottleneck adapters save AdapterHub's). */
+/** Every method of @peft that trains a causal LM in the browser. */
 export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
   {
     name: 'lora',
     label: 'LoRA (r=8)',
     learningRate: 2e-3,
     virtualTokens: 0,
+    format: 'PEFT',
     make: (host, seed) => getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, taskType: 'CAUSAL_LM', initSeed: seed })),
   },
   {
@@ -35,6 +39,7 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     label: `prompt tuning (${VIRTUAL_TOKENS} tokens)`,
     learningRate: 3e-2,
     virtualTokens: VIRTUAL_TOKENS,
+    format: 'PEFT',
     make: (host, seed) =>
       getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, promptTuningInit: 'SAMPLE_VOCAB', taskType: 'CAUSAL_LM', initSeed: seed })),
   },
@@ -43,6 +48,7 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     label: `prefix tuning (${VIRTUAL_TOKENS}, MLP)`,
     learningRate: 3e-3,
     virtualTokens: VIRTUAL_TOKENS,
+    format: 'PEFT',
     make: (host, seed) =>
       getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, prefixProjection: true, taskType: 'CAUSAL_LM', initSeed: seed })),
   },
@@ -51,7 +57,24 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     label: `P-tuning (${VIRTUAL_TOKENS}, MLP)`,
     learningRate: 1e-2,
     virtualTokens: VIRTUAL_TOKENS,
+    format: 'PEFT',
     make: (host, seed) => getPeftModel(host, new PTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, taskType: 'CAUSAL_LM', initSeed: seed })),
+  },
+  {
+    name: 'houlsby',
+    label: 'Houlsby adapters (factor 16)',
+    learningRate: 1e-3,
+    virtualTokens: 0,
+    format: 'AdapterHub',
+    make: (host, seed) => getPeftModel(host, HoulsbyConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed })),
+  },
+  {
+    name: 'pfeiffer',
+    label: 'Pfeiffer adapters (factor 16)',
+    learningRate: 1e-3,
+    virtualTokens: 0,
+    format: 'AdapterHub',
+    make: (host, seed) => getPeftModel(host, PfeifferConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed })),
   },
 ];
 

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { selectBackend } from '@peft/backend';
-import { memoryStore, readJson } from '@peft/core';
+import { PeftModel, memoryStore, readJson } from '@peft/core';
 import { loadPretrained, loadTokenizer } from '@peft/models';
 import { beforeAll, describe, expect, it } from 'vitest';
 
@@ -45,11 +45,11 @@ describe('training data from pasted text', async () => {
     expect(() => parseTrainingData('{"text": "a"}\n["b"]', tokenizer, 64)).toThrow('JSONL line 2: expected a JSON object');
     expect(parseTrainingData('the cat {sat}\n{"text": "b"}', tokenizer, 64).format).toBe('text');
     expect(() => parseTrainingData(' \n\n', tokenizer, 64)).toThrow('no training data');
-    expect(() => findMethod('dora')).toThrow('unknown method "dora" (expected one of lora, prompt, prefix, ptuning)');
+    expect(() => findMethod('dora')).toThrow('unknown method "dora" (expected one of lora, prompt, prefix, ptuning, houlsby, pfeiffer)');
   });
 });
 
-describe('every playground method trains brown-gpt and saves in PEFT format', () => {
+describe('every playground method trains brown-gpt and saves its files', () => {
   // training, not parity: the fastest backend here
   beforeAll(async () => void (await selectBackend({ warnIfSlow: false })));
 
@@ -66,10 +66,20 @@ describe('every playground method trains brown-gpt and saves in PEFT format', ()
     expect(continueText(host, tokenizer, 'the cat', 4).length).toBeGreaterThan(0);
     const store = memoryStore();
     await model.saveAdapter(store);
-    expect([...store.files.keys()].sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
-    expect((await readJson<{ peft_type: string }>(store, 'adapter_config.json')).peft_type).toBe(
-      { lora: 'LORA', prompt: 'PROMPT_TUNING', prefix: 'PREFIX_TUNING', ptuning: 'P_TUNING' }[name],
-    );
+    if (method.format === 'PEFT') {
+      expect([...store.files.keys()].sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+      expect((await readJson<{ peft_type: string }>(store, 'adapter_config.json')).peft_type).toBe(
+        { lora: 'LORA', prompt: 'PROMPT_TUNING', prefix: 'PREFIX_TUNING', ptuning: 'P_TUNING' }[name],
+      );
+    } else {
+      expect([...store.files.keys()].sort()).toEqual(['adapter.safetensors', 'adapter_config.json']);
+    }
+    // and the files load back onto a fresh host with the same outputs
+    const again = await loadPretrained(BROWN_GPT);
+    await PeftModel.fromPretrained(again, store);
+    const [reloaded, trained] = [probeLogits(again, tokenizer, 'the cat sat'), probeLogits(host, tokenizer, 'the cat sat')];
+    expect(Math.max(...reloaded.map((v, i) => Math.abs(v - trained[i]!)))).toBeLessThan(1e-4);
+    again.dispose();
     host.dispose();
   });
 });
