@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import { firstLine } from './first-line.js';
+import { registerTensorflowKernels } from './tensorflow-kernels.js';
 import { registerWasmKernels } from './wasm-kernels.js';
 
 /** The TensorFlow.js backends a Node process can use, fastest first. */
@@ -43,6 +44,7 @@ const LOADERS: Record<BackendName, Loader> = {
   async tensorflow() {
     await import('@tensorflow/tfjs-node');
     await activate('tensorflow');
+    registerTensorflowKernels();
     return `libtensorflow ${(tf.backend() as unknown as TensorflowBackend).binding.TF_Version}`;
   },
   async wasm() {

@@ -1,0 +1,65 @@
+// Paired A/B of a training step in one process: steps alternate between variant A and B, so the
+// machine's drift (±10-25% between runs here) falls on both alike; prints each side's median step
+// and the median of the per-pair ratios B/A. Used to decide speed changes (#11).
+//
+//   pnpm --filter @peft/bench ab-step <variant> [model=llama] [method=lora] [pairs=8]
+// Variants: tf-matmul (A: tfjs-node's BatchMatMulV2 for every product, B: @peft/backend's MatMul
+// for plain 2-D products).
+import { selectBackend } from '@peft/backend';
+import { train, type Example } from '@peft/core';
+import { randomModel } from '@peft/models';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { PERF_METHODS, PERF_MODELS } from '../src/perf/workloads.js';
+
+const [variant = '', modelName = 'llama', methodName = 'lora', pairsArg = '8'] = process.argv.slice(2);
+await import('@tensorflow/tfjs-node');
+const plain = tf.getKernel('BatchMatMul', 'tensorflow')!;
+await selectBackend({ backend: 'tensorflow', warnIfSlow: false });
+const chosen = tf.getKernel('BatchMatMul', 'tensorflow')!;
+const use = (config: tf.KernelConfig) => (): void => {
+  tf.unregisterKernel('BatchMatMul', 'tensorflow');
+  tf.registerKernel(config);
+};
+const VARIANTS: Record<string, { a: () => void; b: () => void }> = {
+  'tf-matmul': { a: use(plain), b: use(chosen) },
+};
+const chosenVariant = VARIANTS[variant];
+const model = PERF_MODELS.find((m) => m.name === modelName);
+const method = PERF_METHODS.find((m) => m.name === methodName);
+if (!chosenVariant || !model || !method) {
+  throw new Error(`usage: ab-step <${Object.keys(VARIANTS).join('|')}> [${PERF_MODELS.map((m) => m.name).join('|')}] [${PERF_METHODS.map((m) => m.name).join('|')}] [pairs]`);
+}
+const pairs = Number(pairsArg);
+const vocab = model.config.vocab_size as number;
+const host = randomModel(model.config);
+const trainable = method.make(host, model);
+const warmup = 2;
+const steps = warmup + 2 * pairs;
+const data: Example[] = Array.from({ length: 4 * steps }, (_, i) => {
+  const ids = Array.from({ length: 128 }, (_, t) => (i * 7919 + t * 31) % vocab);
+  return { inputIds: ids, labels: ids };
+});
+const seconds: { a: number[]; b: number[] } = { a: [], b: [] };
+// pair p runs A then B when p is even, B then A when odd
+const sideOf = (step: number): 'a' | 'b' => {
+  const k = step - warmup; // 0-based timed index
+  const first = Math.floor(k / 2) % 2 === 0 ? 'a' : 'b';
+  return k % 2 === 0 ? first : first === 'a' ? 'b' : 'a';
+};
+chosenVariant[sideOf(warmup + 1)]();
+await train(trainable, {
+  task: 'causal-lm', padTokenId: 0, batchSize: 4, learningRate: 1e-4, schedule: 'constant', bucketByLength: false, data,
+  onStep: (info) => {
+    if (info.step > warmup) seconds[sideOf(info.step)].push(info.seconds);
+    if (info.step < steps) chosenVariant[sideOf(info.step + 1)]();
+  },
+});
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const ratios = seconds.a.map((a, i) => seconds.b[i]! / a);
+console.log(`${variant} on ${model.name} ${method.name}, ${pairs} pairs: A ${(median(seconds.a) * 1000).toFixed(0)} ms, B ${(median(seconds.b) * 1000).toFixed(0)} ms; ` +
+  `B/A per pair: median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(3)).join(' ')})`);
