@@ -42,7 +42,7 @@ export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { l
         const [input, normaliser, indices, rowWeight] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor2D];
         const scale = tf.mul(rowWeight, tf.div(dy, divisor)); // [N, 1]
         const probabilities = tf.exp(tf.sub(input, normaliser));
-        const oneHot = tf.oneHot(indices, classes);
+        const oneHot = tf.oneHot(indices, classes); // int32: wasm's float32 oneHot gives wrong values
         return tf.mul(tf.sub(probabilities, oneHot), scale);
       },
     };

@@ -2,7 +2,7 @@
 // layout: Mistral (sliding-window attention) and Qwen2 (biases on q, k, v). RMSNorm, rotary
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head.
-import { activation, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
+import { gatedActivation, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -115,10 +115,31 @@ export function rotaryInverseFrequencies(headDim: number, rope: RopeConfig): Flo
   return out;
 }
 
-/** [x1, x2] -> [-x2, x1] over the last axis (the half-split convention of HF Llama). */
-function rotateHalf(x: tf.Tensor4D): tf.Tensor4D {
-  const [x1, x2] = tf.split(x, 2, -1);
-  return tf.concat([tf.neg(x2!), x1!], -1) as tf.Tensor4D;
+/** [x1, x2] -> [x2, x1] over the last axis: one reverse of a length-2 axis. Its own transpose. */
+function swapHalves(x: tf.Tensor4D): tf.Tensor4D {
+  const [batch, heads, length, headDim] = x.shape;
+  return tf.reshape(tf.reverse(tf.reshape(x, [batch, heads, length, 2, headDim / 2]), 3), x.shape) as tf.Tensor4D;
+}
+
+/**
+ * The rotary embedding x·cos + rotate_half(x)·sin of HF Llama (rotate_half([x1, x2]) = [-x2, x1]),
+ * written as x·cos + swapHalves(x)·sinSigned with sinSigned = [-sin, sin], one op with its gradient
+ * dy·cos + swapHalves(dy·sinSigned) (the swap is a symmetric permutation). Composed, rotate_half ran
+ * split, neg and concat forward and twice as many kernels backward.
+ */
+function rotary(cos: tf.Tensor4D, sinSigned: tf.Tensor4D): (x: tf.Tensor4D) => tf.Tensor4D {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor4D, tf.GradSaveFunc];
+    save([cos, sinSigned]); // kept for the backward pass, which runs after the forward's scope is gone
+    return {
+      value: tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sinSigned)),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [c, s] = saved as [tf.Tensor4D, tf.Tensor4D];
+        return tf.add(tf.mul(dy, c), swapHalves(tf.mul(dy, s) as tf.Tensor4D));
+      },
+    };
+  });
+  return (x) => op(x) as tf.Tensor4D;
 }
 
 interface LlamaBlock {
@@ -145,9 +166,12 @@ export class LlamaModel extends TransformerHost {
   private readonly norm: tf.Variable<tf.Rank.R1>; // model.norm
   private readonly lmHead: tf.Variable<tf.Rank.R2>; // [V, d]
   private readonly inverseFrequencies: tf.Tensor1D; // [headDim / 2]
-  private readonly act: (x: tf.Tensor) => tf.Tensor;
-  /** cos and sin [B, 1, T, headDim] of the forward pass in progress, shared by its layers. */
-  private rotary: { cos: tf.Tensor4D; sin: tf.Tensor4D } | null = null;
+  private readonly gatedAct: (gate: tf.Tensor, up: tf.Tensor) => tf.Tensor;
+  /**
+   * The rotary embedding of the forward pass in progress, shared by its layers: for the keys, and
+   * for the queries with the attention scale 1/√headDim folded into its tables.
+   */
+  private rotary: { keys: (x: tf.Tensor4D) => tf.Tensor4D; queries: (x: tf.Tensor4D) => tf.Tensor4D } | null = null;
 
   constructor(
     readonly llama: LlamaConfig,
@@ -168,7 +192,7 @@ export class LlamaModel extends TransformerHost {
       },
       true,
     );
-    this.act = activation(llama.activation, 'config.json hidden_act');
+    this.gatedAct = gatedActivation(llama.activation, 'config.json hidden_act');
     const load = new WeightLoader(checkpoint, '');
     this.layerPaths = Array.from({ length: llama.numLayers }, (_, i) => `model.layers.${i}`);
     const { hiddenSize: d, numHeads, numKeyValueHeads, headDim, intermediateSize, vocabSize } = llama;
@@ -208,14 +232,13 @@ export class LlamaModel extends TransformerHost {
   protected embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D): tf.Tensor3D {
     const [batch, length] = positions.shape;
     const angles = tf.mul(tf.reshape(tf.cast(positions, 'float32'), [batch, length, 1]), this.inverseFrequencies); // [B, T, hd/2]
-    const doubled = tf.reshape(tf.concat([angles, angles], -1), [batch, 1, length, this.llama.headDim]);
-    this.rotary = { cos: tf.cos(doubled) as tf.Tensor4D, sin: tf.sin(doubled) as tf.Tensor4D };
+    const shape: [number, number, number, number] = [batch, 1, length, this.llama.headDim];
+    const cos = tf.reshape(tf.cos(tf.concat([angles, angles], -1)), shape) as tf.Tensor4D;
+    const sine = tf.sin(angles);
+    const sinSigned = tf.reshape(tf.concat([tf.neg(sine), sine], -1), shape) as tf.Tensor4D;
+    const scale = 1 / Math.sqrt(this.llama.headDim);
+    this.rotary = { keys: rotary(cos, sinSigned), queries: rotary(tf.mul(cos, scale), tf.mul(sinSigned, scale)) };
     return embeddings;
-  }
-
-  private rotate(x: tf.Tensor4D): tf.Tensor4D {
-    const { cos, sin } = this.rotary!;
-    return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin));
   }
 
   protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
@@ -224,17 +247,19 @@ export class LlamaModel extends TransformerHost {
     const context = state.context;
 
     const normed = rmsNorm(hidden, block.inputNorm, rmsNormEpsilon);
-    const q = this.rotate(splitHeads(block.q.apply(normed, context), numHeads, headDim));
-    const k = this.rotate(splitHeads(block.k.apply(normed, context), numKeyValueHeads, headDim));
+    const { queries, keys } = this.rotary!;
+    // q carries the attention scale (folded into its rotary tables), so attention scales by 1
+    const q = queries(splitHeads(block.q.apply(normed, context), numHeads, headDim));
+    const k = keys(splitHeads(block.k.apply(normed, context), numKeyValueHeads, headDim));
     const v = splitHeads(block.v.apply(normed, context), numKeyValueHeads, headDim);
     const { key, value } = this.extendKeys(index, k, v, state);
-    const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim)));
+    const attended = mergeHeads(attention(q, key, value, state.bias, 1));
     let attentionOutput = block.o.apply(attended, context) as tf.Tensor3D;
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
     const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
 
     const normed2 = rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon);
-    const gated = tf.mul(this.act(block.gate.apply(normed2, context)), block.up.apply(normed2, context));
+    const gated = this.gatedAct(block.gate.apply(normed2, context), block.up.apply(normed2, context));
     let ffn = block.down.apply(gated, context) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return tf.add(afterAttention, ffn) as tf.Tensor3D;

@@ -30,7 +30,8 @@ export function attentionBias(keyMask: tf.Tensor2D, queries: number, causal: boo
 /**
  * Scaled dot-product attention. q [B, H, T, hd]; k, v [B, Hkv, S, hd] with H a multiple of Hkv
  * (grouped-query attention: query heads g·j .. g·j + g - 1 share key/value head j). The g query
- * heads of a group are folded into the query axis, so keys and values are never copied.
+ * heads of a group are folded into the query axis, so keys and values are never copied. A scale of 1
+ * (queries already scaled) multiplies nothing.
  */
 export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.Tensor4D, scale: number): tf.Tensor4D {
   return tf.tidy(() => {
@@ -39,7 +40,8 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
     const group = heads / kvHeads;
     const grouped = group === 1 ? q : tf.reshape(q, [batch, kvHeads, group * length, headDim]);
     const groupBias = group === 1 ? bias : tf.tile(bias, [1, 1, group, 1]); // [B, 1, g·T, S]
-    const scores = tf.add(tf.mul(tf.matMul(grouped, k, false, true), scale), groupBias); // [B, Hkv, g·T, S]
+    const products = tf.matMul(grouped, k, false, true);
+    const scores = tf.add(scale === 1 ? products : tf.mul(products, scale), groupBias); // [B, Hkv, g·T, S]
     const out = tf.matMul(tf.softmax(scores), v); // [B, Hkv, g·T, hd]
     return (group === 1 ? out : tf.reshape(out, [batch, heads, length, headDim])) as tf.Tensor4D;
   });

@@ -1,8 +1,8 @@
-// Ops that carry their own gradient (core's cross-entropy, tanh GELU, LayerNorm, RMSNorm): on every
+// Ops that carry their own gradient (core's cross-entropy, tanh GELU, LayerNorm, RMSNorm, SwiGLU): on every
 // backend, value and gradient must equal the definition (plain double-precision arithmetic, or, for
 // the norms, the composed tfjs ops differentiated by tfjs).
 import { availableBackends, loadBackend, type BackendName } from '@peft/backend';
-import { ACTIVATIONS, IGNORE_INDEX, causalLmLoss, layerNorm, maskedCrossEntropy, rmsNorm } from '@peft/core';
+import { ACTIVATIONS, IGNORE_INDEX, causalLmLoss, gatedActivation, layerNorm, maskedCrossEntropy, rmsNorm } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 
@@ -112,5 +112,52 @@ describe.each(backends)('norms on the %s backend', (backend: BackendName) => {
     const composed = tf.grads(f(composedRmsNorm))([x(), w()]);
     fused.forEach((g, i) => close(g, composed[i]!));
     close(rmsNorm(x(), w() as tf.Tensor1D, 1e-6), composedRmsNorm(x(), w()));
+  });
+
+  it('a frozen weight (a variable that is not trainable) takes no gradient pass; x\'s gradient is unchanged', async () => {
+    await loadBackend(backend);
+    const input = tf.variable(x());
+    // the weight gradients are feature sums: count the Sum kernels of each run
+    const runs: { dx: Float32Array; sums: number }[] = [];
+    for (const trainable of [true, false]) {
+      const weight = tf.variable(w(), trainable);
+      const bias = tf.variable(b(), trainable);
+      const profile = await tf.profile(() => {
+        const { grads } = tf.variableGrads(() => tf.sum(tf.mul(tf.add(layerNorm(input, weight as tf.Variable<tf.Rank.R1>, bias as tf.Variable<tf.Rank.R1>, 1e-5), rmsNorm(input, weight as tf.Variable<tf.Rank.R1>, 1e-6)), upstream())) as tf.Scalar, [input, weight, bias]);
+        runs.push({ dx: grads[input.name]!.dataSync() as Float32Array, sums: 0 });
+        // tfjs names a frozen variable's gradient null
+        expect(grads[weight.name] === null).toBe(!trainable);
+      });
+      runs.at(-1)!.sums = profile.kernels.filter((k) => k.name === 'Sum').length;
+      tf.dispose([weight, bias]);
+    }
+    expect(Array.from(runs[1]!.dx)).toEqual(Array.from(runs[0]!.dx));
+    expect(runs[0]!.sums - runs[1]!.sums).toBe(3); // layerNorm's weight and bias, rmsNorm's weight
+  });
+});
+
+/** SiLU(gate)·up composed from tfjs ops, differentiated by tfjs: the reference for SwiGLU's gradient. */
+const composedSwiGlu = (gate: tf.Tensor, up: tf.Tensor): tf.Tensor => tf.mul(tf.mul(gate, tf.sigmoid(gate)), up);
+
+describe.each(backends)('SwiGLU on the %s backend', (backend: BackendName) => {
+  it('value and gradients for gate and up equal the composed ops; other activations are composed', async () => {
+    await loadBackend(backend);
+    const gate = (): tf.Tensor => tf.tensor2d(Float32Array.from({ length: 40 }, (_, i) => -8 + i * 0.41), [5, 8]);
+    const up = (): tf.Tensor => tf.tensor2d(Float32Array.from({ length: 40 }, (_, i) => Math.cos(i * 0.7) * 2), [5, 8]);
+    const upstream = tf.tensor2d(Float32Array.from({ length: 40 }, (_, i) => Math.sin(i * 1.3)), [5, 8]);
+    for (const name of ['silu', 'swish', 'gelu_new']) {
+      const act = ACTIVATIONS[name]!;
+      const fused = gatedActivation(name, 'test');
+      const reference = name === 'gelu_new' ? (g: tf.Tensor, u: tf.Tensor) => tf.mul(act(g), u) : composedSwiGlu;
+      const f = (op: (g: tf.Tensor, u: tf.Tensor) => tf.Tensor) => (g: tf.Tensor, u: tf.Tensor) => tf.sum(tf.mul(op(g, u), upstream));
+      const ours = tf.grads(f(fused))([gate(), up()]);
+      const expected = tf.grads(f(reference))([gate(), up()]);
+      for (const [got, want] of [[fused(gate(), up()), reference(gate(), up())], ...ours.map((g, i) => [g, expected[i]!])] as [tf.Tensor, tf.Tensor][]) {
+        const a = got.dataSync();
+        const e = want.dataSync();
+        for (let i = 0; i < a.length; i++) expect(a[i], name).toBeCloseTo(e[i]!, 5);
+      }
+    }
+    expect(() => gatedActivation('nope', 'config.json hidden_act')).toThrow(/config.json hidden_act: unsupported activation "nope"/);
   });
 });
