@@ -69,11 +69,17 @@ export class AdamW implements Optimizer {
       if (!gradient) continue;
       const m = this.slot(`${name}/exp_avg`, variable);
       const v = this.slot(`${name}/exp_avg_sq`, variable);
-      tf.tidy(() => {
+      // three scopes, so that each one's temporaries are freed before the next allocates its own
+      const assign = (target: tf.Variable, value: () => tf.Tensor): void => {
+        const next = tf.tidy(value);
+        target.assign(next);
+        next.dispose();
+      };
+      assign(m, () => tf.add(tf.mul(m, this.beta1), tf.mul(gradient, (1 - this.beta1) * gradientScale)));
+      assign(v, () => tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)));
+      assign(variable, () => {
         const decayed = this.weightDecay ? tf.mul(variable, 1 - learningRate * this.weightDecay) : variable;
-        m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(gradient, (1 - this.beta1) * gradientScale)));
-        v.assign(tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)));
-        variable.assign(tf.sub(decayed, tf.mul(tf.div(m, tf.add(tf.sqrt(v), epsilon)), stepSize)));
+        return tf.sub(decayed, tf.mul(tf.div(m, tf.add(tf.sqrt(v), epsilon)), stepSize));
       });
     }
   }
