@@ -10,6 +10,7 @@ import { train, type Example } from '@peft/core';
 import { randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
+import { median } from '../src/perf/perf.js';
 import { PERF_METHODS, PERF_MODELS } from '../src/perf/workloads.js';
 
 const [variant = '', modelName = 'llama', methodName = 'lora', pairsArg = '8'] = process.argv.slice(2);
@@ -55,11 +56,6 @@ await train(trainable, {
     if (info.step < steps) chosenVariant[sideOf(info.step + 1)]();
   },
 });
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((x, y) => x - y);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const ratios = seconds.a.map((a, i) => seconds.b[i]! / a);
 console.log(`${variant} on ${model.name} ${method.name}, ${pairs} pairs: A ${(median(seconds.a) * 1000).toFixed(0)} ms, B ${(median(seconds.b) * 1000).toFixed(0)} ms; ` +
   `B/A per pair: median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(3)).join(' ')})`);

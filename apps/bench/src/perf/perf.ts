@@ -49,7 +49,7 @@ interface Row {
 const machine = (): Record<string, unknown> => ({ cpus: os.availableParallelism(), cpu: os.cpus()[0]?.model.trim() ?? null, memoryGb: os.totalmem() / 2 ** 30, node: process.version });
 
 /** The middle value; for an even count the mean of the two middle ones. */
-const median = (values: readonly number[]): number => {
+export const median = (values: readonly number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
