@@ -6,12 +6,12 @@
 // Variants: tf-matmul (A: tfjs-node's BatchMatMulV2 for every product, B: @peft/backend's MatMul
 // for plain 2-D products).
 import { selectBackend } from '@peft/backend';
-import { train, type Example } from '@peft/core';
+import { train } from '@peft/core';
 import { randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { median } from '../src/perf/perf.js';
-import { PERF_METHODS, PERF_MODELS } from '../src/perf/workloads.js';
+import { PERF_METHODS, PERF_MODELS, stepExamples } from '../src/perf/workloads.js';
 
 const [variant = '', modelName = 'llama', methodName = 'lora', pairsArg = '8'] = process.argv.slice(2);
 await import('@tensorflow/tfjs-node');
@@ -37,10 +37,7 @@ const host = randomModel(model.config);
 const trainable = method.make(host, model);
 const warmup = 2;
 const steps = warmup + 2 * pairs;
-const data: Example[] = Array.from({ length: 4 * steps }, (_, i) => {
-  const ids = Array.from({ length: 128 }, (_, t) => (i * 7919 + t * 31) % vocab);
-  return { inputIds: ids, labels: ids };
-});
+const data = stepExamples(4 * steps, vocab);
 const seconds: { a: number[]; b: number[] } = { a: [], b: [] };
 // pair p runs A then B when p is even, B then A when odd
 const sideOf = (step: number): 'a' | 'b' => {

@@ -5,11 +5,11 @@
 //   pnpm --filter @peft/bench profile-step [model=gpt2] [method=lora|decode] [steps=2] [backend=tensorflow]
 // `decode`: the base model generating `steps` tokens after a 128-token prompt, per token.
 import { parseBackendRequest, selectBackend } from '@peft/backend';
-import { train, type Example } from '@peft/core';
+import { train } from '@peft/core';
 import { generate, randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { PERF_METHODS, PERF_MODELS } from '../src/perf/workloads.js';
+import { PERF_METHODS, PERF_MODELS, stepExamples } from '../src/perf/workloads.js';
 
 const [modelName = 'gpt2', methodName = 'lora', stepsArg = '2', backendName = 'tensorflow'] = process.argv.slice(2);
 await selectBackend({ backend: parseBackendRequest(backendName, 'backend'), warnIfSlow: false });
@@ -21,10 +21,7 @@ const steps = Number(stepsArg);
 const vocab = model.config.vocab_size as number;
 const host = randomModel(model.config);
 const trainable = decode ? { host, trainableVariables: () => new Map() } : method.make(host, model);
-const data: Example[] = Array.from({ length: 4 * (steps + 1) }, (_, i) => {
-  const ids = Array.from({ length: 128 }, (_, t) => (i * 7919 + t * 31) % vocab);
-  return { inputIds: ids, labels: ids };
-});
+const data = stepExamples(4 * (steps + 1), vocab);
 const options = { task: 'causal-lm' as const, padTokenId: 0, batchSize: 4, learningRate: 1e-4, schedule: 'constant' as const, bucketByLength: false };
 const prompt = [data[0]!.inputIds];
 // warm-up, not profiled

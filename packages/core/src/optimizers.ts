@@ -31,6 +31,13 @@ export interface AdamWOptions {
   weightDecay?: number;
 }
 
+/** target = value(), the value computed in a scope of its own (its temporaries freed at once). */
+function assignComputed(target: tf.Variable, value: () => tf.Tensor): void {
+  const next = tf.tidy(value);
+  target.assign(next);
+  next.dispose();
+}
+
 /** torch.optim.AdamW. */
 export class AdamW implements Optimizer {
   readonly name = 'adamw';
@@ -70,14 +77,9 @@ export class AdamW implements Optimizer {
       const m = this.slot(`${name}/exp_avg`, variable);
       const v = this.slot(`${name}/exp_avg_sq`, variable);
       // three scopes, so that each one's temporaries are freed before the next allocates its own
-      const assign = (target: tf.Variable, value: () => tf.Tensor): void => {
-        const next = tf.tidy(value);
-        target.assign(next);
-        next.dispose();
-      };
-      assign(m, () => tf.add(tf.mul(m, this.beta1), tf.mul(gradient, (1 - this.beta1) * gradientScale)));
-      assign(v, () => tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)));
-      assign(variable, () => {
+      assignComputed(m, () => tf.add(tf.mul(m, this.beta1), tf.mul(gradient, (1 - this.beta1) * gradientScale)));
+      assignComputed(v, () => tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)));
+      assignComputed(variable, () => {
         const decayed = this.weightDecay ? tf.mul(variable, 1 - learningRate * this.weightDecay) : variable;
         return tf.sub(decayed, tf.mul(tf.div(m, tf.add(tf.sqrt(v), epsilon)), stepSize));
       });

@@ -2,7 +2,7 @@
 // that Python builds the very same model), the methods with their settings on both sides, and the
 // matmul work of one training step (for the achieved FLOP/s).
 import { PfeifferConfig } from '@peft/adapter';
-import { fullFineTuning, getPeftModel, type PeftHost, type TrainableModel } from '@peft/core';
+import { fullFineTuning, getPeftModel, type Example, type PeftHost, type TrainableModel } from '@peft/core';
 import { LoraConfig } from '@peft/lora';
 import { PrefixTuningConfig } from '@peft/prefix';
 import { PromptTuningConfig } from '@peft/prompt';
@@ -167,4 +167,15 @@ export function trainingFlops(model: PerfModel, method: PerfMethod, batch: numbe
   const perLayer = linears.reduce((sum, [k, n]) => sum + 2 * rows * k * n, 0) + 2 * 2 * batch * queries * keys * hidden;
   const forward = layers * perLayer + 2 * rows * hidden * vocab;
   return forward * (method.full ? 3 : 2);
+}
+
+/**
+ * `count` deterministic causal-LM examples of 128 tokens (labels = inputs) for the step scripts
+ * (profile-step, ab-step): the same data for every run, so that their steps compare.
+ */
+export function stepExamples(count: number, vocab: number): Example[] {
+  return Array.from({ length: count }, (_, i) => {
+    const ids = Array.from({ length: 128 }, (_, t) => (i * 7919 + t * 31) % vocab);
+    return { inputIds: ids, labels: ids };
+  });
 }
