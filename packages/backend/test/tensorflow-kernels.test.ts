@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 
 import { availableBackends, loadBackend } from '../src/index.js';
-import { registerTensorflowKernels } from '../src/tensorflow-kernels.js';
+import { ADAMW_KERNEL, registerTensorflowKernels } from '../src/tensorflow-kernels.js';
 
 const hasTensorflow = (await availableBackends()).includes('tensorflow');
 
@@ -65,5 +65,89 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
     expect(tf.getKernel('BatchMatMul', 'tensorflow')).toBe(kernel);
     const product = tf.matMul(tf.tensor2d([[1, 2], [3, 4]], [2, 2], 'int32'), tf.tensor2d([[5], [6]], [2, 1], 'int32'));
     expect(Array.from(product.dataSync())).toEqual([17, 39]);
+  });
+});
+
+/** One step of torch.optim.AdamW in float64 over plain arrays: the fused kernel's definition. */
+function adamWReference(p: number[], m: number[], v: number[], g: number[], a: Record<string, number>): number[][] {
+  const out: number[][] = [[], [], []];
+  for (let i = 0; i < p.length; i++) {
+    const grad = g[i]! * a.gradientScale!;
+    const mi = a.beta1! * m[i]! + (1 - a.beta1!) * grad;
+    const vi = a.beta2! * v[i]! + (1 - a.beta2!) * grad * grad;
+    const denominator = Math.sqrt(vi) / Math.sqrt(1 - a.beta2Power!) + a.epsilon!;
+    out[0]!.push(p[i]! * a.decay! - (a.learningRate! / (1 - a.beta1Power!)) * (mi / denominator));
+    out[1]!.push(mi);
+    out[2]!.push(vi);
+  }
+  return out;
+}
+
+describe.runIf(hasTensorflow)('the fused AdamW kernel on the tensorflow backend', () => {
+  const attrs = (step: number, decay: number, gradientScale: number): Record<string, number> => ({
+    beta1: 0.9, beta2: 0.999, beta1Power: 0.9 ** step, beta2Power: 0.999 ** step, learningRate: 1e-2, epsilon: 1e-8, decay, gradientScale,
+  });
+  const run = (inputs: Record<string, tf.Tensor>, a: Record<string, number>): tf.Tensor[] =>
+    tf.engine().runKernel(ADAMW_KERNEL, inputs, a as unknown as tf.NamedAttrMap) as tf.Tensor[];
+
+  it.each([
+    ['no decay, unscaled', 1, 1],
+    ['decay, unscaled', 1 - 1e-2 * 0.1, 1],
+    ['no decay, scaled gradient', 1, 0.3],
+    ['decay, scaled gradient', 1 - 1e-2 * 0.1, 0.3],
+  ])('%s: steps equal the definition and leave their inputs as they were', async (_, decay, gradientScale) => {
+    await loadBackend('tensorflow');
+    const shape = [13, 7];
+    let param = tf.randomUniform(shape, -1, 1, 'float32', 6);
+    let expAvg = tf.zeros(shape);
+    let expAvgSq = tf.zeros(shape);
+    const before = tf.memory().numTensors;
+    for (let step = 1; step <= 3; step++) {
+      const gradient = tf.randomUniform(shape, -1, 1, 'float32', 10 + step);
+      const values = [param, expAvg, expAvgSq, gradient].map((t) => Array.from(t.dataSync()));
+      const a = attrs(step, decay, gradientScale);
+      const next = run({ param, expAvg, expAvgSq, gradient }, a);
+      const expected = adamWReference(values[0]!, values[1]!, values[2]!, values[3]!, a);
+      // held as the change of the parameter (lr-sized) and the new moments, relative to their largest
+      // element; libtensorflow computes 1 - β2 in float32 (1 - 0.999f = 0.00099998713), so the second
+      // moment's increment is 1.3e-5 relative off torch's and the step ~6e-6
+      const change = (values: ArrayLike<number>, from: number[]): number[] => Array.from(values, (x, j) => x - from[j]!);
+      next.forEach((tensor, i) => {
+        expect(tensor.shape).toEqual(shape);
+        const [got, want] = i === 0 ? [change(tensor.dataSync(), values[0]!), change(expected[0]!, values[0]!)] : [Array.from(tensor.dataSync()), expected[i]!];
+        const scale = Math.max(...want.map(Math.abs));
+        expect(Math.max(...want.map((x, j) => Math.abs(x - got[j]!))) / scale).toBeLessThan(3e-5);
+      });
+      // a pure function: the inputs keep their values although the update runs in place
+      [param, expAvg, expAvgSq, gradient].forEach((t, i) => expect(Array.from(t.dataSync())).toEqual(values[i]));
+      tf.dispose([param, expAvg, expAvgSq, gradient]);
+      [param, expAvg, expAvgSq] = next as [tf.Tensor, tf.Tensor, tf.Tensor];
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([param, expAvg, expAvgSq]);
+  });
+
+  it('frees the variables it updates in (repeated steps keep memory flat)', async () => {
+    await loadBackend('tensorflow');
+    const shape = [1024, 1024]; // 4 MB: a variable kept per call would add 12 MB a step
+    let state = [tf.randomNormal(shape), tf.zeros(shape), tf.zeros(shape)];
+    const gradient = tf.randomNormal(shape);
+    const step = (i: number): void => {
+      const next = run({ param: state[0]!, expAvg: state[1]!, expAvgSq: state[2]!, gradient }, attrs(i, 1, 1));
+      tf.dispose(state);
+      state = next;
+    };
+    for (let i = 1; i <= 10; i++) step(i);
+    const rss = process.memoryUsage().rss;
+    for (let i = 11; i <= 70; i++) step(i);
+    expect(process.memoryUsage().rss - rss).toBeLessThan(240 * 2 ** 20); // kept: 720 MB
+    tf.dispose([...state, gradient]);
+  });
+
+  it('says which input does not match the parameter', async () => {
+    await loadBackend('tensorflow');
+    const [param, other] = [tf.zeros([2, 3]), tf.zeros([3, 2])];
+    expect(() => run({ param, expAvg: param, expAvgSq: other, gradient: param }, attrs(1, 1, 1))).toThrow('PeftAdamW: expAvgSq is float32 [3,2], expected float32 [2,3] like the parameter');
+    tf.dispose([param, other]);
   });
 });

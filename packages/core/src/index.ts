@@ -36,8 +36,8 @@ export type {
 export { SeededRandom, deriveSeed, seededNormal } from './random.js';
 export { learningRateAt } from './schedules.js';
 export type { ScheduleName, ScheduleOptions } from './schedules.js';
-export { AdamW, Sgd } from './optimizers.js';
-export type { AdamWOptions, Optimizer, OptimizerState, SgdOptions } from './optimizers.js';
+export { ADAMW_KERNEL, AdamW, Sgd } from './optimizers.js';
+export type { AdamWKernelAttrs, AdamWOptions, Optimizer, OptimizerState, SgdOptions } from './optimizers.js';
 export {
   IGNORE_INDEX,
   causalLmLoss,

@@ -29,7 +29,43 @@ export interface AdamWOptions {
   epsilon?: number; // default 1e-8
   /** Decoupled weight decay (Loshchilov & Hutter): p -= lr·wd·p before the Adam step. Default 0.01 (torch). */
   weightDecay?: number;
+  /**
+   * Where the backend has a fused AdamW kernel (tensorflow), parameters of at least this many
+   * elements use it. Default FUSED_ADAMW_MIN_ELEMENTS; 0: every parameter; Infinity: none.
+   */
+  fusedMinElements?: number;
 }
+
+/**
+ * A backend's fused AdamW step: one kernel for what the composed update does in a dozen passes over
+ * the parameter's memory. `@peft/backend` registers it on the tensorflow backend; where the active
+ * backend has none, AdamW composes the step from elementwise ops. Inputs `{ param, expAvg,
+ * expAvgSq, gradient }` (float32, one shape); outputs `[param, expAvg, expAvgSq]` after one step of
+ * torch.optim.AdamW, with the attributes below.
+ */
+export const ADAMW_KERNEL = 'PeftAdamW';
+
+export interface AdamWKernelAttrs {
+  beta1: number;
+  beta2: number;
+  /** β1^t and β2^t at this step t (the bias corrections are 1 - β^t). */
+  beta1Power: number;
+  beta2Power: number;
+  learningRate: number;
+  /** torch's ε: added to √v̂ (the bias-corrected second moment's root). */
+  epsilon: number;
+  /** The parameter is multiplied by this before the step: 1 - lr·weight decay (1: none). */
+  decay: number;
+  /** The gradient counts multiplied by this (clipping). */
+  gradientScale: number;
+}
+
+/**
+ * Parameters smaller than this take the composed update even where the fused kernel exists: its
+ * fixed cost per call is the larger one there (tensorflow, per parameter: 6,144 elements 370 µs
+ * composed against 453 fused; 65,536: 756 against 572; 1,048,576: 4.6 against 2.7 ms).
+ */
+export const FUSED_ADAMW_MIN_ELEMENTS = 32_768;
 
 /** target = value(), the value computed in a scope of its own (its temporaries freed at once). */
 function assignComputed(target: tf.Variable, value: () => tf.Tensor): void {
@@ -47,12 +83,14 @@ export class AdamW implements Optimizer {
   private readonly beta2: number;
   private readonly epsilon: number;
   private readonly weightDecay: number;
+  private readonly fusedMinElements: number;
 
   constructor(options: AdamWOptions = {}) {
     this.beta1 = options.beta1 ?? 0.9;
     this.beta2 = options.beta2 ?? 0.999;
     this.epsilon = options.epsilon ?? 1e-8;
     this.weightDecay = options.weightDecay ?? 0.01;
+    this.fusedMinElements = options.fusedMinElements ?? FUSED_ADAMW_MIN_ELEMENTS;
   }
 
   private slot(name: string, like: tf.Variable): tf.Variable {
@@ -71,11 +109,29 @@ export class AdamW implements Optimizer {
     // torch: p -= lr/c1 · m / (√v/√c2 + ε), written as lr·√c2/c1 · m / (√v + ε·√c2): two passes fewer
     const stepSize = (learningRate * root2) / correction1;
     const epsilon = this.epsilon * root2;
+    const fused = tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined;
     for (const [name, variable] of variables) {
       const gradient = gradients.get(name);
       if (!gradient) continue;
       const m = this.slot(`${name}/exp_avg`, variable);
       const v = this.slot(`${name}/exp_avg_sq`, variable);
+      if (fused && variable.dtype === 'float32' && variable.size >= this.fusedMinElements) {
+        const attrs: AdamWKernelAttrs = {
+          beta1: this.beta1,
+          beta2: this.beta2,
+          beta1Power: this.beta1 ** this.step,
+          beta2Power: this.beta2 ** this.step,
+          learningRate,
+          epsilon: this.epsilon,
+          decay: 1 - learningRate * this.weightDecay,
+          gradientScale,
+        };
+        const inputs = { param: variable, expAvg: m, expAvgSq: v, gradient };
+        const next = tf.engine().runKernel(ADAMW_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+        [variable, m, v].forEach((target, i) => target.assign(next[i]!));
+        tf.dispose(next);
+        continue;
+      }
       // three scopes, so that each one's temporaries are freed before the next allocates its own
       assignComputed(m, () => tf.add(tf.mul(m, this.beta1), tf.mul(gradient, (1 - this.beta1) * gradientScale)));
       assignComputed(v, () => tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)));

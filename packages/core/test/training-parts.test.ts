@@ -2,10 +2,12 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { availableBackends, loadBackend, type BackendName } from '@peft/backend';
 import * as tf from '@tensorflow/tfjs-core';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
+  ADAMW_KERNEL,
   AdamW,
   IGNORE_INDEX,
   SeededRandom,
@@ -19,6 +21,7 @@ import {
   jsonlDataset,
   learningRateAt,
   mapDataset,
+  maskedCrossEntropy,
   memoryStore,
   parseCsv,
   parseJsonl,
@@ -32,12 +35,27 @@ import {
 
 const fixture = JSON.parse(readFileSync(path.join(import.meta.dirname, 'fixtures', 'training.json'), 'utf8'));
 
-describe('optimizers match torch.optim', () => {
+const backends = await availableBackends();
+
+describe.each(backends)('optimizers match torch.optim on the %s backend', (backend: BackendName) => {
+  beforeAll(async () => {
+    await loadBackend(backend);
+  });
+  afterAll(async () => {
+    await loadBackend('cpu');
+  });
+
+  it(`AdamW ${backend === 'tensorflow' ? 'runs as the fused kernel' : 'is composed of elementwise ops'} there`, () => {
+    expect(tf.getKernel(ADAMW_KERNEL, backend) !== undefined).toBe(backend === 'tensorflow');
+  });
+
   it.each([
-    ['adamw', () => new AdamW({ weightDecay: 0.1 })],
-    ['adamw_no_decay', () => new AdamW({ weightDecay: 0, beta1: 0.8, beta2: 0.99, epsilon: 1e-6 })],
-    ['sgd_momentum', () => new Sgd({ momentum: 0.9, weightDecay: 0.01 })],
-  ] as [string, () => Optimizer][])('%s', (name, make) => {
+    ['adamw', 'composed', () => new AdamW({ weightDecay: 0.1, fusedMinElements: Infinity })],
+    ['adamw', 'fused where the backend has it', () => new AdamW({ weightDecay: 0.1, fusedMinElements: 0 })],
+    ['adamw_no_decay', 'composed', () => new AdamW({ weightDecay: 0, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, fusedMinElements: Infinity })],
+    ['adamw_no_decay', 'fused where the backend has it', () => new AdamW({ weightDecay: 0, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, fusedMinElements: 0 })],
+    ['sgd_momentum', '', () => new Sgd({ momentum: 0.9, weightDecay: 0.01 })],
+  ] as [string, string, () => Optimizer][])('%s %s', (name, _, make) => {
     const run = fixture[name];
     const variable = tf.variable(tf.tensor(run.initial, run.shape));
     const variables = new Map([['w', variable]]);
@@ -54,9 +72,10 @@ describe('optimizers match torch.optim', () => {
   });
 
   it.each([
-    ['adamw', () => new AdamW({ weightDecay: 0.1 })],
-    ['sgd_momentum', () => new Sgd({ momentum: 0.9, weightDecay: 0.01 })],
-  ] as [string, () => Optimizer][])('%s: a gradient scale counts as scaled gradients (clipping without a pass)', (name, make) => {
+    ['adamw', 'composed', () => new AdamW({ weightDecay: 0.1, fusedMinElements: Infinity })],
+    ['adamw', 'fused where the backend has it', () => new AdamW({ weightDecay: 0.1, fusedMinElements: 0 })],
+    ['sgd_momentum', '', () => new Sgd({ momentum: 0.9, weightDecay: 0.01 })],
+  ] as [string, string, () => Optimizer][])('%s %s: a gradient scale counts as scaled gradients (clipping without a pass)', (name, _, make) => {
     const run = fixture[name];
     const scaled = tf.variable(tf.tensor(run.initial, run.shape));
     const multiplied = tf.variable(tf.tensor(run.initial, run.shape));
@@ -102,9 +121,35 @@ describe('learning-rate schedules match transformers', () => {
   });
 });
 
-describe('losses match transformers', () => {
+describe.each(backends)('losses match transformers on the %s backend', (backend: BackendName) => {
   const { losses } = fixture;
   const logits = (): tf.Tensor3D => tf.tensor3d(losses.logits, losses.logits_shape);
+  beforeAll(async () => {
+    await loadBackend(backend);
+  });
+  afterAll(async () => {
+    await loadBackend('cpu');
+  });
+
+  it('the gradient is (softmax - onehot) / count on labelled rows, zero on ignored ones', () => {
+    const values = [[1, 2, 0.5, -1], [0.3, 0.3, 2, 1], [-2, 0, 1, 4]];
+    const labels = Int32Array.from([2, IGNORE_INDEX, 3]);
+    const x = tf.variable(tf.tensor2d(values));
+    const { value, grads } = tf.variableGrads(() => maskedCrossEntropy(x as unknown as tf.Tensor2D, labels).loss, [x]);
+    const got = Object.values(grads)[0]!.arraySync() as number[][];
+    let loss = 0;
+    values.forEach((row, i) => {
+      const total = row.reduce((sum, v) => sum + Math.exp(v), 0);
+      const label = labels[i]!;
+      row.forEach((v, j) => {
+        const expected = label === IGNORE_INDEX ? 0 : (Math.exp(v) / total - (j === label ? 1 : 0)) / 2;
+        expect(got[i]![j]).toBeCloseTo(expected, 6);
+      });
+      if (label !== IGNORE_INDEX) loss += (Math.log(total) - row[label]!) / 2;
+    });
+    expect(value.dataSync()[0]).toBeCloseTo(loss, 5);
+    tf.dispose([x, value, ...Object.values(grads)]);
+  });
 
   it('causal LM: shifted, -100 ignored', () => {
     const { loss, count } = causalLmLoss(logits(), losses.labels);

@@ -19,7 +19,9 @@ export const perfUsage = `usage: pnpm bench perf [options]
   --models gpt2,llama,tiny     model shapes (default gpt2,llama; tiny: a smoke test)
   --methods a,b,...            default ${PERF_METHODS.map((m) => m.name).join(',')}
   --reps N                     training processes per side and workload, alternating (default 3)
-  --steps N                    timed training steps per process, after 2 warm-up steps (default 4)
+  --steps N                    timed training steps per process (default 4)
+  --warmup N                   untimed training steps before them (default 4: the first steps of a
+                               process also fault in the memory its allocator keeps; both runtimes)
   --rounds N                   alternating inference rounds per process (default 5)
   --kinds train,infer          what to measure (default both; the ceiling is always measured)
   --no-python                  our side only
@@ -208,6 +210,7 @@ export async function runPerf(argv: string[]): Promise<number> {
       methods: { type: 'string', default: PERF_METHODS.map((m) => m.name).join(',') },
       reps: { type: 'string', default: '3' },
       steps: { type: 'string', default: '4' },
+      warmup: { type: 'string', default: '4' },
       rounds: { type: 'string', default: '5' },
       kinds: { type: 'string', default: 'train,infer' },
       'no-python': { type: 'boolean', default: false },
@@ -232,7 +235,8 @@ export async function runPerf(argv: string[]): Promise<number> {
   const reps = quick ? 1 : positiveIntegerFlag('reps', values.reps!);
   const kinds = pick('kinds', values.kinds!, [{ name: 'train' }, { name: 'infer' }]).map((k) => k.name);
   const base: WorkerRequest = {
-    model: '', method: 'base', mode: 'train', batch: 4, sequence: 128, warmup: 2,
+    model: '', method: 'base', mode: 'train', batch: 4, sequence: 128,
+    warmup: quick ? 2 : positiveIntegerFlag('warmup', values.warmup!),
     steps: quick ? 2 : positiveIntegerFlag('steps', values.steps!), rounds: quick ? 2 : positiveIntegerFlag('rounds', values.rounds!), newTokens: 16, backend: 'tensorflow',
   };
   const pythonAbsent = values['no-python'] ? 'Python not run (--no-python)' : pythonFor('lora') === null ? 'Python peft not found (oracle/.venv, see oracle/requirements.txt)' : null;
