@@ -45,8 +45,10 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
   };
 }
 
-/** @peft/core's fused AdamW kernel (`ADAMW_KERNEL`; this package does not depend on core). */
+/** @peft/core's fused AdamW kernels (`ADAMW_KERNEL` and its two helpers; no dependency on core). */
 export const ADAMW_KERNEL = 'PeftAdamW';
+export const ADAMW_MOMENT_KERNEL = 'PeftAdamWMoment';
+export const ADAMW_READ_KERNEL = 'PeftAdamWRead';
 
 /** @peft/core's `AdamWKernelAttrs`: one step of torch.optim.AdamW. */
 interface AdamWAttrs {
@@ -67,76 +69,109 @@ interface AdamWAttrs {
  */
 const ANONYMOUS_RESOURCE = 'cd2c89b7-88b7-44c8-ad83-06c2a9158347';
 
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+
+const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({ name, type: backend.binding.TF_ATTR_TYPE, value: backend.binding.TF_FLOAT });
+
 /**
- * AdamW as libtensorflow's ResourceApplyAdam, one fused pass that updates parameter and moments in
+ * A libtensorflow resource variable (a handle tensor; tfjs-node shows it as a string scalar) holding
+ * `value`. Assigning shares value's buffer; the first in-place update copies it while anything else
+ * still holds that buffer (TensorFlow's copy-on-write), so `value` never changes.
+ */
+function makeVariable(backend: TensorflowBackendLike, value: tf.TensorInfo): tf.Tensor {
+  const { binding } = backend;
+  const handle = backend.executeSingleOutput(
+    'VarHandleOp',
+    [
+      { name: 'container', type: binding.TF_ATTR_STRING, value: '' },
+      { name: 'shared_name', type: binding.TF_ATTR_STRING, value: ANONYMOUS_RESOURCE },
+      floatAttr(backend, 'dtype'),
+      { name: 'shape', type: binding.TF_ATTR_SHAPE, value: value.shape },
+    ],
+    [],
+  );
+  backend.executeMultipleOutputs('AssignVariableOp', [floatAttr(backend, 'dtype')], [handle, value], 0);
+  return handle;
+}
+
+/** A variable's values now, as a tensor that later in-place updates leave alone (copy-on-write). */
+function readVariable(backend: TensorflowBackendLike, handle: tf.TensorInfo): tf.Tensor {
+  return backend.executeSingleOutput('ReadVariableOp', [floatAttr(backend, 'dtype')], [handle]);
+}
+
+function checkFloat(kernel: string, name: string, input: tf.TensorInfo, shape: number[]): void {
+  if (input.dtype !== 'float32' || !tf.util.arraysEqual(input.shape, shape)) {
+    throw new Error(`${kernel}: ${name} is ${input.dtype} [${input.shape}], expected float32 [${shape}]`);
+  }
+}
+
+function checkMoment(name: string, input: tf.TensorInfo): void {
+  if (input.dtype !== 'string' || input.shape.length !== 0) {
+    throw new Error(`${ADAMW_KERNEL}: ${name} is ${input.dtype} [${input.shape}], expected a moment made by ${ADAMW_MOMENT_KERNEL}`);
+  }
+}
+
+/**
+ * AdamW as libtensorflow's ResourceApplyAdam: one fused pass that updates parameter and moments in
  * place, instead of the composed update's twelve elementwise ops, each a pass over memory that
- * writes a new tensor (measured alone: [32000,768] 120 -> 58 ms, [768,2048] 11.7 -> 5.0 ms).
- *
- * The update runs on three variables that live for this call only: each is assigned its input
- * (sharing the buffer) and read back after the step. A variable whose buffer something else still
- * holds is copied before the in-place update (TensorFlow's copy-on-write), so the inputs are left
- * as they were and the kernel is a pure function, as tfjs expects. The decayed parameter and the
- * scaled gradient are made here and released before the step, so they are updated without a copy.
+ * writes a new tensor (measured alone, moments copied each call: [32000,768] 120 -> 58 ms,
+ * [768,2048] 11.7 -> 5.0 ms). The moments live in the backend between steps (ADAMW_MOMENT_KERNEL),
+ * so they are updated where they are. The parameter goes into a variable that lives for this call:
+ * the tfjs tensor still holds its buffer, so the update works on a copy and the input stays as it
+ * was (the decayed parameter, made here and released first, needs no copy).
  *
  * ResourceApplyAdam: lr_t = lr·√(1-β2^t)/(1-β1^t); m += (g-m)(1-β1); v += (g²-v)(1-β2);
- * p -= lr_t·m/(√v + ε̂). With ε̂ = ε·√(1-β2^t) that is torch's p -= lr/(1-β1^t)·m/(√v/√(1-β2^t) + ε).
+ * p -= lr_t·m/(√v + ε̂). Given β^t = 0, lr = torch's lr·√(1-β2^t)/(1-β1^t) and ε̂ = ε·√(1-β2^t), that
+ * is torch's p -= lr/(1-β1^t)·m/(√v/√(1-β2^t) + ε).
  */
-function adamW(args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo[] {
+function adamW(args: KernelArgs): tf.TensorInfo {
   const backend = args.backend as TensorflowBackendLike;
-  const { binding } = backend;
   const { param, expAvg, expAvgSq, gradient } = args.inputs as Record<'param' | 'expAvg' | 'expAvgSq' | 'gradient', tf.TensorInfo>;
   const attrs = args.attrs as unknown as AdamWAttrs;
-  for (const [name, input] of Object.entries({ param, expAvg, expAvgSq, gradient })) {
-    if (input.dtype !== 'float32' || !tf.util.arraysEqual(input.shape, param.shape)) {
-      throw new Error(`${ADAMW_KERNEL}: ${name} is ${input.dtype} [${input.shape}], expected float32 [${param.shape}] like the parameter`);
-    }
-  }
-  const float: OpAttr = { name: 'dtype', type: binding.TF_ATTR_TYPE, value: binding.TF_FLOAT };
+  checkFloat(ADAMW_KERNEL, 'param', param, param.shape);
+  checkFloat(ADAMW_KERNEL, 'gradient', gradient, param.shape);
+  checkMoment('expAvg', expAvg);
+  checkMoment('expAvgSq', expAvgSq);
   const made: tf.Tensor[] = [];
   const make = (tensor: tf.Tensor): tf.Tensor => {
     made.push(tensor);
     return tensor;
   };
-  const release = (tensor: tf.Tensor): void => {
-    made.splice(made.indexOf(tensor), 1);
-    tensor.dispose();
-  };
-  const multiply = (x: tf.TensorInfo, factor: number): tf.Tensor =>
-    backend.executeSingleOutput('Mul', [{ name: 'T', type: binding.TF_ATTR_TYPE, value: binding.TF_FLOAT }], [x, make(tf.scalar(factor))]);
+  const multiply = (x: tf.TensorInfo, factor: number): tf.Tensor => make(backend.executeSingleOutput('Mul', [floatAttr(backend, 'T')], [x, make(tf.scalar(factor))]));
   try {
-    const variables = [0, 1, 2].map(() =>
-      make(
-        backend.executeSingleOutput(
-          'VarHandleOp',
-          [
-            { name: 'container', type: binding.TF_ATTR_STRING, value: '' },
-            { name: 'shared_name', type: binding.TF_ATTR_STRING, value: ANONYMOUS_RESOURCE },
-            float,
-            { name: 'shape', type: binding.TF_ATTR_SHAPE, value: param.shape },
-          ],
-          [],
-        ),
-      ),
-    );
-    const decayed = attrs.decay === 1 ? undefined : make(multiply(param, attrs.decay));
-    [decayed ?? param, expAvg, expAvgSq].forEach((value, i) => backend.executeMultipleOutputs('AssignVariableOp', [float], [variables[i]!, value], 0));
-    if (decayed) release(decayed);
-    const scaled = attrs.gradientScale === 1 ? gradient : make(multiply(gradient, attrs.gradientScale));
-    const scalars = [attrs.beta1Power, attrs.beta2Power, attrs.learningRate, attrs.beta1, attrs.beta2, attrs.epsilon * Math.sqrt(1 - attrs.beta2Power)].map((x) => make(tf.scalar(x)));
+    const decayed = attrs.decay === 1 ? null : multiply(param, attrs.decay);
+    const variable = make(makeVariable(backend, decayed ?? param));
+    decayed?.dispose(); // the variable holds the only reference now: updated without a copy
+    const scaled = attrs.gradientScale === 1 ? gradient : multiply(gradient, attrs.gradientScale);
+    // the bias corrections go into the step size and ε here, in float64: given β^t, libtensorflow
+    // would form 1 - β2^t in float32 (1 - 0.999f is 1.3e-5 off 0.001)
+    const root2 = Math.sqrt(1 - attrs.beta2Power);
+    const stepSize = (attrs.learningRate * root2) / (1 - attrs.beta1Power);
+    const scalars = [0, 0, stepSize, attrs.beta1, attrs.beta2, attrs.epsilon * root2].map((x) => make(tf.scalar(x)));
     backend.executeMultipleOutputs(
       'ResourceApplyAdam',
-      [
-        { name: 'T', type: binding.TF_ATTR_TYPE, value: binding.TF_FLOAT },
-        { name: 'use_locking', type: binding.TF_ATTR_BOOL, value: false },
-        { name: 'use_nesterov', type: binding.TF_ATTR_BOOL, value: false },
-      ],
-      [...variables, ...scalars, scaled],
+      [floatAttr(backend, 'T'), { name: 'use_locking', type: backend.binding.TF_ATTR_BOOL, value: false }, { name: 'use_nesterov', type: backend.binding.TF_ATTR_BOOL, value: false }],
+      [variable, expAvg, expAvgSq, ...scalars, scaled],
       0,
     );
-    return variables.map((variable) => backend.executeSingleOutput('ReadVariableOp', [float], [variable]));
+    return readVariable(backend, variable);
   } finally {
-    tf.dispose(made);
+    tf.dispose(made.filter((tensor) => !tensor.isDisposed));
   }
+}
+
+function adamWMoment(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as TensorflowBackendLike;
+  const { value } = args.inputs as { value: tf.TensorInfo };
+  checkFloat(ADAMW_MOMENT_KERNEL, 'value', value, value.shape);
+  return makeVariable(backend, value);
+}
+
+function adamWRead(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as TensorflowBackendLike;
+  const { moment } = args.inputs as { moment: tf.TensorInfo };
+  if (moment.dtype !== 'string' || moment.shape.length !== 0) throw new Error(`${ADAMW_READ_KERNEL}: expected a moment made by ${ADAMW_MOMENT_KERNEL}, got ${moment.dtype} [${moment.shape}]`);
+  return readVariable(backend, moment);
 }
 
 /** Marks the kernels this module registered, so that a second call leaves them alone. */
@@ -155,8 +190,10 @@ export function registerTensorflowKernels(): void {
   };
   config[REGISTERED] = true;
   tf.registerKernel(config);
-  const own: [string, (args: Parameters<tf.KernelFunc>[0]) => tf.TensorInfo[]][] = [
+  const own: [string, (args: KernelArgs) => tf.TensorInfo][] = [
     [ADAMW_KERNEL, adamW],
+    [ADAMW_MOMENT_KERNEL, adamWMoment],
+    [ADAMW_READ_KERNEL, adamWRead],
   ];
   for (const [kernelName, kernelFunc] of own) {
     if (!tf.getKernel(kernelName, 'tensorflow')) tf.registerKernel({ kernelName, backendName: 'tensorflow', kernelFunc: kernelFunc as unknown as tf.KernelFunc });

@@ -38,12 +38,22 @@ export interface AdamWOptions {
 
 /**
  * A backend's fused AdamW step: one kernel for what the composed update does in a dozen passes over
- * the parameter's memory. `@peft/backend` registers it on the tensorflow backend; where the active
- * backend has none, AdamW composes the step from elementwise ops. Inputs `{ param, expAvg,
- * expAvgSq, gradient }` (float32, one shape); outputs `[param, expAvg, expAvgSq]` after one step of
- * torch.optim.AdamW, with the attributes below.
+ * the parameter's memory, with the two moments kept in the backend as state it updates in place.
+ * `@peft/backend` registers the three kernels on the tensorflow backend; where the active backend
+ * lacks them, AdamW composes the step from elementwise ops.
+ *
+ * - `ADAMW_KERNEL`: inputs `{ param, expAvg, expAvgSq, gradient }`, param and gradient float32 of
+ *   one shape, the moments as made by ADAMW_MOMENT_KERNEL; one step of torch.optim.AdamW with the
+ *   attributes below. Output `[param]` after the step (a new tensor; the input is left as it was);
+ *   the moments are updated in place.
+ * - `ADAMW_MOMENT_KERNEL`: inputs `{ value }` (float32); output a moment holding value's values
+ *   (an opaque tensor; `value` stays as it was, whatever happens to the moment).
+ * - `ADAMW_READ_KERNEL`: inputs `{ moment }`; output its values now, float32 (later steps leave
+ *   the output as it is).
  */
 export const ADAMW_KERNEL = 'PeftAdamW';
+export const ADAMW_MOMENT_KERNEL = 'PeftAdamWMoment';
+export const ADAMW_READ_KERNEL = 'PeftAdamWRead';
 
 export interface AdamWKernelAttrs {
   beta1: number;
@@ -78,7 +88,12 @@ function assignComputed(target: tf.Variable, value: () => tf.Tensor): void {
 export class AdamW implements Optimizer {
   readonly name = 'adamw';
   private step = 0;
+  /** Moments of the composed update, and those restored by setState until a fused step takes them. */
   private readonly slots = new Map<string, tf.Variable>();
+  /** Moments kept by the backend's fused kernel (ADAMW_MOMENT_KERNEL), by slot name. */
+  private readonly moments = new Map<string, tf.Tensor>();
+  /** What getState read out of `moments`; disposed at the next step or getState. */
+  private snapshots: tf.Tensor[] = [];
   private readonly beta1: number;
   private readonly beta2: number;
   private readonly epsilon: number;
@@ -102,19 +117,34 @@ export class AdamW implements Optimizer {
     return slot;
   }
 
+  /** The fused kernel's moment for a slot: zeros at first, or what setState restored. */
+  private moment(name: string, like: tf.Variable): tf.Tensor {
+    let moment = this.moments.get(name);
+    if (!moment) {
+      const restored = this.slots.get(name);
+      const value = restored ?? tf.zerosLike(like);
+      moment = tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor;
+      value.dispose();
+      this.slots.delete(name);
+      this.moments.set(name, moment);
+    }
+    return moment;
+  }
+
   apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number, gradientScale = 1): void {
+    tf.dispose(this.snapshots);
+    this.snapshots = [];
     this.step += 1;
     const correction1 = 1 - this.beta1 ** this.step;
     const root2 = Math.sqrt(1 - this.beta2 ** this.step);
     // torch: p -= lr/c1 · m / (√v/√c2 + ε), written as lr·√c2/c1 · m / (√v + ε·√c2): two passes fewer
     const stepSize = (learningRate * root2) / correction1;
     const epsilon = this.epsilon * root2;
-    const fused = tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined;
+    const backend = tf.getBackend();
+    const fused = [ADAMW_KERNEL, ADAMW_MOMENT_KERNEL, ADAMW_READ_KERNEL].every((kernel) => tf.getKernel(kernel, backend) !== undefined);
     for (const [name, variable] of variables) {
       const gradient = gradients.get(name);
       if (!gradient) continue;
-      const m = this.slot(`${name}/exp_avg`, variable);
-      const v = this.slot(`${name}/exp_avg_sq`, variable);
       if (fused && variable.dtype === 'float32' && variable.size >= this.fusedMinElements) {
         const attrs: AdamWKernelAttrs = {
           beta1: this.beta1,
@@ -126,12 +156,14 @@ export class AdamW implements Optimizer {
           decay: 1 - learningRate * this.weightDecay,
           gradientScale,
         };
-        const inputs = { param: variable, expAvg: m, expAvgSq: v, gradient };
-        const next = tf.engine().runKernel(ADAMW_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-        [variable, m, v].forEach((target, i) => target.assign(next[i]!));
-        tf.dispose(next);
+        const inputs = { param: variable, expAvg: this.moment(`${name}/exp_avg`, variable), expAvgSq: this.moment(`${name}/exp_avg_sq`, variable), gradient };
+        const next = tf.engine().runKernel(ADAMW_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+        variable.assign(next);
+        next.dispose();
         continue;
       }
+      const m = this.slot(`${name}/exp_avg`, variable);
+      const v = this.slot(`${name}/exp_avg_sq`, variable);
       // three scopes, so that each one's temporaries are freed before the next allocates its own
       assignComputed(m, () => tf.add(tf.mul(m, this.beta1), tf.mul(gradient, (1 - this.beta1) * gradientScale)));
       assignComputed(v, () => tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)));
@@ -142,13 +174,23 @@ export class AdamW implements Optimizer {
     }
   }
 
+  /** The slot tensors belong to the optimizer and hold their values until its next step. */
   getState(): OptimizerState {
-    return { step: this.step, slots: Object.fromEntries(this.slots) };
+    tf.dispose(this.snapshots);
+    this.snapshots = [...this.moments.values()].map((moment) => tf.engine().runKernel(ADAMW_READ_KERNEL, { moment }) as tf.Tensor);
+    const read = [...this.moments.keys()].map((name, i) => [name, this.snapshots[i]!] as const);
+    return { step: this.step, slots: Object.fromEntries([...this.slots, ...read]) };
   }
 
   setState(state: OptimizerState): void {
     this.step = state.step;
     for (const [name, value] of Object.entries(state.slots)) {
+      const moment = this.moments.get(name);
+      if (moment) {
+        this.moments.set(name, tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor);
+        moment.dispose();
+        continue;
+      }
       const existing = this.slots.get(name);
       if (existing) existing.assign(value);
       else this.slots.set(name, tf.variable(value, false));
@@ -156,8 +198,10 @@ export class AdamW implements Optimizer {
   }
 
   dispose(): void {
-    for (const slot of this.slots.values()) slot.dispose();
+    tf.dispose([...this.slots.values(), ...this.moments.values(), ...this.snapshots]);
     this.slots.clear();
+    this.moments.clear();
+    this.snapshots = [];
   }
 }
 

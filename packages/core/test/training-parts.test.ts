@@ -90,25 +90,38 @@ describe.each(backends)('optimizers match torch.optim on the %s backend', (backe
     x.forEach((value, i) => expect(value).toBeCloseTo(y[i]!, 6));
   });
 
-  it('exports and restores its state, continuing identically', () => {
+  it.each([
+    ['composed', Infinity],
+    ['fused where the backend has it', 0],
+  ])('exports and restores its state, continuing identically (%s)', (_, fusedMinElements) => {
     const run = fixture.adamw;
     const step = (optimizer: Optimizer, variable: tf.Variable, i: number): void => {
       const g = tf.tensor(run.gradients[i], run.shape);
       optimizer.apply(new Map([['w', variable]]), new Map([['w', g]]), run.learning_rates[i]);
       g.dispose();
     };
-    const a = tf.variable(tf.tensor(run.initial, run.shape));
-    const first = new AdamW({ weightDecay: 0.1 });
+    const before = tf.memory().numTensors;
+    const a = tf.tidy(() => tf.variable(tf.tensor(run.initial, run.shape)));
+    const first = new AdamW({ weightDecay: 0.1, fusedMinElements });
     for (let i = 0; i < 5; i++) step(first, a, i);
-    const b = tf.variable(tf.tensor(run.initial, run.shape));
-    const second = new AdamW({ weightDecay: 0.1 });
+    const b = tf.tidy(() => tf.variable(tf.tensor(run.initial, run.shape)));
+    const second = new AdamW({ weightDecay: 0.1, fusedMinElements });
     for (let i = 0; i < 2; i++) step(second, b, i);
-    const third = new AdamW({ weightDecay: 0.1 });
-    third.setState(second.getState());
+    const state = second.getState();
+    expect(Object.keys(state.slots).sort()).toEqual(['w/exp_avg', 'w/exp_avg_sq']);
+    const saved = Object.fromEntries(Object.entries(state.slots).map(([name, t]) => [name, Array.from(t.dataSync())]));
+    const third = new AdamW({ weightDecay: 0.1, fusedMinElements });
+    third.setState(state);
     for (let i = 2; i < 5; i++) step(third, b, i);
     expect(Array.from(b.dataSync())).toEqual(Array.from(a.dataSync()));
+    // the exported slots kept their values while the third optimizer stepped from them
+    for (const [name, t] of Object.entries(state.slots)) expect(Array.from(t.dataSync())).toEqual(saved[name]);
+    // restoring into an optimizer that already stepped replaces its moments
+    third.setState(state);
+    expect(Object.values(third.getState().slots).map((t) => Array.from(t.dataSync()))).toEqual([saved['w/exp_avg'], saved['w/exp_avg_sq']]);
     [first, second, third].forEach((o) => o.dispose());
     tf.dispose([a, b]);
+    expect(tf.memory().numTensors).toBe(before);
   });
 });
 

@@ -1,5 +1,7 @@
 // The core training engine on real hosts (tiny fixtures, cpu backend).
+import { availableBackends, loadBackend } from '@peft/backend';
 import {
+  AdamW,
   IGNORE_INDEX,
   fullFineTuning,
   headOnly,
@@ -196,6 +198,36 @@ describe('train', () => {
     bert.dispose();
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
     expect(result.evaluations.at(-1)!.accuracy).toBeGreaterThan(0.5);
+  });
+});
+
+describe.runIf((await availableBackends()).includes('tensorflow'))('train on the tensorflow backend, AdamW fused', () => {
+  it('resumes from a checkpoint with bit-identical losses: the moments go out and come back whole', async () => {
+    await loadBackend('tensorflow');
+    try {
+      // every weight of the tiny model through the fused kernel, not only those of 32,768 elements
+      const options = (store: ReturnType<typeof memoryStore>, extra: Partial<TrainOptions> = {}): TrainOptions =>
+        lmOptions({ checkpoint: { store }, optimizer: new AdamW({ weightDecay: 0.01, fusedMinElements: 0 }), maxGradNorm: 0.5, ...extra });
+      const host = await loadPretrained(directory('gpt2-tied'));
+      const full = await train(fullFineTuning(host), options(memoryStore()));
+      host.dispose();
+
+      const store = memoryStore();
+      const controller = new AbortController();
+      const first = await loadPretrained(directory('gpt2-tied'));
+      const interrupted = await train(fullFineTuning(first), options(store, { signal: controller.signal, onStep: ({ step }) => step === 5 && controller.abort() }));
+      first.dispose();
+      expect(interrupted.stoppedBy).toBe('interrupted');
+
+      const second = await loadPretrained(directory('gpt2-tied'));
+      const resumed = await train(fullFineTuning(second), options(store, { resume: true }));
+      second.dispose();
+      expect(resumed.resumedFrom).toBe(5);
+      expect(resumed.losses).toEqual(full.losses);
+      expect(full.losses.at(-1)!).toBeLessThan(full.losses[0]!);
+    } finally {
+      await loadBackend('cpu');
+    }
   });
 });
 
