@@ -44,8 +44,8 @@ export interface AdamWOptions {
  *
  * - `ADAMW_KERNEL`: inputs `{ param, expAvg, expAvgSq, gradient }`, param and gradient float32 of
  *   one shape, the moments as made by ADAMW_MOMENT_KERNEL; one step of torch.optim.AdamW with the
- *   attributes below. Output `[param]` after the step (a new tensor; the input is left as it was);
- *   the moments are updated in place.
+ *   attributes below. Output the parameter after the step (a new tensor; the input is left as it
+ *   was); the moments are updated in place.
  * - `ADAMW_MOMENT_KERNEL`: inputs `{ value }` (float32); output a moment holding value's values
  *   (an opaque tensor; `value` stays as it was, whatever happens to the moment).
  * - `ADAMW_READ_KERNEL`: inputs `{ moment }`; output its values now, float32 (later steps leave
@@ -123,7 +123,8 @@ export class AdamW implements Optimizer {
     if (!moment) {
       const restored = this.slots.get(name);
       const value = restored ?? tf.zerosLike(like);
-      moment = tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor;
+      // kept: a step may run inside the caller's tf.tidy, which must not take the moments with it
+      moment = tf.keep(tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor);
       value.dispose();
       this.slots.delete(name);
       this.moments.set(name, moment);
@@ -162,6 +163,12 @@ export class AdamW implements Optimizer {
         next.dispose();
         continue;
       }
+      if (this.moments.has(`${name}/exp_avg`)) {
+        throw new Error(
+          `AdamW: the moments of "${name}" are held by the fused kernel of the backend they were made on, which the ` +
+            `${backend} backend lacks; go back to that backend, or carry them over with getState() and setState()`,
+        );
+      }
       const m = this.slot(`${name}/exp_avg`, variable);
       const v = this.slot(`${name}/exp_avg_sq`, variable);
       // three scopes, so that each one's temporaries are freed before the next allocates its own
@@ -177,7 +184,7 @@ export class AdamW implements Optimizer {
   /** The slot tensors belong to the optimizer and hold their values until its next step. */
   getState(): OptimizerState {
     tf.dispose(this.snapshots);
-    this.snapshots = [...this.moments.values()].map((moment) => tf.engine().runKernel(ADAMW_READ_KERNEL, { moment }) as tf.Tensor);
+    this.snapshots = [...this.moments.values()].map((moment) => tf.keep(tf.engine().runKernel(ADAMW_READ_KERNEL, { moment }) as tf.Tensor));
     const read = [...this.moments.keys()].map((name, i) => [name, this.snapshots[i]!] as const);
     return { step: this.step, slots: Object.fromEntries([...this.slots, ...read]) };
   }
@@ -187,7 +194,7 @@ export class AdamW implements Optimizer {
     for (const [name, value] of Object.entries(state.slots)) {
       const moment = this.moments.get(name);
       if (moment) {
-        this.moments.set(name, tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor);
+        this.moments.set(name, tf.keep(tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor));
         moment.dispose();
         continue;
       }

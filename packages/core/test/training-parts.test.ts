@@ -125,6 +125,30 @@ describe.each(backends)('optimizers match torch.optim on the %s backend', (backe
   });
 });
 
+describe.runIf(backends.includes('tensorflow'))('AdamW with its moments in the tensorflow backend', () => {
+  it('refuses to go on without them on another backend, and carries them over by its state', async () => {
+    await loadBackend('tensorflow');
+    const w = tf.tidy(() => tf.variable(tf.ones([4, 4])));
+    const step = (optimizer: AdamW): void => tf.tidy(() => optimizer.apply(new Map([['w', w]]), new Map([['w', tf.fill([4, 4], 0.5)]]), 0.1));
+    const optimizer = new AdamW({ fusedMinElements: 0 });
+    step(optimizer);
+    const state = optimizer.getState();
+    const carried = Object.fromEntries(Object.entries(state.slots).map(([name, t]) => [name, tf.tensor(t.dataSync(), t.shape)]));
+    await loadBackend('cpu');
+    try {
+      expect(() => step(optimizer)).toThrow('AdamW: the moments of "w" are held by the fused kernel of the backend they were made on, which the cpu backend lacks');
+      const next = new AdamW({ fusedMinElements: 0 });
+      next.setState({ step: state.step, slots: carried });
+      step(next);
+      expect(Array.from(next.getState().slots['w/exp_avg']!.dataSync())).toEqual(new Array(16).fill(expect.closeTo(0.5 * 0.1 + 0.9 * 0.05, 6)));
+      next.dispose();
+    } finally {
+      optimizer.dispose();
+      tf.dispose([w, ...Object.values(carried)]);
+    }
+  });
+});
+
 describe('learning-rate schedules match transformers', () => {
   it.each(['constant', 'linear', 'cosine'] as const)('%s with warm-up', (schedule) => {
     const { learning_rate: learningRate, warmup_steps: warmupSteps, total_steps: totalSteps } = fixture.schedules;
