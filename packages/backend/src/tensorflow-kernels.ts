@@ -15,6 +15,9 @@ interface TensorflowBackendLike {
   executeMultipleOutputs(name: string, attrs: OpAttr[], inputs: tf.TensorInfo[], outputs: number): tf.Tensor[];
 }
 
+/** A float32 type attribute named `name` (T, dtype). */
+const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({ name, type: backend.binding.TF_ATTR_TYPE, value: backend.binding.TF_FLOAT });
+
 /**
  * tfjs-node runs every matmul as libtensorflow's BatchMatMulV2. For a plain 2-D product with
  * neither operand transposed, libtensorflow's MatMul is faster at the shapes of a training step
@@ -36,7 +39,7 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
     return backend.executeSingleOutput(
       'MatMul',
       [
-        { name: 'T', type: binding.TF_ATTR_TYPE, value: binding.TF_FLOAT },
+        floatAttr(backend, 'T'),
         { name: 'transpose_a', type: binding.TF_ATTR_BOOL, value: false },
         { name: 'transpose_b', type: binding.TF_ATTR_BOOL, value: false },
       ],
@@ -70,8 +73,6 @@ interface AdamWAttrs {
 const ANONYMOUS_RESOURCE = 'cd2c89b7-88b7-44c8-ad83-06c2a9158347';
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
-
-const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({ name, type: backend.binding.TF_ATTR_TYPE, value: backend.binding.TF_FLOAT });
 
 /**
  * A libtensorflow resource variable (a handle tensor; tfjs-node shows it as a string scalar) holding

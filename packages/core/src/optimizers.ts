@@ -77,6 +77,14 @@ export interface AdamWKernelAttrs {
  */
 export const FUSED_ADAMW_MIN_ELEMENTS = 32_768;
 
+/**
+ * A fused-kernel moment holding `value`'s values; kept, since a step may run inside the caller's
+ * tf.tidy, which must not take the moments with it.
+ */
+function backendMoment(value: tf.Tensor): tf.Tensor {
+  return tf.keep(tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor);
+}
+
 /** target = value(), the value computed in a scope of its own (its temporaries freed at once). */
 function assignComputed(target: tf.Variable, value: () => tf.Tensor): void {
   const next = tf.tidy(value);
@@ -123,8 +131,7 @@ export class AdamW implements Optimizer {
     if (!moment) {
       const restored = this.slots.get(name);
       const value = restored ?? tf.zerosLike(like);
-      // kept: a step may run inside the caller's tf.tidy, which must not take the moments with it
-      moment = tf.keep(tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor);
+      moment = backendMoment(value);
       value.dispose();
       this.slots.delete(name);
       this.moments.set(name, moment);
@@ -143,20 +150,20 @@ export class AdamW implements Optimizer {
     const epsilon = this.epsilon * root2;
     const backend = tf.getBackend();
     const fused = [ADAMW_KERNEL, ADAMW_MOMENT_KERNEL, ADAMW_READ_KERNEL].every((kernel) => tf.getKernel(kernel, backend) !== undefined);
+    const attrs: AdamWKernelAttrs = {
+      beta1: this.beta1,
+      beta2: this.beta2,
+      beta1Power: this.beta1 ** this.step,
+      beta2Power: this.beta2 ** this.step,
+      learningRate,
+      epsilon: this.epsilon,
+      decay: 1 - learningRate * this.weightDecay,
+      gradientScale,
+    };
     for (const [name, variable] of variables) {
       const gradient = gradients.get(name);
       if (!gradient) continue;
       if (fused && variable.dtype === 'float32' && variable.size >= this.fusedMinElements) {
-        const attrs: AdamWKernelAttrs = {
-          beta1: this.beta1,
-          beta2: this.beta2,
-          beta1Power: this.beta1 ** this.step,
-          beta2Power: this.beta2 ** this.step,
-          learningRate,
-          epsilon: this.epsilon,
-          decay: 1 - learningRate * this.weightDecay,
-          gradientScale,
-        };
         const inputs = { param: variable, expAvg: this.moment(`${name}/exp_avg`, variable), expAvgSq: this.moment(`${name}/exp_avg_sq`, variable), gradient };
         const next = tf.engine().runKernel(ADAMW_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
         variable.assign(next);
@@ -194,7 +201,7 @@ export class AdamW implements Optimizer {
     for (const [name, value] of Object.entries(state.slots)) {
       const moment = this.moments.get(name);
       if (moment) {
-        this.moments.set(name, tf.keep(tf.engine().runKernel(ADAMW_MOMENT_KERNEL, { value }) as tf.Tensor));
+        this.moments.set(name, backendMoment(value));
         moment.dispose();
         continue;
       }
