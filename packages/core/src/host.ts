@@ -72,17 +72,21 @@ export class HostLinear {
     return this.weight.shape[1];
   }
 
-  /** y = x·W + b + Σ deltas(x), for x of shape [..., in]. */
+  /**
+   * y = x·W + b + Σ deltas(x), for x of shape [..., in]. Rows [N, in] come back as [N, out]
+   * without a reshape on either side (a layer that keeps its activations 2-D saves a reshape and
+   * its gradient per projection).
+   */
   apply(x: tf.Tensor, context: ForwardContext): tf.Tensor {
     const leading = x.shape.slice(0, -1);
-    const flat = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D; // [N, in]
+    const flat = (x.rank === 2 ? x : tf.reshape(x, [-1, this.inFeatures])) as tf.Tensor2D; // [N, in]
     let y: tf.Tensor2D = tf.matMul(flat, this.weight);
     if (this.bias) y = tf.add(y, this.bias);
     for (const delta of this.deltas.values()) {
       const extra = delta(flat, context);
       if (extra) y = tf.add(y, extra);
     }
-    return tf.reshape(y, [...leading, this.outFeatures]);
+    return x.rank === 2 ? y : tf.reshape(y, [...leading, this.outFeatures]);
   }
 
   addDelta(key: string, delta: LinearDelta): void {

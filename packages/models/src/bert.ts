@@ -169,17 +169,21 @@ export class BertModel extends TransformerHost {
     const { headDim } = this.config;
     const context = state.context;
 
-    const q = splitHeads(layer.query.apply(hidden, context), numHeads, headDim);
-    const k = splitHeads(layer.key.apply(hidden, context), numHeads, headDim);
-    const v = splitHeads(layer.value.apply(hidden, context), numHeads, headDim);
+    const [batch, length, d] = hidden.shape;
+    // the projections take rows [B·T, d]: one reshape in front of query, key, value and one of the FFN
+    const rows = tf.reshape(hidden, [batch * length, d]);
+    const q = splitHeads(layer.query.apply(rows, context), batch, numHeads, headDim);
+    const k = splitHeads(layer.key.apply(rows, context), batch, numHeads, headDim);
+    const v = splitHeads(layer.value.apply(rows, context), batch, numHeads, headDim);
     const { key, value } = this.extendKeys(index, k, v, state);
     const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim)));
-    let attentionOutput = layer.attentionOut.apply(attended, context) as tf.Tensor3D;
+    let attentionOutput = tf.reshape(layer.attentionOut.apply(attended, context), [batch, length, d]) as tf.Tensor3D;
     const attentionNorm = (x: tf.Tensor3D): tf.Tensor3D => layerNorm(x, layer.attentionNorm.weight, layer.attentionNorm.bias, epsilon) as tf.Tensor3D;
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: attentionNorm });
     const afterAttention = attentionNorm(tf.add(attentionOutput, hidden));
 
-    let ffn = layer.output.apply(this.act(layer.intermediate.apply(afterAttention, context)), context) as tf.Tensor3D;
+    const intermediate = this.act(layer.intermediate.apply(tf.reshape(afterAttention, [batch * length, d]), context));
+    let ffn = tf.reshape(layer.output.apply(intermediate, context), [batch, length, d]) as tf.Tensor3D;
     const outputNorm = (x: tf.Tensor3D): tf.Tensor3D => layerNorm(x, layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: outputNorm });
     return outputNorm(tf.add(ffn, afterAttention));

@@ -180,19 +180,21 @@ export class Gpt2Model extends TransformerHost {
     const { headDim } = this.config;
     const context = state.context;
 
-    const normed = layerNorm(hidden, block.ln1.weight, block.ln1.bias, layerNormEpsilon);
-    const qkv = block.attention.apply(normed, context); // [B, T, 3d]
-    const [q, k, v] = tf.split(qkv, [hiddenSize, hiddenSize, hiddenSize], -1) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D];
-    const { key, value } = this.extendKeys(index, splitHeads(k, numHeads, headDim), splitHeads(v, numHeads, headDim), state);
+    const [batch, length] = hidden.shape;
+    // the projections take rows [B·T, d]: one reshape in front of c_attn and one of c_fc
+    const normed = tf.reshape(layerNorm(hidden, block.ln1.weight, block.ln1.bias, layerNormEpsilon), [batch * length, hiddenSize]);
+    const qkv = block.attention.apply(normed, context); // [B·T, 3d]
+    const [q, k, v] = tf.split(qkv, [hiddenSize, hiddenSize, hiddenSize], -1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+    const { key, value } = this.extendKeys(index, splitHeads(k, batch, numHeads, headDim), splitHeads(v, batch, numHeads, headDim), state);
     let scale = this.gpt2.scaleAttentionWeights ? 1 / Math.sqrt(headDim) : 1;
     if (this.gpt2.scaleByInverseLayerIndex) scale /= index + 1;
-    const attended = mergeHeads(attention(splitHeads(q, numHeads, headDim), key, value, state.bias, scale)); // [B, T, d]
-    let attentionOutput = block.attentionOut.apply(attended, context) as tf.Tensor3D;
+    const attended = mergeHeads(attention(splitHeads(q, batch, numHeads, headDim), key, value, state.bias, scale)); // [B·T, d]
+    let attentionOutput = tf.reshape(block.attentionOut.apply(attended, context), [batch, length, hiddenSize]) as tf.Tensor3D;
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
     const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
 
-    const normed2 = layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon);
-    let ffn = block.down.apply(this.act(block.up.apply(normed2, context)), context) as tf.Tensor3D;
+    const normed2 = tf.reshape(layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon), [batch * length, hiddenSize]);
+    let ffn = tf.reshape(block.down.apply(this.act(block.up.apply(normed2, context)), context), [batch, length, hiddenSize]) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return tf.add(afterAttention, ffn) as tf.Tensor3D;
   }

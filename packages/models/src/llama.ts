@@ -246,21 +246,23 @@ export class LlamaModel extends TransformerHost {
     const { numHeads, numKeyValueHeads, headDim, rmsNormEpsilon } = this.llama;
     const context = state.context;
 
-    const normed = rmsNorm(hidden, block.inputNorm, rmsNormEpsilon);
+    const [batch, length, d] = hidden.shape;
+    // the projections take rows [B·T, d]: one reshape in front of q, k, v and one of gate, up
+    const normed = tf.reshape(rmsNorm(hidden, block.inputNorm, rmsNormEpsilon), [batch * length, d]);
     const { queries, keys } = this.rotary!;
     // q carries the attention scale (folded into its rotary tables), so attention scales by 1
-    const q = queries(splitHeads(block.q.apply(normed, context), numHeads, headDim));
-    const k = keys(splitHeads(block.k.apply(normed, context), numKeyValueHeads, headDim));
-    const v = splitHeads(block.v.apply(normed, context), numKeyValueHeads, headDim);
+    const q = queries(splitHeads(block.q.apply(normed, context), batch, numHeads, headDim));
+    const k = keys(splitHeads(block.k.apply(normed, context), batch, numKeyValueHeads, headDim));
+    const v = splitHeads(block.v.apply(normed, context), batch, numKeyValueHeads, headDim);
     const { key, value } = this.extendKeys(index, k, v, state);
     const attended = mergeHeads(attention(q, key, value, state.bias, 1));
-    let attentionOutput = block.o.apply(attended, context) as tf.Tensor3D;
+    let attentionOutput = tf.reshape(block.o.apply(attended, context), [batch, length, d]) as tf.Tensor3D;
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
     const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
 
-    const normed2 = rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon);
+    const normed2 = tf.reshape(rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon), [batch * length, d]);
     const gated = this.gatedAct(block.gate.apply(normed2, context), block.up.apply(normed2, context));
-    let ffn = block.down.apply(gated, context) as tf.Tensor3D;
+    let ffn = tf.reshape(block.down.apply(gated, context), [batch, length, d]) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return tf.add(afterAttention, ffn) as tf.Tensor3D;
   }

@@ -47,16 +47,19 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
   });
 }
 
-/** [B, T, H·hd] -> [B, H, T, hd]; one token (decoding) needs no transpose, the layouts agree. */
-export function splitHeads(x: tf.Tensor, heads: number, headDim: number): tf.Tensor4D {
-  const [batch, length] = x.shape as [number, number, number];
+/**
+ * [B·T, H·hd] (or [B, T, H·hd]) -> [B, H, T, hd]: one reshape and one transpose; one token
+ * (decoding) needs no transpose, the layouts agree.
+ */
+export function splitHeads(x: tf.Tensor, batch: number, heads: number, headDim: number): tf.Tensor4D {
+  const length = x.size / (batch * heads * headDim);
   if (length === 1) return tf.reshape(x, [batch, heads, 1, headDim]);
   return tf.transpose(tf.reshape(x, [batch, length, heads, headDim]), [0, 2, 1, 3]);
 }
 
-/** [B, H, T, hd] -> [B, T, H·hd] */
-export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
+/** [B, H, T, hd] -> [B·T, H·hd], the rows of a projection's input. */
+export function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
   const [batch, heads, length, headDim] = x.shape;
-  if (length === 1) return tf.reshape(x, [batch, 1, heads * headDim]);
-  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch, length, heads * headDim]);
+  if (length === 1) return tf.reshape(x, [batch, heads * headDim]);
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch * length, heads * headDim]);
 }
