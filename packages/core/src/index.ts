@@ -36,6 +36,7 @@ export type {
 export { SeededRandom, deriveSeed, seededNormal } from './random.js';
 export { learningRateAt } from './schedules.js';
 export type { ScheduleName, ScheduleOptions } from './schedules.js';
+export { variableGradients } from './gradients.js';
 export { ADAMW_KERNEL, ADAMW_MOMENT_KERNEL, ADAMW_READ_KERNEL, AdamW, FUSED_ADAMW_MIN_ELEMENTS, Sgd } from './optimizers.js';
 export type { AdamWKernelAttrs, AdamWOptions, Optimizer, OptimizerState, SgdOptions } from './optimizers.js';
 export {

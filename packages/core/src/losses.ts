@@ -44,19 +44,20 @@ export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { l
     save([shiftedExp, total, weight]);
     return {
       value,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [expShifted, sum, rowWeight] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
-        const scale = tf.mul(rowWeight, tf.div(dy, divisor)); // [N, 1]: 0 on unlabelled rows
-        const scaled = tf.mul(expShifted, tf.div(scale, sum)); // softmax · scale
-        if (labelled.length === 0) return scaled;
-        // the labels' entries: softmax · scale - scale
-        const index = tf.tensor1d(labelled.map((row) => flatIndex[row]!), 'int32');
-        const rowsIndex = tf.tensor1d(labelled, 'int32');
-        const updates = tf.sub(tf.gather(tf.reshape(scaled, [-1]), index), tf.gather(tf.reshape(scale, [-1]), rowsIndex));
-        const positions = new Int32Array(2 * labelled.length);
-        labelled.forEach((row, i) => positions.set([row, safe[row]!], 2 * i));
-        return tf.tensorScatterUpdate(scaled, tf.tensor2d(positions, [labelled.length, 2], 'int32'), updates);
-      },
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [expShifted, sum, rowWeight] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+          const scale = tf.mul(rowWeight, tf.div(dy, divisor)); // [N, 1]: 0 on unlabelled rows
+          const scaled = tf.mul(expShifted, tf.div(scale, sum)); // softmax · scale
+          if (labelled.length === 0) return scaled;
+          // the labels' entries: softmax · scale - scale
+          const index = tf.tensor1d(labelled.map((row) => flatIndex[row]!), 'int32');
+          const rowsIndex = tf.tensor1d(labelled, 'int32');
+          const updates = tf.sub(tf.gather(tf.reshape(scaled, [-1]), index), tf.gather(tf.reshape(scale, [-1]), rowsIndex));
+          const positions = new Int32Array(2 * labelled.length);
+          labelled.forEach((row, i) => positions.set([row, safe[row]!], 2 * i));
+          return tf.tensorScatterUpdate(scaled, tf.tensor2d(positions, [labelled.length, 2], 'int32'), updates);
+        }),
     };
   });
   const loss = tf.tidy(() => crossEntropy(logits) as tf.Scalar);

@@ -18,12 +18,13 @@ const geluTanh = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   save([x, s]);
   return {
     value: tf.mul(x, s),
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [input, sigmoid] = saved as [tf.Tensor, tf.Tensor];
-      const slope = tf.add(tf.mul(tf.square(input), 3 * twoC * GELU_CUBIC), twoC); // d(argument)/dx
-      const outer = tf.mul(tf.mul(input, tf.mul(sigmoid, tf.sub(1, sigmoid))), slope);
-      return tf.mul(dy, tf.add(sigmoid, outer));
-    },
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [input, sigmoid] = saved as [tf.Tensor, tf.Tensor];
+        const slope = tf.add(tf.mul(tf.square(input), 3 * twoC * GELU_CUBIC), twoC); // d(argument)/dx
+        const outer = tf.mul(tf.mul(input, tf.mul(sigmoid, tf.sub(1, sigmoid))), slope);
+        return tf.mul(dy, tf.add(sigmoid, outer));
+      }),
   };
 });
 
@@ -61,11 +62,12 @@ const swiGlu = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   save([s, a, up]);
   return {
     value: tf.mul(a, up),
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [sigmoid, activated, upSaved] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-      const slope = tf.add(sigmoid, tf.mul(activated, tf.sub(1, sigmoid))); // d(gate·σ(gate))/d(gate)
-      return [tf.mul(tf.mul(dy, upSaved), slope), tf.mul(dy, activated)];
-    },
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [sigmoid, activated, upSaved] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        const slope = tf.add(sigmoid, tf.mul(activated, tf.sub(1, sigmoid))); // d(gate·σ(gate))/d(gate)
+        return [tf.mul(tf.mul(dy, upSaved), slope), tf.mul(dy, activated)];
+      }),
   };
 });
 
@@ -108,16 +110,17 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias: tf.Tensor1D, 
     save([normed, inverse, w]);
     return {
       value: tf.add(tf.mul(normed, w), b),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xHat, inv, scale] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D];
-        const g = tf.mul(dy, scale);
-        const dx = tf.mul(tf.sub(tf.sub(g, tf.mean(g, -1, true)), tf.mul(xHat, tf.mean(tf.mul(g, xHat), -1, true))), inv);
-        return [
-          dx,
-          wantsGradient(weight) ? featureSum(tf.mul(dy, xHat)) : tf.zerosLike(scale),
-          wantsGradient(bias) ? featureSum(dy) : tf.zerosLike(scale),
-        ];
-      },
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [xHat, inv, scale] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D];
+          const g = tf.mul(dy, scale);
+          const dx = tf.mul(tf.sub(tf.sub(g, tf.mean(g, -1, true)), tf.mul(xHat, tf.mean(tf.mul(g, xHat), -1, true))), inv);
+          return [
+            dx,
+            wantsGradient(weight) ? featureSum(tf.mul(dy, xHat)) : tf.zerosLike(scale),
+            wantsGradient(bias) ? featureSum(dy) : tf.zerosLike(scale),
+          ];
+        }),
     };
   });
   return op(x, weight, bias);
@@ -135,12 +138,13 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D, epsilon: number): tf.
     save([normed, inverse, w]);
     return {
       value: tf.mul(normed, w),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xHat, inv, scale] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D];
-        const g = tf.mul(dy, scale);
-        const dx = tf.mul(tf.sub(g, tf.mul(xHat, tf.mean(tf.mul(g, xHat), -1, true))), inv);
-        return [dx, wantsGradient(weight) ? featureSum(tf.mul(dy, xHat)) : tf.zerosLike(scale)];
-      },
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [xHat, inv, scale] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D];
+          const g = tf.mul(dy, scale);
+          const dx = tf.mul(tf.sub(g, tf.mul(xHat, tf.mean(tf.mul(g, xHat), -1, true))), inv);
+          return [dx, wantsGradient(weight) ? featureSum(tf.mul(dy, xHat)) : tf.zerosLike(scale)];
+        }),
     };
   });
   return op(x, weight);

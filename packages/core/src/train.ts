@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import { arrayDataset, batchExamples, collate, type Batch, type Dataset, type Example } from './data.js';
 import type { FileStore } from './files.js';
+import { variableGradients } from './gradients.js';
 import type { PeftHost } from './host.js';
 import {
   IGNORE_INDEX,
@@ -446,7 +447,7 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
         const batch = collate(examples, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
         checkBatch(batch, host, classes, `training batch ${batchIndex} of epoch ${epoch + 1}`);
         const stepSeed = deriveSeed(seed, state.step, micro);
-        const { value, grads } = tf.variableGrads(() => {
+        const { value, grads } = variableGradients(() => {
           const { loss } = batchLoss(host, batch, options, true, stepSeed);
           return accumulation === 1 ? loss : tf.div(loss, accumulation);
         }, [...variables.values()]);

@@ -133,10 +133,11 @@ function rotary(cos: tf.Tensor4D, sinSigned: tf.Tensor4D): (x: tf.Tensor4D) => t
     save([cos, sinSigned]); // kept for the backward pass, which runs after the forward's scope is gone
     return {
       value: tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sinSigned)),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [c, s] = saved as [tf.Tensor4D, tf.Tensor4D];
-        return tf.add(tf.mul(dy, c), swapHalves(tf.mul(dy, s) as tf.Tensor4D));
-      },
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [c, s] = saved as [tf.Tensor4D, tf.Tensor4D];
+          return tf.add(tf.mul(dy, c), swapHalves(tf.mul(dy, s) as tf.Tensor4D));
+        }),
     };
   });
   return (x) => op(x) as tf.Tensor4D;

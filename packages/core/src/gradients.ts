@@ -1,0 +1,149 @@
+// Gradients of a scalar loss with respect to variables, as tf.variableGrads computes them, with the
+// memory released as the backward pass goes. tfjs keeps every gradient it computes (the gradient of
+// each intermediate tensor) and every tensor saved for a gradient until the whole backward pass has
+// ended, so a training step held all of them at once; torch frees each as soon as its node is done.
+// Here a node's output gradients are disposed once the node has consumed them, and its saved tensors
+// once its gradient has run. Same tape, same gradient functions, same order: the same values.
+import * as tf from '@tensorflow/tfjs-core';
+
+/** A recorded kernel call on tfjs's gradient tape (tfjs-core's TapeNode). */
+interface TapeNode {
+  id: number;
+  kernelName: string;
+  outputs: tf.Tensor[];
+  inputs: Record<string, tf.Tensor>;
+  gradient?: (dys: (tf.Tensor | null)[]) => Record<string, () => tf.Tensor>;
+  saved?: tf.Tensor[];
+}
+
+/** The parts of tfjs-core's Engine (4.22) that tf.variableGrads drives. */
+interface EngineInternals {
+  state: { activeTape: TapeNode[] | null; gradientDepth: number };
+  startTape(): void;
+  endTape(): void;
+  tidy<T extends tf.TensorContainer>(name: string, fn: () => T): T;
+}
+
+function engineInternals(): EngineInternals {
+  const engine = tf.engine() as unknown as Partial<EngineInternals>;
+  if (typeof engine.startTape !== 'function' || typeof engine.endTape !== 'function' || typeof engine.state?.gradientDepth !== 'number') {
+    throw new Error(`@peft/core: this @tensorflow/tfjs-core (${tf.version_core}) has no gradient tape where 4.22 has it; install @tensorflow/tfjs-core 4.22`);
+  }
+  return engine as EngineInternals;
+}
+
+/**
+ * The nodes on a path from `xs` to `y`, each with only the inputs that depend on `xs` (tfjs's
+ * getFilteredNodesXToY: gradients are computed for those inputs only).
+ */
+function nodesFromXsToY(tape: readonly TapeNode[], xs: readonly tf.Tensor[], y: tf.Tensor): TapeNode[] {
+  const fromXs = new Set<number>(xs.map((x) => x.id));
+  const nodeFromXs = new Set<number>();
+  for (const node of tape) {
+    if (Object.values(node.inputs).some((input) => fromXs.has(input.id))) {
+      nodeFromXs.add(node.id);
+      for (const output of node.outputs) fromXs.add(output.id);
+    }
+  }
+  const leadsToY = new Set<number>([y.id]);
+  const nodeToY = new Set<number>();
+  for (let i = tape.length - 1; i >= 0; i--) {
+    const node = tape[i]!;
+    if (node.outputs.some((output) => leadsToY.has(output.id))) {
+      nodeToY.add(node.id);
+      for (const input of Object.values(node.inputs)) leadsToY.add(input.id);
+    }
+  }
+  return tape
+    .filter((node) => nodeFromXs.has(node.id) && nodeToY.has(node.id))
+    .map((node) => ({ ...node, inputs: Object.fromEntries(Object.entries(node.inputs).filter(([, input]) => fromXs.has(input.id))) }));
+}
+
+/**
+ * Walks the nodes backward from y (gradient one), as tfjs's backpropagateGradients does, disposing
+ * each output gradient once its producer has run and (release) the producer's saved tensors.
+ */
+function backward(engine: EngineInternals, nodes: readonly TapeNode[], xs: readonly tf.Variable[], y: tf.Tensor, release: boolean): Record<string, tf.Tensor> {
+  return engine.tidy('backward', () => {
+    const gradients = new Map<number, tf.Tensor>([[y.id, tf.onesLike(y)]]);
+    // a gradient function may pass a tensor through (dy as an input's gradient): dispose only what
+    // no entry holds any more
+    const held = (tensor: tf.Tensor): boolean => [...gradients.values()].includes(tensor);
+    for (let i = nodes.length - 1; i >= 0; i--) {
+      const node = nodes[i]!;
+      if (!node.gradient) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+      const dys = node.outputs.map((output) => gradients.get(output.id) ?? null);
+      const inputGradients = node.gradient(dys);
+      const spent: tf.Tensor[] = [];
+      for (const [name, input] of Object.entries(node.inputs)) {
+        const compute = inputGradients[name];
+        if (!compute) throw new Error(`Cannot backprop through input ${name} of ${node.kernelName}.`);
+        const dx = tf.tidy(compute);
+        if (dx.dtype !== 'float32') throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has dtype ${dx.dtype}`);
+        if (!tf.util.arraysEqual(dx.shape, input.shape)) {
+          throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has shape [${dx.shape}], the input [${input.shape}]`);
+        }
+        const previous = gradients.get(input.id);
+        gradients.set(input.id, previous ? tf.add(previous, dx) : dx);
+        if (previous) spent.push(previous, dx);
+      }
+      // a tensor has one producer: its gradient is complete and this node was its only consumer
+      for (const output of node.outputs) {
+        const dy = gradients.get(output.id);
+        if (!dy) continue;
+        gradients.delete(output.id);
+        spent.push(dy);
+      }
+      for (const tensor of spent) if (!held(tensor)) tensor.dispose();
+      if (release) for (const tensor of node.saved ?? []) tensor.dispose();
+    }
+    const grads: Record<string, tf.Tensor> = {};
+    for (const x of xs) {
+      const gradient = gradients.get(x.id);
+      if (gradient) grads[x.name] = gradient;
+    }
+    return grads;
+  });
+}
+
+/**
+ * tf.variableGrads(f, variables) releasing memory during the backward pass: `value` is f's scalar,
+ * `grads` maps each trainable variable's name to its gradient (variables the loss does not reach
+ * are absent). Throws where tf.variableGrads would: no trainable variable, no connection, a loss
+ * that is not a scalar.
+ */
+export function variableGradients(f: () => tf.Scalar, variables: readonly tf.Variable[]): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
+  const xs = variables.filter((variable) => variable.trainable);
+  if (xs.length === 0) throw new Error(`variableGradients: none of the ${variables.length} variables is trainable`);
+  const engine = engineInternals();
+  engine.startTape();
+  let y: tf.Tensor;
+  try {
+    y = engine.tidy('forward', f);
+  } finally {
+    engine.endTape();
+  }
+  // nested in another gradient computation, the outer tape still needs the saved tensors
+  const release = engine.state.gradientDepth === 0;
+  const tape = engine.state.activeTape ?? [];
+  let result: Record<string, tf.Tensor>;
+  try {
+    if (!(y instanceof tf.Tensor) || y.rank !== 0) {
+      throw new Error(`variableGradients: the loss function must return a scalar tensor${y instanceof tf.Tensor ? `, not rank ${y.rank}` : ''}`);
+    }
+    result = backward(engine, nodesFromXsToY(tape, xs, y), xs, y, release);
+  } catch (error) {
+    tf.dispose(y);
+    throw error;
+  } finally {
+    if (release) {
+      for (const node of tape) for (const tensor of node.saved ?? []) tensor.dispose();
+      engine.state.activeTape = null;
+    }
+  }
+  if (Object.keys(result).length === 0) {
+    tf.dispose(y);
+    throw new Error('variableGradients: no trainable variable reaches the loss (are the ops that use them inside f?)');
+  }
+  return { value: y as tf.Scalar, grads: result };
+}
