@@ -2,6 +2,8 @@
 // needs no gather gradient, which wasm lacks, and the logits-sized temporaries stay few).
 import * as tf from '@tensorflow/tfjs-core';
 
+import { reshapeReleasing } from './nn.js';
+
 /** Labels at this value take no part in a loss (Hugging Face's convention). */
 export const IGNORE_INDEX = -100;
 
@@ -86,7 +88,7 @@ export function causalLmLoss(logits: tf.Tensor3D, labels: readonly (readonly num
   // the labels move one position left (the last position predicts nothing), not the logits: no copy
   const shifted = new Int32Array(batch * length).fill(IGNORE_INDEX);
   for (let b = 0; b < batch; b++) shifted.set(aligned.subarray(b * length + 1, (b + 1) * length), b * length);
-  const flat = tf.reshape(logits, [batch * length, vocabulary]) as tf.Tensor2D;
+  const flat = reshapeReleasing(logits, [batch * length, vocabulary]) as tf.Tensor2D;
   try {
     return maskedCrossEntropy(flat, shifted);
   } finally {
@@ -98,7 +100,7 @@ export function causalLmLoss(logits: tf.Tensor3D, labels: readonly (readonly num
 export function tokenClassificationLoss(logits: tf.Tensor3D, labels: readonly (readonly number[])[], prepended = 0): { loss: tf.Scalar; count: number } {
   const [, length, classes] = logits.shape;
   const aligned = alignLabels(labels, prepended, length);
-  const flat = tf.reshape(logits, [-1, classes]) as tf.Tensor2D;
+  const flat = reshapeReleasing(logits, [-1, classes]) as tf.Tensor2D;
   try {
     return maskedCrossEntropy(flat, aligned);
   } finally {

@@ -3,7 +3,7 @@ import { availableBackends, loadBackend, type BackendName } from '@peft/backend'
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { variableGradients } from '../src/index.js';
+import { reshapeReleasing, variableGradients } from '../src/index.js';
 
 const backends = await availableBackends();
 
@@ -73,6 +73,37 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
     expect(tfjs).toBeGreaterThan(100); // ~80 gradients and ~80 saved tensors
     expect(ours).toBeLessThan(20);
     tf.dispose([actual.value, expected.value, actual.grads[w.name]!, expected.grads[w.name]!, w]);
+  });
+
+  it('reshapeReleasing differentiates as tf.reshape without keeping its input for the backward pass', () => {
+    const w = tf.variable(tf.randomNormal([64, 64], 0, 1, 'float32', 5), true);
+    const bytesAtProbe: number[] = [];
+    const probe = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [input] = args as [tf.Tensor];
+      return {
+        value: tf.mul(input, 1),
+        gradFunc: (dy: tf.Tensor) => {
+          bytesAtProbe.push(tf.memory().numBytes);
+          return tf.mul(dy, 1);
+        },
+      };
+    });
+    // h = 2w (16 KB) is kept by nothing but tf.reshape's gradient (neg saves nothing); the probe's
+    // gradient runs before the reshape's
+    const loss = (reshape: (x: tf.Tensor, shape: number[]) => tf.Tensor) => () =>
+      tf.sum(tf.square(probe(tf.neg(reshape(tf.mul(w, 2), [32, 128]))))) as tf.Scalar;
+    const run = (reshape: (x: tf.Tensor, shape: number[]) => tf.Tensor) => {
+      const before = tf.memory().numBytes;
+      const { value, grads } = variableGradients(loss(reshape), [w]);
+      bytesAtProbe[bytesAtProbe.length - 1]! -= before;
+      const gradient = grads[w.name]!.dataSync();
+      tf.dispose([value, grads[w.name]!]);
+      return gradient;
+    };
+    expect(run(reshapeReleasing)).toEqual(run(tf.reshape));
+    const [releasing, plain] = bytesAtProbe;
+    expect(plain! - releasing!).toBe(64 * 64 * 4);
+    w.dispose();
   });
 
   it('refuses what tf.variableGrads refuses', () => {

@@ -1,7 +1,7 @@
 // GPT-2 as Hugging Face `transformers` defines it (GPT2LMHeadModel): learned positions, pre-LN
 // blocks, Conv1D projections stored [in, out], fused q/k/v (`c_attn`), gelu_new, LM head tied to
 // the token embeddings unless the config unties it.
-import { HostLinear, activation, layerNorm, ownVariable, seededNormal, type Checkpoint } from '@peft/core';
+import { HostLinear, activation, layerNorm, ownVariable, reshapeReleasing, seededNormal, type Checkpoint } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -219,7 +219,7 @@ export class Gpt2Model extends TransformerHost {
       return tf.reshape(tf.matMul(pick, logits), [batch, this.gpt2.numLabels]);
     }
     const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
-    return tf.reshape(logits, [batch, length, this.config.vocabSize]);
+    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]);
   }
 }
 

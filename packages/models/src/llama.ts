@@ -2,7 +2,7 @@
 // layout: Mistral (sliding-window attention) and Qwen2 (biases on q, k, v). RMSNorm, rotary
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head.
-import { gatedActivation, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
+import { gatedActivation, reshapeReleasing, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -276,7 +276,7 @@ export class LlamaModel extends TransformerHost {
   protected head(normed: tf.Tensor3D): tf.Tensor {
     const [batch, length, d] = normed.shape;
     const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
-    return tf.reshape(logits, [batch, length, this.config.vocabSize]);
+    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]);
   }
 
   protected override slidingWindow(): number | null {
