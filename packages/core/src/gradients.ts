@@ -33,6 +33,15 @@ function engineInternals(): EngineInternals {
 }
 
 /**
+ * Whether a gradient tape is recording (inside tf.variableGrads, tf.grads, variableGradients): ops
+ * whose only purpose is a leaner backward pass take the plain op otherwise (inference).
+ */
+export function recordingGradients(): boolean {
+  const state = (tf.engine() as unknown as Partial<EngineInternals>).state;
+  return typeof state?.gradientDepth !== 'number' || state.gradientDepth > 0;
+}
+
+/**
  * The nodes on a path from `xs` to `y`, each with only the inputs that depend on `xs` (tfjs's
  * getFilteredNodesXToY: gradients are computed for those inputs only).
  */

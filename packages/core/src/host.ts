@@ -4,6 +4,8 @@
 // three other places. Methods attach through these only.
 import * as tf from '@tensorflow/tfjs-core';
 
+import { addReleasing } from './nn.js';
+
 /** What a method needs to know of a host's shape. */
 export interface HostConfig {
   /** Hugging Face `model_type`: `gpt2`, `llama`, `bert`, ... */
@@ -81,10 +83,10 @@ export class HostLinear {
     const leading = x.shape.slice(0, -1);
     const flat = (x.rank === 2 ? x : tf.reshape(x, [-1, this.inFeatures])) as tf.Tensor2D; // [N, in]
     let y: tf.Tensor2D = tf.matMul(flat, this.weight);
-    if (this.bias) y = tf.add(y, this.bias);
+    if (this.bias) y = addReleasing(y, this.bias) as tf.Tensor2D;
     for (const delta of this.deltas.values()) {
       const extra = delta(flat, context);
-      if (extra) y = tf.add(y, extra);
+      if (extra) y = addReleasing(y, extra) as tf.Tensor2D;
     }
     return x.rank === 2 ? y : tf.reshape(y, [...leading, this.outFeatures]);
   }

@@ -80,7 +80,7 @@ export {
   registerPeftMethod,
 } from './peft-model.js';
 export type { AdapterTuner, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';
-export { ACTIVATIONS, activation, gatedActivation, layerNorm, reshapeReleasing, rmsNorm } from './nn.js';
+export { ACTIVATIONS, activation, addReleasing, gatedActivation, layerNorm, reshapeReleasing, rmsNorm } from './nn.js';
 export { ownVariable } from './variables.js';
 export { PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
 export type { PrefixOptions } from './prefix.js';

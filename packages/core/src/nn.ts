@@ -1,6 +1,8 @@
 // Small functions hosts and methods share: activations by their Hugging Face names (ACT2FN), LayerNorm.
 import * as tf from '@tensorflow/tfjs-core';
 
+import { recordingGradients } from './gradients.js';
+
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
 const GELU_CUBIC = 0.044715;
@@ -156,10 +158,42 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D, epsilon: number): tf.
  * at batch 4 x 128 and 32,000 tokens: 65 MB) that is the whole loss gradient's time.
  */
 export function reshapeReleasing(x: tf.Tensor, shape: number[]): tf.Tensor {
+  if (!recordingGradients()) return tf.reshape(x, shape);
   const inputShape = x.shape;
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [input] = args as [tf.Tensor];
     return { value: tf.reshape(input, shape), gradFunc: (dy: tf.Tensor) => tf.reshape(dy, inputShape) };
   });
   return op(x);
+}
+
+/**
+ * a + b whose gradient keeps neither input: tfjs's Add gradient keeps both until the backward pass
+ * reaches it, for their shapes only (the residual stream, a projection's output under its LoRA
+ * path, the attention scores under their mask), and reshapes dy for each. `b` has a's shape or
+ * broadcasts onto it ([out] onto [N, out]); a `b` that is a frozen tf.Variable, or marked
+ * `constant`, takes no gradient and is not an input of the op.
+ */
+export function addReleasing(a: tf.Tensor, b: tf.Tensor, options: { constant?: boolean } = {}): tf.Tensor {
+  const shape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+  if (!tf.util.arraysEqual(shape, a.shape)) throw new Error(`addReleasing: [${b.shape}] broadcasts [${a.shape}] to [${shape}]; the first operand must carry the result's shape`);
+  if (!recordingGradients()) return tf.add(a, b);
+  if (options.constant || (b instanceof tf.Variable && !b.trainable)) {
+    const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [x] = args as [tf.Tensor];
+      return { value: tf.add(x, b), gradFunc: (dy: tf.Tensor) => dy };
+    });
+    return op(a);
+  }
+  const axes = tf.backend_util.getReductionAxes(b.shape, a.shape);
+  const bShape = b.shape;
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, y] = args as [tf.Tensor, tf.Tensor];
+    return {
+      value: tf.add(x, y),
+      // distinct tensors for the two inputs: tfjs's own backward pass disposes one it accumulates into
+      gradFunc: (dy: tf.Tensor) => tf.tidy(() => [dy, axes.length > 0 ? tf.reshape(tf.sum(dy, axes), bShape) : tf.clone(dy)]),
+    };
+  });
+  return op(a, b);
 }

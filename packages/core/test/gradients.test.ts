@@ -3,7 +3,7 @@ import { availableBackends, loadBackend, type BackendName } from '@peft/backend'
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { reshapeReleasing, variableGradients } from '../src/index.js';
+import { addReleasing, reshapeReleasing, variableGradients } from '../src/index.js';
 
 const backends = await availableBackends();
 
@@ -103,6 +103,59 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
     expect(run(reshapeReleasing)).toEqual(run(tf.reshape));
     const [releasing, plain] = bytesAtProbe;
     expect(plain! - releasing!).toBe(64 * 64 * 4);
+    w.dispose();
+  });
+
+  it.each([
+    ['the same shape', [6, 5], true],
+    ['a broadcast trainable bias', [5], true],
+    ['a frozen bias', [5], false],
+  ] as [string, number[], boolean][])('addReleasing differentiates as tf.add: %s, under both backward passes', (_, bShape, trainable) => {
+    const a = tf.variable(tf.randomNormal([6, 5], 0, 1, 'float32', 6), true, `a${bShape.length}${trainable}`);
+    const b = tf.variable(tf.randomNormal(bShape, 0, 1, 'float32', 7), trainable, `b${bShape.length}${trainable}`);
+    // a and b feed other paths too: the backward pass accumulates into the gradients the add
+    // passed through (b's is accumulated before a's producer has used its own)
+    const loss = (add: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor) => () => {
+      const scaled = tf.mul(a, 3);
+      const doubled = tf.mul(b, 2);
+      const sum = add(scaled, b);
+      return tf.add(tf.sum(tf.add(tf.mul(sum, sum), tf.mul(sum, a))), tf.sum(doubled)) as tf.Scalar;
+    };
+    const expected = tf.variableGrads(loss(tf.add), [a, b]);
+    for (const gradients of [variableGradients(loss(addReleasing), [a, b]), tf.variableGrads(loss(addReleasing), [a, b])]) {
+      expect(gradients.value.dataSync()).toEqual(expected.value.dataSync());
+      expect(Object.keys(gradients.grads).filter((name) => gradients.grads[name]).sort()).toEqual(trainable ? [a.name, b.name].sort() : [a.name]);
+      for (const [name, gradient] of Object.entries(gradients.grads)) if (gradient) expect(gradient.dataSync()).toEqual(expected.grads[name]!.dataSync());
+      tf.dispose([gradients.value, ...Object.values(gradients.grads).filter((g) => g !== null)]);
+    }
+    tf.dispose([expected.value, ...Object.values(expected.grads).filter((g) => g !== null), a, b]);
+  });
+
+  it('addReleasing keeps neither input for the backward pass', () => {
+    const w = tf.variable(tf.randomNormal([64, 64], 0, 1, 'float32', 8), true);
+    const bytesAtProbe: number[] = [];
+    const probe = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [input] = args as [tf.Tensor];
+      return {
+        value: tf.mul(input, 1),
+        gradFunc: (dy: tf.Tensor) => {
+          bytesAtProbe.push(tf.memory().numBytes);
+          return tf.mul(dy, 1);
+        },
+      };
+    });
+    // 2w and 3w (16 KB each) are kept by nothing but tf.add's gradient; the probe's runs before it
+    const run = (add: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor) => {
+      const before = tf.memory().numBytes;
+      const { value, grads } = variableGradients(() => tf.sum(tf.square(probe(tf.neg(add(tf.mul(w, 2), tf.mul(w, 3)))))) as tf.Scalar, [w]);
+      bytesAtProbe[bytesAtProbe.length - 1]! -= before;
+      const gradient = grads[w.name]!.dataSync();
+      tf.dispose([value, grads[w.name]!]);
+      return gradient;
+    };
+    expect(run(addReleasing)).toEqual(run(tf.add));
+    const [releasing, plain] = bytesAtProbe;
+    expect(plain! - releasing!).toBe(2 * 64 * 64 * 4);
     w.dispose();
   });
 

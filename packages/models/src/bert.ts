@@ -2,7 +2,7 @@
 // (BertForSequenceClassification: pooler + classifier) and the token classification head
 // (BertForTokenClassification: classifier on every token). Post-LN blocks, bidirectional
 // attention, absolute learned positions, token types, exact (erf) gelu.
-import { activation, layerNorm, type Checkpoint, type HostLinear } from '@peft/core';
+import { activation, addReleasing, layerNorm, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -180,13 +180,13 @@ export class BertModel extends TransformerHost {
     let attentionOutput = tf.reshape(layer.attentionOut.apply(attended, context), [batch, length, d]) as tf.Tensor3D;
     const attentionNorm = (x: tf.Tensor3D): tf.Tensor3D => layerNorm(x, layer.attentionNorm.weight, layer.attentionNorm.bias, epsilon) as tf.Tensor3D;
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: attentionNorm });
-    const afterAttention = attentionNorm(tf.add(attentionOutput, hidden));
+    const afterAttention = attentionNorm(addReleasing(attentionOutput, hidden) as tf.Tensor3D);
 
     const intermediate = this.act(layer.intermediate.apply(tf.reshape(afterAttention, [batch * length, d]), context));
     let ffn = tf.reshape(layer.output.apply(intermediate, context), [batch, length, d]) as tf.Tensor3D;
     const outputNorm = (x: tf.Tensor3D): tf.Tensor3D => layerNorm(x, layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: outputNorm });
-    return outputNorm(tf.add(ffn, afterAttention));
+    return outputNorm(addReleasing(ffn, afterAttention) as tf.Tensor3D);
   }
 
   /** Post-LN blocks end normalised: nothing to add. */

@@ -1,7 +1,7 @@
 // GPT-2 as Hugging Face `transformers` defines it (GPT2LMHeadModel): learned positions, pre-LN
 // blocks, Conv1D projections stored [in, out], fused q/k/v (`c_attn`), gelu_new, LM head tied to
 // the token embeddings unless the config unties it.
-import { HostLinear, activation, layerNorm, ownVariable, reshapeReleasing, seededNormal, type Checkpoint } from '@peft/core';
+import { HostLinear, activation, addReleasing, layerNorm, ownVariable, reshapeReleasing, seededNormal, type Checkpoint } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -191,12 +191,12 @@ export class Gpt2Model extends TransformerHost {
     const attended = mergeHeads(attention(splitHeads(q, batch, numHeads, headDim), key, value, state.bias, scale)); // [B·T, d]
     let attentionOutput = tf.reshape(block.attentionOut.apply(attended, context), [batch, length, hiddenSize]) as tf.Tensor3D;
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
-    const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
+    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D;
 
     const normed2 = tf.reshape(layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon), [batch * length, hiddenSize]);
     let ffn = tf.reshape(block.down.apply(this.act(block.up.apply(normed2, context)), context), [batch, length, hiddenSize]) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
-    return tf.add(afterAttention, ffn) as tf.Tensor3D;
+    return addReleasing(afterAttention, ffn) as tf.Tensor3D;
   }
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {

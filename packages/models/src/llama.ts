@@ -2,7 +2,7 @@
 // layout: Mistral (sliding-window attention) and Qwen2 (biases on q, k, v). RMSNorm, rotary
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head.
-import { gatedActivation, reshapeReleasing, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
+import { addReleasing, gatedActivation, reshapeReleasing, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -259,13 +259,13 @@ export class LlamaModel extends TransformerHost {
     const attended = mergeHeads(attention(q, key, value, state.bias, 1));
     let attentionOutput = tf.reshape(block.o.apply(attended, context), [batch, length, d]) as tf.Tensor3D;
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
-    const afterAttention = tf.add(hidden, attentionOutput) as tf.Tensor3D;
+    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D;
 
     const normed2 = tf.reshape(rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon), [batch * length, d]);
     const gated = this.gatedAct(block.gate.apply(normed2, context), block.up.apply(normed2, context));
     let ffn = tf.reshape(block.down.apply(gated, context), [batch, length, d]) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
-    return tf.add(afterAttention, ffn) as tf.Tensor3D;
+    return addReleasing(afterAttention, ffn) as tf.Tensor3D;
   }
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {

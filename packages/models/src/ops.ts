@@ -1,4 +1,5 @@
 // Building blocks shared by the architectures: norms, activations, attention with its mask.
+import { addReleasing } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 /** Additive mask value: exp() of a score this low is exactly 0 in float32. */
@@ -41,7 +42,8 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
     const grouped = group === 1 ? q : tf.reshape(q, [batch, kvHeads, group * length, headDim]);
     const groupBias = group === 1 ? bias : tf.tile(bias, [1, 1, group, 1]); // [B, 1, g·T, S]
     const products = tf.matMul(grouped, k, false, true);
-    const scores = tf.add(scale === 1 ? products : tf.mul(products, scale), groupBias); // [B, Hkv, g·T, S]
+    // the mask takes no gradient; the scores are not kept for the backward pass (softmax keeps its output)
+    const scores = addReleasing(scale === 1 ? products : tf.mul(products, scale), groupBias, { constant: true }); // [B, Hkv, g·T, S]
     const out = tf.matMul(tf.softmax(scores), v); // [B, Hkv, g·T, hd]
     return (group === 1 ? out : tf.reshape(out, [batch, heads, length, headDim])) as tf.Tensor4D;
   });
