@@ -2,6 +2,7 @@
 // with its own residual, as AdapterHub's Adapter / BottleneckLayer compute it.
 import {
   activation,
+  addReleasing,
   deriveSeed,
   layerNorm,
   ownVariable,
@@ -96,8 +97,8 @@ export class BottleneckModule {
     const [batch, length] = x.shape;
     const input = this.normBefore ? layerNorm(x, this.normBefore.weight, this.normBefore.bias, LAYER_NORM_EPSILON) : x;
     const flat = tf.reshape(input, [-1, this.hidden]) as tf.Tensor2D;
-    const down = this.act(tf.add(tf.matMul(flat, this.down), this.downBias)) as tf.Tensor2D; // [N, m]
-    const up = tf.add(tf.matMul(down, this.up), this.upBias); // [N, d]
+    const down = this.act(addReleasing(tf.matMul(flat, this.down), this.downBias)) as tf.Tensor2D; // [N, m]
+    const up = addReleasing(tf.matMul(down, this.up), this.upBias); // [N, d]
     return tf.reshape(up, [batch, length, this.hidden]) as tf.Tensor3D;
   }
 
@@ -105,10 +106,10 @@ export class BottleneckModule {
     const { config } = this;
     let hidden = h;
     let adapterResidual: tf.Tensor3D = h; // residual_before_ln: the sublayer output itself
-    if (config.originalLnBefore) hidden = norm ? norm(tf.add(h, residual) as tf.Tensor3D) : (tf.add(h, residual) as tf.Tensor3D);
+    if (config.originalLnBefore) hidden = norm ? norm(addReleasing(h, residual) as tf.Tensor3D) : (addReleasing(h, residual) as tf.Tensor3D);
     if (!config.residualBeforeLn) adapterResidual = hidden;
     const up = this.scaledUp(hidden, context);
-    const out = config.adapterResidualBeforeLn ? this.afterNorm(tf.add(up, adapterResidual)) : tf.add(this.afterNorm(up), adapterResidual);
+    const out = config.adapterResidualBeforeLn ? this.afterNorm(addReleasing(up, adapterResidual)) : addReleasing(this.afterNorm(up), adapterResidual);
     return out as tf.Tensor3D;
   }
 
