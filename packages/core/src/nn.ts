@@ -1,4 +1,5 @@
-// Small functions hosts and methods share: activations by their Hugging Face names (ACT2FN), LayerNorm.
+// Small functions hosts and methods share: activations by their Hugging Face names (ACT2FN), the norms,
+// and a reshape and an add whose gradients keep no inputs for the backward pass.
 import * as tf from '@tensorflow/tfjs-core';
 
 import { recordingGradients } from './gradients.js';
