@@ -15,7 +15,7 @@ export const IGNORE_INDEX = -100;
  * logits it saved before) so the gradient is one multiply, softmax · w / count, and an update of
  * the N labelled entries: two passes over the logits-sized tensors where recomputing the softmax
  * and subtracting a one-hot matrix took seven (a Llama step at batch 4 x 128 and a vocabulary of
- * 32,000: 31 -> 9 ms of kernels).
+ * 32,000: the gradient's kernels 31 -> 12 ms).
  */
 export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { loss: tf.Scalar; count: number } {
   const [rows, classes] = logits.shape;
@@ -52,10 +52,9 @@ export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { l
           const scale = tf.mul(rowWeight, tf.div(dy, divisor)); // [N, 1]: 0 on unlabelled rows
           const scaled = tf.mul(expShifted, tf.div(scale, sum)); // softmax · scale
           if (labelled.length === 0) return scaled;
-          // the labels' entries: softmax · scale - scale
+          // the labels' entries: softmax · scale - scale, the scale of a labelled row being dy / count
           const index = tf.tensor1d(labelled.map((row) => flatIndex[row]!), 'int32');
-          const rowsIndex = tf.tensor1d(labelled, 'int32');
-          const updates = tf.sub(tf.gather(tf.reshape(scaled, [-1]), index), tf.gather(tf.reshape(scale, [-1]), rowsIndex));
+          const updates = tf.sub(tf.gather(tf.reshape(scaled, [-1]), index), tf.div(dy, divisor));
           const positions = new Int32Array(2 * labelled.length);
           labelled.forEach((row, i) => positions.set([row, safe[row]!], 2 * i));
           return tf.tensorScatterUpdate(scaled, tf.tensor2d(positions, [labelled.length, 2], 'int32'), updates);

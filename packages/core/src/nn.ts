@@ -179,7 +179,7 @@ export function addReleasing(a: tf.Tensor, b: tf.Tensor, options: { constant?: b
   const shape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
   if (!tf.util.arraysEqual(shape, a.shape)) throw new Error(`addReleasing: [${b.shape}] broadcasts [${a.shape}] to [${shape}]; the first operand must carry the result's shape`);
   if (!recordingGradients()) return tf.add(a, b);
-  if (options.constant || (b instanceof tf.Variable && !b.trainable)) {
+  if (options.constant || !wantsGradient(b)) {
     const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       const [x] = args as [tf.Tensor];
       return { value: tf.add(x, b), gradFunc: (dy: tf.Tensor) => dy };

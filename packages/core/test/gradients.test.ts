@@ -20,6 +20,32 @@ function network(w: tf.Variable, b: tf.Variable, frozen: tf.Variable, x: tf.Tens
   return tf.mean(tf.square(joined)) as tf.Scalar;
 }
 
+/** x·1 whose gradient records `read(tf.memory())` when the backward pass reaches it. */
+function memoryProbe(readings: number[], read: (memory: tf.MemoryInfo) => number): (x: tf.Tensor) => tf.Tensor {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [input] = args as [tf.Tensor];
+    return {
+      value: tf.mul(input, 1),
+      gradFunc: (dy: tf.Tensor) => {
+        readings.push(read(tf.memory()));
+        return tf.mul(dy, 1);
+      },
+    };
+  });
+  return (x) => op(x);
+}
+
+/** variableGradients of `loss` for w: the gradient, and the bytes alive beyond those before the call when the backward pass reached the probe. */
+function probedGradient(w: tf.Variable, loss: (probe: (x: tf.Tensor) => tf.Tensor) => tf.Scalar): { gradient: tf.TypedArray; bytes: number } {
+  const readings: number[] = [];
+  const probe = memoryProbe(readings, (memory) => memory.numBytes);
+  const before = tf.memory().numBytes;
+  const { value, grads } = variableGradients(() => loss(probe), [w]);
+  const gradient = grads[w.name]!.dataSync();
+  tf.dispose([value, grads[w.name]!]);
+  return { gradient, bytes: readings[0]! - before };
+}
+
 describe.each(backends)('variableGradients on the %s backend', (backend: BackendName) => {
   beforeAll(async () => {
     await loadBackend(backend);
@@ -50,16 +76,7 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
     // backward pass reaches it: tfjs holds every gradient and saved tensor of the chain there
     const w = tf.variable(tf.fill([64, 64], 0.01), true);
     const alive: number[] = [];
-    const probe = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-      const [input] = args as [tf.Tensor];
-      return {
-        value: tf.mul(input, 1),
-        gradFunc: (dy: tf.Tensor) => {
-          alive.push(tf.memory().numTensors);
-          return tf.mul(dy, 1);
-        },
-      };
-    });
+    const probe = memoryProbe(alive, (memory) => memory.numTensors);
     const loss = () => {
       let h = probe(w) as tf.Tensor;
       for (let i = 0; i < 40; i++) h = tf.sin(tf.mul(h, 1.01));
@@ -77,32 +94,14 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
 
   it('reshapeReleasing differentiates as tf.reshape without keeping its input for the backward pass', () => {
     const w = tf.variable(tf.randomNormal([64, 64], 0, 1, 'float32', 5), true);
-    const bytesAtProbe: number[] = [];
-    const probe = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-      const [input] = args as [tf.Tensor];
-      return {
-        value: tf.mul(input, 1),
-        gradFunc: (dy: tf.Tensor) => {
-          bytesAtProbe.push(tf.memory().numBytes);
-          return tf.mul(dy, 1);
-        },
-      };
-    });
     // h = 2w (16 KB) is kept by nothing but tf.reshape's gradient (neg saves nothing); the probe's
     // gradient runs before the reshape's
-    const loss = (reshape: (x: tf.Tensor, shape: number[]) => tf.Tensor) => () =>
+    const loss = (reshape: (x: tf.Tensor, shape: number[]) => tf.Tensor) => (probe: (x: tf.Tensor) => tf.Tensor) =>
       tf.sum(tf.square(probe(tf.neg(reshape(tf.mul(w, 2), [32, 128]))))) as tf.Scalar;
-    const run = (reshape: (x: tf.Tensor, shape: number[]) => tf.Tensor) => {
-      const before = tf.memory().numBytes;
-      const { value, grads } = variableGradients(loss(reshape), [w]);
-      bytesAtProbe[bytesAtProbe.length - 1]! -= before;
-      const gradient = grads[w.name]!.dataSync();
-      tf.dispose([value, grads[w.name]!]);
-      return gradient;
-    };
-    expect(run(reshapeReleasing)).toEqual(run(tf.reshape));
-    const [releasing, plain] = bytesAtProbe;
-    expect(plain! - releasing!).toBe(64 * 64 * 4);
+    const releasing = probedGradient(w, loss(reshapeReleasing));
+    const plain = probedGradient(w, loss(tf.reshape));
+    expect(releasing.gradient).toEqual(plain.gradient);
+    expect(plain.bytes - releasing.bytes).toBe(64 * 64 * 4);
     w.dispose();
   });
 
@@ -133,29 +132,13 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
 
   it('addReleasing keeps neither input for the backward pass', () => {
     const w = tf.variable(tf.randomNormal([64, 64], 0, 1, 'float32', 8), true);
-    const bytesAtProbe: number[] = [];
-    const probe = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-      const [input] = args as [tf.Tensor];
-      return {
-        value: tf.mul(input, 1),
-        gradFunc: (dy: tf.Tensor) => {
-          bytesAtProbe.push(tf.memory().numBytes);
-          return tf.mul(dy, 1);
-        },
-      };
-    });
     // 2w and 3w (16 KB each) are kept by nothing but tf.add's gradient; the probe's runs before it
-    const run = (add: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor) => {
-      const before = tf.memory().numBytes;
-      const { value, grads } = variableGradients(() => tf.sum(tf.square(probe(tf.neg(add(tf.mul(w, 2), tf.mul(w, 3)))))) as tf.Scalar, [w]);
-      bytesAtProbe[bytesAtProbe.length - 1]! -= before;
-      const gradient = grads[w.name]!.dataSync();
-      tf.dispose([value, grads[w.name]!]);
-      return gradient;
-    };
-    expect(run(addReleasing)).toEqual(run(tf.add));
-    const [releasing, plain] = bytesAtProbe;
-    expect(plain! - releasing!).toBe(2 * 64 * 64 * 4);
+    const loss = (add: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor) => (probe: (x: tf.Tensor) => tf.Tensor) =>
+      tf.sum(tf.square(probe(tf.neg(add(tf.mul(w, 2), tf.mul(w, 3)))))) as tf.Scalar;
+    const releasing = probedGradient(w, loss(addReleasing));
+    const plain = probedGradient(w, loss(tf.add));
+    expect(releasing.gradient).toEqual(plain.gradient);
+    expect(plain.bytes - releasing.bytes).toBe(2 * 64 * 64 * 4);
     w.dispose();
   });
 
