@@ -151,6 +151,7 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
     expect(() => variableGradients(() => tf.mul(trainable, 2) as unknown as tf.Scalar, [trainable])).toThrow(/must return a scalar tensor, not rank 1/);
     expect(() => variableGradients(() => tf.sum(frozen) as tf.Scalar, [unrelated])).toThrow(/no trainable variable reaches the loss/);
     expect(tf.memory().numTensors).toBe(before); // the refused forward passes left nothing behind
+    expect(() => tf.tidy(() => addReleasing(trainable, tf.ones([3, 2])))).toThrow(/\[3,2\] broadcasts \[2\] to \[3,2\]; the first operand must carry the result's shape/);
     tf.dispose([frozen, trainable, unrelated]);
   });
 });
