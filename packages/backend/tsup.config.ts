@@ -7,4 +7,6 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
+  // An optional dependency, which tsup (unlike dependencies and peers) would bundle.
+  external: ['@tensorflow/tfjs-node'],
 });

@@ -4,6 +4,7 @@ import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { measureMatMul, type MatMulMeasurement } from './measure.js';
+import { inspectNativeSetup, nativeFixCommand, type NativeSetup } from './native-setup.js';
 import { BACKEND_NAMES, loadBackend, selectBackend, type BackendName, type BackendSelection } from './select-backend.js';
 
 export interface BackendReport {
@@ -24,6 +25,8 @@ export interface DoctorReport {
   backends: BackendReport[];
   /** Whether large tensors get huge pages (Linux with glibc), with advice when they could and do not. */
   hugePages: string | null;
+  /** Where tfjs-node is, the provisioning's last result for it, the package manager. */
+  native: NativeSetup;
 }
 
 export interface HugePageFacts {
@@ -94,6 +97,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     selection,
     backends,
     hugePages: hugePageAdvice(hugePageFacts()),
+    native: inspectNativeSetup(),
   };
 }
 
@@ -117,6 +121,26 @@ export function formatDoctorReport(report: DoctorReport): string {
   }
   if (selection.name !== 'tensorflow') {
     lines.push('', `  !! not on the native backend: ${selection.unavailable.map((u) => u.reason).join('; ') || 'by request'}`);
+    lines.push(...nativeSetupLines(report.native));
   }
   return lines.join('\n');
+}
+
+/** Why the native backend is missing, as far as the set-up knows, and the command that fixes it. */
+function nativeSetupLines(native: NativeSetup): string[] {
+  const lines: string[] = [];
+  if (native.tfjsNode === null) {
+    lines.push('  !! @tensorflow/tfjs-node is not installed (an optional dependency of @peft/backend, skipped or removed by the install)');
+  }
+  if (native.status === null) {
+    if (native.tfjsNode !== null) {
+      lines.push(`  !! ${native.tfjsNode} was never provisioned (install scripts not run: pnpm and npm ask you to allow @peft/backend's)`);
+    }
+  } else if (!native.status.ok) {
+    lines.push(`  !! the set-up of @tensorflow/tfjs-node failed on ${native.status.time}:`);
+    for (const failure of native.status.failures ?? []) lines.push(`  !!   - ${failure.split('\n').join('\n  !!     ')}`);
+    lines.push('  !! it needs python3 with pip, make and g++ (or LIBTENSORFLOW_DIR pointing at a TensorFlow C library)');
+  }
+  lines.push(`  !! fix (${native.packageManager}): ${nativeFixCommand(native)}`);
+  return lines;
 }

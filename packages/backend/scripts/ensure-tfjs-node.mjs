@@ -1,7 +1,15 @@
 #!/usr/bin/env node
-// Root postinstall: make every installed copy of @tensorflow/tfjs-node loadable, so that the
-// fast `tensorflow` backend is there after `pnpm install`, even where tfjs-node's own installer
-// cannot reach its download host.
+// Makes @tensorflow/tfjs-node loadable, so that the fast `tensorflow` backend is there after an
+// install, even where tfjs-node's own installer cannot reach its download host. One script, three
+// callers:
+//   - @peft/backend's `preinstall` in a user's project (npm, pnpm with its script allowance, yarn):
+//     the tfjs-node that resolves from @peft/backend. npm runs every package's preinstall before
+//     any package's install script, so tfjs-node's own installer then finds its library and addon
+//     in place and succeeds without a download; pnpm and yarn run tfjs-node's script (or skip it)
+//     first, and this one after it. tfjs-node is an optional dependency: when everything fails,
+//     the user's install still succeeds.
+//   - `--workspace DIR`: the @peft monorepo's root postinstall, every copy pnpm installed there.
+//   - `--package DIR`: one tfjs-node folder (`peft-doctor --fix`).
 //
 // Routes, in order (the first that yields a loading addon wins):
 //   dir       LIBTENSORFLOW_DIR=/path (lib/ + include/ of a TensorFlow C library). Only when set,
@@ -14,7 +22,9 @@
 // reuses it: a second install checks (~1 s) and does nothing else.
 //
 // Never fails the install: when every route fails it prints why, loudly, and exits 0; the apps
-// then say at start-up that they run on a slow backend (see @peft/backend).
+// then say at start-up that they run on a slow backend (see @peft/backend). Each result is also
+// written to status.json in the cache, where `peft-doctor` reads it (npm shows no output of a
+// dependency's script that succeeds, so the box alone could go unseen).
 //
 // Env: LIBTENSORFLOW_DIR, PEFT_TFJS_ROUTES (e.g. "wheel"), PEFT_TFJS_CACHE, PEFT_TFJS_FORCE=1
 // (rebuild even when the addon loads), PEFT_TFJS_SKIP=1 (do nothing),
@@ -28,7 +38,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const started = Date.now();
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const scriptDir = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const WHEEL_VERSION = env.PEFT_TF_WHEEL_VERSION ?? '2.21.0';
 const CACHE_ROOT = path.resolve(
@@ -57,15 +67,44 @@ function run(command, args, options = {}) {
   }
 }
 
-/** Every tfjs-node copy pnpm installed (one per version and peer set). */
-function findPackages() {
-  const store = path.join(root, 'node_modules', '.pnpm');
+/** Every tfjs-node copy pnpm installed in a workspace (one per version and peer set). */
+function workspacePackages(workspace) {
+  const store = path.join(workspace, 'node_modules', '.pnpm');
   if (!fs.existsSync(store)) return [];
   return fs
     .readdirSync(store)
     .filter((name) => name.startsWith('@tensorflow+tfjs-node@'))
     .map((name) => path.join(store, name, 'node_modules', '@tensorflow', 'tfjs-node'))
     .filter((dir) => fs.existsSync(path.join(dir, 'binding.gyp')));
+}
+
+/** The tfjs-node that resolves from @peft/backend's own folder (its optional dependency), if any. */
+function dependencyPackage() {
+  const backendManifest = path.join(scriptDir, '..', 'package.json');
+  try {
+    return [path.dirname(createRequire(backendManifest).resolve('@tensorflow/tfjs-node/package.json'))];
+  } catch {
+    return [];
+  }
+}
+
+/** What to provision, from the command line; null when there is nothing to do here. */
+function targets(argv) {
+  const [flag, value] = argv;
+  if (flag === '--workspace' || flag === '--package') {
+    if (!value) throw new Error(`${flag} needs a folder`);
+    const dir = path.resolve(value);
+    if (flag === '--workspace') return { packages: workspacePackages(dir), where: `the workspace ${dir}` };
+    if (!fs.existsSync(path.join(dir, 'binding.gyp'))) {
+      throw new Error(`--package ${dir}: not a @tensorflow/tfjs-node folder (no binding.gyp)`);
+    }
+    return { packages: [dir], where: dir };
+  }
+  if (flag !== undefined) throw new Error(`unknown argument "${flag}"; expected --workspace DIR or --package DIR`);
+  // As @peft/backend's own preinstall inside the monorepo (a workspace package, not under
+  // node_modules) there is nothing to do: the root postinstall provisions every copy there.
+  if (!scriptDir.split(path.sep).includes('node_modules')) return null;
+  return { packages: dependencyPackage(), where: 'the packages that depend on @peft/backend' };
 }
 
 const LOAD_CHECK = `
@@ -106,12 +145,21 @@ function isComplete(entry) {
   return fs.existsSync(path.join(entry, 'complete.json'));
 }
 
-/** Point pkg/deps at the entry's libraries and copy its addon into place. */
+/**
+ * Point pkg/deps at the entry's libraries and copy its addon into place. tfjs-node's own install
+ * script (which npm runs after this, as @peft/backend's preinstall) skips its download when
+ * `deps/lib/libtensorflow.so.<its version>` exists, and node-pre-gyp then finds the addon
+ * installed: the link name it looks for is added beside the libraries.
+ */
 function installFromCache(pkg, entry) {
   const { binding, relative } = addonPaths(pkg);
   const deps = path.join(pkg, 'deps');
   fs.rmSync(deps, { recursive: true, force: true });
   fs.symlinkSync(path.join(entry, 'deps'), deps, 'dir');
+  const expected = createRequire(path.join(pkg, 'package.json'))('./scripts/deps-constants.js').depsLibTensorFlowPath;
+  if (!fs.existsSync(expected) && fs.existsSync(path.join(deps, 'lib', 'libtensorflow.so'))) {
+    fs.symlinkSync('libtensorflow.so', path.join(deps, 'lib', path.basename(expected)));
+  }
   fs.mkdirSync(path.dirname(binding), { recursive: true });
   fs.copyFileSync(path.join(entry, 'addon', relative), binding);
 }
@@ -166,10 +214,9 @@ function buildAddon(pkg, depsDir, addonDir) {
     buildEnv.npm_config_nodedir = '/usr';
   }
   log('building the addon: node-pre-gyp install --build-from-source');
-  run(path.join(pkg, 'node_modules', '.bin', 'node-pre-gyp'), ['install', '--build-from-source'], {
-    cwd: pkg,
-    env: buildEnv,
-  });
+  // By its path, not node_modules/.bin: npm links bins only after the preinstall scripts have run.
+  const nodePreGyp = createRequire(path.join(pkg, 'package.json')).resolve('@mapbox/node-pre-gyp/bin/node-pre-gyp');
+  run(process.execPath, [nodePreGyp, 'install', '--build-from-source'], { cwd: pkg, env: buildEnv });
   const { binding, relative } = addonPaths(pkg);
   fs.mkdirSync(path.dirname(path.join(addonDir, relative)), { recursive: true });
   fs.copyFileSync(binding, path.join(addonDir, relative));
@@ -231,7 +278,7 @@ const ROUTES = {
       }
       writeEntry(entry, { route: 'wheel', wheel: path.basename(wheel) }, (staging) => {
         log(`extracting the C library and headers from ${path.basename(wheel)}`);
-        run('python3', [path.join(root, 'scripts', 'extract-tf-wheel.py'), wheel, path.join(staging, 'deps')]);
+        run('python3', [path.join(scriptDir, 'extract-tf-wheel.py'), wheel, path.join(staging, 'deps')]);
         addLinkNames(path.join(staging, 'deps', 'lib'));
         buildAddon(pkg, path.join(staging, 'deps'), path.join(staging, 'addon'));
       });
@@ -298,34 +345,54 @@ function provision(pkg, order) {
   return failures;
 }
 
+/** Where `peft-doctor` reads the last result for each tfjs-node folder. */
+function recordStatus(pkg, result) {
+  const file = path.join(CACHE_ROOT, 'status.json');
+  let status = {};
+  try {
+    status = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    // first run, or an unreadable file that this one replaces
+  }
+  status[fs.realpathSync(pkg)] = { time: new Date().toISOString(), ...result };
+  fs.mkdirSync(CACHE_ROOT, { recursive: true });
+  const staging = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(staging, `${JSON.stringify(status, null, 2)}\n`);
+  fs.renameSync(staging, file);
+}
+
 function main() {
   if (env.PEFT_TFJS_SKIP === '1') {
     log('PEFT_TFJS_SKIP=1: not provisioning the native backend');
     return;
   }
-  const packages = findPackages();
-  if (packages.length === 0) {
-    log('@tensorflow/tfjs-node is not installed; nothing to do');
+  const target = targets(process.argv.slice(2));
+  if (target === null) return;
+  if (target.packages.length === 0) {
+    log(`@tensorflow/tfjs-node is not installed in ${target.where}; nothing to do`);
     return;
   }
   const order = routeOrder();
-  for (const pkg of packages) {
-    const name = path.relative(root, pkg);
+  for (const pkg of target.packages) {
     if (!FORCE) {
       const check = checkLoads(pkg);
       if (check.ok) {
         log(`ready: ${check.output}`);
+        recordStatus(pkg, { ok: true, detail: check.output });
         continue;
       }
     }
-    log(`provisioning ${name} (routes: ${order.join(' > ')}; cache ${CACHE_ROOT})`);
+    log(`provisioning ${pkg} (routes: ${order.join(' > ')}; cache ${CACHE_ROOT})`);
     const failures = provision(pkg, order);
+    recordStatus(pkg, failures ? { ok: false, failures } : { ok: true, detail: checkLoads(pkg).output });
     if (failures) {
       const bar = '!'.repeat(100);
       console.log(`\n${bar}\n!! The native TensorFlow backend (tfjs-node) could NOT be set up. Training will run on the`);
       console.log('!! slow wasm/cpu backends (10-100x slower), and every entry point will say so.');
       for (const failure of failures) console.log(`!!   - ${failure}`);
-      console.log('!! Fix: point LIBTENSORFLOW_DIR at a TensorFlow C library (lib/ + include/) and run `pnpm install`.');
+      console.log('!! Fix: install python3 with pip, make and g++ (or point LIBTENSORFLOW_DIR at a TensorFlow C');
+      console.log('!! library: lib/ + include/), then run `npx peft-doctor`: it says the one command that');
+      console.log('!! finishes the set-up for your package manager.');
       console.log(`${bar}\n`);
     }
   }
