@@ -232,6 +232,18 @@ export class HostHooks {
   get inputEmbedding(): InputEmbeddingHook | null {
     return this.inputHook;
   }
+
+  /** What methods have installed, for messages (`afterFfn hook on layer 3`); empty when nothing is. */
+  installed(): string[] {
+    const out: string[] = [];
+    for (const [key, hooks] of this.sublayer) {
+      const [point, layer] = key.split(':');
+      if (hooks.length > 0) out.push(`${point} hook on layer ${layer}`);
+    }
+    if (this.prefixProvider) out.push(`key/value prefix of ${this.prefixProvider.length} positions`);
+    if (this.inputHook) out.push('input-embedding hook');
+    return out;
+  }
 }
 
 /** A key/value cache for generation: per layer [B, kvHeads, S, headDim]. */
@@ -298,4 +310,15 @@ export interface PeftHost {
   readonly layerPaths: readonly string[];
   forward(input: HostForwardInput): HostForwardOutput;
   dispose(): void;
+}
+
+/**
+ * A host, or a model that wraps one (a `PeftModel`, a training baseline): what an API that runs a
+ * model accepts. The wrapper's adapters act through the host's hook points, so running the host
+ * runs the active adapter.
+ */
+export type HostSource = PeftHost | { readonly host: PeftHost };
+
+export function hostOf(model: HostSource): PeftHost {
+  return 'hooks' in model ? model : model.host;
 }

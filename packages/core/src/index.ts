@@ -16,13 +16,14 @@ export { SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, checkpointFromFiles, readChec
 export type { Checkpoint } from './checkpoint.js';
 export { countParameters, formatParameterCount } from './parameters.js';
 export type { ParameterCount, Shaped } from './parameters.js';
-export { HostHooks, HostLinear } from './host.js';
+export { HostHooks, HostLinear, hostOf } from './host.js';
 export type {
   Disposer,
   ForwardContext,
   HostConfig,
   HostForwardInput,
   HostForwardOutput,
+  HostSource,
   InputEmbeddingHook,
   KeyValueCache,
   KeyValuePrefix,

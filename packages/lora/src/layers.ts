@@ -1,6 +1,7 @@
 // `@peft/lora/layers`: LoRA on a user's own tf.LayersModel. Each targeted Dense layer keeps its
 // kernel and bias frozen and gains trainable A and B (LayerVariables of the layer, so `model.fit`
-// trains them and nothing else); its call computes act(x·W + b + x·Aᵀ·Bᵀ·scale). Mergeable, and
+// trains them); every other layer is frozen too, so the adapter alone carries what training changed.
+// Its call computes act(x·W + b + x·Aᵀ·Bᵀ·scale). Mergeable, unloadable back to a plain model, and
 // saved in peft's key layout (`base_model.model.<layer>.lora_A.weight [r, in]`).
 import {
   STATE_DICT_PREFIX,
@@ -27,19 +28,70 @@ export interface LayersLoraOptions {
   seed?: number;
 }
 
-/** The parts of tfjs-layers' Dense this relies on (private in its typings, stable in 4.x). */
-interface DenseInternals {
+type LayerCall = (inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>) => tf.Tensor | tf.Tensor[];
+
+/** The parts of a tfjs-layers Layer this relies on (private in its typings, stable in 4.x). */
+interface LayerInternals {
   name: string;
+  trainable: boolean;
+  call: LayerCall;
+  _trainableWeights: LayerVariable[];
+  _nonTrainableWeights: LayerVariable[];
+  getClassName(): string;
+  /** Present on a model used as a layer. */
+  layers?: LayerInternals[];
+}
+
+/** The parts of tfjs-layers' Dense this relies on. */
+interface DenseInternals extends LayerInternals {
   built: boolean;
   units: number;
   kernel: LayerVariable;
   bias: LayerVariable | null;
   activation: { apply(x: tf.Tensor): tf.Tensor } | null;
-  call(inputs: tf.Tensor | tf.Tensor[], kwargs: Record<string, unknown>): tf.Tensor | tf.Tensor[];
-  _trainableWeights: LayerVariable[];
-  _nonTrainableWeights: LayerVariable[];
   addWeight(name: string, shape: number[], dtype: tf.DataType, initializer: unknown, regularizer: unknown, trainable: boolean): LayerVariable;
-  getClassName(): string;
+}
+
+/** Every layer inside `container`, nested models and their layers included, parents first. */
+function nestedLayers(container: LayerInternals): LayerInternals[] {
+  return (container.layers ?? []).flatMap((layer) => [layer, ...nestedLayers(layer)]);
+}
+
+/**
+ * Freezes every layer of the model but the targeted ones, and puts the flags it found back.
+ *
+ * Layers are frozen by their own `trainable` flag: tfjs-layers' Sequential sets every weight's flag
+ * back to the model's on each compile, but leaves the layers' flags alone. BatchNormalization
+ * updates its moving statistics in `fit` whatever its flags say, so a frozen one runs in inference
+ * mode, as Keras does with a BatchNormalization whose `trainable` is false.
+ */
+class FrozenBase {
+  private readonly savedFlags: { layer: LayerInternals; trainable: boolean; weights: [LayerVariable, boolean][] }[];
+  private readonly batchNormCalls: [LayerInternals, LayerCall][] = [];
+
+  constructor(model: LayerInternals, targets: ReadonlySet<LayerInternals>) {
+    const all = [model, ...nestedLayers(model)];
+    this.savedFlags = all.map((layer) => ({
+      layer,
+      trainable: layer.trainable,
+      weights: layer._trainableWeights.map((weight): [LayerVariable, boolean] => [weight, weight.trainable]),
+    }));
+    // A model frozen as a whole trains nothing, its LoRA weights included.
+    model.trainable = true;
+    for (const layer of model.layers ?? []) if (!targets.has(layer)) layer.trainable = false;
+    for (const layer of all.filter((l) => l.getClassName() === 'BatchNormalization')) {
+      const call = layer.call;
+      this.batchNormCalls.push([layer, call]);
+      layer.call = (inputs, kwargs) => call.call(layer, inputs, { ...kwargs, training: false });
+    }
+  }
+
+  restore(): void {
+    for (const [layer, call] of this.batchNormCalls) layer.call = call;
+    // Parents first: a model's `trainable` setter rewrites the weight flags of all its layers.
+    for (const { layer, trainable } of this.savedFlags) layer.trainable = trainable;
+    for (const { weights } of this.savedFlags) for (const [weight, trainable] of weights) weight.trainable = trainable;
+  }
 }
 
 class LayersLoraLayer {
@@ -47,7 +99,9 @@ class LayersLoraLayer {
   readonly up: LayerVariable; // Bᵀ [r, out]
   merged = false;
   enabled = true;
-  private readonly originalCall: DenseInternals['call'];
+  private readonly originalCall: LayerCall;
+  private readonly originalTrainableWeights: LayerVariable[];
+  private readonly originalNonTrainableWeights: LayerVariable[];
 
   constructor(
     readonly dense: DenseInternals,
@@ -57,6 +111,13 @@ class LayersLoraLayer {
     init: boolean,
     seed: number,
   ) {
+    this.originalTrainableWeights = [...dense._trainableWeights];
+    this.originalNonTrainableWeights = [...dense._nonTrainableWeights];
+    // Kernel and bias frozen by moving them to the layer's non-trainable weights, which leaves the
+    // layer itself trainable for A and B.
+    const frozen = [dense.kernel, dense.bias].filter((weight) => weight !== null);
+    dense._trainableWeights = dense._trainableWeights.filter((weight) => !frozen.includes(weight));
+    dense._nonTrainableWeights = [...dense._nonTrainableWeights, ...frozen];
     const inFeatures = dense.kernel.shape[0]!;
     const bound = 1 / Math.sqrt(inFeatures);
     this.down = dense.addWeight(`${dense.name}/lora_A`, [inFeatures, r], 'float32', initializers.randomUniform({ minval: -bound, maxval: bound, seed }), null, true);
@@ -68,9 +129,8 @@ class LayersLoraLayer {
       null,
       true,
     );
-    // Frozen by moving them to the layer's non-trainable weights: a `trainable = false` flag alone
-    // is reset by tfjs-layers when the model is compiled.
-    this.moveWeights(dense._trainableWeights, dense._nonTrainableWeights);
+    // A targeted layer the user had frozen still trains its A and B (FrozenBase puts the flag back).
+    dense.trainable = true;
     this.originalCall = dense.call;
     dense.call = (inputs, kwargs) => this.call(inputs, kwargs);
   }
@@ -108,34 +168,33 @@ class LayersLoraLayer {
     this.merged = sign === 1;
   }
 
-  private moveWeights(from: LayerVariable[], to: LayerVariable[]): void {
-    for (const weight of [this.dense.kernel, this.dense.bias]) {
-      const index = weight ? from.indexOf(weight) : -1;
-      if (index >= 0) to.push(...from.splice(index, 1));
-    }
-  }
-
-  /** The Dense layer's own call and trainable kernel and bias again (the LoRA weights stay, unused). */
-  restore(): void {
+  /** The Dense layer's own call and weights again; A and B are disposed. */
+  remove(): void {
     this.dense.call = this.originalCall;
-    this.moveWeights(this.dense._nonTrainableWeights, this.dense._trainableWeights);
+    this.dense._trainableWeights = this.originalTrainableWeights;
+    this.dense._nonTrainableWeights = this.originalNonTrainableWeights;
+    this.down.dispose();
+    this.up.dispose();
   }
 }
 
 /** LoRA attached to the Dense layers of a tf.LayersModel. */
 export class LayersLora {
   readonly layers: LayersLoraLayer[];
+  private removed = false;
 
   constructor(
     readonly model: LayersModel,
     readonly options: Required<Omit<LayersLoraOptions, 'targetLayers'>> & { targetLayers: LayersLoraOptions['targetLayers'] },
     layers: LayersLoraLayer[],
+    private readonly frozenBase: FrozenBase,
   ) {
     this.layers = layers;
   }
 
   /** The LoRA weights, by peft's key names (what model.fit trains once the model is compiled). */
   variables(): Map<string, LayerVariable> {
+    this.assertAttached('variables');
     const out = new Map<string, LayerVariable>();
     for (const layer of this.layers) {
       out.set(`${STATE_DICT_PREFIX}${layer.dense.name}.lora_A.weight`, layer.down);
@@ -146,6 +205,7 @@ export class LayersLora {
 
   /** Runs `fn` on the model without the LoRA updates. */
   withAdapterDisabled<T>(fn: () => T): T {
+    this.assertAttached('withAdapterDisabled');
     for (const layer of this.layers) layer.enabled = false;
     try {
       return fn();
@@ -156,6 +216,7 @@ export class LayersLora {
 
   /** Adds every update into its kernel (no extra cost at inference); all layers or none. */
   merge(): void {
+    this.assertAttached('merge');
     for (const layer of this.layers.filter((l) => !l.merged)) {
       const delta = layer.deltaWeight();
       const finite = tf.tidy(() => tf.all(tf.isFinite(delta)).dataSync()[0] === 1);
@@ -166,18 +227,33 @@ export class LayersLora {
   }
 
   unmerge(): void {
+    this.assertAttached('unmerge');
     for (const layer of this.layers) if (layer.merged) layer.merge(-1);
   }
 
-  /** Merges and restores the Dense layers' own call: the model is a plain model again. */
+  /**
+   * Merges the updates into the kernels and removes LoRA: the same model object, now a plain
+   * tf.LayersModel (its own Dense layers and weights, the trainable flags it had before applyLora)
+   * that `model.save` and `tf.loadLayersModel` round-trip. Compile it again before training it.
+   */
   mergeAndUnload(): LayersModel {
     this.merge();
-    for (const layer of this.layers) layer.restore();
-    return this.model;
+    return this.remove();
+  }
+
+  /**
+   * Removes LoRA without merging: the base model as it was before applyLora. Unlike peft's
+   * `unload`, merged updates are taken out of the kernels first, so the result is the base model
+   * even after `merge()`. Compile it again before training it.
+   */
+  unload(): LayersModel {
+    this.unmerge();
+    return this.remove();
   }
 
   /** adapter_config.json + adapter_model.safetensors, in peft's LoRA layout. */
   async saveAdapter(destination: StoreSource): Promise<void> {
+    this.assertAttached('saveAdapter');
     const store = await resolveStore(destination);
     const tensors: Record<string, TensorToWrite> = {};
     for (const layer of this.layers) {
@@ -196,16 +272,25 @@ export class LayersLora {
       lora_dropout: this.options.loraDropout,
       peft_type: 'LORA',
       r: this.options.r,
-      target_modules: this.layers.map((l) => l.dense.name).sort(),
+      target_modules: this.targetNames(),
       task_type: null,
     });
   }
 
-  /** Loads A and B saved by saveAdapter (same layer names and rank). */
+  /** Loads A and B saved by saveAdapter (same layer names, rank and alpha). */
   async loadAdapter(source: StoreSource): Promise<void> {
+    this.assertAttached('loadAdapter');
     const store = await resolveStore(source);
-    const config = await readJson<{ r?: number }>(store, 'adapter_config.json');
-    if (config.r !== this.options.r) throw new Error(`${describeFile(store, 'adapter_config.json')}: r ${config.r}, this adapter has r ${this.options.r}`);
+    const configFile = describeFile(store, 'adapter_config.json');
+    const config = await readJson<{ r?: number; lora_alpha?: number; target_modules?: string[] }>(store, 'adapter_config.json');
+    if (config.r !== this.options.r) throw new Error(`${configFile}: r ${config.r}, this adapter has r ${this.options.r}`);
+    if (config.lora_alpha !== this.options.loraAlpha) {
+      throw new Error(`${configFile}: lora_alpha ${config.lora_alpha}, this adapter has loraAlpha ${this.options.loraAlpha}`);
+    }
+    const saved = [...(config.target_modules ?? [])].sort();
+    if (saved.join() !== this.targetNames().join()) {
+      throw new Error(`${configFile}: target_modules [${saved.join(', ')}], this adapter targets [${this.targetNames().join(', ')}]`);
+    }
     const file = parseSafetensors(await store.read('adapter_model.safetensors'), describeFile(store, 'adapter_model.safetensors'));
     for (const layer of this.layers) {
       for (const [matrix, variable] of [['lora_A', layer.down], ['lora_B', layer.up]] as const) {
@@ -219,17 +304,33 @@ export class LayersLora {
       }
     }
   }
+
+  private targetNames(): string[] {
+    return this.layers.map((l) => l.dense.name).sort();
+  }
+
+  private remove(): LayersModel {
+    for (const layer of this.layers) layer.remove();
+    this.frozenBase.restore();
+    this.removed = true;
+    return this.model;
+  }
+
+  private assertAttached(operation: string): void {
+    if (this.removed) throw new Error(`LayersLora.${operation}: LoRA was already removed from model "${this.model.name}" (mergeAndUnload or unload)`);
+  }
 }
 
 /**
- * Attaches LoRA to the Dense layers of a built tf.LayersModel. Compile (or re-compile) the model
- * afterwards, so that its optimizer sees the LoRA weights as its trainable weights.
+ * Attaches LoRA to the Dense layers of a built tf.LayersModel and freezes everything else in it, so
+ * that only A and B train. Compile (or re-compile) the model afterwards, so that its optimizer sees
+ * the LoRA weights as its trainable weights.
  *
  * ```ts
- * const lora = applyLora(model, { r: 4, targetLayers: ['dense_1'] });
+ * const lora = applyLora(model, { r: 4, targetLayers: ['hidden'] });
  * model.compile({ optimizer: 'adam', loss: 'meanSquaredError' });
- * await model.fit(xs, ys, { epochs: 10 });                  // trains A and B only
- * lora.merge();
+ * await model.fit(xs, ys, { epochs: 10 });                  // trains hidden/lora_A and hidden/lora_B only
+ * const plain = lora.mergeAndUnload();
  * ```
  */
 export function applyLora(model: LayersModel, options: LayersLoraOptions = {}): LayersLora {
@@ -242,7 +343,8 @@ export function applyLora(model: LayersModel, options: LayersLoraOptions = {}): 
     targetLayers: options.targetLayers ?? 'all-dense',
   };
   if (!(Number.isInteger(resolved.r) && resolved.r > 0)) throw new Error(`applyLora: r must be a positive integer, got ${resolved.r}`);
-  const dense = (model.layers as unknown as DenseInternals[]).filter((layer) => layer.getClassName() === 'Dense');
+  const host = model as unknown as LayerInternals;
+  const dense = (host.layers ?? []).filter((layer): layer is DenseInternals => layer.getClassName() === 'Dense');
   const target = resolved.targetLayers;
   const selected = dense.filter((layer) =>
     target === 'all-dense' ? true : target instanceof RegExp ? target.test(layer.name) : target.includes(layer.name),
@@ -252,8 +354,9 @@ export function applyLora(model: LayersModel, options: LayersLoraOptions = {}): 
   }
   const unbuilt = selected.filter((layer) => !layer.built);
   if (unbuilt.length) throw new Error(`applyLora: build the model first (layers not built: ${unbuilt.map((l) => l.name).join(', ')})`);
+  const frozenBase = new FrozenBase(host, new Set(selected));
   const layers = selected.map(
     (layer, i) => new LayersLoraLayer(layer, resolved.r, resolved.loraAlpha / resolved.r, resolved.loraDropout, resolved.initLoraWeights, resolved.seed + 2 * i),
   );
-  return new LayersLora(model, resolved, layers);
+  return new LayersLora(model, resolved, layers, frozenBase);
 }

@@ -1,7 +1,7 @@
 // Autoregressive generation with a key/value cache: the prompt is processed once, then each new
 // token costs one position. Greedy and sampling (temperature, top-k, top-p, seeded), stop tokens,
 // left-padded batches, as Hugging Face `generate` does them.
-import type { KeyValueCache, PeftHost } from '@peft/core';
+import { hostOf, type HostSource, type KeyValueCache } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 export interface GenerateOptions {
@@ -101,14 +101,16 @@ function disposeCache(cache: KeyValueCache | undefined): void {
 }
 
 /**
- * Generates up to `maxNewTokens` tokens after each prompt.
+ * Generates up to `maxNewTokens` tokens after each prompt, with a base model or a `PeftModel`
+ * (its active adapter; prefix and prompt methods' virtual tokens included).
  *
  * ```ts
- * const { generated } = generate(model, { inputIds: [ids], maxNewTokens: 20, stopTokens: [eos] });
+ * const { generated } = generate(peftModel, { inputIds: [ids], maxNewTokens: 20, stopTokens: [eos] });
  * ```
  */
-export function generate(host: PeftHost, options: GenerateOptions): GenerateResult {
+export function generate(model: HostSource, options: GenerateOptions): GenerateResult {
   validate(options);
+  const host = hostOf(model);
   const batch = options.inputIds.length;
   const mask = options.attentionMask?.map((row) => [...row]) ?? options.inputIds.map((row) => row.map(() => 1));
   const random = seededRandom(options.seed ?? 0);
