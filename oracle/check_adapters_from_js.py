@@ -1,6 +1,8 @@
 """Loads the bottleneck adapters packages/adapter/scripts/export-for-python.ts trained and saved in
-TypeScript, with AdapterHub's `adapters` library, and compares its logits with ours. Exits 1 when
-any differs by more than 1e-4.
+TypeScript, with AdapterHub's `adapters` library, and compares its logits with ours. Each must load
+under the name it was saved with (`load_adapter(dir)` without `load_as`: "default", or "my_task" for
+the adapter that came from AdapterHub under that name). Exits 1 when a name differs or any logit
+differs by more than 1e-4.
 
 run: oracle/.venv-adapters/bin/python oracle/check_adapters_from_js.py DIRECTORY
 """
@@ -16,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 def main(root):
     worst = 0.0
+    names_ok = True
     for case in sorted(p for p in pathlib.Path(root).iterdir() if p.is_dir()):
         inputs = json.loads((case / "inputs.json").read_text())
         base_dir = pathlib.Path(inputs["model"])
@@ -23,7 +26,10 @@ def main(root):
         auto = AutoModelForSequenceClassification if "Sequence" in architecture else AutoModelForCausalLM
         model = auto.from_pretrained(base_dir, attn_implementation="eager")
         adapters.init(model)
-        name = model.load_adapter(str(case / "adapter"), load_as="a", use_safetensors=True)
+        name = model.load_adapter(str(case / inputs["adapter"]), use_safetensors=True)
+        if name != inputs["adapter_name"]:
+            names_ok = False
+            print(f"{case.name}: loaded as {name!r}, saved as {inputs['adapter_name']!r}")
         model.set_active_adapters(name)
         model.eval()
         ours = load_file(case / "expected.safetensors")["logits"]
@@ -34,9 +40,9 @@ def main(root):
         diff = (theirs - ours).abs().max().item()
         effect = (theirs - base).abs().max().item()
         worst = max(worst, diff)
-        print(f"{case.name}: adapters vs ours {diff:.2e} (the adapter itself moves the logits by {effect:.2e})")
-    print(f"worst: {worst:.2e} (tolerance 1e-4)")
-    return 0 if worst <= 1e-4 else 1
+        print(f"{case.name}: adapter {name!r}, adapters vs ours {diff:.2e} (the adapter itself moves the logits by {effect:.2e})")
+    print(f"worst: {worst:.2e} (tolerance 1e-4); names {'kept' if names_ok else 'NOT kept'}")
+    return 0 if worst <= 1e-4 and names_ok else 1
 
 
 if __name__ == "__main__":

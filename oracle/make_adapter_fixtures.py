@@ -1,7 +1,8 @@
 """Golden fixtures for @peft/adapter from AdapterHub's `adapters` library (which pins transformers
 4.57: it has its own virtual environment). Bottleneck adapters on the tiny GPT-2 and BERT models of
 packages/models/test/fixtures, weights randomised so that every part matters, saved with
-save_adapter(use_safetensors=True), with the logits `adapters` computes.
+save_adapter(use_safetensors=True) under the adapter name each case gives ("a", or "my_task": the
+name is kept in the tensor keys and in adapter_config.json), with the logits `adapters` computes.
 
 run: python3 -m venv oracle/.venv-adapters
      oracle/.venv-adapters/bin/pip install torch==2.13.0 adapters safetensors numpy
@@ -21,14 +22,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ROOT / "packages/models/test/fixtures"
 OUT = ROOT / "packages/adapter/test/fixtures"
 
+# (fixture, base model, adapter name, config)
 CASES = [
-    ("gpt2-houlsby", "gpt2-tied", DoubleSeqBnConfig(reduction_factor=4)),
-    ("gpt2-pfeiffer", "gpt2-tied", SeqBnConfig(reduction_factor=2)),
-    ("bert-pfeiffer", "bert-sequence-classification", SeqBnConfig(reduction_factor=4)),
-    ("bert-houlsby-ln", "bert-sequence-classification", DoubleSeqBnConfig(reduction_factor=3, ln_before=True, ln_after=True, non_linearity="gelu")),
-    ("bert-parallel", "bert-sequence-classification", ParBnConfig(reduction_factor=4, scaling=2.0)),
-    ("gpt2-residual-after-ln", "gpt2-tied", BnConfig(mh_adapter=True, output_adapter=False, reduction_factor=2, non_linearity="tanh",
-                                                     original_ln_before=True, residual_before_ln=False, adapter_residual_before_ln=True, ln_after=True)),
+    ("gpt2-houlsby", "gpt2-tied", "a", DoubleSeqBnConfig(reduction_factor=4)),
+    ("gpt2-pfeiffer", "gpt2-tied", "a", SeqBnConfig(reduction_factor=2)),
+    ("bert-pfeiffer", "bert-sequence-classification", "a", SeqBnConfig(reduction_factor=4)),
+    ("bert-houlsby-ln", "bert-sequence-classification", "a", DoubleSeqBnConfig(reduction_factor=3, ln_before=True, ln_after=True, non_linearity="gelu")),
+    ("bert-parallel", "bert-sequence-classification", "a", ParBnConfig(reduction_factor=4, scaling=2.0)),
+    ("gpt2-residual-after-ln", "gpt2-tied", "a", BnConfig(mh_adapter=True, output_adapter=False, reduction_factor=2, non_linearity="tanh",
+                                                          original_ln_before=True, residual_before_ln=False, adapter_residual_before_ln=True, ln_after=True)),
+    ("gpt2-my-task", "gpt2-tied", "my_task", DoubleSeqBnConfig(reduction_factor=6, non_linearity="relu")),
 ]
 
 
@@ -36,18 +39,18 @@ def main():
     if OUT.exists():
         shutil.rmtree(OUT)
     manifest = {"adapters": adapters.__version__, "cases": []}
-    for index, (name, base, config) in enumerate(CASES):
+    for index, (name, base, adapter_name, config) in enumerate(CASES):
         architecture = json.loads((MODELS / base / "config.json").read_text())["architectures"][0]
         auto = AutoModelForSequenceClassification if "Sequence" in architecture else AutoModelForCausalLM
         model = auto.from_pretrained(MODELS / base, attn_implementation="eager")
         adapters.init(model)
-        model.add_adapter("a", config=config)
+        model.add_adapter(adapter_name, config=config)
         generator = torch.Generator().manual_seed(index)
         with torch.no_grad():
             for parameter_name, parameter in model.named_parameters():
-                if ".adapters.a." in parameter_name:
+                if f".adapters.{adapter_name}." in parameter_name:
                     parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator) + (1.0 if "norm" in parameter_name and parameter_name.endswith("weight") else 0.0))
-        model.set_active_adapters("a")
+        model.set_active_adapters(adapter_name)
         model.eval()
         inputs = json.loads((MODELS / base / "inputs.json").read_text())["forward"]
         expected = {}
@@ -61,16 +64,19 @@ def main():
                 ).logits.contiguous()
         directory = OUT / name
         directory.mkdir(parents=True)
-        # save_adapter(use_safetensors=True) refuses ln_before adapters (adapter_norm_before aliases
-        # adapter_down.0): its pickle writer gives the config, the weights go to safetensors as copies
-        model.save_adapter(str(directory / "adapter"), "a", use_safetensors=False)
-        for pickle in ("pytorch_adapter.bin", "pytorch_model_head.bin", "head_config.json"):  # pickles are never read
+        if config.ln_before:
+            # save_adapter(use_safetensors=True) refuses ln_before adapters (adapter_norm_before aliases
+            # adapter_down.0): its pickle writer gives the config, the weights go to safetensors as copies
+            model.save_adapter(str(directory / "adapter"), adapter_name, use_safetensors=False)
+            weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if f".adapters.{adapter_name}." in k}
+            save_file(weights, directory / "adapter" / "adapter.safetensors")
+        else:
+            model.save_adapter(str(directory / "adapter"), adapter_name, use_safetensors=True)
+        for pickle in ("pytorch_adapter.bin", "pytorch_model_head.bin", "head_config.json", "model_head.safetensors"):  # heads are never read
             (directory / "adapter" / pickle).unlink(missing_ok=True)
-        weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if ".adapters.a." in k}
-        save_file(weights, directory / "adapter" / "adapter.safetensors")
         save_file(expected, directory / "expected.safetensors")
         (directory / "inputs.json").write_text(json.dumps({"model": base, **{k: inputs[k] for k in ("plain", "right_padded")}}, indent=1) + "\n")
-        manifest["cases"].append({"name": name, "model": base})
+        manifest["cases"].append({"name": name, "model": base, "adapter_name": adapter_name})
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -42,6 +42,8 @@ export interface BottleneckConfigOptions {
   modulesToSave?: readonly string[] | null;
   /** Ours: seed of the initial weights. */
   initSeed?: number;
+  /** The adapter's name in the file it was read from (adapter_config.json's "name"); set by fromJson. */
+  savedName?: string | null;
 }
 
 /** The BnConfig fields we do not implement, with the value that means "off". */
@@ -79,6 +81,8 @@ export class BottleneckConfig implements PeftConfig {
   readonly leaveOut: readonly number[];
   readonly modulesToSave: readonly string[] | null;
   readonly initSeed: number;
+  /** AdapterHub's "name": the adapter loads under it unless given another, and its tensor keys carry it. */
+  readonly savedName: string | null;
 
   constructor(options: BottleneckConfigOptions) {
     this.mhAdapter = options.mhAdapter;
@@ -112,6 +116,7 @@ export class BottleneckConfig implements PeftConfig {
     this.leaveOut = [...(options.leaveOut ?? [])];
     this.modulesToSave = options.modulesToSave ?? null;
     this.initSeed = options.initSeed ?? 0;
+    this.savedName = options.savedName ?? null;
   }
 
   /** Bottleneck size at `layer` for hidden size `hidden` (AdapterHub: int(hidden // factor), at least 1). */
@@ -181,6 +186,10 @@ export class BottleneckConfig implements PeftConfig {
       }
     }
     if (config.residual_before_ln === 'post_add') throw new Error(`${source}: "residual_before_ln": "post_add" is not supported by @peft/adapter`);
+    const savedName = config === json ? null : (json.name ?? null);
+    if (savedName !== null && (typeof savedName !== 'string' || savedName === '')) {
+      throw new Error(`${source}: "name": expected the adapter's name (a non-empty string), got ${JSON.stringify(savedName)}`);
+    }
     try {
       return new BottleneckConfig({
         mhAdapter: config.mh_adapter as boolean,
@@ -198,6 +207,7 @@ export class BottleneckConfig implements PeftConfig {
         scaling: (config.scaling as number) ?? 1,
         dropout: (config.dropout as number) ?? 0,
         leaveOut: (config.leave_out as number[]) ?? [],
+        savedName: savedName as string | null,
       });
     } catch (error) {
       throw new Error(`${source}: ${(error as Error).message}`);

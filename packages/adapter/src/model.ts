@@ -84,10 +84,18 @@ export class BottleneckTuner implements AdapterTuner {
     return out;
   }
 
+  /**
+   * Loads AdapterHub's tensors. Their keys carry the name the adapter was saved under (the config's
+   * savedName), which may differ from this adapter's name: as AdapterHub's `load_adapter(load_as=...)`,
+   * the tensors are read under the saved name and held (and saved again) under ours.
+   */
   loadStateDict(file: SafetensorsFile): void {
+    const savedName = this.config.savedName ?? this.adapterName;
+    this.checkSavedName(file, savedName);
     const expected = new Set<string>();
     for (const module of this.modules) {
-      for (const { key, variable, transposed } of module.entries()) {
+      for (const { key: ourKey, variable, transposed } of module.entries()) {
+        const key = keyUnderName(module, ourKey, savedName);
         expected.add(key);
         const entry = file.entries.get(key);
         const shape = transposed ? [variable.shape[1]!, variable.shape[0]!] : variable.shape;
@@ -101,15 +109,37 @@ export class BottleneckTuner implements AdapterTuner {
       }
     }
     // aliases (adapter_norm_before) hold the same values as the keys they alias: nothing more to load
-    for (const module of this.modules) for (const { key } of module.aliases()) expected.add(key);
+    for (const module of this.modules) for (const { key } of module.aliases()) expected.add(keyUnderName(module, key, savedName));
     const unknown = [...file.entries.keys()].filter((key) => !expected.has(key));
     if (unknown.length) throw new Error(`${file.source}: tensors the config does not explain: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', ...' : ''}`);
+  }
+
+  /**
+   * AdapterHub loads only the keys with the config's name and leaves the adapter at its initial
+   * weights when the file's keys carry another name; we refuse such a file.
+   */
+  private checkSavedName(file: SafetensorsFile, savedName: string): void {
+    for (const key of file.entries.keys()) {
+      const found = ADAPTER_KEY.exec(key)?.[1];
+      if (found === undefined || found === savedName) continue;
+      const expected = this.config.savedName === null ? `the adapter is named "${savedName}" (adapter_config.json gives no "name")` : `adapter_config.json's "name" is "${savedName}"`;
+      throw new Error(`${file.source}: tensor "${key}" is saved under the adapter name "${found}", but ${expected}`);
+    }
   }
 
   dispose(): void {
     for (const hook of this.hooks) hook.remove();
     for (const module of this.modules) module.dispose();
   }
+}
+
+/** An adapter tensor's key; group 1 is the adapter's name. */
+const ADAPTER_KEY = /\.adapters\.(.+?)\.adapter_(?:down|up|norm_before|norm_after)\./;
+
+/** `key`, one of `module`'s, with the adapter name in it replaced by `name`. */
+function keyUnderName(module: BottleneckModule, key: string, name: string): string {
+  const namePosition = module.path.length - module.adapterName.length; // path ends with `.adapters.<name>`
+  return `${module.path.slice(0, namePosition)}${name}${key.slice(module.path.length)}`;
 }
 
 function sortKeys(value: Record<string, unknown>): Record<string, unknown> {

@@ -1,5 +1,5 @@
 // Bottleneck adapters made by AdapterHub's `adapters` library (oracle/make_adapter_fixtures.py)
-// load here and give its logits.
+// load here, under the name they were saved with, and give its logits.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -12,7 +12,7 @@ import '../src/index.js';
 
 const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const FIXTURES = path.join(import.meta.dirname, 'fixtures');
-const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as { cases: { name: string; model: string }[] };
+const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as { cases: { name: string; model: string; adapter_name: string }[] };
 const worst = new Map<string, number>();
 afterAll(() => console.log(`[adapter parity] max |ours - adapters|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`));
 
@@ -22,13 +22,15 @@ interface Case {
   token_type_ids?: number[][];
 }
 
-describe.each(manifest.cases)('$name', ({ name, model }) => {
-  it("gives AdapterHub's logits, plain and padded", async () => {
+describe.each(manifest.cases)('$name', ({ name, model, adapter_name: savedName }) => {
+  it("loads under its saved name and gives AdapterHub's logits, plain and padded", async () => {
     const directory = path.join(FIXTURES, name);
     const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as Record<string, Case>;
     const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')));
     const host = await loadPretrained(path.join(MODELS, model));
-    const peft = await PeftModel.fromPretrained(host, path.join(directory, 'adapter'), { adapterName: 'a' });
+    const peft = await PeftModel.fromPretrained(host, path.join(directory, 'adapter'));
+    expect(peft.adapterNames).toEqual([savedName]);
+    expect(peft.activeAdapter).toBe(savedName);
     for (const key of ['plain', 'right_padded']) {
       const input = inputs[key]!;
       const { logits } = peft.forward({

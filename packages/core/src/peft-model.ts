@@ -28,6 +28,11 @@ export interface PeftConfig {
   readonly modulesToSave: readonly string[] | null;
   /** The adapter_config.json written for this config on this host (peft's, snake_case keys). */
   toJson(host: PeftHost, adapterName: string): Record<string, unknown>;
+  /**
+   * The adapter's name as its file gives it, for formats that keep one (AdapterHub's "name"):
+   * loadAdapter names the adapter so unless told another name. peft's files keep none.
+   */
+  readonly savedName?: string | null;
 }
 
 /** One adapter of one method, attached to a host. */
@@ -181,14 +186,18 @@ export class PeftModel implements TrainableModel {
     if (config) this.addAdapter(adapterName, config);
   }
 
-  /** Loads an adapter saved by `saveAdapter` or by Python peft's `save_pretrained`. */
+  /**
+   * Loads an adapter saved by `saveAdapter`, by Python peft's `save_pretrained` or by AdapterHub's
+   * `save_adapter`. It is named `options.adapterName`, else the name its file keeps (AdapterHub's
+   * "name", as its `load_adapter` does), else `default`.
+   */
   static async fromPretrained(
     host: PeftHost,
     source: StoreSource,
     options: { adapterName?: string; isTrainable?: boolean } = {},
   ): Promise<PeftModel> {
     const model = new PeftModel(host);
-    await model.loadAdapter(source, options.adapterName ?? 'default', options);
+    await model.loadAdapter(source, options.adapterName, options);
     return model;
   }
 
@@ -436,12 +445,16 @@ export class PeftModel implements TrainableModel {
     }
   }
 
-  /** Loads a saved adapter as `name` (frozen unless `isTrainable`). */
-  async loadAdapter(source: StoreSource, name: string, options: { isTrainable?: boolean } = {}): Promise<void> {
+  /**
+   * Loads a saved adapter as `name`, else under the name its file keeps (config.savedName), else
+   * `default`; frozen unless `isTrainable`. Returns the name.
+   */
+  async loadAdapter(source: StoreSource, name?: string, options: { isTrainable?: boolean } = {}): Promise<string> {
     const store = await resolveStore(source);
     const configPath = describeFile(store, ADAPTER_CONFIG_FILE);
     const json = await readJson<Record<string, unknown>>(store, ADAPTER_CONFIG_FILE);
     const config = methodFor(json, configPath).fromJson(json, configPath);
+    name ??= config.savedName ?? 'default';
     this.addAdapter(name, config);
     try {
       await this.loadWeights(store, name, options);
@@ -449,6 +462,7 @@ export class PeftModel implements TrainableModel {
       this.deleteAdapter(name);
       throw error;
     }
+    return name;
   }
 
   private async loadWeights(store: FileStore, name: string, options: { isTrainable?: boolean }): Promise<void> {
