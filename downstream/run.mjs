@@ -64,10 +64,34 @@ function pack(into) {
   return tarballs;
 }
 
+/**
+ * What npm shows of a package: its README starts with an install section, and links resolve
+ * there (no relative path into this repository); the LICENSE ships.
+ */
+function checkPublished(name, tarball) {
+  const listing = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).split('\n');
+  for (const file of ['package/LICENSE', 'package/README.md', 'package/package.json']) {
+    if (!listing.includes(file)) throw new Error(`@peft/${name}: ${file.slice(8)} is not in the package`);
+  }
+  const readme = execFileSync('tar', ['xzf', tarball, '-O', 'package/README.md'], { encoding: 'utf8' });
+  const firstSection = /^## (.+)$/m.exec(readme)?.[1];
+  if (firstSection !== 'Install') throw new Error(`@peft/${name}: README's first section is "${firstSection}", not "Install"`);
+  const relative = /\]\((?!https?:|#)([^)]+)\)/.exec(readme);
+  if (relative) throw new Error(`@peft/${name}: README links to "${relative[1]}", which does not resolve on the registry's page`);
+  const manifest = JSON.parse(execFileSync('tar', ['xzf', tarball, '-O', 'package/package.json'], { encoding: 'utf8' }));
+  for (const field of ['license', 'engines', 'repository', 'homepage']) {
+    if (!manifest[field]) throw new Error(`@peft/${name}: package.json has no "${field}"`);
+  }
+  for (const [peer, range] of Object.entries(manifest.peerDependencies ?? {})) {
+    if (!range.startsWith('^')) throw new Error(`@peft/${name}: peer ${peer} is pinned to "${range}", not a caret range`);
+  }
+}
+
 /** publint and attw on each tarball, as published. */
 function lint(tarballs) {
   const bin = path.join(root, 'node_modules', '.bin');
   for (const [name, tarball] of Object.entries(tarballs)) {
+    checkPublished(name, tarball);
     log(`publint + attw: @peft/${name}`);
     const publint = run(path.join(bin, 'publint'), ['run', tarball, '--strict'], { cwd: root });
     // ESM only, by design: the CommonJS resolution modes have nothing to find.
