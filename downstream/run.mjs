@@ -123,16 +123,31 @@ function tsconfig(dir, name, resolution) {
   fs.writeFileSync(path.join(dir, name), JSON.stringify({ compilerOptions, files: ['example.ts'] }, null, 2));
 }
 
+/** The peer range a packed package asks for. */
+function peerRange(tarball, peer) {
+  const manifest = JSON.parse(execFileSync('tar', ['xzf', tarball, '-O', 'package/package.json'], { encoding: 'utf8' }));
+  const range = manifest.peerDependencies?.[peer];
+  if (!range?.startsWith('^')) throw new Error(`${tarball}: peer ${peer} is "${range}", expected a caret range`);
+  return range;
+}
+
+function installedVersion(dir, name) {
+  return JSON.parse(fs.readFileSync(path.join(dir, 'node_modules', name, 'package.json'), 'utf8')).version;
+}
+
 function nodeProject(work, tarballs) {
   const dir = path.join(work, 'node-project');
   log(`npm project ${dir}: ${INSTALLED.map((n) => `@peft/${n}`).join(', ')}`);
   const deps = Object.fromEntries(INSTALLED.map((n) => [`@peft/${n}`, `file:${tarballs[n]}`]));
+  // The highest tfjs-core the peer range allows (what npm picks for the range itself); the Vite
+  // project takes the lowest.
   npmProject(dir, {
     ...deps,
-    '@tensorflow/tfjs-core': catalogVersion('@tensorflow/tfjs-core'),
+    '@tensorflow/tfjs-core': peerRange(tarballs.core, '@tensorflow/tfjs-core'),
     typescript: catalogVersion('typescript'),
     '@types/node': catalogVersion('@types/node'),
   });
+  log(`tfjs-core ${installedVersion(dir, '@tensorflow/tfjs-core')} (the highest that ${peerRange(tarballs.core, '@tensorflow/tfjs-core')} allows)`);
   for (const forbidden of ['@peft/adapter', '@peft/prefix', '@peft/prompt', '@peft/ptuning']) {
     if (fs.existsSync(path.join(dir, 'node_modules', forbidden))) throw new Error(`${forbidden} was installed but not asked for`);
   }
@@ -161,10 +176,10 @@ function viteProject(work, tarballs) {
   const dir = path.join(work, 'vite-project');
   log(`vite project ${dir}`);
   const deps = Object.fromEntries(INSTALLED.map((n) => [`@peft/${n}`, `file:${tarballs[n]}`]));
-  const tfjs = Object.fromEntries(
-    ['core', 'backend-cpu', 'backend-wasm', 'backend-webgl', 'backend-webgpu'].map((p) => [`@tensorflow/tfjs-${p}`, catalogVersion(`@tensorflow/tfjs-${p}`)]),
-  );
+  const lowest = peerRange(tarballs.backend, '@tensorflow/tfjs-core').slice(1);
+  const tfjs = Object.fromEntries(['core', 'backend-cpu', 'backend-wasm', 'backend-webgl', 'backend-webgpu'].map((p) => [`@tensorflow/tfjs-${p}`, lowest]));
   npmProject(dir, { ...deps, ...tfjs, vite: catalogVersion('vite'), typescript: catalogVersion('typescript') });
+  log(`tfjs-core ${installedVersion(dir, '@tensorflow/tfjs-core')} (the lowest the peer range allows)`);
   for (const file of ['index.html', 'main.ts']) fs.copyFileSync(path.join(root, 'downstream', 'vite', file), path.join(dir, file));
   fs.writeFileSync(
     path.join(dir, 'vite.config.js'),
