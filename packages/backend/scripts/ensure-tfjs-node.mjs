@@ -88,6 +88,11 @@ function dependencyPackage() {
   }
 }
 
+/** Where tfjs-node would sit beside @peft/backend: node_modules/@peft/backend -> node_modules/@tensorflow/tfjs-node. */
+function expectedDependencyPath() {
+  return path.join(scriptDir, '..', '..', '..', '@tensorflow', 'tfjs-node');
+}
+
 /** What to provision, from the command line; null when there is nothing to do here. */
 function targets(argv) {
   const [flag, value] = argv;
@@ -354,7 +359,11 @@ function recordStatus(pkg, result) {
   } catch {
     // first run, or an unreadable file that this one replaces
   }
-  status[fs.realpathSync(pkg)] = { time: new Date().toISOString(), ...result };
+  // By real path (pnpm's folders are links); a missing folder by its nearest existing parent's.
+  let existing = pkg;
+  while (!fs.existsSync(existing)) existing = path.dirname(existing);
+  const key = path.join(fs.realpathSync(existing), path.relative(existing, pkg));
+  status[key] = { time: new Date().toISOString(), ...result };
   fs.mkdirSync(CACHE_ROOT, { recursive: true });
   const staging = `${file}.tmp-${process.pid}`;
   fs.writeFileSync(staging, `${JSON.stringify(status, null, 2)}\n`);
@@ -370,6 +379,14 @@ function main() {
   if (target === null) return;
   if (target.packages.length === 0) {
     log(`@tensorflow/tfjs-node is not installed in ${target.where}; nothing to do`);
+    // As a dependency, its absence is worth a record for peft-doctor: yarn 1 removes it when its own
+    // install script fails, before this script runs; `--omit=optional` skips it.
+    if (process.argv.length === 2) {
+      recordStatus(expectedDependencyPath(), {
+        ok: false,
+        failures: ['@tensorflow/tfjs-node was not installed when @peft/backend\'s install script ran (skipped as optional, or removed after its own install script failed)'],
+      });
+    }
     return;
   }
   const order = routeOrder();

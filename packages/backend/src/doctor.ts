@@ -4,7 +4,7 @@ import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { measureMatMul, type MatMulMeasurement } from './measure.js';
-import { inspectNativeSetup, nativeFixCommand, type NativeSetup } from './native-setup.js';
+import { fixAdvice, inspectNativeSetup, type NativeSetup } from './native-setup.js';
 import { BACKEND_NAMES, loadBackend, selectBackend, type BackendName, type BackendSelection } from './select-backend.js';
 
 export interface BackendReport {
@@ -139,8 +139,10 @@ function nativeSetupLines(native: NativeSetup): string[] {
   } else if (!native.status.ok) {
     lines.push(`  !! the set-up of @tensorflow/tfjs-node failed on ${native.status.time}:`);
     for (const failure of native.status.failures ?? []) lines.push(`  !!   - ${failure.split('\n').join('\n  !!     ')}`);
-    lines.push('  !! it needs python3 with pip, make and g++ (or LIBTENSORFLOW_DIR pointing at a TensorFlow C library)');
+    if (native.tfjsNode !== null) {
+      lines.push('  !! it needs python3 with pip, make and g++ (or LIBTENSORFLOW_DIR pointing at a TensorFlow C library)');
+    }
   }
-  lines.push(`  !! fix (${native.packageManager}): ${nativeFixCommand(native)}`);
+  lines.push(`  !! fix (${native.packageManager}): ${fixAdvice(native)}`);
   return lines;
 }

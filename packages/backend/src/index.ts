@@ -12,5 +12,5 @@ export { measureMatMul } from './measure.js';
 export type { MatMulMeasurement } from './measure.js';
 export { formatDoctorReport, hugePageAdvice, runDoctor } from './doctor.js';
 export type { BackendReport, DoctorOptions, DoctorReport, HugePageFacts } from './doctor.js';
-export { detectPackageManager, inspectNativeSetup, nativeFixCommand } from './native-setup.js';
+export { detectPackageManager, fixAdvice, inspectNativeSetup, nativeFixCommand } from './native-setup.js';
 export type { NativeSetup, PackageManager, ProvisioningStatus } from './native-setup.js';

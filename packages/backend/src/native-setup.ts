@@ -106,16 +106,20 @@ export function inspectNativeSetup(env: NodeJS.ProcessEnv = process.env, cwd = p
 }
 
 const RUN_BIN: Record<PackageManager, string> = { npm: 'npx', pnpm: 'pnpm exec', yarn: 'yarn' };
-/** A reinstall that runs @peft/backend's preinstall again and brings back an optional dependency. */
-const REINSTALL: Record<PackageManager, string> = { npm: 'npm ci', pnpm: 'pnpm install --force', yarn: 'yarn install --force' };
+/**
+ * A reinstall that runs @peft/backend's preinstall again and brings back an optional dependency.
+ * None for yarn 1: it runs tfjs-node's own script first and removes tfjs-node when that fails,
+ * before @peft/backend's script can set it up, every time.
+ */
+const REINSTALL: Record<PackageManager, string | null> = { npm: 'npm ci', pnpm: 'pnpm install --force', yarn: null };
 
 /**
- * The one command that sets the native backend up, for this project's package manager. With
- * tfjs-node installed, `peft-doctor --fix` runs the provisioning on it; without it (npm removes an
- * optional dependency whose install script failed), a reinstall brings it back with the
- * provisioning before its script.
+ * The one command that sets the native backend up, for this project's package manager, or null
+ * when there is none. With tfjs-node installed, `peft-doctor --fix` runs the provisioning on it;
+ * without it (npm removes an optional dependency whose install script failed), a reinstall brings
+ * it back with the provisioning before its script.
  */
-export function nativeFixCommand(setup: Pick<NativeSetup, 'tfjsNode' | 'packageManager' | 'workspace'>): string {
+export function nativeFixCommand(setup: Pick<NativeSetup, 'tfjsNode' | 'packageManager' | 'workspace'>): string | null {
   if (setup.workspace) return 'pnpm peft:doctor --fix';
   if (setup.tfjsNode === null) return REINSTALL[setup.packageManager];
   return `${RUN_BIN[setup.packageManager]} peft-doctor --fix`;
@@ -129,9 +133,16 @@ export function nativeFixCommand(setup: Pick<NativeSetup, 'tfjsNode' | 'packageM
 export function provisionNativeBackend(setup: NativeSetup): void {
   if (setup.tfjsNode === null) {
     throw new Error(
-      `@tensorflow/tfjs-node is not installed next to @peft/backend (an optional dependency that was skipped or removed): run \`${nativeFixCommand(setup)}\``,
+      `@tensorflow/tfjs-node is not installed next to @peft/backend (an optional dependency that was skipped or removed): ${fixAdvice(setup)}`,
     );
   }
   const result = spawnSync(process.execPath, [PROVISIONING_SCRIPT, '--package', setup.tfjsNode], { stdio: 'inherit' });
   if (result.error) throw new Error(`${PROVISIONING_SCRIPT}: ${result.error.message}`);
+}
+
+/** The fix as a sentence: the command to run, or why there is none. */
+export function fixAdvice(setup: Pick<NativeSetup, 'tfjsNode' | 'packageManager' | 'workspace'>): string {
+  const command = nativeFixCommand(setup);
+  if (command !== null) return `run \`${command}\``;
+  return "yarn 1 removes tfjs-node when its own install script fails, before @peft/backend's can set it up: install with npm or pnpm (see @peft/backend's README)";
 }

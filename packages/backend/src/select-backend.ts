@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import { firstLine } from './first-line.js';
-import { inspectNativeSetup, nativeFixCommand } from './native-setup.js';
+import { fixAdvice, inspectNativeSetup } from './native-setup.js';
 import { registerTensorflowKernels } from './tensorflow-kernels.js';
 import { registerWasmKernels } from './wasm-kernels.js';
 
@@ -172,7 +172,7 @@ export function slowBackendWarning(selection: BackendSelection): string {
       : `chosen by ${selection.source === BACKEND_ENV ? `${BACKEND_ENV}=${selection.requested}` : 'the caller'}`;
   return (
     `!! @peft: running on the SLOW '${selection.name}' TensorFlow.js backend (${why}). ` +
-    `The native 'tensorflow' backend is 5-100x faster: \`${nativeFixCommand(inspectNativeSetup())}\` sets it up ` +
+    `The native 'tensorflow' backend is 5-100x faster: ${fixAdvice(inspectNativeSetup())} ` +
     `(\`peft-doctor\` says why it is missing).`
   );
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { detectPackageManager, formatDoctorReport, inspectNativeSetup, nativeFixCommand, type DoctorReport } from '../src/index.js';
+import { detectPackageManager, fixAdvice, formatDoctorReport, inspectNativeSetup, nativeFixCommand, type DoctorReport } from '../src/index.js';
 
 describe('detectPackageManager', () => {
   it('believes the running package manager first, then the nearest lockfile, then says npm', () => {
@@ -27,8 +27,14 @@ describe('nativeFixCommand', () => {
     ['yarn', '/p/node_modules/@tensorflow/tfjs-node', 'yarn peft-doctor --fix'],
     ['npm', null, 'npm ci'],
     ['pnpm', null, 'pnpm install --force'],
+    ['yarn', null, null],
   ] as const)('%s with tfjs-node at %s: `%s`', (packageManager, tfjsNode, command) => {
     expect(nativeFixCommand({ packageManager, tfjsNode, workspace: false })).toBe(command);
+  });
+
+  it('says why there is no command for yarn 1 without tfjs-node, and the command otherwise', () => {
+    expect(fixAdvice({ packageManager: 'yarn', tfjsNode: null, workspace: false })).toMatch(/^yarn 1 removes tfjs-node .* install with npm or pnpm/);
+    expect(fixAdvice({ packageManager: 'npm', tfjsNode: null, workspace: false })).toBe('run `npm ci`');
   });
 
   it('in the monorepo, the root script', () => {
@@ -61,6 +67,6 @@ describe('the doctor on a slow backend', () => {
     expect(text).toContain('!! not on the native backend: addon missing');
     expect(text).toContain('!! the set-up of @tensorflow/tfjs-node failed on 2026-12-06T07:00:00.000Z:');
     expect(text).toContain('!!   - wheel: `pip download` exited with 1:\n  !!     !! no network');
-    expect(text).toContain('!! fix (pnpm): pnpm peft:doctor --fix');
+    expect(text).toContain('!! fix (pnpm): run `pnpm peft:doctor --fix`');
   });
 });
