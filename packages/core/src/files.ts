@@ -13,6 +13,11 @@ export interface FileStore {
   has(name: string): Promise<boolean>;
   /** Writes `name` whole; a reader never sees a half-written file where the store allows it. */
   write(name: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Deletes `name`; nothing happens when it is not there. Stores that cannot delete (a URL) leave it
+   * out, and writers that replace files (savePretrained over an earlier save) say so when they need it.
+   */
+  remove?(name: string): Promise<void>;
 }
 
 /** Joins a store's location and a file name for messages: `./model/config.json`. */
@@ -56,6 +61,9 @@ export function memoryStore(files: Record<string, Uint8Array> = {}, location = '
     },
     async write(name, bytes) {
       map.set(name, bytes.slice());
+    },
+    async remove(name) {
+      map.delete(name);
     },
   };
 }

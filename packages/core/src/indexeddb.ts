@@ -13,6 +13,7 @@ export interface IndexedDbOptions {
 
 /** A folder of an IndexedDB database, with what a page needs beyond reading and writing. */
 export interface IndexedDbStore extends FileStore {
+  remove(name: string): Promise<void>;
   /** The file names in this folder, sorted. */
   list(): Promise<string[]>;
   /** Deletes every file of this folder. */
@@ -102,6 +103,10 @@ export function indexedDbStore(folder: string, options: IndexedDbOptions = {}): 
     async write(name, bytes) {
       checkName('file name', name);
       await run(`${location}/${name}`, 'readwrite', (files) => files.put(bytes.slice(), [folder, name]));
+    },
+    async remove(name) {
+      checkName('file name', name);
+      await run(`${location}/${name}`, 'readwrite', (files) => files.delete([folder, name]));
     },
     async list() {
       const keys = await run(location, 'readonly', (files) => files.getAllKeys(folderRange(folder)));

@@ -42,12 +42,22 @@ export function nodeDirectory(directory: string): FileStore {
       await fs.mkdir(path.dirname(target), { recursive: true });
       const temporary = `${target}.tmp-${process.pid}-${Date.now()}`;
       try {
-        await fs.writeFile(temporary, bytes);
+        const handle = await fs.open(temporary, 'w');
+        try {
+          await handle.writeFile(bytes);
+          // on disk before the rename: after a power cut the name holds the new bytes or the old ones
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
         await fs.rename(temporary, target);
       } catch (error) {
         await fs.rm(temporary, { force: true });
         throw error;
       }
+    },
+    async remove(name) {
+      await fs.rm(resolve(name), { force: true });
     },
   };
 }

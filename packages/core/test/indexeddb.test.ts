@@ -31,6 +31,9 @@ describe('indexedDbStore', () => {
     await store.write('f', new Uint8Array([4]));
     expect(Array.from(await store.read('f'))).toEqual([4]);
     await expect(store.read('g')).rejects.toThrow('indexeddb:test-errors/x/g: no such file');
+    await store.remove('f');
+    await store.remove('f'); // removing what is not there is no error
+    expect(await store.has('f')).toBe(false);
     expect(() => indexedDbStore('')).toThrow('folder "" is empty');
   });
 

@@ -85,6 +85,8 @@ export class Gpt2Model extends TransformerHost {
   /** [V, d]: the token embeddings when tied. */
   private readonly lmHead: tf.Variable<tf.Rank.R2>;
   private readonly act: (x: tf.Tensor) => tf.Tensor;
+  /** `transformer.` (GPT2LMHeadModel checkpoints) or empty (GPT2Model ones, as the original gpt2). */
+  private readonly bodyPrefix: string;
 
   /**
    * `newHeadSeed`: when the checkpoint has no weights for the head its architecture names (an LM
@@ -121,6 +123,7 @@ export class Gpt2Model extends TransformerHost {
     this.act = activation(gpt2.activation, 'config.json activation_function');
     // GPT2LMHeadModel checkpoints prefix the body with `transformer.`; GPT2Model ones do not.
     const prefix = checkpoint.has('transformer.wte.weight') ? 'transformer.' : '';
+    this.bodyPrefix = prefix;
     const load = new WeightLoader(checkpoint, prefix);
     this.layerPaths = Array.from({ length: gpt2.numLayers }, (_, i) => `${prefix}h.${i}`);
     const { hiddenSize: d, vocabSize, maxPositions, innerSize } = gpt2;
@@ -164,6 +167,12 @@ export class Gpt2Model extends TransformerHost {
       for (const [name, variable] of lmLoader.variables) this.parameterMap.set(name, variable);
     }
     for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
+  }
+
+  /** transformers saves every GPT-2 head class with its body under `transformer.`, whatever it loaded. */
+  override checkpointName(parameterName: string): string {
+    const isHead = this.headModules.some((head) => parameterName.startsWith(`${head}.`));
+    return isHead || this.bodyPrefix !== '' ? parameterName : `transformer.${parameterName}`;
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {

@@ -1,5 +1,5 @@
 // loadPretrained: a Hugging Face model directory -> a host, architecture chosen by config.json.
-import { describeFile, readCheckpoint, readJson, resolveStore, type Checkpoint, type StoreSource } from '@peft/core';
+import { describeFile, readCheckpoint, readJson, resolveStore, type Checkpoint, type FileStore, type StoreSource } from '@peft/core';
 
 import { ConfigReader, type RawConfig } from './config.js';
 import { BertModel, parseBertConfig } from './bert.js';
@@ -59,16 +59,21 @@ export async function loadPretrained(source: StoreSource, options: LoadOptions =
   const store = await resolveStore(source);
   const raw = await readJson<RawConfig>(store, CONFIG_FILE);
   const configPath = describeFile(store, CONFIG_FILE);
-  const build = builderFor(raw, configPath, options);
+  const build = builderFor(raw, configPath, options, store);
   return build(await readCheckpoint(store));
 }
 
 /** A host of the architecture `raw` (a config.json object) names, on the weights of `checkpoint`. */
 export function hostFromCheckpoint(raw: RawConfig, checkpoint: Checkpoint, options: LoadOptions = {}): TransformerHost {
-  return builderFor(raw, `${checkpoint.location} config`, options)(checkpoint);
+  return builderFor(raw, `${checkpoint.location} config`, options, null)(checkpoint);
 }
 
-function builderFor(raw: RawConfig, configPath: string, options: LoadOptions): (checkpoint: Checkpoint) => TransformerHost {
+function builderFor(
+  raw: RawConfig,
+  configPath: string,
+  options: LoadOptions,
+  store: FileStore | null,
+): (checkpoint: Checkpoint) => TransformerHost {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${configPath}: not a JSON object`);
   const modelType = raw.model_type;
   const builder = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined;
@@ -82,5 +87,10 @@ function builderFor(raw: RawConfig, configPath: string, options: LoadOptions): (
     const { id2label: _labels, label2id: _ids, ...rest } = raw;
     config = { ...rest, architectures: [options.architecture], num_labels: options.numLabels ?? 2, ...(options.padTokenId !== undefined ? { pad_token_id: options.padTokenId } : {}) };
   }
-  return builder(new ConfigReader(config, configPath), options);
+  const build = builder(new ConfigReader(config, configPath), options);
+  return (checkpoint) => {
+    const host = build(checkpoint);
+    host.origin = { config, store };
+    return host;
+  };
 }

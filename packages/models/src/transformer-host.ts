@@ -8,6 +8,7 @@ import {
   type HostConfig,
   type HostForwardInput,
   type HostForwardOutput,
+  type FileStore,
   type HostLinear,
   type KeyValueCache,
   type PeftHost,
@@ -15,6 +16,16 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 
 import { attentionBias } from './ops.js';
+
+import type { RawConfig } from './config.js';
+
+/** Where a host came from, as far as savePretrained needs to know to write it back. */
+export interface PretrainedOrigin {
+  /** config.json as the host was built from it (with the head LoadOptions.architecture put on). */
+  config: RawConfig;
+  /** The folder it was read from (its tokenizer files are copied on save); null for a Checkpoint in memory. */
+  store: FileStore | null;
+}
 
 /** Per forward pass, what a layer needs besides its input. */
 export interface LayerState {
@@ -53,6 +64,8 @@ export abstract class TransformerHost implements PeftHost {
   readonly hooks: HostHooks;
   protected readonly linearMap = new Map<string, HostLinear>();
   protected readonly parameterMap = new Map<string, tf.Variable>();
+  /** Set by loadPretrained and hostFromCheckpoint; null for a host built by hand (`new Gpt2Model`). */
+  origin: PretrainedOrigin | null = null;
 
   protected constructor(
     readonly config: HostConfig,
@@ -72,6 +85,11 @@ export abstract class TransformerHost implements PeftHost {
 
   get parameters(): ReadonlyMap<string, tf.Variable> {
     return this.parameterMap;
+  }
+
+  /** The name transformers saves a parameter under (architectures whose checkpoints vary say so). */
+  checkpointName(parameterName: string): string {
+    return parameterName;
   }
 
   /** Token ids [B, T] -> token embeddings [B, T, d] (before the input-embedding hook). */
