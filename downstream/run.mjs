@@ -28,7 +28,9 @@ function run(command, args, { cwd, show = false, env = process.env } = {}) {
   const result = spawnSync(command, args, { cwd, env, encoding: 'utf8', maxBuffer: 256 << 20 });
   const output = `${result.stdout ?? ''}${result.stderr ?? ''}`;
   if (result.error || result.status !== 0) {
-    throw new Error(`\`${command} ${args.join(' ')}\` in ${cwd} failed (${result.error?.message ?? `exit ${result.status}`}):\n${output.trim()}`);
+    throw new Error(
+      `\`${command} ${args.join(' ')}\` in ${cwd} failed (${result.error?.message ?? `exit ${result.status}`}):\n${output.trim()}`,
+    );
   }
   if (show) console.log(output.trim().replace(/^/gm, '    '));
   return output;
@@ -55,7 +57,8 @@ function pack(into) {
   const tarballs = {};
   for (const name of LIBRARIES) {
     const dir = path.join(root, 'packages', name);
-    if (!fs.existsSync(path.join(dir, 'dist'))) throw new Error(`${dir}/dist is missing: build the packages first (pnpm build)`);
+    if (!fs.existsSync(path.join(dir, 'dist')))
+      throw new Error(`${dir}/dist is missing: build the packages first (pnpm build)`);
     const before = new Set(fs.readdirSync(into));
     run('pnpm', ['pack', '--pack-destination', into], { cwd: dir });
     const file = fs.readdirSync(into).find((f) => !before.has(f));
@@ -75,15 +78,20 @@ function checkPublished(name, tarball) {
   }
   const readme = execFileSync('tar', ['xzf', tarball, '-O', 'package/README.md'], { encoding: 'utf8' });
   const firstSection = /^## (.+)$/m.exec(readme)?.[1];
-  if (firstSection !== 'Install') throw new Error(`@peft/${name}: README's first section is "${firstSection}", not "Install"`);
+  if (firstSection !== 'Install')
+    throw new Error(`@peft/${name}: README's first section is "${firstSection}", not "Install"`);
   const relative = /\]\((?!https?:|#)([^)]+)\)/.exec(readme);
-  if (relative) throw new Error(`@peft/${name}: README links to "${relative[1]}", which does not resolve on the registry's page`);
-  const manifest = JSON.parse(execFileSync('tar', ['xzf', tarball, '-O', 'package/package.json'], { encoding: 'utf8' }));
+  if (relative)
+    throw new Error(`@peft/${name}: README links to "${relative[1]}", which does not resolve on the registry's page`);
+  const manifest = JSON.parse(
+    execFileSync('tar', ['xzf', tarball, '-O', 'package/package.json'], { encoding: 'utf8' }),
+  );
   for (const field of ['license', 'engines', 'repository', 'homepage']) {
     if (!manifest[field]) throw new Error(`@peft/${name}: package.json has no "${field}"`);
   }
   for (const [peer, range] of Object.entries(manifest.peerDependencies ?? {})) {
-    if (!range.startsWith('^')) throw new Error(`@peft/${name}: peer ${peer} is pinned to "${range}", not a caret range`);
+    if (!range.startsWith('^'))
+      throw new Error(`@peft/${name}: peer ${peer} is pinned to "${range}", not a caret range`);
   }
 }
 
@@ -95,9 +103,13 @@ function lint(tarballs) {
     log(`publint + attw: @peft/${name}`);
     const publint = run(path.join(bin, 'publint'), ['run', tarball, '--strict'], { cwd: root });
     // ESM only, by design: the CommonJS resolution modes have nothing to find.
-    const attw = run(path.join(bin, 'attw'), [tarball, '--profile', 'esm-only', '--format', 'ascii', '--no-color'], { cwd: root });
+    const attw = run(path.join(bin, 'attw'), [tarball, '--profile', 'esm-only', '--format', 'ascii', '--no-color'], {
+      cwd: root,
+    });
     const verdict = attw.split('\n').filter((line) => /^("@peft|node16 \(from ESM\)|bundler)/.test(line.trim()));
-    console.log(`    publint: ${publint.trim().split('\n').pop()}; attw: ${verdict.map((l) => l.trim().replace(/\s+/g, ' ')).join('; ')}`);
+    console.log(
+      `    publint: ${publint.trim().split('\n').pop()}; attw: ${verdict.map((l) => l.trim().replace(/\s+/g, ' ')).join('; ')}`,
+    );
   }
 }
 
@@ -125,7 +137,9 @@ function tsconfig(dir, name, resolution) {
 
 /** The peer range a packed package asks for. */
 function peerRange(tarball, peer) {
-  const manifest = JSON.parse(execFileSync('tar', ['xzf', tarball, '-O', 'package/package.json'], { encoding: 'utf8' }));
+  const manifest = JSON.parse(
+    execFileSync('tar', ['xzf', tarball, '-O', 'package/package.json'], { encoding: 'utf8' }),
+  );
   const range = manifest.peerDependencies?.[peer];
   if (!range?.startsWith('^')) throw new Error(`${tarball}: peer ${peer} is "${range}", expected a caret range`);
   return range;
@@ -147,9 +161,12 @@ function nodeProject(work, tarballs) {
     typescript: catalogVersion('typescript'),
     '@types/node': catalogVersion('@types/node'),
   });
-  log(`tfjs-core ${installedVersion(dir, '@tensorflow/tfjs-core')} (the highest that ${peerRange(tarballs.core, '@tensorflow/tfjs-core')} allows)`);
+  log(
+    `tfjs-core ${installedVersion(dir, '@tensorflow/tfjs-core')} (the highest that ${peerRange(tarballs.core, '@tensorflow/tfjs-core')} allows)`,
+  );
   for (const forbidden of ['@peft/adapter', '@peft/prefix', '@peft/prompt', '@peft/ptuning']) {
-    if (fs.existsSync(path.join(dir, 'node_modules', forbidden))) throw new Error(`${forbidden} was installed but not asked for`);
+    if (fs.existsSync(path.join(dir, 'node_modules', forbidden)))
+      throw new Error(`${forbidden} was installed but not asked for`);
   }
   fs.writeFileSync(path.join(dir, 'example.ts'), readmeExample());
   for (const resolution of ['nodenext', 'bundler']) {
@@ -159,12 +176,16 @@ function nodeProject(work, tarballs) {
   }
   const model = path.join(root, 'apps', 'bench', 'models', 'brown-gpt');
   log(`node out/example.js ${model}`);
-  const output = run(process.execPath, ['out/example.js', model], { cwd: dir, env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+  const output = run(process.execPath, ['out/example.js', model], {
+    cwd: dir,
+    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
+  });
   const shown = output.split('\n').filter((line) => /^(backend|generated|trainable)/.test(line));
   console.log(shown.map((line) => `    ${line}`).join('\n'));
   const backend = /^backend (\w+): (\d+) steps/m.exec(output);
   if (!backend) throw new Error(`the example printed no training line:\n${output}`);
-  if (backend[1] !== 'tensorflow') throw new Error(`the example ran on the '${backend[1]}' backend, not the native 'tensorflow':\n${output}`);
+  if (backend[1] !== 'tensorflow')
+    throw new Error(`the example ran on the '${backend[1]}' backend, not the native 'tensorflow':\n${output}`);
   if (backend[2] !== '4') throw new Error(`expected 4 training steps, got ${backend[2]}`);
   if (!/^generated: .+/m.test(output)) throw new Error(`the example generated nothing:\n${output}`);
   for (const file of ['adapter_config.json', 'adapter_model.safetensors']) {
@@ -177,17 +198,27 @@ function viteProject(work, tarballs) {
   log(`vite project ${dir}`);
   const deps = Object.fromEntries(INSTALLED.map((n) => [`@peft/${n}`, `file:${tarballs[n]}`]));
   const lowest = peerRange(tarballs.backend, '@tensorflow/tfjs-core').slice(1);
-  const tfjs = Object.fromEntries(['core', 'backend-cpu', 'backend-wasm', 'backend-webgl', 'backend-webgpu'].map((p) => [`@tensorflow/tfjs-${p}`, lowest]));
+  const tfjs = Object.fromEntries(
+    ['core', 'backend-cpu', 'backend-wasm', 'backend-webgl', 'backend-webgpu'].map((p) => [
+      `@tensorflow/tfjs-${p}`,
+      lowest,
+    ]),
+  );
   npmProject(dir, { ...deps, ...tfjs, vite: catalogVersion('vite'), typescript: catalogVersion('typescript') });
   log(`tfjs-core ${installedVersion(dir, '@tensorflow/tfjs-core')} (the lowest the peer range allows)`);
-  for (const file of ['index.html', 'main.ts']) fs.copyFileSync(path.join(root, 'downstream', 'vite', file), path.join(dir, file));
+  for (const file of ['index.html', 'main.ts'])
+    fs.copyFileSync(path.join(root, 'downstream', 'vite', file), path.join(dir, file));
   fs.writeFileSync(
     path.join(dir, 'vite.config.js'),
     "export default { build: { target: 'es2022' }, optimizeDeps: { exclude: ['@tensorflow/tfjs-backend-wasm'] } };\n",
   );
   run(path.join(dir, 'node_modules', '.bin', 'vite'), ['build'], { cwd: dir, show: false });
   const assets = path.join(dir, 'dist', 'assets');
-  const bundle = fs.readdirSync(assets).filter((f) => f.endsWith('.js')).map((f) => fs.readFileSync(path.join(assets, f), 'utf8')).join('\n');
+  const bundle = fs
+    .readdirSync(assets)
+    .filter((f) => f.endsWith('.js'))
+    .map((f) => fs.readFileSync(path.join(assets, f), 'utf8'))
+    .join('\n');
   // Imports only: @peft/core's error messages name tfjs-node in prose.
   const nodeImport = /(?:from\s*|import\(\s*|require\(\s*)["'](@tensorflow\/tfjs-node|node:[a-z_]+)["']/.exec(bundle);
   if (nodeImport) throw new Error(`the browser bundle imports ${nodeImport[1]}`);
@@ -201,7 +232,9 @@ function main() {
     const packs = path.join(work, 'packs');
     fs.mkdirSync(packs);
     const tarballs = pack(packs);
-    log(`packed ${Object.keys(tarballs).length} packages (npm ${execFileSync('npm', ['--version'], { encoding: 'utf8' }).trim()})`);
+    log(
+      `packed ${Object.keys(tarballs).length} packages (npm ${execFileSync('npm', ['--version'], { encoding: 'utf8' }).trim()})`,
+    );
     lint(tarballs);
     nodeProject(work, tarballs);
     viteProject(work, tarballs);

@@ -40,7 +40,11 @@ function brownGpt(): Plugin {
     configurePreviewServer: (server) => void server.middlewares.use(serveModel()),
     async generateBundle() {
       for (const name of MODEL_FILES) {
-        this.emitFile({ type: 'asset', fileName: `models/brown-gpt/${name}`, source: await fs.readFile(path.join(BROWN_GPT, name)) });
+        this.emitFile({
+          type: 'asset',
+          fileName: `models/brown-gpt/${name}`,
+          source: await fs.readFile(path.join(BROWN_GPT, name)),
+        });
       }
     },
   };

@@ -11,5 +11,12 @@ const store = urlStore(new URL('models/brown-gpt/', location.href).toString());
 const tokenizer = await loadTokenizer(store);
 const model = getPeftModel(await loadPretrained(store), new LoraConfig({ r: 8, loraAlpha: 16 }));
 const data = ['The jury said the election was conducted well.'].map((text) => causalLmExample(tokenizer, text));
-const result = await train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 1, maxSteps: 2, learningRate: 1e-3 });
+const result = await train(model, {
+  data,
+  task: 'causal-lm',
+  padTokenId: 0,
+  batchSize: 1,
+  maxSteps: 2,
+  learningRate: 1e-3,
+});
 status.textContent = `${backend.name}: ${result.steps} steps`;

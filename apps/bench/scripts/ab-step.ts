@@ -29,7 +29,9 @@ const chosenVariant = VARIANTS[variant];
 const model = PERF_MODELS.find((m) => m.name === modelName);
 const method = PERF_METHODS.find((m) => m.name === methodName);
 if (!chosenVariant || !model || !method) {
-  throw new Error(`usage: ab-step <${Object.keys(VARIANTS).join('|')}> [${PERF_MODELS.map((m) => m.name).join('|')}] [${PERF_METHODS.map((m) => m.name).join('|')}] [pairs]`);
+  throw new Error(
+    `usage: ab-step <${Object.keys(VARIANTS).join('|')}> [${PERF_MODELS.map((m) => m.name).join('|')}] [${PERF_METHODS.map((m) => m.name).join('|')}] [pairs]`,
+  );
 }
 const pairs = Number(pairsArg);
 const vocab = model.config.vocab_size as number;
@@ -47,12 +49,20 @@ const sideOf = (step: number): 'a' | 'b' => {
 };
 chosenVariant[sideOf(warmup + 1)]();
 await train(trainable, {
-  task: 'causal-lm', padTokenId: 0, batchSize: 4, learningRate: 1e-4, schedule: 'constant', bucketByLength: false, data,
+  task: 'causal-lm',
+  padTokenId: 0,
+  batchSize: 4,
+  learningRate: 1e-4,
+  schedule: 'constant',
+  bucketByLength: false,
+  data,
   onStep: (info) => {
     if (info.step > warmup) seconds[sideOf(info.step)].push(info.seconds);
     if (info.step < steps) chosenVariant[sideOf(info.step + 1)]();
   },
 });
 const ratios = seconds.a.map((a, i) => seconds.b[i]! / a);
-console.log(`${variant} on ${model.name} ${method.name}, ${pairs} pairs: A ${(median(seconds.a) * 1000).toFixed(0)} ms, B ${(median(seconds.b) * 1000).toFixed(0)} ms; ` +
-  `B/A per pair: median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(3)).join(' ')})`);
+console.log(
+  `${variant} on ${model.name} ${method.name}, ${pairs} pairs: A ${(median(seconds.a) * 1000).toFixed(0)} ms, B ${(median(seconds.b) * 1000).toFixed(0)} ms; ` +
+    `B/A per pair: median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(3)).join(' ')})`,
+);

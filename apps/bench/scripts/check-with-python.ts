@@ -15,7 +15,10 @@ const SENTENCES = [
 ];
 
 async function main(): Promise<void> {
-  const [directory, out] = process.argv.length > 3 ? [process.argv[2]!, process.argv[3]!] : [path.join(import.meta.dirname, '..', 'models', 'brown-gpt'), process.argv[2]];
+  const [directory, out] =
+    process.argv.length > 3
+      ? [process.argv[2]!, process.argv[3]!]
+      : [path.join(import.meta.dirname, '..', 'models', 'brown-gpt'), process.argv[2]];
   if (!out) throw new Error('usage: check-with-python [MODEL_DIR] OUT.json');
   await selectBackend({ backend: 'cpu', warnIfSlow: false });
   const tokenizer = await loadTokenizer(directory);

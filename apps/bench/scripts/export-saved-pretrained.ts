@@ -64,7 +64,15 @@ async function main(): Promise<void> {
       const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 11));
       return { inputIds: ids, labels: ids };
     });
-    await train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 4, epochs: 3, learningRate: 2e-2, seed: 5 });
+    await train(model, {
+      data,
+      task: 'causal-lm',
+      padTokenId: 0,
+      batchSize: 4,
+      epochs: 3,
+      learningRate: 2e-2,
+      seed: 5,
+    });
     await model.saveAdapter(path.join(directory, 'adapter'));
     const merged = model.mergeAndUnload();
     const saved = await savePretrained(model, path.join(directory, 'model'), save);
@@ -72,7 +80,10 @@ async function main(): Promise<void> {
     const reloaded = save.dtype ? await loadPretrained(path.join(directory, 'model')) : merged;
     const logits = logitsOf(reloaded);
     writeFileSync(path.join(directory, 'expected.safetensors'), serializeSafetensors({ logits }));
-    writeFileSync(path.join(directory, 'inputs.json'), JSON.stringify({ input_ids: IDS, base: path.join(FIXTURES, base), dtype: save.dtype ?? 'F32' }));
+    writeFileSync(
+      path.join(directory, 'inputs.json'),
+      JSON.stringify({ input_ids: IDS, base: path.join(FIXTURES, base), dtype: save.dtype ?? 'F32' }),
+    );
     console.log(`${name}: wrote ${saved.files.join(', ')} (${saved.totalSize} bytes of tensors)`);
     if (reloaded !== merged) reloaded.dispose();
     host.dispose();

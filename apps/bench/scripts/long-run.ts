@@ -16,7 +16,8 @@ import { PERF_METHODS, PERF_MODELS } from '../src/perf/workloads.js';
 
 const [stepsArg = '1000', methodName = 'lora', backendName = 'tensorflow'] = process.argv.slice(2);
 const steps = Number(stepsArg);
-if (!Number.isInteger(steps) || steps < 200) throw new Error(`steps: expected an integer of at least 200, got "${stepsArg}"`);
+if (!Number.isInteger(steps) || steps < 200)
+  throw new Error(`steps: expected an integer of at least 200, got "${stepsArg}"`);
 const method = PERF_METHODS.find((m) => m.name === methodName);
 if (!method) throw new Error(`method: one of ${PERF_METHODS.map((m) => m.name).join(', ')}`);
 const backend = await selectBackend({ backend: parseBackendRequest(backendName, 'backend'), warnIfSlow: false });
@@ -51,17 +52,21 @@ await train(model, {
     const usage = process.memoryUsage();
     const sample = { step, rss: usage.rss, tensors: memory.numTensors, bytes: memory.numBytes };
     samples.push(sample);
-    console.log(`  step ${String(step).padStart(5)}  loss ${loss.toFixed(3)}  RSS ${megabytes(sample.rss)}  JS heap ${megabytes(usage.heapUsed)}  ` +
-      `external ${megabytes(usage.external)}  tensors ${sample.tensors} (${megabytes(sample.bytes)})  ` +
-      `${((performance.now() - started) / 1000).toFixed(0)} s`);
+    console.log(
+      `  step ${String(step).padStart(5)}  loss ${loss.toFixed(3)}  RSS ${megabytes(sample.rss)}  JS heap ${megabytes(usage.heapUsed)}  ` +
+        `external ${megabytes(usage.external)}  tensors ${sample.tensors} (${megabytes(sample.bytes)})  ` +
+        `${((performance.now() - started) / 1000).toFixed(0)} s`,
+    );
   },
 });
 const first = samples[0]!;
 const last = samples.at(-1)!;
 const growth = (100 * (last.rss - first.rss)) / first.rss;
 const maximum = Math.max(...samples.map((s) => s.rss));
-console.log(`RSS step ${first.step} -> ${last.step}: ${megabytes(first.rss)} -> ${megabytes(last.rss)} (${growth >= 0 ? '+' : ''}${growth.toFixed(1)}%, ` +
-  `highest ${megabytes(maximum)}); tensors ${first.tensors} -> ${last.tensors}`);
+console.log(
+  `RSS step ${first.step} -> ${last.step}: ${megabytes(first.rss)} -> ${megabytes(last.rss)} (${growth >= 0 ? '+' : ''}${growth.toFixed(1)}%, ` +
+    `highest ${megabytes(maximum)}); tensors ${first.tensors} -> ${last.tensors}`,
+);
 if (growth > 5 || last.tensors !== first.tensors) {
   console.log('NOT FLAT');
   process.exit(1);

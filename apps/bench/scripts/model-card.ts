@@ -12,8 +12,14 @@ const { values } = parseArgs({
     out: { type: 'string', default: path.join(import.meta.dirname, '..', 'models', 'brown-gpt') },
   },
 });
-const lines = readFileSync(path.join(values.work!, 'curve.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
-const result = JSON.parse(readFileSync(path.join(values.work!, 'result.json'), 'utf8')) as Record<string, number | string>;
+const lines = readFileSync(path.join(values.work!, 'curve.jsonl'), 'utf8')
+  .trim()
+  .split('\n')
+  .map((l) => JSON.parse(l) as Record<string, number>);
+const result = JSON.parse(readFileSync(path.join(values.work!, 'result.json'), 'utf8')) as Record<
+  string,
+  number | string
+>;
 const steps = lines.filter((l) => l.loss !== undefined);
 const evals = lines.filter((l) => l.heldOutLoss !== undefined);
 const window = Math.max(1, Math.floor(steps.length / 20));

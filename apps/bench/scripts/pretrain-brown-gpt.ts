@@ -66,10 +66,20 @@ function initialCheckpoint(seed: number): Checkpoint {
   for (let i = 0; i < layers; i++) {
     const p = `transformer.h.${i}`;
     for (const [name, shape] of [
-      ['ln_1.weight', [d]], ['ln_1.bias', [d]], ['attn.c_attn.weight', [d, 3 * d]], ['attn.c_attn.bias', [3 * d]],
-      ['attn.c_proj.weight', [d, d]], ['attn.c_proj.bias', [d]], ['ln_2.weight', [d]], ['ln_2.bias', [d]],
-      ['mlp.c_fc.weight', [d, 4 * d]], ['mlp.c_fc.bias', [4 * d]], ['mlp.c_proj.weight', [4 * d, d]], ['mlp.c_proj.bias', [d]],
-    ] as const) shapes.set(`${p}.${name}`, [...shape]);
+      ['ln_1.weight', [d]],
+      ['ln_1.bias', [d]],
+      ['attn.c_attn.weight', [d, 3 * d]],
+      ['attn.c_attn.bias', [3 * d]],
+      ['attn.c_proj.weight', [d, d]],
+      ['attn.c_proj.bias', [d]],
+      ['ln_2.weight', [d]],
+      ['ln_2.bias', [d]],
+      ['mlp.c_fc.weight', [d, 4 * d]],
+      ['mlp.c_fc.bias', [4 * d]],
+      ['mlp.c_proj.weight', [4 * d, d]],
+      ['mlp.c_proj.bias', [d]],
+    ] as const)
+      shapes.set(`${p}.${name}`, [...shape]);
   }
   const names = [...shapes.keys()];
   return {
@@ -134,16 +144,29 @@ async function main(): Promise<void> {
   const pretrainTexts = split.pretrain.flatMap((f) => f.sentences.map((s) => detokenize(s.map((w) => w.word))));
   const started = performance.now();
   const { vocab, merges } = trainByteLevelBpe(pretrainTexts, { vocabSize: SHAPE.vocab, specialTokens: [EOS] });
-  console.log(`tokenizer: ${vocab.size} tokens (${merges.length} merges) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  console.log(
+    `tokenizer: ${vocab.size} tokens (${merges.length} merges) in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+  );
   const out = nodeDirectory(values.out!);
   await out.write('tokenizer.json', new TextEncoder().encode(JSON.stringify(tokenizerJson(vocab, merges, [EOS]))));
-  const tokenizerConfig = { bos_token: EOS, eos_token: EOS, pad_token: EOS, unk_token: EOS, model_max_length: SHAPE.positions, tokenizer_class: 'GPT2Tokenizer', clean_up_tokenization_spaces: false, add_prefix_space: false };
+  const tokenizerConfig = {
+    bos_token: EOS,
+    eos_token: EOS,
+    pad_token: EOS,
+    unk_token: EOS,
+    model_max_length: SHAPE.positions,
+    tokenizer_class: 'GPT2Tokenizer',
+    clean_up_tokenization_spaces: false,
+    add_prefix_space: false,
+  };
   await out.write('tokenizer_config.json', new TextEncoder().encode(`${JSON.stringify(tokenizerConfig, null, 2)}\n`));
   const tokenizer = await loadTokenizer(values.out!);
   const train_ = blocks(tokenizer, split.pretrain, SHAPE.positions);
   const heldOut = blocks(tokenizer, split.heldOut, SHAPE.positions);
-  console.log(`data: ${train_.length} training blocks (${(train_.length * SHAPE.positions).toLocaleString('en-US')} tokens, ${split.pretrain.length} files), ` +
-    `${heldOut.length} held-out blocks (${split.heldOut.length} files)`);
+  console.log(
+    `data: ${train_.length} training blocks (${(train_.length * SHAPE.positions).toLocaleString('en-US')} tokens, ${split.pretrain.length} files), ` +
+      `${heldOut.length} held-out blocks (${split.heldOut.length} files)`,
+  );
 
   const config = brownGptConfig(tokenizer.eosTokenId!);
   const host = new Gpt2Model(parseGpt2Config(new ConfigReader(config, 'brown-gpt config')), initialCheckpoint(seed));
@@ -166,9 +189,26 @@ async function main(): Promise<void> {
     bucketByLength: false,
     checkpoint: { store: nodeDirectory(values.work!), every: 100 },
     resume: true,
-    onStep: ({ step, totalSteps, loss, learningRate, tokens, seconds }: { step: number; totalSteps: number | null; loss: number; learningRate: number; tokens: number; seconds: number }) => {
+    onStep: ({
+      step,
+      totalSteps,
+      loss,
+      learningRate,
+      tokens,
+      seconds,
+    }: {
+      step: number;
+      totalSteps: number | null;
+      loss: number;
+      learningRate: number;
+      tokens: number;
+      seconds: number;
+    }) => {
       appendFileSync(curveFile, `${JSON.stringify({ step, loss, learningRate })}\n`);
-      if (step % 20 === 0) console.log(`step ${step}/${totalSteps} loss ${loss.toFixed(4)} lr ${learningRate.toExponential(2)} ${(tokens / seconds).toFixed(0)} tok/s`);
+      if (step % 20 === 0)
+        console.log(
+          `step ${step}/${totalSteps} loss ${loss.toFixed(4)} lr ${learningRate.toExponential(2)} ${(tokens / seconds).toFixed(0)} tok/s`,
+        );
     },
     onEval: ({ step, loss, perplexity }: { step: number; loss: number; perplexity?: number }) => {
       appendFileSync(curveFile, `${JSON.stringify({ step, heldOutLoss: loss, heldOutPerplexity: perplexity })}\n`);
@@ -187,7 +227,22 @@ async function main(): Promise<void> {
   }
   await out.write('model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
   await out.write('config.json', new TextEncoder().encode(`${JSON.stringify(config, null, 2)}\n`));
-  writeFileSync(path.join(values.work!, 'result.json'), JSON.stringify({ ...result, losses: undefined, heldOutPerplexity: final.perplexity, heldOutLoss: final.loss, heldOutBlocks: heldOut.length, trainBlocks: train_.length, backend: backend.name }, null, 2));
+  writeFileSync(
+    path.join(values.work!, 'result.json'),
+    JSON.stringify(
+      {
+        ...result,
+        losses: undefined,
+        heldOutPerplexity: final.perplexity,
+        heldOutLoss: final.loss,
+        heldOutBlocks: heldOut.length,
+        trainBlocks: train_.length,
+        backend: backend.name,
+      },
+      null,
+      2,
+    ),
+  );
   console.log(`saved to ${values.out}`);
 }
 

@@ -16,13 +16,23 @@ await selectBackend({ backend: parseBackendRequest(backendName, 'backend'), warn
 const model = PERF_MODELS.find((m) => m.name === modelName);
 const decode = methodName === 'decode';
 const method = decode ? PERF_METHODS[0] : PERF_METHODS.find((m) => m.name === methodName);
-if (!model || !method) throw new Error(`usage: profile-step [${PERF_MODELS.map((m) => m.name).join('|')}] [${PERF_METHODS.map((m) => m.name).join('|')}] [steps]`);
+if (!model || !method)
+  throw new Error(
+    `usage: profile-step [${PERF_MODELS.map((m) => m.name).join('|')}] [${PERF_METHODS.map((m) => m.name).join('|')}] [steps]`,
+  );
 const steps = Number(stepsArg);
 const vocab = model.config.vocab_size as number;
 const host = randomModel(model.config);
 const trainable = decode ? { host, trainableVariables: () => new Map() } : method.make(host, model);
 const data = stepExamples(4 * (steps + 1), vocab);
-const options = { task: 'causal-lm' as const, padTokenId: 0, batchSize: 4, learningRate: 1e-4, schedule: 'constant' as const, bucketByLength: false };
+const options = {
+  task: 'causal-lm' as const,
+  padTokenId: 0,
+  batchSize: 4,
+  learningRate: 1e-4,
+  schedule: 'constant' as const,
+  bucketByLength: false,
+};
 const prompt = [data[0]!.inputIds];
 // warm-up, not profiled
 if (decode) generate(host, { inputIds: prompt, maxNewTokens: 2 });
@@ -38,17 +48,32 @@ const profile = await tf.profile(async () => {
 const wall = performance.now() - started;
 const usage = process.resourceUsage();
 
-interface Entry { name: string; shapes: string; ms: number; calls: number; bytes: number }
+interface Entry {
+  name: string;
+  shapes: string;
+  ms: number;
+  calls: number;
+  bytes: number;
+}
 const byKernel = new Map<string, Entry>();
 const byName = new Map<string, Entry>();
 let total = 0;
 for (const kernel of profile.kernels) {
-  const ms = await kernel.kernelTimeMs as number;
+  const ms = (await kernel.kernelTimeMs) as number;
   total += ms;
   const shapes = kernel.inputShapes.map((s) => `[${s}]`).join(' ');
   const key = `${kernel.name} ${shapes}`;
-  for (const [map, k] of [[byKernel, key], [byName, kernel.name]] as const) {
-    const entry = map.get(k) ?? { name: kernel.name, shapes: map === byKernel ? shapes : '', ms: 0, calls: 0, bytes: 0 };
+  for (const [map, k] of [
+    [byKernel, key],
+    [byName, kernel.name],
+  ] as const) {
+    const entry = map.get(k) ?? {
+      name: kernel.name,
+      shapes: map === byKernel ? shapes : '',
+      ms: 0,
+      calls: 0,
+      bytes: 0,
+    };
     entry.ms += ms;
     entry.calls += 1;
     entry.bytes += Math.max(0, kernel.bytesAdded);
@@ -56,15 +81,19 @@ for (const kernel of profile.kernels) {
   }
 }
 const perStep = (x: number): number => x / steps;
-console.log(`${model.name} ${decode ? 'decode (per token, prefill included)' : method.name} on ${tf.getBackend()}: ${steps} steps, wall ${perStep(wall).toFixed(0)} ms/step, ` +
-  `kernels ${perStep(total).toFixed(0)} ms/step (${profile.kernels.length / steps} kernel calls/step), ` +
-  `user ${((usage.userCPUTime - usageBefore.userCPUTime) / 1000 / steps).toFixed(0)} ms, system ${((usage.systemCPUTime - usageBefore.systemCPUTime) / 1000 / steps).toFixed(0)} ms, ` +
-  `minor page faults ${((usage.minorPageFault - usageBefore.minorPageFault) / steps).toFixed(0)} per step; ` +
-  `tfjs peak tensor bytes ${(profile.peakBytes / 2 ** 20).toFixed(0)} MB (views such as reshapes count again), process RSS now ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`);
+console.log(
+  `${model.name} ${decode ? 'decode (per token, prefill included)' : method.name} on ${tf.getBackend()}: ${steps} steps, wall ${perStep(wall).toFixed(0)} ms/step, ` +
+    `kernels ${perStep(total).toFixed(0)} ms/step (${profile.kernels.length / steps} kernel calls/step), ` +
+    `user ${((usage.userCPUTime - usageBefore.userCPUTime) / 1000 / steps).toFixed(0)} ms, system ${((usage.systemCPUTime - usageBefore.systemCPUTime) / 1000 / steps).toFixed(0)} ms, ` +
+    `minor page faults ${((usage.minorPageFault - usageBefore.minorPageFault) / steps).toFixed(0)} per step; ` +
+    `tfjs peak tensor bytes ${(profile.peakBytes / 2 ** 20).toFixed(0)} MB (views such as reshapes count again), process RSS now ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
+);
 const print = (title: string, entries: Entry[], count: number): void => {
   console.log(`\n${title}`);
   for (const e of entries.sort((a, b) => b.ms - a.ms).slice(0, count)) {
-    console.log(`  ${perStep(e.ms).toFixed(1).padStart(8)} ms ${((100 * e.ms) / total).toFixed(1).padStart(5)}%  x${String(perStep(e.calls)).padEnd(5)} ${e.name} ${e.shapes}`);
+    console.log(
+      `  ${perStep(e.ms).toFixed(1).padStart(8)} ms ${((100 * e.ms) / total).toFixed(1).padStart(5)}%  x${String(perStep(e.calls)).padEnd(5)} ${e.name} ${e.shapes}`,
+    );
   }
 };
 print('per kernel:', [...byName.values()], 25);

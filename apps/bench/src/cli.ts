@@ -35,9 +35,17 @@ const usage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memo
   --quick                          a few steps, one seed, small data (smoke test)
   --out DIR                        default bench-results/<task>`;
 
-async function taskFor(name: string, data: string | undefined, tokenizerDirectory: string, limit: number): Promise<TaskSplits> {
+async function taskFor(
+  name: string,
+  data: string | undefined,
+  tokenizerDirectory: string,
+  limit: number,
+): Promise<TaskSplits> {
   const tokenizer = await loadTokenizer(tokenizerDirectory);
-  const config = JSON.parse(readFileSync(path.join(tokenizerDirectory, 'config.json'), 'utf8')) as { n_positions?: number; max_position_embeddings?: number };
+  const config = JSON.parse(readFileSync(path.join(tokenizerDirectory, 'config.json'), 'utf8')) as {
+    n_positions?: number;
+    max_position_embeddings?: number;
+  };
   const positions = Math.min(config.n_positions ?? config.max_position_embeddings ?? 512, 512);
   // every method sees the same examples: room is left for the prompt methods' virtual tokens
   const options = { tokenizer, maxLength: positions - VIRTUAL_TOKENS, limit };
@@ -73,7 +81,9 @@ function progressPrinter(): (event: ProgressEvent) => void {
       else if (event.step % 25 === 0 || event.step === event.steps) process.stdout.write(`${line}\n`);
     } else {
       const r = event.result;
-      process.stdout.write(`${tty ? '\n' : ''}  ${r.status}${r.error ? ` (${r.error})` : ''}: metric ${r.metric === null ? '-' : r.metric.toFixed(4)}\n`);
+      process.stdout.write(
+        `${tty ? '\n' : ''}  ${r.status}${r.error ? ` (${r.error})` : ''}: metric ${r.metric === null ? '-' : r.metric.toFixed(4)}\n`,
+      );
     }
   };
 }
@@ -108,7 +118,8 @@ async function main(): Promise<number> {
   console.log(`backend: ${backend.name} (${backend.detail})`);
   const quick = values.quick!;
   const tasks = values.suite === 'full' ? ['spam', 'pos', 'genre', 'email-lm'] : [values.task!];
-  if (values.suite !== undefined && values.suite !== 'full') throw new Error(`--suite: expected "full", got "${values.suite}"`);
+  if (values.suite !== undefined && values.suite !== 'full')
+    throw new Error(`--suite: expected "full", got "${values.suite}"`);
   const controller = new AbortController();
   const interrupt = (): void => {
     console.log('\ninterrupted: finishing the current step and writing the partial report');
@@ -117,15 +128,28 @@ async function main(): Promise<number> {
   process.once('SIGINT', interrupt);
   let status = 0;
   for (const name of tasks) {
-    const task = await taskFor(name, values.data, values.model!, quick ? 120 : positiveIntegerFlag('limit', values.limit!));
-    const out = path.resolve(values.out ?? path.join('bench-results', task.name), tasks.length > 1 && values.out ? task.name : '');
-    console.log(`task ${task.name} (${task.task}): train ${task.train.length}, validation ${task.validation.length}, test ${task.test.length}; output ${out}`);
+    const task = await taskFor(
+      name,
+      values.data,
+      values.model!,
+      quick ? 120 : positiveIntegerFlag('limit', values.limit!),
+    );
+    const out = path.resolve(
+      values.out ?? path.join('bench-results', task.name),
+      tasks.length > 1 && values.out ? task.name : '',
+    );
+    console.log(
+      `task ${task.name} (${task.task}): train ${task.train.length}, validation ${task.validation.length}, test ${task.test.length}; output ${out}`,
+    );
     const started = performance.now();
     const results = await runBench(
       {
         modelDirectory: values.model!,
         task,
-        methods: values.methods!.split(',').map((m) => m.trim()).filter(Boolean),
+        methods: values
+          .methods!.split(',')
+          .map((m) => m.trim())
+          .filter(Boolean),
         seeds: quick ? 1 : positiveIntegerFlag('seeds', values.seeds!),
         steps: quick ? 3 : (budget.steps ?? 0),
         ...(!quick && budget.seconds ? { seconds: budget.seconds } : {}),
@@ -139,7 +163,9 @@ async function main(): Promise<number> {
       },
       (partial) => writeReports(out, partial),
     );
-    console.log(`\n${consoleTable(results)}\n\n${((performance.now() - started) / 60000).toFixed(1)} minutes; reports in ${out}`);
+    console.log(
+      `\n${consoleTable(results)}\n\n${((performance.now() - started) / 60000).toFixed(1)} minutes; reports in ${out}`,
+    );
     if (results.runs.some((r) => r.status === 'failed')) status = 1;
     if (controller.signal.aborted) return 130;
   }
@@ -150,7 +176,9 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
-    console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n${process.argv[2] === 'perf' ? perfUsage : usage}`);
+    console.error(
+      `bench: ${error instanceof Error ? error.message : String(error)}\n${process.argv[2] === 'perf' ? perfUsage : usage}`,
+    );
     process.exit(2);
   },
 );

@@ -2,7 +2,15 @@
 // the README: the papers' and peft's examples, scaled to brown-gpt). Each makes a trainable model
 // on a fresh host.
 import { HoulsbyConfig, PfeifferConfig } from '@peft/adapter';
-import { fullFineTuning, getPeftModel, headOnly, type PeftHost, type PeftModel, type TaskName, type TrainableModel } from '@peft/core';
+import {
+  fullFineTuning,
+  getPeftModel,
+  headOnly,
+  type PeftHost,
+  type PeftModel,
+  type TaskName,
+  type TrainableModel,
+} from '@peft/core';
 import { LoraConfig } from '@peft/lora';
 import { PrefixTuningConfig } from '@peft/prefix';
 import { PromptTuningConfig } from '@peft/prompt';
@@ -33,49 +41,91 @@ export const METHODS: readonly MethodSpec[] = [
     name: 'lora',
     label: 'LoRA r=8 (c_attn)',
     learningRate: 2e-3,
-    make: (host, task, seed) => getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['c_attn'], taskType: TASK_TYPES[task], initSeed: seed })),
+    make: (host, task, seed) =>
+      getPeftModel(
+        host,
+        new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['c_attn'], taskType: TASK_TYPES[task], initSeed: seed }),
+      ),
   },
   {
     name: 'houlsby',
     label: 'Houlsby adapters (factor 16)',
     learningRate: 1e-3,
-    make: (host, task, seed) => getPeftModel(host, HoulsbyConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed, modulesToSave: head(task) })),
+    make: (host, task, seed) =>
+      getPeftModel(
+        host,
+        HoulsbyConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed, modulesToSave: head(task) }),
+      ),
   },
   {
     name: 'pfeiffer',
     label: 'Pfeiffer adapters (factor 16)',
     learningRate: 1e-3,
-    make: (host, task, seed) => getPeftModel(host, PfeifferConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed, modulesToSave: head(task) })),
+    make: (host, task, seed) =>
+      getPeftModel(
+        host,
+        PfeifferConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed, modulesToSave: head(task) }),
+      ),
   },
   {
     name: 'prefix',
     label: `prefix tuning (${VIRTUAL_TOKENS}, MLP)`,
     learningRate: 3e-3,
     make: (host, task, seed) =>
-      getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, prefixProjection: true, taskType: TASK_TYPES[task], initSeed: seed })),
+      getPeftModel(
+        host,
+        new PrefixTuningConfig({
+          numVirtualTokens: VIRTUAL_TOKENS,
+          prefixProjection: true,
+          taskType: TASK_TYPES[task],
+          initSeed: seed,
+        }),
+      ),
   },
   {
     name: 'prompt',
     label: `prompt tuning (${VIRTUAL_TOKENS})`,
     learningRate: 3e-2,
     make: (host, task, seed) =>
-      getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, promptTuningInit: 'SAMPLE_VOCAB', taskType: TASK_TYPES[task], initSeed: seed })),
+      getPeftModel(
+        host,
+        new PromptTuningConfig({
+          numVirtualTokens: VIRTUAL_TOKENS,
+          promptTuningInit: 'SAMPLE_VOCAB',
+          taskType: TASK_TYPES[task],
+          initSeed: seed,
+        }),
+      ),
   },
   {
     name: 'ptuning-v1',
     label: `P-tuning v1 (${VIRTUAL_TOKENS}, MLP)`,
     learningRate: 1e-2,
-    make: (host, task, seed) => getPeftModel(host, new PTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, taskType: TASK_TYPES[task], initSeed: seed })),
+    make: (host, task, seed) =>
+      getPeftModel(
+        host,
+        new PTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, taskType: TASK_TYPES[task], initSeed: seed }),
+      ),
   },
   {
     name: 'ptuning-v2',
     label: `P-tuning v2 (${VIRTUAL_TOKENS})`,
     learningRate: 1e-2,
-    make: (host, task, seed) => getPeftModel(host, new PTuningV2Config({ numVirtualTokens: VIRTUAL_TOKENS, task, prefixDropout: 0.1, initSeed: seed })),
+    make: (host, task, seed) =>
+      getPeftModel(
+        host,
+        new PTuningV2Config({ numVirtualTokens: VIRTUAL_TOKENS, task, prefixDropout: 0.1, initSeed: seed }),
+      ),
   },
   { name: 'full', label: 'full fine-tuning', learningRate: 3e-4, make: (host) => fullFineTuning(host) },
   { name: 'head-only', label: 'head only', learningRate: 1e-2, make: (host) => headOnly(host) },
-  { name: 'frozen', label: 'frozen (zero-shot)', learningRate: 0, frozen: true, make: (host) => ({ host, trainableVariables: () => new Map() }) },
+  {
+    name: 'frozen',
+    label: 'frozen (zero-shot)',
+    learningRate: 0,
+    frozen: true,
+    make: (host) => ({ host, trainableVariables: () => new Map() }),
+  },
 ];
 
 /** Bottleneck configs carry no task type (AdapterHub's format): the head trains as modules_to_save. */

@@ -13,10 +13,15 @@ export async function writeReports(out: string, results: BenchResults): Promise<
   writeFileSync(path.join(out, 'report.html'), htmlReport(results));
 }
 
-const pairs = (record: Record<string, number> | undefined): string => Object.entries(record ?? {}).map(([k, v]) => `${k} ${count(v)}`).join(', ');
-const fmt = (value: number | null | undefined, digits = 3): string => (value === null || value === undefined ? '-' : value.toFixed(digits));
+const pairs = (record: Record<string, number> | undefined): string =>
+  Object.entries(record ?? {})
+    .map(([k, v]) => `${k} ${count(v)}`)
+    .join(', ');
+const fmt = (value: number | null | undefined, digits = 3): string =>
+  value === null || value === undefined ? '-' : value.toFixed(digits);
 const count = (value: number): string => value.toLocaleString('en-US');
-const bytes = (value: number | null): string => (value === null ? '-' : value > 1e6 ? `${(value / 1e6).toFixed(1)} MB` : `${(value / 1e3).toFixed(1)} kB`);
+const bytes = (value: number | null): string =>
+  value === null ? '-' : value > 1e6 ? `${(value / 1e6).toFixed(1)} MB` : `${(value / 1e3).toFixed(1)} kB`;
 
 function metricCell(results: BenchResults, row: MethodSummary): string {
   if (row.metricMean === null) return row.failed ? 'failed' : '-';
@@ -24,7 +29,22 @@ function metricCell(results: BenchResults, row: MethodSummary): string {
   return `${row.metricMean.toFixed(digits)} ± ${fmt(row.metricStd, digits)}`;
 }
 
-const COLUMNS = ['method', 'metric', 'F1', 'trainable', 'share', 'steps', 'train s', 'tok/s', 'peak RSS', 'peak tf', 'latency ms', 'overhead', 'virtual tokens', 'adapter'] as const;
+const COLUMNS = [
+  'method',
+  'metric',
+  'F1',
+  'trainable',
+  'share',
+  'steps',
+  'train s',
+  'tok/s',
+  'peak RSS',
+  'peak tf',
+  'latency ms',
+  'overhead',
+  'virtual tokens',
+  'adapter',
+] as const;
 
 function rows(results: BenchResults): string[][] {
   return results.summary.map((row) => [
@@ -39,7 +59,9 @@ function rows(results: BenchResults): string[][] {
     `${row.peakRssMb.toFixed(0)} MB`,
     `${row.peakTensorMb.toFixed(0)} MB`,
     fmt(row.latencyMs, 1),
-    row.latencyOverheadPct === null ? '-' : `${row.latencyOverheadPct >= 0 ? '+' : ''}${row.latencyOverheadPct.toFixed(1)}%${row.mergedLatencyOverheadPct !== undefined && row.mergedLatencyOverheadPct !== null ? ` (merged ${row.mergedLatencyOverheadPct >= 0 ? '+' : ''}${row.mergedLatencyOverheadPct.toFixed(1)}%)` : ''}`,
+    row.latencyOverheadPct === null
+      ? '-'
+      : `${row.latencyOverheadPct >= 0 ? '+' : ''}${row.latencyOverheadPct.toFixed(1)}%${row.mergedLatencyOverheadPct !== undefined && row.mergedLatencyOverheadPct !== null ? ` (merged ${row.mergedLatencyOverheadPct >= 0 ? '+' : ''}${row.mergedLatencyOverheadPct.toFixed(1)}%)` : ''}`,
     String(row.virtualTokens),
     bytes(row.adapterBytes),
   ]);
@@ -48,15 +70,23 @@ function rows(results: BenchResults): string[][] {
 export function consoleTable(results: BenchResults): string {
   const table = [[...COLUMNS], ...rows(results)];
   const widths = COLUMNS.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
-  const line = (r: string[]): string => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
-  const failures = results.runs.filter((r) => r.status === 'failed').map((r) => `  ${r.method} seed ${r.seed}: failed: ${r.error}`);
-  const baselines = results.baselines.map((b) => `  baseline ${b.name}: accuracy ${b.accuracy.toFixed(3)}${b.f1 !== undefined ? `, F1 ${b.f1.toFixed(3)}` : ''}`);
+  const line = (r: string[]): string =>
+    r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ');
+  const failures = results.runs
+    .filter((r) => r.status === 'failed')
+    .map((r) => `  ${r.method} seed ${r.seed}: failed: ${r.error}`);
+  const baselines = results.baselines.map(
+    (b) =>
+      `  baseline ${b.name}: accuracy ${b.accuracy.toFixed(3)}${b.f1 !== undefined ? `, F1 ${b.f1.toFixed(3)}` : ''}`,
+  );
   return [line(table[0]!), ...table.slice(1).map(line), ...baselines, ...failures].join('\n');
 }
 
 export function markdownReport(results: BenchResults): string {
   const header = `| ${COLUMNS.join(' | ')} |\n|${COLUMNS.map(() => '---').join('|')}|`;
-  const body = rows(results).map((r) => `| ${r.join(' | ')} |`).join('\n');
+  const body = rows(results)
+    .map((r) => `| ${r.join(' | ')} |`)
+    .join('\n');
   const task = results.task as { name?: string; sizes?: Record<string, number>; labels?: Record<string, number> };
   return `# @peft bench: ${task.name ?? 'task'}
 
@@ -69,12 +99,27 @@ ${body}
 
 Baselines: ${results.baselines.map((b) => `${b.name} ${b.accuracy.toFixed(3)}${b.f1 !== undefined ? ` (F1 ${b.f1.toFixed(3)})` : ''}`).join('; ') || 'none for this task'}.
 Latency: one test example (batch 1), median of interleaved timings; overhead against the same model with the adapter disabled (full, head-only, frozen: the base architecture, overhead = noise).
-${results.runs.filter((r) => r.status !== 'ok').map((r) => `- ${r.method} seed ${r.seed}: ${r.status}${r.error ? `: ${r.error}` : ''}`).join('\n')}
+${results.runs
+  .filter((r) => r.status !== 'ok')
+  .map((r) => `- ${r.method} seed ${r.seed}: ${r.status}${r.error ? `: ${r.error}` : ''}`)
+  .join('\n')}
 `;
 }
 
-const escape = (text: string): string => text.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-const COLORS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+const escape = (text: string): string =>
+  text.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+const COLORS = [
+  '#4e79a7',
+  '#f28e2b',
+  '#e15759',
+  '#76b7b2',
+  '#59a14f',
+  '#edc948',
+  '#b07aa1',
+  '#ff9da7',
+  '#9c755f',
+  '#bab0ac',
+];
 
 function scatter(results: BenchResults): string {
   const points = results.summary.filter((r) => r.metricMean !== null && r.trainableParameters > 0);
@@ -86,7 +131,10 @@ function scatter(results: BenchResults): string {
   const baselines = results.task.metric === 'perplexity' ? [] : results.baselines;
   const span = [...ys, ...baselines.map((b) => b.accuracy)];
   const [x0, x1] = [Math.min(...xs) - 0.3, Math.max(...xs) + 0.3];
-  const [y0, y1] = [Math.min(...span) - 0.05 * Math.abs(Math.min(...span)) - 0.01, Math.max(...span) + 0.05 * Math.abs(Math.max(...span)) + 0.01];
+  const [y0, y1] = [
+    Math.min(...span) - 0.05 * Math.abs(Math.min(...span)) - 0.01,
+    Math.max(...span) + 0.05 * Math.abs(Math.max(...span)) + 0.01,
+  ];
   const sx = (x: number): number => m + ((x - x0) / (x1 - x0)) * (w - 2 * m);
   const sy = (y: number): number => h - m - ((y - y0) / (y1 - y0)) * (h - 2 * m);
   const ticks = Array.from({ length: Math.floor(x1) - Math.ceil(x0) + 1 }, (_, i) => Math.ceil(x0) + i);
@@ -114,7 +162,11 @@ function smooth(losses: readonly number[]): number[] {
 
 function lossCurves(results: BenchResults): string {
   const curves = results.summary
-    .map((s, i) => ({ method: s.method, color: COLORS[i % COLORS.length]!, losses: smooth(results.runs.find((r) => r.method === s.method && r.seed === 0)?.losses ?? []) }))
+    .map((s, i) => ({
+      method: s.method,
+      color: COLORS[i % COLORS.length]!,
+      losses: smooth(results.runs.find((r) => r.method === s.method && r.seed === 0)?.losses ?? []),
+    }))
     .filter((c) => c.losses.length > 1);
   if (curves.length === 0) return '<p>No training curves.</p>';
   const [w, h, m] = [560, 300, 40];
@@ -132,9 +184,21 @@ ${curves.map((c, i) => `<rect x="${w - m - 120}" y="${m + i * 14 - 8}" width="10
 </svg>`;
 }
 
-function bars(results: BenchResults, value: (r: MethodSummary) => number | null, label: string, unit: string, digits = 1, extra?: (r: MethodSummary) => number | null | undefined): string {
+function bars(
+  results: BenchResults,
+  value: (r: MethodSummary) => number | null,
+  label: string,
+  unit: string,
+  digits = 1,
+  extra?: (r: MethodSummary) => number | null | undefined,
+): string {
   // colours follow the method, as in the other charts; the extra (merged) bar is its lighter shade
-  const items = results.summary.flatMap((r, k) => [{ name: r.method, value: value(r), color: k, opacity: 1 }, ...(extra ? [{ name: `${r.method} (merged)`, value: extra(r) ?? null, color: k, opacity: 0.5 }] : [])]).filter((r): r is { name: string; value: number; color: number; opacity: number } => r.value !== null);
+  const items = results.summary
+    .flatMap((r, k) => [
+      { name: r.method, value: value(r), color: k, opacity: 1 },
+      ...(extra ? [{ name: `${r.method} (merged)`, value: extra(r) ?? null, color: k, opacity: 0.5 }] : []),
+    ])
+    .filter((r): r is { name: string; value: number; color: number; opacity: number } => r.value !== null);
   if (items.length === 0) return '';
   const [w, rowHeight, left, right] = [560, 20, 110, 100];
   const extent = Math.max(...items.map((i) => Math.abs(i.value)), 1e-9);
@@ -142,17 +206,21 @@ function bars(results: BenchResults, value: (r: MethodSummary) => number | null,
   const scale = (w - left - right) / (zero === left ? extent : 2 * extent);
   return `<svg width="${w}" height="${items.length * rowHeight + 30}" role="img" aria-label="${escape(label)}">
 <text x="0" y="14" font-size="12">${escape(label)}</text>
-${items.map((item, i) => {
+${items
+  .map((item, i) => {
     const y = 24 + i * rowHeight;
     const length = Math.abs(item.value) * scale;
     const x = item.value >= 0 ? zero : zero - length;
     return `<text x="${left - 6}" y="${y + 12}" font-size="11" text-anchor="end">${escape(item.name)}</text><rect x="${x}" y="${y}" width="${Math.max(1, length)}" height="14" fill="${COLORS[item.color % COLORS.length]}" fill-opacity="${item.opacity}"/><text x="${Math.max(x + length, zero) + 4}" y="${y + 12}" font-size="11">${item.value.toFixed(digits)}${unit}</text>`;
-  }).join('\n')}
+  })
+  .join('\n')}
 </svg>`;
 }
 
 export function htmlReport(results: BenchResults): string {
-  const table = `<table><thead><tr>${COLUMNS.map((c) => `<th>${escape(c)}</th>`).join('')}</tr></thead><tbody>${rows(results)
+  const table = `<table><thead><tr>${COLUMNS.map((c) => `<th>${escape(c)}</th>`).join('')}</tr></thead><tbody>${rows(
+    results,
+  )
     .map((r) => `<tr>${r.map((cell) => `<td>${escape(cell)}</td>`).join('')}</tr>`)
     .join('')}</tbody></table>`;
   const markdown = escape(markdownReport(results).split('\n').slice(2, 5).join(' ').replace(/`/g, ''));
@@ -166,7 +234,14 @@ ${table}
 <div class="charts">
 <figure>${scatter(results)}<figcaption>Task metric against trainable parameters</figcaption></figure>
 <figure>${lossCurves(results)}<figcaption>Training loss</figcaption></figure>
-<figure>${bars(results, (r) => r.latencyOverheadPct, 'Inference latency overhead over the base model (batch 1)', '%', 1, (r) => r.mergedLatencyOverheadPct)}</figure>
+<figure>${bars(
+    results,
+    (r) => r.latencyOverheadPct,
+    'Inference latency overhead over the base model (batch 1)',
+    '%',
+    1,
+    (r) => r.mergedLatencyOverheadPct,
+  )}</figure>
 <figure>${bars(results, (r) => r.virtualTokens, 'Context consumed by virtual tokens', ' tokens', 0)}</figure>
 </div>
 <p>Baselines: ${results.baselines.map((b) => `${escape(b.name)} ${b.accuracy.toFixed(3)}`).join('; ') || 'none'}</p>

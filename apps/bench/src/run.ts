@@ -6,7 +6,16 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 
 import type { BackendSelection } from '@peft/backend';
-import { IGNORE_INDEX, collate, countParameters, evaluate, train, type Example, type TrainOptions, type TrainableModel } from '@peft/core';
+import {
+  IGNORE_INDEX,
+  collate,
+  countParameters,
+  evaluate,
+  train,
+  type Example,
+  type TrainOptions,
+  type TrainableModel,
+} from '@peft/core';
 import { loadPretrained, loadTokenizer, type TransformerHost } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -111,13 +120,19 @@ export interface BenchResults {
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 function loadOptions(task: TaskSplits, padTokenId: number): Parameters<typeof loadPretrained>[1] {
-  if (task.task === 'sequence-classification') return { architecture: 'GPT2ForSequenceClassification', numLabels: task.labels.length, padTokenId, newHeadSeed: 0 };
-  if (task.task === 'token-classification') return { architecture: 'GPT2ForTokenClassification', numLabels: task.labels.length, newHeadSeed: 0 };
+  if (task.task === 'sequence-classification')
+    return { architecture: 'GPT2ForSequenceClassification', numLabels: task.labels.length, padTokenId, newHeadSeed: 0 };
+  if (task.task === 'token-classification')
+    return { architecture: 'GPT2ForTokenClassification', numLabels: task.labels.length, newHeadSeed: 0 };
   return {};
 }
 
 /** Test-set metric: accuracy (and binary F1), token accuracy, or perplexity. */
-async function testMetric(model: TrainableModel, task: TaskSplits, options: TrainOptions): Promise<{ metric: number; f1?: number }> {
+async function testMetric(
+  model: TrainableModel,
+  task: TaskSplits,
+  options: TrainOptions,
+): Promise<{ metric: number; f1?: number }> {
   if (task.task === 'causal-lm') return { metric: (await evaluate(model, task.test, options)).perplexity! };
   const predictions: number[] = [];
   const labels: number[] = [];
@@ -162,7 +177,12 @@ function forwardOne(host: TransformerHost, example: Example): void {
  * examples of different lengths). Timed example by example, alternating which runs first, so that
  * drift (other processes, CPU clocks) affects both alike; 3 warm-up rounds are not counted.
  */
-function pairedLatency(host: TransformerHost, examples: readonly Example[], count: number, base: (fn: () => number) => number): { adapted: number; base: number; ratio: number } {
+function pairedLatency(
+  host: TransformerHost,
+  examples: readonly Example[],
+  count: number,
+  base: (fn: () => number) => number,
+): { adapted: number; base: number; ratio: number } {
   const adapted: number[] = [];
   const plain: number[] = [];
   const ratios: number[] = [];
@@ -225,7 +245,13 @@ async function secondsPerStep(method: MethodSpec, options: BenchOptions, padToke
   return median(gaps);
 }
 
-async function runOne(method: MethodSpec, seed: number, steps: number, options: BenchOptions, padTokenId: number): Promise<RunResult> {
+async function runOne(
+  method: MethodSpec,
+  seed: number,
+  steps: number,
+  options: BenchOptions,
+  padTokenId: number,
+): Promise<RunResult> {
   const { task } = options;
   const host = await loadPretrained(options.modelDirectory, loadOptions(task, padTokenId));
   const baseParameters = countParameters(host.parameters.values());
@@ -253,7 +279,11 @@ async function runOne(method: MethodSpec, seed: number, steps: number, options: 
   let model: TrainableModel | null = null;
   try {
     model = method.make(host, task.task, seed);
-    result.trainableParameters = method.frozen ? 0 : (isPeftModel(model) ? model.parameterCount().trainable : countParameters(model.trainableVariables().values()));
+    result.trainableParameters = method.frozen
+      ? 0
+      : isPeftModel(model)
+        ? model.parameterCount().trainable
+        : countParameters(model.trainableVariables().values());
     result.virtualTokens = host.hooks.virtualTokens;
     const trainOptions: TrainOptions = {
       ...baseTrainOptions(method, options, padTokenId),
@@ -364,9 +394,13 @@ export function summarize(runs: readonly RunResult[]): MethodSummary[] {
 }
 
 /** Runs the bench; `onResults` sees the results after every run (partial reports on interruption). */
-export async function runBench(options: BenchOptions, onResults?: (results: BenchResults) => Promise<void>): Promise<BenchResults> {
+export async function runBench(
+  options: BenchOptions,
+  onResults?: (results: BenchResults) => Promise<void>,
+): Promise<BenchResults> {
   const unknown = options.methods.filter((m) => !METHODS.some((spec) => spec.name === m));
-  if (unknown.length) throw new Error(`--methods: unknown ${unknown.join(', ')} (known: ${METHODS.map((m) => m.name).join(', ')})`);
+  if (unknown.length)
+    throw new Error(`--methods: unknown ${unknown.join(', ')} (known: ${METHODS.map((m) => m.name).join(', ')})`);
   const probe = await loadPretrained(options.modelDirectory);
   const parameters = countParameters(probe.parameters.values());
   probe.dispose();
@@ -374,15 +408,26 @@ export async function runBench(options: BenchOptions, onResults?: (results: Benc
   const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
   const baselines: BaselineScore[] = [];
   if (options.task.task !== 'causal-lm') baselines.push(majorityBaseline(options.task));
-  if (options.task.task === 'sequence-classification') baselines.push(bagOfWordsBaseline(options.task, tokenizer.vocabSize));
+  if (options.task.task === 'sequence-classification')
+    baselines.push(bagOfWordsBaseline(options.task, tokenizer.vocabSize));
   const results: BenchResults = {
     schema: RESULTS_SCHEMA,
     createdAt: new Date().toISOString(),
     complete: false,
-    machine: { backend: options.backend.name, backendDetail: options.backend.detail, cpus: availableParallelism(), node: process.version },
+    machine: {
+      backend: options.backend.name,
+      backendDetail: options.backend.detail,
+      cpus: availableParallelism(),
+      node: process.version,
+    },
     model: { directory: options.modelDirectory, parameters },
     task: { ...describeTask(options.task), metric: options.task.metric },
-    budget: { steps: options.seconds ? null : options.steps, seconds: options.seconds ?? null, batchSize: options.batchSize, seeds: options.seeds },
+    budget: {
+      steps: options.seconds ? null : options.steps,
+      seconds: options.seconds ?? null,
+      batchSize: options.batchSize,
+      seeds: options.seeds,
+    },
     baselines,
     runs: [],
     summary: [],
@@ -438,10 +483,14 @@ export function parseBudget(value: string): { steps?: number; seconds?: number }
 /** `--lr prefix=5e-3,lora=1e-3`: learning rates by method. */
 export function parseLearningRates(value: string): Record<string, number> {
   const rates: Record<string, number> = {};
-  for (const part of value.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of value
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const [method, rate] = part.split('=');
     const n = Number(rate);
-    if (!method || rate === undefined || !(n > 0) || !Number.isFinite(n)) throw new Error(`--lr: expected method=rate (prefix=5e-3), got "${part}"`);
+    if (!method || rate === undefined || !(n > 0) || !Number.isFinite(n))
+      throw new Error(`--lr: expected method=rate (prefix=5e-3), got "${part}"`);
     rates[method.trim()] = n;
   }
   return rates;

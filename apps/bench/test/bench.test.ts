@@ -10,19 +10,57 @@ import { nodeDirectory } from '@peft/core/node';
 import { loadTokenizer, randomGpt2 } from '@peft/models';
 import { describe, expect, it } from 'vitest';
 
-import { METHODS, RESULTS_SCHEMA, detokenize, parseBudget, parseLearningRates, htmlReport, jsonlTask, markdownReport, readBrown, runBench, tokenizerJson, trainByteLevelBpe, writeReports, type TaskSplits } from '../src/index.js';
+import {
+  METHODS,
+  RESULTS_SCHEMA,
+  detokenize,
+  parseBudget,
+  parseLearningRates,
+  htmlReport,
+  jsonlTask,
+  markdownReport,
+  readBrown,
+  runBench,
+  tokenizerJson,
+  trainByteLevelBpe,
+  writeReports,
+  type TaskSplits,
+} from '../src/index.js';
 
 async function tinyModel(): Promise<string> {
   const directory = mkdtempSync(path.join(tmpdir(), 'peft-bench-model-'));
   const store = nodeDirectory(directory);
-  const texts = readBrown().slice(0, 20).flatMap((f) => f.sentences.map((s) => detokenize(s.map((w) => w.word))));
+  const texts = readBrown()
+    .slice(0, 20)
+    .flatMap((f) => f.sentences.map((s) => detokenize(s.map((w) => w.word))));
   const { vocab, merges } = trainByteLevelBpe(texts, { vocabSize: 400, specialTokens: ['<|endoftext|>'] });
-  await store.write('tokenizer.json', new TextEncoder().encode(JSON.stringify(tokenizerJson(vocab, merges, ['<|endoftext|>']))));
-  await store.write('tokenizer_config.json', new TextEncoder().encode(JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>' })));
+  await store.write(
+    'tokenizer.json',
+    new TextEncoder().encode(JSON.stringify(tokenizerJson(vocab, merges, ['<|endoftext|>']))),
+  );
+  await store.write(
+    'tokenizer_config.json',
+    new TextEncoder().encode(JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>' })),
+  );
   const host = randomGpt2({ layers: 2, hidden: 16, heads: 2, vocab: vocab.size, positions: 64 });
-  const tensors = Object.fromEntries([...host.parameters].map(([name, v]) => [name, { shape: v.shape, values: v.dataSync() as Float32Array }]));
+  const tensors = Object.fromEntries(
+    [...host.parameters].map(([name, v]) => [name, { shape: v.shape, values: v.dataSync() as Float32Array }]),
+  );
   await store.write('model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
-  await store.write('config.json', new TextEncoder().encode(JSON.stringify({ model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: vocab.size, n_positions: 64, n_embd: 16, n_layer: 2, n_head: 2 })));
+  await store.write(
+    'config.json',
+    new TextEncoder().encode(
+      JSON.stringify({
+        model_type: 'gpt2',
+        architectures: ['GPT2LMHeadModel'],
+        vocab_size: vocab.size,
+        n_positions: 64,
+        n_embd: 16,
+        n_layer: 2,
+        n_head: 2,
+      }),
+    ),
+  );
   host.dispose();
   return directory;
 }
@@ -31,25 +69,46 @@ describe('bench --quick', () => {
   it('runs every method, writes results.json (schema), report.md and report.html', async () => {
     const model = await tinyModel();
     const tokenizer = await loadTokenizer(model);
-    const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: i % 2 ? `win money now ${i}` : `meeting notes for ${i}`, label: i % 2 ? 'spam' : 'ham' }));
+    const lines = Array.from({ length: 40 }, (_, i) =>
+      JSON.stringify({ text: i % 2 ? `win money now ${i}` : `meeting notes for ${i}`, label: i % 2 ? 'spam' : 'ham' }),
+    );
     const task: TaskSplits = jsonlTask('toy.jsonl', lines.join('\n'), { tokenizer, maxLength: 40 });
     const out = mkdtempSync(path.join(tmpdir(), 'peft-bench-out-'));
     const backend = await selectBackend({ backend: 'cpu', warnIfSlow: false });
-    const results = await runBench({
-      modelDirectory: model,
-      task,
-      methods: METHODS.map((m) => m.name),
-      seeds: 1,
-      steps: 2,
-      batchSize: 4,
-      latencyExamples: 1,
-      out,
-      backend,
-    }, (partial) => writeReports(out, partial));
+    const results = await runBench(
+      {
+        modelDirectory: model,
+        task,
+        methods: METHODS.map((m) => m.name),
+        seeds: 1,
+        steps: 2,
+        batchSize: 4,
+        latencyExamples: 1,
+        out,
+        backend,
+      },
+      (partial) => writeReports(out, partial),
+    );
     expect(results.schema).toBe(RESULTS_SCHEMA);
     const written = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8'));
-    expect(written).toMatchObject({ schema: RESULTS_SCHEMA, complete: true, budget: { steps: 2, batchSize: 4, seeds: 1 } });
-    expect(Object.keys(written.runs[0]).sort()).toEqual(expect.arrayContaining(['method', 'seed', 'status', 'metric', 'trainableParameters', 'latencyMs', 'virtualTokens', 'adapterBytes', 'losses']));
+    expect(written).toMatchObject({
+      schema: RESULTS_SCHEMA,
+      complete: true,
+      budget: { steps: 2, batchSize: 4, seeds: 1 },
+    });
+    expect(Object.keys(written.runs[0]).sort()).toEqual(
+      expect.arrayContaining([
+        'method',
+        'seed',
+        'status',
+        'metric',
+        'trainableParameters',
+        'latencyMs',
+        'virtualTokens',
+        'adapterBytes',
+        'losses',
+      ]),
+    );
     expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toContain('# @peft bench: toy.jsonl');
     expect(readFileSync(path.join(out, 'report.html'), 'utf8')).toContain('<svg');
     expect(results.complete).toBe(true);
@@ -68,7 +127,9 @@ describe('bench --quick', () => {
     expect(summary.lora!.adapterBytes).toBeGreaterThan(0);
     // saved adapters reload
     const loraRun = results.runs.find((r) => r.method === 'lora')!;
-    expect(readFileSync(path.join(out, loraRun.adapterPath!, 'adapter_config.json'), 'utf8')).toContain('"peft_type": "LORA"');
+    expect(readFileSync(path.join(out, loraRun.adapterPath!, 'adapter_config.json'), 'utf8')).toContain(
+      '"peft_type": "LORA"',
+    );
     expect(markdownReport(results)).toContain('| method | metric |');
     const html = htmlReport(results);
     expect(html).toContain('<svg');
@@ -82,7 +143,17 @@ describe('bench --quick', () => {
     const task = jsonlTask('long.jsonl', long.join('\n'), { tokenizer, maxLength: 60 }); // 60 + 10 virtual > 64 positions
     const out = mkdtempSync(path.join(tmpdir(), 'peft-bench-out-'));
     const backend = await selectBackend({ backend: 'cpu', warnIfSlow: false });
-    const results = await runBench({ modelDirectory: model, task, methods: ['lora', 'prompt'], seeds: 1, steps: 1, batchSize: 4, latencyExamples: 1, out, backend });
+    const results = await runBench({
+      modelDirectory: model,
+      task,
+      methods: ['lora', 'prompt'],
+      seeds: 1,
+      steps: 1,
+      batchSize: 4,
+      latencyExamples: 1,
+      out,
+      backend,
+    });
     expect(results.runs.find((r) => r.method === 'lora')!.status).toBe('ok');
     const prompt = results.runs.find((r) => r.method === 'prompt')!;
     expect(prompt.status).toBe('failed');
@@ -101,22 +172,52 @@ describe('--budget', () => {
   it('--lr reads method=rate pairs, and runBench refuses an unknown method', async () => {
     expect(parseLearningRates('prefix=5e-3, lora=0.001')).toEqual({ prefix: 5e-3, lora: 1e-3 });
     expect(parseLearningRates('')).toEqual({});
-    for (const bad of ['prefix', 'prefix=', 'prefix=-1', 'prefix=abc']) expect(() => parseLearningRates(bad), bad).toThrow(/--lr/);
+    for (const bad of ['prefix', 'prefix=', 'prefix=-1', 'prefix=abc'])
+      expect(() => parseLearningRates(bad), bad).toThrow(/--lr/);
     const backend = await selectBackend({ backend: 'cpu', warnIfSlow: false });
     const model = await tinyModel();
     const tokenizer = await loadTokenizer(model);
-    const task = jsonlTask('toy.jsonl', [0, 1, 0, 1, 0, 1, 0, 1, 0, 1].map((l, i) => JSON.stringify({ text: `text ${i}`, label: l })).join('\n'), { tokenizer, maxLength: 20 });
-    await expect(runBench({ modelDirectory: model, task, methods: ['lora'], learningRates: { lorra: 1e-3 }, seeds: 1, steps: 1, batchSize: 2, out: tmpdir(), backend })).rejects.toThrow('--lr: unknown method lorra');
+    const task = jsonlTask(
+      'toy.jsonl',
+      [0, 1, 0, 1, 0, 1, 0, 1, 0, 1].map((l, i) => JSON.stringify({ text: `text ${i}`, label: l })).join('\n'),
+      { tokenizer, maxLength: 20 },
+    );
+    await expect(
+      runBench({
+        modelDirectory: model,
+        task,
+        methods: ['lora'],
+        learningRates: { lorra: 1e-3 },
+        seeds: 1,
+        steps: 1,
+        batchSize: 2,
+        out: tmpdir(),
+        backend,
+      }),
+    ).rejects.toThrow('--lr: unknown method lorra');
   });
 
   it('a time budget calibrates each method to its own step time', async () => {
     const model = await tinyModel();
     const tokenizer = await loadTokenizer(model);
-    const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: i % 2 ? `win money now ${i}` : `meeting notes for ${i}`, label: i % 2 }));
+    const lines = Array.from({ length: 40 }, (_, i) =>
+      JSON.stringify({ text: i % 2 ? `win money now ${i}` : `meeting notes for ${i}`, label: i % 2 }),
+    );
     const task = jsonlTask('toy.jsonl', lines.join('\n'), { tokenizer, maxLength: 40 });
     const out = mkdtempSync(path.join(tmpdir(), 'peft-bench-out-'));
     const backend = await selectBackend({ backend: 'cpu', warnIfSlow: false });
-    const results = await runBench({ modelDirectory: model, task, methods: ['head-only', 'frozen'], seeds: 1, steps: 0, seconds: 0.5, batchSize: 4, latencyExamples: 1, out, backend });
+    const results = await runBench({
+      modelDirectory: model,
+      task,
+      methods: ['head-only', 'frozen'],
+      seeds: 1,
+      steps: 0,
+      seconds: 0.5,
+      batchSize: 4,
+      latencyExamples: 1,
+      out,
+      backend,
+    });
     expect(results.budget).toMatchObject({ steps: null, seconds: 0.5 });
     const head = results.runs.find((r) => r.method === 'head-only')!;
     expect(head.status).toBe('ok');

@@ -2,7 +2,15 @@ import { HfTokenizer, loadTokenizer } from '@peft/models';
 import { memoryStore } from '@peft/core';
 import { describe, expect, it } from 'vitest';
 
-import { detokenize, emailText, readBrown, splitBrown, tokenizerJson, trainByteLevelBpe, universalTag } from '../src/index.js';
+import {
+  detokenize,
+  emailText,
+  readBrown,
+  splitBrown,
+  tokenizerJson,
+  trainByteLevelBpe,
+  universalTag,
+} from '../src/index.js';
 
 describe('Brown corpus', () => {
   const files = readBrown();
@@ -23,12 +31,26 @@ describe('Brown corpus', () => {
   });
 
   it('detokenizes as running text', () => {
-    expect(detokenize(['He', 'said', ',', '``', 'no', "''", '(', 'he', "didn't", ')', '.'])).toBe('He said, "no" (he didn\'t).');
+    expect(detokenize(['He', 'said', ',', '``', 'no', "''", '(', 'he', "didn't", ')', '.'])).toBe(
+      'He said, "no" (he didn\'t).',
+    );
   });
 
   it.each([
-    ['nn', 'NOUN'], ['nps$', 'NOUN'], ['vbd', 'VERB'], ['md', 'VERB'], ['ppss+bem', 'PRON'], ['jjt', 'ADJ'], ['ql', 'ADV'],
-    ['at', 'DET'], ['in', 'ADP'], ['cd', 'NUM'], ['cs', 'CONJ'], ['to', 'PRT'], [',', '.'], ['uh', 'X'],
+    ['nn', 'NOUN'],
+    ['nps$', 'NOUN'],
+    ['vbd', 'VERB'],
+    ['md', 'VERB'],
+    ['ppss+bem', 'PRON'],
+    ['jjt', 'ADJ'],
+    ['ql', 'ADV'],
+    ['at', 'DET'],
+    ['in', 'ADP'],
+    ['cd', 'NUM'],
+    ['cs', 'CONJ'],
+    ['to', 'PRT'],
+    [',', '.'],
+    ['uh', 'X'],
   ])('maps the Brown tag %s to %s', (brown, universal) => {
     expect(universalTag(brown)).toBe(universal);
   });
@@ -36,7 +58,8 @@ describe('Brown corpus', () => {
 
 describe('email text', () => {
   it('keeps the subject and the decoded body, drops headers', () => {
-    const raw = 'From: a@b\nSubject: Cheap =?x?= offer\nContent-Transfer-Encoding: quoted-printable\n\nHello=20world=\n again &amp; =3D\n';
+    const raw =
+      'From: a@b\nSubject: Cheap =?x?= offer\nContent-Transfer-Encoding: quoted-printable\n\nHello=20world=\n again &amp; =3D\n';
     expect(emailText(raw)).toBe('Cheap =?x?= offer\nHello world again &amp; =');
   });
 
@@ -68,7 +91,9 @@ describe('byte-level BPE training', () => {
     const json = tokenizerJson(a.vocab, a.merges, ['<|endoftext|>']);
     const store = memoryStore({
       'tokenizer.json': new TextEncoder().encode(JSON.stringify(json)),
-      'tokenizer_config.json': new TextEncoder().encode(JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>' })),
+      'tokenizer_config.json': new TextEncoder().encode(
+        JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>' }),
+      ),
     });
     const tokenizer: HfTokenizer = await loadTokenizer(store);
     for (const text of ['the cat sat', 'unseen wörds, 123 ✓', ' leading space']) {

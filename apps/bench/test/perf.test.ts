@@ -45,12 +45,19 @@ describe('training FLOPs', () => {
 describe('matmul ceiling', () => {
   it('lists each distinct product once with its count per forward', () => {
     expect(forwardMatmuls(llama, 512).map((m) => [...m.shape, m.count])).toEqual([
-      [512, 768, 768, 24], [512, 768, 256, 24], [512, 768, 2048, 24], [512, 2048, 768, 12], [512, 768, 32000, 1],
+      [512, 768, 768, 24],
+      [512, 768, 256, 24],
+      [512, 768, 2048, 24],
+      [512, 2048, 768, 12],
+      [512, 768, 32000, 1],
     ]);
   });
 
   it('weighs each product by how often a forward runs it', () => {
-    const matmuls = [{ shape: [10, 10, 10] as [number, number, number], count: 3 }, { shape: [20, 10, 10] as [number, number, number], count: 1 }];
+    const matmuls = [
+      { shape: [10, 10, 10] as [number, number, number], count: 3 },
+      { shape: [20, 10, 10] as [number, number, number], count: 1 },
+    ];
     // 3 x 2000 + 4000 FLOPs over 3 x 1 + 1 x 4 seconds
     expect(matmulCeiling(matmuls, [1, 4])).toBeCloseTo(10000 / 7, 9);
   });
@@ -58,8 +65,18 @@ describe('matmul ceiling', () => {
 
 describe('medians over repetitions', () => {
   it('takes the middle of an odd count and the mean of the two middle values of an even one', () => {
-    const rep = (seconds: number, rss: number) => ({ step_seconds: seconds, tokens_per_second: 512 / seconds, peak_rss_mb: rss, runtime: 'x' });
-    expect(medianResult([rep(1, 10), rep(3, 30), rep(2, 20)])).toMatchObject({ step_seconds: 2, tokens_per_second: 256, peak_rss_mb: 20, runtime: 'x' });
+    const rep = (seconds: number, rss: number) => ({
+      step_seconds: seconds,
+      tokens_per_second: 512 / seconds,
+      peak_rss_mb: rss,
+      runtime: 'x',
+    });
+    expect(medianResult([rep(1, 10), rep(3, 30), rep(2, 20)])).toMatchObject({
+      step_seconds: 2,
+      tokens_per_second: 256,
+      peak_rss_mb: 20,
+      runtime: 'x',
+    });
     const even = medianResult([rep(1, 10), rep(2, 20)])!;
     expect(even.step_seconds).toBe(1.5);
     expect(even.peak_rss_mb).toBe(15);
@@ -72,7 +89,21 @@ describe('medians over repetitions', () => {
 describe('the harness', () => {
   it('measures the tiny shape in worker processes and writes the report (our side alone)', async () => {
     const out = mkdtempSync(path.join(os.tmpdir(), 'perf-'));
-    const code = await runPerf(['--models', 'tiny', '--methods', 'lora,prompt', '--reps', '1', '--steps', '1', '--rounds', '1', '--no-python', '--out', out]);
+    const code = await runPerf([
+      '--models',
+      'tiny',
+      '--methods',
+      'lora,prompt',
+      '--reps',
+      '1',
+      '--steps',
+      '1',
+      '--rounds',
+      '1',
+      '--no-python',
+      '--out',
+      out,
+    ]);
     expect(code).toBe(0);
     const json = JSON.parse(readFileSync(path.join(out, 'perf.json'), 'utf8'));
     expect(json.complete).toBe(true);
@@ -87,7 +118,14 @@ describe('the harness', () => {
     expect(train[0].ours.trainable).toBe(4096);
     expect(train[1].ours.trainable).toBe(1280);
     const lora = json.rows.find((r: { kind: string; method: string }) => r.kind === 'infer' && r.method === 'lora');
-    for (const key of ['base_forward_ms', 'adapted_forward_ms', 'merged_forward_ms', 'base_decode_ms', 'merged_decode_ms']) expect(lora.ours[key]).toBeGreaterThan(0);
+    for (const key of [
+      'base_forward_ms',
+      'adapted_forward_ms',
+      'merged_forward_ms',
+      'base_decode_ms',
+      'merged_decode_ms',
+    ])
+      expect(lora.ours[key]).toBeGreaterThan(0);
     const report = readFileSync(path.join(out, 'perf.md'), 'utf8');
     expect(report).toContain('Python not run (--no-python): our side alone');
     expect(report).toMatch(/\| LoRA r=8 \(attention\) \| 4,096 \| \d+\.\d \| - \| - \|/);

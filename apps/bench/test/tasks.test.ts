@@ -31,7 +31,9 @@ beforeAll(async () => {
   tokenizer = await loadTokenizer(
     memoryStore({
       'tokenizer.json': new TextEncoder().encode(JSON.stringify(tokenizerJson(vocab, merges, ['<|endoftext|>']))),
-      'tokenizer_config.json': new TextEncoder().encode(JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>' })),
+      'tokenizer_config.json': new TextEncoder().encode(
+        JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>' }),
+      ),
     }),
   );
 });
@@ -56,7 +58,7 @@ describe('embedded tasks', () => {
     expect(bagOfWordsBaseline(task, 600, 60).accuracy).toBeGreaterThan(majority.accuracy);
   });
 
-  it('pos: one universal tag on each word\'s first token, the rest ignored', () => {
+  it("pos: one universal tag on each word's first token, the rest ignored", () => {
     const task = posTask(brown.heldOut, { tokenizer, maxLength: 96, limit: 200 });
     expect(task.labels).toEqual(UNIVERSAL_TAGS);
     const example = task.train[0]!;
@@ -84,13 +86,21 @@ describe('embedded tasks', () => {
   });
 
   it('user data: JSONL text/label and tokens/tags', () => {
-    const text = ['{"text": "free money now", "label": "spam"}', '{"text": "meeting at noon", "label": "ham"}'].join('\n').repeat(1).concat('\n');
+    const text = ['{"text": "free money now", "label": "spam"}', '{"text": "meeting at noon", "label": "ham"}']
+      .join('\n')
+      .repeat(1)
+      .concat('\n');
     const task = jsonlTask('mine.jsonl', Array.from({ length: 10 }, () => text).join(''), { tokenizer, maxLength: 32 });
     expect(task.labels).toEqual(['ham', 'spam']);
     expect(task.train.length + task.validation.length + task.test.length).toBe(20);
-    const tagged = jsonlTask('ner.jsonl', '{"tokens": ["Paris", "is", "big"], "tags": ["LOC", "O", "O"]}\n', { tokenizer, maxLength: 32 });
+    const tagged = jsonlTask('ner.jsonl', '{"tokens": ["Paris", "is", "big"], "tags": ["LOC", "O", "O"]}\n', {
+      tokenizer,
+      maxLength: 32,
+    });
     expect(tagged.task).toBe('token-classification');
     expect(tagged.labels).toEqual(['LOC', 'O']);
-    expect(() => jsonlTask('bad.jsonl', '{"title": "x"}\n', { tokenizer, maxLength: 8 })).toThrow('bad.jsonl:1: expected "text" and "label" fields');
+    expect(() => jsonlTask('bad.jsonl', '{"title": "x"}\n', { tokenizer, maxLength: 8 })).toThrow(
+      'bad.jsonl:1: expected "text" and "label" fields',
+    );
   });
 });

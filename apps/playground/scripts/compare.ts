@@ -27,7 +27,13 @@ const median = (values: readonly number[]): number => {
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 };
 
-const { values } = parseArgs({ options: { methods: { type: 'string', default: 'lora,prompt' }, steps: { type: 'string', default: '16' }, reps: { type: 'string', default: '3' } } });
+const { values } = parseArgs({
+  options: {
+    methods: { type: 'string', default: 'lora,prompt' },
+    steps: { type: 'string', default: '16' },
+    reps: { type: 'string', default: '3' },
+  },
+});
 const methods = values.methods.split(',').map((name) => findMethod(name.trim()).name);
 const steps = positiveInteger('steps', values.steps);
 const reps = positiveInteger('reps', values.reps);
@@ -73,7 +79,9 @@ try {
   rmSync(scratch, { recursive: true, force: true });
 }
 
-console.log(`\nbrown-gpt, ${steps} steps of ${PAGE_SETTINGS.batchSize} x ${PAGE_SETTINGS.blockSize} tokens, median of ${reps}; ratio to Node tensorflow`);
+console.log(
+  `\nbrown-gpt, ${steps} steps of ${PAGE_SETTINGS.batchSize} x ${PAGE_SETTINGS.blockSize} tokens, median of ${reps}; ratio to Node tensorflow`,
+);
 console.log('| method | runtime | backend | steps/s | ratio |\n|---|---|---|---|---|');
 for (const method of methods) {
   const reference = median(results.get(`${method} Node tensorflow`) ?? [Number.NaN]);

@@ -17,8 +17,13 @@ export const CHROMIUM = process.env.PEFT_CHROMIUM ?? '/usr/bin/chromium';
 export const PAGE_SETTINGS = { batchSize: 4, blockSize: 48, seed: 0 } as const;
 // FACTS.md: without the background-networking flags Chromium floods the closed network.
 const CHROMIUM_FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
 ];
 
 export const hasChromium = (): boolean => existsSync(CHROMIUM);
@@ -35,7 +40,10 @@ export async function startSite(outDir: string): Promise<Site> {
   const configFile = path.join(PLAYGROUND_ROOT, 'vite.config.ts');
   await build({ root: PLAYGROUND_ROOT, configFile, logLevel: 'warn', build: { outDir, emptyOutDir: true } });
   const server: PreviewServer = await preview({
-    root: PLAYGROUND_ROOT, configFile, logLevel: 'warn', build: { outDir },
+    root: PLAYGROUND_ROOT,
+    configFile,
+    logLevel: 'warn',
+    build: { outDir },
     preview: { host: '127.0.0.1', port: 4300 + Math.floor(Math.random() * 500) },
   });
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
@@ -52,7 +60,9 @@ export async function startSite(outDir: string): Promise<Site> {
 /** Vite's dev server on the page (what `pnpm playground` runs): its URL and how to stop it. */
 export async function startDevServer(): Promise<{ url: string; close(): Promise<void> }> {
   const server = await createServer({
-    root: PLAYGROUND_ROOT, configFile: path.join(PLAYGROUND_ROOT, 'vite.config.ts'), logLevel: 'warn',
+    root: PLAYGROUND_ROOT,
+    configFile: path.join(PLAYGROUND_ROOT, 'vite.config.ts'),
+    logLevel: 'warn',
     server: { host: '127.0.0.1', port: 4900 + Math.floor(Math.random() * 500) },
   });
   await server.listen();
@@ -75,7 +85,9 @@ async function waitOrExplain(page: Page, selector: string, timeout: number): Pro
   try {
     await page.waitForSelector(selector, { timeout });
   } catch (error) {
-    throw new Error(`${selector} did not appear (${(error as Error).message.split('\n')[0]}); the page says: ${await pageError(page) || 'nothing'}`);
+    throw new Error(
+      `${selector} did not appear (${(error as Error).message.split('\n')[0]}); the page says: ${(await pageError(page)) || 'nothing'}`,
+    );
   }
 }
 
@@ -90,7 +102,11 @@ export async function openPage(site: Site, backend: string, url = site.url): Pro
 /** Gives the page a model folder through its file input, as a user choosing a folder does. */
 export async function chooseModelFolder(page: Page, folder: string): Promise<string> {
   await page.setInputFiles('#model-files', folder);
-  await page.waitForFunction(() => (document.getElementById('model-info')?.textContent ?? '').includes('(your files)'), undefined, { timeout: 60_000 });
+  await page.waitForFunction(
+    () => (document.getElementById('model-info')?.textContent ?? '').includes('(your files)'),
+    undefined,
+    { timeout: 60_000 },
+  );
   await waitOrExplain(page, '#model-info[data-state=ready]', 60_000);
   return (await page.textContent('#model-info')) ?? '';
 }
@@ -120,7 +136,11 @@ export async function trainOnPage(
   await page.click('#train');
   if (options.screenshots) {
     mkdirSync(path.dirname(options.screenshots), { recursive: true });
-    await page.waitForFunction(() => (window as unknown as { playground: Hook }).playground.losses.length >= 4, undefined, { timeout: 120_000 });
+    await page.waitForFunction(
+      () => (window as unknown as { playground: Hook }).playground.losses.length >= 4,
+      undefined,
+      { timeout: 120_000 },
+    );
     await page.screenshot({ path: `${options.screenshots}-training.png`, fullPage: true });
   }
   await waitOrExplain(page, '#train-info[data-state=done]', 300_000);
@@ -129,7 +149,13 @@ export async function trainOnPage(
   if (options.screenshots) await page.screenshot({ path: `${options.screenshots}-trained.png`, fullPage: true });
   const run = await page.evaluate((probeText) => {
     const hook = (window as unknown as { playground: Hook }).playground;
-    return { backend: hook.backend, backendText: document.getElementById('backend')!.textContent!, losses: hook.losses, stepsPerSecond: hook.stepsPerSecond, probe: hook.probe(probeText) };
+    return {
+      backend: hook.backend,
+      backendText: document.getElementById('backend')!.textContent!,
+      losses: hook.losses,
+      stepsPerSecond: hook.stepsPerSecond,
+      probe: hook.probe(probeText),
+    };
   }, options.probeText);
   return { ...run, text: await page.inputValue('#data'), error: await pageError(page) };
 }
@@ -162,14 +188,21 @@ export async function saveReloadLoad(page: Page, name: string): Promise<void> {
 }
 
 /** The page's run repeated in Node on tfjs's current backend: same method, data, seed and steps. */
-export async function trainInNode(method: string, text: string, steps: number): Promise<{ losses: number[]; stepsPerSecond: number }> {
+export async function trainInNode(
+  method: string,
+  text: string,
+  steps: number,
+): Promise<{ losses: number[]; stepsPerSecond: number }> {
   const host = await loadPretrained(BROWN_GPT);
   const tokenizer = await loadTokenizer(BROWN_GPT);
   const spec = findMethod(method);
   const model = spec.make(host, PAGE_SETTINGS.seed);
   let seconds = 0;
   const result = await trainSteps(model, parseTrainingData(text, tokenizer, PAGE_SETTINGS.blockSize), {
-    steps, batchSize: PAGE_SETTINGS.batchSize, learningRate: spec.learningRate, seed: PAGE_SETTINGS.seed,
+    steps,
+    batchSize: PAGE_SETTINGS.batchSize,
+    learningRate: spec.learningRate,
+    seed: PAGE_SETTINGS.seed,
     onStep: (info) => void (seconds += info.seconds),
   });
   host.dispose();

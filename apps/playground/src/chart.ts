@@ -34,7 +34,8 @@ export class LossChart {
     const max = Math.max(...finite);
     const min = Math.min(...finite);
     const span = max - min || 1;
-    const x = (i: number): number => pad.left + ((width - pad.left - pad.right) * i) / Math.max(1, this.losses.length - 1);
+    const x = (i: number): number =>
+      pad.left + ((width - pad.left - pad.right) * i) / Math.max(1, this.losses.length - 1);
     const y = (loss: number): number => pad.top + ((height - pad.top - pad.bottom) * (max - loss)) / span;
     context.fillText(max.toFixed(2), 4, pad.top + 10);
     context.fillText(min.toFixed(2), 4, height - pad.bottom);

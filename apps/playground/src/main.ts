@@ -17,13 +17,24 @@ import wasmSimd from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.
 import wasmThreadedSimd from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 
 import { LossChart } from './chart.js';
-import { PLAYGROUND_METHODS, continueText, findMethod, parseTrainingData, probeLogits, trainSteps, type TrainingData } from './session.js';
+import {
+  PLAYGROUND_METHODS,
+  continueText,
+  findMethod,
+  parseTrainingData,
+  probeLogits,
+  trainSteps,
+  type TrainingData,
+} from './session.js';
 
 const SAMPLE_TEXT = [
   'the cat sat on the mat and the dog sat on the rug .',
   'the cat sat on the rug and the dog sat on the mat .',
   'the bird sat on the tree and the fish swam in the pond .',
-].map((line) => `${line}\n`).join('').repeat(6);
+]
+  .map((line) => `${line}\n`)
+  .join('')
+  .repeat(6);
 const ADAPTER_FOLDER = 'adapters/';
 
 function element<T extends HTMLElement>(id: string): T {
@@ -155,7 +166,9 @@ async function loadModel(store: FileStore, label: string): Promise<void> {
     const kept = state.host !== null;
     ui.modelInfo.dataset.state = kept ? previousState : 'failed';
     ui.modelInfo.textContent = kept ? previous : `${label} could not be loaded`;
-    throw new Error(`${label} could not be loaded${kept ? ' (the previous model stays)' : ''}: ${(error as Error).message}`);
+    throw new Error(
+      `${label} could not be loaded${kept ? ' (the previous model stays)' : ''}: ${(error as Error).message}`,
+    );
   }
   dropAdapter();
   state.host?.dispose();
@@ -176,7 +189,8 @@ function trainingData(): TrainingData {
 
 function positiveInteger(input: HTMLInputElement, label: string, minimum = 1): number {
   const value = Number(input.value);
-  if (!Number.isInteger(value) || value < minimum) throw new Error(`${label}: expected a whole number ≥ ${minimum}, got "${input.value}"`);
+  if (!Number.isInteger(value) || value < minimum)
+    throw new Error(`${label}: expected a whole number ≥ ${minimum}, got "${input.value}"`);
   return value;
 }
 
@@ -228,7 +242,14 @@ async function runTraining(): Promise<void> {
   };
   let result: TrainResult;
   try {
-    result = await trainSteps(state.model, data, { steps, batchSize, learningRate, seed: 0, signal: state.controller.signal, onStep });
+    result = await trainSteps(state.model, data, {
+      steps,
+      batchSize,
+      learningRate,
+      seed: 0,
+      signal: state.controller.signal,
+      onStep,
+    });
   } catch (error) {
     ui.trainInfo.dataset.state = 'failed';
     ui.trainInfo.textContent = `${method.label}: training failed after ${testHook.losses.length} steps (the adapter keeps what it learned)`;
@@ -318,7 +339,9 @@ async function runLoad(): Promise<void> {
     state.model = await PeftModel.fromPretrained(host, indexedDbStore(folder));
   } catch (error) {
     if (backup) state.model = await PeftModel.fromPretrained(host, backup, { isTrainable: true });
-    throw new Error(`"${name}" could not be loaded${backup ? ' (the previous adapter stays)' : ''}: ${(error as Error).message}`);
+    throw new Error(
+      `"${name}" could not be loaded${backup ? ' (the previous adapter stays)' : ''}: ${(error as Error).message}`,
+    );
   }
   chart.reset();
   testHook.losses = [];
@@ -347,7 +370,10 @@ function fileListStore(files: FileList, location: string): FileStore {
     location,
     async read(name) {
       const file = byName.get(name);
-      if (!file) throw new Error(`${location}/${name}: no such file among the chosen ones (${[...byName.keys()].join(', ') || 'none'})`);
+      if (!file)
+        throw new Error(
+          `${location}/${name}: no such file among the chosen ones (${[...byName.keys()].join(', ') || 'none'})`,
+        );
       return new Uint8Array(await file.arrayBuffer());
     },
     async has(name) {
@@ -427,7 +453,10 @@ async function start(): Promise<void> {
   ui.backend.dataset.state = 'ready';
   ui.backend.dataset.backend = backend.name;
   // private windows may have no IndexedDB: training still works, saving says why it cannot
-  await refreshSaved().catch((error: unknown) => (ui.saveInfo.textContent = `saving in this browser is unavailable: ${(error as Error).message}`));
+  await refreshSaved().catch(
+    (error: unknown) =>
+      (ui.saveInfo.textContent = `saving in this browser is unavailable: ${(error as Error).message}`),
+  );
   await action(() => loadModel(urlStore(new URL('models/brown-gpt/', location.href).toString()), 'brown-gpt'));
 }
 

@@ -2,7 +2,15 @@
 // with progress, generation and the probe the end-to-end test compares with Node. The same module
 // runs in Node (scripts/driver.ts's trainInNode) so browser and Node time the same work.
 import { HoulsbyConfig, PfeifferConfig } from '@peft/adapter';
-import { causalLmExample, getPeftModel, train, type Example, type PeftModel, type StepInfo, type TrainResult } from '@peft/core';
+import {
+  causalLmExample,
+  getPeftModel,
+  train,
+  type Example,
+  type PeftModel,
+  type StepInfo,
+  type TrainResult,
+} from '@peft/core';
 import { LoraConfig } from '@peft/lora';
 import { generate, type HfTokenizer, type TransformerHost } from '@peft/models';
 import { PrefixTuningConfig } from '@peft/prefix';
@@ -32,7 +40,8 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     learningRate: 2e-3,
     virtualTokens: 0,
     format: 'PEFT',
-    make: (host, seed) => getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, taskType: 'CAUSAL_LM', initSeed: seed })),
+    make: (host, seed) =>
+      getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, taskType: 'CAUSAL_LM', initSeed: seed })),
   },
   {
     name: 'prompt',
@@ -41,7 +50,15 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     virtualTokens: VIRTUAL_TOKENS,
     format: 'PEFT',
     make: (host, seed) =>
-      getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, promptTuningInit: 'SAMPLE_VOCAB', taskType: 'CAUSAL_LM', initSeed: seed })),
+      getPeftModel(
+        host,
+        new PromptTuningConfig({
+          numVirtualTokens: VIRTUAL_TOKENS,
+          promptTuningInit: 'SAMPLE_VOCAB',
+          taskType: 'CAUSAL_LM',
+          initSeed: seed,
+        }),
+      ),
   },
   {
     name: 'prefix',
@@ -50,7 +67,15 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     virtualTokens: VIRTUAL_TOKENS,
     format: 'PEFT',
     make: (host, seed) =>
-      getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, prefixProjection: true, taskType: 'CAUSAL_LM', initSeed: seed })),
+      getPeftModel(
+        host,
+        new PrefixTuningConfig({
+          numVirtualTokens: VIRTUAL_TOKENS,
+          prefixProjection: true,
+          taskType: 'CAUSAL_LM',
+          initSeed: seed,
+        }),
+      ),
   },
   {
     name: 'ptuning',
@@ -58,7 +83,11 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     learningRate: 1e-2,
     virtualTokens: VIRTUAL_TOKENS,
     format: 'PEFT',
-    make: (host, seed) => getPeftModel(host, new PTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, taskType: 'CAUSAL_LM', initSeed: seed })),
+    make: (host, seed) =>
+      getPeftModel(
+        host,
+        new PTuningConfig({ numVirtualTokens: VIRTUAL_TOKENS, taskType: 'CAUSAL_LM', initSeed: seed }),
+      ),
   },
   {
     name: 'houlsby',
@@ -66,7 +95,8 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     learningRate: 1e-3,
     virtualTokens: 0,
     format: 'AdapterHub',
-    make: (host, seed) => getPeftModel(host, HoulsbyConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed })),
+    make: (host, seed) =>
+      getPeftModel(host, HoulsbyConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed })),
   },
   {
     name: 'pfeiffer',
@@ -74,13 +104,15 @@ export const PLAYGROUND_METHODS: readonly PlaygroundMethod[] = [
     learningRate: 1e-3,
     virtualTokens: 0,
     format: 'AdapterHub',
-    make: (host, seed) => getPeftModel(host, PfeifferConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed })),
+    make: (host, seed) =>
+      getPeftModel(host, PfeifferConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed })),
   },
 ];
 
 export function findMethod(name: string): PlaygroundMethod {
   const method = PLAYGROUND_METHODS.find((m) => m.name === name);
-  if (!method) throw new Error(`unknown method "${name}" (expected one of ${PLAYGROUND_METHODS.map((m) => m.name).join(', ')})`);
+  if (!method)
+    throw new Error(`unknown method "${name}" (expected one of ${PLAYGROUND_METHODS.map((m) => m.name).join(', ')})`);
   return method;
 }
 
@@ -97,7 +129,8 @@ function parseJsonLine(line: string, where: string): Record<string, unknown> {
   } catch (error) {
     throw new Error(`${where}: not valid JSON (${(error as Error).message})`);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${where}: expected a JSON object`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new Error(`${where}: expected a JSON object`);
   return value as Record<string, unknown>;
 }
 
@@ -117,13 +150,17 @@ export function parseTrainingData(input: string, tokenizer: HfTokenizer, blockSi
       if (typeof record.prompt === 'string' && typeof record.completion === 'string') {
         return causalLmExample(tokenizer, record.prompt, record.completion, { maxLength: blockSize });
       }
-      if (typeof record.text === 'string') return causalLmExample(tokenizer, record.text, undefined, { maxLength: blockSize });
-      throw new Error(`${where}: expected string fields "prompt" and "completion", or "text"; found ${Object.keys(record).join(', ') || 'no fields'}`);
+      if (typeof record.text === 'string')
+        return causalLmExample(tokenizer, record.text, undefined, { maxLength: blockSize });
+      throw new Error(
+        `${where}: expected string fields "prompt" and "completion", or "text"; found ${Object.keys(record).join(', ') || 'no fields'}`,
+      );
     });
     return { format: 'jsonl', examples, tokens: examples.reduce((sum, e) => sum + e.inputIds.length, 0) };
   }
   const ids = tokenizer.encode(input, { addSpecialTokens: false }).ids;
-  if (ids.length < 2) throw new Error(`the text has ${ids.length} token(s): a language model needs at least 2 to learn from`);
+  if (ids.length < 2)
+    throw new Error(`the text has ${ids.length} token(s): a language model needs at least 2 to learn from`);
   const examples: Example[] = [];
   for (let start = 0; start + 1 < ids.length; start += blockSize) {
     const block = ids.slice(start, start + blockSize);
@@ -145,7 +182,8 @@ export interface TrainSettings {
 export async function trainSteps(model: PeftModel, data: TrainingData, settings: TrainSettings): Promise<TrainResult> {
   const { steps, batchSize } = settings;
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps: expected a positive integer, got ${steps}`);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batch size: expected a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new Error(`batch size: expected a positive integer, got ${batchSize}`);
   const batchesPerEpoch = Math.ceil(data.examples.length / batchSize);
   return train(model, {
     data: data.examples,
@@ -163,7 +201,12 @@ export async function trainSteps(model: PeftModel, data: TrainingData, settings:
 }
 
 /** Greedy continuation of `prompt` through the host (and the adapter attached to it). */
-export function continueText(host: TransformerHost, tokenizer: HfTokenizer, prompt: string, maxNewTokens: number): string {
+export function continueText(
+  host: TransformerHost,
+  tokenizer: HfTokenizer,
+  prompt: string,
+  maxNewTokens: number,
+): string {
   const inputIds = tokenizer.encode(prompt, { addSpecialTokens: false }).ids;
   if (inputIds.length === 0) throw new Error('the prompt is empty');
   const { generated } = generate(host, { inputIds: [inputIds], maxNewTokens });

@@ -19,7 +19,15 @@ describe('the playground bundle', () => {
       configFile: path.join(PLAYGROUND_ROOT, 'vite.config.ts'),
       logLevel: 'silent',
       build: { outDir, emptyOutDir: true, rollupOptions: { onwarn: (warning) => void warnings.push(warning.message) } },
-      customLogger: { info() {}, warn: (message) => void warnings.push(message), warnOnce: (message) => void warnings.push(message), error() {}, clearScreen() {}, hasErrorLogged: () => false, hasWarned: false },
+      customLogger: {
+        info() {},
+        warn: (message) => void warnings.push(message),
+        warnOnce: (message) => void warnings.push(message),
+        error() {},
+        clearScreen() {},
+        hasErrorLogged: () => false,
+        hasWarned: false,
+      },
     });
     const scripts = readdirSync(path.join(outDir, 'assets')).filter((name) => name.endsWith('.js'));
     expect(scripts.length).toBeGreaterThan(0);
@@ -31,6 +39,11 @@ describe('the playground bundle', () => {
     }
     expect(warnings.filter((w) => /externalized for browser compatibility|node:/.test(w))).toEqual([]);
     // the shipped model is part of the site
-    expect(readdirSync(path.join(outDir, 'models/brown-gpt')).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    expect(readdirSync(path.join(outDir, 'models/brown-gpt')).sort()).toEqual([
+      'config.json',
+      'model.safetensors',
+      'tokenizer.json',
+      'tokenizer_config.json',
+    ]);
   });
 });

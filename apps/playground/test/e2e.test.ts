@@ -12,7 +12,19 @@ import { loadPretrained, loadTokenizer } from '@peft/models';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  BROWN_GPT, CHROMIUM, PLAYGROUND_ROOT, chooseModelFolder, downloadAdapter, hasChromium, openPage, probeOnPage, saveReloadLoad, startDevServer, startSite, trainInNode, trainOnPage,
+  BROWN_GPT,
+  CHROMIUM,
+  PLAYGROUND_ROOT,
+  chooseModelFolder,
+  downloadAdapter,
+  hasChromium,
+  openPage,
+  probeOnPage,
+  saveReloadLoad,
+  startDevServer,
+  startSite,
+  trainInNode,
+  trainOnPage,
   type Site,
 } from '../scripts/driver.js';
 import { probeLogits } from '../src/session.js';
@@ -67,57 +79,74 @@ describe.skipIf(!hasChromium())('the playground in Chromium', () => {
     ['auto', 'lora', 16],
     ['auto', 'prompt', 16],
     ['webgl', 'lora', 6],
-  ])("backend %s, %s: the loss falls; Node loads the download with the page's outputs; IndexedDB keeps it", async (backend, method, steps) => {
-    const label = `${backend}-${method}`;
-    const page = await openPage(site, backend);
-    if (method === 'prompt') {
-      // a folder that is not a whole model is refused, naming what is missing; the loaded model stays
-      await page.setInputFiles('#model-files', path.resolve(PLAYGROUND_ROOT, '../../packages/models/test/fixtures/gpt2-tied'));
-      await page.waitForFunction(() => (document.getElementById('error')?.textContent ?? '').includes('has no tokenizer.json'));
-      expect(await page.textContent('#error')).toBe('the chosen folder "gpt2-tied" has no tokenizer.json');
-      expect(await page.textContent('#model-info')).toMatch(/^brown-gpt: gpt2/);
-      // a model folder chosen by the user replaces the served one; a second run replaces the first adapter
-      expect(await chooseModelFolder(page, BROWN_GPT)).toMatch(/^brown-gpt \(your files\): gpt2, 4 layers × 256, vocabulary 4096, 4,240,896 parameters/);
-      await trainOnPage(page, { method: 'lora', steps: 2, probeText: PROBE });
-    }
-    const run = await trainOnPage(page, { method, steps, probeText: PROBE, screenshots: path.join(OUTPUT, label) });
-    expect(run.error).toBe('');
-    expect(run.backendText).toContain(`backend: ${run.backend} (`);
-    if (backend !== 'auto') expect(run.backend).toBe(backend);
-    expect(run.losses).toHaveLength(steps);
-    expect(mean(run.losses.slice(-3))).toBeLessThan(mean(run.losses.slice(0, 3)));
+  ])(
+    "backend %s, %s: the loss falls; Node loads the download with the page's outputs; IndexedDB keeps it",
+    async (backend, method, steps) => {
+      const label = `${backend}-${method}`;
+      const page = await openPage(site, backend);
+      if (method === 'prompt') {
+        // a folder that is not a whole model is refused, naming what is missing; the loaded model stays
+        await page.setInputFiles(
+          '#model-files',
+          path.resolve(PLAYGROUND_ROOT, '../../packages/models/test/fixtures/gpt2-tied'),
+        );
+        await page.waitForFunction(() =>
+          (document.getElementById('error')?.textContent ?? '').includes('has no tokenizer.json'),
+        );
+        expect(await page.textContent('#error')).toBe('the chosen folder "gpt2-tied" has no tokenizer.json');
+        expect(await page.textContent('#model-info')).toMatch(/^brown-gpt: gpt2/);
+        // a model folder chosen by the user replaces the served one; a second run replaces the first adapter
+        expect(await chooseModelFolder(page, BROWN_GPT)).toMatch(
+          /^brown-gpt \(your files\): gpt2, 4 layers × 256, vocabulary 4096, 4,240,896 parameters/,
+        );
+        await trainOnPage(page, { method: 'lora', steps: 2, probeText: PROBE });
+      }
+      const run = await trainOnPage(page, { method, steps, probeText: PROBE, screenshots: path.join(OUTPUT, label) });
+      expect(run.error).toBe('');
+      expect(run.backendText).toContain(`backend: ${run.backend} (`);
+      if (backend !== 'auto') expect(run.backend).toBe(backend);
+      expect(run.losses).toHaveLength(steps);
+      expect(mean(run.losses.slice(-3))).toBeLessThan(mean(run.losses.slice(0, 3)));
 
-    // the same run in Node: the same first loss (same data and initial adapter), the same last one
-    // (same optimizer and learning rate)
-    const node = await trainInNode(method, run.text, steps);
-    expect(Math.abs(node.losses[0]! - run.losses[0]!)).toBeLessThan(1e-3);
-    expect(Math.abs(node.losses.at(-1)! - run.losses.at(-1)!)).toBeLessThan(5e-3);
-    console.log(
-      `[playground e2e] ${method}, ${steps} steps of 4 x 48 tokens: Chromium ${run.backend} ${run.stepsPerSecond.toFixed(2)} steps/s, ` +
-        `Node ${node.stepsPerSecond.toFixed(2)} steps/s; loss ${run.losses[0]!.toFixed(4)} -> ${run.losses.at(-1)!.toFixed(4)} ` +
-        `(Node -> ${node.losses.at(-1)!.toFixed(4)}); ${run.backendText}`,
-    );
+      // the same run in Node: the same first loss (same data and initial adapter), the same last one
+      // (same optimizer and learning rate)
+      const node = await trainInNode(method, run.text, steps);
+      expect(Math.abs(node.losses[0]! - run.losses[0]!)).toBeLessThan(1e-3);
+      expect(Math.abs(node.losses.at(-1)! - run.losses.at(-1)!)).toBeLessThan(5e-3);
+      console.log(
+        `[playground e2e] ${method}, ${steps} steps of 4 x 48 tokens: Chromium ${run.backend} ${run.stepsPerSecond.toFixed(2)} steps/s, ` +
+          `Node ${node.stepsPerSecond.toFixed(2)} steps/s; loss ${run.losses[0]!.toFixed(4)} -> ${run.losses.at(-1)!.toFixed(4)} ` +
+          `(Node -> ${node.losses.at(-1)!.toFixed(4)}); ${run.backendText}`,
+      );
 
-    // the download: PEFT files that Node loads, giving the page's outputs
-    const folder = path.join(OUTPUT, label, 'adapter');
-    expect(await downloadAdapter(page, folder)).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
-    const tokenizer = await loadTokenizer(BROWN_GPT);
-    const probeIds = tokenizer.encode(PROBE, { addSpecialTokens: false }).ids;
-    writeFileSync(path.join(OUTPUT, label, 'probe.json'), JSON.stringify({ input_ids: probeIds, last_logits: run.probe, backend: run.backend }));
-    const host = await loadPretrained(BROWN_GPT);
-    await PeftModel.fromPretrained(host, folder);
-    const difference = maxAbsDiff(probeLogits(host, tokenizer, PROBE), run.probe);
-    host.dispose();
-    console.log(`[playground e2e] ${label}: max |logit difference| page vs Node with the downloaded adapter ${difference.toExponential(2)}`);
-    expect(difference).toBeLessThan(2e-3);
-    // and the adapter matters: the base model's outputs are far from the page's
-    const base = await loadPretrained(BROWN_GPT);
-    expect(maxAbsDiff(probeLogits(base, tokenizer, PROBE), run.probe)).toBeGreaterThan(100 * Math.max(difference, 1e-4));
-    base.dispose();
+      // the download: PEFT files that Node loads, giving the page's outputs
+      const folder = path.join(OUTPUT, label, 'adapter');
+      expect(await downloadAdapter(page, folder)).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+      const tokenizer = await loadTokenizer(BROWN_GPT);
+      const probeIds = tokenizer.encode(PROBE, { addSpecialTokens: false }).ids;
+      writeFileSync(
+        path.join(OUTPUT, label, 'probe.json'),
+        JSON.stringify({ input_ids: probeIds, last_logits: run.probe, backend: run.backend }),
+      );
+      const host = await loadPretrained(BROWN_GPT);
+      await PeftModel.fromPretrained(host, folder);
+      const difference = maxAbsDiff(probeLogits(host, tokenizer, PROBE), run.probe);
+      host.dispose();
+      console.log(
+        `[playground e2e] ${label}: max |logit difference| page vs Node with the downloaded adapter ${difference.toExponential(2)}`,
+      );
+      expect(difference).toBeLessThan(2e-3);
+      // and the adapter matters: the base model's outputs are far from the page's
+      const base = await loadPretrained(BROWN_GPT);
+      expect(maxAbsDiff(probeLogits(base, tokenizer, PROBE), run.probe)).toBeGreaterThan(
+        100 * Math.max(difference, 1e-4),
+      );
+      base.dispose();
 
-    // IndexedDB: saved, the page reloaded, loaded back: the same outputs
-    await saveReloadLoad(page, label);
-    expect(maxAbsDiff(await probeOnPage(page, PROBE), run.probe)).toBeLessThan(1e-5);
-    await page.close();
-  });
+      // IndexedDB: saved, the page reloaded, loaded back: the same outputs
+      await saveReloadLoad(page, label);
+      expect(maxAbsDiff(await probeOnPage(page, PROBE), run.probe)).toBeLessThan(1e-5);
+      await page.close();
+    },
+  );
 });

@@ -17,7 +17,10 @@ const median = (values: number[]): number => [...values].sort((a, b) => a - b)[M
 async function main(): Promise<void> {
   const backend = await selectBackend();
   const host = randomGpt2(GPT2_SMALL);
-  const lora = getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['c_attn'], initLoraWeights: false }));
+  const lora = getPeftModel(
+    host,
+    new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['c_attn'], initLoraWeights: false }),
+  );
   // Houlsby: 24 adapters of 2·768·m + m + 768 -> m = 8 (313,536); Pfeiffer: 12 adapters -> m = 16 (304,320)
   const bottleneck = getPeftModel(host, HoulsbyConfig({ bottleneckSize: 8 }), 'houlsby');
   bottleneck.addAdapter('pfeiffer', PfeifferConfig({ bottleneckSize: 16 }));
@@ -25,7 +28,11 @@ async function main(): Promise<void> {
     if (name) model.setAdapter(name);
     return model.parameterCount().trainable;
   };
-  const trainable = { lora: count(lora), houlsby: count(bottleneck, 'houlsby'), pfeiffer: count(bottleneck, 'pfeiffer') };
+  const trainable = {
+    lora: count(lora),
+    houlsby: count(bottleneck, 'houlsby'),
+    pfeiffer: count(bottleneck, 'pfeiffer'),
+  };
 
   const ids = [Array.from({ length: SEQUENCE }, (_, i) => (i * 7919) % GPT2_SMALL.vocab)];
   const forward = (): number => {
@@ -70,11 +77,18 @@ async function main(): Promise<void> {
     }
   }
   const base = results.base!;
-  console.log(`GPT-2 small shape (124M, random weights) on ${backend.name}; forward batch 1 x ${SEQUENCE}; generation prompt 16, 32 new tokens with cache`);
-  console.log(`  trainable parameters: LoRA ${trainable.lora.toLocaleString('en-US')}, Houlsby ${trainable.houlsby.toLocaleString('en-US')}, Pfeiffer ${trainable.pfeiffer.toLocaleString('en-US')}`);
-  console.log(`  ${'configuration'.padEnd(22)}${'forward ms'.padStart(12)}${'vs base'.padStart(10)}${'ms/token'.padStart(12)}${'vs base'.padStart(10)}`);
+  console.log(
+    `GPT-2 small shape (124M, random weights) on ${backend.name}; forward batch 1 x ${SEQUENCE}; generation prompt 16, 32 new tokens with cache`,
+  );
+  console.log(
+    `  trainable parameters: LoRA ${trainable.lora.toLocaleString('en-US')}, Houlsby ${trainable.houlsby.toLocaleString('en-US')}, Pfeiffer ${trainable.pfeiffer.toLocaleString('en-US')}`,
+  );
+  console.log(
+    `  ${'configuration'.padEnd(22)}${'forward ms'.padStart(12)}${'vs base'.padStart(10)}${'ms/token'.padStart(12)}${'vs base'.padStart(10)}`,
+  );
   for (const [name, { forward: f, token: t }] of Object.entries(results)) {
-    const overhead = (value: number, reference: number): string => `${value >= reference ? '+' : ''}${((100 * (value - reference)) / reference).toFixed(1)}%`;
+    const overhead = (value: number, reference: number): string =>
+      `${value >= reference ? '+' : ''}${((100 * (value - reference)) / reference).toFixed(1)}%`;
     console.log(
       `  ${name.padEnd(22)}${median(f).toFixed(1).padStart(12)}${overhead(median(f), median(base.forward)).padStart(10)}` +
         `${median(t).toFixed(2).padStart(12)}${overhead(median(t), median(base.token)).padStart(10)}`,

@@ -87,13 +87,16 @@ export class BottleneckConfig implements PeftConfig {
   constructor(options: BottleneckConfigOptions) {
     this.mhAdapter = options.mhAdapter;
     this.outputAdapter = options.outputAdapter;
-    if (!this.mhAdapter && !this.outputAdapter) throw new Error('BottleneckConfig: mhAdapter and outputAdapter are both false: no adapter to place');
+    if (!this.mhAdapter && !this.outputAdapter)
+      throw new Error('BottleneckConfig: mhAdapter and outputAdapter are both false: no adapter to place');
     this.reductionFactor = options.reductionFactor ?? 16;
-    const factors = typeof this.reductionFactor === 'number' ? [this.reductionFactor] : Object.values(this.reductionFactor);
+    const factors =
+      typeof this.reductionFactor === 'number' ? [this.reductionFactor] : Object.values(this.reductionFactor);
     if (typeof this.reductionFactor === 'object' && !('default' in this.reductionFactor)) {
       fail('reductionFactor', 'a number, or per-layer factors with a "default"', this.reductionFactor);
     }
-    if (!factors.every((f) => typeof f === 'number' && f > 0)) fail('reductionFactor', 'positive numbers', this.reductionFactor);
+    if (!factors.every((f) => typeof f === 'number' && f > 0))
+      fail('reductionFactor', 'positive numbers', this.reductionFactor);
     this.bottleneckSize = options.bottleneckSize ?? null;
     if (this.bottleneckSize !== null && !(Number.isInteger(this.bottleneckSize) && this.bottleneckSize > 0)) {
       fail('bottleneckSize', 'a positive integer', this.bottleneckSize);
@@ -101,16 +104,19 @@ export class BottleneckConfig implements PeftConfig {
     this.nonLinearity = options.nonLinearity;
     this.originalLnBefore = options.originalLnBefore ?? false;
     this.originalLnAfter = options.originalLnAfter ?? true;
-    if (!this.originalLnAfter) fail('originalLnAfter', 'true (the host always adds its residual and norm after the adapter)', false);
+    if (!this.originalLnAfter)
+      fail('originalLnAfter', 'true (the host always adds its residual and norm after the adapter)', false);
     this.residualBeforeLn = options.residualBeforeLn ?? true;
     this.adapterResidualBeforeLn = options.adapterResidualBeforeLn ?? false;
     this.lnBefore = options.lnBefore ?? false;
     this.lnAfter = options.lnAfter ?? false;
     this.initWeights = options.initWeights ?? 'bert';
-    if (!['bert', 'mam_adapter', 'houlsby'].includes(this.initWeights)) fail('initWeights', "'bert', 'mam_adapter' or 'houlsby'", this.initWeights);
+    if (!['bert', 'mam_adapter', 'houlsby'].includes(this.initWeights))
+      fail('initWeights', "'bert', 'mam_adapter' or 'houlsby'", this.initWeights);
     this.isParallel = options.isParallel ?? false;
     this.scaling = options.scaling ?? 1;
-    if (typeof this.scaling !== 'number') fail('scaling', 'a number (learned scalings are not supported)', this.scaling);
+    if (typeof this.scaling !== 'number')
+      fail('scaling', 'a number (learned scalings are not supported)', this.scaling);
     this.dropout = options.dropout ?? 0;
     if (!(this.dropout >= 0 && this.dropout < 1)) fail('dropout', 'a number in [0, 1)', this.dropout);
     this.leaveOut = [...(options.leaveOut ?? [])];
@@ -122,13 +128,17 @@ export class BottleneckConfig implements PeftConfig {
   /** Bottleneck size at `layer` for hidden size `hidden` (AdapterHub: int(hidden // factor), at least 1). */
   bottleneck(layer: number, hidden: number): number {
     if (this.bottleneckSize !== null) return this.bottleneckSize;
-    const factor = typeof this.reductionFactor === 'number' ? this.reductionFactor : this.reductionFactor[String(layer)] ?? this.reductionFactor.default!;
+    const factor =
+      typeof this.reductionFactor === 'number'
+        ? this.reductionFactor
+        : (this.reductionFactor[String(layer)] ?? this.reductionFactor.default!);
     return Math.max(1, Math.floor(hidden / factor));
   }
 
   /** AdapterHub's adapter_config.json: the BnConfig nested under "config", with the model's facts. */
   toJson(host: PeftHost, adapterName: string): Record<string, unknown> {
-    const reduction = this.bottleneckSize !== null ? host.config.hiddenSize / this.bottleneckSize : this.reductionFactor;
+    const reduction =
+      this.bottleneckSize !== null ? host.config.hiddenSize / this.bottleneckSize : this.reductionFactor;
     return {
       config: {
         adapter_residual_before_ln: this.adapterResidualBeforeLn,
@@ -176,7 +186,10 @@ export class BottleneckConfig implements PeftConfig {
 
   /** Reads AdapterHub's adapter_config.json (or a bare BnConfig dict); features we lack are refused by name. */
   static fromJson(json: Record<string, unknown>, source = 'adapter_config.json'): BottleneckConfig {
-    const config = (typeof json.config === 'object' && json.config !== null ? json.config : json) as Record<string, unknown>;
+    const config = (typeof json.config === 'object' && json.config !== null ? json.config : json) as Record<
+      string,
+      unknown
+    >;
     if (config.architecture != null && config.architecture !== 'bottleneck') {
       throw new Error(`${source}: an AdapterHub "${String(config.architecture)}" adapter, not a bottleneck adapter`);
     }
@@ -185,10 +198,13 @@ export class BottleneckConfig implements PeftConfig {
         throw new Error(`${source}: "${field}": ${JSON.stringify(config[field])} is not supported by @peft/adapter`);
       }
     }
-    if (config.residual_before_ln === 'post_add') throw new Error(`${source}: "residual_before_ln": "post_add" is not supported by @peft/adapter`);
+    if (config.residual_before_ln === 'post_add')
+      throw new Error(`${source}: "residual_before_ln": "post_add" is not supported by @peft/adapter`);
     const savedName = config === json ? null : (json.name ?? null);
     if (savedName !== null && (typeof savedName !== 'string' || savedName === '')) {
-      throw new Error(`${source}: "name": expected the adapter's name (a non-empty string), got ${JSON.stringify(savedName)}`);
+      throw new Error(
+        `${source}: "name": expected the adapter's name (a non-empty string), got ${JSON.stringify(savedName)}`,
+      );
     }
     try {
       return new BottleneckConfig({

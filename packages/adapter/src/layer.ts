@@ -45,9 +45,15 @@ export class BottleneckModule {
     const [down, up] = tf.tidy(() => {
       switch (config.initWeights) {
         case 'mam_adapter': // exact identity at the start: zero up projection
-          return [tf.randomUniform([hidden, size], -1 / Math.sqrt(hidden), 1 / Math.sqrt(hidden), 'float32', seed), tf.zeros([size, hidden])];
+          return [
+            tf.randomUniform([hidden, size], -1 / Math.sqrt(hidden), 1 / Math.sqrt(hidden), 'float32', seed),
+            tf.zeros([size, hidden]),
+          ];
         case 'houlsby': // truncated N(0, 0.01) within two standard deviations
-          return [seededNormal([hidden, size], 0, 1e-2, seed, true), seededNormal([size, hidden], 0, 1e-2, seed + 1, true)];
+          return [
+            seededNormal([hidden, size], 0, 1e-2, seed, true),
+            seededNormal([size, hidden], 0, 1e-2, seed + 1, true),
+          ];
         default: // 'bert': N(0, 0.02)
           return [seededNormal([hidden, size], 0, 0.02, seed), seededNormal([size, hidden], 0, 0.02, seed + 1)];
       }
@@ -86,7 +92,9 @@ export class BottleneckModule {
   /** up(down(x))·scaling, with dropout in training. */
   private scaledUp(x: tf.Tensor3D, context: ForwardContext): tf.Tensor {
     const up = tf.mul(this.bottleneck(x), this.config.scaling);
-    return context.training && this.config.dropout > 0 ? tf.dropout(up, this.config.dropout, undefined, deriveSeed(this.seed, context.seed ?? 0)) : up;
+    return context.training && this.config.dropout > 0
+      ? tf.dropout(up, this.config.dropout, undefined, deriveSeed(this.seed, context.seed ?? 0))
+      : up;
   }
 
   private afterNorm(x: tf.Tensor): tf.Tensor {
@@ -102,14 +110,22 @@ export class BottleneckModule {
     return tf.reshape(up, [batch, length, this.hidden]) as tf.Tensor3D;
   }
 
-  private sequential(h: tf.Tensor3D, residual: tf.Tensor3D, norm: SublayerSurroundings['norm'], context: ForwardContext): tf.Tensor3D {
+  private sequential(
+    h: tf.Tensor3D,
+    residual: tf.Tensor3D,
+    norm: SublayerSurroundings['norm'],
+    context: ForwardContext,
+  ): tf.Tensor3D {
     const { config } = this;
     let hidden = h;
     let adapterResidual: tf.Tensor3D = h; // residual_before_ln: the sublayer output itself
-    if (config.originalLnBefore) hidden = norm ? norm(addReleasing(h, residual) as tf.Tensor3D) : (addReleasing(h, residual) as tf.Tensor3D);
+    if (config.originalLnBefore)
+      hidden = norm ? norm(addReleasing(h, residual) as tf.Tensor3D) : (addReleasing(h, residual) as tf.Tensor3D);
     if (!config.residualBeforeLn) adapterResidual = hidden;
     const up = this.scaledUp(hidden, context);
-    const out = config.adapterResidualBeforeLn ? this.afterNorm(addReleasing(up, adapterResidual)) : addReleasing(this.afterNorm(up), adapterResidual);
+    const out = config.adapterResidualBeforeLn
+      ? this.afterNorm(addReleasing(up, adapterResidual))
+      : addReleasing(this.afterNorm(up), adapterResidual);
     return out as tf.Tensor3D;
   }
 
@@ -139,7 +155,10 @@ export class BottleneckModule {
    */
   aliases(): { key: string; of: string }[] {
     if (!this.normBefore) return [];
-    return ['weight', 'bias'].map((field) => ({ key: `${this.path}.adapter_norm_before.${field}`, of: `${this.path}.adapter_down.0.${field}` }));
+    return ['weight', 'bias'].map((field) => ({
+      key: `${this.path}.adapter_norm_before.${field}`,
+      of: `${this.path}.adapter_down.0.${field}`,
+    }));
   }
 
   dispose(): void {

@@ -44,8 +44,12 @@ export class BottleneckTuner implements AdapterTuner {
   ) {
     const { numLayers, hiddenSize } = host.config;
     const bad = config.leaveOut.filter((l) => !Number.isInteger(l) || l < 0 || l >= numLayers);
-    if (bad.length) throw new Error(`BottleneckConfig.leaveOut: layers ${bad.join(', ')} are outside 0..${numLayers - 1}`);
-    const points: SublayerPoint[] = [...(config.mhAdapter ? ['afterAttention' as const] : []), ...(config.outputAdapter ? ['afterFfn' as const] : [])];
+    if (bad.length)
+      throw new Error(`BottleneckConfig.leaveOut: layers ${bad.join(', ')} are outside 0..${numLayers - 1}`);
+    const points: SublayerPoint[] = [
+      ...(config.mhAdapter ? ['afterAttention' as const] : []),
+      ...(config.outputAdapter ? ['afterFfn' as const] : []),
+    ];
     for (let layer = 0; layer < numLayers; layer++) {
       if (config.leaveOut.includes(layer)) continue;
       for (const point of points) {
@@ -58,7 +62,11 @@ export class BottleneckTuner implements AdapterTuner {
           deriveSeed(config.initSeed, layer, point === 'afterAttention' ? 0 : 1),
         );
         this.modules.push(module);
-        this.hooks.push(host.hooks.addSublayerHook(point, layer, (h, _layer, context, surroundings) => module.apply(h, context, surroundings)));
+        this.hooks.push(
+          host.hooks.addSublayerHook(point, layer, (h, _layer, context, surroundings) =>
+            module.apply(h, context, surroundings),
+          ),
+        );
       }
     }
   }
@@ -100,7 +108,8 @@ export class BottleneckTuner implements AdapterTuner {
         const entry = file.entries.get(key);
         const shape = transposed ? [variable.shape[1]!, variable.shape[0]!] : variable.shape;
         if (!entry) throw new Error(`${file.source}: tensor "${key}" is missing`);
-        if (entry.shape.join() !== shape.join()) throw new Error(`${file.source}: tensor "${key}" has shape [${entry.shape}], expected [${shape}]`);
+        if (entry.shape.join() !== shape.join())
+          throw new Error(`${file.source}: tensor "${key}" has shape [${entry.shape}], expected [${shape}]`);
         const data = file.tensor(key);
         tf.tidy(() => {
           const value = tf.tensor(data.values, shape, 'float32');
@@ -109,9 +118,13 @@ export class BottleneckTuner implements AdapterTuner {
       }
     }
     // aliases (adapter_norm_before) hold the same values as the keys they alias: nothing more to load
-    for (const module of this.modules) for (const { key } of module.aliases()) expected.add(keyUnderName(module, key, savedName));
+    for (const module of this.modules)
+      for (const { key } of module.aliases()) expected.add(keyUnderName(module, key, savedName));
     const unknown = [...file.entries.keys()].filter((key) => !expected.has(key));
-    if (unknown.length) throw new Error(`${file.source}: tensors the config does not explain: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', ...' : ''}`);
+    if (unknown.length)
+      throw new Error(
+        `${file.source}: tensors the config does not explain: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', ...' : ''}`,
+      );
   }
 
   /**
@@ -122,7 +135,10 @@ export class BottleneckTuner implements AdapterTuner {
     for (const key of file.entries.keys()) {
       const found = ADAPTER_KEY.exec(key)?.[1];
       if (found === undefined || found === savedName) continue;
-      const expected = this.config.savedName === null ? `the adapter is named "${savedName}" (adapter_config.json gives no "name")` : `adapter_config.json's "name" is "${savedName}"`;
+      const expected =
+        this.config.savedName === null
+          ? `the adapter is named "${savedName}" (adapter_config.json gives no "name")`
+          : `adapter_config.json's "name" is "${savedName}"`;
       throw new Error(`${file.source}: tensor "${key}" is saved under the adapter name "${found}", but ${expected}`);
     }
   }
@@ -143,15 +159,24 @@ function keyUnderName(module: BottleneckModule, key: string, name: string): stri
 }
 
 function sortKeys(value: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.keys(value).sort().map((key) => [key, value[key]]));
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((key) => [key, value[key]]),
+  );
 }
 
 export const bottleneckMethod: PeftMethod<BottleneckConfig> = {
   peftType: 'BOTTLENECK',
   weightsFile: ADAPTERHUB_WEIGHTS_FILE,
   // AdapterHub requires a float `scaling` (isinstance(scaling, float)): JSON.stringify(1.0) is "1"
-  configText: (json) => `${JSON.stringify({ ...json, config: sortKeys(json.config as Record<string, unknown>) }, null, 2).replace(/("scaling": )(-?\d+)(,?)$/m, '$1$2.0$3')}\n`,
-  recognizes: (json) => typeof json.config === 'object' && json.config !== null && typeof json.version === 'string' && json.version.startsWith('adapters'),
+  configText: (json) =>
+    `${JSON.stringify({ ...json, config: sortKeys(json.config as Record<string, unknown>) }, null, 2).replace(/("scaling": )(-?\d+)(,?)$/m, '$1$2.0$3')}\n`,
+  recognizes: (json) =>
+    typeof json.config === 'object' &&
+    json.config !== null &&
+    typeof json.version === 'string' &&
+    json.version.startsWith('adapters'),
   fromJson: (json, source) => BottleneckConfig.fromJson(json, source),
   attach: (host, adapterName, config) => new BottleneckTuner(host, adapterName, config),
 };

@@ -24,7 +24,8 @@ function logits(model: PeftModel | TransformerHost, extra: object = {}): Float32
   out.dispose();
   return values;
 }
-const maxDiff = (a: Float32Array, b: Float32Array): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+const maxDiff = (a: Float32Array, b: Float32Array): number =>
+  a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 
 describe.each(['gpt2-tied', 'llama-gqa-untied', 'bert-sequence-classification'])('%s', (name) => {
   it('is the identity at init with a zero up projection (mam_adapter), and near it with the default init', async () => {
@@ -79,11 +80,27 @@ describe.each(['gpt2-tied', 'llama-gqa-untied', 'bert-sequence-classification'])
     const store = memoryStore({}, 'mem:/adapter');
     await model.saveAdapter(store);
     const weights = parseSafetensors(store.files.get('adapter.safetensors')!);
-    const expectedPrefix = isBert ? 'bert.encoder.layer.0.output.adapters.default.' : `${base.layerPaths[0]}.output_adapters.adapters.default.`;
+    const expectedPrefix = isBert
+      ? 'bert.encoder.layer.0.output.adapters.default.'
+      : `${base.layerPaths[0]}.output_adapters.adapters.default.`;
     expect([...weights.entries.keys()]).toContain(`${expectedPrefix}adapter_down.0.weight`);
-    expect(weights.entries.get(`${expectedPrefix}adapter_up.weight`)!.shape).toEqual([base.config.hiddenSize, base.config.hiddenSize / 2]);
+    expect(weights.entries.get(`${expectedPrefix}adapter_up.weight`)!.shape).toEqual([
+      base.config.hiddenSize,
+      base.config.hiddenSize / 2,
+    ]);
     const config = JSON.parse(new TextDecoder().decode(store.files.get('adapter_config.json')));
-    expect(config).toMatchObject({ name: 'default', model_type: base.config.modelType, hidden_size: base.config.hiddenSize, config: { mh_adapter: false, output_adapter: true, non_linearity: 'relu', reduction_factor: 2, original_ln_before: true } });
+    expect(config).toMatchObject({
+      name: 'default',
+      model_type: base.config.modelType,
+      hidden_size: base.config.hiddenSize,
+      config: {
+        mh_adapter: false,
+        output_adapter: true,
+        non_linearity: 'relu',
+        reduction_factor: 2,
+        original_ln_before: true,
+      },
+    });
     model.dispose();
     const reloaded = await PeftModel.fromPretrained(base, store);
     expect(maxDiff(logits(reloaded), trained)).toBeLessThan(1e-6);
@@ -95,8 +112,17 @@ describe('bottleneck adapters', () => {
   it('serve a mixed batch: each sample as on its own adapter', async () => {
     const base = await host('gpt2-tied');
     const model = getPeftModel(base, HoulsbyConfig({ reductionFactor: 4, initSeed: 1 }), 'a');
-    model.addAdapter('b', PfeifferConfig({ reductionFactor: 2, initSeed: 2, initWeights: 'houlsby', lnBefore: true, lnAfter: true }));
-    const batch = { inputIds: [[3, 5, 7, 9], [4, 6, 8, 10], [11, 12, 13, 14]] };
+    model.addAdapter(
+      'b',
+      PfeifferConfig({ reductionFactor: 2, initSeed: 2, initWeights: 'houlsby', lnBefore: true, lnAfter: true }),
+    );
+    const batch = {
+      inputIds: [
+        [3, 5, 7, 9],
+        [4, 6, 8, 10],
+        [11, 12, 13, 14],
+      ],
+    };
     const { logits: mixed } = model.forward({ ...batch, adapterNames: ['b', BASE_ADAPTER, 'a'] });
     const values = mixed.dataSync() as Float32Array;
     const single = (row: number, adapter: string | null): Float32Array => {
@@ -121,7 +147,9 @@ describe('bottleneck adapters', () => {
     const base = await host('llama-gqa-untied');
     const sized = getPeftModel(base, PfeifferConfig({ bottleneckSize: 5 }));
     expect(sized.parameterCount().trainable).toBe(2 * (32 * 5 + 5 + 5 * 32 + 32));
-    expect((sized.config().toJson(base, 'default').config as { reduction_factor: number }).reduction_factor).toBeCloseTo(6.4);
+    expect(
+      (sized.config().toJson(base, 'default').config as { reduction_factor: number }).reduction_factor,
+    ).toBeCloseTo(6.4);
     sized.dispose();
     const perLayer = getPeftModel(base, PfeifferConfig({ reductionFactor: { '1': 8, default: 16 } }));
     expect(perLayer.parameterCount().trainable).toBe(32 * 2 + 2 + 2 * 32 + 32 + (32 * 4 + 4 + 4 * 32 + 32));
@@ -130,21 +158,42 @@ describe('bottleneck adapters', () => {
 
   it.each([
     [{ mhAdapter: false, outputAdapter: false, nonLinearity: 'relu' }, 'mhAdapter and outputAdapter are both false'],
-    [{ mhAdapter: true, outputAdapter: true, nonLinearity: 'relu', reductionFactor: { '1': 4 } }, 'per-layer factors with a "default"'],
-    [{ mhAdapter: true, outputAdapter: true, nonLinearity: 'relu', originalLnAfter: false }, 'BottleneckConfig.originalLnAfter: expected true'],
+    [
+      { mhAdapter: true, outputAdapter: true, nonLinearity: 'relu', reductionFactor: { '1': 4 } },
+      'per-layer factors with a "default"',
+    ],
+    [
+      { mhAdapter: true, outputAdapter: true, nonLinearity: 'relu', originalLnAfter: false },
+      'BottleneckConfig.originalLnAfter: expected true',
+    ],
   ])('refuses %o', (options, message) => {
     expect(() => new BottleneckConfig(options)).toThrow(message);
   });
 
   it('refuses AdapterHub features it does not implement, by name', () => {
-    expect(() => BottleneckConfig.fromJson({ config: { mh_adapter: true, output_adapter: true, reduction_factor: 16, non_linearity: 'relu', use_gating: true } }, 'x.json')).toThrow(
-      'x.json: "use_gating": true is not supported by @peft/adapter',
+    expect(() =>
+      BottleneckConfig.fromJson(
+        {
+          config: {
+            mh_adapter: true,
+            output_adapter: true,
+            reduction_factor: 16,
+            non_linearity: 'relu',
+            use_gating: true,
+          },
+        },
+        'x.json',
+      ),
+    ).toThrow('x.json: "use_gating": true is not supported by @peft/adapter');
+    expect(() => BottleneckConfig.fromJson({ config: { architecture: 'lora' } }, 'x.json')).toThrow(
+      'x.json: an AdapterHub "lora" adapter, not a bottleneck adapter',
     );
-    expect(() => BottleneckConfig.fromJson({ config: { architecture: 'lora' } }, 'x.json')).toThrow('x.json: an AdapterHub "lora" adapter, not a bottleneck adapter');
   });
 
   it('an unknown activation names the field', async () => {
     const base = await host('gpt2-tied');
-    expect(() => getPeftModel(base, PfeifferConfig({ nonLinearity: 'mish' }))).toThrow('BottleneckConfig.nonLinearity: unsupported activation "mish"');
+    expect(() => getPeftModel(base, PfeifferConfig({ nonLinearity: 'mish' }))).toThrow(
+      'BottleneckConfig.nonLinearity: unsupported activation "mish"',
+    );
   });
 });

@@ -12,9 +12,15 @@ import '../src/index.js';
 
 const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const FIXTURES = path.join(import.meta.dirname, 'fixtures');
-const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as { cases: { name: string; model: string; adapter_name: string }[] };
+const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as {
+  cases: { name: string; model: string; adapter_name: string }[];
+};
 const worst = new Map<string, number>();
-afterAll(() => console.log(`[adapter parity] max |ours - adapters|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`));
+afterAll(() =>
+  console.log(
+    `[adapter parity] max |ours - adapters|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`,
+  ),
+);
 
 interface Case {
   input_ids: number[][];
@@ -45,10 +51,21 @@ describe.each(manifest.cases)('$name', ({ name, model, adapter_name: savedName }
       let diff = 0;
       got.forEach((v, i) => {
         const row = Math.floor(i / width);
-        if (want.shape.length === 3 && input.attention_mask && input.attention_mask[Math.floor(row / length)]![row % length] === 0) return;
+        if (
+          want.shape.length === 3 &&
+          input.attention_mask &&
+          input.attention_mask[Math.floor(row / length)]![row % length] === 0
+        )
+          return;
         diff = Math.max(diff, Math.abs(v - want.values[i]!));
       });
-      const base = peft.withAdapterDisabled(() => peft.forward({ inputIds: input.input_ids, ...(input.token_type_ids ? { tokenTypeIds: input.token_type_ids } : {}) }).logits);
+      const base = peft.withAdapterDisabled(
+        () =>
+          peft.forward({
+            inputIds: input.input_ids,
+            ...(input.token_type_ids ? { tokenTypeIds: input.token_type_ids } : {}),
+          }).logits,
+      );
       const effect = Array.from(base.dataSync()).reduce((m, v, i) => Math.max(m, Math.abs(v - got[i]!)), 0);
       tf.dispose([logits, base]);
       worst.set(name, Math.max(worst.get(name) ?? 0, diff));

@@ -13,9 +13,17 @@ import { BottleneckConfig } from '../src/index.js';
 
 const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const SAVED = path.join(import.meta.dirname, 'fixtures/gpt2-my-task/adapter');
-const savedConfig = JSON.parse(readFileSync(path.join(SAVED, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+const savedConfig = JSON.parse(readFileSync(path.join(SAVED, 'adapter_config.json'), 'utf8')) as Record<
+  string,
+  unknown
+>;
 const savedBytes = readFileSync(path.join(SAVED, 'adapter.safetensors'));
-const input = { inputIds: [[3, 5, 7, 11, 13, 17], [2, 4, 6, 8, 10, 12]] };
+const input = {
+  inputIds: [
+    [3, 5, 7, 11, 13, 17],
+    [2, 4, 6, 8, 10, 12],
+  ],
+};
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -37,7 +45,8 @@ function logits(model: PeftModel, extra: object = {}): Float32Array {
   out.dispose();
   return values;
 }
-const maxDiff = (a: Float32Array, b: Float32Array): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+const maxDiff = (a: Float32Array, b: Float32Array): number =>
+  a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 /** A safetensors file's values by key (renamed by `rename`). */
 function tensorsByKey(bytes: Uint8Array, rename: (key: string) => string = (key) => key): Map<string, number[]> {
   const file = parseSafetensors(bytes);
@@ -55,7 +64,10 @@ describe('an AdapterHub adapter saved under its own name ("my_task")', () => {
     const out = temporaryDirectory();
     await model.saveAdapter(out);
     const folder = path.join(out, 'my_task'); // not 'default': a sub-folder of its name, as peft and AdapterHub's save_all_adapters do
-    const config = JSON.parse(readFileSync(path.join(folder, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    const config = JSON.parse(readFileSync(path.join(folder, 'adapter_config.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     expect(config.name).toBe('my_task');
     expect(config.config).toEqual(savedConfig.config);
     expect(tensorsByKey(readFileSync(path.join(folder, 'adapter.safetensors')))).toEqual(tensorsByKey(savedBytes));
@@ -79,7 +91,9 @@ describe('an AdapterHub adapter saved under its own name ("my_task")', () => {
     expect(maxDiff(logits(renamed), asSaved)).toBe(0);
     const store = memoryStore({}, 'mem:/out');
     await renamed.saveAdapter(store);
-    expect(JSON.parse(new TextDecoder().decode(store.files.get('sentiment/adapter_config.json')))).toMatchObject({ name: 'sentiment' });
+    expect(JSON.parse(new TextDecoder().decode(store.files.get('sentiment/adapter_config.json')))).toMatchObject({
+      name: 'sentiment',
+    });
     expect(tensorsByKey(store.files.get('sentiment/adapter.safetensors')!)).toEqual(
       tensorsByKey(savedBytes, (key) => key.replace('.adapters.my_task.', '.adapters.sentiment.')),
     );
@@ -122,7 +136,11 @@ describe('an AdapterHub adapter saved under its own name ("my_task")', () => {
 
   it('reads "name" into savedName; a bare BnConfig has none; a name that is not a string is refused', () => {
     expect(BottleneckConfig.fromJson(savedConfig, 'adapter_config.json').savedName).toBe('my_task');
-    expect(BottleneckConfig.fromJson(savedConfig.config as Record<string, unknown>, 'config.json').savedName).toBeNull();
-    expect(() => BottleneckConfig.fromJson({ ...savedConfig, name: 7 }, 'x.json')).toThrow('x.json: "name": expected the adapter\'s name (a non-empty string), got 7');
+    expect(
+      BottleneckConfig.fromJson(savedConfig.config as Record<string, unknown>, 'config.json').savedName,
+    ).toBeNull();
+    expect(() => BottleneckConfig.fromJson({ ...savedConfig, name: 7 }, 'x.json')).toThrow(
+      'x.json: "name": expected the adapter\'s name (a non-empty string), got 7',
+    );
   });
 });

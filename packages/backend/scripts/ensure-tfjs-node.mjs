@@ -63,7 +63,9 @@ function run(command, args, options = {}) {
     const errors = lines.filter((line) => /(^|\s)(\w*Error|ERROR|error):/.test(line));
     const shown = (errors.length > 0 ? errors : lines).slice(-4).map((line) => line.trim().slice(0, 300));
     const status = result.status ?? result.signal;
-    throw new Error(`\`${path.basename(command)} ${args.join(' ')}\` exited with ${status}:\n!!       ${shown.join('\n!!       ')}`);
+    throw new Error(
+      `\`${path.basename(command)} ${args.join(' ')}\` exited with ${status}:\n!!       ${shown.join('\n!!       ')}`,
+    );
   }
 }
 
@@ -250,7 +252,7 @@ const ROUTES = {
 
   /** tfjs-node's own installer; its result is moved into the cache like the others. */
   official(pkg, entry) {
-    log('trying tfjs-node\'s own installer (downloads libtensorflow; minutes on a slow network)');
+    log("trying tfjs-node's own installer (downloads libtensorflow; minutes on a slow network)");
     const binDir = path.join(pkg, 'node_modules', '.bin');
     // A symlink left by another route must not be taken for a downloaded library (or emptied).
     fs.rmSync(path.join(pkg, 'deps'), { recursive: true, force: true });
@@ -275,8 +277,21 @@ const ROUTES = {
       if (!wheel) {
         log(`pip download tensorflow-cpu==${WHEEL_VERSION} (the C library inside it, ~275 MB)`);
         // PIP_RETRIES=0: an unreachable index fails over at once instead of retrying for seconds.
-        run('python3', ['-m', 'pip', 'download', `tensorflow-cpu==${WHEEL_VERSION}`, '--no-deps',
-          '--only-binary=:all:', '--quiet', '--dest', download], { env: { PIP_RETRIES: '0', ...env } });
+        run(
+          'python3',
+          [
+            '-m',
+            'pip',
+            'download',
+            `tensorflow-cpu==${WHEEL_VERSION}`,
+            '--no-deps',
+            '--only-binary=:all:',
+            '--quiet',
+            '--dest',
+            download,
+          ],
+          { env: { PIP_RETRIES: '0', ...env } },
+        );
         const file = fs.readdirSync(download).find((name) => name.endsWith('.whl'));
         if (!file) throw new Error('pip download produced no wheel');
         wheel = path.join(download, file);
@@ -294,7 +309,9 @@ const ROUTES = {
 };
 
 function routeOrder() {
-  const requested = env.PEFT_TFJS_ROUTES?.split(',').map((s) => s.trim()).filter(Boolean);
+  const requested = env.PEFT_TFJS_ROUTES?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const order = requested ?? [...(env.LIBTENSORFLOW_DIR ? ['dir'] : []), 'official', 'wheel'];
   for (const route of order) {
     if (!(route in ROUTES)) {
@@ -384,7 +401,9 @@ function main() {
     if (process.argv.length === 2) {
       recordStatus(expectedDependencyPath(), {
         ok: false,
-        failures: ['@tensorflow/tfjs-node was not installed when @peft/backend\'s install script ran (skipped as optional, or removed after its own install script failed)'],
+        failures: [
+          "@tensorflow/tfjs-node was not installed when @peft/backend's install script ran (skipped as optional, or removed after its own install script failed)",
+        ],
       });
     }
     return;
@@ -404,7 +423,9 @@ function main() {
     recordStatus(pkg, failures ? { ok: false, failures } : { ok: true, detail: checkLoads(pkg).output });
     if (failures) {
       const bar = '!'.repeat(100);
-      console.log(`\n${bar}\n!! The native TensorFlow backend (tfjs-node) could NOT be set up. Training will run on the`);
+      console.log(
+        `\n${bar}\n!! The native TensorFlow backend (tfjs-node) could NOT be set up. Training will run on the`,
+      );
       console.log('!! slow wasm/cpu backends (10-100x slower), and every entry point will say so.');
       for (const failure of failures) console.log(`!!   - ${failure}`);
       console.log('!! Fix: install python3 with pip, make and g++ (or point LIBTENSORFLOW_DIR at a TensorFlow C');

@@ -82,7 +82,8 @@ const LOADERS: Record<BrowserBackendName, Loader> = {
     }
     const renderer = webglRenderer();
     // A GPU emulated on the CPU (headless browsers, no GPU driver) is slower than wasm: auto skips it.
-    if (auto && SOFTWARE_RENDERERS.test(renderer)) throw new Error(`WebGL is rendered in software here (${renderer}): wasm is faster`);
+    if (auto && SOFTWARE_RENDERERS.test(renderer))
+      throw new Error(`WebGL is rendered in software here (${renderer}): wasm is faster`);
     return `WebGL ${tf.env().getNumber('WEBGL_VERSION')}, ${renderer}, float32 textures`;
   },
   async wasm(options) {
@@ -127,9 +128,12 @@ export async function selectBrowserBackend(options: BrowserBackendOptions = {}):
       const detail = await LOADERS[name](options, requested === 'auto');
       return { name, requested, detail, unavailable };
     } catch (error) {
-      if (requested !== 'auto') throw new Error(`backend '${name}' was requested, but it cannot be used: ${firstLine(error)}`);
+      if (requested !== 'auto')
+        throw new Error(`backend '${name}' was requested, but it cannot be used: ${firstLine(error)}`);
       unavailable.push({ name, reason: firstLine(error) });
     }
   }
-  throw new Error(`no TensorFlow.js backend could be loaded: ${unavailable.map((u) => `${u.name}: ${u.reason}`).join('; ')}`);
+  throw new Error(
+    `no TensorFlow.js backend could be loaded: ${unavailable.map((u) => `${u.name}: ${u.reason}`).join('; ')}`,
+  );
 }

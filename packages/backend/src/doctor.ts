@@ -5,7 +5,13 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import { measureMatMul, type MatMulMeasurement } from './measure.js';
 import { fixAdvice, inspectNativeSetup, type NativeSetup } from './native-setup.js';
-import { BACKEND_NAMES, loadBackend, selectBackend, type BackendName, type BackendSelection } from './select-backend.js';
+import {
+  BACKEND_NAMES,
+  loadBackend,
+  selectBackend,
+  type BackendName,
+  type BackendSelection,
+} from './select-backend.js';
 
 export interface BackendReport {
   name: BackendName;
@@ -64,11 +70,17 @@ function hugePageFacts(): HugePageFacts {
   const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
   let transparentHugePages: string | null = null;
   try {
-    transparentHugePages = /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? null;
+    transparentHugePages =
+      /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? null;
   } catch {
     // not Linux, or no THP support in the kernel: the advice says unknown
   }
-  return { platform: process.platform, glibc: header?.glibcVersionRuntime ?? null, transparentHugePages, tunables: process.env.GLIBC_TUNABLES ?? '' };
+  return {
+    platform: process.platform,
+    glibc: header?.glibcVersionRuntime ?? null,
+    transparentHugePages,
+    tunables: process.env.GLIBC_TUNABLES ?? '',
+  };
 }
 
 export interface DoctorOptions {
@@ -120,7 +132,10 @@ export function formatDoctorReport(report: DoctorReport): string {
     lines.push(`  ${backend.name.padEnd(12)}${status.padEnd(13)}${speed.padStart(15)}  ${backend.detail}`);
   }
   if (selection.name !== 'tensorflow') {
-    lines.push('', `  !! not on the native backend: ${selection.unavailable.map((u) => u.reason).join('; ') || 'by request'}`);
+    lines.push(
+      '',
+      `  !! not on the native backend: ${selection.unavailable.map((u) => u.reason).join('; ') || 'by request'}`,
+    );
     lines.push(...nativeSetupLines(report.native));
   }
   return lines.join('\n');
@@ -130,17 +145,24 @@ export function formatDoctorReport(report: DoctorReport): string {
 function nativeSetupLines(native: NativeSetup): string[] {
   const lines: string[] = [];
   if (native.tfjsNode === null) {
-    lines.push('  !! @tensorflow/tfjs-node is not installed (an optional dependency of @peft/backend, skipped or removed by the install)');
+    lines.push(
+      '  !! @tensorflow/tfjs-node is not installed (an optional dependency of @peft/backend, skipped or removed by the install)',
+    );
   }
   if (native.status === null) {
     if (native.tfjsNode !== null) {
-      lines.push(`  !! ${native.tfjsNode} was never provisioned (install scripts not run: pnpm and npm ask you to allow @peft/backend's)`);
+      lines.push(
+        `  !! ${native.tfjsNode} was never provisioned (install scripts not run: pnpm and npm ask you to allow @peft/backend's)`,
+      );
     }
   } else if (!native.status.ok) {
     lines.push(`  !! the set-up of @tensorflow/tfjs-node failed on ${native.status.time}:`);
-    for (const failure of native.status.failures ?? []) lines.push(`  !!   - ${failure.split('\n').join('\n  !!     ')}`);
+    for (const failure of native.status.failures ?? [])
+      lines.push(`  !!   - ${failure.split('\n').join('\n  !!     ')}`);
     if (native.tfjsNode !== null) {
-      lines.push('  !! it needs python3 with pip, make and g++ (or LIBTENSORFLOW_DIR pointing at a TensorFlow C library)');
+      lines.push(
+        '  !! it needs python3 with pip, make and g++ (or LIBTENSORFLOW_DIR pointing at a TensorFlow C library)',
+      );
     }
   }
   lines.push(`  !! fix (${native.packageManager}): ${fixAdvice(native)}`);

@@ -41,7 +41,9 @@ export const PROVISIONING_SCRIPT = path.join(here, '..', 'scripts', 'ensure-tfjs
 
 /** The same folder as the script's cache (PEFT_TFJS_CACHE, else the XDG cache). */
 function cacheRoot(env: NodeJS.ProcessEnv): string {
-  return path.resolve(env.PEFT_TFJS_CACHE ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'peft', 'tfjs-node'));
+  return path.resolve(
+    env.PEFT_TFJS_CACHE ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'peft', 'tfjs-node'),
+  );
 }
 
 function locateTfjsNode(): string | null {
@@ -68,7 +70,10 @@ function tfjsNodeCandidates(): string[] {
 function readStatus(tfjsNode: string | null, env: NodeJS.ProcessEnv): ProvisioningStatus | null {
   let all: Record<string, ProvisioningStatus>;
   try {
-    all = JSON.parse(readFileSync(path.join(cacheRoot(env), 'status.json'), 'utf8')) as Record<string, ProvisioningStatus>;
+    all = JSON.parse(readFileSync(path.join(cacheRoot(env), 'status.json'), 'utf8')) as Record<
+      string,
+      ProvisioningStatus
+    >;
   } catch {
     return null; // never ran with this cache
   }
@@ -86,7 +91,11 @@ function readStatus(tfjsNode: string | null, env: NodeJS.ProcessEnv): Provisioni
 export function detectPackageManager(cwd: string, userAgent: string | undefined): PackageManager {
   const fromAgent = /^(npm|pnpm|yarn)\//.exec(userAgent ?? '')?.[1];
   if (fromAgent) return fromAgent as PackageManager;
-  const lockfiles: [string, PackageManager][] = [['pnpm-lock.yaml', 'pnpm'], ['yarn.lock', 'yarn'], ['package-lock.json', 'npm']];
+  const lockfiles: [string, PackageManager][] = [
+    ['pnpm-lock.yaml', 'pnpm'],
+    ['yarn.lock', 'yarn'],
+    ['package-lock.json', 'npm'],
+  ];
   for (let dir = path.resolve(cwd); ; dir = path.dirname(dir)) {
     for (const [file, manager] of lockfiles) {
       if (existsSync(path.join(dir, file))) return manager;

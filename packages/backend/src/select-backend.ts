@@ -83,7 +83,9 @@ async function ensureGradients(): Promise<void> {
   try {
     await import('@tensorflow/tfjs');
   } catch (error) {
-    throw new Error(`gradients are not registered and @tensorflow/tfjs cannot be loaded to register them: ${(error as Error).message}`);
+    throw new Error(
+      `gradients are not registered and @tensorflow/tfjs cannot be loaded to register them: ${(error as Error).message}`,
+    );
   }
 }
 

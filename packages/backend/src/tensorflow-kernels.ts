@@ -9,14 +9,24 @@ interface OpAttr {
 }
 
 interface TensorflowBackendLike {
-  binding: { TF_ATTR_BOOL: number; TF_ATTR_SHAPE: number; TF_ATTR_STRING: number; TF_ATTR_TYPE: number; TF_FLOAT: number };
+  binding: {
+    TF_ATTR_BOOL: number;
+    TF_ATTR_SHAPE: number;
+    TF_ATTR_STRING: number;
+    TF_ATTR_TYPE: number;
+    TF_FLOAT: number;
+  };
   /** tfjs-node runs one libtensorflow op eagerly; its outputs come back as tensors. */
   executeSingleOutput(name: string, attrs: OpAttr[], inputs: tf.TensorInfo[]): tf.Tensor;
   executeMultipleOutputs(name: string, attrs: OpAttr[], inputs: tf.TensorInfo[], outputs: number): tf.Tensor[];
 }
 
 /** A float32 type attribute named `name` (T, dtype). */
-const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({ name, type: backend.binding.TF_ATTR_TYPE, value: backend.binding.TF_FLOAT });
+const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({
+  name,
+  type: backend.binding.TF_ATTR_TYPE,
+  value: backend.binding.TF_FLOAT,
+});
 
 /**
  * tfjs-node runs every matmul as libtensorflow's BatchMatMulV2. For a plain 2-D product with
@@ -31,7 +41,14 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
   return (args) => {
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
-    if (a.shape.length !== 2 || b.shape.length !== 2 || transposeA || transposeB || a.dtype !== 'float32' || b.dtype !== 'float32') {
+    if (
+      a.shape.length !== 2 ||
+      b.shape.length !== 2 ||
+      transposeA ||
+      transposeB ||
+      a.dtype !== 'float32' ||
+      b.dtype !== 'float32'
+    ) {
       return original(args);
     }
     const backend = args.backend as TensorflowBackendLike;
@@ -108,7 +125,9 @@ function checkFloat(kernel: string, name: string, input: tf.TensorInfo, shape: n
 
 function checkMoment(name: string, input: tf.TensorInfo): void {
   if (input.dtype !== 'string' || input.shape.length !== 0) {
-    throw new Error(`${ADAMW_KERNEL}: ${name} is ${input.dtype} [${input.shape}], expected a moment made by ${ADAMW_MOMENT_KERNEL}`);
+    throw new Error(
+      `${ADAMW_KERNEL}: ${name} is ${input.dtype} [${input.shape}], expected a moment made by ${ADAMW_MOMENT_KERNEL}`,
+    );
   }
 }
 
@@ -127,7 +146,10 @@ function checkMoment(name: string, input: tf.TensorInfo): void {
  */
 function adamW(args: KernelArgs): tf.TensorInfo {
   const backend = args.backend as TensorflowBackendLike;
-  const { param, expAvg, expAvgSq, gradient } = args.inputs as Record<'param' | 'expAvg' | 'expAvgSq' | 'gradient', tf.TensorInfo>;
+  const { param, expAvg, expAvgSq, gradient } = args.inputs as Record<
+    'param' | 'expAvg' | 'expAvgSq' | 'gradient',
+    tf.TensorInfo
+  >;
   const attrs = args.attrs as unknown as AdamWAttrs;
   checkFloat(ADAMW_KERNEL, 'param', param, param.shape);
   checkFloat(ADAMW_KERNEL, 'gradient', gradient, param.shape);
@@ -138,7 +160,8 @@ function adamW(args: KernelArgs): tf.TensorInfo {
     made.push(tensor);
     return tensor;
   };
-  const multiply = (x: tf.TensorInfo, factor: number): tf.Tensor => make(backend.executeSingleOutput('Mul', [floatAttr(backend, 'T')], [x, make(tf.scalar(factor))]));
+  const multiply = (x: tf.TensorInfo, factor: number): tf.Tensor =>
+    make(backend.executeSingleOutput('Mul', [floatAttr(backend, 'T')], [x, make(tf.scalar(factor))]));
   try {
     const decayed = attrs.decay === 1 ? null : multiply(param, attrs.decay);
     const variable = make(makeVariable(backend, decayed ?? param));
@@ -151,7 +174,11 @@ function adamW(args: KernelArgs): tf.TensorInfo {
     const scalars = [0, 0, stepSize, attrs.beta1, attrs.beta2, attrs.epsilon * root2].map((x) => make(tf.scalar(x)));
     backend.executeMultipleOutputs(
       'ResourceApplyAdam',
-      [floatAttr(backend, 'T'), { name: 'use_locking', type: backend.binding.TF_ATTR_BOOL, value: false }, { name: 'use_nesterov', type: backend.binding.TF_ATTR_BOOL, value: false }],
+      [
+        floatAttr(backend, 'T'),
+        { name: 'use_locking', type: backend.binding.TF_ATTR_BOOL, value: false },
+        { name: 'use_nesterov', type: backend.binding.TF_ATTR_BOOL, value: false },
+      ],
       [variable, expAvg, expAvgSq, ...scalars, scaled],
       0,
     );
@@ -171,7 +198,10 @@ function adamWMoment(args: KernelArgs): tf.TensorInfo {
 function adamWRead(args: KernelArgs): tf.TensorInfo {
   const backend = args.backend as TensorflowBackendLike;
   const { moment } = args.inputs as { moment: tf.TensorInfo };
-  if (moment.dtype !== 'string' || moment.shape.length !== 0) throw new Error(`${ADAMW_READ_KERNEL}: expected a moment made by ${ADAMW_MOMENT_KERNEL}, got ${moment.dtype} [${moment.shape}]`);
+  if (moment.dtype !== 'string' || moment.shape.length !== 0)
+    throw new Error(
+      `${ADAMW_READ_KERNEL}: expected a moment made by ${ADAMW_MOMENT_KERNEL}, got ${moment.dtype} [${moment.shape}]`,
+    );
   return readVariable(backend, moment);
 }
 
@@ -197,6 +227,7 @@ export function registerTensorflowKernels(): void {
     [ADAMW_READ_KERNEL, adamWRead],
   ];
   for (const [kernelName, kernelFunc] of own) {
-    if (!tf.getKernel(kernelName, 'tensorflow')) tf.registerKernel({ kernelName, backendName: 'tensorflow', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+    if (!tf.getKernel(kernelName, 'tensorflow'))
+      tf.registerKernel({ kernelName, backendName: 'tensorflow', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
   }
 }

@@ -12,7 +12,15 @@ interface WasmBackendLike {
  * table trains on wasm. out[s, ...] = Σ x[i, ...] over i with segmentIds[i] = s; ids outside
  * [0, numSegments) are dropped, as TensorFlow does.
  */
-function unsortedSegmentSum({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }): tf.TensorInfo {
+function unsortedSegmentSum({
+  inputs,
+  backend,
+  attrs,
+}: {
+  inputs: tf.NamedTensorInfoMap;
+  backend: unknown;
+  attrs?: tf.NamedAttrMap;
+}): tf.TensorInfo {
   const wasm = backend as WasmBackendLike;
   const x = inputs.x!;
   const segmentIds = inputs.segmentIds!;
@@ -48,9 +56,9 @@ function swapLastAxes(x: tf.Tensor): tf.Tensor {
  * step several times slower). Other backends keep the transpose flags.
  */
 const matMul = (x: tf.Tensor, y: tf.Tensor, transposeX: boolean, transposeY: boolean): tf.Tensor =>
-    tf.getBackend() === 'wasm'
-      ? tf.matMul(transposeX ? swapLastAxes(x) : x, transposeY ? swapLastAxes(y) : y)
-      : tf.matMul(x, y, transposeX, transposeY);
+  tf.getBackend() === 'wasm'
+    ? tf.matMul(transposeX ? swapLastAxes(x) : x, transposeY ? swapLastAxes(y) : y)
+    : tf.matMul(x, y, transposeX, transposeY);
 export const batchMatMulGradient: tf.GradConfig = {
   kernelName: 'BatchMatMul',
   inputsToSave: ['a', 'b'],
@@ -69,6 +77,10 @@ export const batchMatMulGradient: tf.GradConfig = {
 export function registerWasmKernels(): void {
   if (tf.getGradient('BatchMatMul') !== batchMatMulGradient) tf.registerGradient(batchMatMulGradient);
   if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
-    tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum as tf.KernelFunc });
+    tf.registerKernel({
+      kernelName: 'UnsortedSegmentSum',
+      backendName: 'wasm',
+      kernelFunc: unsortedSegmentSum as tf.KernelFunc,
+    });
   }
 }

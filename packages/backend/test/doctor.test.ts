@@ -32,13 +32,19 @@ describe('hugePageAdvice', () => {
   const linux = { platform: 'linux', glibc: '2.36', transparentHugePages: 'madvise', tunables: '' };
 
   it('advises the glibc tunable where it would take effect, and says when it is on', () => {
-    expect(hugePageAdvice(linux)).toMatch(/^off: start Node with GLIBC_TUNABLES=glibc\.malloc\.hugetlb=1 \(glibc 2\.36, transparent huge pages: madvise\)/);
-    expect(hugePageAdvice({ ...linux, tunables: 'glibc.malloc.hugetlb=1' })).toBe('on (GLIBC_TUNABLES=glibc.malloc.hugetlb=1; transparent huge pages: madvise)');
+    expect(hugePageAdvice(linux)).toMatch(
+      /^off: start Node with GLIBC_TUNABLES=glibc\.malloc\.hugetlb=1 \(glibc 2\.36, transparent huge pages: madvise\)/,
+    );
+    expect(hugePageAdvice({ ...linux, tunables: 'glibc.malloc.hugetlb=1' })).toBe(
+      'on (GLIBC_TUNABLES=glibc.malloc.hugetlb=1; transparent huge pages: madvise)',
+    );
   });
 
   it('gives no advice that cannot work: old glibc, huge pages disabled, musl or another system', () => {
     expect(hugePageAdvice({ ...linux, glibc: '2.31' })).toBe('off (glibc 2.31 predates glibc.malloc.hugetlb, 2.35)');
-    expect(hugePageAdvice({ ...linux, transparentHugePages: 'never' })).toBe('off (transparent huge pages are disabled on this machine)');
+    expect(hugePageAdvice({ ...linux, transparentHugePages: 'never' })).toBe(
+      'off (transparent huge pages are disabled on this machine)',
+    );
     expect(hugePageAdvice({ ...linux, glibc: null })).toBeNull();
     expect(hugePageAdvice({ ...linux, platform: 'darwin' })).toBeNull();
   });

@@ -4,7 +4,14 @@ import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { detectPackageManager, fixAdvice, formatDoctorReport, inspectNativeSetup, nativeFixCommand, type DoctorReport } from '../src/index.js';
+import {
+  detectPackageManager,
+  fixAdvice,
+  formatDoctorReport,
+  inspectNativeSetup,
+  nativeFixCommand,
+  type DoctorReport,
+} from '../src/index.js';
 
 describe('detectPackageManager', () => {
   it('believes the running package manager first, then the nearest lockfile, then says npm', () => {
@@ -33,12 +40,16 @@ describe('nativeFixCommand', () => {
   });
 
   it('says why there is no command for yarn 1 without tfjs-node, and the command otherwise', () => {
-    expect(fixAdvice({ packageManager: 'yarn', tfjsNode: null, workspace: false })).toMatch(/^yarn 1 removes tfjs-node .* install with npm or pnpm/);
+    expect(fixAdvice({ packageManager: 'yarn', tfjsNode: null, workspace: false })).toMatch(
+      /^yarn 1 removes tfjs-node .* install with npm or pnpm/,
+    );
     expect(fixAdvice({ packageManager: 'npm', tfjsNode: null, workspace: false })).toBe('run `npm ci`');
   });
 
   it('in the monorepo, the root script', () => {
-    expect(nativeFixCommand({ packageManager: 'pnpm', tfjsNode: null, workspace: true })).toBe('pnpm peft:doctor --fix');
+    expect(nativeFixCommand({ packageManager: 'pnpm', tfjsNode: null, workspace: true })).toBe(
+      'pnpm peft:doctor --fix',
+    );
   });
 });
 
@@ -48,7 +59,11 @@ describe('the doctor on a slow backend', () => {
     const found = inspectNativeSetup({ PEFT_TFJS_CACHE: cache }, process.cwd());
     expect(found.tfjsNode).toMatch(/@tensorflow[/+]tfjs-node/);
     expect(found.status).toBeNull();
-    const failure = { time: '2026-12-06T07:00:00.000Z', ok: false, failures: ['wheel: `pip download` exited with 1:\n!! no network'] };
+    const failure = {
+      time: '2026-12-06T07:00:00.000Z',
+      ok: false,
+      failures: ['wheel: `pip download` exited with 1:\n!! no network'],
+    };
     writeFileSync(path.join(cache, 'status.json'), JSON.stringify({ [found.tfjsNode!]: failure }));
     const native = inspectNativeSetup({ PEFT_TFJS_CACHE: cache }, process.cwd());
     expect(native.status).toEqual(failure);
@@ -58,7 +73,13 @@ describe('the doctor on a slow backend', () => {
       platform: 'linux x64',
       cpus: 2,
       tfjsCore: '4.22.0',
-      selection: { name: 'cpu', requested: 'auto', source: 'default', detail: 'pure JavaScript', unavailable: [{ name: 'tensorflow', reason: 'addon missing' }] },
+      selection: {
+        name: 'cpu',
+        requested: 'auto',
+        source: 'default',
+        detail: 'pure JavaScript',
+        unavailable: [{ name: 'tensorflow', reason: 'addon missing' }],
+      },
       backends: [],
       hugePages: null,
       native,

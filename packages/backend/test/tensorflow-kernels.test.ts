@@ -2,17 +2,31 @@ import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 
 import { availableBackends, loadBackend } from '../src/index.js';
-import { ADAMW_KERNEL, ADAMW_MOMENT_KERNEL, ADAMW_READ_KERNEL, registerTensorflowKernels } from '../src/tensorflow-kernels.js';
+import {
+  ADAMW_KERNEL,
+  ADAMW_MOMENT_KERNEL,
+  ADAMW_READ_KERNEL,
+  registerTensorflowKernels,
+} from '../src/tensorflow-kernels.js';
 
 const hasTensorflow = (await availableBackends()).includes('tensorflow');
 
 /** a·b in float64, from row-major values: the reference every case is held to. */
-function reference(a: Float32Array, b: Float32Array, m: number, k: number, n: number, transposeA: boolean, transposeB: boolean): number[] {
+function reference(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  transposeA: boolean,
+  transposeB: boolean,
+): number[] {
   const out: number[] = [];
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {
       let sum = 0;
-      for (let p = 0; p < k; p++) sum += a[transposeA ? p * m + i : i * k + p]! * b[transposeB ? j * k + p : p * n + j]!;
+      for (let p = 0; p < k; p++)
+        sum += a[transposeA ? p * m + i : i * k + p]! * b[transposeB ? j * k + p : p * n + j]!;
       out.push(sum);
     }
   }
@@ -23,7 +37,12 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
   it('computes every product as the definition, with and without transposes, batched or not', async () => {
     await loadBackend('tensorflow');
     const [m, k, n] = [37, 53, 29];
-    for (const [transposeA, transposeB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+    for (const [transposeA, transposeB] of [
+      [false, false],
+      [false, true],
+      [true, false],
+      [true, true],
+    ] as const) {
       for (const batch of [[], [3]]) {
         const a = tf.randomUniform([...batch, ...(transposeA ? [k, m] : [m, k])], -1, 1, 'float32', 1);
         const b = tf.randomUniform([...batch, ...(transposeB ? [n, k] : [k, n])], -1, 1, 'float32', 2);
@@ -47,7 +66,11 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
     const weights = tf.randomUniform([5, 4], -1, 1, 'float32', 5);
     const { grads } = tf.variableGrads(() => tf.sum(tf.mul(tf.matMul(a, b), weights)), [a, b]);
     // d/da = weights·bᵀ, d/db = aᵀ·weights
-    const [av, bv, wv] = [a.dataSync() as Float32Array, b.dataSync() as Float32Array, weights.dataSync() as Float32Array];
+    const [av, bv, wv] = [
+      a.dataSync() as Float32Array,
+      b.dataSync() as Float32Array,
+      weights.dataSync() as Float32Array,
+    ];
     const close = (got: tf.Tensor, expected: number[]): void => {
       expect(Math.max(...Array.from(got.dataSync()).map((x, j) => Math.abs(x - expected[j]!)))).toBeLessThan(1e-5);
     };
@@ -59,11 +82,23 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
   it('puts its matmul in place once and integer products still work', async () => {
     await loadBackend('tensorflow');
     const kernel = tf.getKernel('BatchMatMul', 'tensorflow');
-    const { batchMatMulConfig } = (await import('@tensorflow/tfjs-node/dist/kernels/BatchMatMul.js')) as { batchMatMulConfig: tf.KernelConfig };
+    const { batchMatMulConfig } = (await import('@tensorflow/tfjs-node/dist/kernels/BatchMatMul.js')) as {
+      batchMatMulConfig: tf.KernelConfig;
+    };
     expect(kernel!.kernelFunc).not.toBe(batchMatMulConfig.kernelFunc);
     registerTensorflowKernels();
     expect(tf.getKernel('BatchMatMul', 'tensorflow')).toBe(kernel);
-    const product = tf.matMul(tf.tensor2d([[1, 2], [3, 4]], [2, 2], 'int32'), tf.tensor2d([[5], [6]], [2, 1], 'int32'));
+    const product = tf.matMul(
+      tf.tensor2d(
+        [
+          [1, 2],
+          [3, 4],
+        ],
+        [2, 2],
+        'int32',
+      ),
+      tf.tensor2d([[5], [6]], [2, 1], 'int32'),
+    );
     expect(Array.from(product.dataSync())).toEqual([17, 39]);
   });
 });
@@ -85,7 +120,14 @@ function adamWReference(p: number[], m: number[], v: number[], g: number[], a: R
 
 describe.runIf(hasTensorflow)('the fused AdamW kernels on the tensorflow backend', () => {
   const attrs = (step: number, decay: number, gradientScale: number): Record<string, number> => ({
-    beta1: 0.9, beta2: 0.999, beta1Power: 0.9 ** step, beta2Power: 0.999 ** step, learningRate: 1e-2, epsilon: 1e-8, decay, gradientScale,
+    beta1: 0.9,
+    beta2: 0.999,
+    beta1Power: 0.9 ** step,
+    beta2Power: 0.999 ** step,
+    learningRate: 1e-2,
+    epsilon: 1e-8,
+    decay,
+    gradientScale,
   });
   const kernel = (name: string, inputs: Record<string, tf.Tensor>, a: Record<string, number> = {}): tf.Tensor =>
     tf.engine().runKernel(name, inputs, a as unknown as tf.NamedAttrMap) as tf.Tensor;
@@ -95,51 +137,57 @@ describe.runIf(hasTensorflow)('the fused AdamW kernels on the tensorflow backend
     ['decay, unscaled', 1 - 1e-2 * 0.1, 1],
     ['no decay, scaled gradient', 1, 0.3],
     ['decay, scaled gradient', 1 - 1e-2 * 0.1, 0.3],
-  ])('%s: steps equal the definition; the moments change in place, nothing else does', async (_, decay, gradientScale) => {
-    await loadBackend('tensorflow');
-    const shape = [13, 7];
-    const before = tf.memory().numTensors;
-    let param = tf.randomUniform(shape, -1, 1, 'float32', 6);
-    const start = tf.randomUniform(shape, 0, 0.1, 'float32', 7);
-    const startValues = Array.from(start.dataSync());
-    // both moments start from one tensor, which must stay as it is
-    const expAvg = kernel(ADAMW_MOMENT_KERNEL, { value: start });
-    const expAvgSq = kernel(ADAMW_MOMENT_KERNEL, { value: start });
-    let moments = [startValues, startValues];
-    let first: tf.Tensor | null = null;
-    for (let step = 1; step <= 3; step++) {
-      const gradient = tf.randomUniform(shape, -1, 1, 'float32', 10 + step);
-      const values = [param, gradient].map((t) => Array.from(t.dataSync()));
-      const a = attrs(step, decay, gradientScale);
-      const next = kernel(ADAMW_KERNEL, { param, expAvg, expAvgSq, gradient }, a);
-      const read = [expAvg, expAvgSq].map((moment) => kernel(ADAMW_READ_KERNEL, { moment }));
-      const expected = adamWReference(values[0]!, moments[0]!, moments[1]!, values[1]!, a);
-      // held as the change of the parameter (lr-sized) and the new moments, relative to their largest
-      // element; libtensorflow computes 1 - β2 in float32 (1 - 0.999f = 0.00099998713), so the second
-      // moment's increment is 1.3e-5 relative off torch's; float32 rounding of the parameter (~1) is 6e-6
-      // of a change of ~1e-2
-      const change = (got: ArrayLike<number>, from: number[]): number[] => Array.from(got, (x, j) => x - from[j]!);
-      [next, ...read].forEach((tensor, i) => {
-        expect(tensor.shape).toEqual(shape);
-        const [got, want] = i === 0 ? [change(tensor.dataSync(), values[0]!), change(expected[0]!, values[0]!)] : [Array.from(tensor.dataSync()), expected[i]!];
-        const scale = Math.max(...want.map(Math.abs));
-        expect(Math.max(...want.map((x, j) => Math.abs(x - got[j]!))) / scale).toBeLessThan(5e-5);
-      });
-      [param, gradient].forEach((t, i) => expect(Array.from(t.dataSync())).toEqual(values[i]));
-      moments = read.map((t) => Array.from(t.dataSync()));
-      if (step === 1) {
-        first = read[0]!;
-        read[1]!.dispose();
-      } else tf.dispose(read);
-      tf.dispose([param, gradient]);
-      param = next;
-    }
-    // a read is a snapshot: the later steps left the first one's values alone
-    expect(Array.from(first!.dataSync())).not.toEqual(moments[0]);
-    expect(Array.from(start.dataSync())).toEqual(startValues);
-    tf.dispose([param, start, expAvg, expAvgSq, first!]);
-    expect(tf.memory().numTensors).toBe(before);
-  });
+  ])(
+    '%s: steps equal the definition; the moments change in place, nothing else does',
+    async (_, decay, gradientScale) => {
+      await loadBackend('tensorflow');
+      const shape = [13, 7];
+      const before = tf.memory().numTensors;
+      let param = tf.randomUniform(shape, -1, 1, 'float32', 6);
+      const start = tf.randomUniform(shape, 0, 0.1, 'float32', 7);
+      const startValues = Array.from(start.dataSync());
+      // both moments start from one tensor, which must stay as it is
+      const expAvg = kernel(ADAMW_MOMENT_KERNEL, { value: start });
+      const expAvgSq = kernel(ADAMW_MOMENT_KERNEL, { value: start });
+      let moments = [startValues, startValues];
+      let first: tf.Tensor | null = null;
+      for (let step = 1; step <= 3; step++) {
+        const gradient = tf.randomUniform(shape, -1, 1, 'float32', 10 + step);
+        const values = [param, gradient].map((t) => Array.from(t.dataSync()));
+        const a = attrs(step, decay, gradientScale);
+        const next = kernel(ADAMW_KERNEL, { param, expAvg, expAvgSq, gradient }, a);
+        const read = [expAvg, expAvgSq].map((moment) => kernel(ADAMW_READ_KERNEL, { moment }));
+        const expected = adamWReference(values[0]!, moments[0]!, moments[1]!, values[1]!, a);
+        // held as the change of the parameter (lr-sized) and the new moments, relative to their largest
+        // element; libtensorflow computes 1 - β2 in float32 (1 - 0.999f = 0.00099998713), so the second
+        // moment's increment is 1.3e-5 relative off torch's; float32 rounding of the parameter (~1) is 6e-6
+        // of a change of ~1e-2
+        const change = (got: ArrayLike<number>, from: number[]): number[] => Array.from(got, (x, j) => x - from[j]!);
+        [next, ...read].forEach((tensor, i) => {
+          expect(tensor.shape).toEqual(shape);
+          const [got, want] =
+            i === 0
+              ? [change(tensor.dataSync(), values[0]!), change(expected[0]!, values[0]!)]
+              : [Array.from(tensor.dataSync()), expected[i]!];
+          const scale = Math.max(...want.map(Math.abs));
+          expect(Math.max(...want.map((x, j) => Math.abs(x - got[j]!))) / scale).toBeLessThan(5e-5);
+        });
+        [param, gradient].forEach((t, i) => expect(Array.from(t.dataSync())).toEqual(values[i]));
+        moments = read.map((t) => Array.from(t.dataSync()));
+        if (step === 1) {
+          first = read[0]!;
+          read[1]!.dispose();
+        } else tf.dispose(read);
+        tf.dispose([param, gradient]);
+        param = next;
+      }
+      // a read is a snapshot: the later steps left the first one's values alone
+      expect(Array.from(first!.dataSync())).not.toEqual(moments[0]);
+      expect(Array.from(start.dataSync())).toEqual(startValues);
+      tf.dispose([param, start, expAvg, expAvgSq, first!]);
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
 
   it('frees the variables it updates in (repeated steps keep memory flat)', async () => {
     await loadBackend('tensorflow');
@@ -148,7 +196,11 @@ describe.runIf(hasTensorflow)('the fused AdamW kernels on the tensorflow backend
     const gradient = tf.randomNormal(shape);
     const step = (i: number): void => {
       const moments = [0, 1].map(() => tf.tidy(() => kernel(ADAMW_MOMENT_KERNEL, { value: tf.zeros(shape) })));
-      const next = kernel(ADAMW_KERNEL, { param, expAvg: moments[0]!, expAvgSq: moments[1]!, gradient }, attrs(i, 1, 1));
+      const next = kernel(
+        ADAMW_KERNEL,
+        { param, expAvg: moments[0]!, expAvgSq: moments[1]!, gradient },
+        attrs(i, 1, 1),
+      );
       tf.dispose([param, ...moments]);
       param = next;
     };
@@ -163,13 +215,15 @@ describe.runIf(hasTensorflow)('the fused AdamW kernels on the tensorflow backend
     await loadBackend('tensorflow');
     const [param, other] = [tf.zeros([2, 3]), tf.zeros([3, 2])];
     const moment = kernel(ADAMW_MOMENT_KERNEL, { value: param });
-    expect(() => kernel(ADAMW_KERNEL, { param, expAvg: moment, expAvgSq: moment, gradient: other }, attrs(1, 1, 1))).toThrow(
-      'PeftAdamW: gradient is float32 [3,2], expected float32 [2,3]',
+    expect(() =>
+      kernel(ADAMW_KERNEL, { param, expAvg: moment, expAvgSq: moment, gradient: other }, attrs(1, 1, 1)),
+    ).toThrow('PeftAdamW: gradient is float32 [3,2], expected float32 [2,3]');
+    expect(() =>
+      kernel(ADAMW_KERNEL, { param, expAvg: moment, expAvgSq: param, gradient: param }, attrs(1, 1, 1)),
+    ).toThrow('PeftAdamW: expAvgSq is float32 [2,3], expected a moment made by PeftAdamWMoment');
+    expect(() => kernel(ADAMW_READ_KERNEL, { moment: param })).toThrow(
+      'PeftAdamWRead: expected a moment made by PeftAdamWMoment, got float32 [2,3]',
     );
-    expect(() => kernel(ADAMW_KERNEL, { param, expAvg: moment, expAvgSq: param, gradient: param }, attrs(1, 1, 1))).toThrow(
-      'PeftAdamW: expAvgSq is float32 [2,3], expected a moment made by PeftAdamWMoment',
-    );
-    expect(() => kernel(ADAMW_READ_KERNEL, { moment: param })).toThrow('PeftAdamWRead: expected a moment made by PeftAdamWMoment, got float32 [2,3]');
     tf.dispose([param, other, moment]);
   });
 });

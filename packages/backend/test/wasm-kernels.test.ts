@@ -10,8 +10,22 @@ describe.runIf(hasWasm)('wasm kernels for training', () => {
   it('the gradient of gather (an embedding table) equals the cpu backend', async () => {
     const gradient = async (backend: 'wasm' | 'cpu'): Promise<number[]> => {
       await loadBackend(backend);
-      const table = tf.variable(tf.tensor2d([[1, 2], [3, 4], [5, 6], [7, 8]]));
-      const ids = tf.tensor2d([[0, 2, 2], [3, 0, 1]], [2, 3], 'int32');
+      const table = tf.variable(
+        tf.tensor2d([
+          [1, 2],
+          [3, 4],
+          [5, 6],
+          [7, 8],
+        ]),
+      );
+      const ids = tf.tensor2d(
+        [
+          [0, 2, 2],
+          [3, 0, 1],
+        ],
+        [2, 3],
+        'int32',
+      );
       const { grads } = tf.variableGrads(() => tf.sum(tf.mul(tf.gather(table, ids), tf.tensor1d([1, 10]))), [table]);
       const values = Array.from(Object.values(grads)[0]!.dataSync());
       tf.dispose([table, ids, ...Object.values(grads)]);
@@ -29,12 +43,24 @@ describe.runIf(hasWasm)('matMul gradient on wasm', () => {
     const gradients = async (backend: 'wasm' | 'cpu'): Promise<number[][]> => {
       await loadBackend(backend);
       const out: number[][] = [];
-      for (const [transposeA, transposeB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      for (const [transposeA, transposeB] of [
+        [false, false],
+        [false, true],
+        [true, false],
+        [true, true],
+      ] as const) {
         for (const batch of [[], [2]]) {
-          const a = tf.variable(tf.reshape(tf.range(0, 3 * 4 * (batch[0] ?? 1)), [...batch, ...(transposeA ? [4, 3] : [3, 4])]).div(7));
-          const b = tf.variable(tf.reshape(tf.range(0, 4 * 5 * (batch[0] ?? 1)), [...batch, ...(transposeB ? [5, 4] : [4, 5])]).div(11));
+          const a = tf.variable(
+            tf.reshape(tf.range(0, 3 * 4 * (batch[0] ?? 1)), [...batch, ...(transposeA ? [4, 3] : [3, 4])]).div(7),
+          );
+          const b = tf.variable(
+            tf.reshape(tf.range(0, 4 * 5 * (batch[0] ?? 1)), [...batch, ...(transposeB ? [5, 4] : [4, 5])]).div(11),
+          );
           const weights = tf.randomUniform([...batch, 3, 5], -1, 1, 'float32', 3);
-          const { grads } = tf.variableGrads(() => tf.sum(tf.mul(tf.matMul(a, b, transposeA, transposeB), weights)), [a, b]);
+          const { grads } = tf.variableGrads(
+            () => tf.sum(tf.mul(tf.matMul(a, b, transposeA, transposeB), weights)),
+            [a, b],
+          );
           out.push(Array.from(grads[a.name]!.dataSync()), Array.from(grads[b.name]!.dataSync()));
           tf.dispose([a, b, weights, ...Object.values(grads)]);
         }

@@ -16,7 +16,9 @@ export function headOnly(host: PeftHost): TrainableModel {
     if (host.headModules.some((head) => name.startsWith(`${head}.`))) variables.set(name, variable);
   }
   if (variables.size === 0) {
-    throw new Error(`headOnly: the host has no weights of its own under ${host.headModules.join(', ')} (a head tied to the embeddings?)`);
+    throw new Error(
+      `headOnly: the host has no weights of its own under ${host.headModules.join(', ')} (a head tied to the embeddings?)`,
+    );
   }
   return { host, trainableVariables: () => variables };
 }

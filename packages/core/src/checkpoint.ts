@@ -63,7 +63,8 @@ export async function readCheckpoint(store: FileStore): Promise<Checkpoint> {
     }
     for (const [name, shard] of Object.entries(weightMap as Record<string, string>)) {
       const file = shards.get(shard)!;
-      if (!file.entries.has(name)) throw new Error(`${indexPath}: lists tensor "${name}" in ${shard}, which does not hold it`);
+      if (!file.entries.has(name))
+        throw new Error(`${indexPath}: lists tensor "${name}" in ${shard}, which does not hold it`);
       owners.set(name, file);
     }
     return checkpointFromFiles(indexPath, owners);

@@ -66,7 +66,8 @@ export function* parseJsonl(text: string, source = 'jsonl'): Generator<Record<st
     } catch (error) {
       throw new Error(`${source}:${i + 1}: not valid JSON (${(error as Error).message})`);
     }
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${source}:${i + 1}: expected a JSON object`);
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw new Error(`${source}:${i + 1}: expected a JSON object`);
     yield value as Record<string, unknown>;
   }
 }
@@ -128,11 +129,16 @@ export interface SplitOptions {
 }
 
 /** A seeded shuffle cut into train / validation / test: the same seed gives the same split. */
-export function splitDataset<T>(items: readonly T[], options: SplitOptions): { train: T[]; validation: T[]; test: T[] } {
+export function splitDataset<T>(
+  items: readonly T[],
+  options: SplitOptions,
+): { train: T[]; validation: T[]; test: T[] } {
   const validationShare = options.validation ?? 0;
   const testShare = options.test ?? 0;
   if (validationShare < 0 || testShare < 0 || validationShare + testShare >= 1) {
-    throw new Error(`splitDataset: validation (${validationShare}) and test (${testShare}) shares must be >= 0 and sum below 1`);
+    throw new Error(
+      `splitDataset: validation (${validationShare}) and test (${testShare}) shares must be >= 0 and sum below 1`,
+    );
   }
   const order = new SeededRandom(options.seed ?? 0).shuffle(items.map((_, i) => i));
   const validationCount = Math.round(items.length * validationShare);
@@ -157,7 +163,10 @@ export interface Example {
 
 /** What the example builders need of a tokenizer (@peft/models' HfTokenizer provides it). */
 export interface ExampleTokenizer {
-  encode(text: string, options?: { addSpecialTokens?: boolean; textPair?: string }): { ids: number[]; tokenTypeIds: number[] };
+  encode(
+    text: string,
+    options?: { addSpecialTokens?: boolean; textPair?: string },
+  ): { ids: number[]; tokenTypeIds: number[] };
   readonly eosTokenId: number | null;
 }
 
@@ -172,12 +181,18 @@ export interface CausalLmExampleOptions {
  * A causal LM example: prompt followed by completion; only completion tokens are labelled (all
  * tokens when there is no completion).
  */
-export function causalLmExample(tokenizer: ExampleTokenizer, prompt: string, completion?: string, options: CausalLmExampleOptions = {}): Example {
+export function causalLmExample(
+  tokenizer: ExampleTokenizer,
+  prompt: string,
+  completion?: string,
+  options: CausalLmExampleOptions = {},
+): Example {
   const promptIds = tokenizer.encode(prompt).ids;
   const completionIds = completion === undefined ? [] : tokenizer.encode(completion, { addSpecialTokens: false }).ids;
   const eos = (options.addEos ?? true) && tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [];
   let inputIds = [...promptIds, ...completionIds, ...eos];
-  let labels = completion === undefined ? [...inputIds] : [...promptIds.map(() => IGNORE_INDEX), ...completionIds, ...eos];
+  let labels =
+    completion === undefined ? [...inputIds] : [...promptIds.map(() => IGNORE_INDEX), ...completionIds, ...eos];
   if (options.maxLength !== undefined && inputIds.length > options.maxLength) {
     inputIds = inputIds.slice(0, options.maxLength);
     labels = labels.slice(0, options.maxLength);
@@ -215,20 +230,26 @@ export function tokenClassificationExample(
   tags: readonly number[],
   options: { maxLength?: number; labelAllSubwords?: boolean } = {},
 ): Example {
-  if (words.length !== tags.length) throw new Error(`tokenClassificationExample: ${words.length} words but ${tags.length} tags`);
+  if (words.length !== tags.length)
+    throw new Error(`tokenClassificationExample: ${words.length} words but ${tags.length} tags`);
   const text = words.join(' ');
   const content = tokenizer.encode(text, { addSpecialTokens: false }).ids;
   const labels = content.map(() => IGNORE_INDEX);
   let start = 0;
   for (let i = 0; i < words.length; i++) {
-    const end = i === words.length - 1 ? content.length : commonPrefix(tokenizer.encode(words.slice(0, i + 1).join(' '), { addSpecialTokens: false }).ids, content);
+    const end =
+      i === words.length - 1
+        ? content.length
+        : commonPrefix(tokenizer.encode(words.slice(0, i + 1).join(' '), { addSpecialTokens: false }).ids, content);
     for (let t = start; t < end; t++) if (t === start || options.labelAllSubwords) labels[t] = tags[i]!;
     start = Math.max(start, end);
   }
   const full = tokenizer.encode(text).ids;
   const offset = full.findIndex((_, i) => content.every((id, j) => full[i + j] === id));
   const inputIds = full;
-  const fullLabels = full.map((_, i) => (i >= offset && i < offset + content.length ? labels[i - offset]! : IGNORE_INDEX));
+  const fullLabels = full.map((_, i) =>
+    i >= offset && i < offset + content.length ? labels[i - offset]! : IGNORE_INDEX,
+  );
   const length = Math.min(inputIds.length, options.maxLength ?? Number.POSITIVE_INFINITY);
   return { inputIds: inputIds.slice(0, length), labels: fullLabels.slice(0, length) };
 }
@@ -264,7 +285,12 @@ export function collate(examples: readonly Example[], options: CollateOptions): 
   const perToken = Array.isArray(examples[0]!.labels);
   return {
     inputIds: examples.map((e) => pad(e.inputIds, options.padTokenId)),
-    attentionMask: examples.map((e) => pad(e.inputIds.map(() => 1), 0)),
+    attentionMask: examples.map((e) =>
+      pad(
+        e.inputIds.map(() => 1),
+        0,
+      ),
+    ),
     tokenTypeIds: examples.map((e) => pad(e.tokenTypeIds ?? e.inputIds.map(() => 0), 0)),
     labels: perToken
       ? examples.map((e) => pad(e.labels as number[], IGNORE_INDEX))
@@ -291,9 +317,13 @@ export interface BatchingOptions {
  * Streams batches of examples. Shuffling happens within a buffer of `batchSize · bucketPool`
  * examples (default 64 batches), so a stream is never read whole.
  */
-export async function* batchExamples(dataset: AsyncIterable<Example>, options: BatchingOptions): AsyncGenerator<Example[]> {
+export async function* batchExamples(
+  dataset: AsyncIterable<Example>,
+  options: BatchingOptions,
+): AsyncGenerator<Example[]> {
   const { batchSize, random } = options;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize: expected a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new Error(`batchSize: expected a positive integer, got ${batchSize}`);
   const poolSize = batchSize * (options.bucketPool ?? 64);
   let pool: Example[] = [];
   const drain = function* (final: boolean): Generator<Example[]> {

@@ -44,7 +44,10 @@ export async function writeJson(store: FileStore, name: string, value: unknown):
 }
 
 /** Files held in memory: tests, and browsers before a download or an IndexedDB save. */
-export function memoryStore(files: Record<string, Uint8Array> = {}, location = 'memory:'): FileStore & {
+export function memoryStore(
+  files: Record<string, Uint8Array> = {},
+  location = 'memory:',
+): FileStore & {
   files: Map<string, Uint8Array>;
 } {
   const map = new Map(Object.entries(files));

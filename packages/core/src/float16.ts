@@ -53,12 +53,12 @@ export function float32ToFloat16(values: Float32Array): Uint16Array {
       let half = mantissa >> shift;
       const remainder = mantissa & ((1 << shift) - 1);
       const midpoint = 1 << (shift - 1);
-      if (remainder > midpoint || (remainder === midpoint && (half & 1))) half += 1;
+      if (remainder > midpoint || (remainder === midpoint && half & 1)) half += 1;
       out[i] = sign | half;
     } else {
       let half = (e << 10) | (mantissa >> 13);
       const remainder = mantissa & 0x1fff;
-      if (remainder > 0x1000 || (remainder === 0x1000 && (half & 1))) half += 1; // may carry into the exponent: correct
+      if (remainder > 0x1000 || (remainder === 0x1000 && half & 1)) half += 1; // may carry into the exponent: correct
       out[i] = sign | half;
     }
   }

@@ -26,8 +26,14 @@ interface EngineInternals {
 
 function engineInternals(): EngineInternals {
   const engine = tf.engine() as unknown as Partial<EngineInternals>;
-  if (typeof engine.startTape !== 'function' || typeof engine.endTape !== 'function' || typeof engine.state?.gradientDepth !== 'number') {
-    throw new Error(`@peft/core: this @tensorflow/tfjs-core (${tf.version_core}) has no gradient tape where 4.22 has it; install @tensorflow/tfjs-core 4.22`);
+  if (
+    typeof engine.startTape !== 'function' ||
+    typeof engine.endTape !== 'function' ||
+    typeof engine.state?.gradientDepth !== 'number'
+  ) {
+    throw new Error(
+      `@peft/core: this @tensorflow/tfjs-core (${tf.version_core}) has no gradient tape where 4.22 has it; install @tensorflow/tfjs-core 4.22`,
+    );
   }
   return engine as EngineInternals;
 }
@@ -65,14 +71,23 @@ function nodesFromXsToY(tape: readonly TapeNode[], xs: readonly tf.Tensor[], y: 
   }
   return tape
     .filter((node) => nodeFromXs.has(node.id) && nodeToY.has(node.id))
-    .map((node) => ({ ...node, inputs: Object.fromEntries(Object.entries(node.inputs).filter(([, input]) => fromXs.has(input.id))) }));
+    .map((node) => ({
+      ...node,
+      inputs: Object.fromEntries(Object.entries(node.inputs).filter(([, input]) => fromXs.has(input.id))),
+    }));
 }
 
 /**
  * Walks the nodes backward from y (gradient one), as tfjs's backpropagateGradients does, disposing
  * each output gradient once its producer has run and (release) the producer's saved tensors.
  */
-function backward(engine: EngineInternals, nodes: readonly TapeNode[], xs: readonly tf.Variable[], y: tf.Tensor, release: boolean): Record<string, tf.Tensor> {
+function backward(
+  engine: EngineInternals,
+  nodes: readonly TapeNode[],
+  xs: readonly tf.Variable[],
+  y: tf.Tensor,
+  release: boolean,
+): Record<string, tf.Tensor> {
   return engine.tidy('backward', () => {
     const gradients = new Map<number, tf.Tensor>([[y.id, tf.onesLike(y)]]);
     // a gradient function may pass a tensor through (dy as an input's gradient): dispose only what
@@ -80,7 +95,8 @@ function backward(engine: EngineInternals, nodes: readonly TapeNode[], xs: reado
     const held = (tensor: tf.Tensor): boolean => [...gradients.values()].includes(tensor);
     for (let i = nodes.length - 1; i >= 0; i--) {
       const node = nodes[i]!;
-      if (!node.gradient) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+      if (!node.gradient)
+        throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
       const dys = node.outputs.map((output) => gradients.get(output.id) ?? null);
       const inputGradients = node.gradient(dys);
       const spent: tf.Tensor[] = [];
@@ -88,9 +104,14 @@ function backward(engine: EngineInternals, nodes: readonly TapeNode[], xs: reado
         const compute = inputGradients[name];
         if (!compute) throw new Error(`Cannot backprop through input ${name} of ${node.kernelName}.`);
         const dx = tf.tidy(compute);
-        if (dx.dtype !== 'float32') throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has dtype ${dx.dtype}`);
+        if (dx.dtype !== 'float32')
+          throw new Error(
+            `Error in gradient for op ${node.kernelName}: the gradient of input ${name} has dtype ${dx.dtype}`,
+          );
         if (!tf.util.arraysEqual(dx.shape, input.shape)) {
-          throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has shape [${dx.shape}], the input [${input.shape}]`);
+          throw new Error(
+            `Error in gradient for op ${node.kernelName}: the gradient of input ${name} has shape [${dx.shape}], the input [${input.shape}]`,
+          );
         }
         const previous = gradients.get(input.id);
         gradients.set(input.id, previous ? tf.add(previous, dx) : dx);
@@ -121,7 +142,10 @@ function backward(engine: EngineInternals, nodes: readonly TapeNode[], xs: reado
  * are absent). Throws where tf.variableGrads would: no trainable variable, no connection, a loss
  * that is not a scalar.
  */
-export function variableGradients(f: () => tf.Scalar, variables: readonly tf.Variable[]): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
+export function variableGradients(
+  f: () => tf.Scalar,
+  variables: readonly tf.Variable[],
+): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
   const xs = variables.filter((variable) => variable.trainable);
   if (xs.length === 0) throw new Error(`variableGradients: none of the ${variables.length} variables is trainable`);
   const engine = engineInternals();
@@ -138,7 +162,9 @@ export function variableGradients(f: () => tf.Scalar, variables: readonly tf.Var
   let result: Record<string, tf.Tensor>;
   try {
     if (!(y instanceof tf.Tensor) || y.rank !== 0) {
-      throw new Error(`variableGradients: the loss function must return a scalar tensor${y instanceof tf.Tensor ? `, not rank ${y.rank}` : ''}`);
+      throw new Error(
+        `variableGradients: the loss function must return a scalar tensor${y instanceof tf.Tensor ? `, not rank ${y.rank}` : ''}`,
+      );
     }
     result = backward(engine, nodesFromXsToY(tape, xs, y), xs, y, release);
   } catch (error) {

@@ -133,7 +133,12 @@ export interface SublayerSurroundings {
 }
 
 /** Output of a sublayer (attention or feed-forward) before its residual add, [B, T, d] -> [B, T, d]. */
-export type SublayerHook = (hidden: tf.Tensor3D, layer: number, context: ForwardContext, surroundings: SublayerSurroundings) => tf.Tensor3D;
+export type SublayerHook = (
+  hidden: tf.Tensor3D,
+  layer: number,
+  context: ForwardContext,
+  surroundings: SublayerSurroundings,
+) => tf.Tensor3D;
 export type SublayerPoint = 'afterAttention' | 'afterFfn';
 
 /** Keys and values every query of a layer may attend to before the real tokens. */
@@ -194,7 +199,13 @@ export class HostHooks {
   }
 
   /** Applied by the host to a sublayer's output before the residual add. */
-  applySublayer(point: SublayerPoint, layer: number, hidden: tf.Tensor3D, context: ForwardContext, surroundings: SublayerSurroundings): tf.Tensor3D {
+  applySublayer(
+    point: SublayerPoint,
+    layer: number,
+    hidden: tf.Tensor3D,
+    context: ForwardContext,
+    surroundings: SublayerSurroundings,
+  ): tf.Tensor3D {
     let h = hidden;
     for (const hook of this.sublayer.get(`${point}:${layer}`) ?? []) h = hook(h, layer, context, surroundings);
     return h;

@@ -38,7 +38,14 @@ export { SeededRandom, deriveSeed, seededNormal } from './random.js';
 export { learningRateAt } from './schedules.js';
 export type { ScheduleName, ScheduleOptions } from './schedules.js';
 export { variableGradients } from './gradients.js';
-export { ADAMW_KERNEL, ADAMW_MOMENT_KERNEL, ADAMW_READ_KERNEL, AdamW, FUSED_ADAMW_MIN_ELEMENTS, Sgd } from './optimizers.js';
+export {
+  ADAMW_KERNEL,
+  ADAMW_MOMENT_KERNEL,
+  ADAMW_READ_KERNEL,
+  AdamW,
+  FUSED_ADAMW_MIN_ELEMENTS,
+  Sgd,
+} from './optimizers.js';
 export type { AdamWKernelAttrs, AdamWOptions, Optimizer, OptimizerState, SgdOptions } from './optimizers.js';
 export {
   IGNORE_INDEX,
@@ -63,7 +70,16 @@ export {
   splitDataset,
   tokenClassificationExample,
 } from './data.js';
-export type { Batch, BatchingOptions, CausalLmExampleOptions, CollateOptions, Dataset, Example, ExampleTokenizer, SplitOptions } from './data.js';
+export type {
+  Batch,
+  BatchingOptions,
+  CausalLmExampleOptions,
+  CollateOptions,
+  Dataset,
+  Example,
+  ExampleTokenizer,
+  SplitOptions,
+} from './data.js';
 export { evaluate, train } from './train.js';
 export type { EvalResult, StepInfo, TaskName, TrainOptions, TrainResult, TrainableModel } from './train.js';
 export { LATEST_CHECKPOINT_FILE, loadTrainingCheckpoint, saveTrainingCheckpoint } from './training-checkpoint.js';
@@ -85,5 +101,12 @@ export { ACTIVATIONS, activation, addReleasing, gatedActivation, layerNorm, resh
 export { ownVariable } from './variables.js';
 export { PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
 export type { PrefixOptions } from './prefix.js';
-export { PROMPT_EMBEDDINGS, PromptTable, PromptTuner, promptFromTokens, promptLearningJson, promptMethod } from './prompt.js';
+export {
+  PROMPT_EMBEDDINGS,
+  PromptTable,
+  PromptTuner,
+  promptFromTokens,
+  promptLearningJson,
+  promptMethod,
+} from './prompt.js';
 export type { PromptPlacement, PromptSource } from './prompt.js';

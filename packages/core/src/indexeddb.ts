@@ -29,7 +29,8 @@ function request<T>(req: IDBRequest<T>): Promise<T> {
 
 function open(database: string): Promise<IDBDatabase> {
   const factory = (globalThis as { indexedDB?: IDBFactory }).indexedDB;
-  if (!factory) return Promise.reject(new Error('IndexedDB is not available in this runtime (no globalThis.indexedDB)'));
+  if (!factory)
+    return Promise.reject(new Error('IndexedDB is not available in this runtime (no globalThis.indexedDB)'));
   const req = factory.open(database, 1);
   req.onupgradeneeded = () => {
     if (!req.result.objectStoreNames.contains(FILES)) req.result.createObjectStore(FILES);
@@ -74,7 +75,8 @@ function folderRange(folder: string): IDBKeyRange {
 }
 
 function checkName(kind: string, value: string): void {
-  if (value === '' || value.includes('\uffff')) throw new Error(`IndexedDB store: ${kind} "${value}" is empty or holds U+FFFF`);
+  if (value === '' || value.includes('\uffff'))
+    throw new Error(`IndexedDB store: ${kind} "${value}" is empty or holds U+FFFF`);
 }
 
 /**
@@ -86,13 +88,20 @@ export function indexedDbStore(folder: string, options: IndexedDbOptions = {}): 
   checkName('folder', folder);
   const database = options.database ?? DEFAULT_INDEXEDDB_DATABASE;
   const location = `indexeddb:${database}/${folder}`;
-  const run = <T>(where: string, mode: IDBTransactionMode, body: (files: IDBObjectStore) => IDBRequest<T>): Promise<T> =>
-    transact(database, where, mode, body);
+  const run = <T>(
+    where: string,
+    mode: IDBTransactionMode,
+    body: (files: IDBObjectStore) => IDBRequest<T>,
+  ): Promise<T> => transact(database, where, mode, body);
   return {
     location,
     async read(name) {
       checkName('file name', name);
-      const value = await run(`${location}/${name}`, 'readonly', (files) => files.get([folder, name]) as IDBRequest<Uint8Array | undefined>);
+      const value = await run(
+        `${location}/${name}`,
+        'readonly',
+        (files) => files.get([folder, name]) as IDBRequest<Uint8Array | undefined>,
+      );
       if (value === undefined) throw new Error(`${location}/${name}: no such file`);
       return new Uint8Array(value);
     },

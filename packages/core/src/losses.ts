@@ -25,7 +25,8 @@ export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { l
   const weights = new Float32Array(labels.length);
   labels.forEach((label, i) => {
     if (label === IGNORE_INDEX) return;
-    if (label < 0 || label >= classes) throw new Error(`label ${label} is outside the ${classes} classes of the logits`);
+    if (label < 0 || label >= classes)
+      throw new Error(`label ${label} is outside the ${classes} classes of the logits`);
     safe[i] = label;
     weights[i] = 1;
     count += 1;
@@ -53,7 +54,10 @@ export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { l
           const scaled = tf.mul(expShifted, tf.div(scale, sum)); // softmax · scale
           if (labelled.length === 0) return scaled;
           // the labels' entries: softmax · scale - scale, the scale of a labelled row being dy / count
-          const index = tf.tensor1d(labelled.map((row) => flatIndex[row]!), 'int32');
+          const index = tf.tensor1d(
+            labelled.map((row) => flatIndex[row]!),
+            'int32',
+          );
           const updates = tf.sub(tf.gather(tf.reshape(scaled, [-1]), index), tf.div(dy, divisor));
           const positions = new Int32Array(2 * labelled.length);
           labelled.forEach((row, i) => positions.set([row, safe[row]!], 2 * i));
@@ -70,7 +74,9 @@ function alignLabels(labels: readonly (readonly number[])[], prepended: number, 
   const out = new Int32Array(labels.length * length).fill(IGNORE_INDEX);
   labels.forEach((row, b) => {
     if (row.length + prepended !== length) {
-      throw new Error(`labels row ${b} has ${row.length} entries; the logits have ${length - prepended} real positions`);
+      throw new Error(
+        `labels row ${b} has ${row.length} entries; the logits have ${length - prepended} real positions`,
+      );
     }
     out.set(row, b * length + prepended);
   });
@@ -81,7 +87,11 @@ function alignLabels(labels: readonly (readonly number[])[], prepended: number, 
  * Next-token loss: the logits at position t predict the label at t + 1. Positions labelled
  * IGNORE_INDEX (prompt, padding) and the `prepended` virtual tokens are excluded.
  */
-export function causalLmLoss(logits: tf.Tensor3D, labels: readonly (readonly number[])[], prepended = 0): { loss: tf.Scalar; count: number } {
+export function causalLmLoss(
+  logits: tf.Tensor3D,
+  labels: readonly (readonly number[])[],
+  prepended = 0,
+): { loss: tf.Scalar; count: number } {
   const [batch, length, vocabulary] = logits.shape;
   const aligned = alignLabels(labels, prepended, length);
   // the labels move one position left (the last position predicts nothing), not the logits: no copy
@@ -96,7 +106,11 @@ export function causalLmLoss(logits: tf.Tensor3D, labels: readonly (readonly num
 }
 
 /** Per-token classification; labels [B][T] with IGNORE_INDEX where no label applies. */
-export function tokenClassificationLoss(logits: tf.Tensor3D, labels: readonly (readonly number[])[], prepended = 0): { loss: tf.Scalar; count: number } {
+export function tokenClassificationLoss(
+  logits: tf.Tensor3D,
+  labels: readonly (readonly number[])[],
+  prepended = 0,
+): { loss: tf.Scalar; count: number } {
   const [, length, classes] = logits.shape;
   const aligned = alignLabels(labels, prepended, length);
   const flat = reshapeReleasing(logits, [-1, classes]) as tf.Tensor2D;
@@ -108,7 +122,10 @@ export function tokenClassificationLoss(logits: tf.Tensor3D, labels: readonly (r
 }
 
 /** One label per sequence from a classification head's logits [B, C]. */
-export function sequenceClassificationLoss(logits: tf.Tensor2D, labels: readonly number[]): { loss: tf.Scalar; count: number } {
+export function sequenceClassificationLoss(
+  logits: tf.Tensor2D,
+  labels: readonly number[],
+): { loss: tf.Scalar; count: number } {
   return maskedCrossEntropy(logits, Int32Array.from(labels));
 }
 

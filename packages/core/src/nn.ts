@@ -48,7 +48,8 @@ ACTIVATIONS.swish = ACTIVATIONS.silu!;
 
 export function activation(name: string, where: string): (x: tf.Tensor) => tf.Tensor {
   const fn = ACTIVATIONS[name];
-  if (!fn) throw new Error(`${where}: unsupported activation "${name}" (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+  if (!fn)
+    throw new Error(`${where}: unsupported activation "${name}" (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
   return fn;
 }
 
@@ -117,7 +118,10 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor1D, bias: tf.Tensor1D, 
         tf.tidy(() => {
           const [xHat, inv, scale] = saved as [tf.Tensor, tf.Tensor, tf.Tensor1D];
           const g = tf.mul(dy, scale);
-          const dx = tf.mul(tf.sub(tf.sub(g, tf.mean(g, -1, true)), tf.mul(xHat, tf.mean(tf.mul(g, xHat), -1, true))), inv);
+          const dx = tf.mul(
+            tf.sub(tf.sub(g, tf.mean(g, -1, true)), tf.mul(xHat, tf.mean(tf.mul(g, xHat), -1, true))),
+            inv,
+          );
           return [
             dx,
             wantsGradient(weight) ? featureSum(tf.mul(dy, xHat)) : tf.zerosLike(scale),
@@ -177,7 +181,10 @@ export function reshapeReleasing(x: tf.Tensor, shape: number[]): tf.Tensor {
  */
 export function addReleasing(a: tf.Tensor, b: tf.Tensor, options: { constant?: boolean } = {}): tf.Tensor {
   const shape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
-  if (!tf.util.arraysEqual(shape, a.shape)) throw new Error(`addReleasing: [${b.shape}] broadcasts [${a.shape}] to [${shape}]; the first operand must carry the result's shape`);
+  if (!tf.util.arraysEqual(shape, a.shape))
+    throw new Error(
+      `addReleasing: [${b.shape}] broadcasts [${a.shape}] to [${shape}]; the first operand must carry the result's shape`,
+    );
   if (!recordingGradients()) return tf.add(a, b);
   if (options.constant || !wantsGradient(b)) {
     const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
@@ -193,7 +200,8 @@ export function addReleasing(a: tf.Tensor, b: tf.Tensor, options: { constant?: b
     return {
       value: tf.add(x, y),
       // distinct tensors for the two inputs: tfjs's own backward pass disposes one it accumulates into
-      gradFunc: (dy: tf.Tensor) => tf.tidy(() => [dy, axes.length > 0 ? tf.reshape(tf.sum(dy, axes), bShape) : tf.clone(dy)]),
+      gradFunc: (dy: tf.Tensor) =>
+        tf.tidy(() => [dy, axes.length > 0 ? tf.reshape(tf.sum(dy, axes), bShape) : tf.clone(dy)]),
     };
   });
   return op(a, b);

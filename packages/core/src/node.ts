@@ -25,7 +25,8 @@ export function nodeDirectory(directory: string): FileStore {
         const buffer = await fs.readFile(resolve(name));
         return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${path.join(root, name)}: no such file`);
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+          throw new Error(`${path.join(root, name)}: no such file`);
         throw error;
       }
     },

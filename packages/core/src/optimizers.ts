@@ -17,7 +17,12 @@ export interface Optimizer {
    * Applies one update; `gradients` by variable name, `learningRate` for this step. The gradients
    * count multiplied by `gradientScale` (default 1): clipping folded into the update, no extra pass.
    */
-  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number, gradientScale?: number): void;
+  apply(
+    variables: ReadonlyMap<string, tf.Variable>,
+    gradients: ReadonlyMap<string, tf.Tensor>,
+    learningRate: number,
+    gradientScale?: number,
+  ): void;
   getState(): OptimizerState;
   setState(state: OptimizerState): void;
   dispose(): void;
@@ -139,7 +144,12 @@ export class AdamW implements Optimizer {
     return moment;
   }
 
-  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number, gradientScale = 1): void {
+  apply(
+    variables: ReadonlyMap<string, tf.Variable>,
+    gradients: ReadonlyMap<string, tf.Tensor>,
+    learningRate: number,
+    gradientScale = 1,
+  ): void {
     tf.dispose(this.snapshots);
     this.snapshots = [];
     this.step += 1;
@@ -149,7 +159,9 @@ export class AdamW implements Optimizer {
     const stepSize = (learningRate * root2) / correction1;
     const epsilon = this.epsilon * root2;
     const backend = tf.getBackend();
-    const fused = [ADAMW_KERNEL, ADAMW_MOMENT_KERNEL, ADAMW_READ_KERNEL].every((kernel) => tf.getKernel(kernel, backend) !== undefined);
+    const fused = [ADAMW_KERNEL, ADAMW_MOMENT_KERNEL, ADAMW_READ_KERNEL].every(
+      (kernel) => tf.getKernel(kernel, backend) !== undefined,
+    );
     const attrs: AdamWKernelAttrs = {
       beta1: this.beta1,
       beta2: this.beta2,
@@ -164,7 +176,12 @@ export class AdamW implements Optimizer {
       const gradient = gradients.get(name);
       if (!gradient) continue;
       if (fused && variable.dtype === 'float32' && variable.size >= this.fusedMinElements) {
-        const inputs = { param: variable, expAvg: this.moment(`${name}/exp_avg`, variable), expAvgSq: this.moment(`${name}/exp_avg_sq`, variable), gradient };
+        const inputs = {
+          param: variable,
+          expAvg: this.moment(`${name}/exp_avg`, variable),
+          expAvgSq: this.moment(`${name}/exp_avg_sq`, variable),
+          gradient,
+        };
         const next = tf.engine().runKernel(ADAMW_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
         variable.assign(next);
         next.dispose();
@@ -180,7 +197,9 @@ export class AdamW implements Optimizer {
       const v = this.slot(`${name}/exp_avg_sq`, variable);
       // three scopes, so that each one's temporaries are freed before the next allocates its own
       assignComputed(m, () => tf.add(tf.mul(m, this.beta1), tf.mul(gradient, (1 - this.beta1) * gradientScale)));
-      assignComputed(v, () => tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)));
+      assignComputed(v, () =>
+        tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(gradient), (1 - this.beta2) * gradientScale * gradientScale)),
+      );
       assignComputed(variable, () => {
         const decayed = this.weightDecay ? tf.mul(variable, 1 - learningRate * this.weightDecay) : variable;
         return tf.sub(decayed, tf.mul(tf.div(m, tf.add(tf.sqrt(v), epsilon)), stepSize));
@@ -191,7 +210,9 @@ export class AdamW implements Optimizer {
   /** The slot tensors belong to the optimizer and hold their values until its next step. */
   getState(): OptimizerState {
     tf.dispose(this.snapshots);
-    this.snapshots = [...this.moments.values()].map((moment) => tf.keep(tf.engine().runKernel(ADAMW_READ_KERNEL, { moment }) as tf.Tensor));
+    this.snapshots = [...this.moments.values()].map((moment) =>
+      tf.keep(tf.engine().runKernel(ADAMW_READ_KERNEL, { moment }) as tf.Tensor),
+    );
     const read = [...this.moments.keys()].map((name, i) => [name, this.snapshots[i]!] as const);
     return { step: this.step, slots: Object.fromEntries([...this.slots, ...read]) };
   }
@@ -234,7 +255,12 @@ export class Sgd implements Optimizer {
 
   constructor(private readonly options: SgdOptions = {}) {}
 
-  apply(variables: ReadonlyMap<string, tf.Variable>, gradients: ReadonlyMap<string, tf.Tensor>, learningRate: number, gradientScale = 1): void {
+  apply(
+    variables: ReadonlyMap<string, tf.Variable>,
+    gradients: ReadonlyMap<string, tf.Tensor>,
+    learningRate: number,
+    gradientScale = 1,
+  ): void {
     this.step += 1;
     const momentum = this.options.momentum ?? 0;
     const weightDecay = this.options.weightDecay ?? 0;

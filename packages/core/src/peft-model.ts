@@ -75,7 +75,12 @@ export interface PeftMethod<C extends PeftConfig> {
   fromJson(json: Record<string, unknown>, source: string): C;
   attach(host: PeftHost, adapterName: string, config: C): AdapterTuner;
   /** Builds a new adapter from existing ones of this method (LoRA's add_weighted_adapter). */
-  combine?(host: PeftHost, adapters: readonly { name: string; config: C; tuner: AdapterTuner; weight: number }[], name: string, type: string): { config: C; tuner: AdapterTuner };
+  combine?(
+    host: PeftHost,
+    adapters: readonly { name: string; config: C; tuner: AdapterTuner; weight: number }[],
+    name: string,
+    type: string,
+  ): { config: C; tuner: AdapterTuner };
 }
 
 const METHODS = new Map<string, PeftMethod<PeftConfig>>();
@@ -235,7 +240,9 @@ export class PeftModel implements TrainableModel {
     if (this.adapters.has(name)) throw new Error(`an adapter "${name}" already exists`);
     const other = this.adapters.values().next().value as AdapterEntry | undefined;
     if (other && other.config.peftType !== config.peftType) {
-      throw new Error(`cannot combine adapters of different methods (${other.config.peftType} and ${config.peftType}) on one PeftModel`);
+      throw new Error(
+        `cannot combine adapters of different methods (${other.config.peftType} and ${config.peftType}) on one PeftModel`,
+      );
     }
     const tuner = config.method.attach(this.host, name, config);
     tuner.setActive(false);
@@ -244,23 +251,32 @@ export class PeftModel implements TrainableModel {
   }
 
   private register(name: string, config: PeftConfig, tuner: AdapterTuner): void {
-    const modules = [...(config.modulesToSave ?? []), ...(CLASSIFICATION_TASKS.has(config.taskType ?? '') ? ['classifier', 'score'] : [])];
-    const inModule = (parameter: string, module: string): boolean => parameter.startsWith(`${module}.`) || parameter.includes(`.${module}.`);
+    const modules = [
+      ...(config.modulesToSave ?? []),
+      ...(CLASSIFICATION_TASKS.has(config.taskType ?? '') ? ['classifier', 'score'] : []),
+    ];
+    const inModule = (parameter: string, module: string): boolean =>
+      parameter.startsWith(`${module}.`) || parameter.includes(`.${module}.`);
     const parameters = [...this.host.parameters.keys()];
     // peft adds classifier and score for classification tasks and tolerates the absent one
     const missing = (config.modulesToSave ?? []).filter(
-      (m) => !parameters.some((p) => inModule(p, m)) && !(CLASSIFICATION_TASKS.has(config.taskType ?? '') && (m === 'classifier' || m === 'score')),
+      (m) =>
+        !parameters.some((p) => inModule(p, m)) &&
+        !(CLASSIFICATION_TASKS.has(config.taskType ?? '') && (m === 'classifier' || m === 'score')),
     );
     if (missing.length) {
       tuner.dispose();
-      throw new Error(`modules_to_save: no module ${missing.map((m) => `"${m}"`).join(', ')} in the host (heads: ${this.host.headModules.join(', ')})`);
+      throw new Error(
+        `modules_to_save: no module ${missing.map((m) => `"${m}"`).join(', ')} in the host (heads: ${this.host.headModules.join(', ')})`,
+      );
     }
     const names = parameters.filter((p) => modules.some((m) => inModule(p, m)));
     let saved: SavedModules | null = null;
     if (names.length > 0) {
       // a parameter no adapter saved yet holds its base value now
       for (const parameter of names) {
-        if (!this.baseValues.has(parameter)) this.baseValues.set(parameter, tf.clone(this.host.parameters.get(parameter)!));
+        if (!this.baseValues.has(parameter))
+          this.baseValues.set(parameter, tf.clone(this.host.parameters.get(parameter)!));
       }
       saved = new SavedModules(this.host, names, this.baseValues, config.method.stateDictPrefix ?? STATE_DICT_PREFIX);
     }
@@ -332,7 +348,8 @@ export class PeftModel implements TrainableModel {
   trainableVariables(): ReadonlyMap<string, tf.Variable> {
     const entry = this.entry(this.requireActive());
     const variables = new Map(entry.tuner.trainableVariables());
-    for (const name of entry.saved?.names ?? []) variables.set(`${entry.saved!.keyPrefix}${name}`, this.host.parameters.get(name)!);
+    for (const name of entry.saved?.names ?? [])
+      variables.set(`${entry.saved!.keyPrefix}${name}`, this.host.parameters.get(name)!);
     return variables;
   }
 
@@ -343,9 +360,11 @@ export class PeftModel implements TrainableModel {
     for (const name of adapterNames) {
       if (name === BASE_ADAPTER) continue;
       const entry = this.entry(name);
-      if (!entry.tuner.supportsMixedBatch) throw new Error(`adapter "${name}" (${entry.config.peftType}) cannot serve a mixed batch`);
+      if (!entry.tuner.supportsMixedBatch)
+        throw new Error(`adapter "${name}" (${entry.config.peftType}) cannot serve a mixed batch`);
       if (entry.tuner.merged) throw new Error(`adapter "${name}" is merged: mixed batches need unmerged adapters`);
-      if (entry.saved) throw new Error(`adapter "${name}" has modules_to_save: mixed batches cannot switch heads per sample`);
+      if (entry.saved)
+        throw new Error(`adapter "${name}" has modules_to_save: mixed batches cannot switch heads per sample`);
     }
     return this.host.forward({ ...rest, sampleAdapters: adapterNames });
   }
@@ -388,7 +407,12 @@ export class PeftModel implements TrainableModel {
   }
 
   /** Builds a new adapter from existing ones (LoRA: `linear`, `cat`), as peft's add_weighted_adapter. */
-  addWeightedAdapter(adapters: readonly string[], weights: readonly number[], name: string, combinationType = 'linear'): void {
+  addWeightedAdapter(
+    adapters: readonly string[],
+    weights: readonly number[],
+    name: string,
+    combinationType = 'linear',
+  ): void {
     if (adapters.length === 0 || adapters.length !== weights.length) {
       throw new Error(`addWeightedAdapter: ${adapters.length} adapters and ${weights.length} weights`);
     }
@@ -433,15 +457,24 @@ export class PeftModel implements TrainableModel {
       const folder = name === 'default' ? '' : `${name}/`;
       const tensors = { ...(await entry.tuner.stateDict()), ...(await entry.saved?.stateDict(this.active === name)) };
       const method = entry.config.method;
-      await store.write(`${folder}${method.weightsFile ?? ADAPTER_WEIGHTS_FILE}`, serializeSafetensors(tensors, { format: 'pt' }));
+      await store.write(
+        `${folder}${method.weightsFile ?? ADAPTER_WEIGHTS_FILE}`,
+        serializeSafetensors(tensors, { format: 'pt' }),
+      );
       const json = entry.config.toJson(this.host, name);
       if (method.weightsFile) {
         const text = method.configText?.(sortKeys(json)) ?? `${JSON.stringify(sortKeys(json), null, 2)}\n`;
         await store.write(`${folder}${ADAPTER_CONFIG_FILE}`, new TextEncoder().encode(text));
         continue;
       }
-      const modules = entry.saved ? [...new Set([...(entry.config.modulesToSave ?? []), ...entry.saved.names.map((n) => n.split('.')[0]!)])] : entry.config.modulesToSave;
-      await writeJson(store, `${folder}${ADAPTER_CONFIG_FILE}`, sortKeys({ ...json, inference_mode: true, modules_to_save: modules ?? null }));
+      const modules = entry.saved
+        ? [...new Set([...(entry.config.modulesToSave ?? []), ...entry.saved.names.map((n) => n.split('.')[0]!)])]
+        : entry.config.modulesToSave;
+      await writeJson(
+        store,
+        `${folder}${ADAPTER_CONFIG_FILE}`,
+        sortKeys({ ...json, inference_mode: true, modules_to_save: modules ?? null }),
+      );
     }
   }
 
@@ -482,12 +515,15 @@ export class PeftModel implements TrainableModel {
       if (value !== loaded) loaded.dispose();
       if (value.shape.join() !== held.shape.join()) {
         value.dispose();
-        throw new Error(`${file.source}: tensor "${key}" has shape [${data.shape}], the model's is [${checkpointLayout(this.host, parameter, held).shape}]`);
+        throw new Error(
+          `${file.source}: tensor "${key}" has shape [${data.shape}], the model's is [${checkpointLayout(this.host, parameter, held).shape}]`,
+        );
       }
       entry.saved!.set(parameter, value);
     }
     if (this.active === name) entry.saved?.activate();
-    if (!options.isTrainable) for (const variable of entry.tuner.trainableVariables().values()) variable.trainable = false;
+    if (!options.isTrainable)
+      for (const variable of entry.tuner.trainableVariables().values()) variable.trainable = false;
   }
 
   /** Frees every adapter; the host stays as it was before the first adapter. */
@@ -500,7 +536,11 @@ export class PeftModel implements TrainableModel {
 
 /** JSON with keys sorted, as peft writes adapter_config.json. */
 function sortKeys(value: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.keys(value).sort().map((key) => [key, value[key]]));
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((key) => [key, value[key]]),
+  );
 }
 
 /** Wraps a host with a new adapter: `getPeftModel(host, new LoraConfig({ r: 8 }))`. */

@@ -12,7 +12,6 @@ import { PROMPT_EMBEDDINGS } from './prompt.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
 import { ownVariable } from './variables.js';
 
-
 export interface PrefixOptions {
   /** Virtual tokens P: positions of context every layer gains. */
   numVirtualTokens: number;
@@ -48,21 +47,27 @@ export class PrefixConfig implements PeftConfig {
   readonly modulesToSave: readonly string[] | null;
   readonly initSeed: number;
 
-  constructor(options: PrefixOptions, protected readonly configName = 'PrefixConfig') {
+  constructor(
+    options: PrefixOptions,
+    protected readonly configName = 'PrefixConfig',
+  ) {
     const fail = (field: string, expected: string, got: unknown): never => {
       throw new Error(`${configName}.${field}: expected ${expected}, got ${JSON.stringify(got)}`);
     };
     this.numVirtualTokens = options.numVirtualTokens;
-    if (!(Number.isInteger(this.numVirtualTokens) && this.numVirtualTokens > 0)) fail('numVirtualTokens', 'a positive integer', this.numVirtualTokens);
+    if (!(Number.isInteger(this.numVirtualTokens) && this.numVirtualTokens > 0))
+      fail('numVirtualTokens', 'a positive integer', this.numVirtualTokens);
     this.prefixProjection = options.prefixProjection ?? false;
     this.encoderHiddenSize = options.encoderHiddenSize ?? null;
     if (this.encoderHiddenSize !== null && !(Number.isInteger(this.encoderHiddenSize) && this.encoderHiddenSize > 0)) {
       fail('encoderHiddenSize', 'a positive integer', this.encoderHiddenSize);
     }
     this.prefixDropout = options.prefixDropout ?? 0;
-    if (!(this.prefixDropout >= 0 && this.prefixDropout < 1)) fail('prefixDropout', 'a number in [0, 1)', this.prefixDropout);
+    if (!(this.prefixDropout >= 0 && this.prefixDropout < 1))
+      fail('prefixDropout', 'a number in [0, 1)', this.prefixDropout);
     this.initWeights = options.initWeights ?? null;
-    if (this.initWeights !== null && this.initWeights !== 'zero') fail('initWeights', "null or 'zero'", this.initWeights);
+    if (this.initWeights !== null && this.initWeights !== 'zero')
+      fail('initWeights', "null or 'zero'", this.initWeights);
     this.taskType = options.taskType ?? null;
     this.modulesToSave = options.modulesToSave ?? null;
     this.initSeed = options.initSeed ?? 0;
@@ -94,8 +99,14 @@ export class PrefixConfig implements PeftConfig {
   }
 
   static fromJson(json: Record<string, unknown>, source = 'adapter_config.json'): PrefixConfig {
-    if (json.num_transformer_submodules !== undefined && json.num_transformer_submodules !== null && json.num_transformer_submodules !== 1) {
-      throw new Error(`${source}: num_transformer_submodules ${String(json.num_transformer_submodules)} (encoder-decoder models) is not supported`);
+    if (
+      json.num_transformer_submodules !== undefined &&
+      json.num_transformer_submodules !== null &&
+      json.num_transformer_submodules !== 1
+    ) {
+      throw new Error(
+        `${source}: num_transformer_submodules ${String(json.num_transformer_submodules)} (encoder-decoder models) is not supported`,
+      );
     }
     try {
       // a saved prefix is always the evaluated table (peft drops the MLP): load it without projection
@@ -142,17 +153,33 @@ export class PrefixTuner implements AdapterTuner {
     const flatWidth = numLayers * 2 * tokenDim;
     const seed = config.initSeed;
     const kaiming = (inputs: number, outputs: number, s: number): tf.Variable<tf.Rank.R2> =>
-      ownVariable(tf.randomUniform([inputs, outputs], -1 / Math.sqrt(inputs), 1 / Math.sqrt(inputs), 'float32', s), true) as tf.Variable<tf.Rank.R2>;
+      ownVariable(
+        tf.randomUniform([inputs, outputs], -1 / Math.sqrt(inputs), 1 / Math.sqrt(inputs), 'float32', s),
+        true,
+      ) as tf.Variable<tf.Rank.R2>;
     if (config.prefixProjection) {
       const hidden = config.encoderHiddenSize ?? tokenDim;
       const zero = config.initWeights === 'zero';
       this.projection = {
         embedding: ownVariable(seededNormal([P, tokenDim], 0, 1, seed), true) as tf.Variable<tf.Rank.R2>,
         first: kaiming(tokenDim, hidden, deriveSeed(seed, 1)),
-        firstBias: ownVariable(tf.randomUniform([hidden], -1 / Math.sqrt(tokenDim), 1 / Math.sqrt(tokenDim), 'float32', deriveSeed(seed, 2)), true) as tf.Variable<tf.Rank.R1>,
-        second: zero ? (ownVariable(tf.zeros([hidden, flatWidth]), true) as tf.Variable<tf.Rank.R2>) : kaiming(hidden, flatWidth, deriveSeed(seed, 3)),
+        firstBias: ownVariable(
+          tf.randomUniform([hidden], -1 / Math.sqrt(tokenDim), 1 / Math.sqrt(tokenDim), 'float32', deriveSeed(seed, 2)),
+          true,
+        ) as tf.Variable<tf.Rank.R1>,
+        second: zero
+          ? (ownVariable(tf.zeros([hidden, flatWidth]), true) as tf.Variable<tf.Rank.R2>)
+          : kaiming(hidden, flatWidth, deriveSeed(seed, 3)),
         secondBias: ownVariable(
-          zero ? tf.zeros([flatWidth]) : tf.randomUniform([flatWidth], -1 / Math.sqrt(hidden), 1 / Math.sqrt(hidden), 'float32', deriveSeed(seed, 4)),
+          zero
+            ? tf.zeros([flatWidth])
+            : tf.randomUniform(
+                [flatWidth],
+                -1 / Math.sqrt(hidden),
+                1 / Math.sqrt(hidden),
+                'float32',
+                deriveSeed(seed, 4),
+              ),
           true,
         ) as tf.Variable<tf.Rank.R1>,
       };
@@ -171,7 +198,10 @@ export class PrefixTuner implements AdapterTuner {
   flat(): tf.Tensor2D {
     if (this.table) return this.table;
     const { embedding, first, firstBias, second, secondBias } = this.projection!;
-    return tf.add(tf.matMul(tf.tanh(tf.add(tf.matMul(embedding, first), firstBias)), second), secondBias) as tf.Tensor2D;
+    return tf.add(
+      tf.matMul(tf.tanh(tf.add(tf.matMul(embedding, first), firstBias)), second),
+      secondBias,
+    ) as tf.Tensor2D;
   }
 
   private prefix(layer: number, context: ForwardContext): KeyValuePrefix {
@@ -179,7 +209,12 @@ export class PrefixTuner implements AdapterTuner {
     if (!flat) {
       flat = this.flat();
       if (context.training && this.config.prefixDropout > 0) {
-        flat = tf.dropout(flat, this.config.prefixDropout, undefined, deriveSeed(this.config.initSeed, context.seed ?? 0)) as tf.Tensor2D;
+        flat = tf.dropout(
+          flat,
+          this.config.prefixDropout,
+          undefined,
+          deriveSeed(this.config.initSeed, context.seed ?? 0),
+        ) as tf.Tensor2D;
       }
       this.perPass.set(context, flat);
     }
@@ -187,7 +222,11 @@ export class PrefixTuner implements AdapterTuner {
     const P = this.config.numVirtualTokens;
     const grid = tf.reshape(flat, [P, numLayers * 2, kvHeads, headDim]);
     const take = (kv: number): tf.Tensor4D => {
-      const slice = tf.reshape(tf.slice(grid, [0, layer * 2 + kv, 0, 0], [P, 1, kvHeads, headDim]), [P, kvHeads, headDim]);
+      const slice = tf.reshape(tf.slice(grid, [0, layer * 2 + kv, 0, 0], [P, 1, kvHeads, headDim]), [
+        P,
+        kvHeads,
+        headDim,
+      ]);
       const heads = tf.expandDims(tf.transpose(slice, [1, 0, 2]), 0); // [1, H, P, hd]
       return tf.tile(heads, [context.batchSize, 1, 1, 1]) as tf.Tensor4D;
     };
@@ -197,7 +236,11 @@ export class PrefixTuner implements AdapterTuner {
   setActive(active: boolean): void {
     if (active === this.active) return;
     this.active = active;
-    if (active) this.installed = this.host.hooks.setKeyValuePrefix({ length: this.config.numVirtualTokens, prefix: (l, c) => this.prefix(l, c) });
+    if (active)
+      this.installed = this.host.hooks.setKeyValuePrefix({
+        length: this.config.numVirtualTokens,
+        prefix: (l, c) => this.prefix(l, c),
+      });
     else {
       this.installed?.remove();
       this.installed = null;

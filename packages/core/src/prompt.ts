@@ -52,7 +52,9 @@ export class PromptTable implements PromptSource {
     const entry = file.entries.get(PROMPT_EMBEDDINGS);
     if (!entry) throw new Error(`${file.source}: tensor "${PROMPT_EMBEDDINGS}" is missing`);
     if (entry.shape.join() !== this.table.shape.join()) {
-      throw new Error(`${file.source}: tensor "${PROMPT_EMBEDDINGS}" has shape [${entry.shape}], expected [${this.table.shape}] (virtual tokens x token dim)`);
+      throw new Error(
+        `${file.source}: tensor "${PROMPT_EMBEDDINGS}" has shape [${entry.shape}], expected [${this.table.shape}] (virtual tokens x token dim)`,
+      );
     }
     const data = file.tensor(PROMPT_EMBEDDINGS);
     tf.tidy(() => this.table.assign(tf.tensor2d(data.values as Float32Array, this.table.shape)));
@@ -68,7 +70,8 @@ export function promptFromTokens(host: PeftHost, tokenIds: readonly number[], vi
   if (tokenIds.length === 0) throw new Error('prompt initialisation: no token ids');
   const vocabulary = host.config.vocabSize;
   const bad = tokenIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabulary);
-  if (bad !== undefined) throw new Error(`prompt initialisation: token id ${bad} is outside the vocabulary (0..${vocabulary - 1})`);
+  if (bad !== undefined)
+    throw new Error(`prompt initialisation: token id ${bad} is outside the vocabulary (0..${vocabulary - 1})`);
   // as peft: repeated until long enough, then cut to P
   const ids = Array.from({ length: virtualTokens }, (_, i) => tokenIds[i % tokenIds.length]!);
   return tf.tidy(() => tf.gather(host.wordEmbeddings, tf.tensor1d(ids, 'int32')) as tf.Tensor2D);
@@ -104,7 +107,12 @@ export class PromptTuner implements AdapterTuner {
   }
 
   /** Template mode: the placeholders of each row become the prompt rows, in order. */
-  private fill(embeddings: tf.Tensor3D, context: ForwardContext, inputIds: tf.Tensor2D, placeholder: number): { embeddings: tf.Tensor3D; prepended: number } {
+  private fill(
+    embeddings: tf.Tensor3D,
+    context: ForwardContext,
+    inputIds: tf.Tensor2D,
+    placeholder: number,
+  ): { embeddings: tf.Tensor3D; prepended: number } {
     const [batch, length, width] = embeddings.shape;
     const P = this.source.virtualTokens;
     const ids = inputIds.arraySync();
@@ -119,12 +127,18 @@ export class PromptTuner implements AdapterTuner {
         k += 1;
       });
       if (k !== P) {
-        throw new Error(`template: row ${b} has ${k} placeholder tokens (id ${placeholder}), the prompt ${P}; build inputs with the template`);
+        throw new Error(
+          `template: row ${b} has ${k} placeholder tokens (id ${placeholder}), the prompt ${P}; build inputs with the template`,
+        );
       }
     });
     let prompt = this.source.embeddings(context);
     if (prompt.rank === 3) throw new Error('template placement takes one prompt for the batch, not one per sample');
-    const filled = tf.reshape(tf.matMul(tf.tensor2d(slots, [batch * length, P]), prompt as tf.Tensor2D), [batch, length, width]);
+    const filled = tf.reshape(tf.matMul(tf.tensor2d(slots, [batch * length, P]), prompt as tf.Tensor2D), [
+      batch,
+      length,
+      width,
+    ]);
     const kept = tf.mul(embeddings, tf.tensor3d(keep, [batch, length, 1]));
     prompt = tf.add(kept, filled);
     return { embeddings: prompt as tf.Tensor3D, prepended: 0 };
@@ -163,7 +177,10 @@ export class PromptTuner implements AdapterTuner {
 }
 
 /** What prompt-learning configs share in peft's adapter_config.json. */
-export function promptLearningJson(host: PeftHost, config: PeftConfig & { numVirtualTokens: number }): Record<string, unknown> {
+export function promptLearningJson(
+  host: PeftHost,
+  config: PeftConfig & { numVirtualTokens: number },
+): Record<string, unknown> {
   return {
     auto_mapping: null,
     base_model_name_or_path: null,
@@ -192,6 +209,7 @@ export function promptMethod<C extends PeftConfig & { numVirtualTokens: number }
     peftType,
     stateDictPrefix: 'base_model.',
     fromJson,
-    attach: (host, adapterName, config) => new PromptTuner(host, adapterName, config, source(host, config), placement(config)),
+    attach: (host, adapterName, config) =>
+      new PromptTuner(host, adapterName, config, source(host, config), placement(config)),
   };
 }

@@ -60,5 +60,7 @@ export function deriveSeed(...parts: number[]): number {
  */
 export function seededNormal(shape: number[], mean: number, std: number, seed: number, truncated = false): tf.Tensor {
   const nonZero = seed === 0 ? 0x5f3759df : seed;
-  return truncated ? tf.truncatedNormal(shape, mean, std, 'float32', nonZero) : tf.randomNormal(shape, mean, std, 'float32', nonZero);
+  return truncated
+    ? tf.truncatedNormal(shape, mean, std, 'float32', nonZero)
+    : tf.randomNormal(shape, mean, std, 'float32', nonZero);
 }

@@ -65,7 +65,10 @@ function parseEntry(source: string, name: string, raw: unknown, dataLength: numb
   if (typeof raw !== 'object' || raw === null) fail(source, `${where}: header entry is not an object`);
   const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
   if (!isDtype(dtype)) {
-    fail(source, `${where}: unknown dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(SAFETENSORS_DTYPES).join(', ')})`);
+    fail(
+      source,
+      `${where}: unknown dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(SAFETENSORS_DTYPES).join(', ')})`,
+    );
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     fail(source, `${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
@@ -80,12 +83,18 @@ function parseEntry(source: string, name: string, raw: unknown, dataLength: numb
   }
   const [begin, end] = offsets as [number, number];
   if (end > dataLength) {
-    fail(source, `${where}: data_offsets [${begin}, ${end}] run past the end of the data (${dataLength} bytes; file truncated?)`);
+    fail(
+      source,
+      `${where}: data_offsets [${begin}, ${end}] run past the end of the data (${dataLength} bytes; file truncated?)`,
+    );
   }
   const elements = (shape as number[]).reduce((a, b) => a * b, 1);
   const expected = elements * SAFETENSORS_DTYPES[dtype];
   if (end - begin !== expected) {
-    fail(source, `${where}: ${dtype} ${JSON.stringify(shape)} needs ${expected} bytes, data_offsets give ${end - begin}`);
+    fail(
+      source,
+      `${where}: ${dtype} ${JSON.stringify(shape)} needs ${expected} bytes, data_offsets give ${end - begin}`,
+    );
   }
   return { name, dtype, shape: shape as number[], begin, end };
 }
@@ -108,7 +117,8 @@ export function parseSafetensors(bytes: Uint8Array, source = 'safetensors'): Saf
   } catch (error) {
     fail(source, `header is not valid UTF-8 JSON (${(error as Error).message})`);
   }
-  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail(source, 'header is not a JSON object');
+  if (typeof header !== 'object' || header === null || Array.isArray(header))
+    fail(source, 'header is not a JSON object');
 
   const dataLength = bytes.byteLength - headerEnd;
   const entries = new Map<string, TensorEntry>();
@@ -220,11 +230,17 @@ export function serializeSafetensors(
     const tensor = tensors[name]!;
     const elements = tensor.shape.reduce((a, b) => a * b, 1);
     if (elements !== tensor.values.length) {
-      throw new Error(`tensor "${name}": shape ${JSON.stringify(tensor.shape)} has ${elements} elements, values ${tensor.values.length}`);
+      throw new Error(
+        `tensor "${name}": shape ${JSON.stringify(tensor.shape)} has ${elements} elements, values ${tensor.values.length}`,
+      );
     }
     const dtype = tensor.dtype ?? 'F32';
     const encoded =
-      dtype === 'F32' ? tensor.values : dtype === 'F16' ? float32ToFloat16(tensor.values) : float32ToBfloat16(tensor.values);
+      dtype === 'F32'
+        ? tensor.values
+        : dtype === 'F16'
+          ? float32ToFloat16(tensor.values)
+          : float32ToBfloat16(tensor.values);
     const payload = new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength);
     header[name] = { dtype, shape: [...tensor.shape], data_offsets: [offset, offset + payload.byteLength] };
     payloads.push(payload);

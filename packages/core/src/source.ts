@@ -11,7 +11,9 @@ export async function resolveStore(source: StoreSource): Promise<FileStore> {
   if (typeof source !== 'string') return source;
   if (/^https?:\/\//.test(source)) return urlStore(source);
   if (typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node !== 'string') {
-    throw new Error(`"${source}": a folder path needs Node.js; here pass an http(s) URL or a FileStore (memoryStore, urlStore, indexedDbStore)`);
+    throw new Error(
+      `"${source}": a folder path needs Node.js; here pass an http(s) URL or a FileStore (memoryStore, urlStore, indexedDbStore)`,
+    );
   }
   const { nodeDirectory } = (await import(/* @vite-ignore */ NODE_STORE_MODULE)) as typeof import('./node.js');
   return nodeDirectory(source);

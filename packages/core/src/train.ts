@@ -131,21 +131,23 @@ function assertGradientsRegistered(): void {
   if (!tf.getGradient('Mean') || !tf.getGradient('BatchMatMul')) {
     throw new Error(
       "TensorFlow.js gradients are not registered: import '@tensorflow/tfjs' or '@tensorflow/tfjs-node' " +
-        "(or call selectBackend() from @peft/backend, which does) before training",
+        '(or call selectBackend() from @peft/backend, which does) before training',
     );
   }
 }
 
 function validateOptions(options: TrainOptions): void {
   const positive = (value: number | undefined, name: string): void => {
-    if (value !== undefined && !(Number.isInteger(value) && value > 0)) throw new Error(`${name}: expected a positive integer, got ${value}`);
+    if (value !== undefined && !(Number.isInteger(value) && value > 0))
+      throw new Error(`${name}: expected a positive integer, got ${value}`);
   };
   positive(options.batchSize, 'batchSize');
   positive(options.epochs, 'epochs');
   positive(options.maxSteps, 'maxSteps');
   positive(options.gradientAccumulationSteps, 'gradientAccumulationSteps');
   positive(options.evalEvery, 'evalEvery');
-  if (!(options.learningRate > 0)) throw new Error(`learningRate: expected a positive number, got ${options.learningRate}`);
+  if (!(options.learningRate > 0))
+    throw new Error(`learningRate: expected a positive number, got ${options.learningRate}`);
   if (options.verbalizer && options.task !== 'sequence-classification') {
     throw new Error('verbalizer: only for task "sequence-classification"');
   }
@@ -158,7 +160,9 @@ function classCount(host: PeftHost, options: TrainOptions): number | null {
   if (options.task === 'causal-lm') return null;
   if (options.verbalizer) return options.verbalizer.length;
   if (host.config.numLabels === undefined) {
-    throw new Error(`task "${options.task}": the host has no classification head (config.numLabels); use a verbalizer or a classification model`);
+    throw new Error(
+      `task "${options.task}": the host has no classification head (config.numLabels); use a verbalizer or a classification model`,
+    );
   }
   return host.config.numLabels;
 }
@@ -177,8 +181,11 @@ function checkBatch(batch: Batch, host: PeftHost, classes: number | null, where:
   }
   if (classes === null) return;
   const labels = (batch.labels as (number | number[])[]).flat();
-  const bad = labels.find((label) => label !== IGNORE_INDEX && (label < 0 || label >= classes || !Number.isInteger(label)));
-  if (bad !== undefined) throw new Error(`${where}: label ${bad} is outside the ${classes} classes of the head (0..${classes - 1})`);
+  const bad = labels.find(
+    (label) => label !== IGNORE_INDEX && (label < 0 || label >= classes || !Number.isInteger(label)),
+  );
+  if (bad !== undefined)
+    throw new Error(`${where}: label ${bad} is outside the ${classes} classes of the head (0..${classes - 1})`);
 }
 
 /** The task loss of one batch (and the logits, for metrics). */
@@ -210,11 +217,17 @@ function batchLoss(
   if (options.verbalizer) {
     const width = batch.inputIds[0]!.length;
     const last = batch.attentionMask.map((row) =>
-      options.paddingSide === 'left' ? output.prepended + width - 1 : output.prepended + row.reduce((a, b) => a + b, 0) - 1,
+      options.paddingSide === 'left'
+        ? output.prepended + width - 1
+        : output.prepended + row.reduce((a, b) => a + b, 0) - 1,
     );
     classLogits = verbalizerLogits(logits as tf.Tensor3D, last, options.verbalizer);
   }
-  return { ...sequenceClassificationLoss(classLogits, batch.labels as number[]), classLogits, prepended: output.prepended };
+  return {
+    ...sequenceClassificationLoss(classLogits, batch.labels as number[]),
+    classLogits,
+    prepended: output.prepended,
+  };
 }
 
 /** Correct predictions (argmax) and labelled items of a classification batch. */
@@ -241,7 +254,12 @@ function countCorrect(classLogits: tf.Tensor, batch: Batch, prepended: number): 
 }
 
 /** Loss (and accuracy or perplexity) over a dataset, without gradients. */
-export async function evaluate(model: TrainableModel, data: Dataset<Example> | readonly Example[], options: TrainOptions, step = 0): Promise<EvalResult> {
+export async function evaluate(
+  model: TrainableModel,
+  data: Dataset<Example> | readonly Example[],
+  options: TrainOptions,
+  step = 0,
+): Promise<EvalResult> {
   const classes = classCount(model.host, options);
   let lossSum = 0;
   let count = 0;
@@ -277,7 +295,8 @@ export async function evaluate(model: TrainableModel, data: Dataset<Example> | r
 
 function makeOptimizer(options: TrainOptions): Optimizer {
   if (typeof options.optimizer === 'object') return options.optimizer;
-  if (options.optimizer === 'sgd') return new Sgd({ momentum: options.momentum ?? 0, weightDecay: options.weightDecay ?? 0 });
+  if (options.optimizer === 'sgd')
+    return new Sgd({ momentum: options.momentum ?? 0, weightDecay: options.weightDecay ?? 0 });
   return new AdamW({ weightDecay: options.weightDecay ?? 0 });
 }
 
@@ -313,7 +332,8 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
   const batchesPerEpoch = data.size === undefined ? null : Math.ceil(data.size / options.batchSize);
   const stepsPerEpoch = batchesPerEpoch === null ? null : Math.ceil(batchesPerEpoch / accumulation);
   const plannedSteps = stepsPerEpoch === null ? null : stepsPerEpoch * epochs;
-  const totalSteps = options.maxSteps !== undefined ? Math.min(options.maxSteps, plannedSteps ?? Infinity) : plannedSteps;
+  const totalSteps =
+    options.maxSteps !== undefined ? Math.min(options.maxSteps, plannedSteps ?? Infinity) : plannedSteps;
   const schedule = options.schedule ?? 'linear';
   if (totalSteps === null && schedule !== 'constant') {
     throw new Error(`schedule "${schedule}" needs the total steps: give maxSteps, or a dataset with a size`);
@@ -322,12 +342,24 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
   const maxGradNorm = options.maxGradNorm === undefined ? 1.0 : options.maxGradNorm;
   const optimizer = makeOptimizer(options);
 
-  let state: TrainerState = { step: 0, epoch: 0, batchesInEpoch: 0, seed, losses: [], evaluations: [], best: null, badEvaluations: 0, skippedSteps: 0, tokens: 0 };
+  let state: TrainerState = {
+    step: 0,
+    epoch: 0,
+    batchesInEpoch: 0,
+    seed,
+    losses: [],
+    evaluations: [],
+    best: null,
+    badEvaluations: 0,
+    skippedSteps: 0,
+    tokens: 0,
+  };
   let resumedFrom: number | null = null;
   if (options.resume && options.checkpoint) {
     const loaded = await loadTrainingCheckpoint(options.checkpoint.store, variables, optimizer);
     if (loaded) {
-      if (loaded.seed !== seed) throw new Error(`resume: the checkpoint was trained with seed ${loaded.seed}, this run has seed ${seed}`);
+      if (loaded.seed !== seed)
+        throw new Error(`resume: the checkpoint was trained with seed ${loaded.seed}, this run has seed ${seed}`);
       state = loaded;
       resumedFrom = loaded.step;
     }
@@ -338,7 +370,8 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
     interrupted = true;
   };
   const nodeProcess = (globalThis as { process?: NodeJS.Process }).process;
-  const listen = (options.handleInterrupt ?? options.checkpoint !== undefined) && typeof nodeProcess?.once === 'function';
+  const listen =
+    (options.handleInterrupt ?? options.checkpoint !== undefined) && typeof nodeProcess?.once === 'function';
   if (listen) nodeProcess!.once('SIGINT', onInterrupt);
 
   const started = performance.now();
@@ -354,8 +387,12 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
     options.onEval?.(result);
     if (!options.earlyStopping) return false;
     const value = result[options.earlyStopping.metric];
-    if (value === undefined) throw new Error(`earlyStopping: metric "${options.earlyStopping.metric}" is not reported for task "${options.task}"`);
-    const better = state.best === null || (options.earlyStopping.metric === 'accuracy' ? value > state.best : value < state.best);
+    if (value === undefined)
+      throw new Error(
+        `earlyStopping: metric "${options.earlyStopping.metric}" is not reported for task "${options.task}"`,
+      );
+    const better =
+      state.best === null || (options.earlyStopping.metric === 'accuracy' ? value > state.best : value < state.best);
     if (better) {
       state.best = value;
       state.badEvaluations = 0;
@@ -368,7 +405,11 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
     const resumeBatches = state.batchesInEpoch;
     training: for (let epoch = state.epoch; epoch < epochs; epoch++) {
       const random = new SeededRandom(deriveSeed(seed, epoch));
-      const batching = { batchSize: options.batchSize, random, ...(options.bucketByLength === false ? {} : { bucketPool: 64 }) };
+      const batching = {
+        batchSize: options.batchSize,
+        random,
+        ...(options.bucketByLength === false ? {} : { bucketPool: 64 }),
+      };
       let batchIndex = 0;
       let micro = 0;
       let accumulated = new Map<string, tf.Tensor>();
@@ -396,7 +437,12 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
               'training stopped (lower the learning rate, or pass nonFinite: "skip" to skip such steps)',
           );
         }
-        const learningRate = learningRateAt(state.step, { schedule, learningRate: options.learningRate, warmupSteps, totalSteps: totalSteps ?? 0 });
+        const learningRate = learningRateAt(state.step, {
+          schedule,
+          learningRate: options.learningRate,
+          warmupSteps,
+          totalSteps: totalSteps ?? 0,
+        });
         if (finite) {
           if (maxGradNorm !== null && norm > maxGradNorm) gradientScale *= maxGradNorm / (norm + 1e-6);
           optimizer.apply(variables, gradients, learningRate, gradientScale);
@@ -444,7 +490,10 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
       for await (const examples of batchExamples(data, batching)) {
         batchIndex += 1;
         if (epoch === resumeEpoch && batchIndex <= resumeBatches) continue; // consumed before the checkpoint
-        const batch = collate(examples, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
+        const batch = collate(examples, {
+          padTokenId: options.padTokenId,
+          paddingSide: options.paddingSide ?? 'right',
+        });
         checkBatch(batch, host, classes, `training batch ${batchIndex} of epoch ${epoch + 1}`);
         const stepSeed = deriveSeed(seed, state.step, micro);
         const { value, grads } = variableGradients(() => {
@@ -470,7 +519,11 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
       // an epoch ending inside an accumulation group still takes its step, as transformers does
       if (micro > 0 && (await optimizerStep())) break training;
       if (batchIndex === 0) throw new Error(`training data is empty (epoch ${epoch + 1} produced no batch)`);
-      options.onEpoch?.({ epoch: epoch + 1, step: state.step, meanLoss: epochSteps ? epochLossSum / epochSteps : Number.NaN });
+      options.onEpoch?.({
+        epoch: epoch + 1,
+        step: state.step,
+        meanLoss: epochSteps ? epochLossSum / epochSteps : Number.NaN,
+      });
       state.epoch = epoch + 1;
       state.batchesInEpoch = 0;
     }

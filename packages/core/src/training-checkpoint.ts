@@ -29,7 +29,8 @@ export interface TrainerState {
 
 async function tensorsToFile(tensors: Iterable<[string, tf.Tensor]>): Promise<Uint8Array> {
   const out: Record<string, TensorToWrite> = {};
-  for (const [name, tensor] of tensors) out[name] = { shape: tensor.shape, values: (await tensor.data()) as Float32Array };
+  for (const [name, tensor] of tensors)
+    out[name] = { shape: tensor.shape, values: (await tensor.data()) as Float32Array };
   return serializeSafetensors(out, { format: 'pt' });
 }
 
@@ -64,10 +65,16 @@ export async function loadTrainingCheckpoint(
   if (!(await store.has(LATEST_CHECKPOINT_FILE))) return null;
   const { checkpoint: directory } = await readJson<{ checkpoint: string }>(store, LATEST_CHECKPOINT_FILE);
   const statePath = `${directory}/trainer_state.json`;
-  const saved = await readJson<TrainerState & { format: string; optimizer: { name: string; step: number } }>(store, statePath);
-  if (saved.format !== FORMAT) throw new Error(`${describeFile(store, statePath)}: format "${saved.format}", expected "${FORMAT}"`);
+  const saved = await readJson<TrainerState & { format: string; optimizer: { name: string; step: number } }>(
+    store,
+    statePath,
+  );
+  if (saved.format !== FORMAT)
+    throw new Error(`${describeFile(store, statePath)}: format "${saved.format}", expected "${FORMAT}"`);
   if (saved.optimizer.name !== optimizer.name) {
-    throw new Error(`${describeFile(store, statePath)}: trained with optimizer ${saved.optimizer.name}, this run uses ${optimizer.name}`);
+    throw new Error(
+      `${describeFile(store, statePath)}: trained with optimizer ${saved.optimizer.name}, this run uses ${optimizer.name}`,
+    );
   }
   const weightsPath = `${directory}/trainable.safetensors`;
   const weights = parseSafetensors(await store.read(weightsPath), describeFile(store, weightsPath));
@@ -84,7 +91,9 @@ export async function loadTrainingCheckpoint(
     for (const [name, variable] of variables) {
       const data = weights.tensor(name);
       if (data.shape.join() !== variable.shape.join()) {
-        throw new Error(`${weights.source}: tensor "${name}" has shape [${data.shape}], the variable [${variable.shape}]`);
+        throw new Error(
+          `${weights.source}: tensor "${name}" has shape [${data.shape}], the variable [${variable.shape}]`,
+        );
       }
       variable.assign(tf.tensor(data.values, data.shape, 'float32'));
     }

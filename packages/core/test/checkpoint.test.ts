@@ -56,17 +56,23 @@ describe('readCheckpoint', () => {
     expect(() => checkpoint.tensor('a', [5, 3])).toThrow(
       /sharded\/model-00001-of-00002\.safetensors: tensor "a" has shape \[3, 5\], expected \[5, 3\]/,
     );
-    expect(() => checkpoint.tensor('zzz')).toThrow(/model\.safetensors\.index\.json: the checkpoint has no tensor "zzz"/);
+    expect(() => checkpoint.tensor('zzz')).toThrow(
+      /model\.safetensors\.index\.json: the checkpoint has no tensor "zzz"/,
+    );
   });
 
   it('reads a single model.safetensors', async () => {
-    const store = memoryStore({ 'model.safetensors': serializeSafetensors({ w: { shape: [2], values: Float32Array.of(1, 2) } }) });
+    const store = memoryStore({
+      'model.safetensors': serializeSafetensors({ w: { shape: [2], values: Float32Array.of(1, 2) } }),
+    });
     expect((await readCheckpoint(store)).tensor('w', [2]).values).toEqual(Float32Array.of(1, 2));
   });
 
   it('refuses an index whose shard does not hold a listed tensor', async () => {
     const store = memoryStore({
-      'model.safetensors.index.json': new TextEncoder().encode(JSON.stringify({ weight_map: { w: 's1.safetensors', v: 's1.safetensors' } })),
+      'model.safetensors.index.json': new TextEncoder().encode(
+        JSON.stringify({ weight_map: { w: 's1.safetensors', v: 's1.safetensors' } }),
+      ),
       's1.safetensors': serializeSafetensors({ w: { shape: [1], values: Float32Array.of(1) } }),
     });
     await expect(readCheckpoint(store)).rejects.toThrow(

@@ -36,7 +36,10 @@ function memoryProbe(readings: number[], read: (memory: tf.MemoryInfo) => number
 }
 
 /** variableGradients of `loss` for w: the gradient, and the bytes alive beyond those before the call when the backward pass reached the probe. */
-function probedGradient(w: tf.Variable, loss: (probe: (x: tf.Tensor) => tf.Tensor) => tf.Scalar): { gradient: tf.TypedArray; bytes: number } {
+function probedGradient(
+  w: tf.Variable,
+  loss: (probe: (x: tf.Tensor) => tf.Tensor) => tf.Scalar,
+): { gradient: tf.TypedArray; bytes: number } {
   const readings: number[] = [];
   const probe = memoryProbe(readings, (memory) => memory.numBytes);
   const before = tf.memory().numBytes;
@@ -66,7 +69,12 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
     expect(actual.value.dataSync()).toEqual(expected.value.dataSync());
     expect(Object.keys(actual.grads).sort()).toEqual(['b', 'w']);
     for (const name of ['w', 'b']) expect(actual.grads[name]!.dataSync()).toEqual(expected.grads[name]!.dataSync());
-    tf.dispose([actual.value, expected.value, ...Object.values(actual.grads), ...Object.values(expected.grads).filter((g) => g !== null)]);
+    tf.dispose([
+      actual.value,
+      expected.value,
+      ...Object.values(actual.grads),
+      ...Object.values(expected.grads).filter((g) => g !== null),
+    ]);
     expect(tf.memory().numTensors).toBe(before);
     tf.dispose([w, b, frozen, x]);
   });
@@ -109,26 +117,37 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
     ['the same shape', [6, 5], true],
     ['a broadcast trainable bias', [5], true],
     ['a frozen bias', [5], false],
-  ] as [string, number[], boolean][])('addReleasing differentiates as tf.add: %s, under both backward passes', (_, bShape, trainable) => {
-    const a = tf.variable(tf.randomNormal([6, 5], 0, 1, 'float32', 6), true, `a${bShape.length}${trainable}`);
-    const b = tf.variable(tf.randomNormal(bShape, 0, 1, 'float32', 7), trainable, `b${bShape.length}${trainable}`);
-    // a and b feed other paths too: the backward pass accumulates into the gradients the add
-    // passed through (b's is accumulated before a's producer has used its own)
-    const loss = (add: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor) => () => {
-      const scaled = tf.mul(a, 3);
-      const doubled = tf.mul(b, 2);
-      const sum = add(scaled, b);
-      return tf.add(tf.sum(tf.add(tf.mul(sum, sum), tf.mul(sum, a))), tf.sum(doubled)) as tf.Scalar;
-    };
-    const expected = tf.variableGrads(loss(tf.add), [a, b]);
-    for (const gradients of [variableGradients(loss(addReleasing), [a, b]), tf.variableGrads(loss(addReleasing), [a, b])]) {
-      expect(gradients.value.dataSync()).toEqual(expected.value.dataSync());
-      expect(Object.keys(gradients.grads).filter((name) => gradients.grads[name]).sort()).toEqual(trainable ? [a.name, b.name].sort() : [a.name]);
-      for (const [name, gradient] of Object.entries(gradients.grads)) if (gradient) expect(gradient.dataSync()).toEqual(expected.grads[name]!.dataSync());
-      tf.dispose([gradients.value, ...Object.values(gradients.grads).filter((g) => g !== null)]);
-    }
-    tf.dispose([expected.value, ...Object.values(expected.grads).filter((g) => g !== null), a, b]);
-  });
+  ] as [string, number[], boolean][])(
+    'addReleasing differentiates as tf.add: %s, under both backward passes',
+    (_, bShape, trainable) => {
+      const a = tf.variable(tf.randomNormal([6, 5], 0, 1, 'float32', 6), true, `a${bShape.length}${trainable}`);
+      const b = tf.variable(tf.randomNormal(bShape, 0, 1, 'float32', 7), trainable, `b${bShape.length}${trainable}`);
+      // a and b feed other paths too: the backward pass accumulates into the gradients the add
+      // passed through (b's is accumulated before a's producer has used its own)
+      const loss = (add: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor) => () => {
+        const scaled = tf.mul(a, 3);
+        const doubled = tf.mul(b, 2);
+        const sum = add(scaled, b);
+        return tf.add(tf.sum(tf.add(tf.mul(sum, sum), tf.mul(sum, a))), tf.sum(doubled)) as tf.Scalar;
+      };
+      const expected = tf.variableGrads(loss(tf.add), [a, b]);
+      for (const gradients of [
+        variableGradients(loss(addReleasing), [a, b]),
+        tf.variableGrads(loss(addReleasing), [a, b]),
+      ]) {
+        expect(gradients.value.dataSync()).toEqual(expected.value.dataSync());
+        expect(
+          Object.keys(gradients.grads)
+            .filter((name) => gradients.grads[name])
+            .sort(),
+        ).toEqual(trainable ? [a.name, b.name].sort() : [a.name]);
+        for (const [name, gradient] of Object.entries(gradients.grads))
+          if (gradient) expect(gradient.dataSync()).toEqual(expected.grads[name]!.dataSync());
+        tf.dispose([gradients.value, ...Object.values(gradients.grads).filter((g) => g !== null)]);
+      }
+      tf.dispose([expected.value, ...Object.values(expected.grads).filter((g) => g !== null), a, b]);
+    },
+  );
 
   it('addReleasing keeps neither input for the backward pass', () => {
     const w = tf.variable(tf.randomNormal([64, 64], 0, 1, 'float32', 8), true);
@@ -147,11 +166,19 @@ describe.each(backends)('variableGradients on the %s backend', (backend: Backend
     const trainable = tf.variable(tf.ones([2]), true);
     const unrelated = tf.variable(tf.ones([2]), true);
     const before = tf.memory().numTensors;
-    expect(() => variableGradients(() => tf.sum(frozen) as tf.Scalar, [frozen])).toThrow(/none of the 1 variables is trainable/);
-    expect(() => variableGradients(() => tf.mul(trainable, 2) as unknown as tf.Scalar, [trainable])).toThrow(/must return a scalar tensor, not rank 1/);
-    expect(() => variableGradients(() => tf.sum(frozen) as tf.Scalar, [unrelated])).toThrow(/no trainable variable reaches the loss/);
+    expect(() => variableGradients(() => tf.sum(frozen) as tf.Scalar, [frozen])).toThrow(
+      /none of the 1 variables is trainable/,
+    );
+    expect(() => variableGradients(() => tf.mul(trainable, 2) as unknown as tf.Scalar, [trainable])).toThrow(
+      /must return a scalar tensor, not rank 1/,
+    );
+    expect(() => variableGradients(() => tf.sum(frozen) as tf.Scalar, [unrelated])).toThrow(
+      /no trainable variable reaches the loss/,
+    );
     expect(tf.memory().numTensors).toBe(before); // the refused forward passes left nothing behind
-    expect(() => tf.tidy(() => addReleasing(trainable, tf.ones([3, 2])))).toThrow(/\[3,2\] broadcasts \[2\] to \[3,2\]; the first operand must carry the result's shape/);
+    expect(() => tf.tidy(() => addReleasing(trainable, tf.ones([3, 2])))).toThrow(
+      /\[3,2\] broadcasts \[2\] to \[3,2\]; the first operand must carry the result's shape/,
+    );
     tf.dispose([frozen, trainable, unrelated]);
   });
 });

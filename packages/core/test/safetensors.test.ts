@@ -20,11 +20,35 @@ function rawFile(header: unknown, dataBytes: number, headerText = JSON.stringify
 }
 
 describe('float16 and bfloat16', () => {
-  const samples = Float32Array.from([0, -0, 1, -2.5, 65504, 1e-7, 6.103515625e-5, 5.960464477539063e-8, 0.1, 3.14159, -1e5, Infinity, -Infinity, NaN]);
+  const samples = Float32Array.from([
+    0,
+    -0,
+    1,
+    -2.5,
+    65504,
+    1e-7,
+    6.103515625e-5,
+    5.960464477539063e-8,
+    0.1,
+    3.14159,
+    -1e5,
+    Infinity,
+    -Infinity,
+    NaN,
+  ]);
 
   it('decodes known half-precision bit patterns exactly', () => {
     const half = Uint16Array.from([0x3c00, 0xc000, 0x7bff, 0x0001, 0x0400, 0x7c00, 0xfc00, 0x8000]);
-    expect(Array.from(float16ToFloat32(half))).toEqual([1, -2, 65504, 5.960464477539063e-8, 6.103515625e-5, Infinity, -Infinity, -0]);
+    expect(Array.from(float16ToFloat32(half))).toEqual([
+      1,
+      -2,
+      65504,
+      5.960464477539063e-8,
+      6.103515625e-5,
+      Infinity,
+      -Infinity,
+      -0,
+    ]);
     expect(float16ToFloat32(Uint16Array.from([0x7e00]))[0]).toBeNaN();
   });
 
@@ -82,11 +106,17 @@ describe('serializeSafetensors / parseSafetensors', () => {
   });
 
   it('writes the layout Python safetensors writes: names sorted, header padded to 8 bytes', () => {
-    const bytes = serializeSafetensors({ z: { shape: [1], values: Float32Array.of(1) }, a: { shape: [1], values: Float32Array.of(2) } });
+    const bytes = serializeSafetensors({
+      z: { shape: [1], values: Float32Array.of(1) },
+      a: { shape: [1], values: Float32Array.of(2) },
+    });
     const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
     expect(headerLength % 8).toBe(0);
     const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
-    expect(header).toEqual({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, z: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } });
+    expect(header).toEqual({
+      a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
+      z: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
+    });
   });
 
   it('reads integer tensors as int32 and refuses values that do not fit', () => {
@@ -94,7 +124,11 @@ describe('serializeSafetensors / parseSafetensors', () => {
     const view = new DataView(ok.buffer, ok.length - 16);
     view.setBigInt64(0, 7n, true);
     view.setBigInt64(8, -3n, true);
-    expect(parseSafetensors(ok, 'ids.safetensors').tensor('ids')).toEqual({ dtype: 'int32', shape: [2], values: Int32Array.of(7, -3) });
+    expect(parseSafetensors(ok, 'ids.safetensors').tensor('ids')).toEqual({
+      dtype: 'int32',
+      shape: [2],
+      values: Int32Array.of(7, -3),
+    });
     view.setBigInt64(8, 2n ** 40n, true);
     expect(() => parseSafetensors(ok, 'ids.safetensors').tensor('ids')).toThrow(
       'ids.safetensors: tensor "ids": I64 value 1099511627776 at index 1 does not fit in int32',
@@ -106,7 +140,11 @@ describe('parseSafetensors refuses bad files with the file and the tensor named'
   const entry = (dtype: string, shape: number[], data_offsets: number[]) => ({ dtype, shape, data_offsets });
 
   it.each([
-    ['shorter than 8 bytes', new Uint8Array(5), 'bad.safetensors: file is 5 bytes, shorter than the 8-byte header length'],
+    [
+      'shorter than 8 bytes',
+      new Uint8Array(5),
+      'bad.safetensors: file is 5 bytes, shorter than the 8-byte header length',
+    ],
     [
       'a header length past the end (truncated)',
       (() => {
@@ -128,16 +166,32 @@ describe('parseSafetensors refuses bad files with the file and the tensor named'
     ['a header that is not JSON', rawFile(null, 0, '{"a": '), 'header is not valid UTF-8 JSON'],
     ['a header that is not an object', rawFile([1, 2], 0), 'header is not a JSON object'],
     ['an unknown dtype', rawFile({ w: entry('F8_E4M3', [2], [0, 2]) }, 2), 'tensor "w": unknown dtype "F8_E4M3"'],
-    ['a bad shape', rawFile({ w: entry('F32', [-1], [0, 4]) }, 4), 'tensor "w": shape must be a list of non-negative integers'],
-    ['offsets outside the file', rawFile({ w: entry('F32', [4], [0, 16]) }, 8), 'tensor "w": data_offsets [0, 16] run past the end of the data (8 bytes'],
+    [
+      'a bad shape',
+      rawFile({ w: entry('F32', [-1], [0, 4]) }, 4),
+      'tensor "w": shape must be a list of non-negative integers',
+    ],
+    [
+      'offsets outside the file',
+      rawFile({ w: entry('F32', [4], [0, 16]) }, 8),
+      'tensor "w": data_offsets [0, 16] run past the end of the data (8 bytes',
+    ],
     ['reversed offsets', rawFile({ w: entry('F32', [0], [8, 4]) }, 8), 'tensor "w": data_offsets must be [begin, end]'],
-    ['a size that does not match the shape', rawFile({ w: entry('F32', [3], [0, 8]) }, 8), 'tensor "w": F32 [3] needs 12 bytes, data_offsets give 8'],
+    [
+      'a size that does not match the shape',
+      rawFile({ w: entry('F32', [3], [0, 8]) }, 8),
+      'tensor "w": F32 [3] needs 12 bytes, data_offsets give 8',
+    ],
     [
       'overlapping tensors',
       rawFile({ a: entry('F32', [2], [0, 8]), b: entry('F32', [2], [4, 12]) }, 12),
       'tensor "b" overlaps tensor "a"',
     ],
-    ['a hole in the data', rawFile({ a: entry('F32', [1], [4, 8]) }, 8), 'bytes 0..4 of the data section belong to no tensor'],
+    [
+      'a hole in the data',
+      rawFile({ a: entry('F32', [1], [4, 8]) }, 8),
+      'bytes 0..4 of the data section belong to no tensor',
+    ],
     ['trailing bytes', rawFile({ a: entry('F32', [1], [0, 4]) }, 8), 'has 4 bytes after the last tensor'],
     ['bad metadata', rawFile({ __metadata__: { format: 1 } }, 0), '__metadata__ must map strings to strings'],
   ])('%s', (_, bytes, message) => {
@@ -146,7 +200,10 @@ describe('parseSafetensors refuses bad files with the file and the tensor named'
   });
 
   it('a missing tensor', () => {
-    const file = parseSafetensors(serializeSafetensors({ a: { shape: [1], values: Float32Array.of(1) } }), 'm.safetensors');
+    const file = parseSafetensors(
+      serializeSafetensors({ a: { shape: [1], values: Float32Array.of(1) } }),
+      'm.safetensors',
+    );
     expect(() => file.tensor('b')).toThrow('m.safetensors: no tensor "b"');
   });
 });

@@ -52,8 +52,16 @@ describe.each(backends)('optimizers match torch.optim on the %s backend', (backe
   it.each([
     ['adamw', 'composed', () => new AdamW({ weightDecay: 0.1, fusedMinElements: Infinity })],
     ['adamw', 'fused where the backend has it', () => new AdamW({ weightDecay: 0.1, fusedMinElements: 0 })],
-    ['adamw_no_decay', 'composed', () => new AdamW({ weightDecay: 0, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, fusedMinElements: Infinity })],
-    ['adamw_no_decay', 'fused where the backend has it', () => new AdamW({ weightDecay: 0, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, fusedMinElements: 0 })],
+    [
+      'adamw_no_decay',
+      'composed',
+      () => new AdamW({ weightDecay: 0, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, fusedMinElements: Infinity }),
+    ],
+    [
+      'adamw_no_decay',
+      'fused where the backend has it',
+      () => new AdamW({ weightDecay: 0, beta1: 0.8, beta2: 0.99, epsilon: 1e-6, fusedMinElements: 0 }),
+    ],
     ['sgd_momentum', '', () => new Sgd({ momentum: 0.9, weightDecay: 0.01 })],
   ] as [string, string, () => Optimizer][])('%s %s', (name, _, make) => {
     const run = fixture[name];
@@ -75,20 +83,32 @@ describe.each(backends)('optimizers match torch.optim on the %s backend', (backe
     ['adamw', 'composed', () => new AdamW({ weightDecay: 0.1, fusedMinElements: Infinity })],
     ['adamw', 'fused where the backend has it', () => new AdamW({ weightDecay: 0.1, fusedMinElements: 0 })],
     ['sgd_momentum', '', () => new Sgd({ momentum: 0.9, weightDecay: 0.01 })],
-  ] as [string, string, () => Optimizer][])('%s %s: a gradient scale counts as scaled gradients (clipping without a pass)', (name, _, make) => {
-    const run = fixture[name];
-    const scaled = tf.variable(tf.tensor(run.initial, run.shape));
-    const multiplied = tf.variable(tf.tensor(run.initial, run.shape));
-    const [a, b] = [make(), make()];
-    run.gradients.forEach((gradient: number[], i: number) => {
-      const scale = 0.3 + 0.2 * i;
-      a.apply(new Map([['w', scaled]]), new Map([['w', tf.tensor(gradient, run.shape)]]), run.learning_rates[i], scale);
-      b.apply(new Map([['w', multiplied]]), new Map([['w', tf.mul(tf.tensor(gradient, run.shape), scale)]]), run.learning_rates[i]);
-    });
-    const [x, y] = [scaled.dataSync(), multiplied.dataSync()];
-    expect(x.some((value, i) => value !== run.initial.flat(Infinity)[i])).toBe(true);
-    x.forEach((value, i) => expect(value).toBeCloseTo(y[i]!, 6));
-  });
+  ] as [string, string, () => Optimizer][])(
+    '%s %s: a gradient scale counts as scaled gradients (clipping without a pass)',
+    (name, _, make) => {
+      const run = fixture[name];
+      const scaled = tf.variable(tf.tensor(run.initial, run.shape));
+      const multiplied = tf.variable(tf.tensor(run.initial, run.shape));
+      const [a, b] = [make(), make()];
+      run.gradients.forEach((gradient: number[], i: number) => {
+        const scale = 0.3 + 0.2 * i;
+        a.apply(
+          new Map([['w', scaled]]),
+          new Map([['w', tf.tensor(gradient, run.shape)]]),
+          run.learning_rates[i],
+          scale,
+        );
+        b.apply(
+          new Map([['w', multiplied]]),
+          new Map([['w', tf.mul(tf.tensor(gradient, run.shape), scale)]]),
+          run.learning_rates[i],
+        );
+      });
+      const [x, y] = [scaled.dataSync(), multiplied.dataSync()];
+      expect(x.some((value, i) => value !== run.initial.flat(Infinity)[i])).toBe(true);
+      x.forEach((value, i) => expect(value).toBeCloseTo(y[i]!, 6));
+    },
+  );
 
   it.each([
     ['composed', Infinity],
@@ -118,7 +138,10 @@ describe.each(backends)('optimizers match torch.optim on the %s backend', (backe
     for (const [name, t] of Object.entries(state.slots)) expect(Array.from(t.dataSync())).toEqual(saved[name]);
     // restoring into an optimizer that already stepped replaces its moments
     third.setState(state);
-    expect(Object.values(third.getState().slots).map((t) => Array.from(t.dataSync()))).toEqual([saved['w/exp_avg'], saved['w/exp_avg_sq']]);
+    expect(Object.values(third.getState().slots).map((t) => Array.from(t.dataSync()))).toEqual([
+      saved['w/exp_avg'],
+      saved['w/exp_avg_sq'],
+    ]);
     [first, second, third].forEach((o) => o.dispose());
     tf.dispose([a, b]);
     expect(tf.memory().numTensors).toBe(before);
@@ -129,18 +152,25 @@ describe.runIf(backends.includes('tensorflow'))('AdamW with its moments in the t
   it('refuses to go on without them on another backend, and carries them over by its state', async () => {
     await loadBackend('tensorflow');
     const w = tf.tidy(() => tf.variable(tf.ones([4, 4])));
-    const step = (optimizer: AdamW): void => tf.tidy(() => optimizer.apply(new Map([['w', w]]), new Map([['w', tf.fill([4, 4], 0.5)]]), 0.1));
+    const step = (optimizer: AdamW): void =>
+      tf.tidy(() => optimizer.apply(new Map([['w', w]]), new Map([['w', tf.fill([4, 4], 0.5)]]), 0.1));
     const optimizer = new AdamW({ fusedMinElements: 0 });
     step(optimizer);
     const state = optimizer.getState();
-    const carried = Object.fromEntries(Object.entries(state.slots).map(([name, t]) => [name, tf.tensor(t.dataSync(), t.shape)]));
+    const carried = Object.fromEntries(
+      Object.entries(state.slots).map(([name, t]) => [name, tf.tensor(t.dataSync(), t.shape)]),
+    );
     await loadBackend('cpu');
     try {
-      expect(() => step(optimizer)).toThrow('AdamW: the moments of "w" are held by the fused kernel of the backend they were made on, which the cpu backend lacks');
+      expect(() => step(optimizer)).toThrow(
+        'AdamW: the moments of "w" are held by the fused kernel of the backend they were made on, which the cpu backend lacks',
+      );
       const next = new AdamW({ fusedMinElements: 0 });
       next.setState({ step: state.step, slots: carried });
       step(next);
-      expect(Array.from(next.getState().slots['w/exp_avg']!.dataSync())).toEqual(new Array(16).fill(expect.closeTo(0.5 * 0.1 + 0.9 * 0.05, 6)));
+      expect(Array.from(next.getState().slots['w/exp_avg']!.dataSync())).toEqual(
+        new Array(16).fill(expect.closeTo(0.5 * 0.1 + 0.9 * 0.05, 6)),
+      );
       next.dispose();
     } finally {
       optimizer.dispose();
@@ -169,7 +199,11 @@ describe.each(backends)('losses match transformers on the %s backend', (backend:
   });
 
   it('the gradient is (softmax - onehot) / count on labelled rows, zero on ignored ones', () => {
-    const values = [[1, 2, 0.5, -1], [0.3, 0.3, 2, 1], [-2, 0, 1, 4]];
+    const values = [
+      [1, 2, 0.5, -1],
+      [0.3, 0.3, 2, 1],
+      [-2, 0, 1, 4],
+    ];
     const labels = Int32Array.from([2, IGNORE_INDEX, 3]);
     const x = tf.variable(tf.tensor2d(values));
     const { value, grads } = tf.variableGrads(() => maskedCrossEntropy(x as unknown as tf.Tensor2D, labels).loss, [x]);
@@ -202,12 +236,19 @@ describe.each(backends)('losses match transformers on the %s backend', (backend:
     expect(prompted.loss.dataSync()[0]).toBeCloseTo(plain.loss.dataSync()[0]!, 6);
     expect(prompted.count).toBe(plain.count);
     // a labelled first token is predicted from the (here all-zero) last virtual position: ln 7 more
-    const first = causalLmLoss(virtual, (losses.labels as number[][]).map((row) => [2, ...row.slice(1)]), 3);
+    const first = causalLmLoss(
+      virtual,
+      (losses.labels as number[][]).map((row) => [2, ...row.slice(1)]),
+      3,
+    );
     expect(first.count).toBe(plain.count + 2);
   });
 
   it('token classification and sequence classification', () => {
-    expect(tokenClassificationLoss(logits(), losses.labels).loss.dataSync()[0]).toBeCloseTo(losses.token_classification, 5);
+    expect(tokenClassificationLoss(logits(), losses.labels).loss.dataSync()[0]).toBeCloseTo(
+      losses.token_classification,
+      5,
+    );
     const sequence = sequenceClassificationLoss(tf.tensor2d(losses.sequence_logits, [3, 4]), losses.sequence_labels);
     expect(sequence.loss.dataSync()[0]).toBeCloseTo(losses.sequence_classification, 5);
   });
@@ -253,9 +294,9 @@ describe('data', () => {
     const mapped = mapDataset(jsonlDataset(store, 'train.jsonl'), (record, i) => `${i}:${record.text}`);
     expect(await collect(mapped)).toEqual(['0:a', '1:b']);
     expect(await collect(csvDataset(store, 'train.csv'))).toEqual([{ text: 'c', label: '1' }]);
-    await expect(collect(jsonlDataset(memoryStore({ 'x.jsonl': new TextEncoder().encode('{') }, 'mem:'), 'x.jsonl'))).rejects.toThrow(
-      'mem:/x.jsonl:1: not valid JSON',
-    );
+    await expect(
+      collect(jsonlDataset(memoryStore({ 'x.jsonl': new TextEncoder().encode('{') }, 'mem:'), 'x.jsonl')),
+    ).rejects.toThrow('mem:/x.jsonl:1: not valid JSON');
   });
 
   it('splits by seed: disjoint, complete, reproducible', () => {
@@ -273,23 +314,50 @@ describe('data', () => {
       { inputIds: [8], labels: [IGNORE_INDEX] },
     ];
     expect(collate(examples, { padTokenId: 0 })).toEqual({
-      inputIds: [[5, 6, 7], [8, 0, 0]],
-      attentionMask: [[1, 1, 1], [1, 0, 0]],
-      tokenTypeIds: [[0, 0, 0], [0, 0, 0]],
-      labels: [[5, 6, 7], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]],
+      inputIds: [
+        [5, 6, 7],
+        [8, 0, 0],
+      ],
+      attentionMask: [
+        [1, 1, 1],
+        [1, 0, 0],
+      ],
+      tokenTypeIds: [
+        [0, 0, 0],
+        [0, 0, 0],
+      ],
+      labels: [
+        [5, 6, 7],
+        [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
+      ],
       tokens: 4,
     });
-    expect(collate(examples, { padTokenId: 0, paddingSide: 'left' }).inputIds).toEqual([[5, 6, 7], [0, 0, 8]]);
+    expect(collate(examples, { padTokenId: 0, paddingSide: 'left' }).inputIds).toEqual([
+      [5, 6, 7],
+      [0, 0, 8],
+    ]);
   });
 
   it('batches every example once; buckets by length; the same seed gives the same order', async () => {
-    const examples = Array.from({ length: 103 }, (_, i): Example => ({ inputIds: new Array((i * 37) % 50 + 1).fill(1), labels: i }));
-    const run = async (seed: number) => collect(batchExamples(arrayDataset(examples), { batchSize: 8, random: new SeededRandom(seed), bucketPool: 4 }));
+    const examples = Array.from(
+      { length: 103 },
+      (_, i): Example => ({ inputIds: new Array(((i * 37) % 50) + 1).fill(1), labels: i }),
+    );
+    const run = async (seed: number) =>
+      collect(batchExamples(arrayDataset(examples), { batchSize: 8, random: new SeededRandom(seed), bucketPool: 4 }));
     const batches = await run(1);
-    expect(batches.flat().map((e) => e.labels).sort((a, b) => (a as number) - (b as number))).toEqual(examples.map((e) => e.labels));
+    expect(
+      batches
+        .flat()
+        .map((e) => e.labels)
+        .sort((a, b) => (a as number) - (b as number)),
+    ).toEqual(examples.map((e) => e.labels));
     expect((await run(1)).map((b) => b.map((e) => e.labels))).toEqual(batches.map((b) => b.map((e) => e.labels)));
-    const spread = (b: Example[]) => Math.max(...b.map((e) => e.inputIds.length)) - Math.min(...b.map((e) => e.inputIds.length));
-    const unbucketed = await collect(batchExamples(arrayDataset(examples), { batchSize: 8, random: new SeededRandom(1) }));
+    const spread = (b: Example[]) =>
+      Math.max(...b.map((e) => e.inputIds.length)) - Math.min(...b.map((e) => e.inputIds.length));
+    const unbucketed = await collect(
+      batchExamples(arrayDataset(examples), { batchSize: 8, random: new SeededRandom(1) }),
+    );
     const mean = (list: Example[][]) => list.reduce((s, b) => s + spread(b), 0) / list.length;
     expect(mean(batches)).toBeLessThan(mean(unbucketed) / 2);
   });
@@ -299,9 +367,15 @@ describe('seededNormal', () => {
   it('is reproducible for every seed, 0 included (tf.randomNormal treats 0 as no seed)', async () => {
     const { seededNormal } = await import('../src/index.js');
     for (const seed of [0, 1, 12345]) {
-      expect(Array.from(seededNormal([4], 0, 1, seed).dataSync())).toEqual(Array.from(seededNormal([4], 0, 1, seed).dataSync()));
-      expect(Array.from(seededNormal([4], 0, 1, seed, true).dataSync())).toEqual(Array.from(seededNormal([4], 0, 1, seed, true).dataSync()));
+      expect(Array.from(seededNormal([4], 0, 1, seed).dataSync())).toEqual(
+        Array.from(seededNormal([4], 0, 1, seed).dataSync()),
+      );
+      expect(Array.from(seededNormal([4], 0, 1, seed, true).dataSync())).toEqual(
+        Array.from(seededNormal([4], 0, 1, seed, true).dataSync()),
+      );
     }
-    expect(Array.from(seededNormal([4], 0, 1, 0).dataSync())).not.toEqual(Array.from(seededNormal([4], 0, 1, 1).dataSync()));
+    expect(Array.from(seededNormal([4], 0, 1, 0).dataSync())).not.toEqual(
+      Array.from(seededNormal([4], 0, 1, 1).dataSync()),
+    );
   });
 });

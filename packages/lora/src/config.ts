@@ -76,12 +76,16 @@ export class LoraConfig implements PeftConfig {
     this.r = options.r ?? 8;
     if (!positiveInteger(this.r)) fail('r', 'a positive integer', this.r);
     this.loraAlpha = options.loraAlpha ?? 8;
-    if (!(typeof this.loraAlpha === 'number' && Number.isFinite(this.loraAlpha))) fail('loraAlpha', 'a finite number', this.loraAlpha);
+    if (!(typeof this.loraAlpha === 'number' && Number.isFinite(this.loraAlpha)))
+      fail('loraAlpha', 'a finite number', this.loraAlpha);
     this.loraDropout = options.loraDropout ?? 0;
     if (!(this.loraDropout >= 0 && this.loraDropout < 1)) fail('loraDropout', 'a number in [0, 1)', this.loraDropout);
     this.targetModules = options.targetModules ?? null;
     this.excludeModules = options.excludeModules ?? null;
-    for (const [field, value] of [['targetModules', this.targetModules], ['excludeModules', this.excludeModules]] as const) {
+    for (const [field, value] of [
+      ['targetModules', this.targetModules],
+      ['excludeModules', this.excludeModules],
+    ] as const) {
       if (value === null || typeof value === 'string') {
         if (typeof value === 'string' && value !== 'all-linear') {
           try {
@@ -101,7 +105,8 @@ export class LoraConfig implements PeftConfig {
     if (this.bias !== 'none') fail('bias', '"none" (training base biases with LoRA is not supported yet)', this.bias);
     this.useRslora = options.useRslora ?? false;
     this.initLoraWeights = options.initLoraWeights ?? true;
-    if (![true, false, 'gaussian'].includes(this.initLoraWeights)) fail('initLoraWeights', "true, false or 'gaussian'", this.initLoraWeights);
+    if (![true, false, 'gaussian'].includes(this.initLoraWeights))
+      fail('initLoraWeights', "true, false or 'gaussian'", this.initLoraWeights);
     const layers = options.layersToTransform ?? null;
     this.layersToTransform = layers === null ? null : typeof layers === 'number' ? [layers] : [...layers];
     if (this.layersToTransform && !this.layersToTransform.every((l) => Number.isInteger(l) && l >= 0)) {
@@ -112,7 +117,8 @@ export class LoraConfig implements PeftConfig {
     }
     this.rankPattern = { ...(options.rankPattern ?? {}) };
     this.alphaPattern = { ...(options.alphaPattern ?? {}) };
-    for (const [key, value] of Object.entries(this.rankPattern)) if (!positiveInteger(value)) fail(`rankPattern["${key}"]`, 'a positive integer', value);
+    for (const [key, value] of Object.entries(this.rankPattern))
+      if (!positiveInteger(value)) fail(`rankPattern["${key}"]`, 'a positive integer', value);
     this.modulesToSave = options.modulesToSave ?? null;
     this.taskType = options.taskType ?? null;
     this.initSeed = options.initSeed ?? 0;
@@ -180,7 +186,8 @@ export class LoraConfig implements PeftConfig {
       ['bias', (v) => v != null && v !== 'none'],
     ];
     for (const [field, present] of unsupported) {
-      if (present(json[field])) throw new Error(`${source}: "${field}": ${JSON.stringify(json[field])} is not supported by @peft/lora`);
+      if (present(json[field]))
+        throw new Error(`${source}: "${field}": ${JSON.stringify(json[field])} is not supported by @peft/lora`);
     }
     // data-dependent inits (pissa, olora, ...) only shape the start of training: a saved adapter
     // of any init is plain A and B, so they read as the default

@@ -43,7 +43,10 @@ export class LoraLayer {
         ? seededNormal([inFeatures, r], 0, 1 / r, seed)
         : tf.randomUniform([inFeatures, r], -1 / Math.sqrt(inFeatures), 1 / Math.sqrt(inFeatures), 'float32', seed);
     // B starts at zero so training starts from the base model; `false` keeps nn.Linear's init (B ≠ 0)
-    const up = init === false ? tf.randomUniform([r, outFeatures], -1 / Math.sqrt(r), 1 / Math.sqrt(r), 'float32', seed + 1) : tf.zeros([r, outFeatures]);
+    const up =
+      init === false
+        ? tf.randomUniform([r, outFeatures], -1 / Math.sqrt(r), 1 / Math.sqrt(r), 'float32', seed + 1)
+        : tf.zeros([r, outFeatures]);
     this.down = tf.variable(down, true) as tf.Variable<tf.Rank.R2>;
     this.up = tf.variable(up, true) as tf.Variable<tf.Rank.R2>;
     down.dispose();

@@ -49,7 +49,14 @@ interface DenseInternals extends LayerInternals {
   kernel: LayerVariable;
   bias: LayerVariable | null;
   activation: { apply(x: tf.Tensor): tf.Tensor } | null;
-  addWeight(name: string, shape: number[], dtype: tf.DataType, initializer: unknown, regularizer: unknown, trainable: boolean): LayerVariable;
+  addWeight(
+    name: string,
+    shape: number[],
+    dtype: tf.DataType,
+    initializer: unknown,
+    regularizer: unknown,
+    trainable: boolean,
+  ): LayerVariable;
 }
 
 /** Every layer inside `container`, nested models and their layers included, parents first. */
@@ -120,12 +127,21 @@ class LayersLoraLayer {
     dense._nonTrainableWeights = [...dense._nonTrainableWeights, ...frozen];
     const inFeatures = dense.kernel.shape[0]!;
     const bound = 1 / Math.sqrt(inFeatures);
-    this.down = dense.addWeight(`${dense.name}/lora_A`, [inFeatures, r], 'float32', initializers.randomUniform({ minval: -bound, maxval: bound, seed }), null, true);
+    this.down = dense.addWeight(
+      `${dense.name}/lora_A`,
+      [inFeatures, r],
+      'float32',
+      initializers.randomUniform({ minval: -bound, maxval: bound, seed }),
+      null,
+      true,
+    );
     this.up = dense.addWeight(
       `${dense.name}/lora_B`,
       [r, dense.units],
       'float32',
-      init ? initializers.zeros() : initializers.randomUniform({ minval: -1 / Math.sqrt(r), maxval: 1 / Math.sqrt(r), seed: seed + 1 }),
+      init
+        ? initializers.zeros()
+        : initializers.randomUniform({ minval: -1 / Math.sqrt(r), maxval: 1 / Math.sqrt(r), seed: seed + 1 }),
       null,
       true,
     );
@@ -144,7 +160,13 @@ class LayersLoraLayer {
       if (this.dense.bias) y = tf.add(y, this.dense.bias.read());
       if (this.enabled && !this.merged) {
         const lora = kwargs.training && this.dropout > 0 ? tf.dropout(flat, this.dropout) : flat;
-        y = tf.add(y, tf.mul(tf.matMul(tf.matMul(lora, this.down.read() as tf.Tensor2D), this.up.read() as tf.Tensor2D), this.scale));
+        y = tf.add(
+          y,
+          tf.mul(
+            tf.matMul(tf.matMul(lora, this.down.read() as tf.Tensor2D), this.up.read() as tf.Tensor2D),
+            this.scale,
+          ),
+        );
       }
       y = tf.reshape(y, [...input.shape.slice(0, -1), this.dense.units]);
       return this.dense.activation ? this.dense.activation.apply(y) : y;
@@ -152,7 +174,10 @@ class LayersLoraLayer {
   }
 
   deltaWeight(): tf.Tensor2D {
-    return tf.tidy(() => tf.mul(tf.matMul(this.down.read() as tf.Tensor2D, this.up.read() as tf.Tensor2D), this.scale) as tf.Tensor2D);
+    return tf.tidy(
+      () =>
+        tf.mul(tf.matMul(this.down.read() as tf.Tensor2D, this.up.read() as tf.Tensor2D), this.scale) as tf.Tensor2D,
+    );
   }
 
   merge(sign: 1 | -1): void {
@@ -185,7 +210,9 @@ export class LayersLora {
 
   constructor(
     readonly model: LayersModel,
-    readonly options: Required<Omit<LayersLoraOptions, 'targetLayers'>> & { targetLayers: LayersLoraOptions['targetLayers'] },
+    readonly options: Required<Omit<LayersLoraOptions, 'targetLayers'>> & {
+      targetLayers: LayersLoraOptions['targetLayers'];
+    },
     layers: LayersLoraLayer[],
     private readonly frozenBase: FrozenBase,
   ) {
@@ -258,8 +285,14 @@ export class LayersLora {
     const tensors: Record<string, TensorToWrite> = {};
     for (const layer of this.layers) {
       const [a, b] = tf.tidy(() => [tf.transpose(layer.down.read()), tf.transpose(layer.up.read())]);
-      tensors[`${STATE_DICT_PREFIX}${layer.dense.name}.lora_A.weight`] = { shape: a!.shape, values: a!.dataSync() as Float32Array };
-      tensors[`${STATE_DICT_PREFIX}${layer.dense.name}.lora_B.weight`] = { shape: b!.shape, values: b!.dataSync() as Float32Array };
+      tensors[`${STATE_DICT_PREFIX}${layer.dense.name}.lora_A.weight`] = {
+        shape: a!.shape,
+        values: a!.dataSync() as Float32Array,
+      };
+      tensors[`${STATE_DICT_PREFIX}${layer.dense.name}.lora_B.weight`] = {
+        shape: b!.shape,
+        values: b!.dataSync() as Float32Array,
+      };
       tf.dispose([a!, b!]);
     }
     await store.write('adapter_model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
@@ -282,23 +315,40 @@ export class LayersLora {
     this.assertAttached('loadAdapter');
     const store = await resolveStore(source);
     const configFile = describeFile(store, 'adapter_config.json');
-    const config = await readJson<{ r?: number; lora_alpha?: number; target_modules?: string[] }>(store, 'adapter_config.json');
-    if (config.r !== this.options.r) throw new Error(`${configFile}: r ${config.r}, this adapter has r ${this.options.r}`);
+    const config = await readJson<{ r?: number; lora_alpha?: number; target_modules?: string[] }>(
+      store,
+      'adapter_config.json',
+    );
+    if (config.r !== this.options.r)
+      throw new Error(`${configFile}: r ${config.r}, this adapter has r ${this.options.r}`);
     if (config.lora_alpha !== this.options.loraAlpha) {
-      throw new Error(`${configFile}: lora_alpha ${config.lora_alpha}, this adapter has loraAlpha ${this.options.loraAlpha}`);
+      throw new Error(
+        `${configFile}: lora_alpha ${config.lora_alpha}, this adapter has loraAlpha ${this.options.loraAlpha}`,
+      );
     }
     const saved = [...(config.target_modules ?? [])].sort();
     if (saved.join() !== this.targetNames().join()) {
-      throw new Error(`${configFile}: target_modules [${saved.join(', ')}], this adapter targets [${this.targetNames().join(', ')}]`);
+      throw new Error(
+        `${configFile}: target_modules [${saved.join(', ')}], this adapter targets [${this.targetNames().join(', ')}]`,
+      );
     }
-    const file = parseSafetensors(await store.read('adapter_model.safetensors'), describeFile(store, 'adapter_model.safetensors'));
+    const file = parseSafetensors(
+      await store.read('adapter_model.safetensors'),
+      describeFile(store, 'adapter_model.safetensors'),
+    );
     for (const layer of this.layers) {
-      for (const [matrix, variable] of [['lora_A', layer.down], ['lora_B', layer.up]] as const) {
+      for (const [matrix, variable] of [
+        ['lora_A', layer.down],
+        ['lora_B', layer.up],
+      ] as const) {
         const key = `${STATE_DICT_PREFIX}${layer.dense.name}.${matrix}.weight`;
         const data = file.tensor(key);
         const expected = [variable.shape[1]!, variable.shape[0]!];
-        if (data.shape.join() !== expected.join()) throw new Error(`${file.source}: tensor "${key}" has shape [${data.shape}], expected [${expected}]`);
-        const value = tf.tidy(() => tf.transpose(tf.tensor2d(data.values as Float32Array, expected as [number, number])));
+        if (data.shape.join() !== expected.join())
+          throw new Error(`${file.source}: tensor "${key}" has shape [${data.shape}], expected [${expected}]`);
+        const value = tf.tidy(() =>
+          tf.transpose(tf.tensor2d(data.values as Float32Array, expected as [number, number])),
+        );
         variable.write(value);
         value.dispose();
       }
@@ -317,7 +367,10 @@ export class LayersLora {
   }
 
   private assertAttached(operation: string): void {
-    if (this.removed) throw new Error(`LayersLora.${operation}: LoRA was already removed from model "${this.model.name}" (mergeAndUnload or unload)`);
+    if (this.removed)
+      throw new Error(
+        `LayersLora.${operation}: LoRA was already removed from model "${this.model.name}" (mergeAndUnload or unload)`,
+      );
   }
 }
 
@@ -342,7 +395,8 @@ export function applyLora(model: LayersModel, options: LayersLoraOptions = {}): 
     seed: options.seed ?? 0,
     targetLayers: options.targetLayers ?? 'all-dense',
   };
-  if (!(Number.isInteger(resolved.r) && resolved.r > 0)) throw new Error(`applyLora: r must be a positive integer, got ${resolved.r}`);
+  if (!(Number.isInteger(resolved.r) && resolved.r > 0))
+    throw new Error(`applyLora: r must be a positive integer, got ${resolved.r}`);
   const host = model as unknown as LayerInternals;
   const dense = (host.layers ?? []).filter((layer): layer is DenseInternals => layer.getClassName() === 'Dense');
   const target = resolved.targetLayers;
@@ -350,13 +404,24 @@ export function applyLora(model: LayersModel, options: LayersLoraOptions = {}): 
     target === 'all-dense' ? true : target instanceof RegExp ? target.test(layer.name) : target.includes(layer.name),
   );
   if (selected.length === 0) {
-    throw new Error(`applyLora: targetLayers ${String(target)} matches no Dense layer; Dense layers: ${dense.map((l) => l.name).join(', ') || 'none'}`);
+    throw new Error(
+      `applyLora: targetLayers ${String(target)} matches no Dense layer; Dense layers: ${dense.map((l) => l.name).join(', ') || 'none'}`,
+    );
   }
   const unbuilt = selected.filter((layer) => !layer.built);
-  if (unbuilt.length) throw new Error(`applyLora: build the model first (layers not built: ${unbuilt.map((l) => l.name).join(', ')})`);
+  if (unbuilt.length)
+    throw new Error(`applyLora: build the model first (layers not built: ${unbuilt.map((l) => l.name).join(', ')})`);
   const frozenBase = new FrozenBase(host, new Set(selected));
   const layers = selected.map(
-    (layer, i) => new LayersLoraLayer(layer, resolved.r, resolved.loraAlpha / resolved.r, resolved.loraDropout, resolved.initLoraWeights, resolved.seed + 2 * i),
+    (layer, i) =>
+      new LayersLoraLayer(
+        layer,
+        resolved.r,
+        resolved.loraAlpha / resolved.r,
+        resolved.loraDropout,
+        resolved.initLoraWeights,
+        resolved.seed + 2 * i,
+      ),
   );
   return new LayersLora(model, resolved, layers, frozenBase);
 }

@@ -42,7 +42,9 @@ function patternValue(patterns: Readonly<Record<string, number>>, name: string):
 export function resolveTargets(host: PeftHost, config: LoraConfig): HostLinear[] {
   const rule = config.targetModules ?? DEFAULT_TARGET_MODULES[host.config.modelType];
   if (!rule) {
-    throw new Error(`LoraConfig.targetModules: no default for model type "${host.config.modelType}"; name the modules to adapt`);
+    throw new Error(
+      `LoraConfig.targetModules: no default for model type "${host.config.modelType}"; name the modules to adapt`,
+    );
   }
   const selected = [...host.linears.values()].filter((linear) => {
     if (config.excludeModules && matches(config.excludeModules, linear.name, host)) return false;
@@ -63,7 +65,8 @@ export function resolveTargets(host: PeftHost, config: LoraConfig): HostLinear[]
   return selected;
 }
 
-const loraKey = (module: string, matrix: 'lora_A' | 'lora_B'): string => `${STATE_DICT_PREFIX}${module}.${matrix}.weight`;
+const loraKey = (module: string, matrix: 'lora_A' | 'lora_B'): string =>
+  `${STATE_DICT_PREFIX}${module}.${matrix}.weight`;
 
 export class LoraTuner implements AdapterTuner {
   readonly supportsMixedBatch = true;
@@ -136,16 +139,24 @@ export class LoraTuner implements AdapterTuner {
         const key = loraKey(layer.linear.name, matrix);
         expected.add(key);
         const entry = file.entries.get(key);
-        if (!entry) throw new Error(`${file.source}: tensor "${key}" is missing (the config targets ${layer.linear.name})`);
+        if (!entry)
+          throw new Error(`${file.source}: tensor "${key}" is missing (the config targets ${layer.linear.name})`);
         if (entry.shape.join() !== shape.join()) {
-          throw new Error(`${file.source}: tensor "${key}" has shape [${entry.shape}], expected [${shape}] (r=${layer.r})`);
+          throw new Error(
+            `${file.source}: tensor "${key}" has shape [${entry.shape}], expected [${shape}] (r=${layer.r})`,
+          );
         }
         const data = file.tensor(key);
-        tf.tidy(() => variable.assign(tf.transpose(tf.tensor2d(data.values as Float32Array, shape as unknown as [number, number]))));
+        tf.tidy(() =>
+          variable.assign(tf.transpose(tf.tensor2d(data.values as Float32Array, shape as unknown as [number, number]))),
+        );
       }
     }
     const unknown = [...file.entries.keys()].filter((key) => !expected.has(key));
-    if (unknown.length) throw new Error(`${file.source}: tensors the config does not explain: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', ...' : ''}`);
+    if (unknown.length)
+      throw new Error(
+        `${file.source}: tensors the config does not explain: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', ...' : ''}`,
+      );
   }
 
   /** All layers or none: every ΔW is checked for NaN/Inf before any weight changes. */
@@ -186,7 +197,8 @@ function combine(
   type: string,
 ): { config: LoraConfig; tuner: LoraTuner } {
   const kind = sources.length === 1 ? 'linear' : type;
-  if (kind !== 'linear' && kind !== 'cat') throw new Error(`addWeightedAdapter: combination type "${type}" is not supported (linear, cat)`);
+  if (kind !== 'linear' && kind !== 'cat')
+    throw new Error(`addWeightedAdapter: combination type "${type}" is not supported (linear, cat)`);
   const tuners = sources.map((s) => s.tuner as LoraTuner);
   const ranks = tuners.map((t) => Math.max(...t.layers.map((l) => l.r)));
   if (kind === 'linear' && new Set(ranks).size > 1) {
@@ -194,10 +206,22 @@ function combine(
   }
   const modules = [...new Set(tuners.flatMap((t) => t.layers.map((l) => l.linear.name)))];
   const rank = kind === 'linear' ? ranks[0]! : ranks.reduce((a, b) => a + b, 0);
-  const config = new LoraConfig({ r: rank, loraAlpha: rank, targetModules: modules, taskType: sources[0]!.config.taskType });
+  const config = new LoraConfig({
+    r: rank,
+    loraAlpha: rank,
+    targetModules: modules,
+    taskType: sources[0]!.config.taskType,
+  });
   const layers = modules.map((module, i) => {
     const linear = host.linears.get(module)!;
-    const layer = new LoraLayer(linear, { adapterName: name, r: rank, scale: 1, dropout: 0, init: true, seed: deriveSeed(7, i) });
+    const layer = new LoraLayer(linear, {
+      adapterName: name,
+      r: rank,
+      scale: 1,
+      dropout: 0,
+      init: true,
+      seed: deriveSeed(7, i),
+    });
     tf.tidy(() => {
       const downs: tf.Tensor[] = [];
       const ups: tf.Tensor[] = [];
@@ -221,8 +245,18 @@ function combine(
         // modules missing from some source: their rank slots stay zero
         const down = tf.concat(downs as tf.Tensor2D[], 1);
         const up = tf.concat(ups as tf.Tensor2D[], 0);
-        layer.down.assign(tf.pad(down, [[0, 0], [0, rank - down.shape[1]]]) as tf.Tensor2D);
-        layer.up.assign(tf.pad(up, [[0, rank - up.shape[0]], [0, 0]]) as tf.Tensor2D);
+        layer.down.assign(
+          tf.pad(down, [
+            [0, 0],
+            [0, rank - down.shape[1]],
+          ]) as tf.Tensor2D,
+        );
+        layer.up.assign(
+          tf.pad(up, [
+            [0, rank - up.shape[0]],
+            [0, 0],
+          ]) as tf.Tensor2D,
+        );
       }
     });
     return layer;

@@ -33,7 +33,9 @@ afterEach(() => {
 });
 const parity = new Map<string, number>();
 afterAll(() => {
-  console.log(`[lora parity] max |ours - peft| per case:\n${[...parity].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`);
+  console.log(
+    `[lora parity] max |ours - peft| per case:\n${[...parity].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`,
+  );
 });
 const record = (label: string, diff: number): number => {
   parity.set(label, Math.max(parity.get(label) ?? 0, diff));
@@ -72,7 +74,7 @@ describe.each(manifest.cases)('an adapter saved by Python peft: $name', ({ name,
   const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as Record<string, Case>;
   const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')));
 
-  it('gives peft\'s logits, unmerged (plain and padded), with the adapter disabled, and merged', async () => {
+  it("gives peft's logits, unmerged (plain and padded), with the adapter disabled, and merged", async () => {
     const base = await host(name);
     const model = await PeftModel.fromPretrained(base, path.join(directory, 'adapter'));
     const vocabulary = expected.tensor('plain.logits').shape.at(-1)!;
@@ -80,12 +82,21 @@ describe.each(manifest.cases)('an adapter saved by Python peft: $name', ({ name,
     for (const key of ['plain', 'right_padded']) {
       const input = inputs[key]!;
       const mask = perToken ? input.attention_mask : null;
-      expect(record(`${name} unmerged`, maxDiff(logits(model, input), expected.tensor(`${key}.logits`).values, mask, vocabulary))).toBeLessThan(TOLERANCE);
+      expect(
+        record(
+          `${name} unmerged`,
+          maxDiff(logits(model, input), expected.tensor(`${key}.logits`).values, mask, vocabulary),
+        ),
+      ).toBeLessThan(TOLERANCE);
       const disabled = model.withAdapterDisabled(() => logits(model, input));
-      expect(record(`${name} disabled`, maxDiff(disabled, expected.tensor(`${key}.base_logits`).values, mask, vocabulary))).toBeLessThan(TOLERANCE);
+      expect(
+        record(`${name} disabled`, maxDiff(disabled, expected.tensor(`${key}.base_logits`).values, mask, vocabulary)),
+      ).toBeLessThan(TOLERANCE);
     }
     model.merge();
-    expect(record(`${name} merged`, maxDiff(logits(model, inputs.plain!), expected.tensor('plain.merged_logits').values))).toBeLessThan(TOLERANCE);
+    expect(
+      record(`${name} merged`, maxDiff(logits(model, inputs.plain!), expected.tensor('plain.merged_logits').values)),
+    ).toBeLessThan(TOLERANCE);
     model.unmerge();
     expect(model.parameterCount()).toEqual({ trainable, all });
     model.dispose();
@@ -106,17 +117,29 @@ describe.each(manifest.cases)('an adapter saved by Python peft: $name', ({ name,
     const config = JSON.parse(new TextDecoder().decode(store.files.get('adapter_config.json')));
     const python = JSON.parse(readFileSync(path.join(directory, 'adapter', 'adapter_config.json'), 'utf8'));
     expect(Object.keys(config)).toEqual(Object.keys(python).sort());
-    for (const field of ['r', 'lora_alpha', 'use_rslora', 'fan_in_fan_out', 'task_type', 'rank_pattern', 'alpha_pattern', 'peft_type']) {
+    for (const field of [
+      'r',
+      'lora_alpha',
+      'use_rslora',
+      'fan_in_fan_out',
+      'task_type',
+      'rank_pattern',
+      'alpha_pattern',
+      'peft_type',
+    ]) {
       expect(config[field], field).toEqual(python[field]);
     }
-    expect([...(config.target_modules as string[] | string)].sort()).toEqual([...(python.target_modules as string[] | string)].sort());
+    expect([...(config.target_modules as string[] | string)].sort()).toEqual(
+      [...(python.target_modules as string[] | string)].sort(),
+    );
     model.dispose();
   });
 });
 
 describe('LoraConfig and target modules', () => {
   it('defaults per model type, as peft', async () => {
-    const names = async (model: string, config = new LoraConfig()) => resolveTargets(await host(model), config).map((l) => l.name);
+    const names = async (model: string, config = new LoraConfig()) =>
+      resolveTargets(await host(model), config).map((l) => l.name);
     expect(await names('gpt2-tied')).toEqual(['transformer.h.0.attn.c_attn', 'transformer.h.1.attn.c_attn']);
     expect(await names('llama-gqa-untied')).toEqual([
       'model.layers.0.self_attn.q_proj',
@@ -126,12 +149,15 @@ describe('LoraConfig and target modules', () => {
     ]);
     expect(await names('bert-sequence-classification')).toHaveLength(4);
     expect(await names('gpt2-tied', new LoraConfig({ targetModules: 'all-linear' }))).toHaveLength(8);
-    expect(await names('bert-sequence-classification', new LoraConfig({ targetModules: 'all-linear' }))).not.toContain('classifier');
-    expect(await names('llama-gqa-untied', new LoraConfig({ targetModules: ['q_proj'], layersToTransform: [1] }))).toEqual(['model.layers.1.self_attn.q_proj']);
-    expect(await names('llama-gqa-untied', new LoraConfig({ targetModules: '.*layers\\.0\\.mlp\\.(up|down)_proj' }))).toEqual([
-      'model.layers.0.mlp.up_proj',
-      'model.layers.0.mlp.down_proj',
-    ]);
+    expect(await names('bert-sequence-classification', new LoraConfig({ targetModules: 'all-linear' }))).not.toContain(
+      'classifier',
+    );
+    expect(
+      await names('llama-gqa-untied', new LoraConfig({ targetModules: ['q_proj'], layersToTransform: [1] })),
+    ).toEqual(['model.layers.1.self_attn.q_proj']);
+    expect(
+      await names('llama-gqa-untied', new LoraConfig({ targetModules: '.*layers\\.0\\.mlp\\.(up|down)_proj' })),
+    ).toEqual(['model.layers.0.mlp.up_proj', 'model.layers.0.mlp.down_proj']);
   });
 
   it('unknown target modules list the available ones', async () => {
@@ -144,7 +170,10 @@ describe('LoraConfig and target modules', () => {
   it.each([
     [{ r: 0 }, 'LoraConfig.r: expected a positive integer, got 0'],
     [{ loraDropout: 1 }, 'LoraConfig.loraDropout: expected a number in [0, 1), got 1'],
-    [{ targetModules: [] }, "LoraConfig.targetModules: expected a non-empty list of module names, a regex or 'all-linear'"],
+    [
+      { targetModules: [] },
+      "LoraConfig.targetModules: expected a non-empty list of module names, a regex or 'all-linear'",
+    ],
     [{ targetModules: '(' }, 'LoraConfig.targetModules: expected a valid regular expression'],
     [{ initLoraWeights: 'pissa' as never }, "LoraConfig.initLoraWeights: expected true, false or 'gaussian'"],
     [{ bias: 'all' as never }, 'LoraConfig.bias: expected "none"'],
@@ -156,7 +185,7 @@ describe('LoraConfig and target modules', () => {
     const base = await host('llama-gqa-untied');
     const model = getPeftModel(base, new LoraConfig({ r: 8 }));
     // q_proj 32 -> 32, v_proj 32 -> 16 (2 kv heads of 8), 2 layers
-    expect(model.parameterCount().trainable).toBe(2 * 8 * ((32 + 32) + (32 + 16)));
+    expect(model.parameterCount().trainable).toBe(2 * 8 * (32 + 32 + (32 + 16)));
     model.dispose();
   });
 });
@@ -181,7 +210,8 @@ describe('LoRA behaviour', () => {
     expect(maxDiff(logits(model, input), unmerged)).toBeLessThan(1e-5);
     model.unmerge();
     let worst = 0;
-    for (const [name, variable] of base.parameters) worst = Math.max(worst, maxDiff(variable.dataSync() as Float32Array, original.get(name)!));
+    for (const [name, variable] of base.parameters)
+      worst = Math.max(worst, maxDiff(variable.dataSync() as Float32Array, original.get(name)!));
     expect(worst).toBeLessThan(1e-6);
     const plain = model.mergeAndUnload() as TransformerHost;
     expect([...plain.linears.values()].every((l) => l.deltaKeys().length === 0)).toBe(true);
@@ -204,7 +234,14 @@ describe('LoRA behaviour', () => {
     const base = await host('llama-gqa-untied');
     const model = getPeftModel(base, new LoraConfig({ initLoraWeights: false, initSeed: 1 }), 'a');
     model.addAdapter('b', new LoraConfig({ initLoraWeights: false, initSeed: 2, targetModules: ['k_proj', 'o_proj'] }));
-    const batch: Case = { input_ids: [[3, 5, 7, 9], [4, 6, 8, 10], [11, 12, 13, 14]], attention_mask: null };
+    const batch: Case = {
+      input_ids: [
+        [3, 5, 7, 9],
+        [4, 6, 8, 10],
+        [11, 12, 13, 14],
+      ],
+      attention_mask: null,
+    };
     const mixed = logits(model, batch, { adapterNames: ['b', BASE_ADAPTER, 'a'] });
     const row = (i: number): Case => ({ input_ids: [batch.input_ids[i]!], attention_mask: null });
     model.setAdapter('b');
@@ -243,7 +280,12 @@ describe('LoRA behaviour', () => {
     const linear = deltaOf('linear');
     const cat = deltaOf('cat');
     // linear combines A and B separately (not the product); cat is exactly the weighted sum
-    expect(maxDiff(cat, a.map((v, i) => 0.5 * v - 2 * b[i]!))).toBeLessThan(1e-5);
+    expect(
+      maxDiff(
+        cat,
+        a.map((v, i) => 0.5 * v - 2 * b[i]!),
+      ),
+    ).toBeLessThan(1e-5);
     expect(maxDiff(linear, cat)).toBeGreaterThan(1e-4);
     expect(model.config('cat').toJson(base, 'cat').r).toBe(8);
     model.deleteAdapter('a');
@@ -256,14 +298,26 @@ describe('LoRA behaviour', () => {
   it('trains: only the LoRA weights change, the loss falls, and the saved adapter reloads to the same outputs', async () => {
     const base = await host('gpt2-tied');
     const frozen = new Map([...base.parameters].map(([n, v]) => [n, v.dataSync().slice()]));
-    const model = getPeftModel(base, new LoraConfig({ r: 4, loraAlpha: 16, loraDropout: 0.1, targetModules: ['c_attn', 'c_proj'] }));
+    const model = getPeftModel(
+      base,
+      new LoraConfig({ r: 4, loraAlpha: 16, loraDropout: 0.1, targetModules: ['c_attn', 'c_proj'] }),
+    );
     const data: Example[] = Array.from({ length: 16 }, (_, i) => {
       const ids = Array.from({ length: 10 }, (_, t) => 2 + ((t + i) % 5));
       return { inputIds: ids, labels: ids };
     });
-    const result = await train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 4, epochs: 4, learningRate: 1e-2, seed: 3 });
+    const result = await train(model, {
+      data,
+      task: 'causal-lm',
+      padTokenId: 0,
+      batchSize: 4,
+      epochs: 4,
+      learningRate: 1e-2,
+      seed: 3,
+    });
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]! * 0.8);
-    for (const [name, variable] of base.parameters) expect(Array.from(variable.dataSync()), name).toEqual(Array.from(frozen.get(name)!));
+    for (const [name, variable] of base.parameters)
+      expect(Array.from(variable.dataSync()), name).toEqual(Array.from(frozen.get(name)!));
     const trained = logits(model, input);
     const directory = mkdtempSync(path.join(tmpdir(), 'peft-lora-'));
     await model.saveAdapter(directory);
@@ -281,7 +335,14 @@ describe('LoRA behaviour', () => {
       const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
       return { inputIds: ids, labels: ids };
     });
-    const result = await train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 4, epochs: 3, learningRate: 2e-2 });
+    const result = await train(model, {
+      data,
+      task: 'causal-lm',
+      padTokenId: 0,
+      batchSize: 4,
+      epochs: 3,
+      learningRate: 2e-2,
+    });
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
     model.dispose();
   });
@@ -298,9 +359,13 @@ describe('LoRA behaviour', () => {
       'mem:/adapter/adapter_model.safetensors: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight" has shape [4,24], expected [2,24] (r=2)',
     );
     store.files.set('adapter_config.json', new TextEncoder().encode(JSON.stringify({ ...config, peft_type: 'IA3' })));
-    await expect(PeftModel.fromPretrained(base, store)).rejects.toThrow(/peft_type "IA3" has no method loaded \(loaded: [A-Z_, ]*LORA/);
+    await expect(PeftModel.fromPretrained(base, store)).rejects.toThrow(
+      /peft_type "IA3" has no method loaded \(loaded: [A-Z_, ]*LORA/,
+    );
     store.files.set('adapter_config.json', new TextEncoder().encode(JSON.stringify({ ...config, use_dora: true })));
-    await expect(PeftModel.fromPretrained(base, store)).rejects.toThrow('"use_dora": true is not supported by @peft/lora');
+    await expect(PeftModel.fromPretrained(base, store)).rejects.toThrow(
+      '"use_dora": true is not supported by @peft/lora',
+    );
     expect([...base.linears.values()].every((l) => l.deltaKeys().length === 0)).toBe(true);
   });
 });

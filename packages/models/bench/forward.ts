@@ -56,26 +56,48 @@ async function measure(backend: BackendName): Promise<Row> {
 
 function python(): Row | string {
   const interpreter = process.env.PEFT_ORACLE_PYTHON ?? path.join(root, 'oracle/.venv/bin/python');
-  if (!existsSync(interpreter)) return `Python oracle not found at ${interpreter} (see oracle/requirements.txt): our side alone`;
+  if (!existsSync(interpreter))
+    return `Python oracle not found at ${interpreter} (see oracle/requirements.txt): our side alone`;
   const result = spawnSync(
     interpreter,
-    [path.join(root, 'oracle/bench_forward.py'), '--threads', String(os.availableParallelism()), '--sequence', String(SEQUENCE),
-      '--prompt', String(PROMPT), '--new-tokens', String(NEW_TOKENS), '--repeats', String(REPEATS)],
+    [
+      path.join(root, 'oracle/bench_forward.py'),
+      '--threads',
+      String(os.availableParallelism()),
+      '--sequence',
+      String(SEQUENCE),
+      '--prompt',
+      String(PROMPT),
+      '--new-tokens',
+      String(NEW_TOKENS),
+      '--repeats',
+      String(REPEATS),
+    ],
     { encoding: 'utf8' },
   );
   if (result.status !== 0) return `Python benchmark failed: ${result.stderr.trim().split('\n').at(-1)}`;
   const out = JSON.parse(result.stdout.trim().split('\n').at(-1)!) as {
-    torch: string; threads: number; attention: string; forward_ms: number; generate_ms_per_token: number;
+    torch: string;
+    threads: number;
+    attention: string;
+    forward_ms: number;
+    generate_ms_per_token: number;
   };
-  return { name: `python torch ${out.torch} (${out.threads} threads, ${out.attention})`, forwardMs: out.forward_ms, generateMsPerToken: out.generate_ms_per_token };
+  return {
+    name: `python torch ${out.torch} (${out.threads} threads, ${out.attention})`,
+    forwardMs: out.forward_ms,
+    generateMsPerToken: out.generate_ms_per_token,
+  };
 }
 
 async function main(): Promise<void> {
   const requested = process.env.BENCH_BACKENDS?.split(',') as BackendName[] | undefined;
   // cpu (pure JS, ~1 GFLOPS) needs minutes per forward at this size: only when asked for
   const backends = requested ?? (await availableBackends()).filter((b) => b !== 'cpu');
-  console.log(`GPT-2 small shape (12 layers, 768 wide, vocabulary 50257), random weights; batch 1, sequence ${SEQUENCE}; ` +
-    `generation: prompt ${PROMPT}, ${NEW_TOKENS} new tokens, greedy, with cache; ${os.availableParallelism()} CPUs`);
+  console.log(
+    `GPT-2 small shape (12 layers, 768 wide, vocabulary 50257), random weights; batch 1, sequence ${SEQUENCE}; ` +
+      `generation: prompt ${PROMPT}, ${NEW_TOKENS} new tokens, greedy, with cache; ${os.availableParallelism()} CPUs`,
+  );
   const rows: Row[] = [];
   for (const backend of backends) {
     rows.push(await measure(backend));
@@ -86,12 +108,16 @@ async function main(): Promise<void> {
   else rows.push(reference);
   console.log(`\n  ${'runtime'.padEnd(48)}${'forward ms'.padStart(12)}${'generate ms/token'.padStart(20)}`);
   for (const row of rows) {
-    console.log(`  ${row.name.padEnd(48)}${row.forwardMs.toFixed(1).padStart(12)}${row.generateMsPerToken.toFixed(1).padStart(20)}`);
+    console.log(
+      `  ${row.name.padEnd(48)}${row.forwardMs.toFixed(1).padStart(12)}${row.generateMsPerToken.toFixed(1).padStart(20)}`,
+    );
   }
   if (typeof reference !== 'string') {
     for (const row of rows.slice(0, -1)) {
-      console.log(`  ${row.name}: forward ${(row.forwardMs / reference.forwardMs).toFixed(2)}x torch's time, ` +
-        `generation ${(row.generateMsPerToken / reference.generateMsPerToken).toFixed(2)}x`);
+      console.log(
+        `  ${row.name}: forward ${(row.forwardMs / reference.forwardMs).toFixed(2)}x torch's time, ` +
+          `generation ${(row.generateMsPerToken / reference.generateMsPerToken).toFixed(2)}x`,
+      );
     }
   }
 }

@@ -31,7 +31,10 @@ function smallAdapter(host: TransformerHost): TrainableModel {
   return { host, trainableVariables: () => new Map([['bias', bias]]) };
 }
 
-async function tokensPerSecond(backend: BackendName, kind: 'full' | 'small'): Promise<{ tokensPerSecond: number; losses: number[] }> {
+async function tokensPerSecond(
+  backend: BackendName,
+  kind: 'full' | 'small',
+): Promise<{ tokensPerSecond: number; losses: number[] }> {
   await loadBackend(backend);
   const host = randomGpt2(SHAPE);
   const model = kind === 'full' ? fullFineTuning(host) : smallAdapter(host);
@@ -75,25 +78,34 @@ async function lossCurve(backend: BackendName): Promise<void> {
   console.log(`\n  loss curve (${backend}, seed 1, 40 steps, linear schedule with 4 warm-up steps):`);
   const top = Math.max(...losses);
   losses.forEach((loss, i) => {
-    if (i % 4 === 0 || i === losses.length - 1) console.log(`  step ${String(i + 1).padStart(3)}  ${loss.toFixed(4)}  ${'#'.repeat(Math.round((loss / top) * 50))}`);
+    if (i % 4 === 0 || i === losses.length - 1)
+      console.log(
+        `  step ${String(i + 1).padStart(3)}  ${loss.toFixed(4)}  ${'#'.repeat(Math.round((loss / top) * 50))}`,
+      );
   });
 }
 
 async function main(): Promise<void> {
   const requested = process.env.BENCH_BACKENDS?.split(',') as BackendName[] | undefined;
   const backends = requested ?? (await availableBackends());
-  console.log(`GPT-2 shape ${SHAPE.layers} layers x ${SHAPE.hidden} wide, vocabulary ${SHAPE.vocab}; batch ${BATCH} x ${SEQUENCE} tokens; AdamW`);
+  console.log(
+    `GPT-2 shape ${SHAPE.layers} layers x ${SHAPE.hidden} wide, vocabulary ${SHAPE.vocab}; batch ${BATCH} x ${SEQUENCE} tokens; AdamW`,
+  );
   const rows: { backend: BackendName; full: number; small: number }[] = [];
   for (const backend of backends) {
     const full = await tokensPerSecond(backend, 'full');
     const small = await tokensPerSecond(backend, 'small');
     rows.push({ backend, full: full.tokensPerSecond, small: small.tokensPerSecond });
-    console.log(`  ${backend}: full fine-tuning ${full.tokensPerSecond.toFixed(0)} tokens/s, small trainable set ${small.tokensPerSecond.toFixed(0)} tokens/s`);
+    console.log(
+      `  ${backend}: full fine-tuning ${full.tokensPerSecond.toFixed(0)} tokens/s, small trainable set ${small.tokensPerSecond.toFixed(0)} tokens/s`,
+    );
   }
   const baseline = rows.find((r) => r.backend === 'cpu');
   if (baseline) {
     for (const row of rows.filter((r) => r !== baseline)) {
-      console.log(`  ${row.backend} / cpu: full ${(row.full / baseline.full).toFixed(1)}x, small ${(row.small / baseline.small).toFixed(1)}x`);
+      console.log(
+        `  ${row.backend} / cpu: full ${(row.full / baseline.full).toFixed(1)}x, small ${(row.small / baseline.small).toFixed(1)}x`,
+      );
     }
   }
   await lossCurve(backends[0]!);

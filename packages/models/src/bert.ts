@@ -117,9 +117,18 @@ export class BertModel extends TransformerHost {
       weight: load.variable(`${name}.weight`, [d]) as tf.Variable<tf.Rank.R1>,
       bias: load.variable(`${name}.bias`, [d]) as tf.Variable<tf.Rank.R1>,
     });
-    this.wordEmbeddings = load.variable('embeddings.word_embeddings.weight', [bert.vocabSize, d]) as tf.Variable<tf.Rank.R2>;
-    this.positionEmbeddings = load.variable('embeddings.position_embeddings.weight', [bert.maxPositions, d]) as tf.Variable<tf.Rank.R2>;
-    this.tokenTypeEmbeddings = load.variable('embeddings.token_type_embeddings.weight', [bert.typeVocabSize, d]) as tf.Variable<tf.Rank.R2>;
+    this.wordEmbeddings = load.variable('embeddings.word_embeddings.weight', [
+      bert.vocabSize,
+      d,
+    ]) as tf.Variable<tf.Rank.R2>;
+    this.positionEmbeddings = load.variable('embeddings.position_embeddings.weight', [
+      bert.maxPositions,
+      d,
+    ]) as tf.Variable<tf.Rank.R2>;
+    this.tokenTypeEmbeddings = load.variable('embeddings.token_type_embeddings.weight', [
+      bert.typeVocabSize,
+      d,
+    ]) as tf.Variable<tf.Rank.R2>;
     this.embeddingNorm = norm('embeddings.LayerNorm');
     for (let i = 0; i < bert.numLayers; i++) {
       const prefix = `encoder.layer.${i}`;
@@ -133,7 +142,14 @@ export class BertModel extends TransformerHost {
         output: load.linear(`${prefix}.output.dense`, intermediateSize, d, 'linear', true),
         outputNorm: norm(`${prefix}.output.LayerNorm`),
       };
-      for (const linear of [layer.query, layer.key, layer.value, layer.attentionOut, layer.intermediate, layer.output]) {
+      for (const linear of [
+        layer.query,
+        layer.key,
+        layer.value,
+        layer.attentionOut,
+        layer.intermediate,
+        layer.output,
+      ]) {
         this.linearMap.set(linear.name, linear);
       }
       this.layers.push(layer);
@@ -153,14 +169,21 @@ export class BertModel extends TransformerHost {
   protected embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D, tokenTypes: tf.Tensor2D): tf.Tensor3D {
     const [minType, maxType] = [tf.min(tokenTypes).dataSync()[0]!, tf.max(tokenTypes).dataSync()[0]!];
     if (minType < 0 || maxType >= this.bert.typeVocabSize) {
-      throw new Error(`tokenTypeIds: segment ${minType < 0 ? minType : maxType} is outside 0..${this.bert.typeVocabSize - 1} (type_vocab_size)`);
+      throw new Error(
+        `tokenTypeIds: segment ${minType < 0 ? minType : maxType} is outside 0..${this.bert.typeVocabSize - 1} (type_vocab_size)`,
+      );
     }
     const summed = tf.addN([
       embeddings,
       tf.gather(this.positionEmbeddings, positions) as tf.Tensor as tf.Tensor3D,
       tf.gather(this.tokenTypeEmbeddings, tokenTypes) as tf.Tensor as tf.Tensor3D,
     ]);
-    return layerNorm(summed, this.embeddingNorm.weight, this.embeddingNorm.bias, this.bert.layerNormEpsilon) as tf.Tensor3D;
+    return layerNorm(
+      summed,
+      this.embeddingNorm.weight,
+      this.embeddingNorm.bias,
+      this.bert.layerNormEpsilon,
+    ) as tf.Tensor3D;
   }
 
   protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
@@ -178,13 +201,18 @@ export class BertModel extends TransformerHost {
     const { key, value } = this.extendKeys(index, k, v, state);
     const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim)));
     let attentionOutput = tf.reshape(layer.attentionOut.apply(attended, context), [batch, length, d]) as tf.Tensor3D;
-    const attentionNorm = (x: tf.Tensor3D): tf.Tensor3D => layerNorm(x, layer.attentionNorm.weight, layer.attentionNorm.bias, epsilon) as tf.Tensor3D;
-    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: attentionNorm });
+    const attentionNorm = (x: tf.Tensor3D): tf.Tensor3D =>
+      layerNorm(x, layer.attentionNorm.weight, layer.attentionNorm.bias, epsilon) as tf.Tensor3D;
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
+      residual: hidden,
+      norm: attentionNorm,
+    });
     const afterAttention = attentionNorm(addReleasing(attentionOutput, hidden) as tf.Tensor3D);
 
     const intermediate = this.act(layer.intermediate.apply(tf.reshape(afterAttention, [batch * length, d]), context));
     let ffn = tf.reshape(layer.output.apply(intermediate, context), [batch, length, d]) as tf.Tensor3D;
-    const outputNorm = (x: tf.Tensor3D): tf.Tensor3D => layerNorm(x, layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
+    const outputNorm = (x: tf.Tensor3D): tf.Tensor3D =>
+      layerNorm(x, layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: outputNorm });
     return outputNorm(addReleasing(ffn, afterAttention) as tf.Tensor3D);
   }

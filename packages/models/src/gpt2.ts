@@ -1,7 +1,16 @@
 // GPT-2 as Hugging Face `transformers` defines it (GPT2LMHeadModel): learned positions, pre-LN
 // blocks, Conv1D projections stored [in, out], fused q/k/v (`c_attn`), gelu_new, LM head tied to
 // the token embeddings unless the config unties it.
-import { HostLinear, activation, addReleasing, layerNorm, ownVariable, reshapeReleasing, seededNormal, type Checkpoint } from '@peft/core';
+import {
+  HostLinear,
+  activation,
+  addReleasing,
+  layerNorm,
+  ownVariable,
+  reshapeReleasing,
+  seededNormal,
+  type Checkpoint,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -101,7 +110,9 @@ export class Gpt2Model extends TransformerHost {
     const headDim = gpt2.hiddenSize / gpt2.numHeads;
     const task = GPT2_HEADS[gpt2.architecture as keyof typeof GPT2_HEADS];
     if (!task) {
-      throw new Error(`config.json: "architectures" ${gpt2.architecture} is not a GPT-2 head we have (supported: ${Object.keys(GPT2_HEADS).join(', ')})`);
+      throw new Error(
+        `config.json: "architectures" ${gpt2.architecture} is not a GPT-2 head we have (supported: ${Object.keys(GPT2_HEADS).join(', ')})`,
+      );
     }
     super(
       {
@@ -142,7 +153,8 @@ export class Gpt2Model extends TransformerHost {
         up: load.linear(`h.${i}.mlp.c_fc`, d, innerSize, 'conv1d', true),
         down: load.linear(`h.${i}.mlp.c_proj`, innerSize, d, 'conv1d', true),
       };
-      for (const linear of [block.attention, block.attentionOut, block.up, block.down]) this.linearMap.set(linear.name, linear);
+      for (const linear of [block.attention, block.attentionOut, block.up, block.down])
+        this.linearMap.set(linear.name, linear);
       this.blocks.push(block);
     }
     this.lnF = norm('ln_f');
@@ -155,7 +167,8 @@ export class Gpt2Model extends TransformerHost {
         this.classifier = headLoader.linear(name, d, gpt2.numLabels, 'linear', task === 'token-classification');
         for (const [key, variable] of headLoader.variables) this.parameterMap.set(key, variable);
       }
-      if (this.classifier.bias && !this.parameterMap.has(`${name}.bias`)) this.parameterMap.set(`${name}.bias`, this.classifier.bias);
+      if (this.classifier.bias && !this.parameterMap.has(`${name}.bias`))
+        this.parameterMap.set(`${name}.bias`, this.classifier.bias);
       this.parameterMap.set(`${name}.weight`, this.classifier.weight);
       this.linearMap.set(this.classifier.name, this.classifier);
     }
@@ -191,19 +204,45 @@ export class Gpt2Model extends TransformerHost {
 
     const [batch, length] = hidden.shape;
     // the projections take rows [B·T, d]: one reshape in front of c_attn and one of c_fc
-    const normed = tf.reshape(layerNorm(hidden, block.ln1.weight, block.ln1.bias, layerNormEpsilon), [batch * length, hiddenSize]);
+    const normed = tf.reshape(layerNorm(hidden, block.ln1.weight, block.ln1.bias, layerNormEpsilon), [
+      batch * length,
+      hiddenSize,
+    ]);
     const qkv = block.attention.apply(normed, context); // [B·T, 3d]
-    const [q, k, v] = tf.split(qkv, [hiddenSize, hiddenSize, hiddenSize], -1) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
-    const { key, value } = this.extendKeys(index, splitHeads(k, batch, numHeads, headDim), splitHeads(v, batch, numHeads, headDim), state);
+    const [q, k, v] = tf.split(qkv, [hiddenSize, hiddenSize, hiddenSize], -1) as [
+      tf.Tensor2D,
+      tf.Tensor2D,
+      tf.Tensor2D,
+    ];
+    const { key, value } = this.extendKeys(
+      index,
+      splitHeads(k, batch, numHeads, headDim),
+      splitHeads(v, batch, numHeads, headDim),
+      state,
+    );
     let scale = this.gpt2.scaleAttentionWeights ? 1 / Math.sqrt(headDim) : 1;
     if (this.gpt2.scaleByInverseLayerIndex) scale /= index + 1;
     const attended = mergeHeads(attention(splitHeads(q, batch, numHeads, headDim), key, value, state.bias, scale)); // [B·T, d]
-    let attentionOutput = tf.reshape(block.attentionOut.apply(attended, context), [batch, length, hiddenSize]) as tf.Tensor3D;
-    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
+    let attentionOutput = tf.reshape(block.attentionOut.apply(attended, context), [
+      batch,
+      length,
+      hiddenSize,
+    ]) as tf.Tensor3D;
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
+      residual: hidden,
+      norm: null,
+    });
     const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D;
 
-    const normed2 = tf.reshape(layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon), [batch * length, hiddenSize]);
-    let ffn = tf.reshape(block.down.apply(this.act(block.up.apply(normed2, context)), context), [batch, length, hiddenSize]) as tf.Tensor3D;
+    const normed2 = tf.reshape(layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon), [
+      batch * length,
+      hiddenSize,
+    ]);
+    let ffn = tf.reshape(block.down.apply(this.act(block.up.apply(normed2, context)), context), [
+      batch,
+      length,
+      hiddenSize,
+    ]) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return addReleasing(afterAttention, ffn) as tf.Tensor3D;
   }

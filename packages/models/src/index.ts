@@ -8,7 +8,13 @@ export { LlamaModel, parseLlamaConfig, rotaryInverseFrequencies } from './llama.
 export type { LlamaConfig, RopeConfig } from './llama.js';
 export { TransformerHost } from './transformer-host.js';
 export type { PretrainedOrigin } from './transformer-host.js';
-export { DEFAULT_MAX_SHARD_SIZE, GENERATION_CONFIG_FILE, TOKENIZER_FILES, parseShardSize, savePretrained } from './save-pretrained.js';
+export {
+  DEFAULT_MAX_SHARD_SIZE,
+  GENERATION_CONFIG_FILE,
+  TOKENIZER_FILES,
+  parseShardSize,
+  savePretrained,
+} from './save-pretrained.js';
 export type { SavableModel, SaveDtype, SavePretrainedOptions, SavedPretrained } from './save-pretrained.js';
 export { ConfigReader } from './config.js';
 export { generate } from './generate.js';

@@ -43,12 +43,14 @@ export interface LlamaConfig {
 function parseRope(reader: ConfigReader): RopeConfig {
   const raw = reader.raw;
   const fromParameters = typeof raw.rope_parameters === 'object' && raw.rope_parameters !== null;
-  const parameters = (fromParameters ? raw.rope_parameters : raw.rope_scaling ?? {}) as Record<string, unknown>;
+  const parameters = (fromParameters ? raw.rope_parameters : (raw.rope_scaling ?? {})) as Record<string, unknown>;
   const field = fromParameters ? 'rope_parameters' : 'rope_scaling';
   const nested = new ConfigReader(parameters, `${reader.source} "${field}"`);
   const type = (parameters.rope_type ?? parameters.type ?? 'default') as string;
   if (type !== 'default' && type !== 'linear' && type !== 'llama3') {
-    throw new Error(`${reader.source}: "${field}" rope_type "${type}" is not supported (supported: default, linear, llama3)`);
+    throw new Error(
+      `${reader.source}: "${field}" rope_type "${type}" is not supported (supported: default, linear, llama3)`,
+    );
   }
   const theta = fromParameters ? nested.number('rope_theta', 10000) : reader.number('rope_theta', 10000);
   return {
@@ -58,7 +60,9 @@ function parseRope(reader: ConfigReader): RopeConfig {
     lowFrequencyFactor: type === 'llama3' ? nested.number('low_freq_factor') : 1,
     highFrequencyFactor: type === 'llama3' ? nested.number('high_freq_factor') : 1,
     originalMaxPositions:
-      type === 'llama3' ? nested.positiveInteger('original_max_position_embeddings', reader.positiveInteger('max_position_embeddings')) : 0,
+      type === 'llama3'
+        ? nested.positiveInteger('original_max_position_embeddings', reader.positiveInteger('max_position_embeddings'))
+        : 0,
   };
 }
 
@@ -69,9 +73,12 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
   const numKeyValueHeads = reader.divisor('num_key_value_heads', numHeads, 'num_attention_heads', numHeads);
   const headDim = reader.has('head_dim') ? reader.positiveInteger('head_dim') : hiddenSize / numHeads;
   if (!Number.isInteger(headDim)) {
-    throw new Error(`${reader.source}: "hidden_size" (${hiddenSize}) must be divisible by "num_attention_heads" (${numHeads}) when "head_dim" is not given`);
+    throw new Error(
+      `${reader.source}: "hidden_size" (${hiddenSize}) must be divisible by "num_attention_heads" (${numHeads}) when "head_dim" is not given`,
+    );
   }
-  const useSlidingWindow = modelType === 'mistral' || (modelType === 'qwen2' && reader.boolean('use_sliding_window', false));
+  const useSlidingWindow =
+    modelType === 'mistral' || (modelType === 'qwen2' && reader.boolean('use_sliding_window', false));
   return {
     modelType,
     vocabSize: reader.positiveInteger('vocab_size'),
@@ -89,7 +96,9 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
     mlpBias: reader.boolean('mlp_bias', false),
     slidingWindow: useSlidingWindow && reader.has('sliding_window') ? reader.positiveInteger('sliding_window') : null,
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', false),
-    architecture: reader.architecture({ llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[modelType]),
+    architecture: reader.architecture(
+      { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[modelType],
+    ),
   };
 }
 
@@ -106,7 +115,9 @@ export function rotaryInverseFrequencies(headDim: number, rope: RopeConfig): Flo
       const wavelength = (2 * Math.PI) / frequency;
       if (wavelength > lowWavelength) frequency /= rope.factor;
       else if (wavelength >= highWavelength) {
-        const smooth = (rope.originalMaxPositions / wavelength - rope.lowFrequencyFactor) / (rope.highFrequencyFactor - rope.lowFrequencyFactor);
+        const smooth =
+          (rope.originalMaxPositions / wavelength - rope.lowFrequencyFactor) /
+          (rope.highFrequencyFactor - rope.lowFrequencyFactor);
         frequency = (1 - smooth) * (frequency / rope.factor) + smooth * frequency;
       }
     }
@@ -258,7 +269,10 @@ export class LlamaModel extends TransformerHost {
     const { key, value } = this.extendKeys(index, k, v, state);
     const attended = mergeHeads(attention(q, key, value, state.bias, 1));
     let attentionOutput = tf.reshape(block.o.apply(attended, context), [batch, length, d]) as tf.Tensor3D;
-    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, { residual: hidden, norm: null });
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
+      residual: hidden,
+      norm: null,
+    });
     const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D;
 
     const normed2 = tf.reshape(rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon), [batch * length, d]);

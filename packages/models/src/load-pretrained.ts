@@ -1,5 +1,13 @@
 // loadPretrained: a Hugging Face model directory -> a host, architecture chosen by config.json.
-import { describeFile, readCheckpoint, readJson, resolveStore, type Checkpoint, type FileStore, type StoreSource } from '@peft/core';
+import {
+  describeFile,
+  readCheckpoint,
+  readJson,
+  resolveStore,
+  type Checkpoint,
+  type FileStore,
+  type StoreSource,
+} from '@peft/core';
 
 import { ConfigReader, type RawConfig } from './config.js';
 import { BertModel, parseBertConfig } from './bert.js';
@@ -33,7 +41,8 @@ const llamaFamily: Builder = (reader) => {
 const ARCHITECTURES: Record<string, Builder> = {
   gpt2: (reader, options) => {
     const config = parseGpt2Config(reader);
-    return (checkpoint) => new Gpt2Model(config, checkpoint, options.architecture ? (options.newHeadSeed ?? 0) : undefined);
+    return (checkpoint) =>
+      new Gpt2Model(config, checkpoint, options.architecture ? (options.newHeadSeed ?? 0) : undefined);
   },
   llama: llamaFamily,
   mistral: llamaFamily,
@@ -74,7 +83,8 @@ function builderFor(
   options: LoadOptions,
   store: FileStore | null,
 ): (checkpoint: Checkpoint) => TransformerHost {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${configPath}: not a JSON object`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new Error(`${configPath}: not a JSON object`);
   const modelType = raw.model_type;
   const builder = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined;
   if (!builder) {
@@ -85,7 +95,12 @@ function builderFor(
   let config = raw;
   if (options.architecture) {
     const { id2label: _labels, label2id: _ids, ...rest } = raw;
-    config = { ...rest, architectures: [options.architecture], num_labels: options.numLabels ?? 2, ...(options.padTokenId !== undefined ? { pad_token_id: options.padTokenId } : {}) };
+    config = {
+      ...rest,
+      architectures: [options.architecture],
+      num_labels: options.numLabels ?? 2,
+      ...(options.padTokenId !== undefined ? { pad_token_id: options.padTokenId } : {}),
+    };
   }
   const build = builder(new ConfigReader(config, configPath), options);
   return (checkpoint) => {

@@ -11,7 +11,12 @@ const MASKED = -1e9;
  * tokens), 0 for padding. Causal: query i sees keys up to S - T + i (and, with a sliding window w,
  * none before S - T + i - w + 1).
  */
-export function attentionBias(keyMask: tf.Tensor2D, queries: number, causal: boolean, slidingWindow: number | null = null): tf.Tensor4D {
+export function attentionBias(
+  keyMask: tf.Tensor2D,
+  queries: number,
+  causal: boolean,
+  slidingWindow: number | null = null,
+): tf.Tensor4D {
   return tf.tidy(() => {
     const [batch, keys] = keyMask.shape;
     let allowed: tf.Tensor = tf.reshape(keyMask, [batch, 1, 1, keys]);
@@ -34,7 +39,13 @@ export function attentionBias(keyMask: tf.Tensor2D, queries: number, causal: boo
  * heads of a group are folded into the query axis, so keys and values are never copied. A scale of 1
  * (queries already scaled) multiplies nothing.
  */
-export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.Tensor4D, scale: number): tf.Tensor4D {
+export function attention(
+  q: tf.Tensor4D,
+  k: tf.Tensor4D,
+  v: tf.Tensor4D,
+  bias: tf.Tensor4D,
+  scale: number,
+): tf.Tensor4D {
   return tf.tidy(() => {
     const [batch, heads, length, headDim] = q.shape;
     const kvHeads = k.shape[1];

@@ -63,7 +63,14 @@ function values(spec: TensorSpec, index: number, scale = 0.02): Float32Array {
 }
 
 function configJson(shape: Gpt2Shape): Record<string, unknown> {
-  return { model_type: 'gpt2', vocab_size: shape.vocab, n_positions: shape.positions, n_embd: shape.hidden, n_layer: shape.layers, n_head: shape.heads };
+  return {
+    model_type: 'gpt2',
+    vocab_size: shape.vocab,
+    n_positions: shape.positions,
+    n_embd: shape.hidden,
+    n_layer: shape.layers,
+    n_head: shape.heads,
+  };
 }
 
 /** The checkpoint as a model directory in memory (config.json + model.safetensors), for loadPretrained. */
@@ -95,7 +102,10 @@ function nameSeed(name: string): number {
  * const llama = randomModel({ model_type: 'llama', vocab_size: 32000, hidden_size: 768, ... });
  * ```
  */
-export function randomModel(config: Record<string, unknown>, location = `random ${String(config.model_type)}`): TransformerHost {
+export function randomModel(
+  config: Record<string, unknown>,
+  location = `random ${String(config.model_type)}`,
+): TransformerHost {
   const checkpoint: Checkpoint = {
     location,
     names: () => [],

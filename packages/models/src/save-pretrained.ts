@@ -150,17 +150,25 @@ export async function savePretrained(
   const host = hostToSave(model);
   const dtype = fileDtype(options.dtype);
   const config = configToWrite(host, dtype, options.config);
-  const shards = planShards(checkpointTensors(host, dtype), parseShardSize(options.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE));
+  const shards = planShards(
+    checkpointTensors(host, dtype),
+    parseShardSize(options.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE),
+  );
   const companions = await readCompanionFiles(host, options.tokenizer);
   const store = await resolveStore(destination);
 
-  await clearEarlierSave(store, shards.map((shard) => shard.file));
+  await clearEarlierSave(
+    store,
+    shards.map((shard) => shard.file),
+  );
   const files: string[] = [];
   const write = async (name: string, bytes: Uint8Array): Promise<void> => {
     try {
       await store.write(name, bytes);
     } catch (error) {
-      throw new Error(`${describeFile(store, name)}: could not be written (${(error as Error).message})`, { cause: error });
+      throw new Error(`${describeFile(store, name)}: could not be written (${(error as Error).message})`, {
+        cause: error,
+      });
     }
     files.push(name);
   };
@@ -203,7 +211,8 @@ function hostToSave(model: SavableModel): TransformerHost {
 function fileDtype(dtype: SaveDtype | undefined): SafetensorsFloatDtype {
   if (dtype === undefined) return 'F32';
   const known = Object.hasOwn(DTYPES, dtype) ? DTYPES[dtype] : undefined;
-  if (!known) throw new Error(`savePretrained: dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(DTYPES).join(', ')}`);
+  if (!known)
+    throw new Error(`savePretrained: dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(DTYPES).join(', ')}`);
   return known;
 }
 
@@ -257,8 +266,11 @@ function configToWrite(
 function checkpointTensors(host: TransformerHost, dtype: SafetensorsFloatDtype): TensorToSave[] {
   const tensors: TensorToSave[] = [];
   for (const [parameterName, variable] of host.parameters) {
-    if (variable.dtype !== 'float32') throw new Error(`savePretrained: parameter "${parameterName}" is ${variable.dtype}, not float32`);
-    const linear = parameterName.endsWith('.weight') ? host.linears.get(parameterName.slice(0, -'.weight'.length)) : undefined;
+    if (variable.dtype !== 'float32')
+      throw new Error(`savePretrained: parameter "${parameterName}" is ${variable.dtype}, not float32`);
+    const linear = parameterName.endsWith('.weight')
+      ? host.linears.get(parameterName.slice(0, -'.weight'.length))
+      : undefined;
     const transpose = linear?.layout === 'linear';
     tensors.push({
       name: host.checkpointName(parameterName),
@@ -300,7 +312,8 @@ function planShards(tensors: readonly TensorToSave[], maxBytes: number): Shard[]
   if (current.length > 0 || groups.length === 0) groups.push(current);
   const count = String(groups.length).padStart(5, '0');
   return groups.map((group, i) => {
-    const file = groups.length === 1 ? SAFETENSORS_FILE : `model-${String(i + 1).padStart(5, '0')}-of-${count}.safetensors`;
+    const file =
+      groups.length === 1 ? SAFETENSORS_FILE : `model-${String(i + 1).padStart(5, '0')}-of-${count}.safetensors`;
     const bytes = group.reduce((sum, tensor) => sum + tensor.bytes, 0);
     if (bytes >= LARGEST_SHARD_BYTES) {
       const largest = group.reduce((a, b) => (b.bytes > a.bytes ? b : a));
@@ -329,9 +342,12 @@ function checkRepresentable(values: Float32Array, dtype: SafetensorsFloatDtype, 
   for (let i = 0; i < values.length; i++) {
     const value = values[i]!;
     if (Math.abs(value) < limit) continue;
-    if (!Number.isFinite(value)) throw new Error(`${where()} holds ${value} at index ${i}; refusing to save a weight that is not finite`);
+    if (!Number.isFinite(value))
+      throw new Error(`${where()} holds ${value} at index ${i}; refusing to save a weight that is not finite`);
     const wider = dtype === 'F16' ? 'BF16 or F32' : 'F32';
-    throw new Error(`${where()} holds ${value} at index ${i}, which ${dtype} cannot hold (it would become infinity); save as ${wider}`);
+    throw new Error(
+      `${where()} holds ${value} at index ${i}, which ${dtype} cannot hold (it would become infinity); save as ${wider}`,
+    );
   }
 }
 
@@ -360,13 +376,18 @@ async function readCompanionFiles(
   };
   const origin = host.origin?.store ?? null;
   if (origin) {
-    await copy(origin, tokenizer === undefined ? [...TOKENIZER_FILES, GENERATION_CONFIG_FILE] : [GENERATION_CONFIG_FILE]);
+    await copy(
+      origin,
+      tokenizer === undefined ? [...TOKENIZER_FILES, GENERATION_CONFIG_FILE] : [GENERATION_CONFIG_FILE],
+    );
   }
   if (tokenizer !== undefined && tokenizer !== false) {
     const store = await resolveStore(tokenizer);
     await copy(store, TOKENIZER_FILES);
     if (!TOKENIZER_FILES.some((name) => files.has(name))) {
-      throw new Error(`savePretrained: ${store.location} holds no tokenizer file (looked for ${TOKENIZER_FILES.join(', ')})`);
+      throw new Error(
+        `savePretrained: ${store.location} holds no tokenizer file (looked for ${TOKENIZER_FILES.join(', ')})`,
+      );
     }
   }
   return files;
@@ -380,8 +401,11 @@ async function readCompanionFiles(
 async function clearEarlierSave(store: FileStore, shardFiles: readonly string[]): Promise<void> {
   const stale = [CONFIG_FILE, SAFETENSORS_INDEX_FILE];
   if (await store.has(SAFETENSORS_INDEX_FILE)) {
-    const index = await readJson<{ weight_map?: unknown }>(store, SAFETENSORS_INDEX_FILE).catch(() => ({ weight_map: undefined }));
-    const weightMap = typeof index.weight_map === 'object' && index.weight_map !== null ? Object.values(index.weight_map) : [];
+    const index = await readJson<{ weight_map?: unknown }>(store, SAFETENSORS_INDEX_FILE).catch(() => ({
+      weight_map: undefined,
+    }));
+    const weightMap =
+      typeof index.weight_map === 'object' && index.weight_map !== null ? Object.values(index.weight_map) : [];
     stale.push(...new Set(weightMap.filter((file): file is string => typeof file === 'string')));
   }
   stale.push(SAFETENSORS_FILE);

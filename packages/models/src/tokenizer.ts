@@ -93,7 +93,9 @@ export class HfTokenizer {
   /** Reads tokenizer.json and (if present) tokenizer_config.json from a model directory. */
   static async load(store: FileStore): Promise<HfTokenizer> {
     const json = await readJson<TokenizerJson & object>(store, TOKENIZER_FILE);
-    const config = (await store.has(TOKENIZER_CONFIG_FILE)) ? await readJson<Record<string, unknown>>(store, TOKENIZER_CONFIG_FILE) : {};
+    const config = (await store.has(TOKENIZER_CONFIG_FILE))
+      ? await readJson<Record<string, unknown>>(store, TOKENIZER_CONFIG_FILE)
+      : {};
     const source = describeFile(store, TOKENIZER_FILE);
     let tokenizer: Tokenizer;
     try {
@@ -122,7 +124,8 @@ export class HfTokenizer {
     let ids: number[];
     let tokenTypeIds: number[];
     if (options.textPair !== undefined && options.textPair !== '') {
-      if (options.truncation) throw new Error(`${this.source}: truncation of text pairs is not supported; truncate the texts first`);
+      if (options.truncation)
+        throw new Error(`${this.source}: truncation of text pairs is not supported; truncate the texts first`);
       if (this.concatenatesPairs) {
         const first = this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
         const second = this.tokenizer.encode(options.textPair, { add_special_tokens: addSpecialTokens }).ids;
@@ -139,7 +142,8 @@ export class HfTokenizer {
       }
     } else {
       ids = this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
-      if (options.truncation && options.maxLength !== undefined) ids = this.truncate(text, ids, addSpecialTokens, options);
+      if (options.truncation && options.maxLength !== undefined)
+        ids = this.truncate(text, ids, addSpecialTokens, options);
       tokenTypeIds = ids.map(() => 0);
     }
     return { ids, tokenTypeIds, attentionMask: ids.map(() => 1) };
@@ -151,14 +155,16 @@ export class HfTokenizer {
    */
   private truncate(text: string, ids: number[], addSpecialTokens: boolean, options: EncodeOptions): number[] {
     const maxLength = options.maxLength!;
-    if (!Number.isInteger(maxLength) || maxLength < 1) throw new Error(`maxLength: expected a positive integer, got ${maxLength}`);
+    if (!Number.isInteger(maxLength) || maxLength < 1)
+      throw new Error(`maxLength: expected a positive integer, got ${maxLength}`);
     if (ids.length <= maxLength) return ids;
     const content = addSpecialTokens ? this.tokenizer.encode(text, { add_special_tokens: false }).ids : ids;
     const start = addSpecialTokens ? ids.findIndex((_, i) => content.every((c, j) => ids[i + j] === c)) : 0;
     const before = ids.slice(0, start);
     const after = ids.slice(start + content.length);
     const room = maxLength - before.length - after.length;
-    if (room < 0) throw new Error(`maxLength ${maxLength} cannot hold the ${before.length + after.length} special tokens`);
+    if (room < 0)
+      throw new Error(`maxLength ${maxLength} cannot hold the ${before.length + after.length} special tokens`);
     const side = options.truncationSide ?? this.truncationSide;
     const kept = side === 'right' ? content.slice(0, room) : content.slice(content.length - room);
     return [...before, ...kept, ...after];
@@ -166,13 +172,19 @@ export class HfTokenizer {
 
   /** Encodes rows and pads them to one length (with the pad token, mask 0). */
   encodeBatch(texts: readonly string[], options: BatchEncodeOptions = {}): BatchEncoding {
-    if (!Array.isArray(texts) || texts.length === 0) throw new Error(`${this.source}: encodeBatch expects a non-empty array of strings`);
+    if (!Array.isArray(texts) || texts.length === 0)
+      throw new Error(`${this.source}: encodeBatch expects a non-empty array of strings`);
     const rows = texts.map((text) => this.encode(text, options));
     const padding = options.padding ?? 'longest';
     if (padding === false) {
-      return { inputIds: rows.map((r) => r.ids), attentionMask: rows.map((r) => r.attentionMask), tokenTypeIds: rows.map((r) => r.tokenTypeIds) };
+      return {
+        inputIds: rows.map((r) => r.ids),
+        attentionMask: rows.map((r) => r.attentionMask),
+        tokenTypeIds: rows.map((r) => r.tokenTypeIds),
+      };
     }
-    if (padding === 'max_length' && options.maxLength === undefined) throw new Error('padding "max_length" needs maxLength');
+    if (padding === 'max_length' && options.maxLength === undefined)
+      throw new Error('padding "max_length" needs maxLength');
     const width = padding === 'max_length' ? options.maxLength! : Math.max(...rows.map((r) => r.ids.length));
     if (this.padTokenId === null) {
       throw new Error(`${this.source}: the tokenizer has no pad_token (tokenizer_config.json); set one to pad batches`);

@@ -95,7 +95,11 @@ export abstract class TransformerHost implements PeftHost {
   /** Token ids [B, T] -> token embeddings [B, T, d] (before the input-embedding hook). */
   protected abstract embedTokens(ids: tf.Tensor2D): tf.Tensor3D;
   /** Adds what depends on positions and segments (learned positions, token types, norms). */
-  protected abstract embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D, tokenTypes: tf.Tensor2D): tf.Tensor3D;
+  protected abstract embedPositions(
+    embeddings: tf.Tensor3D,
+    positions: tf.Tensor2D,
+    tokenTypes: tf.Tensor2D,
+  ): tf.Tensor3D;
   protected abstract layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D;
   /** The norm after the last layer (identity where there is none). */
   protected abstract finalNorm(hidden: tf.Tensor3D): tf.Tensor3D;
@@ -178,7 +182,10 @@ export abstract class TransformerHost implements PeftHost {
           throw new Error(`positionIds: expected shape [${batch}, ${queries}], got [${positions.shape}]`);
         }
       } else {
-        positions = tf.tile(tf.reshape(tf.range(past, past + queries, 1, 'int32'), [1, queries]), [batch, 1]) as tf.Tensor2D;
+        positions = tf.tile(tf.reshape(tf.range(past, past + queries, 1, 'int32'), [1, queries]), [
+          batch,
+          1,
+        ]) as tf.Tensor2D;
       }
       let tokenTypes: tf.Tensor2D = input.tokenTypeIds
         ? asTensor(input.tokenTypeIds, 'int32', 'tokenTypeIds')
@@ -217,7 +224,8 @@ export abstract class TransformerHost implements PeftHost {
 
     const output: HostForwardOutput = { logits: result.logits, prepended: result.prepended };
     if (input.outputHiddenStates) output.hiddenStates = result.hiddenStates;
-    if (input.useCache) output.cache = { layers: result.cacheLayers, length: result.cacheLength, virtual: result.virtual };
+    if (input.useCache)
+      output.cache = { layers: result.cacheLayers, length: result.cacheLength, virtual: result.virtual };
     return output;
   }
 
@@ -225,7 +233,12 @@ export abstract class TransformerHost implements PeftHost {
    * Concatenates the prefix (first pass) or the cached keys/values in front of this pass's, and
    * records the result for the next pass when a cache is requested. k, v: [B, Hkv, T, hd].
    */
-  protected extendKeys(layer: number, k: tf.Tensor4D, v: tf.Tensor4D, state: LayerState): { key: tf.Tensor4D; value: tf.Tensor4D } {
+  protected extendKeys(
+    layer: number,
+    k: tf.Tensor4D,
+    v: tf.Tensor4D,
+    state: LayerState,
+  ): { key: tf.Tensor4D; value: tf.Tensor4D } {
     let key = k;
     let value = v;
     if (state.cacheIn) {
@@ -255,11 +268,13 @@ export abstract class TransformerHost implements PeftHost {
     let min = Infinity;
     let max = -Infinity;
     if (ids instanceof tf.Tensor) {
-      [min, max] = tf.tidy(() => [tf.min(ids), tf.max(ids)]).map((t) => {
-        const value = t.dataSync()[0]!;
-        t.dispose();
-        return value;
-      }) as [number, number];
+      [min, max] = tf
+        .tidy(() => [tf.min(ids), tf.max(ids)])
+        .map((t) => {
+          const value = t.dataSync()[0]!;
+          t.dispose();
+          return value;
+        }) as [number, number];
     } else {
       for (const row of ids) {
         for (const id of row) {
@@ -270,7 +285,9 @@ export abstract class TransformerHost implements PeftHost {
       }
     }
     if (min < 0 || max >= this.config.vocabSize) {
-      throw new Error(`inputIds: token id ${min < 0 ? min : max} is outside the vocabulary (0..${this.config.vocabSize - 1})`);
+      throw new Error(
+        `inputIds: token id ${min < 0 ? min : max} is outside the vocabulary (0..${this.config.vocabSize - 1})`,
+      );
     }
   }
 

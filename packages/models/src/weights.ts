@@ -21,7 +21,8 @@ export class WeightLoader {
    */
   variable(name: string, shape: readonly number[], registeredAs = this.prefix + name): tf.Variable {
     const data = this.checkpoint.tensor(this.prefix + name, shape);
-    if (data.dtype !== 'float32') throw new Error(`${this.checkpoint.location}: tensor "${this.prefix + name}" is not a float tensor`);
+    if (data.dtype !== 'float32')
+      throw new Error(`${this.checkpoint.location}: tensor "${this.prefix + name}" is not a float tensor`);
     const variable = ownVariable(tf.tensor(data.values, [...shape], 'float32'), false);
     this.variables.set(registeredAs, variable);
     return variable;
@@ -31,7 +32,13 @@ export class WeightLoader {
    * A projection. `linear` checkpoints store [out, in] and are transposed once here; `conv1d`
    * (GPT-2) store [in, out] already.
    */
-  linear(name: string, inFeatures: number, outFeatures: number, layout: 'linear' | 'conv1d', withBias: boolean): HostLinear {
+  linear(
+    name: string,
+    inFeatures: number,
+    outFeatures: number,
+    layout: 'linear' | 'conv1d',
+    withBias: boolean,
+  ): HostLinear {
     const full = this.prefix + name;
     let weight: tf.Variable<tf.Rank.R2>;
     if (layout === 'conv1d') {

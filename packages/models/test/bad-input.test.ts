@@ -27,7 +27,10 @@ function brokenCopy(edit: { config?: Record<string, unknown>; tensor?: [string, 
     for (const entry of file.entries.keys()) {
       if (entry === name && shape === null) continue;
       const data = file.tensor(entry);
-      tensors[entry] = entry === name ? { shape: shape!, values: new Float32Array(shape!.reduce((a, b) => a * b, 1)) } : { shape: data.shape, values: data.values as Float32Array };
+      tensors[entry] =
+        entry === name
+          ? { shape: shape!, values: new Float32Array(shape!.reduce((a, b) => a * b, 1)) }
+          : { shape: data.shape, values: data.values as Float32Array };
     }
     writeFileSync(path.join(directory, 'model.safetensors'), serializeSafetensors(tensors, { format: 'pt' }));
   }
@@ -60,13 +63,17 @@ describe('loadPretrained refuses', () => {
   });
 
   it('a mis-shaped tensor', async () => {
-    await expect(loadPretrained(brokenCopy({ tensor: ['transformer.h.0.attn.c_attn.weight', [72, 24]] }))).rejects.toThrow(
+    await expect(
+      loadPretrained(brokenCopy({ tensor: ['transformer.h.0.attn.c_attn.weight', [72, 24]] })),
+    ).rejects.toThrow(
       /model\.safetensors: tensor "transformer\.h\.0\.attn\.c_attn\.weight" has shape \[72, 24\], expected \[24, 72\]/,
     );
   });
 
   it('a directory without config.json', async () => {
-    await expect(loadPretrained(mkdtempSync(path.join(tmpdir(), 'peft-empty-')))).rejects.toThrow(/config\.json: no such file/);
+    await expect(loadPretrained(mkdtempSync(path.join(tmpdir(), 'peft-empty-')))).rejects.toThrow(
+      /config\.json: no such file/,
+    );
   });
 });
 
@@ -78,10 +85,14 @@ describe('forward refuses', () => {
   afterAll(() => model.dispose());
 
   it('token ids outside the vocabulary', () => {
-    expect(() => model.forward({ inputIds: [[1, 97]] })).toThrow('inputIds: token id 97 is outside the vocabulary (0..96)');
+    expect(() => model.forward({ inputIds: [[1, 97]] })).toThrow(
+      'inputIds: token id 97 is outside the vocabulary (0..96)',
+    );
     expect(() => model.forward({ inputIds: [[-1, 2]] })).toThrow('inputIds: token id -1 is outside the vocabulary');
     expect(() => model.forward({ inputIds: [[1, 2.5]] })).toThrow('inputIds: token id 2.5 is not an integer');
-    expect(() => model.forward({ inputIds: tf.tensor2d([[1, 97]], [1, 2], 'int32') })).toThrow('inputIds: token id 97 is outside the vocabulary');
+    expect(() => model.forward({ inputIds: tf.tensor2d([[1, 97]], [1, 2], 'int32') })).toThrow(
+      'inputIds: token id 97 is outside the vocabulary',
+    );
   });
 
   it('a sequence longer than the position table', () => {
@@ -91,7 +102,14 @@ describe('forward refuses', () => {
   });
 
   it('ragged rows and a mask of the wrong shape', () => {
-    expect(() => model.forward({ inputIds: [[1, 2, 3], [1, 2]] })).toThrow('inputIds: rows have different lengths (3, 2); pad them');
+    expect(() =>
+      model.forward({
+        inputIds: [
+          [1, 2, 3],
+          [1, 2],
+        ],
+      }),
+    ).toThrow('inputIds: rows have different lengths (3, 2); pad them');
     expect(() => model.forward({ inputIds: [[1, 2, 3]], attentionMask: [[1, 1]] })).toThrow(
       'attentionMask: expected shape [1, 3] (one per real token), got [1,2]',
     );

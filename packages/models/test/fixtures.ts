@@ -38,7 +38,10 @@ export function loadFixtures(): Fixture[] {
       forward: Record<string, ForwardCase>;
       greedy: GreedyCase[];
     };
-    const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')), `${name}/expected.safetensors`);
+    const expected = parseSafetensors(
+      readFileSync(path.join(directory, 'expected.safetensors')),
+      `${name}/expected.safetensors`,
+    );
     return { name, modelType, directory, forward: inputs.forward, greedy: inputs.greedy, expected };
   });
 }

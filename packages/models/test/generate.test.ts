@@ -34,7 +34,9 @@ describe.each(fixtures)('$name: greedy generation', (fixture) => {
     const recomputed = [...prompt[0]!];
     for (let step = 0; step < 4; step++) {
       const { logits } = model.forward({ inputIds: [recomputed] });
-      const next = tf.tidy(() => tf.argMax(tf.squeeze(tf.slice(logits, [0, recomputed.length - 1, 0], [1, 1, -1]))).dataSync()[0]!);
+      const next = tf.tidy(
+        () => tf.argMax(tf.squeeze(tf.slice(logits, [0, recomputed.length - 1, 0], [1, 1, -1]))).dataSync()[0]!,
+      );
       logits.dispose();
       recomputed.push(next);
     }
@@ -43,7 +45,15 @@ describe.each(fixtures)('$name: greedy generation', (fixture) => {
 
   it('samples reproducibly with a seed, and stops at a stop token', () => {
     const prompt = fixture.greedy[0]!.input_ids;
-    const options = { inputIds: prompt, maxNewTokens: 5, doSample: true, temperature: 0.8, topK: 20, topP: 0.9, seed: 7 };
+    const options = {
+      inputIds: prompt,
+      maxNewTokens: 5,
+      doSample: true,
+      temperature: 0.8,
+      topK: 20,
+      topP: 0.9,
+      seed: 7,
+    };
     const first = generate(model, options);
     expect(generate(model, options)).toEqual(first);
     const stopAt = first.generated[0]![1]!;

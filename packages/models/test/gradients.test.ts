@@ -28,14 +28,25 @@ function relativeDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): n
 
 describe('gradient fixtures', () => {
   it('cover GPT-2 and every Llama-family fixture', () => {
-    expect(fixtures.map((f) => f.name)).toEqual(expect.arrayContaining(['gpt2-tied', 'llama-gqa-untied', 'llama-mqa-tied-llama3-bias', 'qwen2-tied', 'mistral-sliding-window']));
+    expect(fixtures.map((f) => f.name)).toEqual(
+      expect.arrayContaining([
+        'gpt2-tied',
+        'llama-gqa-untied',
+        'llama-mqa-tied-llama3-bias',
+        'qwen2-tied',
+        'mistral-sliding-window',
+      ]),
+    );
   });
 });
 
 describe.each(backends)('on the %s backend', (backend: BackendName) => {
   it.each(fixtures)('$name: loss and every weight gradient equal torch', async (fixture) => {
     await loadBackend(backend);
-    const file = parseSafetensors(readFileSync(path.join(fixture.directory, 'gradients.safetensors')), `${fixture.name}/gradients.safetensors`);
+    const file = parseSafetensors(
+      readFileSync(path.join(fixture.directory, 'gradients.safetensors')),
+      `${fixture.name}/gradients.safetensors`,
+    );
     const model = await loadPretrained(fixture.directory);
     const input = fixture.forward.right_padded!;
     const mask = input.attention_mask!;
@@ -48,7 +59,10 @@ describe.each(backends)('on the %s backend', (backend: BackendName) => {
     }, variables);
     expect(value.dataSync()[0]).toBeCloseTo(Number(file.metadata.loss), 5);
     const names = [...model.parameters.keys()];
-    expect(names.filter((n) => !file.entries.has(n)), 'weights without a torch gradient').toEqual([]);
+    expect(
+      names.filter((n) => !file.entries.has(n)),
+      'weights without a torch gradient',
+    ).toEqual([]);
     for (const [name, variable] of model.parameters) {
       const expected = file.tensor(name);
       // nn.Linear weights are held [in, out] here, [out, in] by torch

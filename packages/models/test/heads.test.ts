@@ -9,7 +9,12 @@ afterAll(() => hosts.forEach((h) => h.dispose()));
 describe('an LM checkpoint under a classification head', () => {
   it('gets a new N(0, 0.02) head, seeded, and pools at the last non-pad token', async () => {
     const load = async (seed: number) => {
-      const host = await loadPretrained(`${FIXTURES}/gpt2-tied`, { architecture: 'GPT2ForSequenceClassification', numLabels: 2, padTokenId: 0, newHeadSeed: seed });
+      const host = await loadPretrained(`${FIXTURES}/gpt2-tied`, {
+        architecture: 'GPT2ForSequenceClassification',
+        numLabels: 2,
+        padTokenId: 0,
+        newHeadSeed: seed,
+      });
       hosts.push(host);
       return host;
     };
@@ -17,7 +22,9 @@ describe('an LM checkpoint under a classification head', () => {
     const b = await load(3);
     expect(a.config.numLabels).toBe(2);
     expect(a.headModules).toEqual(['score']);
-    expect(Array.from(a.parameters.get('score.weight')!.dataSync())).toEqual(Array.from(b.parameters.get('score.weight')!.dataSync()));
+    expect(Array.from(a.parameters.get('score.weight')!.dataSync())).toEqual(
+      Array.from(b.parameters.get('score.weight')!.dataSync()),
+    );
     const std = Math.sqrt(Array.from(a.parameters.get('score.weight')!.dataSync()).reduce((s, v) => s + v * v, 0) / 48);
     expect(std).toBeGreaterThan(0.01);
     expect(std).toBeLessThan(0.04);
@@ -25,7 +32,10 @@ describe('an LM checkpoint under a classification head', () => {
     const short = a.forward({ inputIds: [[5, 6, 7]] }).logits.dataSync();
     const padded = a.forward({ inputIds: [[5, 6, 7, 0, 0]], attentionMask: [[1, 1, 1, 0, 0]] }).logits.dataSync();
     Array.from(short).forEach((v, i) => expect(padded[i]).toBeCloseTo(v, 5));
-    const token = await loadPretrained(`${FIXTURES}/gpt2-tied`, { architecture: 'GPT2ForTokenClassification', numLabels: 5 });
+    const token = await loadPretrained(`${FIXTURES}/gpt2-tied`, {
+      architecture: 'GPT2ForTokenClassification',
+      numLabels: 5,
+    });
     hosts.push(token);
     expect(token.forward({ inputIds: [[5, 6, 7]] }).logits.shape).toEqual([1, 3, 5]);
   });
@@ -43,7 +53,12 @@ describe('disposal', () => {
     const tf = await import('@tensorflow/tfjs-core');
     for (const directory of ['gpt2-tied', 'gpt2-untied-odd', 'llama-gqa-untied', 'bert-token-classification']) {
       const before = tf.memory().numTensors;
-      const host = await loadPretrained(`${FIXTURES}/${directory}`, directory === 'gpt2-tied' ? { architecture: 'GPT2ForSequenceClassification', numLabels: 3, newHeadSeed: 1 } : {});
+      const host = await loadPretrained(
+        `${FIXTURES}/${directory}`,
+        directory === 'gpt2-tied'
+          ? { architecture: 'GPT2ForSequenceClassification', numLabels: 3, newHeadSeed: 1 }
+          : {},
+      );
       expect(tf.memory().numTensors, directory).toBeGreaterThan(before);
       host.dispose();
       expect(tf.memory().numTensors, directory).toBe(before);

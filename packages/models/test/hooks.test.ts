@@ -40,10 +40,14 @@ describe.each(fixtures)('$name', (fixture) => {
       const expected = fixture.expected.tensor(`${batch}.prefixed.logits`);
       expect(prepended).toBe(0);
       expect(logits.shape).toEqual(expected.shape);
-      expect(maxAbsDiffAtRealTokens(logits.dataSync(), expected.values, expected.shape, input.attention_mask)).toBeLessThan(TOLERANCE);
+      expect(
+        maxAbsDiffAtRealTokens(logits.dataSync(), expected.values, expected.shape, input.attention_mask),
+      ).toBeLessThan(TOLERANCE);
       // and the prefix matters: without it the logits differ
       const plain = fixture.expected.tensor(`${batch}.logits`);
-      expect(maxAbsDiffAtRealTokens(logits.dataSync(), plain.values, plain.shape, input.attention_mask)).toBeGreaterThan(1e-2);
+      expect(
+        maxAbsDiffAtRealTokens(logits.dataSync(), plain.values, plain.shape, input.attention_mask),
+      ).toBeGreaterThan(1e-2);
       logits.dispose();
     } finally {
       installed.remove();
@@ -68,7 +72,12 @@ describe.each(fixtures)('$name', (fixture) => {
       const expected = fixture.expected.tensor(`${batch}.prompted.logits`);
       expect(prepended).toBe(VIRTUAL);
       expect(logits.shape).toEqual(expected.shape);
-      const mask = (input.attention_mask ?? input.input_ids.map((row) => row.map(() => 1))).map((row) => [1, 1, 1, ...row]);
+      const mask = (input.attention_mask ?? input.input_ids.map((row) => row.map(() => 1))).map((row) => [
+        1,
+        1,
+        1,
+        ...row,
+      ]);
       expect(maxAbsDiffAtRealTokens(logits.dataSync(), expected.values, expected.shape, mask)).toBeLessThan(TOLERANCE);
       logits.dispose();
     } finally {
@@ -87,7 +96,8 @@ describe('delta paths, merge and sublayer hooks', () => {
     logits.dispose();
     return values;
   };
-  const maxDiff = (a: Float32Array, b: Float32Array): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+  const maxDiff = (a: Float32Array, b: Float32Array): number =>
+    a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 
   beforeAll(async () => {
     model = await loadPretrained(fixtures.find((f) => f.modelType === 'llama')!.directory);
@@ -137,6 +147,8 @@ describe('delta paths, merge and sublayer hooks', () => {
     expect(maxDiff(hooked, base)).toBeGreaterThan(1e-3);
     for (const handle of handles) handle.remove();
     expect(maxDiff(logitsOf(), base)).toBe(0);
-    expect(() => model.hooks.addSublayerHook('afterFfn', 2, (h) => h)).toThrow('afterFfn hook: layer 2 is outside 0..1');
+    expect(() => model.hooks.addSublayerHook('afterFfn', 2, (h) => h)).toThrow(
+      'afterFfn hook: layer 2 is outside 0..1',
+    );
   });
 });

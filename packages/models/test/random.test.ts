@@ -6,8 +6,14 @@ import { describe, expect, it } from 'vitest';
 import { LlamaModel, randomGpt2, randomModel } from '../src/index.js';
 
 const LLAMA = {
-  model_type: 'llama', vocab_size: 50, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2,
-  num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64,
+  model_type: 'llama',
+  vocab_size: 50,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 64,
 };
 
 describe('randomModel', () => {

@@ -69,7 +69,10 @@ function temporaryDirectory(): string {
 }
 
 function logits(host: PeftHost | PeftModel, tokenTypes = false): Float32Array {
-  const { logits: tensor } = host.forward({ inputIds: IDS, ...(tokenTypes ? { tokenTypeIds: IDS.map((row) => row.map(() => 0)) } : {}) });
+  const { logits: tensor } = host.forward({
+    inputIds: IDS,
+    ...(tokenTypes ? { tokenTypeIds: IDS.map((row) => row.map(() => 0)) } : {}),
+  });
   const values = tensor.dataSync() as Float32Array;
   tensor.dispose();
   return values;
@@ -77,7 +80,12 @@ function logits(host: PeftHost | PeftModel, tokenTypes = false): Float32Array {
 
 /** Every parameter's float32 bits, by name. */
 function parameterBits(host: PeftHost): Map<string, Uint32Array> {
-  return new Map([...host.parameters].map(([name, variable]) => [name, new Uint32Array(Float32Array.from(variable.dataSync()).buffer)]));
+  return new Map(
+    [...host.parameters].map(([name, variable]) => [
+      name,
+      new Uint32Array(Float32Array.from(variable.dataSync()).buffer),
+    ]),
+  );
 }
 
 async function savedText(store: FileStore, name: string): Promise<Record<string, unknown>> {
@@ -117,9 +125,12 @@ const rankUpdateMethod: PeftMethod<RankUpdateConfig> = {
       a: tf.variable(seededNormal([linear.inFeatures, config.rank], 0, 0.3, 11 + i)),
       b: tf.variable(seededNormal([config.rank, linear.outFeatures], 0, 0.3, 29 + i)),
     }));
-    const deltaWeight = (a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D => tf.tidy(() => tf.mul(tf.matMul(a, b), config.scale));
+    const deltaWeight = (a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D =>
+      tf.tidy(() => tf.mul(tf.matMul(a, b), config.scale));
     for (const { linear, a, b } of factors) {
-      linear.addDelta(adapterName, (x) => (active && !merged ? (tf.mul(tf.matMul(tf.matMul(x, a), b), config.scale) as tf.Tensor2D) : null));
+      linear.addDelta(adapterName, (x) =>
+        active && !merged ? (tf.mul(tf.matMul(tf.matMul(x, a), b), config.scale) as tf.Tensor2D) : null,
+      );
     }
     const fold = (sign: 1 | -1): void => {
       for (const { linear, a, b } of factors) {
@@ -130,7 +141,16 @@ const rankUpdateMethod: PeftMethod<RankUpdateConfig> = {
     };
     return {
       setActive: (value) => (active = value),
-      trainableVariables: () => new Map(factors.flatMap(({ linear, a, b }) => [[`${linear.name}.a`, a], [`${linear.name}.b`, b]] as const)),
+      trainableVariables: () =>
+        new Map(
+          factors.flatMap(
+            ({ linear, a, b }) =>
+              [
+                [`${linear.name}.a`, a],
+                [`${linear.name}.b`, b],
+              ] as const,
+          ),
+        ),
       stateDict: async () => ({}),
       loadStateDict: () => undefined,
       merge: () => {
@@ -166,7 +186,9 @@ describe('savePretrained writes what transformers wrote', () => {
     expect(saved.shards).toEqual(['model.safetensors']);
     const ours = await store.read('model.safetensors');
     const theirs = readFileSync(path.join(fixture.directory, 'model.safetensors'));
-    expect([...parseSafetensors(ours).entries.keys()].sort()).toEqual([...parseSafetensors(theirs).entries.keys()].sort());
+    expect([...parseSafetensors(ours).entries.keys()].sort()).toEqual(
+      [...parseSafetensors(theirs).entries.keys()].sort(),
+    );
     expect(Buffer.from(ours).equals(theirs)).toBe(true);
 
     const config = JSON.parse(readFileSync(path.join(fixture.directory, 'config.json'), 'utf8'));
@@ -179,13 +201,20 @@ describe('savePretrained writes what transformers wrote', () => {
     const store = memoryStore();
     await savePretrained(host, store);
     host.dispose();
-    expect(Buffer.from(await store.read('generation_config.json')).equals(readFileSync(path.join(GPT2, 'generation_config.json')))).toBe(true);
+    expect(
+      Buffer.from(await store.read('generation_config.json')).equals(
+        readFileSync(path.join(GPT2, 'generation_config.json')),
+      ),
+    ).toBe(true);
   });
 
-  it('saves a GPT-2 loaded without the transformer. prefix (as the original gpt2) under transformers\' names', async () => {
+  it("saves a GPT-2 loaded without the transformer. prefix (as the original gpt2) under transformers' names", async () => {
     const file = parseSafetensors(readFileSync(path.join(GPT2, 'model.safetensors')));
     const unprefixed = Object.fromEntries(
-      [...file.entries.keys()].map((name) => [name.replace(/^transformer\./, ''), { shape: file.entries.get(name)!.shape, values: file.tensor(name).values as Float32Array }]),
+      [...file.entries.keys()].map((name) => [
+        name.replace(/^transformer\./, ''),
+        { shape: file.entries.get(name)!.shape, values: file.tensor(name).values as Float32Array },
+      ]),
     );
     const source = memoryStore({
       'config.json': readFileSync(path.join(GPT2, 'config.json')),
@@ -196,7 +225,9 @@ describe('savePretrained writes what transformers wrote', () => {
     const store = memoryStore();
     await savePretrained(host, store);
     host.dispose();
-    expect(Buffer.from(await store.read('model.safetensors')).equals(readFileSync(path.join(GPT2, 'model.safetensors')))).toBe(true);
+    expect(
+      Buffer.from(await store.read('model.safetensors')).equals(readFileSync(path.join(GPT2, 'model.safetensors'))),
+    ).toBe(true);
   });
 });
 
@@ -232,8 +263,14 @@ describe('sharding', () => {
     const saved = await savePretrained(host, directory, { maxShardSize: '6KB' });
 
     expect(saved.shards.length).toBeGreaterThan(2);
-    saved.shards.forEach((file, i) => expect(file).toBe(`model-${String(i + 1).padStart(5, '0')}-of-${String(saved.shards.length).padStart(5, '0')}.safetensors`));
-    expect(readdirSync(directory).sort()).toEqual([...saved.shards, 'config.json', 'model.safetensors.index.json'].sort());
+    saved.shards.forEach((file, i) =>
+      expect(file).toBe(
+        `model-${String(i + 1).padStart(5, '0')}-of-${String(saved.shards.length).padStart(5, '0')}.safetensors`,
+      ),
+    );
+    expect(readdirSync(directory).sort()).toEqual(
+      [...saved.shards, 'config.json', 'model.safetensors.index.json'].sort(),
+    );
 
     const index = JSON.parse(readFileSync(path.join(directory, 'model.safetensors.index.json'), 'utf8'));
     const parameters = [...host.parameters.values()].reduce((sum, v) => sum + v.size, 0);
@@ -269,10 +306,12 @@ describe('sharding', () => {
     reloaded.dispose();
   });
 
-  it('reads sizes as transformers\' max_shard_size does, and refuses others', async () => {
+  it("reads sizes as transformers' max_shard_size does, and refuses others", async () => {
     const host = randomModel(TINY_LLAMA);
     for (const size of ['5 parsecs', '-1GB', 0, 1.5, '2GiB']) {
-      await expect(savePretrained(host, memoryStore(), { maxShardSize: size })).rejects.toThrow(/maxShardSize must be a positive number of bytes/);
+      await expect(savePretrained(host, memoryStore(), { maxShardSize: size })).rejects.toThrow(
+        /maxShardSize must be a positive number of bytes/,
+      );
     }
     const saved = await savePretrained(host, memoryStore(), { maxShardSize: '0.01MB' });
     expect(saved.shards.length).toBeGreaterThan(2);
@@ -289,44 +328,55 @@ describe('F16 and BF16', () => {
   it.each([
     ['F16', 'float16', 2 ** -11, 1e-2],
     ['BF16', 'bfloat16', 2 ** -8, 1e-1],
-  ] as const)('%s: each weight is the nearest %s value, logits within the precision', async (dtype, torchName, relative, logitTolerance) => {
-    const host = await loadPretrained(GPT2);
-    const directory = temporaryDirectory();
-    await savePretrained(host, directory, { dtype });
+  ] as const)(
+    '%s: each weight is the nearest %s value, logits within the precision',
+    async (dtype, torchName, relative, logitTolerance) => {
+      const host = await loadPretrained(GPT2);
+      const directory = temporaryDirectory();
+      await savePretrained(host, directory, { dtype });
 
-    const file = parseSafetensors(readFileSync(path.join(directory, 'model.safetensors')));
-    expect(new Set([...file.entries.values()].map((entry) => entry.dtype))).toEqual(new Set([dtype]));
-    const config = JSON.parse(readFileSync(path.join(directory, 'config.json'), 'utf8'));
-    expect([config.dtype, config.torch_dtype]).toEqual([torchName, torchName]);
+      const file = parseSafetensors(readFileSync(path.join(directory, 'model.safetensors')));
+      expect(new Set([...file.entries.values()].map((entry) => entry.dtype))).toEqual(new Set([dtype]));
+      const config = JSON.parse(readFileSync(path.join(directory, 'config.json'), 'utf8'));
+      expect([config.dtype, config.torch_dtype]).toEqual([torchName, torchName]);
 
-    const reloaded = await loadPretrained(directory);
-    for (const [name, variable] of host.parameters) {
-      const original = Float32Array.from(variable.dataSync());
-      const back = reloaded.parameters.get(name)!.dataSync() as Float32Array;
-      expect(back).toEqual(rounding[dtype](original));
-      original.forEach((value, i) => expect(Math.abs(back[i]! - value)).toBeLessThanOrEqual(Math.abs(value) * relative + 1e-7));
-    }
-    const expected = logits(host);
-    const actual = logits(reloaded);
-    const worst = actual.reduce((max, value, i) => Math.max(max, Math.abs(value - expected[i]!)), 0);
-    expect(worst).toBeGreaterThan(0);
-    expect(worst).toBeLessThan(logitTolerance);
-    host.dispose();
-    reloaded.dispose();
-  });
+      const reloaded = await loadPretrained(directory);
+      for (const [name, variable] of host.parameters) {
+        const original = Float32Array.from(variable.dataSync());
+        const back = reloaded.parameters.get(name)!.dataSync() as Float32Array;
+        expect(back).toEqual(rounding[dtype](original));
+        original.forEach((value, i) =>
+          expect(Math.abs(back[i]! - value)).toBeLessThanOrEqual(Math.abs(value) * relative + 1e-7),
+        );
+      }
+      const expected = logits(host);
+      const actual = logits(reloaded);
+      const worst = actual.reduce((max, value, i) => Math.max(max, Math.abs(value - expected[i]!)), 0);
+      expect(worst).toBeGreaterThan(0);
+      expect(worst).toBeLessThan(logitTolerance);
+      host.dispose();
+      reloaded.dispose();
+    },
+  );
 
-  it('takes torch\'s dtype names too', async () => {
+  it("takes torch's dtype names too", async () => {
     const host = await loadPretrained(GPT2);
     const store = memoryStore();
     await savePretrained(host, store, { dtype: 'bfloat16' });
     host.dispose();
-    expect(parseSafetensors(await store.read('model.safetensors')).entries.get('transformer.wte.weight')!.dtype).toBe('BF16');
+    expect(parseSafetensors(await store.read('model.safetensors')).entries.get('transformer.wte.weight')!.dtype).toBe(
+      'BF16',
+    );
   });
 
   it('refuses a weight F16 cannot hold, naming the file, tensor and index, before writing anything', async () => {
     const host = await loadPretrained(GPT2);
     const bias = host.parameters.get('transformer.h.1.mlp.c_fc.bias')!;
-    bias.assign(tf.tidy(() => tf.add(bias, tf.reshape(tf.mul(tf.oneHot(tf.tensor1d([5], 'int32'), bias.shape[0]!), 70000), bias.shape))));
+    bias.assign(
+      tf.tidy(() =>
+        tf.add(bias, tf.reshape(tf.mul(tf.oneHot(tf.tensor1d([5], 'int32'), bias.shape[0]!), 70000), bias.shape)),
+      ),
+    );
     const store = memoryStore();
     await expect(savePretrained(host, store, { dtype: 'F16' })).rejects.toThrow(
       /memory:\/model\.safetensors: tensor "transformer\.h\.1\.mlp\.c_fc\.bias" holds 700\d\d(\.\d+)? at index 5, which F16 cannot hold \(it would become infinity\); save as BF16 or F32/,
@@ -341,13 +391,15 @@ describe('F16 and BF16', () => {
     const host = await loadPretrained(GPT2);
     const norm = host.parameters.get('transformer.ln_f.weight')!;
     norm.assign(tf.fill(norm.shape, Number.NaN));
-    await expect(savePretrained(host, memoryStore())).rejects.toThrow(/tensor "transformer\.ln_f\.weight" holds NaN at index 0; refusing to save a weight that is not finite/);
+    await expect(savePretrained(host, memoryStore())).rejects.toThrow(
+      /tensor "transformer\.ln_f\.weight" holds NaN at index 0; refusing to save a weight that is not finite/,
+    );
     host.dispose();
   });
 });
 
 describe('a merged adapter leaves as a checkpoint', () => {
-  it('GPT-2 with a rank-4 update merged: the reloaded folder gives the merged model\'s logits', async () => {
+  it("GPT-2 with a rank-4 update merged: the reloaded folder gives the merged model's logits", async () => {
     const host = await loadPretrained(GPT2);
     const base = logits(host);
     const model = getPeftModel(host, new RankUpdateConfig('c_attn', 4, 2));
@@ -362,7 +414,11 @@ describe('a merged adapter leaves as a checkpoint', () => {
     const fromHost = temporaryDirectory();
     await savePretrained(model, fromModel);
     await savePretrained(merged, fromHost);
-    expect(readFileSync(path.join(fromModel, 'model.safetensors')).equals(readFileSync(path.join(fromHost, 'model.safetensors')))).toBe(true);
+    expect(
+      readFileSync(path.join(fromModel, 'model.safetensors')).equals(
+        readFileSync(path.join(fromHost, 'model.safetensors')),
+      ),
+    ).toBe(true);
 
     const reloaded = await loadPretrained(fromModel);
     expect(parameterBits(reloaded)).toEqual(parameterBits(merged));
@@ -374,7 +430,9 @@ describe('a merged adapter leaves as a checkpoint', () => {
   it('refuses a PeftModel that still holds its adapter, pointing at mergeAndUnload', async () => {
     const host = await loadPretrained(GPT2);
     const model = getPeftModel(host, new RankUpdateConfig('c_attn', 2, 1));
-    await expect(savePretrained(model, memoryStore())).rejects.toThrow(/PeftModel still holds adapters \(default\); call mergeAndUnload\(\)/);
+    await expect(savePretrained(model, memoryStore())).rejects.toThrow(
+      /PeftModel still holds adapters \(default\); call mergeAndUnload\(\)/,
+    );
     model.merge();
     await expect(savePretrained(model.host, memoryStore())).rejects.toThrow(
       /adapters are attached to the host \(delta path "default" on transformer\.h\.0\.attn\.c_attn; delta path "default" on transformer\.h\.1\.attn\.c_attn\)/,
@@ -389,7 +447,8 @@ describe('tokenizer files', () => {
   function modelWithTokenizer(): string {
     const directory = temporaryDirectory();
     cpSync(GPT2, directory, { recursive: true });
-    for (const name of ['tokenizer.json', 'tokenizer_config.json']) cpSync(path.join(TOKENIZER, name), path.join(directory, name));
+    for (const name of ['tokenizer.json', 'tokenizer_config.json'])
+      cpSync(path.join(TOKENIZER, name), path.join(directory, name));
     return directory;
   }
 
@@ -400,7 +459,13 @@ describe('tokenizer files', () => {
     const saved = await savePretrained(host, directory);
     host.dispose();
 
-    expect(saved.files).toEqual(['model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'config.json']);
+    expect(saved.files).toEqual([
+      'model.safetensors',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'generation_config.json',
+      'config.json',
+    ]);
     for (const name of ['tokenizer.json', 'tokenizer_config.json']) {
       expect(readFileSync(path.join(directory, name)).equals(readFileSync(path.join(source, name)))).toBe(true);
     }
@@ -429,7 +494,9 @@ describe('tokenizer files', () => {
     expect(readFileSync(path.join(directory, 'tokenizer.json')).equals(tokenizer)).toBe(true);
     const reloaded = await loadPretrained(directory);
     const wte = host.parameters.get('transformer.wte.weight')!.dataSync() as Float32Array;
-    expect(reloaded.parameters.get('transformer.wte.weight')!.dataSync()).toEqual(float16ToFloat32(float32ToFloat16(wte)));
+    expect(reloaded.parameters.get('transformer.wte.weight')!.dataSync()).toEqual(
+      float16ToFloat32(float32ToFloat16(wte)),
+    );
     host.dispose();
     reloaded.dispose();
   });
@@ -443,8 +510,15 @@ describe('tokenizer files', () => {
     const fromRandom = randomModel(TINY_LLAMA);
     const named = memoryStore();
     await savePretrained(fromRandom, named, { tokenizer: TOKENIZER });
-    expect([...named.files.keys()].sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
-    await expect(savePretrained(fromRandom, memoryStore(), { tokenizer: BERT })).rejects.toThrow(/bert-sequence-classification holds no tokenizer file/);
+    expect([...named.files.keys()].sort()).toEqual([
+      'config.json',
+      'model.safetensors',
+      'tokenizer.json',
+      'tokenizer_config.json',
+    ]);
+    await expect(savePretrained(fromRandom, memoryStore(), { tokenizer: BERT })).rejects.toThrow(
+      /bert-sequence-classification holds no tokenizer file/,
+    );
     host.dispose();
     fromRandom.dispose();
   });
@@ -452,7 +526,10 @@ describe('tokenizer files', () => {
 
 describe('crash safety', () => {
   /** A store whose writes fail from the `failAt`-th on (a full disk). */
-  function failingStore(inner: FileStore & { files: Map<string, Uint8Array> }, failAt: number): FileStore & { files: Map<string, Uint8Array> } {
+  function failingStore(
+    inner: FileStore & { files: Map<string, Uint8Array> },
+    failAt: number,
+  ): FileStore & { files: Map<string, Uint8Array> } {
     let writes = 0;
     return {
       ...inner,
@@ -481,7 +558,9 @@ describe('crash safety', () => {
     await savePretrained(host, inner, { maxShardSize: 20_000 });
     expect(inner.files.has('config.json')).toBe(true);
     const store = failingStore(inner, 1);
-    await expect(savePretrained(host, store, { dtype: 'F16' })).rejects.toThrow(/memory:\/model\.safetensors: could not be written/);
+    await expect(savePretrained(host, store, { dtype: 'F16' })).rejects.toThrow(
+      /memory:\/model\.safetensors: could not be written/,
+    );
     expect([...inner.files.keys()].filter((name) => name.endsWith('.json'))).toEqual(['generation_config.json']);
     host.dispose();
   });
@@ -516,23 +595,33 @@ describe('savePretrained refuses', () => {
       location: 'by hand',
       names: () => [...source.parameters.keys()],
       has: (name: string) => source.parameters.has(name),
-      tensor: (name: string) => ({ dtype: 'float32' as const, shape: source.parameters.get(name)!.shape, values: source.parameters.get(name)!.dataSync() as Float32Array }),
+      tensor: (name: string) => ({
+        dtype: 'float32' as const,
+        shape: source.parameters.get(name)!.shape,
+        values: source.parameters.get(name)!.dataSync() as Float32Array,
+      }),
     };
     const host = new Gpt2Model(parseGpt2Config(new ConfigReader(config, 'by hand')), checkpoint);
-    await expect(savePretrained(host, memoryStore())).rejects.toThrow(/this gpt2 host was built by hand and has no config\.json to write; pass options\.config/);
+    await expect(savePretrained(host, memoryStore())).rejects.toThrow(
+      /this gpt2 host was built by hand and has no config\.json to write; pass options\.config/,
+    );
     await expect(savePretrained(host, memoryStore(), { config: { ...config, model_type: 'llama' } })).rejects.toThrow(
       /options\.config has model_type "llama", the host is "gpt2"/,
     );
     const store = memoryStore();
     await savePretrained(host, store, { config });
-    expect(Buffer.from(await store.read('model.safetensors')).equals(readFileSync(path.join(GPT2, 'model.safetensors')))).toBe(true);
+    expect(
+      Buffer.from(await store.read('model.safetensors')).equals(readFileSync(path.join(GPT2, 'model.safetensors'))),
+    ).toBe(true);
     host.dispose();
     source.dispose();
   });
 
   it('an unknown dtype', async () => {
     const host = randomModel(TINY_LLAMA);
-    await expect(savePretrained(host, memoryStore(), { dtype: 'F8' as never })).rejects.toThrow(/dtype "F8" is not one of F32, F16, BF16, float32, float16, bfloat16/);
+    await expect(savePretrained(host, memoryStore(), { dtype: 'F8' as never })).rejects.toThrow(
+      /dtype "F8" is not one of F32, F16, BF16, float32, float16, bfloat16/,
+    );
     host.dispose();
   });
 });

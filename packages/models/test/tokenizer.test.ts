@@ -72,9 +72,9 @@ describe.each(readdirSync(root))('%s', (kind) => {
 
 describe('tokenizer errors', () => {
   it('a tokenizer.json that is not JSON names the file', async () => {
-    await expect(loadTokenizer(memoryStore({ 'tokenizer.json': new TextEncoder().encode('{') }, 'mem:/m'))).rejects.toThrow(
-      /mem:\/m\/tokenizer\.json: not valid JSON/,
-    );
+    await expect(
+      loadTokenizer(memoryStore({ 'tokenizer.json': new TextEncoder().encode('{') }, 'mem:/m')),
+    ).rejects.toThrow(/mem:\/m\/tokenizer\.json: not valid JSON/);
   });
 
   it('padding without a pad token is refused', async () => {

@@ -24,7 +24,10 @@ const directory = (name: string): string => fixtures.find((f) => f.name === name
 function biasAdapter(host: TransformerHost, module: string, scale = 1): TrainableModel & { bias: tf.Variable } {
   const linear = host.linears.get(module)!;
   const bias = tf.variable(tf.zeros([linear.outFeatures]), true);
-  linear.addDelta('bias-adapter', (x) => tf.mul(tf.tile(tf.expandDims(bias, 0), [x.shape[0], 1]), scale) as tf.Tensor2D);
+  linear.addDelta(
+    'bias-adapter',
+    (x) => tf.mul(tf.tile(tf.expandDims(bias, 0), [x.shape[0], 1]), scale) as tf.Tensor2D,
+  );
   return { host, bias, trainableVariables: () => new Map([['bias', bias]]) };
 }
 
@@ -68,7 +71,8 @@ describe('train', () => {
     const result = await train(adapter, lmOptions({ epochs: 1 }));
     expect(result.steps).toBe(4);
     expect(Math.max(...Array.from(adapter.bias.dataSync(), Math.abs))).toBeGreaterThan(0);
-    for (const [name, variable] of host.parameters) expect(Array.from(variable.dataSync()), name).toEqual(Array.from(before.get(name)!));
+    for (const [name, variable] of host.parameters)
+      expect(Array.from(variable.dataSync()), name).toEqual(Array.from(before.get(name)!));
     host.dispose();
   });
 
@@ -76,7 +80,16 @@ describe('train', () => {
     const host = await loadPretrained(directory('gpt2-tied'));
     const adapter = biasAdapter(host, 'transformer.h.0.attn.c_attn');
     const counts: number[] = [];
-    await train(adapter, lmOptions({ data: patternExamples(50), batchSize: 1, epochs: 1, gradientAccumulationSteps: 1, onStep: ({ tensors }) => counts.push(tensors) }));
+    await train(
+      adapter,
+      lmOptions({
+        data: patternExamples(50),
+        batchSize: 1,
+        epochs: 1,
+        gradientAccumulationSteps: 1,
+        onStep: ({ tensors }) => counts.push(tensors),
+      }),
+    );
     expect(counts).toHaveLength(50);
     expect(counts[49]).toBe(counts[0]);
     host.dispose();
@@ -86,21 +99,33 @@ describe('train', () => {
     const host = await loadPretrained(directory('gpt2-tied'));
     const adapter = biasAdapter(host, 'transformer.h.0.attn.c_attn');
     const events: string[] = [];
-    await train(adapter, lmOptions({
-      data: patternExamples(3), batchSize: 1, epochs: 1,
-      onStep: async ({ step }) => {
-        events.push(`step ${step}`);
-        await new Promise((resolve) => setTimeout(resolve, 5));
-        events.push(`yielded ${step}`);
-      },
-    }));
+    await train(
+      adapter,
+      lmOptions({
+        data: patternExamples(3),
+        batchSize: 1,
+        epochs: 1,
+        onStep: async ({ step }) => {
+          events.push(`step ${step}`);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          events.push(`yielded ${step}`);
+        },
+      }),
+    );
     expect(events).toEqual(['step 1', 'yielded 1', 'step 2', 'yielded 2', 'step 3', 'yielded 3']);
     host.dispose();
   });
 
   it('resumes from a checkpoint with bit-identical losses (interrupted by a signal)', async () => {
     const options = (store: ReturnType<typeof memoryStore>, extra: Partial<TrainOptions> = {}): TrainOptions =>
-      lmOptions({ checkpoint: { store }, schedule: 'cosine', warmupSteps: 2, gradientAccumulationSteps: 2, batchSize: 2, ...extra });
+      lmOptions({
+        checkpoint: { store },
+        schedule: 'cosine',
+        warmupSteps: 2,
+        gradientAccumulationSteps: 2,
+        batchSize: 2,
+        ...extra,
+      });
     const host = await loadPretrained(directory('gpt2-tied'));
     const full = await train(biasAdapter(host, 'transformer.h.1.mlp.c_fc'), options(memoryStore()));
     host.dispose();
@@ -134,7 +159,10 @@ describe('train', () => {
     );
     host.dispose();
     expect(result.stoppedBy).toBe('interrupted');
-    expect(JSON.parse(new TextDecoder().decode(store.files.get('latest.json')))).toEqual({ checkpoint: 'checkpoint-2', step: 2 });
+    expect(JSON.parse(new TextDecoder().decode(store.files.get('latest.json')))).toEqual({
+      checkpoint: 'checkpoint-2',
+      step: 2,
+    });
     expect(process.listenerCount('SIGINT')).toBe(0);
   });
 
@@ -142,7 +170,18 @@ describe('train', () => {
     const after = async (batchSize: number, gradientAccumulationSteps: number): Promise<Float32Array> => {
       const host = await loadPretrained(directory('gpt2-tied'));
       const adapter = biasAdapter(host, 'transformer.h.0.mlp.c_proj');
-      await train(adapter, lmOptions({ batchSize, gradientAccumulationSteps, maxSteps: 1, bucketByLength: false, optimizer: 'sgd', schedule: 'constant', maxGradNorm: null }));
+      await train(
+        adapter,
+        lmOptions({
+          batchSize,
+          gradientAccumulationSteps,
+          maxSteps: 1,
+          bucketByLength: false,
+          optimizer: 'sgd',
+          schedule: 'constant',
+          maxGradNorm: null,
+        }),
+      );
       const values = adapter.bias.dataSync() as Float32Array;
       host.dispose();
       return values;
@@ -154,7 +193,10 @@ describe('train', () => {
 
   it('trains a classification head (BERT) and a verbaliser (GPT-2), evaluating accuracy and stopping early', async () => {
     const bert = await loadPretrained(directory('bert-sequence-classification'));
-    const examples = Array.from({ length: 24 }, (_, i): Example => ({ inputIds: [2, 10 + (i % 3), 20 + (i % 5), 3], labels: i % 3 }));
+    const examples = Array.from(
+      { length: 24 },
+      (_, i): Example => ({ inputIds: [2, 10 + (i % 3), 20 + (i % 5), 3], labels: i % 3 }),
+    );
     const evaluations: number[] = [];
     const result = await train(headOnly(bert), {
       data: examples,
@@ -190,46 +232,68 @@ describe('train', () => {
 
   it('token classification (BERT) with ignored positions', async () => {
     const bert = await loadPretrained(directory('bert-token-classification'));
-    const examples = Array.from({ length: 12 }, (_, i): Example => ({
-      inputIds: [2, 10 + (i % 4), 11, 12 + (i % 2), 3],
-      labels: [IGNORE_INDEX, i % 5, 1, 2, IGNORE_INDEX],
-    }));
-    const result = await train(fullFineTuning(bert), { data: examples, validation: examples, task: 'token-classification', padTokenId: 0, batchSize: 4, epochs: 5, learningRate: 1e-2 });
+    const examples = Array.from(
+      { length: 12 },
+      (_, i): Example => ({
+        inputIds: [2, 10 + (i % 4), 11, 12 + (i % 2), 3],
+        labels: [IGNORE_INDEX, i % 5, 1, 2, IGNORE_INDEX],
+      }),
+    );
+    const result = await train(fullFineTuning(bert), {
+      data: examples,
+      validation: examples,
+      task: 'token-classification',
+      padTokenId: 0,
+      batchSize: 4,
+      epochs: 5,
+      learningRate: 1e-2,
+    });
     bert.dispose();
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
     expect(result.evaluations.at(-1)!.accuracy).toBeGreaterThan(0.5);
   });
 });
 
-describe.runIf((await availableBackends()).includes('tensorflow'))('train on the tensorflow backend, AdamW fused', () => {
-  it('resumes from a checkpoint with bit-identical losses: the moments go out and come back whole', async () => {
-    await loadBackend('tensorflow');
-    try {
-      // every weight of the tiny model through the fused kernel, not only those of 32,768 elements
-      const options = (store: ReturnType<typeof memoryStore>, extra: Partial<TrainOptions> = {}): TrainOptions =>
-        lmOptions({ checkpoint: { store }, optimizer: new AdamW({ weightDecay: 0.01, fusedMinElements: 0 }), maxGradNorm: 0.5, ...extra });
-      const host = await loadPretrained(directory('gpt2-tied'));
-      const full = await train(fullFineTuning(host), options(memoryStore()));
-      host.dispose();
+describe.runIf((await availableBackends()).includes('tensorflow'))(
+  'train on the tensorflow backend, AdamW fused',
+  () => {
+    it('resumes from a checkpoint with bit-identical losses: the moments go out and come back whole', async () => {
+      await loadBackend('tensorflow');
+      try {
+        // every weight of the tiny model through the fused kernel, not only those of 32,768 elements
+        const options = (store: ReturnType<typeof memoryStore>, extra: Partial<TrainOptions> = {}): TrainOptions =>
+          lmOptions({
+            checkpoint: { store },
+            optimizer: new AdamW({ weightDecay: 0.01, fusedMinElements: 0 }),
+            maxGradNorm: 0.5,
+            ...extra,
+          });
+        const host = await loadPretrained(directory('gpt2-tied'));
+        const full = await train(fullFineTuning(host), options(memoryStore()));
+        host.dispose();
 
-      const store = memoryStore();
-      const controller = new AbortController();
-      const first = await loadPretrained(directory('gpt2-tied'));
-      const interrupted = await train(fullFineTuning(first), options(store, { signal: controller.signal, onStep: ({ step }) => step === 5 && controller.abort() }));
-      first.dispose();
-      expect(interrupted.stoppedBy).toBe('interrupted');
+        const store = memoryStore();
+        const controller = new AbortController();
+        const first = await loadPretrained(directory('gpt2-tied'));
+        const interrupted = await train(
+          fullFineTuning(first),
+          options(store, { signal: controller.signal, onStep: ({ step }) => step === 5 && controller.abort() }),
+        );
+        first.dispose();
+        expect(interrupted.stoppedBy).toBe('interrupted');
 
-      const second = await loadPretrained(directory('gpt2-tied'));
-      const resumed = await train(fullFineTuning(second), options(store, { resume: true }));
-      second.dispose();
-      expect(resumed.resumedFrom).toBe(5);
-      expect(resumed.losses).toEqual(full.losses);
-      expect(full.losses.at(-1)!).toBeLessThan(full.losses[0]!);
-    } finally {
-      await loadBackend('cpu');
-    }
-  });
-});
+        const second = await loadPretrained(directory('gpt2-tied'));
+        const resumed = await train(fullFineTuning(second), options(store, { resume: true }));
+        second.dispose();
+        expect(resumed.resumedFrom).toBe(5);
+        expect(resumed.losses).toEqual(full.losses);
+        expect(full.losses.at(-1)!).toBeLessThan(full.losses[0]!);
+      } finally {
+        await loadBackend('cpu');
+      }
+    });
+  },
+);
 
 describe('train refuses, before any compute', () => {
   it('an empty dataset', async () => {
@@ -241,9 +305,9 @@ describe('train refuses, before any compute', () => {
   it('a label outside the head', async () => {
     const host = await loadPretrained(directory('bert-sequence-classification'));
     const data: Example[] = [{ inputIds: [2, 5, 3], labels: 5 }];
-    await expect(train(headOnly(host), { data, task: 'sequence-classification', padTokenId: 0, batchSize: 1, learningRate: 1e-3 })).rejects.toThrow(
-      'training batch 1 of epoch 1: label 5 is outside the 3 classes of the head (0..2)',
-    );
+    await expect(
+      train(headOnly(host), { data, task: 'sequence-classification', padTokenId: 0, batchSize: 1, learningRate: 1e-3 }),
+    ).rejects.toThrow('training batch 1 of epoch 1: label 5 is outside the 3 classes of the head (0..2)');
     host.dispose();
   });
 

@@ -15,9 +15,29 @@ import { PrefixTuningConfig } from '../src/index.js';
 
 const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const CASES: [string, string, PrefixTuningConfig, 'causal-lm' | 'sequence-classification'][] = [
-  ['gpt2-prefix-projection', 'gpt2-tied', new PrefixTuningConfig({ numVirtualTokens: 3, prefixProjection: true, encoderHiddenSize: 16, taskType: 'CAUSAL_LM' }), 'causal-lm'],
-  ['llama-gqa-prefix', 'llama-gqa-untied', new PrefixTuningConfig({ numVirtualTokens: 4, taskType: 'CAUSAL_LM' }), 'causal-lm'],
-  ['bert-seq-cls-prefix', 'bert-sequence-classification', new PrefixTuningConfig({ numVirtualTokens: 3, taskType: 'SEQ_CLS', prefixDropout: 0.1 }), 'sequence-classification'],
+  [
+    'gpt2-prefix-projection',
+    'gpt2-tied',
+    new PrefixTuningConfig({
+      numVirtualTokens: 3,
+      prefixProjection: true,
+      encoderHiddenSize: 16,
+      taskType: 'CAUSAL_LM',
+    }),
+    'causal-lm',
+  ],
+  [
+    'llama-gqa-prefix',
+    'llama-gqa-untied',
+    new PrefixTuningConfig({ numVirtualTokens: 4, taskType: 'CAUSAL_LM' }),
+    'causal-lm',
+  ],
+  [
+    'bert-seq-cls-prefix',
+    'bert-sequence-classification',
+    new PrefixTuningConfig({ numVirtualTokens: 3, taskType: 'SEQ_CLS', prefixDropout: 0.1 }),
+    'sequence-classification',
+  ],
 ];
 
 async function main(): Promise<void> {
@@ -31,16 +51,38 @@ async function main(): Promise<void> {
       const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 5 + i) % 13));
       return { inputIds: ids, labels: task === 'causal-lm' ? ids : i % 3 };
     });
-    const result = await train(model, { data, task, padTokenId: 0, batchSize: 4, epochs: 3, learningRate: 2e-2, seed: 4 });
-    const ids = [[3, 9, 4, 7, 12, 5], [6, 2, 8, 10, 11, 3]];
-    const mask = [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]];
+    const result = await train(model, {
+      data,
+      task,
+      padTokenId: 0,
+      batchSize: 4,
+      epochs: 3,
+      learningRate: 2e-2,
+      seed: 4,
+    });
+    const ids = [
+      [3, 9, 4, 7, 12, 5],
+      [6, 2, 8, 10, 11, 3],
+    ];
+    const mask = [
+      [1, 1, 1, 1, 1, 1],
+      [1, 1, 1, 1, 0, 0],
+    ];
     const { logits } = model.forward({ inputIds: ids, attentionMask: mask });
     const directory = path.join(out, name);
     mkdirSync(directory, { recursive: true });
     await model.saveAdapter(path.join(directory, 'adapter'));
-    writeFileSync(path.join(directory, 'expected.safetensors'), serializeSafetensors({ logits: { shape: logits.shape, values: logits.dataSync() as Float32Array } }));
-    writeFileSync(path.join(directory, 'inputs.json'), JSON.stringify({ input_ids: ids, attention_mask: mask, model: path.join(MODELS, modelName) }));
-    console.log(`${name}: trained ${result.steps} steps (loss ${result.losses[0]!.toFixed(3)} -> ${result.losses.at(-1)!.toFixed(3)}), saved to ${directory}`);
+    writeFileSync(
+      path.join(directory, 'expected.safetensors'),
+      serializeSafetensors({ logits: { shape: logits.shape, values: logits.dataSync() as Float32Array } }),
+    );
+    writeFileSync(
+      path.join(directory, 'inputs.json'),
+      JSON.stringify({ input_ids: ids, attention_mask: mask, model: path.join(MODELS, modelName) }),
+    );
+    console.log(
+      `${name}: trained ${result.steps} steps (loss ${result.losses[0]!.toFixed(3)} -> ${result.losses.at(-1)!.toFixed(3)}), saved to ${directory}`,
+    );
     model.dispose();
     host.dispose();
   }

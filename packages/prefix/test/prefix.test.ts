@@ -1,7 +1,15 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { PeftModel, getPeftModel, memoryStore, parseSafetensors, train, type Example, type PrefixTuner } from '@peft/core';
+import {
+  PeftModel,
+  getPeftModel,
+  memoryStore,
+  parseSafetensors,
+  train,
+  type Example,
+  type PrefixTuner,
+} from '@peft/core';
 import { generate, loadPretrained, type TransformerHost } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -10,7 +18,9 @@ import { PrefixTuningConfig, bake } from '../src/index.js';
 
 const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const FIXTURES = path.join(import.meta.dirname, 'fixtures');
-const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as { cases: { name: string; model: string; trainable: number }[] };
+const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as {
+  cases: { name: string; model: string; trainable: number }[];
+};
 const hosts: TransformerHost[] = [];
 async function host(name: string): Promise<TransformerHost> {
   const loaded = await loadPretrained(path.join(MODELS, name));
@@ -21,7 +31,11 @@ afterEach(() => {
   for (const h of hosts.splice(0)) h.dispose();
 });
 const worst = new Map<string, number>();
-afterAll(() => console.log(`[prefix parity] max |ours - peft|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`));
+afterAll(() =>
+  console.log(
+    `[prefix parity] max |ours - peft|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`,
+  ),
+);
 
 interface Case {
   input_ids: number[][];
@@ -59,7 +73,10 @@ function diffAt(a: Float32Array, b: Float32Array | Int32Array, shape: number[], 
 
 describe.each(manifest.cases)('a prefix saved by Python peft: $name', ({ name, model, trainable }) => {
   const directory = path.join(FIXTURES, name);
-  const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as { forward: Record<string, Case>; greedy: Greedy[] };
+  const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as {
+    forward: Record<string, Case>;
+    greedy: Greedy[];
+  };
   const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')));
 
   it("gives peft's logits (plain and padded) and greedy tokens", async () => {
@@ -98,7 +115,14 @@ describe('prefix tuning', () => {
   it('fills the derived fields from the host (GQA: key/value heads), as peft writes them', async () => {
     const base = await host('llama-gqa-untied');
     const json = new PrefixTuningConfig({ numVirtualTokens: 5, prefixProjection: true }).toJson(base);
-    expect(json).toMatchObject({ num_layers: 2, token_dim: 16, num_attention_heads: 2, encoder_hidden_size: 16, num_virtual_tokens: 5, peft_type: 'PREFIX_TUNING' });
+    expect(json).toMatchObject({
+      num_layers: 2,
+      token_dim: 16,
+      num_attention_heads: 2,
+      encoder_hidden_size: 16,
+      num_virtual_tokens: 5,
+      peft_type: 'PREFIX_TUNING',
+    });
     const model = getPeftModel(base, new PrefixTuningConfig({ numVirtualTokens: 5 }));
     expect(model.parameterCount().trainable).toBe(5 * 2 * 2 * 16);
     model.dispose();
@@ -106,7 +130,10 @@ describe('prefix tuning', () => {
 
   it('bake() replaces the MLP by its output: same logits (1e-6), same file, table-sized', async () => {
     const base = await host('gpt2-tied');
-    const model = getPeftModel(base, new PrefixTuningConfig({ numVirtualTokens: 4, prefixProjection: true, encoderHiddenSize: 10 }));
+    const model = getPeftModel(
+      base,
+      new PrefixTuningConfig({ numVirtualTokens: 4, prefixProjection: true, encoderHiddenSize: 10 }),
+    );
     const input: Case = { input_ids: [[3, 5, 7, 9, 11]], attention_mask: null };
     const before = run(model, input);
     const storeBefore = memoryStore();
@@ -137,7 +164,9 @@ describe('prefix tuning', () => {
       "sequence of 33 positions (5 virtual + 28 real) is longer than the model's position table (max_position_embeddings 32)",
     );
     const data: Example[] = [{ inputIds: new Array(30).fill(3), labels: new Array(30).fill(3) }];
-    await expect(train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 1, learningRate: 1e-2 })).rejects.toThrow(
+    await expect(
+      train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 1, learningRate: 1e-2 }),
+    ).rejects.toThrow(
       "a batch of 30 tokens plus the adapter's 5 virtual tokens needs 35 positions, more than the model's 32; truncate the examples to 27 tokens",
     );
     model.dispose();
@@ -152,7 +181,14 @@ describe('prefix tuning', () => {
         const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
         return { inputIds: ids, labels: ids };
       });
-      const result = await train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 4, epochs: 4, learningRate: 3e-2 });
+      const result = await train(model, {
+        data,
+        task: 'causal-lm',
+        padTokenId: 0,
+        batchSize: 4,
+        epochs: 4,
+        learningRate: 3e-2,
+      });
       expect(result.losses.at(-1)!, `projection ${prefixProjection}`).toBeLessThan(result.losses[0]!);
       for (const [n, v] of base.parameters) expect(Array.from(v.dataSync()), n).toEqual(Array.from(frozen.get(n)!));
       expect(tf.memory().numTensors).toBeGreaterThan(0);

@@ -46,11 +46,15 @@ export class PromptTuningConfig implements PeftConfig {
   constructor(options: PromptTuningConfigOptions) {
     this.numVirtualTokens = options.numVirtualTokens;
     if (!(Number.isInteger(this.numVirtualTokens) && this.numVirtualTokens > 0)) {
-      throw new Error(`PromptTuningConfig.numVirtualTokens: expected a positive integer, got ${JSON.stringify(this.numVirtualTokens)}`);
+      throw new Error(
+        `PromptTuningConfig.numVirtualTokens: expected a positive integer, got ${JSON.stringify(this.numVirtualTokens)}`,
+      );
     }
     this.promptTuningInit = options.promptTuningInit ?? 'RANDOM';
     if (!['RANDOM', 'TEXT', 'SAMPLE_VOCAB'].includes(this.promptTuningInit)) {
-      throw new Error(`PromptTuningConfig.promptTuningInit: expected RANDOM, TEXT or SAMPLE_VOCAB, got ${JSON.stringify(this.promptTuningInit)}`);
+      throw new Error(
+        `PromptTuningConfig.promptTuningInit: expected RANDOM, TEXT or SAMPLE_VOCAB, got ${JSON.stringify(this.promptTuningInit)}`,
+      );
     }
     this.promptTuningInitText = options.promptTuningInitText ?? null;
     this.tokenizer = options.tokenizer ?? null;
@@ -65,9 +69,12 @@ export class PromptTuningConfig implements PeftConfig {
   /** The starting prompt [P, d]. */
   initialPrompt(host: PeftHost): tf.Tensor2D {
     const P = this.numVirtualTokens;
-    if (this.promptTuningInit === 'TEXT') return promptFromTokens(host, this.tokenizer!.encode(this.promptTuningInitText!).ids, P);
+    if (this.promptTuningInit === 'TEXT')
+      return promptFromTokens(host, this.tokenizer!.encode(this.promptTuningInitText!).ids, P);
     if (this.promptTuningInit === 'SAMPLE_VOCAB') {
-      const ids = tf.tidy(() => Array.from(tf.randomUniform([P], 0, host.config.vocabSize, 'int32', this.initSeed).dataSync()));
+      const ids = tf.tidy(() =>
+        Array.from(tf.randomUniform([P], 0, host.config.vocabSize, 'int32', this.initSeed).dataSync()),
+      );
       return promptFromTokens(host, ids, P);
     }
     return seededNormal([P, host.config.hiddenSize], 0, 1, this.initSeed) as tf.Tensor2D;

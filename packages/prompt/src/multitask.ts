@@ -47,7 +47,9 @@ export class MultitaskPromptTuningConfig implements PeftConfig {
   constructor(options: MultitaskPromptTuningConfigOptions) {
     const positive = (field: string, value: unknown): void => {
       if (!(Number.isInteger(value) && (value as number) > 0)) {
-        throw new Error(`MultitaskPromptTuningConfig.${field}: expected a positive integer, got ${JSON.stringify(value)}`);
+        throw new Error(
+          `MultitaskPromptTuningConfig.${field}: expected a positive integer, got ${JSON.stringify(value)}`,
+        );
       }
     };
     this.numVirtualTokens = options.numVirtualTokens;
@@ -102,8 +104,14 @@ class MultitaskPrompt implements PromptSource {
     const { numVirtualTokens: P, numTasks, numRanks, initSeed } = config;
     const d = host.config.hiddenSize;
     this.embedding = ownVariable(seededNormal([P, d], 0, 1, initSeed), true) as tf.Variable<tf.Rank.R2>;
-    this.cols = ownVariable(seededNormal([numTasks, P, numRanks], 0, 0.02, initSeed + 1), true) as tf.Variable<tf.Rank.R3>;
-    this.rows = ownVariable(seededNormal([numTasks, numRanks, d], 0, 0.02, initSeed + 2), true) as tf.Variable<tf.Rank.R3>;
+    this.cols = ownVariable(
+      seededNormal([numTasks, P, numRanks], 0, 0.02, initSeed + 1),
+      true,
+    ) as tf.Variable<tf.Rank.R3>;
+    this.rows = ownVariable(
+      seededNormal([numTasks, numRanks, d], 0, 0.02, initSeed + 2),
+      true,
+    ) as tf.Variable<tf.Rank.R3>;
   }
 
   get virtualTokens(): number {
@@ -113,11 +121,15 @@ class MultitaskPrompt implements PromptSource {
   /** [B, P, d]: each sample's task prompt (selected by one-hot matmuls: differentiable on every backend). */
   embeddings(context: ForwardContext): tf.Tensor {
     const tasks = context.taskIds;
-    if (!tasks) throw new Error('multi-task prompt tuning needs the task of each sample: pass taskIds to forward (Example.taskId in training)');
+    if (!tasks)
+      throw new Error(
+        'multi-task prompt tuning needs the task of each sample: pass taskIds to forward (Example.taskId in training)',
+      );
     const { numTasks, numVirtualTokens: P, numRanks } = this.config;
     const bad = tasks.find((t) => !Number.isInteger(t) || t < 0 || t >= numTasks);
     if (bad !== undefined) throw new Error(`taskIds: task ${bad} is outside 0..${numTasks - 1}`);
-    if (tasks.length !== context.batchSize) throw new Error(`taskIds: ${tasks.length} tasks for a batch of ${context.batchSize}`);
+    if (tasks.length !== context.batchSize)
+      throw new Error(`taskIds: ${tasks.length} tasks for a batch of ${context.batchSize}`);
     const d = this.embedding.shape[1];
     const select = tf.oneHot(tf.tensor1d(Array.from(tasks), 'int32'), numTasks); // [B, tasks]
     const cols = tf.reshape(tf.matMul(select, tf.reshape(this.cols, [numTasks, P * numRanks])), [-1, P, numRanks]);
@@ -135,17 +147,26 @@ class MultitaskPrompt implements PromptSource {
 
   async stateDict(): Promise<Record<string, TensorToWrite>> {
     const out: Record<string, TensorToWrite> = {};
-    for (const [key, variable] of [[PROMPT_EMBEDDINGS, this.embedding], ['prefix_task_cols', this.cols], ['prefix_task_rows', this.rows]] as const) {
+    for (const [key, variable] of [
+      [PROMPT_EMBEDDINGS, this.embedding],
+      ['prefix_task_cols', this.cols],
+      ['prefix_task_rows', this.rows],
+    ] as const) {
       out[key] = { shape: variable.shape, values: (await variable.data()) as Float32Array };
     }
     return out;
   }
 
   loadStateDict(file: SafetensorsFile): void {
-    for (const [key, variable] of [[PROMPT_EMBEDDINGS, this.embedding], ['prefix_task_cols', this.cols], ['prefix_task_rows', this.rows]] as const) {
+    for (const [key, variable] of [
+      [PROMPT_EMBEDDINGS, this.embedding],
+      ['prefix_task_cols', this.cols],
+      ['prefix_task_rows', this.rows],
+    ] as const) {
       const entry = file.entries.get(key);
       if (!entry) throw new Error(`${file.source}: tensor "${key}" is missing`);
-      if (entry.shape.join() !== variable.shape.join()) throw new Error(`${file.source}: tensor "${key}" has shape [${entry.shape}], expected [${variable.shape}]`);
+      if (entry.shape.join() !== variable.shape.join())
+        throw new Error(`${file.source}: tensor "${key}" has shape [${entry.shape}], expected [${variable.shape}]`);
       const data = file.tensor(key);
       tf.tidy(() => (variable as tf.Variable).assign(tf.tensor(data.values, variable.shape, 'float32')));
     }
@@ -170,7 +191,8 @@ registerPeftMethod(multitaskMethod as unknown as PeftMethod<PeftConfig>);
  * carries its task (taskId = index in `tasks`).
  */
 export function balanceTasks(tasks: readonly (readonly Example[])[], seed = 0): Example[] {
-  if (tasks.length === 0 || tasks.some((t) => t.length === 0)) throw new Error('balanceTasks: every task needs at least one example');
+  if (tasks.length === 0 || tasks.some((t) => t.length === 0))
+    throw new Error('balanceTasks: every task needs at least one example');
   const random = new SeededRandom(seed);
   const shuffled = tasks.map((examples, task) => random.shuffle(examples.map((e) => ({ ...e, taskId: task }))));
   const rounds = Math.max(...shuffled.map((t) => t.length));
@@ -180,13 +202,18 @@ export function balanceTasks(tasks: readonly (readonly Example[])[], seed = 0): 
 }
 
 /** Evaluation of each task on its own (examples grouped by taskId). */
-export async function evaluatePerTask(model: TrainableModel, examples: readonly Example[], options: TrainOptions): Promise<Map<number, EvalResult>> {
+export async function evaluatePerTask(
+  model: TrainableModel,
+  examples: readonly Example[],
+  options: TrainOptions,
+): Promise<Map<number, EvalResult>> {
   const byTask = new Map<number, Example[]>();
   for (const example of examples) {
     const task = example.taskId ?? 0;
     byTask.set(task, [...(byTask.get(task) ?? []), example]);
   }
   const results = new Map<number, EvalResult>();
-  for (const [task, group] of [...byTask].sort((a, b) => a[0] - b[0])) results.set(task, await evaluate(model, group, options));
+  for (const [task, group] of [...byTask].sort((a, b) => a[0] - b[0]))
+    results.set(task, await evaluate(model, group, options));
   return results;
 }

@@ -9,7 +9,9 @@ import { MultitaskPromptTuningConfig, PromptTuningConfig, balanceTasks, evaluate
 
 const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const FIXTURES = path.join(import.meta.dirname, 'fixtures');
-const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as { cases: { name: string; model: string }[] };
+const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as {
+  cases: { name: string; model: string }[];
+};
 const hosts: TransformerHost[] = [];
 async function host(name: string): Promise<TransformerHost> {
   const loaded = await loadPretrained(path.join(MODELS, name));
@@ -20,7 +22,11 @@ afterEach(() => {
   for (const h of hosts.splice(0)) h.dispose();
 });
 const worst = new Map<string, number>();
-afterAll(() => console.log(`[prompt parity] max |ours - peft|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`));
+afterAll(() =>
+  console.log(
+    `[prompt parity] max |ours - peft|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`,
+  ),
+);
 
 interface Case {
   input_ids: number[][];
@@ -29,7 +35,13 @@ interface Case {
 }
 
 /** Max |a - b| where the mask (with P ones in front for per-token logits) is 1. */
-function diffAt(a: Float32Array, b: Float32Array | Int32Array, shape: number[], mask: number[][] | null, virtual: number): number {
+function diffAt(
+  a: Float32Array,
+  b: Float32Array | Int32Array,
+  shape: number[],
+  mask: number[][] | null,
+  virtual: number,
+): number {
   const perToken = shape.length === 3;
   const width = perToken ? shape[2]! : shape[1]!;
   const length = perToken ? shape[1]! : 1;
@@ -88,25 +100,46 @@ describe('prompt tuning', () => {
   it('initialises from a text (repeated to P tokens) or from vocabulary rows, as peft', async () => {
     const base = await host('gpt2-tied');
     const tokenizer = { encode: (text: string) => ({ ids: text.split(' ').map((w) => Number(w.slice(1))) }) };
-    const model = getPeftModel(base, new PromptTuningConfig({ numVirtualTokens: 5, promptTuningInit: 'TEXT', promptTuningInitText: 'w3 w7', tokenizer }));
+    const model = getPeftModel(
+      base,
+      new PromptTuningConfig({
+        numVirtualTokens: 5,
+        promptTuningInit: 'TEXT',
+        promptTuningInitText: 'w3 w7',
+        tokenizer,
+      }),
+    );
     const prompt = [...model.trainableVariables().values()][0]!.arraySync() as number[][];
     const rows = base.wordEmbeddings.arraySync() as number[][];
     expect(prompt).toEqual([rows[3], rows[7], rows[3], rows[7], rows[3]]);
     model.dispose();
-    const sampled = getPeftModel(base, new PromptTuningConfig({ numVirtualTokens: 4, promptTuningInit: 'SAMPLE_VOCAB' }));
+    const sampled = getPeftModel(
+      base,
+      new PromptTuningConfig({ numVirtualTokens: 4, promptTuningInit: 'SAMPLE_VOCAB' }),
+    );
     for (const row of [...sampled.trainableVariables().values()][0]!.arraySync() as number[][]) {
       expect(rows.some((r) => r.every((v, i) => v === row[i]))).toBe(true);
     }
     sampled.dispose();
-    expect(() => new PromptTuningConfig({ numVirtualTokens: 2, promptTuningInit: 'TEXT' })).toThrow('TEXT needs promptTuningInitText and the tokenizer');
+    expect(() => new PromptTuningConfig({ numVirtualTokens: 2, promptTuningInit: 'TEXT' })).toThrow(
+      'TEXT needs promptTuningInitText and the tokenizer',
+    );
   });
 
   it('refuses a text whose tokens the model does not have (a tokenizer of another model)', async () => {
     const base = await host('gpt2-tied');
     const tokenizer = await loadTokenizer(path.join(MODELS, 'tokenizers', 'byte-level-bpe')); // 300 tokens, the model 97
-    expect(() => getPeftModel(base, new PromptTuningConfig({ numVirtualTokens: 4, promptTuningInit: 'TEXT', promptTuningInitText: 'the election', tokenizer }))).toThrow(
-      /prompt initialisation: token id \d+ is outside the vocabulary \(0\.\.96\)/,
-    );
+    expect(() =>
+      getPeftModel(
+        base,
+        new PromptTuningConfig({
+          numVirtualTokens: 4,
+          promptTuningInit: 'TEXT',
+          promptTuningInitText: 'the election',
+          tokenizer,
+        }),
+      ),
+    ).toThrow(/prompt initialisation: token id \d+ is outside the vocabulary \(0\.\.96\)/);
     expect(base.hooks.virtualTokens).toBe(0);
   });
 
@@ -117,14 +150,25 @@ describe('prompt tuning', () => {
       const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
       return { inputIds: ids, labels: ids };
     });
-    const result = await train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 4, epochs: 5, learningRate: 5e-2 });
+    const result = await train(model, {
+      data,
+      task: 'causal-lm',
+      padTokenId: 0,
+      batchSize: 4,
+      epochs: 5,
+      learningRate: 5e-2,
+    });
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
     expect(base.hooks.virtualTokens).toBe(4);
     const long: Example[] = [{ inputIds: new Array(30).fill(3), labels: new Array(30).fill(3) }];
-    await expect(train(model, { data: long, task: 'causal-lm', padTokenId: 0, batchSize: 1, learningRate: 1e-2 })).rejects.toThrow(
+    await expect(
+      train(model, { data: long, task: 'causal-lm', padTokenId: 0, batchSize: 1, learningRate: 1e-2 }),
+    ).rejects.toThrow(
       "a batch of 30 tokens plus the adapter's 4 virtual tokens needs 34 positions, more than the model's 32; truncate the examples to 28 tokens",
     );
-    expect(() => model.forward({ inputIds: [new Array(30).fill(3)] })).toThrow('sequence of 34 positions (4 virtual + 30 real)');
+    expect(() => model.forward({ inputIds: [new Array(30).fill(3)] })).toThrow(
+      'sequence of 34 positions (4 virtual + 30 real)',
+    );
     model.dispose();
   });
 });
@@ -141,15 +185,22 @@ describe('multi-task prompt tuning', () => {
     const mixed = balanceTasks([task(0), task(1)], 3);
     expect(mixed).toHaveLength(24);
     expect(mixed.filter((e) => e.taskId === 1)).toHaveLength(12);
-    const model = getPeftModel(base, new MultitaskPromptTuningConfig({ numVirtualTokens: 3, numTasks: 2, numRanks: 2, taskType: 'SEQ_CLS' }));
+    const model = getPeftModel(
+      base,
+      new MultitaskPromptTuningConfig({ numVirtualTokens: 3, numTasks: 2, numRanks: 2, taskType: 'SEQ_CLS' }),
+    );
     const options = { task: 'sequence-classification' as const, padTokenId: 0, batchSize: 6, learningRate: 5e-2 };
     const result = await train(model, { ...options, data: mixed, epochs: 8 });
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
     const perTask = await evaluatePerTask(model, mixed, { ...options, data: mixed });
     expect([...perTask.keys()]).toEqual([0, 1]);
     for (const [, evaluation] of perTask) expect(evaluation.accuracy).toBeGreaterThan(0.5);
-    console.log(`[multi-task] per-task accuracy: ${[...perTask].map(([t, e]) => `task ${t} ${e.accuracy!.toFixed(3)}`).join(', ')}`);
-    expect(() => model.forward({ inputIds: [[2, 5, 3]] })).toThrow('multi-task prompt tuning needs the task of each sample');
+    console.log(
+      `[multi-task] per-task accuracy: ${[...perTask].map(([t, e]) => `task ${t} ${e.accuracy!.toFixed(3)}`).join(', ')}`,
+    );
+    expect(() => model.forward({ inputIds: [[2, 5, 3]] })).toThrow(
+      'multi-task prompt tuning needs the task of each sample',
+    );
     expect(() => model.forward({ inputIds: [[2, 5, 3]], taskIds: [2] })).toThrow('taskIds: task 2 is outside 0..1');
     model.dispose();
   });

@@ -70,15 +70,21 @@ export class PTuningConfig implements PeftConfig {
     this.numVirtualTokens = options.numVirtualTokens;
     if (!positive(this.numVirtualTokens)) fail('numVirtualTokens', 'a positive integer', this.numVirtualTokens);
     this.encoderReparameterizationType = options.encoderReparameterizationType ?? 'MLP';
-    if (!['MLP', 'LSTM'].includes(this.encoderReparameterizationType)) fail('encoderReparameterizationType', 'MLP or LSTM', this.encoderReparameterizationType);
+    if (!['MLP', 'LSTM'].includes(this.encoderReparameterizationType))
+      fail('encoderReparameterizationType', 'MLP or LSTM', this.encoderReparameterizationType);
     this.encoderHiddenSize = options.encoderHiddenSize ?? null;
-    if (this.encoderHiddenSize !== null && !positive(this.encoderHiddenSize)) fail('encoderHiddenSize', 'a positive integer', this.encoderHiddenSize);
+    if (this.encoderHiddenSize !== null && !positive(this.encoderHiddenSize))
+      fail('encoderHiddenSize', 'a positive integer', this.encoderHiddenSize);
     this.encoderNumLayers = options.encoderNumLayers ?? 2;
     if (!positive(this.encoderNumLayers)) fail('encoderNumLayers', 'a positive integer', this.encoderNumLayers);
     this.encoderDropout = options.encoderDropout ?? 0;
-    if (!(this.encoderDropout >= 0 && this.encoderDropout < 1)) fail('encoderDropout', 'a number in [0, 1)', this.encoderDropout);
+    if (!(this.encoderDropout >= 0 && this.encoderDropout < 1))
+      fail('encoderDropout', 'a number in [0, 1)', this.encoderDropout);
     this.placeholderTokenId = options.placeholderTokenId ?? null;
-    if (this.placeholderTokenId !== null && !(Number.isInteger(this.placeholderTokenId) && this.placeholderTokenId >= 0)) {
+    if (
+      this.placeholderTokenId !== null &&
+      !(Number.isInteger(this.placeholderTokenId) && this.placeholderTokenId >= 0)
+    ) {
       fail('placeholderTokenId', 'a token id', this.placeholderTokenId);
     }
     this.taskType = options.taskType ?? null;
@@ -129,12 +135,16 @@ interface Linear {
 function linear(inputs: number, outputs: number, seed: number): Linear {
   const bound = 1 / Math.sqrt(inputs);
   return {
-    weight: ownVariable(tf.randomUniform([inputs, outputs], -bound, bound, 'float32', seed), true) as tf.Variable<tf.Rank.R2>,
+    weight: ownVariable(
+      tf.randomUniform([inputs, outputs], -bound, bound, 'float32', seed),
+      true,
+    ) as tf.Variable<tf.Rank.R2>,
     bias: ownVariable(tf.randomUniform([outputs], -bound, bound, 'float32', seed + 1), true) as tf.Variable<tf.Rank.R1>,
   };
 }
 
-const apply = (layer: Linear, x: tf.Tensor2D): tf.Tensor2D => tf.add(tf.matMul(x, layer.weight), layer.bias) as tf.Tensor2D;
+const apply = (layer: Linear, x: tf.Tensor2D): tf.Tensor2D =>
+  tf.add(tf.matMul(x, layer.weight), layer.bias) as tf.Tensor2D;
 
 /** One direction of one LSTM layer: gates in torch's order (input, forget, cell, output). */
 interface LstmDirection {
@@ -157,7 +167,10 @@ class PromptEncoder implements PromptSource {
     const d = host.config.hiddenSize;
     const h = config.encoderHiddenSize ?? d;
     const seed = config.initSeed;
-    this.embedding = ownVariable(seededNormal([config.numVirtualTokens, d], 0, 1, seed), true) as tf.Variable<tf.Rank.R2>;
+    this.embedding = ownVariable(
+      seededNormal([config.numVirtualTokens, d], 0, 1, seed),
+      true,
+    ) as tf.Variable<tf.Rank.R2>;
     if (config.encoderReparameterizationType === 'LSTM') {
       const bound = 1 / Math.sqrt(h);
       for (let layer = 0; layer < config.encoderNumLayers; layer++) {
@@ -166,18 +179,34 @@ class PromptEncoder implements PromptSource {
           [0, 1].map((direction) => {
             const s = deriveSeed(seed, layer, direction);
             return {
-              input: ownVariable(tf.randomUniform([inputs, 4 * h], -bound, bound, 'float32', s), true) as tf.Variable<tf.Rank.R2>,
-              hidden: ownVariable(tf.randomUniform([h, 4 * h], -bound, bound, 'float32', s + 1), true) as tf.Variable<tf.Rank.R2>,
+              input: ownVariable(
+                tf.randomUniform([inputs, 4 * h], -bound, bound, 'float32', s),
+                true,
+              ) as tf.Variable<tf.Rank.R2>,
+              hidden: ownVariable(
+                tf.randomUniform([h, 4 * h], -bound, bound, 'float32', s + 1),
+                true,
+              ) as tf.Variable<tf.Rank.R2>,
               // two biases as torch has (only their sum matters, but peft counts both)
-              inputBias: ownVariable(tf.randomUniform([4 * h], -bound, bound, 'float32', s + 2), true) as tf.Variable<tf.Rank.R1>,
-              hiddenBias: ownVariable(tf.randomUniform([4 * h], -bound, bound, 'float32', s + 3), true) as tf.Variable<tf.Rank.R1>,
+              inputBias: ownVariable(
+                tf.randomUniform([4 * h], -bound, bound, 'float32', s + 2),
+                true,
+              ) as tf.Variable<tf.Rank.R1>,
+              hiddenBias: ownVariable(
+                tf.randomUniform([4 * h], -bound, bound, 'float32', s + 3),
+                true,
+              ) as tf.Variable<tf.Rank.R1>,
             };
           }),
         );
       }
       this.mlp = [linear(2 * h, 2 * h, deriveSeed(seed, 100)), linear(2 * h, d, deriveSeed(seed, 101))];
     } else {
-      this.mlp = [linear(d, h, deriveSeed(seed, 100)), linear(h, h, deriveSeed(seed, 101)), linear(h, d, deriveSeed(seed, 102))];
+      this.mlp = [
+        linear(d, h, deriveSeed(seed, 100)),
+        linear(h, h, deriveSeed(seed, 101)),
+        linear(h, d, deriveSeed(seed, 102)),
+      ];
     }
   }
 
@@ -192,7 +221,11 @@ class PromptEncoder implements PromptSource {
     const outputs: tf.Tensor2D[] = new Array(inputs.length);
     const order = inputs.map((_, i) => (reverse ? inputs.length - 1 - i : i));
     for (const t of order) {
-      const gates = tf.addN([tf.matMul(inputs[t]!, cell.input), tf.matMul(state, cell.hidden), tf.expandDims(tf.add(cell.inputBias, cell.hiddenBias), 0)]);
+      const gates = tf.addN([
+        tf.matMul(inputs[t]!, cell.input),
+        tf.matMul(state, cell.hidden),
+        tf.expandDims(tf.add(cell.inputBias, cell.hiddenBias), 0),
+      ]);
       const [i, f, g, o] = tf.split(gates, 4, 1) as tf.Tensor2D[];
       memory = tf.add(tf.mul(tf.sigmoid(f!), memory), tf.mul(tf.sigmoid(i!), tf.tanh(g!)));
       state = tf.mul(tf.sigmoid(o!), tf.tanh(memory));
@@ -207,7 +240,15 @@ class PromptEncoder implements PromptSource {
       let steps = tf.split(x, this.config.numVirtualTokens, 0) as tf.Tensor2D[];
       this.lstm.forEach((layer, index) => {
         if (index > 0 && context.training && this.config.encoderDropout > 0) {
-          steps = steps.map((s, t) => tf.dropout(s, this.config.encoderDropout, undefined, deriveSeed(this.config.initSeed, context.seed ?? 0, index, t)) as tf.Tensor2D);
+          steps = steps.map(
+            (s, t) =>
+              tf.dropout(
+                s,
+                this.config.encoderDropout,
+                undefined,
+                deriveSeed(this.config.initSeed, context.seed ?? 0, index, t),
+              ) as tf.Tensor2D,
+          );
         }
         const forward = this.runDirection(layer[0]!, steps, false);
         const backward = this.runDirection(layer[1]!, steps, true);
@@ -249,7 +290,9 @@ class PromptEncoder implements PromptSource {
   }
 
   loadStateDict(file: SafetensorsFile): void {
-    throw new Error(`${file.source}: a saved P-tuning adapter is its encoder's output; it loads as a table, not into an encoder`);
+    throw new Error(
+      `${file.source}: a saved P-tuning adapter is its encoder's output; it loads as a table, not into an encoder`,
+    );
   }
 
   dispose(): void {
@@ -261,7 +304,9 @@ export const pTuningMethod: PeftMethod<PTuningConfig> = promptMethod(
   'P_TUNING',
   (json, source) => PTuningConfig.fromJson(json, source),
   (host, config) =>
-    config.baked ? new PromptTable(tf.zeros([config.numVirtualTokens, host.config.hiddenSize]) as tf.Tensor2D) : new PromptEncoder(host, config),
+    config.baked
+      ? new PromptTable(tf.zeros([config.numVirtualTokens, host.config.hiddenSize]) as tf.Tensor2D)
+      : new PromptEncoder(host, config),
   (config) => (config.placeholderTokenId === null ? 'prepend' : { placeholderTokenId: config.placeholderTokenId }),
 );
 
@@ -294,7 +339,9 @@ export function templateExample(
       labelled = true;
     }
     if (!('pseudo' in part) && ids.includes(placeholderTokenId)) {
-      throw new Error(`templateExample: the text itself contains the placeholder token ${placeholderTokenId}; choose another placeholderTokenId`);
+      throw new Error(
+        `templateExample: the text itself contains the placeholder token ${placeholderTokenId}; choose another placeholderTokenId`,
+      );
     }
     inputIds.push(...ids);
     labels.push(...ids.map((id) => (labelled ? id : IGNORE_INDEX)));

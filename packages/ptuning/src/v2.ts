@@ -9,12 +9,19 @@ export interface PTuningV2ConfigOptions extends Omit<PrefixOptions, 'taskType'> 
   task?: 'sequence-classification' | 'token-classification' | 'causal-lm';
 }
 
-const TASK_TYPES = { 'sequence-classification': 'SEQ_CLS', 'token-classification': 'TOKEN_CLS', 'causal-lm': 'CAUSAL_LM' } as const;
+const TASK_TYPES = {
+  'sequence-classification': 'SEQ_CLS',
+  'token-classification': 'TOKEN_CLS',
+  'causal-lm': 'CAUSAL_LM',
+} as const;
 
 export class PTuningV2Config extends PrefixConfig {
   constructor(options: PTuningV2ConfigOptions) {
     const task = options.task ?? 'sequence-classification';
-    if (!(task in TASK_TYPES)) throw new Error(`PTuningV2Config.task: expected one of ${Object.keys(TASK_TYPES).join(', ')}, got ${JSON.stringify(task)}`);
+    if (!(task in TASK_TYPES))
+      throw new Error(
+        `PTuningV2Config.task: expected one of ${Object.keys(TASK_TYPES).join(', ')}, got ${JSON.stringify(task)}`,
+      );
     // THUDM's P-tuning v2 applies the model's hidden dropout (0.1) to the prefix
     super({ prefixDropout: 0.1, ...options, taskType: TASK_TYPES[task] }, 'PTuningV2Config');
   }

@@ -86,9 +86,20 @@ function entityText(raw: string, depth = 0): string {
   if (type.startsWith('multipart/') && depth < 4) {
     const boundary = /boundary="?([^";]+)"?/i.exec(headers.get('content-type') ?? '')?.[1];
     if (!boundary) return body;
-    const parts = body.split(`--${boundary}`).slice(1).filter((p) => !p.startsWith('--'));
-    const texts = parts.map((p) => ({ p, type: (parseHeaders(p.slice(0, Math.max(0, p.search(/\r?\n\r?\n/)))).get('content-type') ?? 'text/plain').toLowerCase() }));
-    const chosen = texts.find((t) => t.type.startsWith('text/plain')) ?? texts.find((t) => t.type.startsWith('text/html')) ?? texts[0];
+    const parts = body
+      .split(`--${boundary}`)
+      .slice(1)
+      .filter((p) => !p.startsWith('--'));
+    const texts = parts.map((p) => ({
+      p,
+      type: (
+        parseHeaders(p.slice(0, Math.max(0, p.search(/\r?\n\r?\n/)))).get('content-type') ?? 'text/plain'
+      ).toLowerCase(),
+    }));
+    const chosen =
+      texts.find((t) => t.type.startsWith('text/plain')) ??
+      texts.find((t) => t.type.startsWith('text/html')) ??
+      texts[0];
     return chosen ? entityText(chosen.p.replace(/^\r?\n/, ''), depth + 1) : '';
   }
   const decoded = decodeBody(body, headers.get('content-transfer-encoding'));
@@ -100,7 +111,10 @@ export function emailText(raw: string): string {
   const split = raw.search(/\r?\n\r?\n/);
   const subject = parseHeaders(split < 0 ? raw : raw.slice(0, split)).get('subject') ?? '';
   const body = entityText(raw);
-  return `${subject}\n${body}`.replace(/[ \t]+/g, ' ').replace(/\s*\n\s*/g, '\n').trim();
+  return `${subject}\n${body}`
+    .replace(/[ \t]+/g, ' ')
+    .replace(/\s*\n\s*/g, '\n')
+    .trim();
 }
 
 export function readEmails(directory = spamAssassinDirectory()): Email[] {
@@ -108,8 +122,16 @@ export function readEmails(directory = spamAssassinDirectory()): Email[] {
   for (const group of [...SPAM_GROUPS, ...HAM_GROUPS]) {
     for (const name of readdirSync(path.join(directory, group)).sort()) {
       if (!name.endsWith('.json')) continue;
-      const { id, text } = JSON.parse(readFileSync(path.join(directory, group, name), 'utf8')) as { id: string; text: string };
-      emails.push({ id: `${group}/${id}`, group, spam: (SPAM_GROUPS as readonly string[]).includes(group), text: emailText(text) });
+      const { id, text } = JSON.parse(readFileSync(path.join(directory, group, name), 'utf8')) as {
+        id: string;
+        text: string;
+      };
+      emails.push({
+        id: `${group}/${id}`,
+        group,
+        spam: (SPAM_GROUPS as readonly string[]).includes(group),
+        text: emailText(text),
+      });
     }
   }
   return emails;

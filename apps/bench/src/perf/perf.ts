@@ -8,7 +8,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { DEFAULT_PERF_MODELS, PERF_METHODS, PERF_MODELS, PERF_VIRTUAL_TOKENS, forwardMatmuls, matmulCeiling, trainingFlops, type PerfMethod, type PerfModel } from './workloads.js';
+import {
+  DEFAULT_PERF_MODELS,
+  PERF_METHODS,
+  PERF_MODELS,
+  PERF_VIRTUAL_TOKENS,
+  forwardMatmuls,
+  matmulCeiling,
+  trainingFlops,
+  type PerfMethod,
+  type PerfModel,
+} from './workloads.js';
 import { positiveIntegerFlag } from '../run.js';
 
 import type { WorkerRequest, WorkerResult } from './worker.js';
@@ -48,7 +58,12 @@ interface Row {
   note?: string;
 }
 
-const machine = (): Record<string, unknown> => ({ cpus: os.availableParallelism(), cpu: os.cpus()[0]?.model.trim() ?? null, memoryGb: os.totalmem() / 2 ** 30, node: process.version });
+const machine = (): Record<string, unknown> => ({
+  cpus: os.availableParallelism(),
+  cpu: os.cpus()[0]?.model.trim() ?? null,
+  memoryGb: os.totalmem() / 2 ** 30,
+  node: process.version,
+});
 
 /** The middle value; for an even count the mean of the two middle ones. */
 export const median = (values: readonly number[]): number => {
@@ -68,7 +83,8 @@ export function medianResult(results: readonly WorkerResult[]): WorkerResult | n
   for (const key of Object.keys(merged)) {
     const values = results.map((r) => r[key]);
     if (values.every((v) => typeof v === 'number')) merged[key] = median(values as number[]);
-    else if (values.every(Array.isArray)) merged[key] = (values[0] as number[]).map((_, i) => median(values.map((v) => (v as number[])[i]!)));
+    else if (values.every(Array.isArray))
+      merged[key] = (values[0] as number[]).map((_, i) => median(values.map((v) => (v as number[])[i]!)));
   }
   const first = results[0]!;
   if (first.step_seconds && first.tokens_per_second && merged.step_seconds) {
@@ -86,10 +102,15 @@ function pythonFor(method: string): string | null {
 }
 
 function runProcess(command: string, args: string[]): WorkerResult {
-  const result = spawnSync(command, args, { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' }, maxBuffer: 1 << 26 });
+  const result = spawnSync(command, args, {
+    encoding: 'utf8',
+    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' },
+    maxBuffer: 1 << 26,
+  });
   const line = result.stdout?.trim().split('\n').at(-1) ?? '';
   if (result.status !== 0 || !line.startsWith('{')) {
-    const why = (result.stderr ?? '').trim().split('\n').filter(Boolean).slice(-2).join(' | ') || `exit ${result.status}`;
+    const why =
+      (result.stderr ?? '').trim().split('\n').filter(Boolean).slice(-2).join(' | ') || `exit ${result.status}`;
     throw new Error(why);
   }
   return JSON.parse(line) as WorkerResult;
@@ -97,24 +118,55 @@ function runProcess(command: string, args: string[]): WorkerResult {
 
 function runSide(side: Side, request: WorkerRequest, model: PerfModel, shapes: string): WorkerResult {
   if (side === 'ours') {
-    return runProcess(path.join(root, 'node_modules/.bin/tsx'), [path.join(import.meta.dirname, 'worker.ts'), JSON.stringify(request)]);
+    return runProcess(path.join(root, 'node_modules/.bin/tsx'), [
+      path.join(import.meta.dirname, 'worker.ts'),
+      JSON.stringify(request),
+    ]);
   }
   const python = pythonFor(request.method)!;
   return runProcess(python, [
-    path.join(root, 'oracle/bench_perf.py'), '--config', JSON.stringify(model.config), '--method', request.method, '--mode', request.mode,
-    '--lora-targets', model.loraTargets.join(','), '--virtual', String(PERF_VIRTUAL_TOKENS), '--batch', String(request.batch),
-    '--sequence', String(request.sequence), '--warmup', String(request.warmup), '--steps', String(request.steps),
-    '--rounds', String(request.rounds), '--new-tokens', String(request.newTokens), '--shapes', shapes, '--threads', String(os.availableParallelism()),
+    path.join(root, 'oracle/bench_perf.py'),
+    '--config',
+    JSON.stringify(model.config),
+    '--method',
+    request.method,
+    '--mode',
+    request.mode,
+    '--lora-targets',
+    model.loraTargets.join(','),
+    '--virtual',
+    String(PERF_VIRTUAL_TOKENS),
+    '--batch',
+    String(request.batch),
+    '--sequence',
+    String(request.sequence),
+    '--warmup',
+    String(request.warmup),
+    '--steps',
+    String(request.steps),
+    '--rounds',
+    String(request.rounds),
+    '--new-tokens',
+    String(request.newTokens),
+    '--shapes',
+    shapes,
+    '--threads',
+    String(os.availableParallelism()),
   ]);
 }
 
-const fmt = (value: number | undefined | null, digits = 1): string => (value === undefined || value === null || !Number.isFinite(value) ? '-' : value.toFixed(digits));
+const fmt = (value: number | undefined | null, digits = 1): string =>
+  value === undefined || value === null || !Number.isFinite(value) ? '-' : value.toFixed(digits);
 const ratio = (a: number | undefined, b: number | undefined): string => (a && b ? `${(a / b).toFixed(2)}x` : '-');
 const overhead = (adapted: number | undefined, base: number | undefined): string =>
   adapted && base ? `${adapted >= base ? '+' : ''}${((100 * (adapted - base)) / base).toFixed(1)}%` : '-';
 
 function table(header: string[], rows: string[][]): string {
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [
+    `| ${header.join(' | ')} |`,
+    `|${header.map(() => '---').join('|')}|`,
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
 }
 
 interface ReportMeta {
@@ -129,11 +181,13 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
   const out: string[] = [];
   const { batch, sequence } = meta;
   out.push(`# @peft speed and memory beside Python peft + torch\n`);
-  out.push(`${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), both runtimes on ${os.availableParallelism()} threads; random weights; ` +
-    `training batch ${batch} x ${sequence} tokens, AdamW, gradient clipping 1.0; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
-    `Runtimes: ${meta.runtimes.join('; ')}.${meta.pythonAbsent ? ` **${meta.pythonAbsent}: our side alone.**` : ''}` +
-    // glibc.malloc.hugetlb changes both runtimes' steps with tensors over 32 MB (full fine-tuning)
-    `${process.env.GLIBC_TUNABLES ? ` Both sides ran with GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}.` : ''}\n`);
+  out.push(
+    `${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), both runtimes on ${os.availableParallelism()} threads; random weights; ` +
+      `training batch ${batch} x ${sequence} tokens, AdamW, gradient clipping 1.0; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
+      `Runtimes: ${meta.runtimes.join('; ')}.${meta.pythonAbsent ? ` **${meta.pythonAbsent}: our side alone.**` : ''}` +
+      // glibc.malloc.hugetlb changes both runtimes' steps with tensors over 32 MB (full fine-tuning)
+      `${process.env.GLIBC_TUNABLES ? ` Both sides ran with GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}.` : ''}\n`,
+  );
   for (const model of PERF_MODELS) {
     const mine = rows.filter((r) => r.model === model.name);
     if (mine.length === 0) continue;
@@ -147,58 +201,113 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
     const ceiling = best ? matmulCeiling(shapes, best) : undefined;
     const ceilingOurs = oursSeconds ? matmulCeiling(shapes, oursSeconds) : undefined;
     const ceilingPython = pythonSeconds ? matmulCeiling(shapes, pythonSeconds) : undefined;
-    out.push(`Matmul ceiling at the workload's shapes (${shapes.map((s) => `${s.shape.join('x')} x${s.count}`).join(', ')}; ` +
-      `fastest of ${CEILING_REPETITIONS} repetitions, each product the faster runtime's): **${fmt(ceiling && ceiling / 1e9)} GFLOPS** ` +
-      `(tfjs alone ${fmt(ceilingOurs && ceilingOurs / 1e9)}, torch alone ${fmt(ceilingPython && ceilingPython / 1e9)}).\n`);
+    out.push(
+      `Matmul ceiling at the workload's shapes (${shapes.map((s) => `${s.shape.join('x')} x${s.count}`).join(', ')}; ` +
+        `fastest of ${CEILING_REPETITIONS} repetitions, each product the faster runtime's): **${fmt(ceiling && ceiling / 1e9)} GFLOPS** ` +
+        `(tfjs alone ${fmt(ceilingOurs && ceilingOurs / 1e9)}, torch alone ${fmt(ceilingPython && ceilingPython / 1e9)}).\n`,
+    );
     const training = mine.filter((r) => r.kind === 'train');
-    out.push(table(
-      ['training', 'trainable', 'ours tok/s', 'peft tok/s', 'ratio', 'ours GFLOP/s (share of the ceiling)', 'torch GFLOP/s (share)', 'ours peak RSS MB', 'peft peak RSS MB'],
-      training.map((r) => {
-        const method = PERF_METHODS.find((m) => m.name === r.method)!;
-        const flops = trainingFlops(model, method, batch, sequence, PERF_VIRTUAL_TOKENS);
-        const achieved = (w: WorkerResult | null, c: number | undefined): string => {
-          if (!w?.step_seconds) return '-';
-          const perSecond = flops / w.step_seconds;
-          return `${fmt(perSecond / 1e9)}${c ? ` (${((100 * perSecond) / c).toFixed(0)}%)` : ''}`;
-        };
-        return [r.label + (r.note ? ` (${r.note})` : ''), r.ours?.trainable?.toLocaleString('en-US') ?? '-', fmt(r.ours?.tokens_per_second), fmt(r.python?.tokens_per_second),
-          ratio(r.ours?.tokens_per_second, r.python?.tokens_per_second), achieved(r.ours, ceiling), achieved(r.python, ceiling),
-          fmt(r.ours?.peak_rss_mb, 0), fmt(r.python?.peak_rss_mb, 0)];
-      }),
-    ));
+    out.push(
+      table(
+        [
+          'training',
+          'trainable',
+          'ours tok/s',
+          'peft tok/s',
+          'ratio',
+          'ours GFLOP/s (share of the ceiling)',
+          'torch GFLOP/s (share)',
+          'ours peak RSS MB',
+          'peft peak RSS MB',
+        ],
+        training.map((r) => {
+          const method = PERF_METHODS.find((m) => m.name === r.method)!;
+          const flops = trainingFlops(model, method, batch, sequence, PERF_VIRTUAL_TOKENS);
+          const achieved = (w: WorkerResult | null, c: number | undefined): string => {
+            if (!w?.step_seconds) return '-';
+            const perSecond = flops / w.step_seconds;
+            return `${fmt(perSecond / 1e9)}${c ? ` (${((100 * perSecond) / c).toFixed(0)}%)` : ''}`;
+          };
+          return [
+            r.label + (r.note ? ` (${r.note})` : ''),
+            r.ours?.trainable?.toLocaleString('en-US') ?? '-',
+            fmt(r.ours?.tokens_per_second),
+            fmt(r.python?.tokens_per_second),
+            ratio(r.ours?.tokens_per_second, r.python?.tokens_per_second),
+            achieved(r.ours, ceiling),
+            achieved(r.python, ceiling),
+            fmt(r.ours?.peak_rss_mb, 0),
+            fmt(r.python?.peak_rss_mb, 0),
+          ];
+        }),
+      ),
+    );
     const full = training.find((r) => r.method === 'full');
     if (full?.ours) {
-      const shares = training.filter((r) => r !== full && r.ours).map((r) => `${r.method} ${((100 * r.ours!.peak_rss_mb) / full.ours!.peak_rss_mb).toFixed(0)}%`);
+      const shares = training
+        .filter((r) => r !== full && r.ours)
+        .map((r) => `${r.method} ${((100 * r.ours!.peak_rss_mb) / full.ours!.peak_rss_mb).toFixed(0)}%`);
       if (shares.length > 0) out.push(`\nPeak RSS as a share of full fine-tuning (ours): ${shares.join(', ')}.`);
     }
     const inference = mine.filter((r) => r.kind === 'infer');
     if (inference.length > 0) {
       out.push('');
-      const cells = (w: WorkerResult | null, variant: string, what: 'forward' | 'decode'): number | undefined => w?.[`${variant}_${what}_ms`] as number | undefined;
+      const cells = (w: WorkerResult | null, variant: string, what: 'forward' | 'decode'): number | undefined =>
+        w?.[`${variant}_${what}_ms`] as number | undefined;
       const lines: string[][] = [];
       const first = inference.find((r) => r.ours) ?? inference[0]!;
-      lines.push(['base model', fmt(cells(first.ours, 'base', 'forward')), fmt(cells(first.python, 'base', 'forward')), ratio(cells(first.python, 'base', 'forward'), cells(first.ours, 'base', 'forward')), '',
-        fmt(cells(first.ours, 'base', 'decode'), 2), fmt(cells(first.python, 'base', 'decode'), 2), ratio(cells(first.python, 'base', 'decode'), cells(first.ours, 'base', 'decode')), '']);
+      lines.push([
+        'base model',
+        fmt(cells(first.ours, 'base', 'forward')),
+        fmt(cells(first.python, 'base', 'forward')),
+        ratio(cells(first.python, 'base', 'forward'), cells(first.ours, 'base', 'forward')),
+        '',
+        fmt(cells(first.ours, 'base', 'decode'), 2),
+        fmt(cells(first.python, 'base', 'decode'), 2),
+        ratio(cells(first.python, 'base', 'decode'), cells(first.ours, 'base', 'decode')),
+        '',
+      ]);
       for (const r of inference) {
         for (const variant of r.method === 'lora' ? ['adapted', 'merged'] : ['adapted']) {
           const f = (w: WorkerResult | null): number | undefined => cells(w, variant, 'forward');
           const d = (w: WorkerResult | null): number | undefined => cells(w, variant, 'decode');
           lines.push([
             `${r.label}${variant === 'merged' ? ', merged' : r.method === 'lora' ? ', unmerged' : ''}${r.note ? ` (${r.note})` : ''}`,
-            fmt(f(r.ours)), fmt(f(r.python)), ratio(f(r.python), f(r.ours)),
+            fmt(f(r.ours)),
+            fmt(f(r.python)),
+            ratio(f(r.python), f(r.ours)),
             `${overhead(f(r.ours), cells(r.ours, 'base', 'forward'))} / ${overhead(f(r.python), cells(r.python, 'base', 'forward'))}`,
-            fmt(d(r.ours), 2), fmt(d(r.python), 2), ratio(d(r.python), d(r.ours)),
+            fmt(d(r.ours), 2),
+            fmt(d(r.python), 2),
+            ratio(d(r.python), d(r.ours)),
             `${overhead(d(r.ours), cells(r.ours, 'base', 'decode'))} / ${overhead(d(r.python), cells(r.python, 'base', 'decode'))}`,
           ]);
         }
       }
-      out.push(table(['inference', 'ours forward ms', 'peft forward ms', 'speed ratio', 'overhead vs base (ours / peft)', 'ours ms/token', 'peft ms/token', 'speed ratio', 'overhead (ours / peft)'], lines));
+      out.push(
+        table(
+          [
+            'inference',
+            'ours forward ms',
+            'peft forward ms',
+            'speed ratio',
+            'overhead vs base (ours / peft)',
+            'ours ms/token',
+            'peft ms/token',
+            'speed ratio',
+            'overhead (ours / peft)',
+          ],
+          lines,
+        ),
+      );
     }
     out.push('');
   }
-  out.push(`Ratios: training is our tokens/s over peft's; inference is peft's time over ours (above 1: we are faster). ` +
-    `Achieved GFLOP/s counts the matmul work of a step (forward; backward input gradients; weight gradients for full fine-tuning), the same count for both runtimes. ` +
-    `Each workload ran in its own process, so each peak RSS is its own.`);
+  out.push(
+    `Ratios: training is our tokens/s over peft's; inference is peft's time over ours (above 1: we are faster). ` +
+      `Achieved GFLOP/s counts the matmul work of a step (forward; backward input gradients; weight gradients for full fine-tuning), the same count for both runtimes. ` +
+      `Each workload ran in its own process, so each peak RSS is its own.`,
+  );
   return out.join('\n');
 }
 
@@ -224,42 +333,70 @@ export async function runPerf(argv: string[]): Promise<number> {
     return 0;
   }
   const pick = <T extends { name: string }>(flag: string, list: string, all: readonly T[]): T[] =>
-    list.split(',').map((name) => name.trim()).filter(Boolean).map((name) => {
-      const found = all.find((x) => x.name === name);
-      if (!found) throw new Error(`--${flag}: unknown "${name}" (${all.map((x) => x.name).join(', ')})`);
-      return found;
-    });
+    list
+      .split(',')
+      .map((name) => name.trim())
+      .filter(Boolean)
+      .map((name) => {
+        const found = all.find((x) => x.name === name);
+        if (!found) throw new Error(`--${flag}: unknown "${name}" (${all.map((x) => x.name).join(', ')})`);
+        return found;
+      });
   const quick = values.quick!;
   const models = pick('models', values.models ?? (quick ? 'gpt2' : DEFAULT_PERF_MODELS.join(',')), PERF_MODELS);
   const methods: PerfMethod[] = pick('methods', values.methods!, PERF_METHODS);
   const reps = quick ? 1 : positiveIntegerFlag('reps', values.reps!);
   const kinds = pick('kinds', values.kinds!, [{ name: 'train' }, { name: 'infer' }]).map((k) => k.name);
   const base: WorkerRequest = {
-    model: '', method: 'base', mode: 'train', batch: 4, sequence: 128,
+    model: '',
+    method: 'base',
+    mode: 'train',
+    batch: 4,
+    sequence: 128,
     warmup: quick ? 2 : positiveIntegerFlag('warmup', values.warmup!),
-    steps: quick ? 2 : positiveIntegerFlag('steps', values.steps!), rounds: quick ? 2 : positiveIntegerFlag('rounds', values.rounds!), newTokens: 16, backend: 'tensorflow',
+    steps: quick ? 2 : positiveIntegerFlag('steps', values.steps!),
+    rounds: quick ? 2 : positiveIntegerFlag('rounds', values.rounds!),
+    newTokens: 16,
+    backend: 'tensorflow',
   };
-  const pythonAbsent = values['no-python'] ? 'Python not run (--no-python)' : pythonFor('lora') === null ? 'Python peft not found (oracle/.venv, see oracle/requirements.txt)' : null;
+  const pythonAbsent = values['no-python']
+    ? 'Python not run (--no-python)'
+    : pythonFor('lora') === null
+      ? 'Python peft not found (oracle/.venv, see oracle/requirements.txt)'
+      : null;
   const withPython = pythonAbsent === null;
   const out = path.resolve(values.out!);
   mkdirSync(out, { recursive: true });
   const rows: Row[] = [];
   const runtimes = new Set<string>();
-  const meta = (): ReportMeta => ({ batch: base.batch, sequence: base.sequence, pythonAbsent, runtimes: [...runtimes] });
+  const meta = (): ReportMeta => ({
+    batch: base.batch,
+    sequence: base.sequence,
+    pythonAbsent,
+    runtimes: [...runtimes],
+  });
   let report = '';
   const started = performance.now();
   const jobs: { model: PerfModel; method: PerfMethod | null; kind: Row['kind'] }[] = [];
   for (const model of models) {
     jobs.push({ model, method: null, kind: 'ceiling' });
     if (kinds.includes('train')) for (const method of methods) jobs.push({ model, method, kind: 'train' });
-    if (kinds.includes('infer')) for (const method of methods) if (!method.full) jobs.push({ model, method, kind: 'infer' });
+    if (kinds.includes('infer'))
+      for (const method of methods) if (!method.full) jobs.push({ model, method, kind: 'infer' });
   }
   for (const [index, job] of jobs.entries()) {
     const label = job.method?.label ?? 'matmul ceiling';
-    const request: WorkerRequest = { ...base, model: job.model.name, method: job.method?.name ?? 'base', mode: job.kind };
+    const request: WorkerRequest = {
+      ...base,
+      model: job.model.name,
+      method: job.method?.name ?? 'base',
+      mode: job.kind,
+    };
     // each product alone is quick: more repetitions, the first ones (allocation, caches) left out
     if (job.kind === 'ceiling') Object.assign(request, { warmup: 3, steps: CEILING_REPETITIONS });
-    const shapes = forwardMatmuls(job.model, base.batch * base.sequence).map((s) => s.shape.join(',')).join(';');
+    const shapes = forwardMatmuls(job.model, base.batch * base.sequence)
+      .map((s) => s.shape.join(','))
+      .join(';');
     const python = withPython && pythonFor(request.method) !== null;
     const measured: Measured = { ours: [], python: [] };
     const notes: string[] = [];
@@ -269,7 +406,9 @@ export async function runPerf(argv: string[]): Promise<number> {
       const order: Side[] = python ? (rep % 2 === 0 ? ['ours', 'python'] : ['python', 'ours']) : ['ours'];
       for (const side of order) {
         const elapsed = ((performance.now() - started) / 60000).toFixed(1);
-        process.stdout.write(`[${index + 1}/${jobs.length}, ${elapsed} min] ${job.model.name} ${job.kind} ${label}: ${side === 'ours' ? '@peft' : 'peft'} (${rep + 1}/${repetitions})\n`);
+        process.stdout.write(
+          `[${index + 1}/${jobs.length}, ${elapsed} min] ${job.model.name} ${job.kind} ${label}: ${side === 'ours' ? '@peft' : 'peft'} (${rep + 1}/${repetitions})\n`,
+        );
         try {
           const result = runSide(side, request, job.model, shapes);
           runtimes.add(`${side === 'ours' ? '@peft' : 'Python'}: ${result.runtime}`);
@@ -281,10 +420,18 @@ export async function runPerf(argv: string[]): Promise<number> {
       }
     }
     rows.push({
-      model: job.model.name, method: request.method, label, kind: job.kind,
-      ours: medianResult(measured.ours), python: medianResult(measured.python), ...(notes.length ? { note: [...new Set(notes)].join('; ') } : {}),
+      model: job.model.name,
+      method: request.method,
+      label,
+      kind: job.kind,
+      ours: medianResult(measured.ours),
+      python: medianResult(measured.python),
+      ...(notes.length ? { note: [...new Set(notes)].join('; ') } : {}),
     });
-    writeFileSync(path.join(out, 'perf.json'), `${JSON.stringify({ schema: 'peft-perf/1', complete: index === jobs.length - 1, machine: machine(), ...meta(), rows }, null, 2)}\n`);
+    writeFileSync(
+      path.join(out, 'perf.json'),
+      `${JSON.stringify({ schema: 'peft-perf/1', complete: index === jobs.length - 1, machine: machine(), ...meta(), rows }, null, 2)}\n`,
+    );
     report = perfReport(rows, meta());
     writeFileSync(path.join(out, 'perf.md'), `${report}\n`);
   }

@@ -44,7 +44,11 @@ function tokens(count: number, vocab: number, seed: number): number[] {
   });
 }
 
-async function trainSteps(model: TrainableModel, request: WorkerRequest, vocab: number): Promise<Partial<WorkerResult>> {
+async function trainSteps(
+  model: TrainableModel,
+  request: WorkerRequest,
+  vocab: number,
+): Promise<Partial<WorkerResult>> {
   const { batch, sequence, warmup, steps } = request;
   const data: Example[] = Array.from({ length: batch * (warmup + steps) }, (_, i) => {
     const ids = tokens(sequence, vocab, i + 1);
@@ -99,7 +103,9 @@ function inference(model: PeftModel, request: WorkerRequest, vocab: number): Par
       }
     };
   }
-  const rows = Object.fromEntries(Object.keys(variants).map((name) => [name, { forward: [] as number[], decode: [] as number[] }]));
+  const rows = Object.fromEntries(
+    Object.keys(variants).map((name) => [name, { forward: [] as number[], decode: [] as number[] }]),
+  );
   // rounds, each variant in every position in turn (the order rotates), so that drift of the
   // machine and the effects of the previous variant fall on every variant alike; round 0 warms up
   const entries = Object.entries(variants);
@@ -159,7 +165,10 @@ export async function runWorker(request: WorkerRequest): Promise<WorkerResult> {
     const host = randomModel(model.config);
     const trainable = method.make(host, model);
     const vocab = model.config.vocab_size as number;
-    figures = request.mode === 'train' ? await trainSteps(trainable, request, vocab) : inference(trainable as PeftModel, request, vocab);
+    figures =
+      request.mode === 'train'
+        ? await trainSteps(trainable, request, vocab)
+        : inference(trainable as PeftModel, request, vocab);
   }
   return { runtime, ...figures, peak_rss_mb: process.resourceUsage().maxRSS / 1024 };
 }

@@ -28,8 +28,16 @@ export const PERF_MODELS: readonly PerfModel[] = [
     name: 'llama',
     label: 'small Llama (12 x 768, SwiGLU 2048, GQA 12/4 heads, vocabulary 32,000)',
     config: {
-      model_type: 'llama', vocab_size: 32000, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12,
-      num_attention_heads: 12, num_key_value_heads: 4, max_position_embeddings: 2048, rms_norm_eps: 1e-5, tie_word_embeddings: false,
+      model_type: 'llama',
+      vocab_size: 32000,
+      hidden_size: 768,
+      intermediate_size: 2048,
+      num_hidden_layers: 12,
+      num_attention_heads: 12,
+      num_key_value_heads: 4,
+      max_position_embeddings: 2048,
+      rms_norm_eps: 1e-5,
+      tie_word_embeddings: false,
     },
     loraTargets: ['q_proj', 'v_proj'],
   },
@@ -64,21 +72,27 @@ export const PERF_METHODS: readonly PerfMethod[] = [
     label: 'LoRA r=8 (attention)',
     virtual: 'none',
     full: false,
-    make: (host, model) => getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: model.loraTargets, taskType: 'CAUSAL_LM' })),
+    make: (host, model) =>
+      getPeftModel(
+        host,
+        new LoraConfig({ r: 8, loraAlpha: 16, targetModules: model.loraTargets, taskType: 'CAUSAL_LM' }),
+      ),
   },
   {
     name: 'prefix',
     label: `prefix tuning (${PERF_VIRTUAL_TOKENS})`,
     virtual: 'keys',
     full: false,
-    make: (host) => getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, taskType: 'CAUSAL_LM' })),
+    make: (host) =>
+      getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, taskType: 'CAUSAL_LM' })),
   },
   {
     name: 'prompt',
     label: `prompt tuning (${PERF_VIRTUAL_TOKENS})`,
     virtual: 'sequence',
     full: false,
-    make: (host) => getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, taskType: 'CAUSAL_LM' })),
+    make: (host) =>
+      getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, taskType: 'CAUSAL_LM' })),
   },
   {
     name: 'ptuning',
@@ -86,7 +100,14 @@ export const PERF_METHODS: readonly PerfMethod[] = [
     virtual: 'sequence',
     full: false,
     make: (host) =>
-      getPeftModel(host, new PTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, encoderReparameterizationType: 'MLP', taskType: 'CAUSAL_LM' })),
+      getPeftModel(
+        host,
+        new PTuningConfig({
+          numVirtualTokens: PERF_VIRTUAL_TOKENS,
+          encoderReparameterizationType: 'MLP',
+          taskType: 'CAUSAL_LM',
+        }),
+      ),
   },
   {
     name: 'pfeiffer',
@@ -110,7 +131,17 @@ function dimensions(model: PerfModel): Dimensions {
   const c = model.config as Record<string, number>;
   if (model.config.model_type === 'gpt2') {
     const d = c.n_embd!;
-    return { hidden: d, layers: c.n_layer!, vocab: c.vocab_size!, linears: [[d, 3 * d], [d, d], [d, 4 * d], [4 * d, d]] };
+    return {
+      hidden: d,
+      layers: c.n_layer!,
+      vocab: c.vocab_size!,
+      linears: [
+        [d, 3 * d],
+        [d, d],
+        [d, 4 * d],
+        [4 * d, d],
+      ],
+    };
   }
   const d = c.hidden_size!;
   const kv = (d / c.num_attention_heads!) * c.num_key_value_heads!;
@@ -119,7 +150,15 @@ function dimensions(model: PerfModel): Dimensions {
     hidden: d,
     layers: c.num_hidden_layers!,
     vocab: c.vocab_size!,
-    linears: [[d, d], [d, kv], [d, kv], [d, d], [d, inner], [d, inner], [inner, d]],
+    linears: [
+      [d, d],
+      [d, kv],
+      [d, kv],
+      [d, d],
+      [d, inner],
+      [d, inner],
+      [inner, d],
+    ],
   };
 }
 
@@ -159,7 +198,13 @@ export function matmulCeiling(matmuls: readonly MatmulShape[], seconds: readonly
  * input gradients (as many as the forward) and, for full fine-tuning, the weight gradients (as many
  * again). The methods' own small weights are left out; both runtimes are charged the same work.
  */
-export function trainingFlops(model: PerfModel, method: PerfMethod, batch: number, sequence: number, virtual: number): number {
+export function trainingFlops(
+  model: PerfModel,
+  method: PerfMethod,
+  batch: number,
+  sequence: number,
+  virtual: number,
+): number {
   const { hidden, layers, vocab, linears } = dimensions(model);
   const rows = batch * (sequence + (method.virtual === 'sequence' ? virtual : 0));
   const keys = sequence + (method.virtual === 'none' ? 0 : virtual);

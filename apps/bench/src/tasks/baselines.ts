@@ -17,7 +17,11 @@ function flatLabels(examples: readonly Example[]): number[] {
 }
 
 /** Accuracy and (binary) F1 of predictions against labels. */
-export function score(predictions: readonly number[], labels: readonly number[], binary: boolean): { accuracy: number; f1?: number } {
+export function score(
+  predictions: readonly number[],
+  labels: readonly number[],
+  binary: boolean,
+): { accuracy: number; f1?: number } {
   let correct = 0;
   let tp = 0;
   let fp = 0;
@@ -39,7 +43,14 @@ export function majorityBaseline(task: TaskSplits): BaselineScore {
   for (const label of flatLabels(task.train)) counts.set(label, (counts.get(label) ?? 0) + 1);
   const majority = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]![0];
   const labels = flatLabels(task.test);
-  return { name: 'majority class', ...score(labels.map(() => majority), labels, task.labels.length === 2) };
+  return {
+    name: 'majority class',
+    ...score(
+      labels.map(() => majority),
+      labels,
+      task.labels.length === 2,
+    ),
+  };
 }
 
 /**
@@ -47,7 +58,8 @@ export function majorityBaseline(task: TaskSplits): BaselineScore {
  * training, full-batch gradient descent with Adam; sequence classification only.
  */
 export function bagOfWordsBaseline(task: TaskSplits, vocabularySize: number, epochs = 200): BaselineScore {
-  if (task.task !== 'sequence-classification') throw new Error(`bag-of-words baseline: ${task.name} is not sequence classification`);
+  if (task.task !== 'sequence-classification')
+    throw new Error(`bag-of-words baseline: ${task.name} is not sequence classification`);
   const classes = task.labels.length;
   const features = (examples: readonly Example[]): tf.Tensor2D => {
     const values = new Float32Array(examples.length * vocabularySize);
@@ -57,7 +69,13 @@ export function bagOfWordsBaseline(task: TaskSplits, vocabularySize: number, epo
     return tf.tidy(() => tf.log1p(tf.tensor2d(values, [examples.length, vocabularySize])));
   };
   const x = features(task.train);
-  const y = tf.oneHot(tf.tensor1d(task.train.map((e) => e.labels as number), 'int32'), classes);
+  const y = tf.oneHot(
+    tf.tensor1d(
+      task.train.map((e) => e.labels as number),
+      'int32',
+    ),
+    classes,
+  );
   const weight = tf.variable(tf.zeros([vocabularySize, classes]));
   const bias = tf.variable(tf.zeros([classes]));
   const optimizer = tf.train.adam(0.05);
@@ -72,5 +90,12 @@ export function bagOfWordsBaseline(task: TaskSplits, vocabularySize: number, epo
   const predictions = tf.tidy(() => Array.from(tf.argMax(tf.add(tf.matMul(test, weight), bias), -1).dataSync()));
   tf.dispose([x, y, weight, bias, test]);
   optimizer.dispose();
-  return { name: 'bag-of-words logistic regression', ...score(predictions, task.test.map((e) => e.labels as number), classes === 2) };
+  return {
+    name: 'bag-of-words logistic regression',
+    ...score(
+      predictions,
+      task.test.map((e) => e.labels as number),
+      classes === 2,
+    ),
+  };
 }

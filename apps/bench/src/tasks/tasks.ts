@@ -14,7 +14,20 @@ import {
 import { detokenize, type BrownFile } from '../data/brown.js';
 import type { Email } from '../data/email.js';
 
-export const UNIVERSAL_TAGS = ['NOUN', 'VERB', 'ADJ', 'ADV', 'PRON', 'DET', 'ADP', 'NUM', 'CONJ', 'PRT', '.', 'X'] as const;
+export const UNIVERSAL_TAGS = [
+  'NOUN',
+  'VERB',
+  'ADJ',
+  'ADV',
+  'PRON',
+  'DET',
+  'ADP',
+  'NUM',
+  'CONJ',
+  'PRT',
+  '.',
+  'X',
+] as const;
 
 /**
  * Brown tag -> universal tag (Petrov et al. 2012's 12 tags). Contractions (`ppss+bem`) take their
@@ -38,10 +51,21 @@ export function universalTag(brownTag: string): (typeof UNIVERSAL_TAGS)[number] 
 
 /** The 15 Brown genres in 4 groups of similar size (the genre task's classes). */
 export const GENRE_GROUPS: Readonly<Record<string, string>> = {
-  news: 'press', editorial: 'press', reviews: 'press',
-  religion: 'general', hobbies: 'general', lore: 'general', belles_lettres: 'general',
-  government: 'learned', learned: 'learned',
-  fiction: 'fiction', mystery: 'fiction', science_fiction: 'fiction', adventure: 'fiction', romance: 'fiction', humor: 'fiction',
+  news: 'press',
+  editorial: 'press',
+  reviews: 'press',
+  religion: 'general',
+  hobbies: 'general',
+  lore: 'general',
+  belles_lettres: 'general',
+  government: 'learned',
+  learned: 'learned',
+  fiction: 'fiction',
+  mystery: 'fiction',
+  science_fiction: 'fiction',
+  adventure: 'fiction',
+  romance: 'fiction',
+  humor: 'fiction',
 };
 export const GENRE_CLASSES = ['press', 'general', 'learned', 'fiction'] as const;
 
@@ -83,19 +107,37 @@ export function spamTask(emails: readonly Email[], options: TaskOptions): TaskSp
   const items = capped([...emails], options.limit, seed).map((email) =>
     classificationExample(options.tokenizer, email.text, email.spam ? 1 : 0, { maxLength: options.maxLength }),
   );
-  return { name: 'spam', task: 'sequence-classification', labels: ['ham', 'spam'], ...split(items, seed), metric: 'accuracy', notes: 'subject + decoded body, headers dropped' };
+  return {
+    name: 'spam',
+    task: 'sequence-classification',
+    labels: ['ham', 'spam'],
+    ...split(items, seed),
+    metric: 'accuracy',
+    notes: 'subject + decoded body, headers dropped',
+  };
 }
 
 /** pos: universal part-of-speech tags of sentences from Brown files held out from pretraining. */
 export function posTask(heldOut: readonly BrownFile[], options: TaskOptions): TaskSplits {
   const seed = options.seed ?? 1;
-  const sentences = capped(heldOut.flatMap((f) => f.sentences), options.limit, seed);
+  const sentences = capped(
+    heldOut.flatMap((f) => f.sentences),
+    options.limit,
+    seed,
+  );
   const items = sentences.map((sentence) => {
     const words = sentence.map((w) => w.word.replace(/^``$|^''$/, '"'));
     const tags = sentence.map((w) => UNIVERSAL_TAGS.indexOf(universalTag(w.tag)));
     return tokenClassificationExample(options.tokenizer, words, tags, { maxLength: options.maxLength });
   });
-  return { name: 'pos', task: 'token-classification', labels: UNIVERSAL_TAGS, ...split(items, seed), metric: 'token-accuracy', notes: 'Brown tags mapped to the 12 universal tags; the first token of each word carries its tag' };
+  return {
+    name: 'pos',
+    task: 'token-classification',
+    labels: UNIVERSAL_TAGS,
+    ...split(items, seed),
+    metric: 'token-accuracy',
+    notes: 'Brown tags mapped to the 12 universal tags; the first token of each word carries its tag',
+  };
 }
 
 /** genre: which of 4 genre groups a passage of 5 sentences from a held-out Brown file comes from. */
@@ -104,24 +146,50 @@ export function genreTask(heldOut: readonly BrownFile[], options: TaskOptions): 
   const passages: { text: string; label: number }[] = [];
   for (const file of heldOut) {
     for (let i = 0; i + 5 <= file.sentences.length; i += 5) {
-      const text = file.sentences.slice(i, i + 5).map((s) => detokenize(s.map((w) => w.word))).join(' ');
+      const text = file.sentences
+        .slice(i, i + 5)
+        .map((s) => detokenize(s.map((w) => w.word)))
+        .join(' ');
       passages.push({ text, label: GENRE_CLASSES.indexOf(GENRE_GROUPS[file.genre] as (typeof GENRE_CLASSES)[number]) });
     }
   }
-  const items = capped(passages, options.limit, seed).map((p) => classificationExample(options.tokenizer, p.text, p.label, { maxLength: options.maxLength }));
-  return { name: 'genre', task: 'sequence-classification', labels: GENRE_CLASSES, ...split(items, seed), metric: 'accuracy', notes: '5-sentence passages of held-out files; genres grouped: press, general, learned, fiction' };
+  const items = capped(passages, options.limit, seed).map((p) =>
+    classificationExample(options.tokenizer, p.text, p.label, { maxLength: options.maxLength }),
+  );
+  return {
+    name: 'genre',
+    task: 'sequence-classification',
+    labels: GENRE_CLASSES,
+    ...split(items, seed),
+    metric: 'accuracy',
+    notes: '5-sentence passages of held-out files; genres grouped: press, general, learned, fiction',
+  };
 }
 
 /** email-lm: causal LM adaptation to ham email text; held-out perplexity. */
 export function emailLmTask(emails: readonly Email[], options: TaskOptions): TaskSplits {
   const seed = options.seed ?? 1;
-  const ham = capped(emails.filter((e) => !e.spam), options.limit, seed);
+  const ham = capped(
+    emails.filter((e) => !e.spam),
+    options.limit,
+    seed,
+  );
   const eos = options.tokenizer.eosTokenId;
   const items = ham.map((email) => {
-    const ids = [...options.tokenizer.encode(email.text, { addSpecialTokens: false }).ids, ...(eos === null ? [] : [eos])].slice(0, options.maxLength);
+    const ids = [
+      ...options.tokenizer.encode(email.text, { addSpecialTokens: false }).ids,
+      ...(eos === null ? [] : [eos]),
+    ].slice(0, options.maxLength);
     return { inputIds: ids, labels: ids };
   });
-  return { name: 'email-lm', task: 'causal-lm', labels: [], ...split(items, seed), metric: 'perplexity', notes: 'ham emails (subject + body), truncated to the context' };
+  return {
+    name: 'email-lm',
+    task: 'causal-lm',
+    labels: [],
+    ...split(items, seed),
+    metric: 'perplexity',
+    notes: 'ham emails (subject + body), truncated to the context',
+  };
 }
 
 /**
@@ -135,17 +203,46 @@ export function jsonlTask(name: string, text: string, options: TaskOptions): Tas
   if (Array.isArray(records[0]!.tokens)) {
     const tagNames = [...new Set(records.flatMap((r) => (r.tags as unknown[]).map(String)))].sort();
     const items = records.map((r, i) => {
-      if (!Array.isArray(r.tokens) || !Array.isArray(r.tags)) throw new Error(`${name}:${i + 1}: expected "tokens" and "tags" arrays`);
-      return tokenClassificationExample(options.tokenizer, r.tokens.map(String), r.tags.map((t) => tagNames.indexOf(String(t))), { maxLength: options.maxLength });
+      if (!Array.isArray(r.tokens) || !Array.isArray(r.tags))
+        throw new Error(`${name}:${i + 1}: expected "tokens" and "tags" arrays`);
+      return tokenClassificationExample(
+        options.tokenizer,
+        r.tokens.map(String),
+        r.tags.map((t) => tagNames.indexOf(String(t))),
+        { maxLength: options.maxLength },
+      );
     });
-    return { name, task: 'token-classification', labels: tagNames, ...split(items, seed), metric: 'token-accuracy', notes: 'from JSONL tokens/tags' };
+    return {
+      name,
+      task: 'token-classification',
+      labels: tagNames,
+      ...split(items, seed),
+      metric: 'token-accuracy',
+      notes: 'from JSONL tokens/tags',
+    };
   }
-  const labelNames = [...new Set(records.map((r, i) => {
-    if (typeof r.text !== 'string' || r.label === undefined) throw new Error(`${name}:${i + 1}: expected "text" and "label" fields`);
-    return String(r.label);
-  }))].sort();
-  const items = records.map((r) => classificationExample(options.tokenizer, r.text as string, labelNames.indexOf(String(r.label)), { maxLength: options.maxLength }));
-  return { name, task: 'sequence-classification', labels: labelNames, ...split(items, seed), metric: 'accuracy', notes: 'from JSONL text/label' };
+  const labelNames = [
+    ...new Set(
+      records.map((r, i) => {
+        if (typeof r.text !== 'string' || r.label === undefined)
+          throw new Error(`${name}:${i + 1}: expected "text" and "label" fields`);
+        return String(r.label);
+      }),
+    ),
+  ].sort();
+  const items = records.map((r) =>
+    classificationExample(options.tokenizer, r.text as string, labelNames.indexOf(String(r.label)), {
+      maxLength: options.maxLength,
+    }),
+  );
+  return {
+    name,
+    task: 'sequence-classification',
+    labels: labelNames,
+    ...split(items, seed),
+    metric: 'accuracy',
+    notes: 'from JSONL text/label',
+  };
 }
 
 /** Split sizes and label distribution, for reports. */

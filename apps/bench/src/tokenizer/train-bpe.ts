@@ -32,7 +32,10 @@ export interface BpeTrainingOptions {
  * Trains the merges: repeatedly the most frequent adjacent pair (ties: the smaller pair string, so
  * training is deterministic) becomes a token, counts kept up to date incrementally.
  */
-export function trainByteLevelBpe(texts: Iterable<string>, options: BpeTrainingOptions): { vocab: Map<string, number>; merges: [string, string][] } {
+export function trainByteLevelBpe(
+  texts: Iterable<string>,
+  options: BpeTrainingOptions,
+): { vocab: Map<string, number>; merges: [string, string][] } {
   const byteChar = bytesToUnicode();
   const encoder = new TextEncoder();
   const counts = new Map<string, number>();
@@ -103,7 +106,11 @@ export function trainByteLevelBpe(texts: Iterable<string>, options: BpeTrainingO
 }
 
 /** tokenizer.json in Hugging Face's format for a GPT-2-style byte-level BPE. */
-export function tokenizerJson(vocab: Map<string, number>, merges: [string, string][], specialTokens: readonly string[]): Record<string, unknown> {
+export function tokenizerJson(
+  vocab: Map<string, number>,
+  merges: [string, string][],
+  specialTokens: readonly string[],
+): Record<string, unknown> {
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
   return {
     version: '1.0',
