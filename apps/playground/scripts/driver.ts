@@ -203,7 +203,9 @@ export async function trainInNode(
     batchSize: PAGE_SETTINGS.batchSize,
     learningRate: spec.learningRate,
     seed: PAGE_SETTINGS.seed,
-    onStep: (info) => void (seconds += info.seconds),
+    onStep: (info) => {
+      seconds += info.seconds;
+    },
   });
   host.dispose();
   return { losses: result.losses, stepsPerSecond: result.steps / seconds };

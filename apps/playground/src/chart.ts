@@ -43,7 +43,10 @@ export class LossChart {
     context.strokeStyle = '#2563eb';
     context.lineWidth = 2;
     context.beginPath();
-    this.losses.forEach((loss, i) => (i === 0 ? context.moveTo(x(i), y(loss)) : context.lineTo(x(i), y(loss))));
+    for (const [i, loss] of this.losses.entries()) {
+      if (i === 0) context.moveTo(x(i), y(loss));
+      else context.lineTo(x(i), y(loss));
+    }
     context.stroke();
   }
 }

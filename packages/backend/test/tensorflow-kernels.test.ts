@@ -172,7 +172,7 @@ describe.runIf(hasTensorflow)('the fused AdamW kernels on the tensorflow backend
           const scale = Math.max(...want.map(Math.abs));
           expect(Math.max(...want.map((x, j) => Math.abs(x - got[j]!))) / scale).toBeLessThan(5e-5);
         });
-        [param, gradient].forEach((t, i) => expect(Array.from(t.dataSync())).toEqual(values[i]));
+        for (const [i, t] of [param, gradient].entries()) expect(Array.from(t.dataSync())).toEqual(values[i]);
         moments = read.map((t) => Array.from(t.dataSync()));
         if (step === 1) {
           first = read[0]!;

@@ -71,7 +71,8 @@ describe.runIf(hasWasm)('matMul gradient on wasm', () => {
     expect(tf.getGradient('BatchMatMul')).toBe(batchMatMulGradient); // ours is the one in use
     const cpu = await gradients('cpu');
     expect(wasm).toHaveLength(16);
-    wasm.forEach((values, i) => values.forEach((v, j) => expect(v).toBeCloseTo(cpu[i]![j]!, 4)));
+    for (const [i, values] of wasm.entries())
+      for (const [j, v] of values.entries()) expect(v).toBeCloseTo(cpu[i]![j]!, 4);
     await loadBackend('cpu');
   });
 });

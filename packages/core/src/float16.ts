@@ -14,7 +14,7 @@ export function float16ToFloat32(half: Uint16Array): Float32Array {
     const mantissa = h & 0x3ff;
     if (exponent === 0) {
       // zero or subnormal: mantissa * 2^-24
-      out[i] = (sign ? -1 : 1) * mantissa * 5.960464477539063e-8;
+      out[i] = (sign ? -1 : 1) * mantissa * 2 ** -24;
     } else if (exponent === 0x1f) {
       bits32[0] = sign | 0x7f800000 | (mantissa << 13);
       out[i] = float32[0]!;

@@ -60,7 +60,7 @@ export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { l
           );
           const updates = tf.sub(tf.gather(tf.reshape(scaled, [-1]), index), tf.div(dy, divisor));
           const positions = new Int32Array(2 * labelled.length);
-          labelled.forEach((row, i) => positions.set([row, safe[row]!], 2 * i));
+          for (const [i, row] of labelled.entries()) positions.set([row, safe[row]!], 2 * i);
           return tf.tensorScatterUpdate(scaled, tf.tensor2d(positions, [labelled.length, 2], 'int32'), updates);
         }),
     };
