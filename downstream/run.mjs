@@ -38,7 +38,7 @@ function run(command, args, { cwd, show = false, env = process.env } = {}) {
 
 function catalogVersion(name) {
   const workspace = fs.readFileSync(path.join(root, 'pnpm-workspace.yaml'), 'utf8');
-  const match = new RegExp(`^  '?${name.replace('/', '\\/')}'?: (\\S+)$`, 'm').exec(workspace);
+  const match = new RegExp(`^  ['"]?${name.replace('/', '\\/')}['"]?: (\\S+)$`, 'm').exec(workspace);
   if (!match) throw new Error(`pnpm-workspace.yaml: no catalog version for ${name}`);
   return match[1];
 }
