@@ -1,14 +1,31 @@
 // BERT as Hugging Face `transformers` defines it, with the sequence classification head
 // (BertForSequenceClassification: pooler + classifier) and the token classification head
 // (BertForTokenClassification: classifier on every token). Post-LN blocks, bidirectional
-// attention, absolute learned positions, token types, exact (erf) gelu.
-import { activation, addReleasing, layerNorm, type Checkpoint, type HostLinear } from '@peft/core';
+// attention, absolute learned positions, token types, exact (erf) gelu. Shapes in comments and the
+// releasing op (addReleasing): see the notes at the top of transformer-host.ts.
+import { activation, addReleasing, layerNorm, type Checkpoint, type ForwardContext, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { ConfigReader } from './config.js';
+import type { ConfigReader } from './config.js';
 import { attention, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
+
+interface LayerNormWeights {
+  weight: tf.Variable<tf.Rank.R1>; // [d]
+  bias: tf.Variable<tf.Rank.R1>; // [d]
+}
+
+interface BertLayer {
+  query: HostLinear; // attention.self.query: d -> d
+  key: HostLinear; // attention.self.key: d -> d
+  value: HostLinear; // attention.self.value: d -> d
+  attentionOut: HostLinear; // attention.output.dense: d -> d
+  attentionNorm: LayerNormWeights; // attention.output.LayerNorm
+  intermediate: HostLinear; // intermediate.dense: d -> intermediate
+  output: HostLinear; // output.dense: intermediate -> d
+  outputNorm: LayerNormWeights; // output.LayerNorm
+}
 
 export const BERT_TASKS = {
   BertForSequenceClassification: 'sequence-classification',
@@ -62,28 +79,12 @@ export function parseBertConfig(reader: ConfigReader): BertConfig {
   };
 }
 
-interface LayerNormWeights {
-  weight: tf.Variable<tf.Rank.R1>;
-  bias: tf.Variable<tf.Rank.R1>;
-}
-
-interface BertLayer {
-  query: HostLinear;
-  key: HostLinear;
-  value: HostLinear;
-  attentionOut: HostLinear; // attention.output.dense
-  attentionNorm: LayerNormWeights; // attention.output.LayerNorm
-  intermediate: HostLinear; // intermediate.dense
-  output: HostLinear; // output.dense
-  outputNorm: LayerNormWeights; // output.LayerNorm
-}
-
 export class BertModel extends TransformerHost {
   readonly headModules: readonly string[] = ['classifier'];
   readonly layerPaths: string[];
-  readonly wordEmbeddings: tf.Variable<tf.Rank.R2>;
-  private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>;
-  private readonly tokenTypeEmbeddings: tf.Variable<tf.Rank.R2>;
+  readonly wordEmbeddings: tf.Variable<tf.Rank.R2>; // [V, d]
+  private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>; // [P, d]
+  private readonly tokenTypeEmbeddings: tf.Variable<tf.Rank.R2>; // [type_vocab_size, d]
   private readonly embeddingNorm: LayerNormWeights;
   private readonly layers: BertLayer[] = [];
   private readonly pooler: HostLinear | null; // sequence classification only
@@ -163,7 +164,7 @@ export class BertModel extends TransformerHost {
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
-    return tf.gather(this.wordEmbeddings, ids) as tf.Tensor as tf.Tensor3D;
+    return tf.gather(this.wordEmbeddings, ids) as tf.Tensor as tf.Tensor3D; // [B, T, d]
   }
 
   protected embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D, tokenTypes: tf.Tensor2D): tf.Tensor3D {
@@ -186,35 +187,54 @@ export class BertModel extends TransformerHost {
     ) as tf.Tensor3D;
   }
 
+  /** Bidirectional self-attention [B, T, d] -> [B, T, d], before the residual and its norm. */
+  private selfAttention(index: number, layer: BertLayer, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const { numHeads } = this.bert;
+    const { headDim } = this.config;
+    const { context } = state;
+    const [batch, length, d] = hidden.shape;
+    const rows = tf.reshape(hidden, [batch * length, d]); // [B·T, d]
+    const q = splitHeads(layer.query.apply(rows, context), batch, numHeads, headDim); // [B, H, T, hd]
+    const k = splitHeads(layer.key.apply(rows, context), batch, numHeads, headDim); // [B, H, T, hd]
+    const v = splitHeads(layer.value.apply(rows, context), batch, numHeads, headDim); // [B, H, T, hd]
+    const { key, value } = this.extendKeys(index, k, v, state); // [B, H, S, hd]
+    const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim))); // [B·T, d]
+    const output = layer.attentionOut.apply(attended, context); // [B·T, d]
+    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+  }
+
+  /** intermediate.dense, the activation (erf gelu), output.dense: [B, T, d] -> [B, T, d], before the residual. */
+  private mlp(layer: BertLayer, hidden: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+    const [batch, length, d] = hidden.shape;
+    const rows = tf.reshape(hidden, [batch * length, d]); // [B·T, d]
+    const intermediate = this.act(layer.intermediate.apply(rows, context)); // [B·T, intermediate]
+    const output = layer.output.apply(intermediate, context); // [B·T, d]
+    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+  }
+
+  /**
+   * Post-LN block: x = norm(x + attention(x)), then norm(x + mlp(x)). The sublayer hooks see each
+   * output before its residual add, and the norm that follows it.
+   */
   protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
     const layer = this.layers[index]!;
-    const { numHeads, layerNormEpsilon: epsilon } = this.bert;
-    const { headDim } = this.config;
-    const context = state.context;
+    const { layerNormEpsilon: epsilon } = this.bert;
+    const { context } = state;
 
-    const [batch, length, d] = hidden.shape;
-    // the projections take rows [B·T, d]: one reshape in front of query, key, value and one of the FFN
-    const rows = tf.reshape(hidden, [batch * length, d]);
-    const q = splitHeads(layer.query.apply(rows, context), batch, numHeads, headDim);
-    const k = splitHeads(layer.key.apply(rows, context), batch, numHeads, headDim);
-    const v = splitHeads(layer.value.apply(rows, context), batch, numHeads, headDim);
-    const { key, value } = this.extendKeys(index, k, v, state);
-    const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim)));
-    let attentionOutput = tf.reshape(layer.attentionOut.apply(attended, context), [batch, length, d]) as tf.Tensor3D;
+    let attentionOutput = this.selfAttention(index, layer, hidden, state); // [B, T, d]
     const attentionNorm = (x: tf.Tensor3D): tf.Tensor3D =>
       layerNorm(x, layer.attentionNorm.weight, layer.attentionNorm.bias, epsilon) as tf.Tensor3D;
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
       residual: hidden,
       norm: attentionNorm,
     });
-    const afterAttention = attentionNorm(addReleasing(attentionOutput, hidden) as tf.Tensor3D);
+    const afterAttention = attentionNorm(addReleasing(attentionOutput, hidden) as tf.Tensor3D); // [B, T, d]
 
-    const intermediate = this.act(layer.intermediate.apply(tf.reshape(afterAttention, [batch * length, d]), context));
-    let ffn = tf.reshape(layer.output.apply(intermediate, context), [batch, length, d]) as tf.Tensor3D;
+    let ffn = this.mlp(layer, afterAttention, context); // [B, T, d]
     const outputNorm = (x: tf.Tensor3D): tf.Tensor3D =>
       layerNorm(x, layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: outputNorm });
-    return outputNorm(addReleasing(ffn, afterAttention) as tf.Tensor3D);
+    return outputNorm(addReleasing(ffn, afterAttention) as tf.Tensor3D); // [B, T, d]
   }
 
   /** Post-LN blocks end normalised: nothing to add. */

@@ -1,6 +1,7 @@
 // GPT-2 as Hugging Face `transformers` defines it (GPT2LMHeadModel): learned positions, pre-LN
 // blocks, Conv1D projections stored [in, out], fused q/k/v (`c_attn`), gelu_new, LM head tied to
-// the token embeddings unless the config unties it.
+// the token embeddings unless the config unties it. Shapes in comments and the releasing ops
+// (addReleasing, reshapeReleasing): see the notes at the top of transformer-host.ts.
 import {
   HostLinear,
   activation,
@@ -10,13 +11,28 @@ import {
   reshapeReleasing,
   seededNormal,
   type Checkpoint,
+  type ForwardContext,
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { ConfigReader } from './config.js';
+import type { ConfigReader } from './config.js';
 import { attention, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
+
+interface LayerNormWeights {
+  weight: tf.Variable<tf.Rank.R1>; // [d]
+  bias: tf.Variable<tf.Rank.R1>; // [d]
+}
+
+interface Gpt2Block {
+  ln1: LayerNormWeights; // ln_1
+  attention: HostLinear; // attn.c_attn: d -> 3d (q, k, v)
+  attentionOut: HostLinear; // attn.c_proj: d -> d
+  ln2: LayerNormWeights; // ln_2
+  up: HostLinear; // mlp.c_fc: d -> inner
+  down: HostLinear; // mlp.c_proj: inner -> d
+}
 
 export interface Gpt2Config {
   vocabSize: number; // vocab_size
@@ -63,31 +79,13 @@ export function parseGpt2Config(reader: ConfigReader): Gpt2Config {
   };
 }
 
-interface LayerNormWeights {
-  weight: tf.Variable<tf.Rank.R1>;
-  bias: tf.Variable<tf.Rank.R1>;
-}
-
-interface Gpt2Block {
-  ln1: LayerNormWeights;
-  attention: HostLinear; // c_attn: d -> 3d (q, k, v)
-  attentionOut: HostLinear; // attn.c_proj: d -> d
-  ln2: LayerNormWeights;
-  up: HostLinear; // mlp.c_fc: d -> inner
-  down: HostLinear; // mlp.c_proj: inner -> d
-}
-
 export class Gpt2Model extends TransformerHost {
   readonly headModules: readonly string[];
   readonly task: Gpt2Head;
   /** Classification heads: score [d -> labels] (no bias) or classifier [d -> labels] (bias). */
   private readonly classifier: HostLinear | null = null;
   readonly layerPaths: string[];
-  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>;
-
-  get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
-    return this.tokenEmbeddings;
-  } // wte [V, d]
+  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // wte [V, d]
   private readonly positionEmbeddings: tf.Variable<tf.Rank.R2>; // wpe [P, d]
   private readonly blocks: Gpt2Block[] = [];
   private readonly lnF: LayerNormWeights;
@@ -96,6 +94,10 @@ export class Gpt2Model extends TransformerHost {
   private readonly act: (x: tf.Tensor) => tf.Tensor;
   /** `transformer.` (GPT2LMHeadModel checkpoints) or empty (GPT2Model ones, as the original gpt2). */
   private readonly bodyPrefix: string;
+
+  get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
+    return this.tokenEmbeddings;
+  }
 
   /**
    * `newHeadSeed`: when the checkpoint has no weights for the head its architecture names (an LM
@@ -189,26 +191,22 @@ export class Gpt2Model extends TransformerHost {
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
-    return tf.gather(this.tokenEmbeddings, ids) as tf.Tensor as tf.Tensor3D;
+    return tf.gather(this.tokenEmbeddings, ids) as tf.Tensor as tf.Tensor3D; // [B, T, d]
   }
 
   protected embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D): tf.Tensor3D {
-    return tf.add(embeddings, tf.gather(this.positionEmbeddings, positions)) as tf.Tensor3D;
+    return tf.add(embeddings, tf.gather(this.positionEmbeddings, positions)) as tf.Tensor3D; // [B, T, d]
   }
 
-  protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
-    const block = this.blocks[index]!;
-    const { numHeads, hiddenSize, layerNormEpsilon } = this.gpt2;
+  /** Causal self-attention over the normalised input [B, T, d] -> [B, T, d]: fused q, k, v, then c_proj. */
+  private selfAttention(index: number, block: Gpt2Block, normed: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const { numHeads, hiddenSize } = this.gpt2;
     const { headDim } = this.config;
-    const context = state.context;
-
-    const [batch, length] = hidden.shape;
-    // the projections take rows [B·T, d]: one reshape in front of c_attn and one of c_fc
-    const normed = tf.reshape(layerNorm(hidden, block.ln1.weight, block.ln1.bias, layerNormEpsilon), [
-      batch * length,
-      hiddenSize,
-    ]);
-    const qkv = block.attention.apply(normed, context); // [B·T, 3d]
+    const { context } = state;
+    const [batch, length] = normed.shape;
+    const rows = tf.reshape(normed, [batch * length, hiddenSize]); // [B·T, d]
+    const qkv = block.attention.apply(rows, context); // [B·T, 3d]
+    // q, k, v: [B·T, d] each
     const [q, k, v] = tf.split(qkv, [hiddenSize, hiddenSize, hiddenSize], -1) as [
       tf.Tensor2D,
       tf.Tensor2D,
@@ -216,35 +214,48 @@ export class Gpt2Model extends TransformerHost {
     ];
     const { key, value } = this.extendKeys(
       index,
-      splitHeads(k, batch, numHeads, headDim),
-      splitHeads(v, batch, numHeads, headDim),
+      splitHeads(k, batch, numHeads, headDim), // [B, H, T, hd]
+      splitHeads(v, batch, numHeads, headDim), // [B, H, T, hd]
       state,
-    );
+    ); // [B, H, S, hd]
     let scale = this.gpt2.scaleAttentionWeights ? 1 / Math.sqrt(headDim) : 1;
     if (this.gpt2.scaleByInverseLayerIndex) scale /= index + 1;
-    const attended = mergeHeads(attention(splitHeads(q, batch, numHeads, headDim), key, value, state.bias, scale)); // [B·T, d]
-    let attentionOutput = tf.reshape(block.attentionOut.apply(attended, context), [
-      batch,
-      length,
-      hiddenSize,
-    ]) as tf.Tensor3D;
+    const query = splitHeads(q, batch, numHeads, headDim); // [B, H, T, hd]
+    const attended = mergeHeads(attention(query, key, value, state.bias, scale)); // [B·T, d]
+    const output = block.attentionOut.apply(attended, context); // [B·T, d]
+    return tf.reshape(output, [batch, length, hiddenSize]) as tf.Tensor3D; // [B, T, d]
+  }
+
+  /** c_fc, the activation (gelu_new), c_proj: [B, T, d] -> [B, T, d]. */
+  private mlp(block: Gpt2Block, normed: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+    const [batch, length, hiddenSize] = normed.shape;
+    const rows = tf.reshape(normed, [batch * length, hiddenSize]); // [B·T, d]
+    const inner = this.act(block.up.apply(rows, context)); // [B·T, inner]
+    const output = block.down.apply(inner, context); // [B·T, d]
+    return tf.reshape(output, [batch, length, hiddenSize]) as tf.Tensor3D; // [B, T, d]
+  }
+
+  /**
+   * Pre-LN block: x + attention(ln_1(x)), then x + mlp(ln_2(x)). The sublayer hooks see each
+   * output before its residual add.
+   */
+  protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const block = this.blocks[index]!;
+    const { layerNormEpsilon } = this.gpt2;
+    const { context } = state;
+
+    const normed1 = layerNorm(hidden, block.ln1.weight, block.ln1.bias, layerNormEpsilon) as tf.Tensor3D;
+    let attentionOutput = this.selfAttention(index, block, normed1, state); // [B, T, d]
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
       residual: hidden,
       norm: null,
     });
-    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D;
+    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
 
-    const normed2 = tf.reshape(layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon), [
-      batch * length,
-      hiddenSize,
-    ]);
-    let ffn = tf.reshape(block.down.apply(this.act(block.up.apply(normed2, context)), context), [
-      batch,
-      length,
-      hiddenSize,
-    ]) as tf.Tensor3D;
+    const normed2 = layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon) as tf.Tensor3D;
+    let ffn = this.mlp(block, normed2, context); // [B, T, d]
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
-    return addReleasing(afterAttention, ffn) as tf.Tensor3D;
+    return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
   }
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
@@ -267,7 +278,7 @@ export class Gpt2Model extends TransformerHost {
       return tf.reshape(tf.matMul(pick, logits), [batch, this.gpt2.numLabels]);
     }
     const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
-    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]);
+    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
   }
 }
 

@@ -1,14 +1,87 @@
 // Llama as Hugging Face `transformers` defines it (LlamaForCausalLM), and the family that shares its
 // layout: Mistral (sliding-window attention) and Qwen2 (biases on q, k, v). RMSNorm, rotary
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
-// nn.Linear projections stored [out, in], tied or untied LM head.
-import { addReleasing, gatedActivation, reshapeReleasing, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
+// nn.Linear projections stored [out, in], tied or untied LM head. Shapes in comments and the
+// releasing ops (addReleasing, reshapeReleasing): see the notes at the top of transformer-host.ts.
+import {
+  addReleasing,
+  gatedActivation,
+  reshapeReleasing,
+  rmsNorm,
+  type Checkpoint,
+  type ForwardContext,
+  type HostLinear,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
 import { attention, mergeHeads, splitHeads } from './ops.js';
-import { TransformerHost, type LayerState } from './transformer-host.js';
+import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
+
+/** Inverse frequencies of the rotary embedding, [headDim / 2], with the configured scaling. */
+export function rotaryInverseFrequencies(headDim: number, rope: RopeConfig): Float32Array {
+  const half = headDim / 2;
+  const out = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    let frequency = 1 / rope.theta ** ((2 * i) / headDim);
+    if (rope.type === 'linear') frequency /= rope.factor;
+    if (rope.type === 'llama3') {
+      const lowWavelength = rope.originalMaxPositions / rope.lowFrequencyFactor;
+      const highWavelength = rope.originalMaxPositions / rope.highFrequencyFactor;
+      const wavelength = (2 * Math.PI) / frequency;
+      if (wavelength > lowWavelength) frequency /= rope.factor;
+      else if (wavelength >= highWavelength) {
+        const smooth =
+          (rope.originalMaxPositions / wavelength - rope.lowFrequencyFactor) /
+          (rope.highFrequencyFactor - rope.lowFrequencyFactor);
+        frequency = (1 - smooth) * (frequency / rope.factor) + smooth * frequency;
+      }
+    }
+    out[i] = frequency;
+  }
+  return out;
+}
+
+/** [x1, x2] -> [x2, x1] over the last axis: one reverse of a length-2 axis. Its own transpose. */
+function swapHalves(x: tf.Tensor4D): tf.Tensor4D {
+  const [batch, heads, length, headDim] = x.shape;
+  return tf.reshape(tf.reverse(tf.reshape(x, [batch, heads, length, 2, headDim / 2]), 3), x.shape) as tf.Tensor4D;
+}
+
+/**
+ * The rotary embedding x·cos + rotate_half(x)·sin of HF Llama (rotate_half([x1, x2]) = [-x2, x1]),
+ * written as x·cos + swapHalves(x)·sinSigned with sinSigned = [-sin, sin], one op with its gradient
+ * dy·cos + swapHalves(dy·sinSigned) (the swap is a symmetric permutation). Composed, rotate_half ran
+ * split, neg and concat forward and twice as many kernels backward.
+ */
+function rotary(cos: tf.Tensor4D, sinSigned: tf.Tensor4D): (x: tf.Tensor4D) => tf.Tensor4D {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor4D, tf.GradSaveFunc];
+    save([cos, sinSigned]); // kept for the backward pass, which runs after the forward's scope is gone
+    return {
+      value: tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sinSigned)),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [c, s] = saved as [tf.Tensor4D, tf.Tensor4D];
+          return tf.add(tf.mul(dy, c), swapHalves(tf.mul(dy, s) as tf.Tensor4D));
+        }),
+    };
+  });
+  return (x) => op(x) as tf.Tensor4D;
+}
+
+interface LlamaBlock {
+  inputNorm: tf.Variable<tf.Rank.R1>; // input_layernorm [d]
+  q: HostLinear; // self_attn.q_proj: d -> H·hd
+  k: HostLinear; // self_attn.k_proj: d -> Hkv·hd
+  v: HostLinear; // self_attn.v_proj: d -> Hkv·hd
+  o: HostLinear; // self_attn.o_proj: H·hd -> d
+  postAttentionNorm: tf.Variable<tf.Rank.R1>; // post_attention_layernorm [d]
+  gate: HostLinear; // mlp.gate_proj: d -> intermediate
+  up: HostLinear; // mlp.up_proj: d -> intermediate
+  down: HostLinear; // mlp.down_proj: intermediate -> d
+}
 
 export interface RopeConfig {
   theta: number; // rope_theta
@@ -20,7 +93,7 @@ export interface RopeConfig {
 }
 
 export interface LlamaConfig {
-  modelType: 'llama' | 'mistral' | 'qwen2';
+  modelType: 'llama' | 'mistral' | 'qwen2'; // model_type
   vocabSize: number; // vocab_size
   hiddenSize: number; // hidden_size
   intermediateSize: number; // intermediate_size: SwiGLU width
@@ -31,7 +104,7 @@ export interface LlamaConfig {
   rmsNormEpsilon: number; // rms_norm_eps
   activation: string; // hidden_act, default silu
   maxPositions: number; // max_position_embeddings (informative: rotary positions have no table)
-  rope: RopeConfig;
+  rope: RopeConfig; // rope_parameters, or rope_theta and rope_scaling
   attentionBias: boolean; // attention_bias: bias on q, k, v, o (Qwen2: q, k, v always)
   mlpBias: boolean; // mlp_bias
   slidingWindow: number | null; // sliding_window (Mistral): a query sees this many most recent keys
@@ -102,88 +175,19 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
   };
 }
 
-/** Inverse frequencies of the rotary embedding, [headDim / 2], with the configured scaling. */
-export function rotaryInverseFrequencies(headDim: number, rope: RopeConfig): Float32Array {
-  const half = headDim / 2;
-  const out = new Float32Array(half);
-  for (let i = 0; i < half; i++) {
-    let frequency = 1 / rope.theta ** ((2 * i) / headDim);
-    if (rope.type === 'linear') frequency /= rope.factor;
-    if (rope.type === 'llama3') {
-      const lowWavelength = rope.originalMaxPositions / rope.lowFrequencyFactor;
-      const highWavelength = rope.originalMaxPositions / rope.highFrequencyFactor;
-      const wavelength = (2 * Math.PI) / frequency;
-      if (wavelength > lowWavelength) frequency /= rope.factor;
-      else if (wavelength >= highWavelength) {
-        const smooth =
-          (rope.originalMaxPositions / wavelength - rope.lowFrequencyFactor) /
-          (rope.highFrequencyFactor - rope.lowFrequencyFactor);
-        frequency = (1 - smooth) * (frequency / rope.factor) + smooth * frequency;
-      }
-    }
-    out[i] = frequency;
-  }
-  return out;
-}
-
-/** [x1, x2] -> [x2, x1] over the last axis: one reverse of a length-2 axis. Its own transpose. */
-function swapHalves(x: tf.Tensor4D): tf.Tensor4D {
-  const [batch, heads, length, headDim] = x.shape;
-  return tf.reshape(tf.reverse(tf.reshape(x, [batch, heads, length, 2, headDim / 2]), 3), x.shape) as tf.Tensor4D;
-}
-
-/**
- * The rotary embedding x·cos + rotate_half(x)·sin of HF Llama (rotate_half([x1, x2]) = [-x2, x1]),
- * written as x·cos + swapHalves(x)·sinSigned with sinSigned = [-sin, sin], one op with its gradient
- * dy·cos + swapHalves(dy·sinSigned) (the swap is a symmetric permutation). Composed, rotate_half ran
- * split, neg and concat forward and twice as many kernels backward.
- */
-function rotary(cos: tf.Tensor4D, sinSigned: tf.Tensor4D): (x: tf.Tensor4D) => tf.Tensor4D {
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [x, save] = args as [tf.Tensor4D, tf.GradSaveFunc];
-    save([cos, sinSigned]); // kept for the backward pass, which runs after the forward's scope is gone
-    return {
-      value: tf.add(tf.mul(x, cos), tf.mul(swapHalves(x), sinSigned)),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
-        tf.tidy(() => {
-          const [c, s] = saved as [tf.Tensor4D, tf.Tensor4D];
-          return tf.add(tf.mul(dy, c), swapHalves(tf.mul(dy, s) as tf.Tensor4D));
-        }),
-    };
-  });
-  return (x) => op(x) as tf.Tensor4D;
-}
-
-interface LlamaBlock {
-  inputNorm: tf.Variable<tf.Rank.R1>;
-  q: HostLinear;
-  k: HostLinear;
-  v: HostLinear;
-  o: HostLinear;
-  postAttentionNorm: tf.Variable<tf.Rank.R1>;
-  gate: HostLinear;
-  up: HostLinear;
-  down: HostLinear;
-}
-
 export class LlamaModel extends TransformerHost {
   readonly headModules = ['lm_head'] as const;
   readonly layerPaths: string[];
-  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>;
-
-  get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
-    return this.tokenEmbeddings;
-  } // [V, d]
+  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // model.embed_tokens [V, d]
   private readonly blocks: LlamaBlock[] = [];
   private readonly norm: tf.Variable<tf.Rank.R1>; // model.norm
   private readonly lmHead: tf.Variable<tf.Rank.R2>; // [V, d]
-  private readonly inverseFrequencies: tf.Tensor1D; // [headDim / 2]
+  private readonly inverseFrequencies: tf.Tensor1D; // [hd / 2]
   private readonly gatedAct: (gate: tf.Tensor, up: tf.Tensor) => tf.Tensor;
-  /**
-   * The rotary embedding of the forward pass in progress, shared by its layers: for the keys, and
-   * for the queries with the attention scale 1/√headDim folded into its tables.
-   */
-  private rotary: { keys: (x: tf.Tensor4D) => tf.Tensor4D; queries: (x: tf.Tensor4D) => tf.Tensor4D } | null = null;
+
+  get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
+    return this.tokenEmbeddings;
+  }
 
   constructor(
     readonly llama: LlamaConfig,
@@ -237,60 +241,84 @@ export class LlamaModel extends TransformerHost {
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
-    return tf.gather(this.tokenEmbeddings, ids) as tf.Tensor as tf.Tensor3D;
+    return tf.gather(this.tokenEmbeddings, ids) as tf.Tensor as tf.Tensor3D; // [B, T, d]
   }
 
-  /** Positions enter through the rotary embedding: computed here once for all layers. */
-  protected embedPositions(embeddings: tf.Tensor3D, positions: tf.Tensor2D): tf.Tensor3D {
-    const [batch, length] = positions.shape;
-    const angles = tf.mul(tf.reshape(tf.cast(positions, 'float32'), [batch, length, 1]), this.inverseFrequencies); // [B, T, hd/2]
-    const shape: [number, number, number, number] = [batch, 1, length, this.llama.headDim];
-    const cos = tf.reshape(tf.cos(tf.concat([angles, angles], -1)), shape) as tf.Tensor4D;
-    const sine = tf.sin(angles);
-    const sinSigned = tf.reshape(tf.concat([tf.neg(sine), sine], -1), shape) as tf.Tensor4D;
-    const scale = 1 / Math.sqrt(this.llama.headDim);
-    this.rotary = { keys: rotary(cos, sinSigned), queries: rotary(tf.mul(cos, scale), tf.mul(sinSigned, scale)) };
+  /** Positions enter through the rotary embedding (rotaryEmbedding below), not the embeddings. */
+  protected embedPositions(embeddings: tf.Tensor3D): tf.Tensor3D {
     return embeddings;
   }
 
+  /** The rotary tables of this pass, computed once for all its layers (LayerState.rotary). */
+  protected override rotaryEmbedding(positions: tf.Tensor2D): RotaryEmbedding {
+    const [batch, length] = positions.shape;
+    const column = tf.reshape(tf.cast(positions, 'float32'), [batch, length, 1]); // [B, T, 1]
+    const angles = tf.mul(column, this.inverseFrequencies); // [B, T, hd/2]
+    const shape: [number, number, number, number] = [batch, 1, length, this.llama.headDim];
+    const cos = tf.reshape(tf.cos(tf.concat([angles, angles], -1)), shape) as tf.Tensor4D; // [B, 1, T, hd]
+    const sine = tf.sin(angles); // [B, T, hd/2]
+    const sinSigned = tf.reshape(tf.concat([tf.neg(sine), sine], -1), shape) as tf.Tensor4D; // [B, 1, T, hd]
+    const scale = 1 / Math.sqrt(this.llama.headDim);
+    return { keys: rotary(cos, sinSigned), queries: rotary(tf.mul(cos, scale), tf.mul(sinSigned, scale)) };
+  }
+
+  /** Grouped-query self-attention over the normalised input [B, T, d] -> [B, T, d]. */
+  private selfAttention(index: number, block: LlamaBlock, normed: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const { numHeads, numKeyValueHeads, headDim } = this.llama;
+    const { context } = state;
+    const [batch, length, d] = normed.shape;
+    const rows = tf.reshape(normed, [batch * length, d]); // [B·T, d]
+    const { queries, keys } = state.rotary!;
+    // q carries the attention scale (folded into its rotary tables), so attention scales by 1
+    const q = queries(splitHeads(block.q.apply(rows, context), batch, numHeads, headDim)); // [B, H, T, hd]
+    const k = keys(splitHeads(block.k.apply(rows, context), batch, numKeyValueHeads, headDim)); // [B, Hkv, T, hd]
+    const v = splitHeads(block.v.apply(rows, context), batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
+    const { key, value } = this.extendKeys(index, k, v, state); // [B, Hkv, S, hd]
+    const attended = mergeHeads(attention(q, key, value, state.bias, 1)); // [B·T, H·hd]
+    const output = block.o.apply(attended, context); // [B·T, d]
+    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+  }
+
+  /** SwiGLU: down(act(gate(x)) · up(x)), [B, T, d] -> [B, T, d]. */
+  private mlp(block: LlamaBlock, normed: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+    const [batch, length, d] = normed.shape;
+    const rows = tf.reshape(normed, [batch * length, d]); // [B·T, d]
+    const gated = this.gatedAct(block.gate.apply(rows, context), block.up.apply(rows, context)); // [B·T, intermediate]
+    const output = block.down.apply(gated, context); // [B·T, d]
+    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+  }
+
+  /**
+   * Pre-norm block: x + attention(norm(x)), then x + mlp(norm(x)). The sublayer hooks see each
+   * output before its residual add.
+   */
   protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
     const block = this.blocks[index]!;
-    const { numHeads, numKeyValueHeads, headDim, rmsNormEpsilon } = this.llama;
-    const context = state.context;
+    const { rmsNormEpsilon } = this.llama;
+    const { context } = state;
 
-    const [batch, length, d] = hidden.shape;
-    // the projections take rows [B·T, d]: one reshape in front of q, k, v and one of gate, up
-    const normed = tf.reshape(rmsNorm(hidden, block.inputNorm, rmsNormEpsilon), [batch * length, d]);
-    const { queries, keys } = this.rotary!;
-    // q carries the attention scale (folded into its rotary tables), so attention scales by 1
-    const q = queries(splitHeads(block.q.apply(normed, context), batch, numHeads, headDim));
-    const k = keys(splitHeads(block.k.apply(normed, context), batch, numKeyValueHeads, headDim));
-    const v = splitHeads(block.v.apply(normed, context), batch, numKeyValueHeads, headDim);
-    const { key, value } = this.extendKeys(index, k, v, state);
-    const attended = mergeHeads(attention(q, key, value, state.bias, 1));
-    let attentionOutput = tf.reshape(block.o.apply(attended, context), [batch, length, d]) as tf.Tensor3D;
+    const inputNormed = rmsNorm(hidden, block.inputNorm, rmsNormEpsilon) as tf.Tensor3D;
+    let attentionOutput = this.selfAttention(index, block, inputNormed, state); // [B, T, d]
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
       residual: hidden,
       norm: null,
     });
-    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D;
+    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
 
-    const normed2 = tf.reshape(rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon), [batch * length, d]);
-    const gated = this.gatedAct(block.gate.apply(normed2, context), block.up.apply(normed2, context));
-    let ffn = tf.reshape(block.down.apply(gated, context), [batch, length, d]) as tf.Tensor3D;
+    const postAttentionNormed = rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon) as tf.Tensor3D;
+    let ffn = this.mlp(block, postAttentionNormed, context); // [B, T, d]
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
-    return addReleasing(afterAttention, ffn) as tf.Tensor3D;
+    return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
   }
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
-    this.rotary = null;
     return rmsNorm(hidden, this.norm, this.llama.rmsNormEpsilon) as tf.Tensor3D;
   }
 
   protected head(normed: tf.Tensor3D): tf.Tensor {
     const [batch, length, d] = normed.shape;
     const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
-    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]);
+    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
   }
 
   protected override slidingWindow(): number | null {

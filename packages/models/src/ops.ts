@@ -1,4 +1,5 @@
-// Building blocks shared by the architectures: norms, activations, attention with its mask.
+// Building blocks shared by the architectures: attention with its mask, and the split of projections
+// into heads and back. Shapes as in the notes at the top of transformer-host.ts.
 import { addReleasing } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -52,9 +53,10 @@ export function attention(
     const group = heads / kvHeads;
     const grouped = group === 1 ? q : tf.reshape(q, [batch, kvHeads, group * length, headDim]);
     const groupBias = group === 1 ? bias : tf.tile(bias, [1, 1, group, 1]); // [B, 1, g·T, S]
-    const products = tf.matMul(grouped, k, false, true);
+    const products = tf.matMul(grouped, k, false, true); // [B, Hkv, g·T, S]
+    const scaled = scale === 1 ? products : tf.mul(products, scale);
     // the mask takes no gradient; the scores are not kept for the backward pass (softmax keeps its output)
-    const scores = addReleasing(scale === 1 ? products : tf.mul(products, scale), groupBias, { constant: true }); // [B, Hkv, g·T, S]
+    const scores = addReleasing(scaled, groupBias, { constant: true }); // [B, Hkv, g·T, S]
     const out = tf.matMul(tf.softmax(scores), v); // [B, Hkv, g·T, hd]
     return (group === 1 ? out : tf.reshape(out, [batch, heads, length, headDim])) as tf.Tensor4D;
   });

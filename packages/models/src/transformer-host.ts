@@ -2,6 +2,20 @@
 // tokens in the mask, positions, the key/value prefix and the generation cache. An architecture
 // implements its embeddings, one layer and its head; everything here follows Hugging Face's
 // handling of inputs_embeds and past_key_values.
+//
+// Notes the model files (gpt2.ts, llama.ts, bert.ts) refer to:
+//
+// Shapes in comments. B batch, T this pass's tokens (the queries, virtual tokens included), S the
+// keys they attend (prefix or cache, then T), d hidden size, H query heads, Hkv key/value heads, hd
+// head size, V vocabulary. Projections take rows [B·T, in] (HostLinear.apply then reshapes
+// nothing): a layer reshapes once in front of its attention projections and once in front of its
+// MLP, and back to [B, T, d] after each output projection.
+//
+// Releasing ops. Residual adds are addReleasing and the LM head's reshape of the logits is
+// reshapeReleasing (@peft/core nn.ts): the values of tf.add and tf.reshape, with gradients that keep
+// no inputs. tfjs's Add and Reshape gradients hold their inputs until the backward pass reaches
+// them, for their shapes only: the residual stream twice per layer, and the logits (a Llama step at
+// batch 4 x 128 and 32,000 tokens: 65 MB).
 import {
   HostHooks,
   type ForwardContext,
@@ -27,6 +41,16 @@ export interface PretrainedOrigin {
   store: FileStore | null;
 }
 
+/**
+ * Rotary positions of one forward pass: the cos/sin tables for its positions, computed once and
+ * held by the two ops that apply them to [B, H, T, hd]. The queries' tables carry the attention
+ * scale 1/√hd, so attention over rotated queries scales by 1.
+ */
+export interface RotaryEmbedding {
+  queries: (x: tf.Tensor4D) => tf.Tensor4D;
+  keys: (x: tf.Tensor4D) => tf.Tensor4D;
+}
+
 /** Per forward pass, what a layer needs besides its input. */
 export interface LayerState {
   context: ForwardContext;
@@ -34,6 +58,8 @@ export interface LayerState {
   bias: tf.Tensor4D;
   /** [B, T] int32 positions of the queries. */
   positions: tf.Tensor2D;
+  /** Architectures with rotary positions (Llama): this pass's tables, for every layer; null for the others. */
+  rotary: RotaryEmbedding | null;
   /** Prepend the key/value prefix (first pass only: later passes find it in the cache). */
   usePrefix: boolean;
   cacheIn?: KeyValueCache;
@@ -100,6 +126,10 @@ export abstract class TransformerHost implements PeftHost {
     positions: tf.Tensor2D,
     tokenTypes: tf.Tensor2D,
   ): tf.Tensor3D;
+  /** Rotary tables for these positions [B, T] (architectures that rotate queries and keys); null = none. */
+  protected rotaryEmbedding(_positions: tf.Tensor2D): RotaryEmbedding | null {
+    return null;
+  }
   protected abstract layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D;
   /** The norm after the last layer (identity where there is none). */
   protected abstract finalNorm(hidden: tf.Tensor3D): tf.Tensor3D;
@@ -141,12 +171,12 @@ export abstract class TransformerHost implements PeftHost {
     }
 
     const result = tf.tidy(() => {
-      let embeddings = this.embedTokens(ids);
+      let embeddings = this.embedTokens(ids); // [B, T, d] (real tokens)
       let prepended = 0;
       const inputHook = this.hooks.inputEmbedding;
       if (inputHook && !cache) {
         const hooked = inputHook(embeddings, context, ids);
-        embeddings = hooked.embeddings;
+        embeddings = hooked.embeddings; // [B, prepended + T, d]
         prepended = hooked.prepended;
       }
       const queries = embeddings.shape[1];
@@ -172,8 +202,8 @@ export abstract class TransformerHost implements PeftHost {
           `attentionMask: expected shape [${batch}, ${realKeys}] (${cache ? 'cached and new' : 'one per'} real token), got [${realMask.shape}]`,
         );
       }
-      const keyMask = virtual > 0 ? tf.concat([tf.ones([batch, virtual]), realMask], 1) : realMask;
-      const bias = attentionBias(keyMask as tf.Tensor2D, queries, this.causal, this.slidingWindow());
+      const keyMask = virtual > 0 ? tf.concat([tf.ones([batch, virtual]), realMask], 1) : realMask; // [B, S]
+      const bias = attentionBias(keyMask as tf.Tensor2D, queries, this.causal, this.slidingWindow()); // [B, 1, T, S]
 
       let positions: tf.Tensor2D;
       if (input.positionIds) {
@@ -192,11 +222,12 @@ export abstract class TransformerHost implements PeftHost {
         : tf.zeros([batch, length], 'int32');
       if (prepended > 0) tokenTypes = tf.concat([tf.zeros([batch, prepended], 'int32'), tokenTypes], 1);
 
-      let hidden = this.embedPositions(embeddings, positions, tokenTypes);
+      let hidden = this.embedPositions(embeddings, positions, tokenTypes); // [B, T, d]
       const state: LayerState = {
         context,
         bias,
         positions,
+        rotary: this.rotaryEmbedding(positions),
         usePrefix,
         inputIds: ids,
         prepended,
@@ -243,7 +274,7 @@ export abstract class TransformerHost implements PeftHost {
     let value = v;
     if (state.cacheIn) {
       const cached = state.cacheIn.layers[layer]!;
-      key = tf.concat([cached.key, k], 2);
+      key = tf.concat([cached.key, k], 2); // [B, Hkv, cached + T, hd]
       value = tf.concat([cached.value, v], 2);
     } else if (state.usePrefix) {
       const prefix = this.hooks.keyValuePrefix!.prefix(layer, state.context);
@@ -253,7 +284,7 @@ export abstract class TransformerHost implements PeftHost {
           `key/value prefix of layer ${layer}: expected [${expected}] ([batch, kvHeads, P, headDim]), got key [${prefix.key.shape}], value [${prefix.value.shape}]`,
         );
       }
-      key = tf.concat([prefix.key, k], 2);
+      key = tf.concat([prefix.key, k], 2); // [B, Hkv, P + T, hd]
       value = tf.concat([prefix.value, v], 2);
     }
     if (state.cacheOut) state.cacheOut[layer] = { key: tf.keep(key), value: tf.keep(value) };
