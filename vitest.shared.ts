@@ -15,6 +15,8 @@ process.env.TF_CPP_MIN_LOG_LEVEL ??= '3';
  */
 export const workspaceAliases = [
   { find: /^@peft\/([a-z-]+)$/, replacement: path.join(root, 'packages/$1/src/index.ts') },
+  // the one entry whose source is named otherwise (see packages/lora/tsup.config.ts)
+  { find: /^@peft\/lora\/layers$/, replacement: path.join(root, 'packages/lora/src/tfjs-layers.ts') },
   { find: /^@peft\/([a-z-]+)\/([a-z-]+)$/, replacement: path.join(root, 'packages/$1/src/$2.ts') },
 ];
 

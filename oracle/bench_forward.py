@@ -1,5 +1,6 @@
-"""The Python side of packages/models/bench/forward.ts: a GPT-2 of the given shape with random
-weights in transformers, timed for the same forward pass and greedy generation. Prints one JSON line.
+"""The Python side of apps/bench/scripts/models-forward.ts: a GPT-2 of the given shape with
+random weights in transformers, timed for the same forward pass and greedy generation. Prints
+one JSON line.
 
 run: oracle/.venv/bin/python oracle/bench_forward.py --threads 2
 """

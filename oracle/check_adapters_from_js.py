@@ -1,8 +1,8 @@
-"""Loads the bottleneck adapters packages/adapter/scripts/export-for-python.ts trained and saved in
-TypeScript, with AdapterHub's `adapters` library, and compares its logits with ours. Each must load
-under the name it was saved with (`load_adapter(dir)` without `load_as`: "default", or "my_task" for
-the adapter that came from AdapterHub under that name). Exits 1 when a name differs or any logit
-differs by more than 1e-4.
+"""Loads the bottleneck adapters apps/bench/scripts/export-for-python.ts (`adapter`) trained and
+saved in TypeScript, with AdapterHub's `adapters` library, and compares its logits with ours. Each
+must load under the name it was saved with (`load_adapter(dir)` without `load_as`: "default", or
+"my_task" for the adapter that came from AdapterHub under that name). Exits 1 when a name differs
+or any logit differs by more than 1e-4.
 
 run: oracle/.venv-adapters/bin/python oracle/check_adapters_from_js.py DIRECTORY
 """

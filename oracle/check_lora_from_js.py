@@ -1,4 +1,4 @@
-"""Loads the LoRA adapters packages/lora/scripts/export-for-python.ts trained and saved in
+"""Loads the LoRA adapters apps/bench/scripts/export-for-python.ts (`lora`) trained and saved in
 TypeScript, with Python peft, and compares peft's logits (unmerged and merged) with ours.
 Exits 1 when any differs by more than 1e-4.
 

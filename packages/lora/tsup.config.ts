@@ -1,7 +1,8 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', 'src/layers.ts'],
+  // `@peft/lora/layers` (package.json exports) is built from src/tfjs-layers.ts
+  entry: { index: 'src/index.ts', layers: 'src/tfjs-layers.ts' },
   format: ['esm'],
   dts: true,
   sourcemap: true,

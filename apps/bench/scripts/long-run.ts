@@ -29,7 +29,10 @@ const batch = 8;
 const length = 96;
 let state = 7;
 const data: Example[] = Array.from({ length: 64 }, () => {
-  const ids = Array.from({ length }, () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) % vocab);
+  const ids = Array.from({ length }, () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state % vocab;
+  });
   return { inputIds: ids, labels: ids };
 });
 const megabytes = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MB`;

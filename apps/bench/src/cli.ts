@@ -1,25 +1,14 @@
-#!/usr/bin/env node
-// `pnpm bench`: which PEFT method, for my task and budget? Trains every method and the baselines on
-// one base model (default: brown-gpt), task (default: spam) and backend, over several seeds, and
-// writes results.json, report.md and report.html.
-import { readFileSync } from 'node:fs';
+// The command lines of `pnpm bench` and `pnpm bench perf`: their usage, their flags with defaults,
+// and the parsers of flag values, whose errors name the flag and what it expects.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { selectBackend, parseBackendRequest } from '@peft/backend';
-import { loadTokenizer } from '@peft/models';
-
-import { readBrown, splitBrown } from './data/brown.js';
-import { readEmails } from './data/email.js';
-import { perfUsage, runPerf } from './perf/perf.js';
-import { METHODS, VIRTUAL_TOKENS } from './methods.js';
-import { consoleTable, writeReports } from './report.js';
-import { parseBudget, parseLearningRates, positiveIntegerFlag, runBench, type ProgressEvent } from './run.js';
-import { emailLmTask, genreTask, jsonlTask, posTask, spamTask, type TaskSplits } from './tasks/tasks.js';
+import { METHODS } from './methods.js';
+import { PERF_METHODS } from './perf/workloads.js';
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt');
 
-const usage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memory beside Python peft; perf --help)
+export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memory beside Python peft; perf --help)
   --task spam|pos|genre|email-lm   embedded task (default spam)
   --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines
   --model DIR                      a Hugging Face GPT-2 directory with tokenizer.json (default brown-gpt)
@@ -35,62 +24,23 @@ const usage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memo
   --quick                          a few steps, one seed, small data (smoke test)
   --out DIR                        default bench-results/<task>`;
 
-async function taskFor(
-  name: string,
-  data: string | undefined,
-  tokenizerDirectory: string,
-  limit: number,
-): Promise<TaskSplits> {
-  const tokenizer = await loadTokenizer(tokenizerDirectory);
-  const config = JSON.parse(readFileSync(path.join(tokenizerDirectory, 'config.json'), 'utf8')) as {
-    n_positions?: number;
-    max_position_embeddings?: number;
-  };
-  const positions = Math.min(config.n_positions ?? config.max_position_embeddings ?? 512, 512);
-  // every method sees the same examples: room is left for the prompt methods' virtual tokens
-  const options = { tokenizer, maxLength: positions - VIRTUAL_TOKENS, limit };
-  if (data) return jsonlTask(path.basename(data), readFileSync(data, 'utf8'), options);
-  switch (name) {
-    case 'spam':
-      return spamTask(readEmails(), options);
-    case 'email-lm':
-      return emailLmTask(readEmails(), options);
-    case 'pos':
-      return posTask(splitBrown(readBrown()).heldOut, options);
-    case 'genre':
-      return genreTask(splitBrown(readBrown()).heldOut, options);
-    default:
-      throw new Error(`--task: unknown task "${name}" (spam, pos, genre, email-lm)`);
-  }
-}
+export const perfUsage = `usage: pnpm bench perf [options]
+  --models gpt2,llama,tiny     model shapes (default gpt2,llama; tiny: a smoke test)
+  --methods a,b,...            default ${PERF_METHODS.map((m) => m.name).join(',')}
+  --reps N                     training processes per side and workload, alternating (default 3)
+  --steps N                    timed training steps per process (default 4)
+  --warmup N                   untimed training steps before them (default 4: the first steps of a
+                               process also fault in the memory its allocator keeps; both runtimes)
+  --rounds N                   alternating inference rounds per process (default 5)
+  --kinds train,infer          what to measure (default both; the ceiling is always measured)
+  --no-python                  our side only
+  --quick                      1 repetition, 2 steps, 2 rounds (GPT-2 unless --models)
+  --out DIR                    default bench-results/perf`;
 
-function progressPrinter(): (event: ProgressEvent) => void {
-  let started = performance.now();
-  const tty = process.stdout.isTTY;
-  return (event) => {
-    if (event.kind === 'start') {
-      started = performance.now();
-      process.stdout.write(`[${event.run}/${event.runs}] ${event.method} seed ${event.seed}\n`);
-    } else if (event.kind === 'step') {
-      const seconds = (performance.now() - started) / 1000;
-      const eta = (seconds / event.step) * (event.steps - event.step);
-      const width = 30;
-      const filled = Math.round((width * event.step) / event.steps);
-      const line = `  ${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${event.step}/${event.steps} loss ${event.loss.toFixed(4)} ETA ${eta.toFixed(0)} s`;
-      if (tty) process.stdout.write(`\r${line}`);
-      else if (event.step % 25 === 0 || event.step === event.steps) process.stdout.write(`${line}\n`);
-    } else {
-      const r = event.result;
-      process.stdout.write(
-        `${tty ? '\n' : ''}  ${r.status}${r.error ? ` (${r.error})` : ''}: metric ${r.metric === null ? '-' : r.metric.toFixed(4)}\n`,
-      );
-    }
-  };
-}
-
-async function main(): Promise<number> {
-  if (process.argv[2] === 'perf') return runPerf(process.argv.slice(3));
-  const { values } = parseArgs({
+/** `pnpm bench`'s flags as given, defaults filled in; the values are checked where they are used. */
+export function parseBenchArgs(argv: string[]) {
+  return parseArgs({
+    args: argv,
     options: {
       task: { type: 'string', default: 'spam' },
       data: { type: 'string' },
@@ -107,78 +57,72 @@ async function main(): Promise<number> {
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
-  });
-  if (values.help) {
-    console.log(usage);
-    return 0;
-  }
-  const budget = parseBudget(values.budget!);
-  const learningRates = parseLearningRates(values.lr ?? '');
-  const backend = await selectBackend({ backend: parseBackendRequest(values.backend!, '--backend') });
-  console.log(`backend: ${backend.name} (${backend.detail})`);
-  const quick = values.quick!;
-  const tasks = values.suite === 'full' ? ['spam', 'pos', 'genre', 'email-lm'] : [values.task!];
-  if (values.suite !== undefined && values.suite !== 'full')
-    throw new Error(`--suite: expected "full", got "${values.suite}"`);
-  const controller = new AbortController();
-  const interrupt = (): void => {
-    console.log('\ninterrupted: finishing the current step and writing the partial report');
-    controller.abort();
-  };
-  process.once('SIGINT', interrupt);
-  let status = 0;
-  for (const name of tasks) {
-    const task = await taskFor(
-      name,
-      values.data,
-      values.model!,
-      quick ? 120 : positiveIntegerFlag('limit', values.limit!),
-    );
-    const out = path.resolve(
-      values.out ?? path.join('bench-results', task.name),
-      tasks.length > 1 && values.out ? task.name : '',
-    );
-    console.log(
-      `task ${task.name} (${task.task}): train ${task.train.length}, validation ${task.validation.length}, test ${task.test.length}; output ${out}`,
-    );
-    const started = performance.now();
-    const results = await runBench(
-      {
-        modelDirectory: values.model!,
-        task,
-        methods: values
-          .methods!.split(',')
-          .map((m) => m.trim())
-          .filter(Boolean),
-        seeds: quick ? 1 : positiveIntegerFlag('seeds', values.seeds!),
-        steps: quick ? 3 : (budget.steps ?? 0),
-        ...(!quick && budget.seconds ? { seconds: budget.seconds } : {}),
-        learningRates,
-        batchSize: quick ? 4 : positiveIntegerFlag('batch', values.batch!),
-        latencyExamples: quick ? 2 : 10,
-        out,
-        backend,
-        signal: controller.signal,
-        onProgress: progressPrinter(),
-      },
-      (partial) => writeReports(out, partial),
-    );
-    console.log(
-      `\n${consoleTable(results)}\n\n${((performance.now() - started) / 60000).toFixed(1)} minutes; reports in ${out}`,
-    );
-    if (results.runs.some((r) => r.status === 'failed')) status = 1;
-    if (controller.signal.aborted) return 130;
-  }
-  process.removeListener('SIGINT', interrupt);
-  return status;
+  }).values;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error(
-      `bench: ${error instanceof Error ? error.message : String(error)}\n${process.argv[2] === 'perf' ? perfUsage : usage}`,
-    );
-    process.exit(2);
-  },
-);
+/** `pnpm bench perf`'s flags as given, defaults filled in; the values are checked where they are used. */
+export function parsePerfArgs(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    options: {
+      models: { type: 'string' },
+      methods: { type: 'string', default: PERF_METHODS.map((m) => m.name).join(',') },
+      reps: { type: 'string', default: '3' },
+      steps: { type: 'string', default: '4' },
+      warmup: { type: 'string', default: '4' },
+      rounds: { type: 'string', default: '5' },
+      kinds: { type: 'string', default: 'train,infer' },
+      'no-python': { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      out: { type: 'string', default: path.join('bench-results', 'perf') },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }).values;
+}
+
+/** A command-line flag's value that must be a positive integer. */
+export function positiveIntegerFlag(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got "${value}"`);
+  return n;
+}
+
+/** A comma-separated list of names (`--models gpt2,llama`): the items of `all` they name, in order. */
+export function namedItemsFlag<T extends { name: string }>(flag: string, list: string, all: readonly T[]): T[] {
+  return list
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean)
+    .map((name) => {
+      const found = all.find((x) => x.name === name);
+      if (!found) throw new Error(`--${flag}: unknown "${name}" (${all.map((x) => x.name).join(', ')})`);
+      return found;
+    });
+}
+
+/** `--budget`: `150` (steps), `90s` or `2m` (wall time per training run). */
+export function parseBudget(value: string): { steps?: number; seconds?: number } {
+  const match = /^(\d+(?:\.\d+)?)\s*(s|m|min)?$/.exec(value.trim());
+  const amount = match ? Number(match[1]) : NaN;
+  if (!match || !(amount > 0) || (!match[2] && !Number.isInteger(amount))) {
+    throw new Error(`--budget: expected optimizer steps (150) or a wall time per run (90s, 2m), got "${value}"`);
+  }
+  if (!match[2]) return { steps: amount };
+  return { seconds: match[2] === 's' ? amount : amount * 60 };
+}
+
+/** `--lr prefix=5e-3,lora=1e-3`: learning rates by method. */
+export function parseLearningRates(value: string): Record<string, number> {
+  const rates: Record<string, number> = {};
+  for (const part of value
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const [method, rate] = part.split('=');
+    const n = Number(rate);
+    if (!method || rate === undefined || !(n > 0) || !Number.isFinite(n))
+      throw new Error(`--lr: expected method=rate (prefix=5e-3), got "${part}"`);
+    rates[method.trim()] = n;
+  }
+  return rates;
+}

@@ -21,6 +21,7 @@ export { bagOfWordsBaseline, majorityBaseline, score } from './tasks/baselines.j
 export type { BaselineScore } from './tasks/baselines.js';
 export { METHODS, VIRTUAL_TOKENS } from './methods.js';
 export type { MethodSpec } from './methods.js';
-export { RESULTS_SCHEMA, parseBudget, parseLearningRates, runBench, summarize } from './run.js';
+export { parseBudget, parseLearningRates } from './cli.js';
+export { RESULTS_SCHEMA, runBench, summarize } from './run.js';
 export type { BenchOptions, BenchResults, MethodSummary, ProgressEvent, RunResult } from './run.js';
 export { consoleTable, htmlReport, markdownReport, writeReports } from './report.js';

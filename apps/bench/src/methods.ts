@@ -24,6 +24,10 @@ export interface MethodSpec {
   learningRate: number;
   /** No training: the frozen model is evaluated as it is. */
   frozen?: boolean;
+  /** The adapter merges into the base weights (LoRA): its latency is also timed merged. */
+  mergeable?: boolean;
+  /** Positions of the context the method takes (the prompt methods' virtual tokens). */
+  virtualTokens: number;
   make(host: PeftHost, task: TaskName, seed: number): TrainableModel;
 }
 
@@ -41,6 +45,8 @@ export const METHODS: readonly MethodSpec[] = [
     name: 'lora',
     label: 'LoRA r=8 (c_attn)',
     learningRate: 2e-3,
+    mergeable: true,
+    virtualTokens: 0,
     make: (host, task, seed) =>
       getPeftModel(
         host,
@@ -51,6 +57,7 @@ export const METHODS: readonly MethodSpec[] = [
     name: 'houlsby',
     label: 'Houlsby adapters (factor 16)',
     learningRate: 1e-3,
+    virtualTokens: 0,
     make: (host, task, seed) =>
       getPeftModel(
         host,
@@ -61,6 +68,7 @@ export const METHODS: readonly MethodSpec[] = [
     name: 'pfeiffer',
     label: 'Pfeiffer adapters (factor 16)',
     learningRate: 1e-3,
+    virtualTokens: 0,
     make: (host, task, seed) =>
       getPeftModel(
         host,
@@ -71,6 +79,7 @@ export const METHODS: readonly MethodSpec[] = [
     name: 'prefix',
     label: `prefix tuning (${VIRTUAL_TOKENS}, MLP)`,
     learningRate: 3e-3,
+    virtualTokens: VIRTUAL_TOKENS,
     make: (host, task, seed) =>
       getPeftModel(
         host,
@@ -86,6 +95,7 @@ export const METHODS: readonly MethodSpec[] = [
     name: 'prompt',
     label: `prompt tuning (${VIRTUAL_TOKENS})`,
     learningRate: 3e-2,
+    virtualTokens: VIRTUAL_TOKENS,
     make: (host, task, seed) =>
       getPeftModel(
         host,
@@ -101,6 +111,7 @@ export const METHODS: readonly MethodSpec[] = [
     name: 'ptuning-v1',
     label: `P-tuning v1 (${VIRTUAL_TOKENS}, MLP)`,
     learningRate: 1e-2,
+    virtualTokens: VIRTUAL_TOKENS,
     make: (host, task, seed) =>
       getPeftModel(
         host,
@@ -111,19 +122,27 @@ export const METHODS: readonly MethodSpec[] = [
     name: 'ptuning-v2',
     label: `P-tuning v2 (${VIRTUAL_TOKENS})`,
     learningRate: 1e-2,
+    virtualTokens: VIRTUAL_TOKENS,
     make: (host, task, seed) =>
       getPeftModel(
         host,
         new PTuningV2Config({ numVirtualTokens: VIRTUAL_TOKENS, task, prefixDropout: 0.1, initSeed: seed }),
       ),
   },
-  { name: 'full', label: 'full fine-tuning', learningRate: 3e-4, make: (host) => fullFineTuning(host) },
-  { name: 'head-only', label: 'head only', learningRate: 1e-2, make: (host) => headOnly(host) },
+  {
+    name: 'full',
+    label: 'full fine-tuning',
+    learningRate: 3e-4,
+    virtualTokens: 0,
+    make: (host) => fullFineTuning(host),
+  },
+  { name: 'head-only', label: 'head only', learningRate: 1e-2, virtualTokens: 0, make: (host) => headOnly(host) },
   {
     name: 'frozen',
     label: 'frozen (zero-shot)',
     learningRate: 0,
     frozen: true,
+    virtualTokens: 0,
     make: (host) => ({ host, trainableVariables: () => new Map() }),
   },
 ];

@@ -106,7 +106,7 @@ ${results.runs
 `;
 }
 
-const escape = (text: string): string =>
+const escapeHtml = (text: string): string =>
   text.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 const COLORS = [
   '#4e79a7',
@@ -142,11 +142,11 @@ function scatter(results: BenchResults): string {
 <line x1="${m}" y1="${h - m}" x2="${w - m}" y2="${h - m}" stroke="#333"/><line x1="${m}" y1="${m}" x2="${m}" y2="${h - m}" stroke="#333"/>
 ${ticks.map((t) => `<text x="${sx(t)}" y="${h - m + 16}" font-size="11" text-anchor="middle">1e${t}</text>`).join('')}
 <text x="${w / 2}" y="${h - 8}" font-size="12" text-anchor="middle">trainable parameters (log)</text>
-<text x="14" y="${h / 2}" font-size="12" transform="rotate(-90 14 ${h / 2})" text-anchor="middle">${escape(results.task.metric)}</text>
+<text x="14" y="${h / 2}" font-size="12" transform="rotate(-90 14 ${h / 2})" text-anchor="middle">${escapeHtml(results.task.metric)}</text>
 <text x="${m - 6}" y="${sy(y0) + 4}" font-size="10" text-anchor="end">${y0.toFixed(2)}</text><text x="${m - 6}" y="${sy(y1) + 4}" font-size="10" text-anchor="end">${y1.toFixed(2)}</text>
-${baselines.map((b) => `<line x1="${m}" x2="${w - m}" y1="${sy(b.accuracy)}" y2="${sy(b.accuracy)}" stroke="#999" stroke-dasharray="4 3"/><text x="${w - m}" y="${sy(b.accuracy) - 4}" font-size="10" text-anchor="end" fill="#666">${escape(b.name)} ${b.accuracy.toFixed(3)}</text>`).join('\n')}
+${baselines.map((b) => `<line x1="${m}" x2="${w - m}" y1="${sy(b.accuracy)}" y2="${sy(b.accuracy)}" stroke="#999" stroke-dasharray="4 3"/><text x="${w - m}" y="${sy(b.accuracy) - 4}" font-size="10" text-anchor="end" fill="#666">${escapeHtml(b.name)} ${b.accuracy.toFixed(3)}</text>`).join('\n')}
 ${points.map((p, i) => `<line x1="${sx(xs[i]!)}" x2="${sx(xs[i]!)}" y1="${sy(ys[i]! - (p.metricStd ?? 0))}" y2="${sy(ys[i]! + (p.metricStd ?? 0))}" stroke="${COLORS[i % COLORS.length]}"/>`).join('')}
-${points.map((p, i) => `<circle cx="${sx(xs[i]!)}" cy="${sy(ys[i]!)}" r="5" fill="${COLORS[i % COLORS.length]}"/><text x="${sx(xs[i]!) + 7}" y="${sy(ys[i]!) - 6}" font-size="11">${escape(p.method)}</text>`).join('\n')}
+${points.map((p, i) => `<circle cx="${sx(xs[i]!)}" cy="${sy(ys[i]!)}" r="5" fill="${COLORS[i % COLORS.length]}"/><text x="${sx(xs[i]!) + 7}" y="${sy(ys[i]!) - 6}" font-size="11">${escapeHtml(p.method)}</text>`).join('\n')}
 </svg>`;
 }
 
@@ -180,7 +180,7 @@ function lossCurves(results: BenchResults): string {
 <text x="${w / 2}" y="${h - 8}" font-size="12" text-anchor="middle">step (seed 0; mean of the last ${SMOOTHING} steps)</text>
 <text x="${m - 4}" y="${sy(y1) + 4}" font-size="10" text-anchor="end">${y1.toFixed(2)}</text><text x="${m - 4}" y="${sy(y0) + 4}" font-size="10" text-anchor="end">${y0.toFixed(2)}</text>
 ${curves.map((c) => `<polyline fill="none" stroke="${c.color}" stroke-width="1.5" points="${c.losses.map((l, i) => `${sx(i).toFixed(1)},${sy(Number.isFinite(l) ? l : y1).toFixed(1)}`).join(' ')}"/>`).join('\n')}
-${curves.map((c, i) => `<rect x="${w - m - 120}" y="${m + i * 14 - 8}" width="10" height="10" fill="${c.color}"/><text x="${w - m - 105}" y="${m + i * 14 + 1}" font-size="11">${escape(c.method)}</text>`).join('\n')}
+${curves.map((c, i) => `<rect x="${w - m - 120}" y="${m + i * 14 - 8}" width="10" height="10" fill="${c.color}"/><text x="${w - m - 105}" y="${m + i * 14 + 1}" font-size="11">${escapeHtml(c.method)}</text>`).join('\n')}
 </svg>`;
 }
 
@@ -204,31 +204,31 @@ function bars(
   const extent = Math.max(...items.map((i) => Math.abs(i.value)), 1e-9);
   const zero = items.some((i) => i.value < 0) ? left + (w - left - right) / 2 : left;
   const scale = (w - left - right) / (zero === left ? extent : 2 * extent);
-  return `<svg width="${w}" height="${items.length * rowHeight + 30}" role="img" aria-label="${escape(label)}">
-<text x="0" y="14" font-size="12">${escape(label)}</text>
+  return `<svg width="${w}" height="${items.length * rowHeight + 30}" role="img" aria-label="${escapeHtml(label)}">
+<text x="0" y="14" font-size="12">${escapeHtml(label)}</text>
 ${items
   .map((item, i) => {
     const y = 24 + i * rowHeight;
     const length = Math.abs(item.value) * scale;
     const x = item.value >= 0 ? zero : zero - length;
-    return `<text x="${left - 6}" y="${y + 12}" font-size="11" text-anchor="end">${escape(item.name)}</text><rect x="${x}" y="${y}" width="${Math.max(1, length)}" height="14" fill="${COLORS[item.color % COLORS.length]}" fill-opacity="${item.opacity}"/><text x="${Math.max(x + length, zero) + 4}" y="${y + 12}" font-size="11">${item.value.toFixed(digits)}${unit}</text>`;
+    return `<text x="${left - 6}" y="${y + 12}" font-size="11" text-anchor="end">${escapeHtml(item.name)}</text><rect x="${x}" y="${y}" width="${Math.max(1, length)}" height="14" fill="${COLORS[item.color % COLORS.length]}" fill-opacity="${item.opacity}"/><text x="${Math.max(x + length, zero) + 4}" y="${y + 12}" font-size="11">${item.value.toFixed(digits)}${unit}</text>`;
   })
   .join('\n')}
 </svg>`;
 }
 
 export function htmlReport(results: BenchResults): string {
-  const table = `<table><thead><tr>${COLUMNS.map((c) => `<th>${escape(c)}</th>`).join('')}</tr></thead><tbody>${rows(
+  const table = `<table><thead><tr>${COLUMNS.map((c) => `<th>${escapeHtml(c)}</th>`).join('')}</tr></thead><tbody>${rows(
     results,
   )
-    .map((r) => `<tr>${r.map((cell) => `<td>${escape(cell)}</td>`).join('')}</tr>`)
+    .map((r) => `<tr>${r.map((cell) => `<td>${escapeHtml(cell)}</td>`).join('')}</tr>`)
     .join('')}</tbody></table>`;
-  const markdown = escape(markdownReport(results).split('\n').slice(2, 5).join(' ').replace(/`/g, ''));
+  const markdown = escapeHtml(markdownReport(results).split('\n').slice(2, 5).join(' ').replace(/`/g, ''));
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>@peft bench</title>
 <style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}p{max-width:1200px}table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}.charts{display:flex;flex-wrap:wrap;gap:24px}figure{margin:0}figcaption{font-size:13px;color:#555}</style>
 </head><body>
-<h1>@peft bench: ${escape(String((results.task as { name?: string }).name ?? ''))}</h1>
+<h1>@peft bench: ${escapeHtml(String((results.task as { name?: string }).name ?? ''))}</h1>
 <p>${markdown}</p>
 ${table}
 <div class="charts">
@@ -244,7 +244,7 @@ ${table}
   )}</figure>
 <figure>${bars(results, (r) => r.virtualTokens, 'Context consumed by virtual tokens', ' tokens', 0)}</figure>
 </div>
-<p>Baselines: ${results.baselines.map((b) => `${escape(b.name)} ${b.accuracy.toFixed(3)}`).join('; ') || 'none'}</p>
+<p>Baselines: ${results.baselines.map((b) => `${escapeHtml(b.name)} ${b.accuracy.toFixed(3)}`).join('; ') || 'none'}</p>
 </body></html>
 `;
 }

@@ -146,13 +146,13 @@ async function testMetric(
       predictions.push(...(predicted as number[]));
       labels.push(...(batch.labels as number[]));
     } else {
-      (batch.labels as number[][]).forEach((row, b) =>
+      (batch.labels as number[][]).forEach((row, b) => {
         row.forEach((label, t) => {
           if (label === IGNORE_INDEX) return;
           predictions.push((predicted as number[][])[b]![prepended + t]!);
           labels.push(label);
-        }),
-      );
+        });
+      });
     }
   }
   const result = score(predictions, labels, task.labels.length === 2);
@@ -316,7 +316,7 @@ async function runOne(
     result.baseLatencyMs = timed.base;
     result.latencyRatio = timed.ratio;
     if (isPeftModel(model)) {
-      if (method.name === 'lora') {
+      if (method.mergeable) {
         // merged, interleaved with the base model as above (unmerged for the base pass, not timed)
         model.merge();
         const peftModel = model;
@@ -460,38 +460,4 @@ export async function runBench(
   results.summary = summarize(results.runs);
   await onResults?.(results);
   return results;
-}
-
-/** A command-line flag's value that must be a positive integer. */
-export function positiveIntegerFlag(name: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got "${value}"`);
-  return n;
-}
-
-/** `--budget`: `150` (steps), `90s` or `2m` (wall time per training run). */
-export function parseBudget(value: string): { steps?: number; seconds?: number } {
-  const match = /^(\d+(?:\.\d+)?)\s*(s|m|min)?$/.exec(value.trim());
-  const amount = match ? Number(match[1]) : NaN;
-  if (!match || !(amount > 0) || (!match[2] && !Number.isInteger(amount))) {
-    throw new Error(`--budget: expected optimizer steps (150) or a wall time per run (90s, 2m), got "${value}"`);
-  }
-  if (!match[2]) return { steps: amount };
-  return { seconds: match[2] === 's' ? amount : amount * 60 };
-}
-
-/** `--lr prefix=5e-3,lora=1e-3`: learning rates by method. */
-export function parseLearningRates(value: string): Record<string, number> {
-  const rates: Record<string, number> = {};
-  for (const part of value
-    .split(',')
-    .map((p) => p.trim())
-    .filter(Boolean)) {
-    const [method, rate] = part.split('=');
-    const n = Number(rate);
-    if (!method || rate === undefined || !(n > 0) || !Number.isFinite(n))
-      throw new Error(`--lr: expected method=rate (prefix=5e-3), got "${part}"`);
-    rates[method.trim()] = n;
-  }
-  return rates;
 }

@@ -1,4 +1,4 @@
-import { HfTokenizer, loadTokenizer } from '@peft/models';
+import { type HfTokenizer, loadTokenizer } from '@peft/models';
 import { memoryStore } from '@peft/core';
 import { describe, expect, it } from 'vitest';
 

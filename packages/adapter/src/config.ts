@@ -2,8 +2,6 @@
 // defaults, presets and JSON layout, so that its users recognise the files and it loads ours.
 import type { PeftConfig, PeftHost } from '@peft/core';
 
-import { bottleneckMethod } from './model.js';
-
 export type AdapterInit = 'bert' | 'mam_adapter' | 'houlsby';
 
 export interface BottleneckConfigOptions {
@@ -61,7 +59,6 @@ function fail(field: string, expected: string, got: unknown): never {
 
 export class BottleneckConfig implements PeftConfig {
   readonly peftType = 'BOTTLENECK';
-  readonly method = bottleneckMethod;
   readonly taskType = null;
   readonly mhAdapter: boolean;
   readonly outputAdapter: boolean;

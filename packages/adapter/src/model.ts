@@ -2,10 +2,8 @@
 // host's sublayer-output hooks only; weights in AdapterHub's names and layout.
 import {
   deriveSeed,
-  registerPeftMethod,
   type AdapterTuner,
   type Disposer,
-  type PeftConfig,
   type PeftHost,
   type PeftMethod,
   type SafetensorsFile,
@@ -180,5 +178,3 @@ export const bottleneckMethod: PeftMethod<BottleneckConfig> = {
   fromJson: (json, source) => BottleneckConfig.fromJson(json, source),
   attach: (host, adapterName, config) => new BottleneckTuner(host, adapterName, config),
 };
-
-registerPeftMethod(bottleneckMethod as unknown as PeftMethod<PeftConfig>);

@@ -1,41 +1,21 @@
-import path from 'node:path';
-
-import { BASE_ADAPTER, PeftModel, getPeftModel, memoryStore, parseSafetensors, train, type Example } from '@peft/core';
-import { loadPretrained, type TransformerHost } from '@peft/models';
-import { afterEach, describe, expect, it } from 'vitest';
+import { BASE_ADAPTER, PeftModel, getPeftModel, memoryStore, parseSafetensors, train } from '@peft/core';
+import { fixtureHosts, logits, maxDiff, patternExamples } from '@peft/test-helpers';
+import { describe, expect, it } from 'vitest';
 
 import { BottleneckConfig, HoulsbyConfig, PfeifferConfig } from '../src/index.js';
 
-const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
-const hosts: TransformerHost[] = [];
-async function host(name: string): Promise<TransformerHost> {
-  const loaded = await loadPretrained(path.join(MODELS, name));
-  hosts.push(loaded);
-  return loaded;
-}
-afterEach(() => {
-  for (const h of hosts.splice(0)) h.dispose();
-});
-
+const host = fixtureHosts();
 const input = { inputIds: [[3, 5, 7, 11, 13, 17]], tokenTypeIds: [[0, 0, 0, 1, 1, 1]] };
-function logits(model: PeftModel | TransformerHost, extra: object = {}): Float32Array {
-  const { logits: out } = model.forward({ ...input, ...extra });
-  const values = out.dataSync() as Float32Array;
-  out.dispose();
-  return values;
-}
-const maxDiff = (a: Float32Array, b: Float32Array): number =>
-  a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 
 describe.each(['gpt2-tied', 'llama-gqa-untied', 'bert-sequence-classification'])('%s', (name) => {
   it('is the identity at init with a zero up projection (mam_adapter), and near it with the default init', async () => {
     const base = await host(name);
-    const before = logits(base);
+    const before = logits(base, input);
     const exact = getPeftModel(base, HoulsbyConfig({ initWeights: 'mam_adapter', reductionFactor: 4 }));
-    expect(maxDiff(logits(exact), before)).toBe(0);
+    expect(maxDiff(logits(exact, input), before)).toBe(0);
     exact.dispose();
     const near = getPeftModel(base, HoulsbyConfig({ reductionFactor: 4 }));
-    const drift = maxDiff(logits(near), before);
+    const drift = maxDiff(logits(near, input), before);
     expect(drift).toBeGreaterThan(0);
     expect(drift).toBeLessThan(0.1); // documented: N(0, 0.02) weights move these fixtures' logits by at most ~0.06
     near.dispose();
@@ -59,10 +39,9 @@ describe.each(['gpt2-tied', 'llama-gqa-untied', 'bert-sequence-classification'])
     const frozen = new Map([...base.parameters].map(([n, v]) => [n, v.dataSync().slice()]));
     const model = getPeftModel(base, PfeifferConfig({ reductionFactor: 2, initWeights: 'mam_adapter' }));
     const isBert = name.startsWith('bert');
-    const data: Example[] = Array.from({ length: 12 }, (_, i) => {
-      const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 9));
-      return { inputIds: ids, labels: isBert ? i % 3 : ids };
-    });
+    const data = patternExamples(12, { period: 9 }).map((example, i) =>
+      isBert ? { ...example, labels: i % 3 } : example,
+    );
     const result = await train(model, {
       data,
       task: isBert ? 'sequence-classification' : 'causal-lm',
@@ -76,7 +55,7 @@ describe.each(['gpt2-tied', 'llama-gqa-untied', 'bert-sequence-classification'])
       if (isBert && parameter.startsWith('classifier.')) continue; // SEQ_CLS heads are not trained here: no taskType
       expect(Array.from(variable.dataSync()), parameter).toEqual(Array.from(frozen.get(parameter)!));
     }
-    const trained = logits(model);
+    const trained = logits(model, input);
     const store = memoryStore({}, 'mem:/adapter');
     await model.saveAdapter(store);
     const weights = parseSafetensors(store.files.get('adapter.safetensors')!);
@@ -103,7 +82,7 @@ describe.each(['gpt2-tied', 'llama-gqa-untied', 'bert-sequence-classification'])
     });
     model.dispose();
     const reloaded = await PeftModel.fromPretrained(base, store);
-    expect(maxDiff(logits(reloaded), trained)).toBeLessThan(1e-6);
+    expect(maxDiff(logits(reloaded, input), trained)).toBeLessThan(1e-6);
     reloaded.dispose();
   });
 });
@@ -123,23 +102,16 @@ describe('bottleneck adapters', () => {
         [11, 12, 13, 14],
       ],
     };
-    const { logits: mixed } = model.forward({ ...batch, adapterNames: ['b', BASE_ADAPTER, 'a'] });
-    const values = mixed.dataSync() as Float32Array;
+    const values = logits(model, { ...batch, adapterNames: ['b', BASE_ADAPTER, 'a'] });
     const single = (row: number, adapter: string | null): Float32Array => {
       if (adapter) model.setAdapter(adapter);
-      const run = (): Float32Array => {
-        const { logits: out } = model.forward({ inputIds: [batch.inputIds[row]!] });
-        const v = out.dataSync() as Float32Array;
-        out.dispose();
-        return v;
-      };
+      const run = (): Float32Array => logits(model, { inputIds: [batch.inputIds[row]!] });
       return adapter ? run() : model.withAdapterDisabled(run);
     };
     const width = values.length / 3;
     expect(maxDiff(values.subarray(0, width), single(0, 'b'))).toBeLessThan(1e-5);
     expect(maxDiff(values.subarray(width, 2 * width), single(1, null))).toBeLessThan(1e-5);
     expect(maxDiff(values.subarray(2 * width), single(2, 'a'))).toBeLessThan(1e-5);
-    mixed.dispose();
     model.dispose();
   });
 

@@ -5,13 +5,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { PeftModel, memoryStore, parseSafetensors } from '@peft/core';
-import { loadPretrained, type TransformerHost } from '@peft/models';
+import { PeftModel, memoryStore, parseSafetensors, type PeftForwardInput } from '@peft/core';
+import type { TransformerHost } from '@peft/models';
+import { fixtureHosts, logits as logitsOf, maxDiff } from '@peft/test-helpers';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { BottleneckConfig } from '../src/index.js';
 
-const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const SAVED = path.join(import.meta.dirname, 'fixtures/gpt2-my-task/adapter');
 const savedConfig = JSON.parse(readFileSync(path.join(SAVED, 'adapter_config.json'), 'utf8')) as Record<
   string,
@@ -25,28 +25,20 @@ const input = {
   ],
 };
 
+// registered before the cleanups: vitest runs after-hooks in reverse, so models go before their host
+const loadHost = fixtureHosts();
+const gpt2 = (): Promise<TransformerHost> => loadHost('gpt2-tied');
 const cleanups: (() => void)[] = [];
 afterEach(() => {
   for (const cleanup of cleanups.splice(0).reverse()) cleanup();
 });
-async function gpt2(): Promise<TransformerHost> {
-  const host = await loadPretrained(path.join(MODELS, 'gpt2-tied'));
-  cleanups.push(() => host.dispose());
-  return host;
-}
 function temporaryDirectory(): string {
   const directory = mkdtempSync(path.join(tmpdir(), 'peft-adapter-name-'));
   cleanups.push(() => rmSync(directory, { recursive: true, force: true }));
   return directory;
 }
-function logits(model: PeftModel, extra: object = {}): Float32Array {
-  const { logits: out } = model.forward({ ...input, ...extra });
-  const values = out.dataSync() as Float32Array;
-  out.dispose();
-  return values;
-}
-const maxDiff = (a: Float32Array, b: Float32Array): number =>
-  a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+const logits = (model: PeftModel, extra: Partial<PeftForwardInput> = {}): Float32Array =>
+  logitsOf(model, { ...input, ...extra });
 /** A safetensors file's values by key (renamed by `rename`). */
 function tensorsByKey(bytes: Uint8Array, rename: (key: string) => string = (key) => key): Map<string, number[]> {
   const file = parseSafetensors(bytes);

@@ -1,5 +1,6 @@
 // PeftModel: a host and the named adapters attached to it, whatever their method. Methods plug in
-// through PeftMethod (a config class and the tuner it attaches); this file knows none of them.
+// through PeftMethod (a config class and the tuner it attaches), registered by their package under
+// their peftType and found by it; this file knows none of them.
 import * as tf from '@tensorflow/tfjs-core';
 
 import { describeFile, readJson, writeJson, type FileStore } from './files.js';
@@ -20,8 +21,8 @@ const CLASSIFICATION_TASKS = new Set(['SEQ_CLS', 'TOKEN_CLS', 'QUESTION_ANS']);
 
 /** What every method's config provides. */
 export interface PeftConfig {
+  /** peft's peft_type, and the key of the method that attaches this config (registerPeftMethod). */
   readonly peftType: string;
-  readonly method: PeftMethod<PeftConfig>;
   /** peft's task_type: CAUSAL_LM, SEQ_CLS, TOKEN_CLS, ... */
   readonly taskType: string | null;
   /** Head modules trained in full and saved with the adapter. */
@@ -85,10 +86,18 @@ export interface PeftMethod<C extends PeftConfig> {
 
 const METHODS = new Map<string, PeftMethod<PeftConfig>>();
 
-/** Method packages register themselves so that fromPretrained can read their adapter_config.json. */
-export function registerPeftMethod(method: PeftMethod<PeftConfig>): void {
+/**
+ * Method packages register their method when imported, so that a config finds its method by
+ * peftType and fromPretrained can read their adapter_config.json. Registering a method again
+ * replaces it (prefix tuning and P-tuning v2 both register the one PREFIX_TUNING method).
+ */
+export function registerPeftMethod<C extends PeftConfig>(method: PeftMethod<C>): void {
+  // a config reaches only the method registered under its own peftType, so the method's C is
+  // what it is given (PeftMethod's members are methods: their parameters compare bivariantly)
   METHODS.set(method.peftType, method);
 }
+
+const LOAD_HINT = "import its package, e.g. '@peft/lora' for LORA, '@peft/adapter' for AdapterHub bottleneck adapters";
 
 function methodFor(json: Record<string, unknown>, source: string): PeftMethod<PeftConfig> {
   const peftType = json.peft_type;
@@ -97,9 +106,19 @@ function methodFor(json: Record<string, unknown>, source: string): PeftMethod<Pe
   if (!method) {
     const known = [...METHODS.keys()];
     const what = peftType === undefined ? 'a config without peft_type' : `peft_type ${JSON.stringify(peftType)}`;
+    throw new Error(`${source}: ${what} has no method loaded (loaded: ${known.join(', ') || 'none'}; ${LOAD_HINT})`);
+  }
+  return method;
+}
+
+/** The registered method of a config, found by its peftType. */
+function methodOf(config: PeftConfig): PeftMethod<PeftConfig> {
+  const method = METHODS.get(config.peftType);
+  if (!method) {
+    const known = [...METHODS.keys()];
     throw new Error(
-      `${source}: ${what} has no method loaded (loaded: ${known.join(', ') || 'none'}; ` +
-        "import its package, e.g. '@peft/lora' for LORA, '@peft/adapter' for AdapterHub bottleneck adapters)",
+      `${config.constructor.name}: peftType ${JSON.stringify(config.peftType)} has no method loaded ` +
+        `(loaded: ${known.join(', ') || 'none'}; ${LOAD_HINT})`,
     );
   }
   return method;
@@ -168,6 +187,7 @@ function checkpointLayout(host: PeftHost, name: string, tensor: tf.Tensor): tf.T
 
 interface AdapterEntry {
   config: PeftConfig;
+  method: PeftMethod<PeftConfig>;
   tuner: AdapterTuner;
   saved: SavedModules | null;
 }
@@ -244,13 +264,14 @@ export class PeftModel implements TrainableModel {
         `cannot combine adapters of different methods (${other.config.peftType} and ${config.peftType}) on one PeftModel`,
       );
     }
-    const tuner = config.method.attach(this.host, name, config);
+    const method = methodOf(config);
+    const tuner = method.attach(this.host, name, config);
     tuner.setActive(false);
-    this.register(name, config, tuner);
+    this.register(name, config, method, tuner);
     if (this.active === null) this.setAdapter(name);
   }
 
-  private register(name: string, config: PeftConfig, tuner: AdapterTuner): void {
+  private register(name: string, config: PeftConfig, method: PeftMethod<PeftConfig>, tuner: AdapterTuner): void {
     const modules = [
       ...(config.modulesToSave ?? []),
       ...(CLASSIFICATION_TASKS.has(config.taskType ?? '') ? ['classifier', 'score'] : []),
@@ -278,9 +299,9 @@ export class PeftModel implements TrainableModel {
         if (!this.baseValues.has(parameter))
           this.baseValues.set(parameter, tf.clone(this.host.parameters.get(parameter)!));
       }
-      saved = new SavedModules(this.host, names, this.baseValues, config.method.stateDictPrefix ?? STATE_DICT_PREFIX);
+      saved = new SavedModules(this.host, names, this.baseValues, method.stateDictPrefix ?? STATE_DICT_PREFIX);
     }
-    this.adapters.set(name, { config, tuner, saved });
+    this.adapters.set(name, { config, method, tuner, saved });
   }
 
   private restoreBase(): void {
@@ -418,11 +439,11 @@ export class PeftModel implements TrainableModel {
     }
     if (this.adapters.has(name)) throw new Error(`an adapter "${name}" already exists`);
     const entries = adapters.map((adapter, i) => ({ name: adapter, ...this.entry(adapter), weight: weights[i]! }));
-    const method = entries[0]!.config.method;
+    const method = entries[0]!.method;
     if (!method.combine) throw new Error(`${method.peftType} adapters cannot be combined`);
     const { config, tuner } = method.combine(this.host, entries, name, combinationType);
     tuner.setActive(false);
-    this.register(name, config, tuner);
+    this.register(name, config, method, tuner);
   }
 
   /** Trainable (active adapter) and all parameters, counted as peft does. */
@@ -456,7 +477,7 @@ export class PeftModel implements TrainableModel {
       if (entry.tuner.merged) throw new Error(`adapter "${name}" is merged; unmerge it before saving`);
       const folder = name === 'default' ? '' : `${name}/`;
       const tensors = { ...(await entry.tuner.stateDict()), ...(await entry.saved?.stateDict(this.active === name)) };
-      const method = entry.config.method;
+      const method = entry.method;
       await store.write(
         `${folder}${method.weightsFile ?? ADAPTER_WEIGHTS_FILE}`,
         serializeSafetensors(tensors, { format: 'pt' }),
@@ -500,7 +521,7 @@ export class PeftModel implements TrainableModel {
 
   private async loadWeights(store: FileStore, name: string, options: { isTrainable?: boolean }): Promise<void> {
     const entry = this.entry(name);
-    const weightsFile = entry.config.method.weightsFile ?? ADAPTER_WEIGHTS_FILE;
+    const weightsFile = entry.method.weightsFile ?? ADAPTER_WEIGHTS_FILE;
     const file = parseSafetensors(await store.read(weightsFile), describeFile(store, weightsFile));
     const savedKeys = new Set((entry.saved?.names ?? []).map((n) => entry.saved!.keyPrefix + n));
     const own = new Map([...file.entries].filter(([key]) => !savedKeys.has(key)));

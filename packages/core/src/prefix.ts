@@ -1,12 +1,12 @@
 // Key/value prefixes in every layer, shared by prefix tuning (@peft/prefix) and P-tuning v2
 // (@peft/ptuning), which peft both saves as PREFIX_TUNING: a table (or an MLP over a smaller
 // embedding) gives, per virtual token, every layer's keys and values; peft's flat layout is
-// prompt_embeddings[t, ((l·2 + kv)·H + h)·headDim + d] with H the key/value heads.
+// prompt_embeddings[t, ((l·2 + kv)·H + h)·headDim + d] with H the key/value heads. Both packages
+// register prefixMethod; both configs take the MLP (prefixProjection), so it lives here too.
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { Disposer, ForwardContext, KeyValuePrefix, PeftHost } from './host.js';
 import type { AdapterTuner, PeftConfig, PeftMethod } from './peft-model.js';
-import { registerPeftMethod } from './peft-model.js';
 import { deriveSeed, seededNormal } from './random.js';
 import { PROMPT_EMBEDDINGS } from './prompt.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
@@ -37,7 +37,6 @@ export function prefixShape(host: PeftHost): { numLayers: number; kvHeads: numbe
 /** PREFIX_TUNING settings; @peft/prefix and @peft/ptuning extend it with their defaults. */
 export class PrefixConfig implements PeftConfig {
   readonly peftType: string = 'PREFIX_TUNING';
-  readonly method: PeftMethod<PrefixConfig> = prefixMethod;
   readonly numVirtualTokens: number;
   readonly prefixProjection: boolean;
   readonly encoderHiddenSize: number | null;
@@ -308,5 +307,3 @@ export const prefixMethod: PeftMethod<PrefixConfig> = {
   fromJson: (json, source) => PrefixConfig.fromJson(json, source),
   attach: (host, adapterName, config) => new PrefixTuner(host, adapterName, config),
 };
-
-registerPeftMethod(prefixMethod as unknown as PeftMethod<PeftConfig>);

@@ -242,13 +242,13 @@ function countCorrect(classLogits: tf.Tensor, batch: Batch, prepended: number): 
     });
   } else {
     const length = classLogits.shape[1]!;
-    (batch.labels as number[][]).forEach((row, b) =>
+    (batch.labels as number[][]).forEach((row, b) => {
       row.forEach((label, t) => {
         if (label === IGNORE_INDEX) return;
         total += 1;
         if (predictions[b * length + prepended + t] === label) correct += 1;
-      }),
-    );
+      });
+    });
   }
   return { correct, total };
 }
@@ -307,26 +307,21 @@ function globalNorm(gradients: Iterable<tf.Tensor>): number {
   });
 }
 
-/**
- * Trains `model` on `options.data`.
- *
- * ```ts
- * const result = await train(model, { data, task: 'causal-lm', padTokenId, batchSize: 8, learningRate: 3e-4,
- *   epochs: 3, onStep: ({ step, loss }) => console.log(step, loss) });
- * ```
- */
-export async function train(model: TrainableModel, options: TrainOptions): Promise<TrainResult> {
-  validateOptions(options);
-  assertGradientsRegistered();
-  const host = model.host;
-  const variables = model.trainableVariables();
-  if (variables.size === 0) throw new Error('the model has no trainable variables');
-  for (const variable of variables.values()) variable.trainable = true;
-  const classes = classCount(host, options);
-  const data = toDataset(options.data);
-  if (data.size === 0) throw new Error('training data is empty');
+/** What the options fix before the first step. */
+interface TrainingPlan {
+  seed: number;
+  epochs: number;
+  /** Micro-batches per optimizer step. */
+  accumulation: number;
+  /** Optimizer steps of the whole run; null for a dataset of unknown size and no maxSteps. */
+  totalSteps: number | null;
+  schedule: ScheduleName;
+  warmupSteps: number;
+  /** null: no clipping. */
+  maxGradNorm: number | null;
+}
 
-  const seed = options.seed ?? 0;
+function planTraining(options: TrainOptions, data: Dataset<Example>): TrainingPlan {
   const epochs = options.epochs ?? 1;
   const accumulation = options.gradientAccumulationSteps ?? 1;
   const batchesPerEpoch = data.size === undefined ? null : Math.ceil(data.size / options.batchSize);
@@ -338,215 +333,337 @@ export async function train(model: TrainableModel, options: TrainOptions): Promi
   if (totalSteps === null && schedule !== 'constant') {
     throw new Error(`schedule "${schedule}" needs the total steps: give maxSteps, or a dataset with a size`);
   }
-  const warmupSteps = options.warmupSteps ?? Math.round((options.warmupRatio ?? 0) * (totalSteps ?? 0));
-  const maxGradNorm = options.maxGradNorm === undefined ? 1.0 : options.maxGradNorm;
-  const optimizer = makeOptimizer(options);
-
-  let state: TrainerState = {
-    step: 0,
-    epoch: 0,
-    batchesInEpoch: 0,
-    seed,
-    losses: [],
-    evaluations: [],
-    best: null,
-    badEvaluations: 0,
-    skippedSteps: 0,
-    tokens: 0,
+  return {
+    seed: options.seed ?? 0,
+    epochs,
+    accumulation,
+    totalSteps,
+    schedule,
+    warmupSteps: options.warmupSteps ?? Math.round((options.warmupRatio ?? 0) * (totalSteps ?? 0)),
+    maxGradNorm: options.maxGradNorm === undefined ? 1.0 : options.maxGradNorm,
   };
-  let resumedFrom: number | null = null;
-  if (options.resume && options.checkpoint) {
-    const loaded = await loadTrainingCheckpoint(options.checkpoint.store, variables, optimizer);
-    if (loaded) {
-      if (loaded.seed !== seed)
-        throw new Error(`resume: the checkpoint was trained with seed ${loaded.seed}, this run has seed ${seed}`);
-      state = loaded;
-      resumedFrom = loaded.step;
+}
+
+/**
+ * Calls `onInterrupt` on Ctrl-C (SIGINT) under Node, when the options ask for it (by default when
+ * checkpointing); returns the function that stops listening.
+ */
+function listenForInterrupt(options: TrainOptions, onInterrupt: () => void): () => void {
+  const nodeProcess = (globalThis as { process?: NodeJS.Process }).process;
+  if (!(options.handleInterrupt ?? options.checkpoint !== undefined) || typeof nodeProcess?.once !== 'function') {
+    return () => undefined;
+  }
+  nodeProcess.once('SIGINT', onInterrupt);
+  return () => nodeProcess.removeListener('SIGINT', onInterrupt);
+}
+
+/** The optimizer step in progress: the summed gradients, loss and tokens of its micro-batches so far. */
+class AccumulatedStep {
+  /** By the trainable variables' stable names. */
+  gradients = new Map<string, tf.Tensor>();
+  microBatches = 0;
+  /** The micro-batches' losses, each divided by the accumulation. */
+  loss = 0;
+  tokens = 0;
+  private started = performance.now();
+
+  /** Adds a micro-batch: its gradients (disposed here once summed), loss and tokens. */
+  add(
+    variables: ReadonlyMap<string, tf.Variable>,
+    grads: Record<string, tf.Tensor>,
+    loss: number,
+    tokens: number,
+  ): void {
+    this.loss += loss;
+    for (const [name, variable] of variables) {
+      const gradient = grads[variable.name];
+      if (!gradient) continue;
+      const previous = this.gradients.get(name);
+      this.gradients.set(name, previous ? tf.add(previous, gradient) : gradient);
+      if (previous) {
+        previous.dispose();
+        gradient.dispose();
+      }
     }
+    this.tokens += tokens;
+    this.microBatches += 1;
   }
 
-  let interrupted = false;
-  const onInterrupt = (): void => {
-    interrupted = true;
-  };
-  const nodeProcess = (globalThis as { process?: NodeJS.Process }).process;
-  const listen =
-    (options.handleInterrupt ?? options.checkpoint !== undefined) && typeof nodeProcess?.once === 'function';
-  if (listen) nodeProcess!.once('SIGINT', onInterrupt);
+  /** Since the previous step was reported, or the epoch began. */
+  seconds(): number {
+    return (performance.now() - this.started) / 1000;
+  }
 
-  const started = performance.now();
-  const tokensBefore = state.tokens;
-  let stoppedBy: TrainResult['stoppedBy'] = 'completed';
-  const save = async (): Promise<void> => {
-    if (options.checkpoint) await saveTrainingCheckpoint(options.checkpoint.store, state, variables, optimizer);
-  };
-  const runEvaluation = async (): Promise<boolean> => {
+  /** Starts the next step, once this one is applied (its gradients disposed) and reported. */
+  reset(): void {
+    this.gradients = new Map();
+    this.microBatches = 0;
+    this.loss = 0;
+    this.tokens = 0;
+    this.started = performance.now();
+  }
+}
+
+/**
+ * One run of `train`: the model, its plan, and where the run stands (`state`, which a checkpoint
+ * saves). The loop, top to bottom: epoch -> micro-step -> optimizer step -> evaluation, checkpoint.
+ */
+class Trainer {
+  private readonly model: TrainableModel;
+  private readonly options: TrainOptions;
+  private readonly variables: ReadonlyMap<string, tf.Variable>;
+  /** Classes of the task's head, to check labels before any compute (null: causal LM). */
+  private readonly classes: number | null;
+  private readonly data: Dataset<Example>;
+  private readonly plan: TrainingPlan;
+  private readonly optimizer: Optimizer;
+  private state: TrainerState;
+  private resumedFrom: number | null = null;
+  /** The epoch a resumed checkpoint stopped in, and the batches of it already consumed. */
+  private resumeAt = { epoch: 0, batches: 0 };
+  private stoppedBy: TrainResult['stoppedBy'] = 'completed';
+  private interrupted = false;
+
+  constructor(model: TrainableModel, options: TrainOptions) {
+    this.model = model;
+    this.options = options;
+    this.variables = model.trainableVariables();
+    if (this.variables.size === 0) throw new Error('the model has no trainable variables');
+    for (const variable of this.variables.values()) variable.trainable = true;
+    this.classes = classCount(model.host, options);
+    this.data = toDataset(options.data);
+    if (this.data.size === 0) throw new Error('training data is empty');
+    this.plan = planTraining(options, this.data);
+    this.optimizer = makeOptimizer(options);
+    this.state = {
+      step: 0,
+      epoch: 0,
+      batchesInEpoch: 0,
+      seed: this.plan.seed,
+      losses: [],
+      evaluations: [],
+      best: null,
+      badEvaluations: 0,
+      skippedSteps: 0,
+      tokens: 0,
+    };
+  }
+
+  /** Continues from the latest checkpoint in `checkpoint.store`, when asked to and there is one. */
+  async resume(): Promise<void> {
+    const { checkpoint } = this.options;
+    if (!this.options.resume || !checkpoint) return;
+    const loaded = await loadTrainingCheckpoint(checkpoint.store, this.variables, this.optimizer);
+    if (!loaded) return;
+    const seed = this.plan.seed;
+    if (loaded.seed !== seed)
+      throw new Error(`resume: the checkpoint was trained with seed ${loaded.seed}, this run has seed ${seed}`);
+    this.state = loaded;
+    this.resumedFrom = loaded.step;
+    this.resumeAt = { epoch: loaded.epoch, batches: loaded.batchesInEpoch };
+  }
+
+  /** The epochs, then (unless stopped early or interrupted) a last evaluation and checkpoint. */
+  async run(): Promise<TrainResult> {
+    const stopListening = listenForInterrupt(this.options, () => {
+      this.interrupted = true;
+    });
+    const started = performance.now();
+    const tokensBefore = this.state.tokens;
+    try {
+      for (let epoch = this.state.epoch; epoch < this.plan.epochs; epoch++) {
+        if (await this.trainEpoch(epoch)) break;
+      }
+      if (this.stoppedBy === 'completed' || this.stoppedBy === 'max-steps') await this.finish();
+    } finally {
+      stopListening();
+      if (typeof this.options.optimizer !== 'object') this.optimizer.dispose();
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const tokens = this.state.tokens - tokensBefore;
+    return {
+      steps: this.state.step,
+      epochs: this.state.epoch,
+      stoppedBy: this.stoppedBy,
+      losses: this.state.losses,
+      evaluations: this.state.evaluations,
+      skippedSteps: this.state.skippedSteps,
+      tokens,
+      seconds,
+      tokensPerSecond: tokens / Math.max(seconds, 1e-9),
+      resumedFrom: this.resumedFrom,
+    };
+  }
+
+  /** One pass over the data (what a resumed checkpoint left of it); true when the run stops in it. */
+  private async trainEpoch(epoch: number): Promise<boolean> {
+    const { options, plan } = this;
+    const batching = {
+      batchSize: options.batchSize,
+      random: new SeededRandom(deriveSeed(plan.seed, epoch)),
+      ...(options.bucketByLength === false ? {} : { bucketPool: 64 }),
+    };
+    const accumulated = new AccumulatedStep();
+    const losses: number[] = [];
+    let batchIndex = 0;
+    for await (const examples of batchExamples(this.data, batching)) {
+      batchIndex += 1;
+      // consumed before the checkpoint this run resumed from
+      if (epoch === this.resumeAt.epoch && batchIndex <= this.resumeAt.batches) continue;
+      const batch = collate(examples, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
+      checkBatch(batch, this.model.host, this.classes, `training batch ${batchIndex} of epoch ${epoch + 1}`);
+      this.microStep(batch, accumulated);
+      if (accumulated.microBatches === plan.accumulation) {
+        losses.push(await this.optimizerStep(accumulated, epoch, batchIndex));
+        if (await this.stopsAfterStep()) return true;
+      }
+    }
+    // an epoch ending inside an accumulation group still takes its step, as transformers does
+    if (accumulated.microBatches > 0) {
+      losses.push(await this.optimizerStep(accumulated, epoch, batchIndex));
+      if (await this.stopsAfterStep()) return true;
+    }
+    if (batchIndex === 0) throw new Error(`training data is empty (epoch ${epoch + 1} produced no batch)`);
+    options.onEpoch?.({
+      epoch: epoch + 1,
+      step: this.state.step,
+      meanLoss: losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : Number.NaN,
+    });
+    this.state.epoch = epoch + 1;
+    this.state.batchesInEpoch = 0;
+    return false;
+  }
+
+  /** Forward and backward of one micro-batch; its gradients join the step's. */
+  private microStep(batch: Batch, accumulated: AccumulatedStep): void {
+    const { accumulation, seed } = this.plan;
+    const stepSeed = deriveSeed(seed, this.state.step, accumulated.microBatches);
+    const { value, grads } = variableGradients(() => {
+      const { loss } = batchLoss(this.model.host, batch, this.options, true, stepSeed);
+      return accumulation === 1 ? loss : tf.div(loss, accumulation);
+    }, [...this.variables.values()]);
+    const loss = value.dataSync()[0]!;
+    value.dispose();
+    accumulated.add(this.variables, grads, loss, batch.tokens);
+  }
+
+  /** Clips and applies the accumulated gradients, then reports the step; returns its loss. */
+  private async optimizerStep(accumulated: AccumulatedStep, epoch: number, batchIndex: number): Promise<number> {
+    const { options, plan, state } = this;
+    const { gradients, microBatches } = accumulated;
+    // micro-batch losses were divided by the accumulation; a short last group is rescaled (the
+    // scale goes to the optimizer with the clipping's, so the gradients are never rewritten)
+    const loss = (accumulated.loss * plan.accumulation) / microBatches;
+    let gradientScale = plan.accumulation / microBatches;
+    const norm = globalNorm(gradients.values()) * gradientScale;
+    const finite = Number.isFinite(loss) && Number.isFinite(norm);
+    if (!finite && options.nonFinite !== 'skip') {
+      tf.dispose([...gradients.values()]);
+      throw new Error(
+        `step ${state.step + 1} (epoch ${epoch + 1}): the loss is ${loss} and the gradient norm ${norm}; ` +
+          'training stopped (lower the learning rate, or pass nonFinite: "skip" to skip such steps)',
+      );
+    }
+    const learningRate = learningRateAt(state.step, {
+      schedule: plan.schedule,
+      learningRate: options.learningRate,
+      warmupSteps: plan.warmupSteps,
+      totalSteps: plan.totalSteps ?? 0,
+    });
+    if (finite) {
+      if (plan.maxGradNorm !== null && norm > plan.maxGradNorm) gradientScale *= plan.maxGradNorm / (norm + 1e-6);
+      this.optimizer.apply(this.variables, gradients, learningRate, gradientScale);
+    } else state.skippedSteps += 1;
+    tf.dispose([...gradients.values()]);
+    state.step += 1;
+    state.batchesInEpoch = batchIndex;
+    state.tokens += accumulated.tokens;
+    state.losses.push(loss);
+    await options.onStep?.({
+      step: state.step,
+      totalSteps: plan.totalSteps,
+      epoch: epoch + 1,
+      loss,
+      learningRate,
+      gradientNorm: norm,
+      tokens: accumulated.tokens,
+      seconds: accumulated.seconds(),
+      tensors: tf.memory().numTensors,
+    });
+    accumulated.reset();
+    return loss;
+  }
+
+  /**
+   * After each optimizer step, in this order: evaluation (early stopping), an interrupt, the step
+   * limit, the periodic checkpoint. True when the run stops here.
+   */
+  private async stopsAfterStep(): Promise<boolean> {
+    const { options, state } = this;
+    if (options.evalEvery && state.step % options.evalEvery === 0 && (await this.runEvaluation())) {
+      this.stoppedBy = 'early-stopping';
+      await this.checkpoint();
+      return true;
+    }
+    if (this.interrupted || options.signal?.aborted) {
+      this.stoppedBy = 'interrupted';
+      await this.checkpoint();
+      return true;
+    }
+    if (options.maxSteps !== undefined && state.step >= options.maxSteps) {
+      this.stoppedBy = 'max-steps';
+      return true;
+    }
+    if (options.checkpoint?.every !== undefined && state.step % options.checkpoint.every === 0) await this.checkpoint();
+    return false;
+  }
+
+  /** Evaluates on `validation` (when given); true when early stopping's patience has run out. */
+  private async runEvaluation(): Promise<boolean> {
+    const { options, state } = this;
     if (!options.validation) return false;
-    const result = await evaluate(model, options.validation, options, state.step);
+    const result = await evaluate(this.model, options.validation, options, state.step);
     state.evaluations.push(result);
     options.onEval?.(result);
-    if (!options.earlyStopping) return false;
-    const value = result[options.earlyStopping.metric];
+    const stopping = options.earlyStopping;
+    if (!stopping) return false;
+    const value = result[stopping.metric];
     if (value === undefined)
-      throw new Error(
-        `earlyStopping: metric "${options.earlyStopping.metric}" is not reported for task "${options.task}"`,
-      );
-    const better =
-      state.best === null || (options.earlyStopping.metric === 'accuracy' ? value > state.best : value < state.best);
+      throw new Error(`earlyStopping: metric "${stopping.metric}" is not reported for task "${options.task}"`);
+    const better = state.best === null || (stopping.metric === 'accuracy' ? value > state.best : value < state.best);
     if (better) {
       state.best = value;
       state.badEvaluations = 0;
     } else state.badEvaluations += 1;
-    return state.badEvaluations >= options.earlyStopping.patience;
-  };
-
-  try {
-    const resumeEpoch = state.epoch;
-    const resumeBatches = state.batchesInEpoch;
-    training: for (let epoch = state.epoch; epoch < epochs; epoch++) {
-      const random = new SeededRandom(deriveSeed(seed, epoch));
-      const batching = {
-        batchSize: options.batchSize,
-        random,
-        ...(options.bucketByLength === false ? {} : { bucketPool: 64 }),
-      };
-      let batchIndex = 0;
-      let micro = 0;
-      let accumulated = new Map<string, tf.Tensor>();
-      let stepLoss = 0;
-      let stepTokens = 0;
-      let stepStart = performance.now();
-      let epochLossSum = 0;
-      let epochSteps = 0;
-
-      /** Clips, applies and reports the accumulated gradients; true when training must stop. */
-      const optimizerStep = async (): Promise<boolean> => {
-        const gradients = accumulated;
-        accumulated = new Map();
-        // micro-batch losses were divided by the accumulation; a short last group is rescaled (the
-        // scale goes to the optimizer with the clipping's, so the gradients are never rewritten)
-        const loss = (stepLoss * accumulation) / micro;
-        let gradientScale = accumulation / micro;
-        micro = 0;
-        const norm = globalNorm(gradients.values()) * gradientScale;
-        const finite = Number.isFinite(loss) && Number.isFinite(norm);
-        if (!finite && options.nonFinite !== 'skip') {
-          tf.dispose([...gradients.values()]);
-          throw new Error(
-            `step ${state.step + 1} (epoch ${epoch + 1}): the loss is ${loss} and the gradient norm ${norm}; ` +
-              'training stopped (lower the learning rate, or pass nonFinite: "skip" to skip such steps)',
-          );
-        }
-        const learningRate = learningRateAt(state.step, {
-          schedule,
-          learningRate: options.learningRate,
-          warmupSteps,
-          totalSteps: totalSteps ?? 0,
-        });
-        if (finite) {
-          if (maxGradNorm !== null && norm > maxGradNorm) gradientScale *= maxGradNorm / (norm + 1e-6);
-          optimizer.apply(variables, gradients, learningRate, gradientScale);
-        } else state.skippedSteps += 1;
-        tf.dispose([...gradients.values()]);
-        state.step += 1;
-        state.batchesInEpoch = batchIndex;
-        state.tokens += stepTokens;
-        state.losses.push(loss);
-        epochLossSum += loss;
-        epochSteps += 1;
-        await options.onStep?.({
-          step: state.step,
-          totalSteps,
-          epoch: epoch + 1,
-          loss,
-          learningRate,
-          gradientNorm: norm,
-          tokens: stepTokens,
-          seconds: (performance.now() - stepStart) / 1000,
-          tensors: tf.memory().numTensors,
-        });
-        stepLoss = 0;
-        stepTokens = 0;
-        stepStart = performance.now();
-
-        if (options.evalEvery && state.step % options.evalEvery === 0 && (await runEvaluation())) {
-          stoppedBy = 'early-stopping';
-          await save();
-          return true;
-        }
-        if (interrupted || options.signal?.aborted) {
-          stoppedBy = 'interrupted';
-          await save();
-          return true;
-        }
-        if (options.maxSteps !== undefined && state.step >= options.maxSteps) {
-          stoppedBy = 'max-steps';
-          return true;
-        }
-        if (options.checkpoint?.every !== undefined && state.step % options.checkpoint.every === 0) await save();
-        return false;
-      };
-
-      for await (const examples of batchExamples(data, batching)) {
-        batchIndex += 1;
-        if (epoch === resumeEpoch && batchIndex <= resumeBatches) continue; // consumed before the checkpoint
-        const batch = collate(examples, {
-          padTokenId: options.padTokenId,
-          paddingSide: options.paddingSide ?? 'right',
-        });
-        checkBatch(batch, host, classes, `training batch ${batchIndex} of epoch ${epoch + 1}`);
-        const stepSeed = deriveSeed(seed, state.step, micro);
-        const { value, grads } = variableGradients(() => {
-          const { loss } = batchLoss(host, batch, options, true, stepSeed);
-          return accumulation === 1 ? loss : tf.div(loss, accumulation);
-        }, [...variables.values()]);
-        stepLoss += value.dataSync()[0]!;
-        value.dispose();
-        for (const [name, variable] of variables) {
-          const gradient = grads[variable.name];
-          if (!gradient) continue;
-          const previous = accumulated.get(name);
-          accumulated.set(name, previous ? tf.add(previous, gradient) : gradient);
-          if (previous) {
-            previous.dispose();
-            gradient.dispose();
-          }
-        }
-        stepTokens += batch.tokens;
-        micro += 1;
-        if (micro === accumulation && (await optimizerStep())) break training;
-      }
-      // an epoch ending inside an accumulation group still takes its step, as transformers does
-      if (micro > 0 && (await optimizerStep())) break training;
-      if (batchIndex === 0) throw new Error(`training data is empty (epoch ${epoch + 1} produced no batch)`);
-      options.onEpoch?.({
-        epoch: epoch + 1,
-        step: state.step,
-        meanLoss: epochSteps ? epochLossSum / epochSteps : Number.NaN,
-      });
-      state.epoch = epoch + 1;
-      state.batchesInEpoch = 0;
-    }
-    if (stoppedBy === 'completed' || stoppedBy === 'max-steps') {
-      if (options.validation && (state.evaluations.at(-1)?.step ?? -1) !== state.step) await runEvaluation();
-      await save();
-    }
-  } finally {
-    if (listen) nodeProcess!.removeListener('SIGINT', onInterrupt);
-    if (typeof options.optimizer !== 'object') optimizer.dispose();
+    return state.badEvaluations >= stopping.patience;
   }
-  const seconds = (performance.now() - started) / 1000;
-  const tokens = state.tokens - tokensBefore;
-  return {
-    steps: state.step,
-    epochs: state.epoch,
-    stoppedBy,
-    losses: state.losses,
-    evaluations: state.evaluations,
-    skippedSteps: state.skippedSteps,
-    tokens,
-    seconds,
-    tokensPerSecond: tokens / Math.max(seconds, 1e-9),
-    resumedFrom,
-  };
+
+  /** A resumable checkpoint, when the run has a store. */
+  private async checkpoint(): Promise<void> {
+    if (this.options.checkpoint)
+      await saveTrainingCheckpoint(this.options.checkpoint.store, this.state, this.variables, this.optimizer);
+  }
+
+  /** A run that completed or reached its step limit: a last evaluation (unless its last step had one), a checkpoint. */
+  private async finish(): Promise<void> {
+    const { options, state } = this;
+    if (options.validation && (state.evaluations.at(-1)?.step ?? -1) !== state.step) await this.runEvaluation();
+    await this.checkpoint();
+  }
+}
+
+/**
+ * Trains `model` on `options.data`.
+ *
+ * ```ts
+ * const result = await train(model, { data, task: 'causal-lm', padTokenId, batchSize: 8, learningRate: 3e-4,
+ *   epochs: 3, onStep: ({ step, loss }) => console.log(step, loss) });
+ * ```
+ */
+export async function train(model: TrainableModel, options: TrainOptions): Promise<TrainResult> {
+  validateOptions(options);
+  assertGradientsRegistered();
+  const trainer = new Trainer(model, options);
+  await trainer.resume();
+  return trainer.run();
 }

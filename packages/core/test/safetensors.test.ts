@@ -28,9 +28,9 @@ describe('float16 and bfloat16', () => {
     65504,
     1e-7,
     6.103515625e-5,
-    5.960464477539063e-8,
+    2 ** -24,
     0.1,
-    3.14159,
+    Math.PI,
     -1e5,
     Infinity,
     -Infinity,
@@ -43,7 +43,7 @@ describe('float16 and bfloat16', () => {
       1,
       -2,
       65504,
-      5.960464477539063e-8,
+      2 ** -24,
       6.103515625e-5,
       Infinity,
       -Infinity,
@@ -55,7 +55,7 @@ describe('float16 and bfloat16', () => {
   it('encodes with round-to-nearest-even, overflow to infinity', () => {
     const encoded = float32ToFloat16(samples);
     expect(Array.from(encoded.slice(0, 5))).toEqual([0x0000, 0x8000, 0x3c00, 0xc100, 0x7bff]);
-    expect(encoded[9]).toBe(0x4248); // 3.14159 -> 3.140625
+    expect(encoded[9]).toBe(0x4248); // π -> 3.140625
     expect(encoded[10]).toBe(0xfc00); // -1e5 overflows
     expect(float32ToFloat16(Float32Array.from([1 + 2 ** -11]))[0]).toBe(0x3c00); // tie -> even
     expect(float32ToFloat16(Float32Array.from([1 + 3 * 2 ** -11]))[0]).toBe(0x3c02); // tie -> even (up)

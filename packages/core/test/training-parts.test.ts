@@ -74,7 +74,7 @@ describe.each(backends)('optimizers match torch.optim on the %s backend', (backe
       g.dispose();
     });
     const final = variable.dataSync();
-    run.final.forEach((value: number, i: number) => expect(final[i]).toBeCloseTo(value, 5));
+    for (const [i, value] of (run.final as number[]).entries()) expect(final[i]).toBeCloseTo(value, 5);
     optimizer.dispose();
     variable.dispose();
   });
@@ -106,7 +106,7 @@ describe.each(backends)('optimizers match torch.optim on the %s backend', (backe
       });
       const [x, y] = [scaled.dataSync(), multiplied.dataSync()];
       expect(x.some((value, i) => value !== run.initial.flat(Infinity)[i])).toBe(true);
-      x.forEach((value, i) => expect(value).toBeCloseTo(y[i]!, 6));
+      for (const [i, value] of x.entries()) expect(value).toBeCloseTo(y[i]!, 6);
     },
   );
 
@@ -142,7 +142,7 @@ describe.each(backends)('optimizers match torch.optim on the %s backend', (backe
       saved['w/exp_avg'],
       saved['w/exp_avg_sq'],
     ]);
-    [first, second, third].forEach((o) => o.dispose());
+    for (const o of [first, second, third]) o.dispose();
     tf.dispose([a, b]);
     expect(tf.memory().numTensors).toBe(before);
   });

@@ -1,8 +1,6 @@
 // LoraConfig: Hugging Face peft's LoraConfig fields, camelCase, with its defaults and validation.
 import type { PeftConfig, PeftHost } from '@peft/core';
 
-import { loraMethod } from './model.js';
-
 export type TargetModules = readonly string[] | string | 'all-linear';
 export type LoraInit = boolean | 'gaussian';
 
@@ -54,7 +52,6 @@ function fail(field: string, expected: string, got: unknown): never {
 
 export class LoraConfig implements PeftConfig {
   readonly peftType = 'LORA';
-  readonly method = loraMethod;
   readonly r: number;
   readonly loraAlpha: number;
   readonly loraDropout: number;

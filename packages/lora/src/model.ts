@@ -3,10 +3,8 @@
 import {
   STATE_DICT_PREFIX,
   deriveSeed,
-  registerPeftMethod,
   type AdapterTuner,
   type HostLinear,
-  type PeftConfig,
   type PeftHost,
   type PeftMethod,
   type SafetensorsFile,
@@ -147,9 +145,7 @@ export class LoraTuner implements AdapterTuner {
           );
         }
         const data = file.tensor(key);
-        tf.tidy(() =>
-          variable.assign(tf.transpose(tf.tensor2d(data.values as Float32Array, shape as unknown as [number, number]))),
-        );
+        tf.tidy(() => variable.assign(tf.transpose(tf.tensor2d(data.values as Float32Array, [shape[0], shape[1]]))));
       }
     }
     const unknown = [...file.entries.keys()].filter((key) => !expected.has(key));
@@ -270,5 +266,3 @@ export const loraMethod: PeftMethod<LoraConfig> = {
   attach: (host, adapterName, config) => LoraTuner.attach(host, adapterName, config),
   combine,
 };
-
-registerPeftMethod(loraMethod as unknown as PeftMethod<PeftConfig>);

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { applyLora, type LayersLoraOptions } from '../src/layers.js';
+import { applyLora, type LayersLoraOptions } from '../src/tfjs-layers.js';
 
 // Layers named explicitly: tfjs's default names (dense_Dense1, ...) count up per process, so a
 // rebuilt model would not have the names an adapter was saved under.

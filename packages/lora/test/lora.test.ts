@@ -1,101 +1,67 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { BASE_ADAPTER, PeftModel, getPeftModel, memoryStore, parseSafetensors, train, type Example } from '@peft/core';
-import { loadPretrained, type TransformerHost } from '@peft/models';
+import type { TransformerHost } from '@peft/models';
+import {
+  fixtureHosts,
+  forwardInput,
+  logits,
+  maxDiff,
+  maxDiffAtRealTokens,
+  parityReport,
+  patternExamples,
+  readJsonFixture,
+  readSafetensorsFixture,
+  type OracleInput,
+} from '@peft/test-helpers';
 import * as tf from '@tensorflow/tfjs-core';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { LoraConfig, resolveTargets } from '../src/index.js';
 
-const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const FIXTURES = path.join(import.meta.dirname, 'fixtures');
 const TOLERANCE = 1e-4;
 
-interface Case {
-  input_ids: number[][];
-  attention_mask: number[][] | null;
-  token_type_ids?: number[][];
-}
-
-const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as {
-  cases: { name: string; trainable: number; all: number }[];
-};
-const hosts: TransformerHost[] = [];
-async function host(name: string): Promise<TransformerHost> {
-  const loaded = await loadPretrained(path.join(MODELS, name));
-  hosts.push(loaded);
-  return loaded;
-}
-afterEach(() => {
-  for (const h of hosts.splice(0)) h.dispose();
-});
-const parity = new Map<string, number>();
-afterAll(() => {
-  console.log(
-    `[lora parity] max |ours - peft| per case:\n${[...parity].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`,
-  );
-});
-const record = (label: string, diff: number): number => {
-  parity.set(label, Math.max(parity.get(label) ?? 0, diff));
-  return diff;
-};
-
-function logits(model: PeftModel | TransformerHost, input: Case, extra: object = {}): Float32Array {
-  const run = model instanceof PeftModel ? model.forward.bind(model) : model.forward.bind(model);
-  const { logits: out } = run({
-    inputIds: input.input_ids,
-    ...(input.attention_mask ? { attentionMask: input.attention_mask } : {}),
-    ...(input.token_type_ids ? { tokenTypeIds: input.token_type_ids } : {}),
-    ...extra,
-  });
-  const values = out.dataSync() as Float32Array;
-  out.dispose();
-  return values;
-}
-
-/** Max |a - b| over rows whose mask is 1 (all rows for [B, labels] logits). */
-function maxDiff(a: Float32Array, b: Float32Array | Int32Array, mask: number[][] | null = null, width = 0): number {
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (mask && width) {
-      const row = Math.floor(i / width);
-      const length = mask[0]!.length;
-      if (mask[Math.floor(row / length)]![row % length] === 0) continue;
-    }
-    worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-  }
-  return worst;
-}
+const manifest = readJsonFixture<{ cases: { name: string; trainable: number; all: number }[] }>(
+  path.join(FIXTURES, 'manifest.json'),
+);
+const host = fixtureHosts();
+const record = parityReport('[lora parity] max |ours - peft| per case');
 
 describe.each(manifest.cases)('an adapter saved by Python peft: $name', ({ name, trainable, all }) => {
   const directory = path.join(FIXTURES, name);
-  const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as Record<string, Case>;
-  const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')));
+  const inputs = readJsonFixture<Record<string, OracleInput>>(path.join(directory, 'inputs.json'));
+  const expected = readSafetensorsFixture(path.join(directory, 'expected.safetensors'));
 
   it("gives peft's logits, unmerged (plain and padded), with the adapter disabled, and merged", async () => {
     const base = await host(name);
     const model = await PeftModel.fromPretrained(base, path.join(directory, 'adapter'));
-    const vocabulary = expected.tensor('plain.logits').shape.at(-1)!;
-    const perToken = expected.tensor('plain.logits').shape.length === 3;
     for (const key of ['plain', 'right_padded']) {
       const input = inputs[key]!;
-      const mask = perToken ? input.attention_mask : null;
+      const want = expected.tensor(`${key}.logits`);
+      const wantBase = expected.tensor(`${key}.base_logits`);
       expect(
         record(
           `${name} unmerged`,
-          maxDiff(logits(model, input), expected.tensor(`${key}.logits`).values, mask, vocabulary),
+          maxDiffAtRealTokens(logits(model, forwardInput(input)), want.values, want.shape, input.attention_mask),
         ),
       ).toBeLessThan(TOLERANCE);
-      const disabled = model.withAdapterDisabled(() => logits(model, input));
+      const disabled = model.withAdapterDisabled(() => logits(model, forwardInput(input)));
       expect(
-        record(`${name} disabled`, maxDiff(disabled, expected.tensor(`${key}.base_logits`).values, mask, vocabulary)),
+        record(
+          `${name} disabled`,
+          maxDiffAtRealTokens(disabled, wantBase.values, wantBase.shape, input.attention_mask),
+        ),
       ).toBeLessThan(TOLERANCE);
     }
     model.merge();
     expect(
-      record(`${name} merged`, maxDiff(logits(model, inputs.plain!), expected.tensor('plain.merged_logits').values)),
+      record(
+        `${name} merged`,
+        maxDiff(logits(model, forwardInput(inputs.plain!)), expected.tensor('plain.merged_logits').values),
+      ),
     ).toBeLessThan(TOLERANCE);
     model.unmerge();
     expect(model.parameterCount()).toEqual({ trainable, all });
@@ -108,14 +74,14 @@ describe.each(manifest.cases)('an adapter saved by Python peft: $name', ({ name,
     const store = memoryStore();
     await model.saveAdapter(store);
     const ours = parseSafetensors(store.files.get('adapter_model.safetensors')!);
-    const theirs = parseSafetensors(readFileSync(path.join(directory, 'adapter', 'adapter_model.safetensors')));
+    const theirs = readSafetensorsFixture(path.join(directory, 'adapter', 'adapter_model.safetensors'));
     expect([...ours.entries.keys()].sort()).toEqual([...theirs.entries.keys()].sort());
     for (const key of theirs.entries.keys()) {
       expect(ours.entries.get(key)!.shape).toEqual(theirs.entries.get(key)!.shape);
       expect(maxDiff(ours.tensor(key).values as Float32Array, theirs.tensor(key).values)).toBe(0);
     }
     const config = JSON.parse(new TextDecoder().decode(store.files.get('adapter_config.json')));
-    const python = JSON.parse(readFileSync(path.join(directory, 'adapter', 'adapter_config.json'), 'utf8'));
+    const python = readJsonFixture<Record<string, unknown>>(path.join(directory, 'adapter', 'adapter_config.json'));
     expect(Object.keys(config)).toEqual(Object.keys(python).sort());
     for (const field of [
       'r',
@@ -191,7 +157,7 @@ describe('LoraConfig and target modules', () => {
 });
 
 describe('LoRA behaviour', () => {
-  const input: Case = { input_ids: [[3, 5, 7, 11, 13, 17]], attention_mask: null };
+  const input = { inputIds: [[3, 5, 7, 11, 13, 17]] };
 
   it('starts from the base model exactly (B = 0)', async () => {
     const base = await host('llama-gqa-untied');
@@ -234,16 +200,15 @@ describe('LoRA behaviour', () => {
     const base = await host('llama-gqa-untied');
     const model = getPeftModel(base, new LoraConfig({ initLoraWeights: false, initSeed: 1 }), 'a');
     model.addAdapter('b', new LoraConfig({ initLoraWeights: false, initSeed: 2, targetModules: ['k_proj', 'o_proj'] }));
-    const batch: Case = {
-      input_ids: [
+    const batch = {
+      inputIds: [
         [3, 5, 7, 9],
         [4, 6, 8, 10],
         [11, 12, 13, 14],
       ],
-      attention_mask: null,
     };
-    const mixed = logits(model, batch, { adapterNames: ['b', BASE_ADAPTER, 'a'] });
-    const row = (i: number): Case => ({ input_ids: [batch.input_ids[i]!], attention_mask: null });
+    const mixed = logits(model, { ...batch, adapterNames: ['b', BASE_ADAPTER, 'a'] });
+    const row = (i: number) => ({ inputIds: [batch.inputIds[i]!] });
     model.setAdapter('b');
     const b = logits(model, row(0));
     const none = model.withAdapterDisabled(() => logits(model, row(1)));
@@ -254,7 +219,7 @@ describe('LoRA behaviour', () => {
     expect(maxDiff(mixed.subarray(width, 2 * width), none)).toBeLessThan(1e-5);
     expect(maxDiff(mixed.subarray(2 * width), a)).toBeLessThan(1e-5);
     expect(maxDiff(a, b)).toBeGreaterThan(1e-3);
-    expect(() => logits(model, batch, { adapterNames: ['a', 'zzz', 'a'] })).toThrow('no adapter "zzz"');
+    expect(() => logits(model, { ...batch, adapterNames: ['a', 'zzz', 'a'] })).toThrow('no adapter "zzz"');
     model.dispose();
   });
 
@@ -331,12 +296,8 @@ describe('LoRA behaviour', () => {
   it('trains through grouped-query attention (Llama, 2 kv heads for 4 query heads)', async () => {
     const base = await host('llama-gqa-untied');
     const model = getPeftModel(base, new LoraConfig({ r: 4, targetModules: ['q_proj', 'k_proj'] }));
-    const data: Example[] = Array.from({ length: 8 }, (_, i) => {
-      const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
-      return { inputIds: ids, labels: ids };
-    });
     const result = await train(model, {
-      data,
+      data: patternExamples(8),
       task: 'causal-lm',
       padTokenId: 0,
       batchSize: 4,

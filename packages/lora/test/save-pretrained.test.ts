@@ -4,12 +4,11 @@ import path from 'node:path';
 
 import { getPeftModel } from '@peft/core';
 import { loadPretrained, savePretrained } from '@peft/models';
+import { MODEL_FIXTURES } from '@peft/test-helpers';
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 
 import { LoraConfig } from '../src/index.js';
-
-const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 
 describe('a merged LoRA model leaves as a checkpoint', () => {
   it.each(['gpt2-tied', 'llama-gqa-untied'])(
@@ -17,7 +16,7 @@ describe('a merged LoRA model leaves as a checkpoint', () => {
     async (name) => {
       const inputIds = [[1, 5, 9, 2, 7]];
       const model = getPeftModel(
-        await loadPretrained(path.join(MODELS, name)),
+        await loadPretrained(path.join(MODEL_FIXTURES, name)),
         new LoraConfig({ initLoraWeights: false, initSeed: 4, loraAlpha: 32 }),
       );
       const adapted = model.forward({ inputIds }).logits;

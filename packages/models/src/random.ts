@@ -76,7 +76,8 @@ function configJson(shape: Gpt2Shape): Record<string, unknown> {
 /** The checkpoint as a model directory in memory (config.json + model.safetensors), for loadPretrained. */
 export function randomGpt2Store(shape: Gpt2Shape): FileStore {
   const tensors: Record<string, TensorToWrite> = {};
-  tensorSpecs(shape).forEach((spec, i) => (tensors[spec.name] = { shape: spec.shape, values: values(spec, i) }));
+  for (const [i, spec] of tensorSpecs(shape).entries())
+    tensors[spec.name] = { shape: spec.shape, values: values(spec, i) };
   return memoryStore({
     'config.json': new TextEncoder().encode(JSON.stringify(configJson(shape))),
     'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),

@@ -41,7 +41,8 @@ const awaitSync = () => cached;
 
 describe('causalLmExample and classificationExample', () => {
   it('labels only the completion, ends with EOS, truncates', async () => {
-    const tok = (cached = await tokenizer('byte-level-bpe'));
+    cached = await tokenizer('byte-level-bpe');
+    const tok = cached;
     const example = causalLmExample(tok, 'The jury said', ' the election was fair.');
     const promptLength = tok.encode('The jury said').ids.length;
     const labels = example.labels as number[];

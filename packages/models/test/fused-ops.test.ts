@@ -132,7 +132,7 @@ describe.each(backends)('norms on the %s backend', (backend: BackendName) => {
         tf.sum(tf.mul(norm(xs, ws, bs), upstream()));
     const fused = tf.grads(f((a, c, d) => layerNorm(a, c as tf.Tensor1D, d as tf.Tensor1D, 1e-5)))([x(), w(), b()]);
     const composed = tf.grads(f(composedLayerNorm))([x(), w(), b()]);
-    fused.forEach((g, i) => close(g, composed[i]!));
+    for (const [i, g] of fused.entries()) close(g, composed[i]!);
     close(layerNorm(x(), w() as tf.Tensor1D, b() as tf.Tensor1D, 1e-5), composedLayerNorm(x(), w(), b()));
   });
 
@@ -142,7 +142,7 @@ describe.each(backends)('norms on the %s backend', (backend: BackendName) => {
       tf.sum(tf.mul(norm(xs, ws), upstream()));
     const fused = tf.grads(f((a, c) => rmsNorm(a, c as tf.Tensor1D, 1e-6)))([x(), w()]);
     const composed = tf.grads(f(composedRmsNorm))([x(), w()]);
-    fused.forEach((g, i) => close(g, composed[i]!));
+    for (const [i, g] of fused.entries()) close(g, composed[i]!);
     close(rmsNorm(x(), w() as tf.Tensor1D, 1e-6), composedRmsNorm(x(), w()));
   });
 

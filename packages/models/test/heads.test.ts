@@ -4,7 +4,9 @@ import { loadPretrained, type TransformerHost } from '../src/index.js';
 import { FIXTURES } from './fixtures.js';
 
 const hosts: TransformerHost[] = [];
-afterAll(() => hosts.forEach((h) => h.dispose()));
+afterAll(() => {
+  for (const h of hosts) h.dispose();
+});
 
 describe('an LM checkpoint under a classification head', () => {
   it('gets a new N(0, 0.02) head, seeded, and pools at the last non-pad token', async () => {
@@ -31,7 +33,7 @@ describe('an LM checkpoint under a classification head', () => {
     // padding after the text does not change the pooled logits
     const short = a.forward({ inputIds: [[5, 6, 7]] }).logits.dataSync();
     const padded = a.forward({ inputIds: [[5, 6, 7, 0, 0]], attentionMask: [[1, 1, 1, 0, 0]] }).logits.dataSync();
-    Array.from(short).forEach((v, i) => expect(padded[i]).toBeCloseTo(v, 5));
+    for (const [i, v] of Array.from(short).entries()) expect(padded[i]).toBeCloseTo(v, 5);
     const token = await loadPretrained(`${FIXTURES}/gpt2-tied`, {
       architecture: 'GPT2ForTokenClassification',
       numLabels: 5,

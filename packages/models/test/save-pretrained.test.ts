@@ -11,6 +11,7 @@ import {
   getPeftModel,
   memoryStore,
   parseSafetensors,
+  registerPeftMethod,
   seededNormal,
   serializeSafetensors,
   type AdapterTuner,
@@ -98,7 +99,6 @@ async function savedText(store: FileStore, name: string): Promise<Record<string,
  */
 class RankUpdateConfig implements PeftConfig {
   readonly peftType = 'TEST_RANK_UPDATE';
-  readonly method: PeftMethod<RankUpdateConfig> = rankUpdateMethod;
   readonly taskType = 'CAUSAL_LM';
   readonly modulesToSave = null;
   constructor(
@@ -175,6 +175,7 @@ const rankUpdateMethod: PeftMethod<RankUpdateConfig> = {
     };
   },
 };
+registerPeftMethod(rankUpdateMethod);
 
 describe('savePretrained writes what transformers wrote', () => {
   it.each(fixtures)('$name: model.safetensors byte for byte, config.json as loaded', async (fixture) => {
@@ -263,11 +264,11 @@ describe('sharding', () => {
     const saved = await savePretrained(host, directory, { maxShardSize: '6KB' });
 
     expect(saved.shards.length).toBeGreaterThan(2);
-    saved.shards.forEach((file, i) =>
+    for (const [i, file] of saved.shards.entries()) {
       expect(file).toBe(
         `model-${String(i + 1).padStart(5, '0')}-of-${String(saved.shards.length).padStart(5, '0')}.safetensors`,
-      ),
-    );
+      );
+    }
     expect(readdirSync(directory).sort()).toEqual(
       [...saved.shards, 'config.json', 'model.safetensors.index.json'].sort(),
     );
@@ -345,9 +346,9 @@ describe('F16 and BF16', () => {
         const original = Float32Array.from(variable.dataSync());
         const back = reloaded.parameters.get(name)!.dataSync() as Float32Array;
         expect(back).toEqual(rounding[dtype](original));
-        original.forEach((value, i) =>
-          expect(Math.abs(back[i]! - value)).toBeLessThanOrEqual(Math.abs(value) * relative + 1e-7),
-        );
+        for (const [i, value] of original.entries()) {
+          expect(Math.abs(back[i]! - value)).toBeLessThanOrEqual(Math.abs(value) * relative + 1e-7);
+        }
       }
       const expected = logits(host);
       const actual = logits(reloaded);

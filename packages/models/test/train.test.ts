@@ -188,7 +188,7 @@ describe('train', () => {
     };
     const single = await after(4, 1);
     const accumulated = await after(2, 2);
-    single.forEach((v, i) => expect(accumulated[i]).toBeCloseTo(v, 6));
+    for (const [i, v] of single.entries()) expect(accumulated[i]).toBeCloseTo(v, 6);
   });
 
   it('trains a classification head (BERT) and a verbaliser (GPT-2), evaluating accuracy and stopping early', async () => {

@@ -1,2 +1,7 @@
-export { PrefixTuningConfig, bake } from './config.js';
+import { prefixMethod, registerPeftMethod } from '@peft/core';
+
+export { PrefixTuningConfig } from './config.js';
 export type { PrefixTuningConfigOptions } from './config.js';
+export { bake } from './model.js';
+
+registerPeftMethod(prefixMethod);

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -10,74 +9,39 @@ import {
   type Example,
   type PrefixTuner,
 } from '@peft/core';
-import { generate, loadPretrained, type TransformerHost } from '@peft/models';
+import { generate } from '@peft/models';
+import {
+  fixtureHosts,
+  forwardInput,
+  greedyOptions,
+  logits,
+  maxDiff,
+  maxDiffAtRealTokens,
+  parityReport,
+  patternExamples,
+  readJsonFixture,
+  readSafetensorsFixture,
+  type OracleGreedy,
+  type OracleInput,
+} from '@peft/test-helpers';
 import * as tf from '@tensorflow/tfjs-core';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { PrefixTuningConfig, bake } from '../src/index.js';
 
-const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const FIXTURES = path.join(import.meta.dirname, 'fixtures');
-const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as {
-  cases: { name: string; model: string; trainable: number }[];
-};
-const hosts: TransformerHost[] = [];
-async function host(name: string): Promise<TransformerHost> {
-  const loaded = await loadPretrained(path.join(MODELS, name));
-  hosts.push(loaded);
-  return loaded;
-}
-afterEach(() => {
-  for (const h of hosts.splice(0)) h.dispose();
-});
-const worst = new Map<string, number>();
-afterAll(() =>
-  console.log(
-    `[prefix parity] max |ours - peft|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`,
-  ),
+const manifest = readJsonFixture<{ cases: { name: string; model: string; trainable: number }[] }>(
+  path.join(FIXTURES, 'manifest.json'),
 );
-
-interface Case {
-  input_ids: number[][];
-  attention_mask: number[][] | null;
-  token_type_ids?: number[][];
-}
-interface Greedy extends Case {
-  max_new_tokens: number;
-  output_ids: number[][];
-}
-
-function run(model: PeftModel, input: Case): Float32Array {
-  const { logits } = model.forward({
-    inputIds: input.input_ids,
-    ...(input.attention_mask ? { attentionMask: input.attention_mask } : {}),
-    ...(input.token_type_ids ? { tokenTypeIds: input.token_type_ids } : {}),
-  });
-  const values = logits.dataSync() as Float32Array;
-  logits.dispose();
-  return values;
-}
-
-/** Max |a - b| at real tokens (per-token logits) or everywhere ([B, labels]). */
-function diffAt(a: Float32Array, b: Float32Array | Int32Array, shape: number[], mask: number[][] | null): number {
-  const perToken = shape.length === 3;
-  const width = perToken ? shape[2]! : shape[1]!;
-  let worstDiff = 0;
-  for (let i = 0; i < a.length; i++) {
-    const row = Math.floor(i / width);
-    if (perToken && mask && mask[Math.floor(row / shape[1]!)]![row % shape[1]!] === 0) continue;
-    worstDiff = Math.max(worstDiff, Math.abs(a[i]! - b[i]!));
-  }
-  return worstDiff;
-}
+const host = fixtureHosts();
+const record = parityReport('[prefix parity] max |ours - peft|');
 
 describe.each(manifest.cases)('a prefix saved by Python peft: $name', ({ name, model, trainable }) => {
   const directory = path.join(FIXTURES, name);
-  const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as {
-    forward: Record<string, Case>;
-    greedy: Greedy[];
-  };
-  const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')));
+  const inputs = readJsonFixture<{ forward: Record<string, OracleInput>; greedy: OracleGreedy[] }>(
+    path.join(directory, 'inputs.json'),
+  );
+  const expected = readSafetensorsFixture(path.join(directory, 'expected.safetensors'));
 
   it("gives peft's logits (plain and padded) and greedy tokens", async () => {
     const base = await host(model);
@@ -85,20 +49,26 @@ describe.each(manifest.cases)('a prefix saved by Python peft: $name', ({ name, m
     for (const key of ['plain', 'right_padded']) {
       const input = inputs.forward[key]!;
       const want = expected.tensor(`${key}.logits`);
-      const diff = diffAt(run(peft, input), want.values, want.shape, input.attention_mask);
-      worst.set(name, Math.max(worst.get(name) ?? 0, diff));
+      const diff = maxDiffAtRealTokens(
+        logits(peft, forwardInput(input)),
+        want.values,
+        want.shape,
+        input.attention_mask,
+      );
+      record(name, diff);
       expect(diff).toBeLessThan(1e-4);
     }
     for (const greedy of inputs.greedy) {
-      const { sequences } = generate(base, {
-        inputIds: greedy.input_ids,
-        ...(greedy.attention_mask ? { attentionMask: greedy.attention_mask } : {}),
-        maxNewTokens: greedy.max_new_tokens,
-      });
+      const { sequences } = generate(base, greedyOptions(greedy));
       expect(sequences).toEqual(greedy.output_ids);
     }
     // peft counted while training (MLP included); a loaded prefix is the table peft saved
-    const config = JSON.parse(readFileSync(path.join(directory, 'adapter', 'adapter_config.json'), 'utf8'));
+    const config = readJsonFixture<{
+      num_virtual_tokens: number;
+      num_layers: number;
+      token_dim: number;
+      prefix_projection: boolean;
+    }>(path.join(directory, 'adapter', 'adapter_config.json'));
     const table = config.num_virtual_tokens * config.num_layers * 2 * config.token_dim;
     if (!config.prefix_projection) expect(peft.parameterCount().trainable).toBe(trainable);
     else expect(peft.parameterCount().trainable).toBe(table);
@@ -134,13 +104,13 @@ describe('prefix tuning', () => {
       base,
       new PrefixTuningConfig({ numVirtualTokens: 4, prefixProjection: true, encoderHiddenSize: 10 }),
     );
-    const input: Case = { input_ids: [[3, 5, 7, 9, 11]], attention_mask: null };
-    const before = run(model, input);
+    const input = { inputIds: [[3, 5, 7, 9, 11]] };
+    const before = logits(model, input);
     const storeBefore = memoryStore();
     await model.saveAdapter(storeBefore);
     const withMlp = model.parameterCount().trainable;
     bake(model);
-    expect(diffAt(run(model, input), before, [1, 5, 97], null)).toBeLessThan(1e-6);
+    expect(maxDiff(logits(model, input), before)).toBeLessThan(1e-6);
     expect(model.parameterCount().trainable).toBe(4 * 2 * 2 * 24);
     expect(withMlp).toBe(4 * 24 + 24 * 10 + 10 + 10 * 96 + 96);
     const storeAfter = memoryStore();
@@ -148,10 +118,10 @@ describe('prefix tuning', () => {
     const a = parseSafetensors(storeBefore.files.get('adapter_model.safetensors')!).tensor('prompt_embeddings');
     const b = parseSafetensors(storeAfter.files.get('adapter_model.safetensors')!).tensor('prompt_embeddings');
     expect(b.shape).toEqual([4, 96]);
-    expect(diffAt(a.values as Float32Array, b.values, [4, 96], null)).toBeLessThan(1e-6);
+    expect(maxDiff(a.values, b.values)).toBeLessThan(1e-6);
     model.dispose();
     const reloaded = await PeftModel.fromPretrained(base, storeAfter);
-    expect(diffAt(run(reloaded, input), before, [1, 5, 97], null)).toBeLessThan(1e-6);
+    expect(maxDiff(logits(reloaded, input), before)).toBeLessThan(1e-6);
     reloaded.dispose();
   });
 
@@ -177,10 +147,7 @@ describe('prefix tuning', () => {
       const base = await host('llama-gqa-untied');
       const frozen = new Map([...base.parameters].map(([n, v]) => [n, v.dataSync().slice()]));
       const model = getPeftModel(base, new PrefixTuningConfig({ numVirtualTokens: 4, prefixProjection }));
-      const data: Example[] = Array.from({ length: 12 }, (_, i) => {
-        const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
-        return { inputIds: ids, labels: ids };
-      });
+      const data = patternExamples(12);
       const result = await train(model, {
         data,
         task: 'causal-lm',

@@ -1,16 +1,6 @@
 // PromptTuningConfig: Lester et al. (2021) prompt tuning with peft's names: a few trainable "soft"
 // token embeddings in front of the input, the model untouched.
-import {
-  PromptTable,
-  promptFromTokens,
-  promptLearningJson,
-  promptMethod,
-  registerPeftMethod,
-  seededNormal,
-  type PeftConfig,
-  type PeftHost,
-  type PeftMethod,
-} from '@peft/core';
+import { promptFromTokens, promptLearningJson, seededNormal, type PeftConfig, type PeftHost } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 export type PromptTuningInit = 'RANDOM' | 'TEXT' | 'SAMPLE_VOCAB';
@@ -34,7 +24,6 @@ export interface PromptTuningConfigOptions {
 
 export class PromptTuningConfig implements PeftConfig {
   readonly peftType = 'PROMPT_TUNING';
-  readonly method = promptTuningMethod;
   readonly numVirtualTokens: number;
   readonly promptTuningInit: PromptTuningInit;
   readonly promptTuningInitText: string | null;
@@ -103,11 +92,3 @@ export class PromptTuningConfig implements PeftConfig {
     }
   }
 }
-
-export const promptTuningMethod: PeftMethod<PromptTuningConfig> = promptMethod(
-  'PROMPT_TUNING',
-  (json, source) => PromptTuningConfig.fromJson(json, source),
-  (host, config) => new PromptTable(config.initialPrompt(host)),
-);
-
-registerPeftMethod(promptTuningMethod as unknown as PeftMethod<PeftConfig>);

@@ -1,4 +1,15 @@
-export { PromptTuningConfig, promptTuningMethod } from './config.js';
+import { registerPeftMethod } from '@peft/core';
+
+import { multitaskMethod } from './multitask-model.js';
+import { promptTuningMethod } from './model.js';
+
+export { PromptTuningConfig } from './config.js';
 export type { PromptTokenizer, PromptTuningConfigOptions, PromptTuningInit } from './config.js';
-export { MultitaskPromptTuningConfig, balanceTasks, evaluatePerTask, multitaskMethod } from './multitask.js';
-export type { MultitaskPromptTuningConfigOptions } from './multitask.js';
+export { promptTuningMethod } from './model.js';
+export { MultitaskPromptTuningConfig } from './multitask-config.js';
+export type { MultitaskPromptTuningConfigOptions } from './multitask-config.js';
+export { multitaskMethod } from './multitask-model.js';
+export { balanceTasks, evaluatePerTask } from './multitask-training.js';
+
+registerPeftMethod(promptTuningMethod);
+registerPeftMethod(multitaskMethod);

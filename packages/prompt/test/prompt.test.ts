@@ -1,68 +1,38 @@
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { PeftModel, getPeftModel, parseSafetensors, train, type Example, type PromptTuner } from '@peft/core';
-import { generate, loadPretrained, loadTokenizer, type TransformerHost } from '@peft/models';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { PeftModel, getPeftModel, train, type Example, type PromptTuner } from '@peft/core';
+import { generate, loadTokenizer } from '@peft/models';
+import {
+  MODEL_FIXTURES,
+  fixtureHosts,
+  forwardInput,
+  greedyOptions,
+  maxDiffAtRealTokens,
+  parityReport,
+  patternExamples,
+  readJsonFixture,
+  readLogits,
+  readSafetensorsFixture,
+  type OracleGreedy,
+  type OracleInput,
+} from '@peft/test-helpers';
+import { describe, expect, it } from 'vitest';
 
 import { MultitaskPromptTuningConfig, PromptTuningConfig, balanceTasks, evaluatePerTask } from '../src/index.js';
 
-const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const FIXTURES = path.join(import.meta.dirname, 'fixtures');
-const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as {
-  cases: { name: string; model: string }[];
-};
-const hosts: TransformerHost[] = [];
-async function host(name: string): Promise<TransformerHost> {
-  const loaded = await loadPretrained(path.join(MODELS, name));
-  hosts.push(loaded);
-  return loaded;
-}
-afterEach(() => {
-  for (const h of hosts.splice(0)) h.dispose();
-});
-const worst = new Map<string, number>();
-afterAll(() =>
-  console.log(
-    `[prompt parity] max |ours - peft|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`,
-  ),
-);
-
-interface Case {
-  input_ids: number[][];
-  attention_mask: number[][] | null;
-  token_type_ids?: number[][];
-}
-
-/** Max |a - b| where the mask (with P ones in front for per-token logits) is 1. */
-function diffAt(
-  a: Float32Array,
-  b: Float32Array | Int32Array,
-  shape: number[],
-  mask: number[][] | null,
-  virtual: number,
-): number {
-  const perToken = shape.length === 3;
-  const width = perToken ? shape[2]! : shape[1]!;
-  const length = perToken ? shape[1]! : 1;
-  let worstDiff = 0;
-  for (let i = 0; i < a.length; i++) {
-    const row = Math.floor(i / width);
-    const t = row % length;
-    if (perToken && mask && t >= virtual && mask[Math.floor(row / length)]![t - virtual] === 0) continue;
-    worstDiff = Math.max(worstDiff, Math.abs(a[i]! - b[i]!));
-  }
-  return worstDiff;
-}
+const manifest = readJsonFixture<{ cases: { name: string; model: string }[] }>(path.join(FIXTURES, 'manifest.json'));
+const host = fixtureHosts();
+const record = parityReport('[prompt parity] max |ours - peft|');
 
 describe.each(manifest.cases)('an adapter saved by Python peft: $name', ({ name, model }) => {
   const directory = path.join(FIXTURES, name);
-  const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as {
+  const inputs = readJsonFixture<{
     task_ids: number[] | null;
-    forward: Record<string, Case>;
-    greedy: (Case & { max_new_tokens: number; output_ids: number[][] })[];
-  };
-  const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')));
+    forward: Record<string, OracleInput>;
+    greedy: OracleGreedy[];
+  }>(path.join(directory, 'inputs.json'));
+  const expected = readSafetensorsFixture(path.join(directory, 'expected.safetensors'));
 
   it("gives peft's logits (plain and padded) and greedy tokens", async () => {
     const base = await host(model);
@@ -70,26 +40,19 @@ describe.each(manifest.cases)('an adapter saved by Python peft: $name', ({ name,
     const virtual = (peft.tuner() as PromptTuner).virtualTokens;
     for (const key of ['plain', 'right_padded']) {
       const input = inputs.forward[key]!;
-      const { logits, prepended } = peft.forward({
-        inputIds: input.input_ids,
-        ...(input.attention_mask ? { attentionMask: input.attention_mask } : {}),
-        ...(input.token_type_ids ? { tokenTypeIds: input.token_type_ids } : {}),
+      const { values, shape, prepended } = readLogits(peft, {
+        ...forwardInput(input),
         ...(inputs.task_ids ? { taskIds: inputs.task_ids } : {}),
       });
       const want = expected.tensor(`${key}.logits`);
-      expect(logits.shape).toEqual(want.shape);
+      expect(shape).toEqual(want.shape);
       expect(prepended).toBe(virtual);
-      const diff = diffAt(logits.dataSync() as Float32Array, want.values, want.shape, input.attention_mask, virtual);
-      logits.dispose();
-      worst.set(name, Math.max(worst.get(name) ?? 0, diff));
+      const diff = maxDiffAtRealTokens(values, want.values, want.shape, input.attention_mask, virtual);
+      record(name, diff);
       expect(diff).toBeLessThan(1e-4);
     }
     for (const greedy of inputs.greedy) {
-      const { sequences } = generate(base, {
-        inputIds: greedy.input_ids,
-        ...(greedy.attention_mask ? { attentionMask: greedy.attention_mask } : {}),
-        maxNewTokens: greedy.max_new_tokens,
-      });
+      const { sequences } = generate(base, greedyOptions(greedy));
       expect(sequences).toEqual(greedy.output_ids);
     }
     peft.dispose();
@@ -128,7 +91,7 @@ describe('prompt tuning', () => {
 
   it('refuses a text whose tokens the model does not have (a tokenizer of another model)', async () => {
     const base = await host('gpt2-tied');
-    const tokenizer = await loadTokenizer(path.join(MODELS, 'tokenizers', 'byte-level-bpe')); // 300 tokens, the model 97
+    const tokenizer = await loadTokenizer(path.join(MODEL_FIXTURES, 'tokenizers', 'byte-level-bpe')); // 300 tokens, the model 97
     expect(() =>
       getPeftModel(
         base,
@@ -146,12 +109,8 @@ describe('prompt tuning', () => {
   it('trains (loss falls), counting the prompt against the context', async () => {
     const base = await host('gpt2-tied');
     const model = getPeftModel(base, new PromptTuningConfig({ numVirtualTokens: 4 }));
-    const data: Example[] = Array.from({ length: 12 }, (_, i) => {
-      const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
-      return { inputIds: ids, labels: ids };
-    });
     const result = await train(model, {
-      data,
+      data: patternExamples(12),
       task: 'causal-lm',
       padTokenId: 0,
       batchSize: 4,

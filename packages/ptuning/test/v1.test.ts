@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -7,59 +6,42 @@ import {
   memoryStore,
   parseSafetensors,
   train,
-  type Example,
   type ExampleTokenizer,
   type PromptTuner,
 } from '@peft/core';
-import { generate, loadPretrained, type TransformerHost } from '@peft/models';
+import { generate } from '@peft/models';
+import {
+  fixtureHosts,
+  forwardInput,
+  greedyOptions,
+  logits,
+  maxDiff,
+  maxDiffAtRealTokens,
+  parityReport,
+  patternExamples,
+  readJsonFixture,
+  readLogits,
+  readSafetensorsFixture,
+  type OracleGreedy,
+  type OracleInput,
+} from '@peft/test-helpers';
 import * as tf from '@tensorflow/tfjs-core';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { PTuningConfig, templateExample, type TemplatePart } from '../src/index.js';
 
-const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
 const FIXTURES = path.join(import.meta.dirname, 'fixtures');
-const manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8')) as {
-  cases: { name: string; model: string }[];
-};
-const hosts: TransformerHost[] = [];
-async function host(name: string): Promise<TransformerHost> {
-  const loaded = await loadPretrained(path.join(MODELS, name));
-  hosts.push(loaded);
-  return loaded;
-}
-afterEach(() => {
-  for (const h of hosts.splice(0)) h.dispose();
-});
-const worst = new Map<string, number>();
-afterAll(() =>
-  console.log(
-    `[p-tuning parity] max |ours - peft|:\n${[...worst].map(([k, v]) => `  ${k}: ${v.toExponential(2)}`).join('\n')}`,
-  ),
-);
-
-interface Case {
-  input_ids: number[][];
-  attention_mask: number[][] | null;
-}
-
-function logits(model: PeftModel, input: Case): { values: Float32Array; shape: number[] } {
-  const { logits: out } = model.forward({
-    inputIds: input.input_ids,
-    ...(input.attention_mask ? { attentionMask: input.attention_mask } : {}),
-  });
-  const result = { values: out.dataSync() as Float32Array, shape: out.shape };
-  out.dispose();
-  return result;
-}
+const manifest = readJsonFixture<{ cases: { name: string; model: string }[] }>(path.join(FIXTURES, 'manifest.json'));
+const host = fixtureHosts();
+const record = parityReport('[p-tuning parity] max |ours - peft|');
 
 describe.each(manifest.cases)('a P-tuning adapter saved by Python peft: $name', ({ name, model }) => {
   const directory = path.join(FIXTURES, name);
-  const inputs = JSON.parse(readFileSync(path.join(directory, 'inputs.json'), 'utf8')) as {
-    forward: Record<string, Case>;
-    greedy: (Case & { max_new_tokens: number; output_ids: number[][] })[];
-  };
-  const expected = parseSafetensors(readFileSync(path.join(directory, 'expected.safetensors')));
+  const inputs = readJsonFixture<{
+    forward: Record<string, OracleInput>;
+    greedy: OracleGreedy[];
+  }>(path.join(directory, 'inputs.json'));
+  const expected = readSafetensorsFixture(path.join(directory, 'expected.safetensors'));
 
   it("gives peft's logits (plain and padded) and greedy tokens", async () => {
     const base = await host(model);
@@ -67,27 +49,15 @@ describe.each(manifest.cases)('a P-tuning adapter saved by Python peft: $name', 
     const virtual = (peft.tuner() as PromptTuner).virtualTokens;
     for (const key of ['plain', 'right_padded']) {
       const input = inputs.forward[key]!;
-      const { values, shape } = logits(peft, input);
+      const { values, shape } = readLogits(peft, forwardInput(input));
       const want = expected.tensor(`${key}.logits`);
       expect(shape).toEqual(want.shape);
-      const [, length, vocabulary] = shape as [number, number, number];
-      let diff = 0;
-      values.forEach((v, i) => {
-        const row = Math.floor(i / vocabulary);
-        const t = row % length;
-        if (input.attention_mask && t >= virtual && input.attention_mask[Math.floor(row / length)]![t - virtual] === 0)
-          return;
-        diff = Math.max(diff, Math.abs(v - want.values[i]!));
-      });
-      worst.set(name, Math.max(worst.get(name) ?? 0, diff));
+      const diff = maxDiffAtRealTokens(values, want.values, shape, input.attention_mask, virtual);
+      record(name, diff);
       expect(diff).toBeLessThan(1e-4);
     }
     for (const greedy of inputs.greedy) {
-      const { sequences } = generate(base, {
-        inputIds: greedy.input_ids,
-        ...(greedy.attention_mask ? { attentionMask: greedy.attention_mask } : {}),
-        maxNewTokens: greedy.max_new_tokens,
-      });
+      const { sequences } = generate(base, greedyOptions(greedy));
       expect(sequences).toEqual(greedy.output_ids);
     }
     peft.dispose();
@@ -97,8 +67,13 @@ describe.each(manifest.cases)('a P-tuning adapter saved by Python peft: $name', 
 describe.each(manifest.cases)("our prompt encoder with the weights of peft's: $name", ({ name, model }) => {
   it('computes the embeddings peft computed (BiLSTM gate order, MLP layout)', async () => {
     const directory = path.join(FIXTURES, name);
-    const encoder = parseSafetensors(readFileSync(path.join(directory, 'encoder.safetensors')));
-    const config = JSON.parse(readFileSync(path.join(directory, 'adapter', 'adapter_config.json'), 'utf8'));
+    const encoder = readSafetensorsFixture(path.join(directory, 'encoder.safetensors'));
+    const config = readJsonFixture<{
+      num_virtual_tokens: number;
+      encoder_reparameterization_type: 'MLP' | 'LSTM';
+      encoder_hidden_size: number;
+      encoder_num_layers: number;
+    }>(path.join(directory, 'adapter', 'adapter_config.json'));
     const base = await host(model);
     const peft = getPeftModel(
       base,
@@ -124,18 +99,11 @@ describe.each(manifest.cases)("our prompt encoder with the weights of peft's: $n
     await peft.saveAdapter(store);
     const ours = parseSafetensors(store.files.get('adapter_model.safetensors')!).tensor('prompt_embeddings').values;
     const want = encoder.tensor('output').values;
-    const diff = Array.from(ours).reduce((m, v, i) => Math.max(m, Math.abs(v - want[i]!)), 0);
-    worst.set(`${name} encoder`, diff);
+    const diff = record(`${name} encoder`, maxDiff(ours, want));
     expect(diff).toBeLessThan(1e-5);
     peft.dispose();
   });
 });
-
-const pattern = (count: number): Example[] =>
-  Array.from({ length: count }, (_, i) => {
-    const ids = Array.from({ length: 8 }, (_, t) => 2 + ((t * 3 + i) % 7));
-    return { inputIds: ids, labels: ids };
-  });
 
 describe('P-tuning v1', () => {
   it('counts parameters as peft (nvt 5, d 24, hidden 16): MLP and BiLSTM', async () => {
@@ -170,7 +138,7 @@ describe('P-tuning v1', () => {
         }),
       );
       const result = await train(model, {
-        data: pattern(12),
+        data: patternExamples(12),
         task: 'causal-lm',
         padTokenId: 0,
         batchSize: 4,
@@ -178,8 +146,8 @@ describe('P-tuning v1', () => {
         learningRate: 2e-2,
       });
       expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
-      const input: Case = { input_ids: [[3, 6, 9, 12]], attention_mask: null };
-      const trained = logits(model, input).values;
+      const input = { inputIds: [[3, 6, 9, 12]] };
+      const trained = logits(model, input);
       const store = memoryStore();
       await model.saveAdapter(store);
       const file = parseSafetensors(store.files.get('adapter_model.safetensors')!);
@@ -194,8 +162,8 @@ describe('P-tuning v1', () => {
       });
       model.dispose();
       const reloaded = await PeftModel.fromPretrained(base, store);
-      const again = logits(reloaded, input).values;
-      expect(again.reduce((m, v, i) => Math.max(m, Math.abs(v - trained[i]!)), 0)).toBeLessThan(1e-5);
+      const again = logits(reloaded, input);
+      expect(maxDiff(again, trained)).toBeLessThan(1e-5);
       reloaded.dispose();
     },
   );

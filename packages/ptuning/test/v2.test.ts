@@ -1,30 +1,10 @@
-import path from 'node:path';
-
 import { PeftModel, getPeftModel, memoryStore, parseSafetensors, train, type Example } from '@peft/core';
-import { loadPretrained, type TransformerHost } from '@peft/models';
-import { afterEach, describe, expect, it } from 'vitest';
+import { fixtureHosts, logits, maxDiff } from '@peft/test-helpers';
+import { describe, expect, it } from 'vitest';
 
 import { PTuningV2Config } from '../src/index.js';
 
-const MODELS = path.resolve(import.meta.dirname, '../../models/test/fixtures');
-const hosts: TransformerHost[] = [];
-async function host(name: string): Promise<TransformerHost> {
-  const loaded = await loadPretrained(path.join(MODELS, name));
-  hosts.push(loaded);
-  return loaded;
-}
-afterEach(() => {
-  for (const h of hosts.splice(0)) h.dispose();
-});
-
-const logitsOf = (model: PeftModel, inputIds: number[][]): Float32Array => {
-  const { logits } = model.forward({ inputIds });
-  const values = logits.dataSync() as Float32Array;
-  logits.dispose();
-  return values;
-};
-const maxDiff = (a: Float32Array, b: Float32Array | Int32Array): number =>
-  a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+const host = fixtureHosts();
 
 describe('P-tuning v2', () => {
   it.each([
@@ -59,7 +39,7 @@ describe('P-tuning v2', () => {
         learningRate: 3e-2,
       });
       expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
-      const trained = logitsOf(model, [[2, 11, 22, 31, 3]]);
+      const trained = logits(model, { inputIds: [[2, 11, 22, 31, 3]] });
       const store = memoryStore();
       await model.saveAdapter(store);
       const config = JSON.parse(new TextDecoder().decode(store.files.get('adapter_config.json')));
@@ -84,7 +64,7 @@ describe('P-tuning v2', () => {
       model.dispose();
       expect(Array.from(base.parameters.get('classifier.weight')!.dataSync())).toEqual(Array.from(headBefore));
       const reloaded = await PeftModel.fromPretrained(base, store);
-      expect(maxDiff(logitsOf(reloaded, [[2, 11, 22, 31, 3]]), trained)).toBeLessThan(1e-6);
+      expect(maxDiff(logits(reloaded, { inputIds: [[2, 11, 22, 31, 3]] }), trained)).toBeLessThan(1e-6);
       reloaded.dispose();
     },
   );

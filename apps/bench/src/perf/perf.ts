@@ -6,7 +6,6 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 
 import {
   DEFAULT_PERF_MODELS,
@@ -19,24 +18,11 @@ import {
   type PerfMethod,
   type PerfModel,
 } from './workloads.js';
-import { positiveIntegerFlag } from '../run.js';
+import { namedItemsFlag, parsePerfArgs, perfUsage, positiveIntegerFlag } from '../cli.js';
 
 import type { WorkerRequest, WorkerResult } from './worker.js';
 
 const root = path.resolve(import.meta.dirname, '../../../..');
-
-export const perfUsage = `usage: pnpm bench perf [options]
-  --models gpt2,llama,tiny     model shapes (default gpt2,llama; tiny: a smoke test)
-  --methods a,b,...            default ${PERF_METHODS.map((m) => m.name).join(',')}
-  --reps N                     training processes per side and workload, alternating (default 3)
-  --steps N                    timed training steps per process (default 4)
-  --warmup N                   untimed training steps before them (default 4: the first steps of a
-                               process also fault in the memory its allocator keeps; both runtimes)
-  --rounds N                   alternating inference rounds per process (default 5)
-  --kinds train,infer          what to measure (default both; the ceiling is always measured)
-  --no-python                  our side only
-  --quick                      1 repetition, 2 steps, 2 rounds (GPT-2 unless --models)
-  --out DIR                    default bench-results/perf`;
 
 type Side = 'ours' | 'python';
 
@@ -93,13 +79,16 @@ export function medianResult(results: readonly WorkerResult[]): WorkerResult | n
   return merged;
 }
 
-/** The oracle's virtual environment for a method: AdapterHub's `adapters` pins its own transformers. */
-const venvFor = (method: string): string => (method === 'pfeiffer' ? 'oracle/.venv-adapters' : 'oracle/.venv');
+/** The oracle's virtual environment of each Python library: AdapterHub's `adapters` pins its own transformers. */
+const VENVS: Record<PerfMethod['counterpart'], string> = { peft: 'oracle/.venv', adapters: 'oracle/.venv-adapters' };
 
-function pythonFor(method: string): string | null {
-  const interpreter = path.join(root, venvFor(method), 'bin/python');
+function pythonFor(counterpart: PerfMethod['counterpart']): string | null {
+  const interpreter = path.join(root, VENVS[counterpart], 'bin/python');
   return existsSync(interpreter) ? interpreter : null;
 }
+
+/** The method a row measured (none for the matmul ceiling). */
+const methodOf = (row: Row): PerfMethod | undefined => PERF_METHODS.find((m) => m.name === row.method);
 
 function runProcess(command: string, args: string[]): WorkerResult {
   const result = spawnSync(command, args, {
@@ -116,14 +105,20 @@ function runProcess(command: string, args: string[]): WorkerResult {
   return JSON.parse(line) as WorkerResult;
 }
 
-function runSide(side: Side, request: WorkerRequest, model: PerfModel, shapes: string): WorkerResult {
+function runSide(
+  side: Side,
+  request: WorkerRequest,
+  model: PerfModel,
+  counterpart: PerfMethod['counterpart'],
+  shapes: string,
+): WorkerResult {
   if (side === 'ours') {
     return runProcess(path.join(root, 'node_modules/.bin/tsx'), [
       path.join(import.meta.dirname, 'worker.ts'),
       JSON.stringify(request),
     ]);
   }
-  const python = pythonFor(request.method)!;
+  const python = pythonFor(counterpart)!;
   return runProcess(python, [
     path.join(root, 'oracle/bench_perf.py'),
     '--config',
@@ -221,7 +216,7 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
           'peft peak RSS MB',
         ],
         training.map((r) => {
-          const method = PERF_METHODS.find((m) => m.name === r.method)!;
+          const method = methodOf(r)!;
           const flops = trainingFlops(model, method, batch, sequence, PERF_VIRTUAL_TOKENS);
           const achieved = (w: WorkerResult | null, c: number | undefined): string => {
             if (!w?.step_seconds) return '-';
@@ -242,7 +237,7 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
         }),
       ),
     );
-    const full = training.find((r) => r.method === 'full');
+    const full = training.find((r) => methodOf(r)?.full);
     if (full?.ours) {
       const shares = training
         .filter((r) => r !== full && r.ours)
@@ -268,11 +263,12 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
         '',
       ]);
       for (const r of inference) {
-        for (const variant of r.method === 'lora' ? ['adapted', 'merged'] : ['adapted']) {
+        const mergeable = methodOf(r)?.mergeable ?? false;
+        for (const variant of mergeable ? ['adapted', 'merged'] : ['adapted']) {
           const f = (w: WorkerResult | null): number | undefined => cells(w, variant, 'forward');
           const d = (w: WorkerResult | null): number | undefined => cells(w, variant, 'decode');
           lines.push([
-            `${r.label}${variant === 'merged' ? ', merged' : r.method === 'lora' ? ', unmerged' : ''}${r.note ? ` (${r.note})` : ''}`,
+            `${r.label}${variant === 'merged' ? ', merged' : mergeable ? ', unmerged' : ''}${r.note ? ` (${r.note})` : ''}`,
             fmt(f(r.ours)),
             fmt(f(r.python)),
             ratio(f(r.python), f(r.ours)),
@@ -312,41 +308,20 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
 }
 
 export async function runPerf(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      models: { type: 'string' },
-      methods: { type: 'string', default: PERF_METHODS.map((m) => m.name).join(',') },
-      reps: { type: 'string', default: '3' },
-      steps: { type: 'string', default: '4' },
-      warmup: { type: 'string', default: '4' },
-      rounds: { type: 'string', default: '5' },
-      kinds: { type: 'string', default: 'train,infer' },
-      'no-python': { type: 'boolean', default: false },
-      quick: { type: 'boolean', default: false },
-      out: { type: 'string', default: path.join('bench-results', 'perf') },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+  const values = parsePerfArgs(argv);
   if (values.help) {
     console.log(perfUsage);
     return 0;
   }
-  const pick = <T extends { name: string }>(flag: string, list: string, all: readonly T[]): T[] =>
-    list
-      .split(',')
-      .map((name) => name.trim())
-      .filter(Boolean)
-      .map((name) => {
-        const found = all.find((x) => x.name === name);
-        if (!found) throw new Error(`--${flag}: unknown "${name}" (${all.map((x) => x.name).join(', ')})`);
-        return found;
-      });
   const quick = values.quick!;
-  const models = pick('models', values.models ?? (quick ? 'gpt2' : DEFAULT_PERF_MODELS.join(',')), PERF_MODELS);
-  const methods: PerfMethod[] = pick('methods', values.methods!, PERF_METHODS);
+  const models = namedItemsFlag(
+    'models',
+    values.models ?? (quick ? 'gpt2' : DEFAULT_PERF_MODELS.join(',')),
+    PERF_MODELS,
+  );
+  const methods: PerfMethod[] = namedItemsFlag('methods', values.methods!, PERF_METHODS);
   const reps = quick ? 1 : positiveIntegerFlag('reps', values.reps!);
-  const kinds = pick('kinds', values.kinds!, [{ name: 'train' }, { name: 'infer' }]).map((k) => k.name);
+  const kinds = namedItemsFlag('kinds', values.kinds!, [{ name: 'train' }, { name: 'infer' }]).map((k) => k.name);
   const base: WorkerRequest = {
     model: '',
     method: 'base',
@@ -361,7 +336,7 @@ export async function runPerf(argv: string[]): Promise<number> {
   };
   const pythonAbsent = values['no-python']
     ? 'Python not run (--no-python)'
-    : pythonFor('lora') === null
+    : pythonFor('peft') === null
       ? 'Python peft not found (oracle/.venv, see oracle/requirements.txt)'
       : null;
   const withPython = pythonAbsent === null;
@@ -397,10 +372,11 @@ export async function runPerf(argv: string[]): Promise<number> {
     const shapes = forwardMatmuls(job.model, base.batch * base.sequence)
       .map((s) => s.shape.join(','))
       .join(';');
-    const python = withPython && pythonFor(request.method) !== null;
+    const counterpart = job.method?.counterpart ?? 'peft';
+    const python = withPython && pythonFor(counterpart) !== null;
     const measured: Measured = { ours: [], python: [] };
     const notes: string[] = [];
-    if (withPython && !python) notes.push(`Python counterpart absent: ${venvFor(request.method)}`);
+    if (withPython && !python) notes.push(`Python counterpart absent: ${VENVS[counterpart]}`);
     const repetitions = job.kind === 'train' ? reps : 1;
     for (let rep = 0; rep < repetitions; rep++) {
       const order: Side[] = python ? (rep % 2 === 0 ? ['ours', 'python'] : ['python', 'ours']) : ['ours'];
@@ -410,7 +386,7 @@ export async function runPerf(argv: string[]): Promise<number> {
           `[${index + 1}/${jobs.length}, ${elapsed} min] ${job.model.name} ${job.kind} ${label}: ${side === 'ours' ? '@peft' : 'peft'} (${rep + 1}/${repetitions})\n`,
         );
         try {
-          const result = runSide(side, request, job.model, shapes);
+          const result = runSide(side, request, job.model, counterpart, shapes);
           runtimes.add(`${side === 'ours' ? '@peft' : 'Python'}: ${result.runtime}`);
           measured[side].push(result);
         } catch (error) {

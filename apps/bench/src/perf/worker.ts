@@ -7,7 +7,7 @@ import { train, type Example, type PeftModel, type TrainableModel } from '@peft/
 import { generate, randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { PERF_METHODS, PERF_MODELS, forwardMatmuls } from './workloads.js';
+import { PERF_METHODS, PERF_MODELS, forwardMatmuls, type PerfMethod } from './workloads.js';
 
 export interface WorkerRequest {
   model: string;
@@ -71,7 +71,7 @@ async function trainSteps(
   return { trainable, step_seconds: median(seconds), tokens_per_second: (batch * sequence) / median(seconds) };
 }
 
-function inference(model: PeftModel, request: WorkerRequest, vocab: number): Partial<WorkerResult> {
+function inference(model: PeftModel, method: PerfMethod, request: WorkerRequest, vocab: number): Partial<WorkerResult> {
   const ids = [tokens(request.sequence, vocab, 99)];
   const host = model.host;
   const forward = (): number => {
@@ -93,7 +93,7 @@ function inference(model: PeftModel, request: WorkerRequest, vocab: number): Par
     base: () => model.withAdapterDisabled(both),
     adapted: both,
   };
-  if (request.method === 'lora') {
+  if (method.mergeable) {
     variants.merged = () => {
       model.merge();
       try {
@@ -168,7 +168,7 @@ export async function runWorker(request: WorkerRequest): Promise<WorkerResult> {
     figures =
       request.mode === 'train'
         ? await trainSteps(trainable, request, vocab)
-        : inference(trainable as PeftModel, request, vocab);
+        : inference(trainable as PeftModel, method, request, vocab);
   }
   return { runtime, ...figures, peak_rss_mb: process.resourceUsage().maxRSS / 1024 };
 }

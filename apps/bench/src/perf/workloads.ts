@@ -63,6 +63,10 @@ export interface PerfMethod {
   virtual: 'none' | 'keys' | 'sequence';
   /** Gradients reach every weight (full fine-tuning) or only the inputs of each layer. */
   full: boolean;
+  /** The adapter merges into the base weights (LoRA): inference is also timed merged. */
+  mergeable: boolean;
+  /** The Python library that runs the same method: Hugging Face peft, or AdapterHub's `adapters`. */
+  counterpart: 'peft' | 'adapters';
   make(host: PeftHost, model: PerfModel): TrainableModel;
 }
 
@@ -72,6 +76,8 @@ export const PERF_METHODS: readonly PerfMethod[] = [
     label: 'LoRA r=8 (attention)',
     virtual: 'none',
     full: false,
+    mergeable: true,
+    counterpart: 'peft',
     make: (host, model) =>
       getPeftModel(
         host,
@@ -83,6 +89,8 @@ export const PERF_METHODS: readonly PerfMethod[] = [
     label: `prefix tuning (${PERF_VIRTUAL_TOKENS})`,
     virtual: 'keys',
     full: false,
+    mergeable: false,
+    counterpart: 'peft',
     make: (host) =>
       getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, taskType: 'CAUSAL_LM' })),
   },
@@ -91,6 +99,8 @@ export const PERF_METHODS: readonly PerfMethod[] = [
     label: `prompt tuning (${PERF_VIRTUAL_TOKENS})`,
     virtual: 'sequence',
     full: false,
+    mergeable: false,
+    counterpart: 'peft',
     make: (host) =>
       getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: PERF_VIRTUAL_TOKENS, taskType: 'CAUSAL_LM' })),
   },
@@ -99,6 +109,8 @@ export const PERF_METHODS: readonly PerfMethod[] = [
     label: `P-tuning (${PERF_VIRTUAL_TOKENS}, MLP)`,
     virtual: 'sequence',
     full: false,
+    mergeable: false,
+    counterpart: 'peft',
     make: (host) =>
       getPeftModel(
         host,
@@ -114,9 +126,19 @@ export const PERF_METHODS: readonly PerfMethod[] = [
     label: `Pfeiffer adapter (m=${PERF_BOTTLENECK})`,
     virtual: 'none',
     full: false,
+    mergeable: false,
+    counterpart: 'adapters',
     make: (host) => getPeftModel(host, PfeifferConfig({ bottleneckSize: PERF_BOTTLENECK })),
   },
-  { name: 'full', label: 'full fine-tuning', virtual: 'none', full: true, make: (host) => fullFineTuning(host) },
+  {
+    name: 'full',
+    label: 'full fine-tuning',
+    virtual: 'none',
+    full: true,
+    mergeable: false,
+    counterpart: 'peft',
+    make: (host) => fullFineTuning(host),
+  },
 ];
 
 interface Dimensions {

@@ -58,12 +58,15 @@ export function trainByteLevelBpe(
       else pairCounts.delete(key);
       if (sign === 1) {
         let set = pairWords.get(key);
-        if (!set) pairWords.set(key, (set = new Set()));
+        if (!set) {
+          set = new Set();
+          pairWords.set(key, set);
+        }
         set.add(index);
       }
     }
   };
-  words.forEach((_, i) => addPairs(i, 1));
+  for (const i of words.keys()) addPairs(i, 1);
 
   const vocab = new Map<string, number>();
   for (const token of options.specialTokens) vocab.set(token, vocab.size);

@@ -4,12 +4,11 @@
 // 294,912). Measured in interleaved rounds so that machine drift falls on all alike. A benchmark.
 //
 //   pnpm bench:adapter
+import { HoulsbyConfig, PfeifferConfig } from '@peft/adapter';
 import { selectBackend } from '@peft/backend';
 import { getPeftModel, type PeftModel } from '@peft/core';
 import { LoraConfig } from '@peft/lora';
 import { GPT2_SMALL, generate, randomGpt2 } from '@peft/models';
-
-import { HoulsbyConfig, PfeifferConfig } from '../src/index.js';
 
 const SEQUENCE = 128;
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;

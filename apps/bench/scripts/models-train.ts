@@ -5,10 +5,8 @@
 //   pnpm bench:train        (BENCH_BACKENDS=tensorflow,cpu to choose)
 import { availableBackends, loadBackend, type BackendName } from '@peft/backend';
 import { fullFineTuning, train, type Example, type TrainableModel } from '@peft/core';
+import { randomGpt2, type Gpt2Shape, type TransformerHost } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
-
-import type { TransformerHost } from '../src/index.js';
-import { randomGpt2, type Gpt2Shape } from '../src/random.js';
 
 // Small enough that the pure-JS cpu backend finishes a few steps in seconds.
 const SHAPE: Gpt2Shape = { layers: 4, hidden: 256, heads: 4, vocab: 2000, positions: 128 };

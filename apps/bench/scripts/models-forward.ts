@@ -2,17 +2,15 @@
 // parameters) on each available backend, beside Python transformers on the same shapes and thread
 // count when the oracle's Python is present. A benchmark that prints figures, not a test.
 //
-//   pnpm --filter @peft/models bench            (BENCH_BACKENDS=tensorflow,wasm,cpu to choose)
+//   pnpm bench:models            (BENCH_BACKENDS=tensorflow,wasm,cpu to choose)
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 import { availableBackends, loadBackend, type BackendName } from '@peft/backend';
+import { GPT2_SMALL, generate, randomGpt2 } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
-
-import { generate } from '../src/index.js';
-import { GPT2_SMALL, randomGpt2 } from '../src/random.js';
 
 const SHAPE = GPT2_SMALL;
 const SEQUENCE = 128;

@@ -1,0 +1,3 @@
+import { peftTestConfig } from '../../vitest.shared';
+
+export default peftTestConfig();
