@@ -16,7 +16,9 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "packages/models/test/fixtures"
-CAUSAL_LM = ["gpt2-tied", "gpt2-untied-odd", "llama-gqa-untied", "llama-mqa-tied-llama3-bias", "qwen2-tied", "mistral-sliding-window"]
+CAUSAL_LM = ["gpt2-tied", "gpt2-untied-odd", "llama-gqa-untied", "llama-mqa-tied-llama3-bias", "qwen2-tied", "mistral-sliding-window",
+             "qwen3-gqa-tied", "qwen3-sliding-window-bias", "phi3-gqa-partial-rotary",
+             "phi3-longrope-mqa-tied"]
 
 
 def main():

@@ -25,6 +25,8 @@ CASES = {
         use_rslora=True, init_lora_weights=False)),
     "bert-sequence-classification": (AutoModelForSequenceClassification, dict(
         r=2, lora_alpha=4, task_type="SEQ_CLS", init_lora_weights=False)),
+    # no target_modules: peft's default for qwen3 (q_proj, v_proj)
+    "qwen3-gqa-tied": (AutoModelForCausalLM, dict(r=4, lora_alpha=8, init_lora_weights=False)),
 }
 
 

@@ -59,6 +59,46 @@ def llama_cases():
     ))
 
 
+def qwen3_cases():
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    # head_dim != hidden_size / num_attention_heads (32 / 4), grouped-query attention, q_norm/k_norm
+    common = dict(vocab_size=79, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=12, bos_token_id=0, eos_token_id=1, pad_token_id=0,
+                  max_position_embeddings=64)
+    yield "qwen3-gqa-tied", Qwen3ForCausalLM(Qwen3Config(
+        tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, **common,
+    ))
+    # every layer sliding (max_window_layers 0), biases on q, k, v and o
+    yield "qwen3-sliding-window-bias", Qwen3ForCausalLM(Qwen3Config(
+        tie_word_embeddings=False, attention_bias=True, use_sliding_window=True, sliding_window=4,
+        max_window_layers=0, **common,
+    ))
+
+
+def phi3_cases():
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    # fused qkv_proj and gate_up_proj, grouped-query attention, rotary on half of each head
+    # (partial_rotary_factor 0.5), a sliding window shorter than the inputs, untied head
+    yield "phi3-gqa-partial-rotary", Phi3ForCausalLM(Phi3Config(
+        vocab_size=83, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=4, tie_word_embeddings=False, max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.5},
+        bos_token_id=0, eos_token_id=1, pad_token_id=0,
+    ))
+    # LongRoPE (the 128k checkpoints) within original_max_position_embeddings: the short factors and
+    # the attention factor sqrt(1 + ln 4 / ln 16) on cos and sin; 12 of 16 dimensions rotary (Phi-4-mini's
+    # 0.75), one key/value head, tied head
+    yield "phi3-longrope-mqa-tied", Phi3ForCausalLM(Phi3Config(
+        vocab_size=71, hidden_size=32, intermediate_size=36, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, tie_word_embeddings=True, max_position_embeddings=64, original_max_position_embeddings=16,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                         "short_factor": [1.0, 1.1, 1.3, 1.7, 2.5, 4.0], "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]},
+        bos_token_id=0, eos_token_id=1, pad_token_id=0,
+    ))
+
+
 def bert_cases():
     from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
@@ -95,7 +135,8 @@ def inputs(vocab, seed):
 
 # Models on which the hook points are checked against what transformers does with past_key_values
 # (the key/value prefix) and inputs_embeds (the input-embedding hook).
-HOOK_CASES = {"gpt2-tied", "llama-gqa-untied", "mistral-sliding-window", "bert-token-classification"}
+HOOK_CASES = {"gpt2-tied", "llama-gqa-untied", "mistral-sliding-window", "bert-token-classification", "qwen3-gqa-tied",
+              "phi3-gqa-partial-rotary"}
 VIRTUAL = 3
 
 
@@ -133,7 +174,8 @@ def hook_cases(model, expected, batches, is_bert, seed):
 def main():
     torch.manual_seed(0)
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
-    cases = [*gpt2_cases(), *llama_cases(), *bert_cases(), *gpt2_head_cases()]
+    # new cases go last: a case's seed is its position
+    cases = [*gpt2_cases(), *llama_cases(), *bert_cases(), *gpt2_head_cases(), *qwen3_cases(), *phi3_cases()]
     for seed, (name, model) in enumerate(cases):
         randomize(model, seed)
         model.eval()

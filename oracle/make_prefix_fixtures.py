@@ -24,6 +24,8 @@ CASES = [
     ("mistral-prefix", "mistral-sliding-window", AutoModelForCausalLM, dict(task_type="CAUSAL_LM", num_virtual_tokens=2)),
     ("bert-seq-cls-prefix", "bert-sequence-classification", AutoModelForSequenceClassification, dict(task_type="SEQ_CLS", num_virtual_tokens=4)),
     ("bert-token-cls-prefix", "bert-token-classification", AutoModelForTokenClassification, dict(task_type="TOKEN_CLS", num_virtual_tokens=2)),
+    # GQA with head_dim 12 != hidden_size / heads: the prefix is [P, layers * 2 * kv_heads * head_dim]
+    ("qwen3-prefix", "qwen3-gqa-tied", AutoModelForCausalLM, dict(task_type="CAUSAL_LM", num_virtual_tokens=3)),
 ]
 
 

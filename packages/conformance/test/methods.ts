@@ -19,6 +19,7 @@ export interface HostCase {
 export const HOSTS: readonly HostCase[] = [
   { name: 'GPT-2', fixture: 'gpt2-tied', task: 'causal-lm' },
   { name: 'Llama GQA', fixture: 'llama-gqa-untied', task: 'causal-lm' },
+  { name: 'Qwen3 (q/k norm, head_dim != d/H)', fixture: 'qwen3-gqa-tied', task: 'causal-lm' },
   { name: 'BERT', fixture: 'bert-sequence-classification', task: 'sequence-classification' },
 ];
 

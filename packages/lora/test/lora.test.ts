@@ -113,6 +113,12 @@ describe('LoraConfig and target modules', () => {
       'model.layers.1.self_attn.q_proj',
       'model.layers.1.self_attn.v_proj',
     ]);
+    expect(await names('qwen3-gqa-tied')).toEqual([
+      'model.layers.0.self_attn.q_proj',
+      'model.layers.0.self_attn.v_proj',
+      'model.layers.1.self_attn.q_proj',
+      'model.layers.1.self_attn.v_proj',
+    ]);
     expect(await names('bert-sequence-classification')).toHaveLength(4);
     expect(await names('gpt2-tied', new LoraConfig({ targetModules: 'all-linear' }))).toHaveLength(8);
     expect(await names('bert-sequence-classification', new LoraConfig({ targetModules: 'all-linear' }))).not.toContain(

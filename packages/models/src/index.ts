@@ -6,6 +6,8 @@ export { BERT_TASKS, BertModel, parseBertConfig } from './bert.js';
 export type { BertConfig, BertTask } from './bert.js';
 export { LlamaModel, parseLlamaConfig, rotaryInverseFrequencies } from './llama.js';
 export type { LlamaConfig, RopeConfig } from './llama.js';
+export { Phi3Model, parsePhi3Config } from './phi3.js';
+export type { Phi3Config, Phi3Rope } from './phi3.js';
 export { TransformerHost } from './transformer-host.js';
 export type { PretrainedOrigin } from './transformer-host.js';
 export {

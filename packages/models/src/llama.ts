@@ -1,5 +1,6 @@
 // Llama as Hugging Face `transformers` defines it (LlamaForCausalLM), and the family that shares its
-// layout: Mistral (sliding-window attention) and Qwen2 (biases on q, k, v). RMSNorm, rotary
+// layout: Mistral (sliding-window attention), Qwen2 (biases on q, k, v) and Qwen3 (an RMSNorm over
+// each head of the queries and keys, before the rotary embedding). RMSNorm, rotary
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head. Shapes in comments and the
 // releasing ops (addReleasing, reshapeReleasing): see the notes at the top of transformer-host.ts.
@@ -55,7 +56,7 @@ function swapHalves(x: tf.Tensor4D): tf.Tensor4D {
  * dy·cos + swapHalves(dy·sinSigned) (the swap is a symmetric permutation). Composed, rotate_half ran
  * split, neg and concat forward and twice as many kernels backward.
  */
-function rotary(cos: tf.Tensor4D, sinSigned: tf.Tensor4D): (x: tf.Tensor4D) => tf.Tensor4D {
+export function rotary(cos: tf.Tensor4D, sinSigned: tf.Tensor4D): (x: tf.Tensor4D) => tf.Tensor4D {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [x, save] = args as [tf.Tensor4D, tf.GradSaveFunc];
     save([cos, sinSigned]); // kept for the backward pass, which runs after the forward's scope is gone
@@ -77,6 +78,8 @@ interface LlamaBlock {
   k: HostLinear; // self_attn.k_proj: d -> Hkv·hd
   v: HostLinear; // self_attn.v_proj: d -> Hkv·hd
   o: HostLinear; // self_attn.o_proj: H·hd -> d
+  queryNorm: tf.Variable<tf.Rank.R1> | null; // self_attn.q_norm [hd] (Qwen3)
+  keyNorm: tf.Variable<tf.Rank.R1> | null; // self_attn.k_norm [hd] (Qwen3)
   postAttentionNorm: tf.Variable<tf.Rank.R1>; // post_attention_layernorm [d]
   gate: HostLinear; // mlp.gate_proj: d -> intermediate
   up: HostLinear; // mlp.up_proj: d -> intermediate
@@ -93,7 +96,7 @@ export interface RopeConfig {
 }
 
 export interface LlamaConfig {
-  modelType: 'llama' | 'mistral' | 'qwen2'; // model_type
+  modelType: 'llama' | 'mistral' | 'qwen2' | 'qwen3'; // model_type
   vocabSize: number; // vocab_size
   hiddenSize: number; // hidden_size
   intermediateSize: number; // intermediate_size: SwiGLU width
@@ -106,8 +109,9 @@ export interface LlamaConfig {
   maxPositions: number; // max_position_embeddings (informative: rotary positions have no table)
   rope: RopeConfig; // rope_parameters, or rope_theta and rope_scaling
   attentionBias: boolean; // attention_bias: bias on q, k, v, o (Qwen2: q, k, v always)
+  queryKeyNorm: boolean; // Qwen3: q_norm and k_norm, an RMSNorm over each head of q and k
   mlpBias: boolean; // mlp_bias
-  slidingWindow: number | null; // sliding_window (Mistral): a query sees this many most recent keys
+  slidingWindow: number | null; // sliding_window (Mistral; Qwen2/3 with use_sliding_window): a query sees this many most recent keys
   tieWordEmbeddings: boolean; // tie_word_embeddings
   architecture: string; // architectures[0], default <Family>ForCausalLM
 }
@@ -139,25 +143,80 @@ function parseRope(reader: ConfigReader): RopeConfig {
   };
 }
 
+/**
+ * Qwen3's window, as Qwen3Config resolves it: `sliding_window` only with `use_sliding_window`, and
+ * per layer by `layer_types` (when absent: "sliding_attention" from layer `max_window_layers` on).
+ * One window for every layer is what the host's single attention mask holds, so a model that mixes
+ * full and sliding layers is refused.
+ */
+function parseQwen3SlidingWindow(reader: ConfigReader, numLayers: number): number | null {
+  // sliding_window: absent is Qwen3Config's default 4096, null is no window
+  const window =
+    reader.boolean('use_sliding_window', false) && reader.raw.sliding_window !== null
+      ? reader.positiveInteger('sliding_window', 4096)
+      : null;
+  let layerTypes: string[];
+  if (reader.has('layer_types')) {
+    const raw = reader.raw.layer_types;
+    const valid = ['full_attention', 'sliding_attention'];
+    if (!Array.isArray(raw) || raw.length !== numLayers || !raw.every((type) => valid.includes(type as string))) {
+      throw new Error(
+        `${reader.source}: field "layer_types" must list "full_attention" or "sliding_attention" for each of the ${numLayers} layers ("num_hidden_layers"), got ${JSON.stringify(raw)}`,
+      );
+    }
+    layerTypes = raw as string[];
+  } else {
+    const firstSliding = reader.nonNegativeInteger('max_window_layers', 28);
+    layerTypes = Array.from({ length: numLayers }, (_, i) =>
+      window !== null && i >= firstSliding ? 'sliding_attention' : 'full_attention',
+    );
+  }
+  const sliding = layerTypes.filter((type) => type === 'sliding_attention').length;
+  if (sliding === 0) return null;
+  if (window === null) {
+    throw new Error(
+      `${reader.source}: "layer_types" has sliding_attention layers but no window ("use_sliding_window" is ${JSON.stringify(reader.raw.use_sliding_window ?? false)}, "sliding_window" ${JSON.stringify(reader.raw.sliding_window ?? null)})`,
+    );
+  }
+  if (sliding < numLayers) {
+    throw new Error(
+      `${reader.source}: "layer_types" mixes full_attention and sliding_attention layers (${layerTypes.join(', ')}; from "use_sliding_window" and "max_window_layers" when not given): not supported, only a window on every layer or on none`,
+    );
+  }
+  return window;
+}
+
 export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
   const modelType = reader.string('model_type') as LlamaConfig['modelType'];
   const hiddenSize = reader.positiveInteger('hidden_size');
   const numHeads = reader.positiveInteger('num_attention_heads');
   const numKeyValueHeads = reader.divisor('num_key_value_heads', numHeads, 'num_attention_heads', numHeads);
-  const headDim = reader.has('head_dim') ? reader.positiveInteger('head_dim') : hiddenSize / numHeads;
+  // Qwen3Config's head_dim defaults to 128, not hidden_size / num_attention_heads
+  const headDim = reader.has('head_dim')
+    ? reader.positiveInteger('head_dim')
+    : modelType === 'qwen3'
+      ? 128
+      : hiddenSize / numHeads;
   if (!Number.isInteger(headDim)) {
     throw new Error(
       `${reader.source}: "hidden_size" (${hiddenSize}) must be divisible by "num_attention_heads" (${numHeads}) when "head_dim" is not given`,
     );
   }
+  const numLayers = reader.positiveInteger('num_hidden_layers');
   const useSlidingWindow =
     modelType === 'mistral' || (modelType === 'qwen2' && reader.boolean('use_sliding_window', false));
+  const slidingWindow =
+    modelType === 'qwen3'
+      ? parseQwen3SlidingWindow(reader, numLayers)
+      : useSlidingWindow && reader.has('sliding_window')
+        ? reader.positiveInteger('sliding_window')
+        : null;
   return {
     modelType,
     vocabSize: reader.positiveInteger('vocab_size'),
     hiddenSize,
     intermediateSize: reader.positiveInteger('intermediate_size'),
-    numLayers: reader.positiveInteger('num_hidden_layers'),
+    numLayers,
     numHeads,
     numKeyValueHeads,
     headDim,
@@ -166,11 +225,17 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
     maxPositions: reader.positiveInteger('max_position_embeddings', 2048),
     rope: parseRope(reader),
     attentionBias: modelType === 'qwen2' || reader.boolean('attention_bias', false),
+    queryKeyNorm: modelType === 'qwen3',
     mlpBias: reader.boolean('mlp_bias', false),
-    slidingWindow: useSlidingWindow && reader.has('sliding_window') ? reader.positiveInteger('sliding_window') : null,
+    slidingWindow,
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', false),
     architecture: reader.architecture(
-      { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[modelType],
+      {
+        llama: 'LlamaForCausalLM',
+        mistral: 'MistralForCausalLM',
+        qwen2: 'Qwen2ForCausalLM',
+        qwen3: 'Qwen3ForCausalLM',
+      }[modelType],
     ),
   };
 }
@@ -222,6 +287,12 @@ export class LlamaModel extends TransformerHost {
         k: load.linear(`${layer}.self_attn.k_proj`, d, numKeyValueHeads * headDim, 'linear', llama.attentionBias),
         v: load.linear(`${layer}.self_attn.v_proj`, d, numKeyValueHeads * headDim, 'linear', llama.attentionBias),
         o: load.linear(`${layer}.self_attn.o_proj`, numHeads * headDim, d, 'linear', oBias),
+        queryNorm: llama.queryKeyNorm
+          ? (load.variable(`${layer}.self_attn.q_norm.weight`, [headDim]) as tf.Variable<tf.Rank.R1>)
+          : null,
+        keyNorm: llama.queryKeyNorm
+          ? (load.variable(`${layer}.self_attn.k_norm.weight`, [headDim]) as tf.Variable<tf.Rank.R1>)
+          : null,
         postAttentionNorm: load.variable(`${layer}.post_attention_layernorm.weight`, [d]) as tf.Variable<tf.Rank.R1>,
         gate: load.linear(`${layer}.mlp.gate_proj`, d, intermediateSize, 'linear', llama.mlpBias),
         up: load.linear(`${layer}.mlp.up_proj`, d, intermediateSize, 'linear', llama.mlpBias),
@@ -264,14 +335,18 @@ export class LlamaModel extends TransformerHost {
 
   /** Grouped-query self-attention over the normalised input [B, T, d] -> [B, T, d]. */
   private selfAttention(index: number, block: LlamaBlock, normed: tf.Tensor3D, state: LayerState): tf.Tensor3D {
-    const { numHeads, numKeyValueHeads, headDim } = this.llama;
+    const { numHeads, numKeyValueHeads, headDim, rmsNormEpsilon } = this.llama;
     const { context } = state;
     const [batch, length, d] = normed.shape;
     const rows = tf.reshape(normed, [batch * length, d]); // [B·T, d]
     const { queries, keys } = state.rotary!;
+    let qHeads = splitHeads(block.q.apply(rows, context), batch, numHeads, headDim); // [B, H, T, hd]
+    let kHeads = splitHeads(block.k.apply(rows, context), batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
+    if (block.queryNorm) qHeads = rmsNorm(qHeads, block.queryNorm, rmsNormEpsilon) as tf.Tensor4D; // [B, H, T, hd]
+    if (block.keyNorm) kHeads = rmsNorm(kHeads, block.keyNorm, rmsNormEpsilon) as tf.Tensor4D; // [B, Hkv, T, hd]
     // q carries the attention scale (folded into its rotary tables), so attention scales by 1
-    const q = queries(splitHeads(block.q.apply(rows, context), batch, numHeads, headDim)); // [B, H, T, hd]
-    const k = keys(splitHeads(block.k.apply(rows, context), batch, numKeyValueHeads, headDim)); // [B, Hkv, T, hd]
+    const q = queries(qHeads); // [B, H, T, hd]
+    const k = keys(kHeads); // [B, Hkv, T, hd]
     const v = splitHeads(block.v.apply(rows, context), batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
     const { key, value } = this.extendKeys(index, k, v, state); // [B, Hkv, S, hd]
     const attended = mergeHeads(attention(q, key, value, state.bias, 1)); // [B·T, H·hd]

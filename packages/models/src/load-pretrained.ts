@@ -13,6 +13,7 @@ import { ConfigReader, type RawConfig } from './config.js';
 import { BertModel, parseBertConfig } from './bert.js';
 import { Gpt2Model, parseGpt2Config } from './gpt2.js';
 import { LlamaModel, parseLlamaConfig } from './llama.js';
+import { Phi3Model, parsePhi3Config } from './phi3.js';
 
 import type { TransformerHost } from './transformer-host.js';
 
@@ -47,6 +48,11 @@ const ARCHITECTURES: Record<string, Builder> = {
   llama: llamaFamily,
   mistral: llamaFamily,
   qwen2: llamaFamily,
+  qwen3: llamaFamily,
+  phi3: (reader) => {
+    const config = parsePhi3Config(reader);
+    return (checkpoint) => new Phi3Model(config, checkpoint);
+  },
   bert: (reader) => {
     const config = parseBertConfig(reader);
     return (checkpoint) => new BertModel(config, checkpoint);

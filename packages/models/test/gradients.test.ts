@@ -35,6 +35,8 @@ describe('gradient fixtures', () => {
         'llama-mqa-tied-llama3-bias',
         'qwen2-tied',
         'mistral-sliding-window',
+        'qwen3-gqa-tied',
+        'qwen3-sliding-window-bias',
       ]),
     );
   });
