@@ -99,6 +99,28 @@ def phi3_cases():
     ))
 
 
+def gemma2_cases():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    # head_dim != hidden_size / num_attention_heads (32 / 4), query_pre_attn_scalar != head_dim, grouped-query
+    # attention, layer_types by default (sliding, full, sliding) with a window shorter than the inputs, both
+    # soft-cappings low enough to bite, tied head
+    yield "gemma2-gqa-softcap-tied", Gemma2ForCausalLM(Gemma2Config(
+        vocab_size=89, hidden_size=32, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=12, query_pre_attn_scalar=10, sliding_window=4, attn_logit_softcapping=10.0,
+        final_logit_softcapping=5.0, max_position_embeddings=64, rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+        bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    ))
+    # explicit layer_types (full, then sliding), one key/value head, biases, no soft-capping, untied head
+    yield "gemma2-mqa-bias-untied", Gemma2ForCausalLM(Gemma2Config(
+        vocab_size=73, hidden_size=24, intermediate_size=36, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=3,
+        layer_types=["full_attention", "sliding_attention"], attn_logit_softcapping=None, final_logit_softcapping=None,
+        attention_bias=True, tie_word_embeddings=False, max_position_embeddings=64,
+        bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    ))
+
+
 def bert_cases():
     from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
@@ -136,7 +158,7 @@ def inputs(vocab, seed):
 # Models on which the hook points are checked against what transformers does with past_key_values
 # (the key/value prefix) and inputs_embeds (the input-embedding hook).
 HOOK_CASES = {"gpt2-tied", "llama-gqa-untied", "mistral-sliding-window", "bert-token-classification", "qwen3-gqa-tied",
-              "phi3-gqa-partial-rotary"}
+              "phi3-gqa-partial-rotary", "gemma2-gqa-softcap-tied"}
 VIRTUAL = 3
 
 
@@ -175,7 +197,8 @@ def main():
     torch.manual_seed(0)
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
     # new cases go last: a case's seed is its position
-    cases = [*gpt2_cases(), *llama_cases(), *bert_cases(), *gpt2_head_cases(), *qwen3_cases(), *phi3_cases()]
+    cases = [*gpt2_cases(), *llama_cases(), *bert_cases(), *gpt2_head_cases(), *qwen3_cases(), *phi3_cases(),
+             *gemma2_cases()]
     for seed, (name, model) in enumerate(cases):
         randomize(model, seed)
         model.eval()

@@ -20,6 +20,11 @@ export const HOSTS: readonly HostCase[] = [
   { name: 'GPT-2', fixture: 'gpt2-tied', task: 'causal-lm' },
   { name: 'Llama GQA', fixture: 'llama-gqa-untied', task: 'causal-lm' },
   { name: 'Qwen3 (q/k norm, head_dim != d/H)', fixture: 'qwen3-gqa-tied', task: 'causal-lm' },
+  {
+    name: 'Gemma 2 (soft-capping, sliding and full layers, post norms)',
+    fixture: 'gemma2-gqa-softcap-tied',
+    task: 'causal-lm',
+  },
   { name: 'BERT', fixture: 'bert-sequence-classification', task: 'sequence-classification' },
 ];
 

@@ -8,6 +8,8 @@ export { LlamaModel, parseLlamaConfig, rotaryInverseFrequencies } from './llama.
 export type { LlamaConfig, RopeConfig } from './llama.js';
 export { Phi3Model, parsePhi3Config } from './phi3.js';
 export type { Phi3Config, Phi3Rope } from './phi3.js';
+export { Gemma2Model, parseGemma2Config } from './gemma2.js';
+export type { Gemma2Config } from './gemma2.js';
 export { TransformerHost } from './transformer-host.js';
 export type { PretrainedOrigin } from './transformer-host.js';
 export {
@@ -21,7 +23,11 @@ export type { SavableModel, SaveDtype, SavePretrainedOptions, SavedPretrained } 
 export { ConfigReader } from './config.js';
 export { generate } from './generate.js';
 export type { GenerateOptions, GenerateResult } from './generate.js';
-export { HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, loadTokenizer } from './tokenizer.js';
+export { CHAT_TEMPLATE_FILE, HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, loadTokenizer } from './tokenizer.js';
+export { ChatTemplate, hasGenerationMarkers } from './chat-template.js';
+export type { ChatMessage, ChatTemplateOptions, RenderedChat } from './chat-template.js';
+export { chatExample } from './chat-example.js';
+export type { ChatExampleOptions } from './chat-example.js';
 export type { BatchEncodeOptions, BatchEncoding, EncodeOptions, Encoded } from './tokenizer.js';
 
 export { GPT2_SMALL, randomGpt2, randomGpt2Store, randomModel } from './random.js';

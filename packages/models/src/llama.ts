@@ -117,7 +117,7 @@ export interface LlamaConfig {
 }
 
 /** rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier checkpoints). */
-function parseRope(reader: ConfigReader): RopeConfig {
+export function parseRope(reader: ConfigReader): RopeConfig {
   const raw = reader.raw;
   const fromParameters = typeof raw.rope_parameters === 'object' && raw.rope_parameters !== null;
   const parameters = (fromParameters ? raw.rope_parameters : (raw.rope_scaling ?? {})) as Record<string, unknown>;

@@ -34,11 +34,17 @@ export function attentionBias(
   });
 }
 
+/** c·tanh(x / c) (Gemma 2's soft-capping): bounds x to (-c, c), close to the identity near 0. */
+export function softCapped(x: tf.Tensor, cap: number): tf.Tensor {
+  return tf.mul(tf.tanh(tf.div(x, cap)), cap);
+}
+
 /**
  * Scaled dot-product attention. q [B, H, T, hd]; k, v [B, Hkv, S, hd] with H a multiple of Hkv
  * (grouped-query attention: query heads g·j .. g·j + g - 1 share key/value head j). The g query
  * heads of a group are folded into the query axis, so keys and values are never copied. A scale of 1
- * (queries already scaled) multiplies nothing.
+ * (queries already scaled) multiplies nothing. `softCap` c (Gemma 2's attn_logit_softcapping) bounds
+ * the scaled scores to (-c, c) as c·tanh(x / c), before the mask.
  */
 export function attention(
   q: tf.Tensor4D,
@@ -46,6 +52,7 @@ export function attention(
   v: tf.Tensor4D,
   bias: tf.Tensor4D,
   scale: number,
+  softCap: number | null = null,
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const [batch, heads, length, headDim] = q.shape;
@@ -54,7 +61,8 @@ export function attention(
     const grouped = group === 1 ? q : tf.reshape(q, [batch, kvHeads, group * length, headDim]);
     const groupBias = group === 1 ? bias : tf.tile(bias, [1, 1, group, 1]); // [B, 1, g·T, S]
     const products = tf.matMul(grouped, k, false, true); // [B, Hkv, g·T, S]
-    const scaled = scale === 1 ? products : tf.mul(products, scale);
+    let scaled = scale === 1 ? products : tf.mul(products, scale);
+    if (softCap !== null) scaled = softCapped(scaled, softCap);
     // the mask takes no gradient; the scores are not kept for the backward pass (softmax keeps its output)
     const scores = addReleasing(scaled, groupBias, { constant: true }); // [B, Hkv, g·T, S]
     const out = tf.matMul(tf.softmax(scores), v); // [B, Hkv, g·T, hd]

@@ -1,11 +1,18 @@
 // A Hugging Face tokenizer (tokenizer.json + tokenizer_config.json) on @huggingface/tokenizers,
 // with what that library leaves out and transformers users expect: padding, truncation,
-// batches, pairs under a ByteLevel post-processor, special-token ids, and decode of [].
+// batches, pairs under a ByteLevel post-processor, special-token ids, decode of [] and chat templates.
 import { Tokenizer } from '@huggingface/tokenizers';
-import { describeFile, readJson, resolveStore, type FileStore, type StoreSource } from '@peft/core';
+import { describeFile, readJson, readText, resolveStore, type FileStore, type StoreSource } from '@peft/core';
+
+import { ChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+/** Where transformers 4.43+ saves the chat template (before, tokenizer_config.json's `chat_template`). */
+export const CHAT_TEMPLATE_FILE = 'chat_template.jinja';
+
+/** The special tokens transformers passes to chat templates by name. */
+const TEMPLATE_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
 
 type Side = 'left' | 'right';
 
@@ -65,6 +72,10 @@ export class HfTokenizer {
   /** The JS library drops `text_pair` when the post-processor is ByteLevel only (GPT-2). */
   private readonly concatenatesPairs: boolean;
   private readonly cleanUpSpaces: boolean;
+  /** The chat templates by name (`default`, `tool_use`, ...); a single template is `default`. */
+  private readonly chatTemplates: Map<string, string>;
+  private readonly templateTokens: Record<string, string>;
+  private readonly compiledTemplates = new Map<string, ChatTemplate>();
 
   constructor(
     private readonly tokenizer: Tokenizer,
@@ -88,6 +99,43 @@ export class HfTokenizer {
     this.concatenatesPairs = processor === undefined || processor === 'ByteLevel';
     // transformers 5 cleans up decoded spaces only where asked, and only for WordPiece
     this.cleanUpSpaces = config.clean_up_tokenization_spaces === true && json.model?.type === 'WordPiece';
+    this.chatTemplates = parseChatTemplates(config.chat_template, source);
+    this.templateTokens = {};
+    for (const field of TEMPLATE_TOKENS) {
+      const content = tokenContent(config[field] as TokenSpec);
+      if (content !== null) this.templateTokens[field] = content;
+    }
+  }
+
+  /** The checkpoint's chat template (`default` where it has several), or null where it has none. */
+  get chatTemplate(): string | null {
+    return this.chatTemplates.get('default') ?? null;
+  }
+
+  /**
+   * The template that renders a conversation: `options.chatTemplate` if given, else the checkpoint's
+   * (`tool_use` when tools are given and the checkpoint names one, as transformers picks).
+   */
+  chatTemplateFor(options: Pick<ChatTemplateOptions, 'tools' | 'chatTemplate'> = {}): ChatTemplate {
+    const named = options.tools !== undefined ? this.chatTemplates.get('tool_use') : undefined;
+    const source = options.chatTemplate ?? named ?? this.chatTemplate;
+    if (source === null)
+      throw new Error(
+        `${this.source}: the tokenizer has no chat template (${CHAT_TEMPLATE_FILE} or ${TOKENIZER_CONFIG_FILE}'s ` +
+          'chat_template); pass one as chatTemplate',
+      );
+    let template = this.compiledTemplates.get(source);
+    if (template === undefined) {
+      const origin = options.chatTemplate === undefined ? `${this.source}: chat_template` : 'chatTemplate';
+      template = new ChatTemplate(source, this.templateTokens, origin);
+      this.compiledTemplates.set(source, template);
+    }
+    return template;
+  }
+
+  /** The conversation as text, as transformers' `apply_chat_template(messages, tokenize=False)`. */
+  applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
+    return this.chatTemplateFor(options).apply(messages, options);
   }
 
   /** Reads tokenizer.json and (if present) tokenizer_config.json from a model directory. */
@@ -96,6 +144,7 @@ export class HfTokenizer {
     const config = (await store.has(TOKENIZER_CONFIG_FILE))
       ? await readJson<Record<string, unknown>>(store, TOKENIZER_CONFIG_FILE)
       : {};
+    if (await store.has(CHAT_TEMPLATE_FILE)) config.chat_template = await readText(store, CHAT_TEMPLATE_FILE);
     const source = describeFile(store, TOKENIZER_FILE);
     let tokenizer: Tokenizer;
     try {
@@ -211,6 +260,21 @@ export class HfTokenizer {
       clean_up_tokenization_spaces: this.cleanUpSpaces,
     });
   }
+}
+
+function parseChatTemplates(value: unknown, source: string): Map<string, string> {
+  if (value === undefined || value === null) return new Map();
+  if (typeof value === 'string') return new Map([['default', value]]);
+  const named = Array.isArray(value) ? value : [];
+  const entries = named.map((entry: { name?: unknown; template?: unknown }) => [entry?.name, entry?.template]);
+  if (
+    entries.length === 0 ||
+    entries.some(([name, template]) => typeof name !== 'string' || typeof template !== 'string')
+  )
+    throw new Error(
+      `${source}: chat_template: expected a string or a list of {"name", "template"}, got ${JSON.stringify(value)}`,
+    );
+  return new Map(entries as [string, string][]);
 }
 
 /** Loads the tokenizer of a model directory (path, URL or FileStore). */

@@ -56,6 +56,8 @@ export interface LayerState {
   context: ForwardContext;
   /** [B, 1, T, S] additive. */
   bias: tf.Tensor4D;
+  /** [B, 1, T, S] additive, with the window of slidingLayersWindow(): for the layers that slide; null = none. */
+  slidingBias: tf.Tensor4D | null;
   /** [B, T] int32 positions of the queries. */
   positions: tf.Tensor2D;
   /** Architectures with rotary positions (Llama): this pass's tables, for every layer; null for the others. */
@@ -135,8 +137,15 @@ export abstract class TransformerHost implements PeftHost {
   protected abstract finalNorm(hidden: tf.Tensor3D): tf.Tensor3D;
   /** Normalised last hidden state [B, T, d] -> logits. */
   protected abstract head(normed: tf.Tensor3D, state: LayerState): tf.Tensor;
-  /** Keys a causal query may see, counting back from itself (Mistral); null = all. */
+  /** Keys a causal query may see, counting back from itself, on every layer (Mistral); null = all. */
   protected slidingWindow(): number | null {
+    return null;
+  }
+  /**
+   * The window of the layers that slide where the others do not (Gemma 2: every other layer); null =
+   * none. Its mask is built once per pass beside the full one (LayerState.slidingBias).
+   */
+  protected slidingLayersWindow(): number | null {
     return null;
   }
 
@@ -204,6 +213,14 @@ export abstract class TransformerHost implements PeftHost {
       }
       const keyMask = virtual > 0 ? tf.concat([tf.ones([batch, virtual]), realMask], 1) : realMask; // [B, S]
       const bias = attentionBias(keyMask as tf.Tensor2D, queries, this.causal, this.slidingWindow()); // [B, 1, T, S]
+      const layersWindow = this.slidingLayersWindow();
+      // a window that reaches back to the first key masks nothing the full mask does not
+      const slidingBias =
+        layersWindow === null
+          ? null
+          : layersWindow >= keys
+            ? bias
+            : attentionBias(keyMask as tf.Tensor2D, queries, this.causal, layersWindow); // [B, 1, T, S]
 
       let positions: tf.Tensor2D;
       if (input.positionIds) {
@@ -226,6 +243,7 @@ export abstract class TransformerHost implements PeftHost {
       const state: LayerState = {
         context,
         bias,
+        slidingBias,
         positions,
         rotary: this.rotaryEmbedding(positions),
         usePrefix,

@@ -37,6 +37,8 @@ describe('gradient fixtures', () => {
         'mistral-sliding-window',
         'qwen3-gqa-tied',
         'qwen3-sliding-window-bias',
+        'gemma2-gqa-softcap-tied',
+        'gemma2-mqa-bias-untied',
       ]),
     );
   });

@@ -1,0 +1,301 @@
+// Gemma 2 as Hugging Face `transformers` defines it (Gemma2ForCausalLM): the Llama layout (rotary
+// positions, grouped-query attention, gated feed-forward) with Gemma's changes. RMSNorm scales by
+// (1 + w); token embeddings are multiplied by √hidden_size; head_dim is its own field (not
+// hidden_size / heads) and the attention scale is query_pre_attn_scalar^-0.5; GeGLU with the tanh
+// GELU; every sublayer has a norm before and after it (the residual adds the normalised output);
+// attention scores and final logits are soft-capped, c·tanh(x / c); layers alternate sliding-window
+// and full attention (layer_types). attention_dropout is training-time dropout: our hosts run none.
+// Shapes in comments and the releasing ops: see the notes at the top of transformer-host.ts.
+import {
+  addReleasing,
+  gatedActivation,
+  reshapeReleasing,
+  rmsNorm,
+  type Checkpoint,
+  type ForwardContext,
+  type HostLinear,
+} from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
+
+import type { ConfigReader } from './config.js';
+import { parseRope, rotary, rotaryInverseFrequencies, type RopeConfig } from './llama.js';
+import { attention, mergeHeads, softCapped, splitHeads } from './ops.js';
+import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
+import { WeightLoader } from './weights.js';
+
+/**
+ * Gemma's RMSNorm: x / √(mean(x²) + ε)·(1 + w), the weight stored as an offset from 1. The weight
+ * passed to rmsNorm is a tensor, not the variable, so the backward pass also sums its gradient
+ * (one product and sum per norm) where the variable is frozen.
+ */
+function gemmaNorm(x: tf.Tensor3D, weight: tf.Variable<tf.Rank.R1>, epsilon: number): tf.Tensor3D {
+  return rmsNorm(x, tf.add(weight, 1), epsilon) as tf.Tensor3D;
+}
+
+interface Gemma2Block {
+  inputNorm: tf.Variable<tf.Rank.R1>; // input_layernorm [d]
+  q: HostLinear; // self_attn.q_proj: d -> H·hd
+  k: HostLinear; // self_attn.k_proj: d -> Hkv·hd
+  v: HostLinear; // self_attn.v_proj: d -> Hkv·hd
+  o: HostLinear; // self_attn.o_proj: H·hd -> d
+  postAttentionNorm: tf.Variable<tf.Rank.R1>; // post_attention_layernorm [d], on the attention output
+  preFeedforwardNorm: tf.Variable<tf.Rank.R1>; // pre_feedforward_layernorm [d]
+  gate: HostLinear; // mlp.gate_proj: d -> intermediate
+  up: HostLinear; // mlp.up_proj: d -> intermediate
+  down: HostLinear; // mlp.down_proj: intermediate -> d
+  postFeedforwardNorm: tf.Variable<tf.Rank.R1>; // post_feedforward_layernorm [d], on the MLP output
+  sliding: boolean; // layer_types[i] is sliding_attention
+}
+
+export interface Gemma2Config {
+  vocabSize: number; // vocab_size
+  hiddenSize: number; // hidden_size
+  intermediateSize: number; // intermediate_size: GeGLU width
+  numLayers: number; // num_hidden_layers
+  numHeads: number; // num_attention_heads
+  numKeyValueHeads: number; // num_key_value_heads
+  headDim: number; // head_dim, default 256 (not hidden_size / num_attention_heads)
+  queryPreAttentionScalar: number; // query_pre_attn_scalar, default 256: attention scale is its -1/2 power
+  rmsNormEpsilon: number; // rms_norm_eps, default 1e-6
+  activation: string; // hidden_activation, default gelu_pytorch_tanh
+  rope: RopeConfig; // rope_parameters (or rope_theta and rope_scaling)
+  attentionBias: boolean; // attention_bias: biases on q, k, v and o
+  attentionSoftCap: number | null; // attn_logit_softcapping, default 50; null = none
+  finalSoftCap: number | null; // final_logit_softcapping, default 30; null = none
+  slidingWindow: number | null; // sliding_window, default 4096: keys a sliding layer's query sees
+  layerTypes: ('full_attention' | 'sliding_attention')[]; // layer_types, default sliding, full, sliding, ...
+  tieWordEmbeddings: boolean; // tie_word_embeddings, default true
+  architecture: string; // architectures[0], default Gemma2ForCausalLM
+}
+
+/** A field whose absence means Gemma2Config's default and whose null means none. */
+function nullableNumber(reader: ConfigReader, field: string, fallback: number): number | null {
+  if (reader.raw[field] === null) return null;
+  return reader.number(field, fallback);
+}
+
+function parseLayerTypes(reader: ConfigReader, numLayers: number): Gemma2Config['layerTypes'] {
+  if (!reader.has('layer_types')) {
+    // Gemma2Config's default: layers 0, 2, 4, ... slide
+    return Array.from({ length: numLayers }, (_, i) => (i % 2 === 0 ? 'sliding_attention' : 'full_attention'));
+  }
+  const raw = reader.raw.layer_types;
+  const valid = ['full_attention', 'sliding_attention'];
+  if (!Array.isArray(raw) || raw.length !== numLayers || !raw.every((type) => valid.includes(type as string))) {
+    throw new Error(
+      `${reader.source}: field "layer_types" must list "full_attention" or "sliding_attention" for each of the ${numLayers} layers ("num_hidden_layers"), got ${JSON.stringify(raw)}`,
+    );
+  }
+  return raw as Gemma2Config['layerTypes'];
+}
+
+export function parseGemma2Config(reader: ConfigReader): Gemma2Config {
+  if (reader.raw.use_bidirectional_attention === true) {
+    throw new Error(
+      `${reader.source}: field "use_bidirectional_attention" is true (an encoder); not supported, only causal attention`,
+    );
+  }
+  const numHeads = reader.positiveInteger('num_attention_heads', 8);
+  const numLayers = reader.positiveInteger('num_hidden_layers');
+  const layerTypes = parseLayerTypes(reader, numLayers);
+  const slidingWindow = reader.raw.sliding_window === null ? null : reader.positiveInteger('sliding_window', 4096);
+  if (slidingWindow === null && layerTypes.includes('sliding_attention')) {
+    throw new Error(
+      `${reader.source}: "layer_types" has sliding_attention layers but field "sliding_window" is null (no window)`,
+    );
+  }
+  return {
+    vocabSize: reader.positiveInteger('vocab_size'),
+    hiddenSize: reader.positiveInteger('hidden_size'),
+    intermediateSize: reader.positiveInteger('intermediate_size'),
+    numLayers,
+    numHeads,
+    numKeyValueHeads: reader.divisor('num_key_value_heads', numHeads, 'num_attention_heads', 4),
+    headDim: reader.positiveInteger('head_dim', 256),
+    queryPreAttentionScalar: reader.number('query_pre_attn_scalar', 256),
+    rmsNormEpsilon: reader.number('rms_norm_eps', 1e-6),
+    activation: reader.string('hidden_activation', 'gelu_pytorch_tanh'),
+    rope: parseRope(reader),
+    attentionBias: reader.boolean('attention_bias', false),
+    attentionSoftCap: nullableNumber(reader, 'attn_logit_softcapping', 50),
+    finalSoftCap: nullableNumber(reader, 'final_logit_softcapping', 30),
+    slidingWindow,
+    layerTypes,
+    tieWordEmbeddings: reader.boolean('tie_word_embeddings', true),
+    architecture: reader.architecture('Gemma2ForCausalLM'),
+  };
+}
+
+export class Gemma2Model extends TransformerHost {
+  readonly headModules = ['lm_head'] as const;
+  readonly layerPaths: string[];
+  private readonly tokenEmbeddings: tf.Variable<tf.Rank.R2>; // model.embed_tokens [V, d]
+  private readonly blocks: Gemma2Block[] = [];
+  private readonly norm: tf.Variable<tf.Rank.R1>; // model.norm
+  private readonly lmHead: tf.Variable<tf.Rank.R2>; // [V, d]
+  private readonly inverseFrequencies: tf.Tensor1D; // [hd / 2]
+  private readonly gatedAct: (gate: tf.Tensor, up: tf.Tensor) => tf.Tensor;
+
+  get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
+    return this.tokenEmbeddings;
+  }
+
+  constructor(
+    readonly gemma2: Gemma2Config,
+    checkpoint: Checkpoint,
+  ) {
+    super(
+      {
+        modelType: 'gemma2',
+        numLayers: gemma2.numLayers,
+        hiddenSize: gemma2.hiddenSize,
+        numAttentionHeads: gemma2.numHeads,
+        numKeyValueHeads: gemma2.numKeyValueHeads,
+        headDim: gemma2.headDim,
+        vocabSize: gemma2.vocabSize,
+        // rotary positions have no table to run past
+        maxPositions: Number.POSITIVE_INFINITY,
+        architecture: gemma2.architecture,
+      },
+      true,
+    );
+    this.gatedAct = gatedActivation(gemma2.activation, 'config.json hidden_activation');
+    const load = new WeightLoader(checkpoint, '');
+    this.layerPaths = Array.from({ length: gemma2.numLayers }, (_, i) => `model.layers.${i}`);
+    const { hiddenSize: d, numHeads, numKeyValueHeads, headDim, intermediateSize, vocabSize, attentionBias } = gemma2;
+    const norm = (name: string) => load.variable(name, [d]) as tf.Variable<tf.Rank.R1>;
+    this.tokenEmbeddings = load.variable('model.embed_tokens.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>;
+    for (let i = 0; i < gemma2.numLayers; i++) {
+      const layer = `model.layers.${i}`;
+      const block: Gemma2Block = {
+        inputNorm: norm(`${layer}.input_layernorm.weight`),
+        q: load.linear(`${layer}.self_attn.q_proj`, d, numHeads * headDim, 'linear', attentionBias),
+        k: load.linear(`${layer}.self_attn.k_proj`, d, numKeyValueHeads * headDim, 'linear', attentionBias),
+        v: load.linear(`${layer}.self_attn.v_proj`, d, numKeyValueHeads * headDim, 'linear', attentionBias),
+        o: load.linear(`${layer}.self_attn.o_proj`, numHeads * headDim, d, 'linear', attentionBias),
+        postAttentionNorm: norm(`${layer}.post_attention_layernorm.weight`),
+        preFeedforwardNorm: norm(`${layer}.pre_feedforward_layernorm.weight`),
+        gate: load.linear(`${layer}.mlp.gate_proj`, d, intermediateSize, 'linear', false),
+        up: load.linear(`${layer}.mlp.up_proj`, d, intermediateSize, 'linear', false),
+        down: load.linear(`${layer}.mlp.down_proj`, intermediateSize, d, 'linear', false),
+        postFeedforwardNorm: norm(`${layer}.post_feedforward_layernorm.weight`),
+        sliding: gemma2.layerTypes[i] === 'sliding_attention',
+      };
+      for (const linear of [block.q, block.k, block.v, block.o, block.gate, block.up, block.down]) {
+        this.linearMap.set(linear.name, linear);
+      }
+      this.blocks.push(block);
+    }
+    this.norm = norm('model.norm.weight');
+    this.lmHead = gemma2.tieWordEmbeddings
+      ? this.tokenEmbeddings
+      : (load.variable('lm_head.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>);
+    for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
+    this.inverseFrequencies = tf.tensor1d(rotaryInverseFrequencies(headDim, gemma2.rope));
+  }
+
+  /**
+   * Token embeddings times √hidden_size, as Gemma2TextScaledWordEmbedding (in the weights' dtype:
+   * float32 here). Only the real tokens: transformers does not scale inputs_embeds, so the virtual
+   * tokens the input-embedding hook prepends (prompt tuning) enter unscaled, as with peft.
+   */
+  protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
+    const embeddings = tf.gather(this.tokenEmbeddings, ids); // [B, T, d]
+    return tf.mul(embeddings, Math.fround(Math.sqrt(this.gemma2.hiddenSize))) as tf.Tensor3D;
+  }
+
+  /** Positions enter through the rotary embedding (rotaryEmbedding below), not the embeddings. */
+  protected embedPositions(embeddings: tf.Tensor3D): tf.Tensor3D {
+    return embeddings;
+  }
+
+  /** The rotary tables of this pass; the queries' carry the scale query_pre_attn_scalar^-0.5. */
+  protected override rotaryEmbedding(positions: tf.Tensor2D): RotaryEmbedding {
+    const [batch, length] = positions.shape;
+    const column = tf.reshape(tf.cast(positions, 'float32'), [batch, length, 1]); // [B, T, 1]
+    const angles = tf.mul(column, this.inverseFrequencies); // [B, T, hd/2]
+    const shape: [number, number, number, number] = [batch, 1, length, this.gemma2.headDim];
+    const cos = tf.reshape(tf.cos(tf.concat([angles, angles], -1)), shape) as tf.Tensor4D; // [B, 1, T, hd]
+    const sine = tf.sin(angles); // [B, T, hd/2]
+    const sinSigned = tf.reshape(tf.concat([tf.neg(sine), sine], -1), shape) as tf.Tensor4D; // [B, 1, T, hd]
+    const scale = this.gemma2.queryPreAttentionScalar ** -0.5;
+    return { keys: rotary(cos, sinSigned), queries: rotary(tf.mul(cos, scale), tf.mul(sinSigned, scale)) };
+  }
+
+  /**
+   * Grouped-query self-attention over the normalised input [B, T, d] -> [B, T, d], soft-capped,
+   * with the sliding-window mask on the layers that slide. The prefix's keys are soft-capped and
+   * windowed like the others.
+   */
+  private selfAttention(index: number, block: Gemma2Block, normed: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const { numHeads, numKeyValueHeads, headDim, attentionSoftCap } = this.gemma2;
+    const { context } = state;
+    const [batch, length, d] = normed.shape;
+    const rows = tf.reshape(normed, [batch * length, d]); // [B·T, d]
+    const { queries, keys } = state.rotary!;
+    // q carries the attention scale (folded into its rotary tables), so attention scales by 1
+    const q = queries(splitHeads(block.q.apply(rows, context), batch, numHeads, headDim)); // [B, H, T, hd]
+    const k = keys(splitHeads(block.k.apply(rows, context), batch, numKeyValueHeads, headDim)); // [B, Hkv, T, hd]
+    const v = splitHeads(block.v.apply(rows, context), batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
+    const { key, value } = this.extendKeys(index, k, v, state); // [B, Hkv, S, hd]
+    const bias = block.sliding ? state.slidingBias! : state.bias; // [B, 1, T, S]
+    const attended = mergeHeads(attention(q, key, value, bias, 1, attentionSoftCap)); // [B·T, H·hd]
+    const output = block.o.apply(attended, context); // [B·T, d]
+    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+  }
+
+  /** GeGLU: down(gelu_tanh(gate(x)) · up(x)), [B, T, d] -> [B, T, d]. */
+  private mlp(block: Gemma2Block, normed: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+    const [batch, length, d] = normed.shape;
+    const rows = tf.reshape(normed, [batch * length, d]); // [B·T, d]
+    const gated = this.gatedAct(block.gate.apply(rows, context), block.up.apply(rows, context)); // [B·T, intermediate]
+    const output = block.down.apply(gated, context); // [B·T, d]
+    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+  }
+
+  /**
+   * Sandwich-norm block: x + postNorm(attention(norm(x))), then x + postNorm(mlp(preNorm(x))). The
+   * sublayer hooks see each output after its post norm, as the residual receives it (norm: null,
+   * nothing follows the add).
+   */
+  protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
+    const block = this.blocks[index]!;
+    const { rmsNormEpsilon } = this.gemma2;
+    const { context } = state;
+
+    const inputNormed = gemmaNorm(hidden, block.inputNorm, rmsNormEpsilon); // [B, T, d]
+    const attended = this.selfAttention(index, block, inputNormed, state); // [B, T, d]
+    let attentionOutput = gemmaNorm(attended, block.postAttentionNorm, rmsNormEpsilon); // [B, T, d]
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
+      residual: hidden,
+      norm: null,
+    });
+    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
+
+    const feedforwardNormed = gemmaNorm(afterAttention, block.preFeedforwardNorm, rmsNormEpsilon); // [B, T, d]
+    let ffn = gemmaNorm(this.mlp(block, feedforwardNormed, context), block.postFeedforwardNorm, rmsNormEpsilon);
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
+    return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
+  }
+
+  protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
+    return gemmaNorm(hidden, this.norm, this.gemma2.rmsNormEpsilon);
+  }
+
+  protected head(normed: tf.Tensor3D): tf.Tensor {
+    const [batch, length, d] = normed.shape;
+    let logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
+    const { finalSoftCap } = this.gemma2;
+    if (finalSoftCap !== null) logits = softCapped(logits, finalSoftCap) as tf.Tensor2D; // [B·T, V]
+    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
+  }
+
+  protected override slidingLayersWindow(): number | null {
+    return this.blocks.some((block) => block.sliding) ? this.gemma2.slidingWindow : null;
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.inverseFrequencies.dispose();
+  }
+}
