@@ -10,7 +10,9 @@ const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-g
 
 export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memory beside Python peft; perf --help)
   --task spam|pos|genre|email-lm   embedded task (default spam)
-  --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines
+  --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines, or
+                                   {"messages":[{"role","content"},...]} chats (causal LM, loss on the
+                                   assistant turns, rendered with the --model tokenizer's chat template)
   --model DIR                      a Hugging Face GPT-2 directory with tokenizer.json (default brown-gpt)
   --methods a,b,...                default all: ${METHODS.map((m) => m.name).join(', ')}
   --lr method=rate,...             learning rates instead of the defaults (e.g. prefix=5e-3,lora=1e-3)

@@ -10,6 +10,7 @@ import {
   type ExampleTokenizer,
   type TaskName,
 } from '@peft/core';
+import { chatExample, type ChatMessage, type HfTokenizer } from '@peft/models';
 
 import { detokenize, type BrownFile } from '../data/brown.js';
 import type { Email } from '../data/email.js';
@@ -192,19 +193,114 @@ export function emailLmTask(emails: readonly Email[], options: TaskOptions): Tas
   };
 }
 
+/** The three shapes of a user's JSONL row; a file holds one of them. */
+type RowFormat = 'chat' | 'tokens' | 'text';
+const ROW_FORMATS: Record<RowFormat, string> = {
+  chat: '{"messages"}',
+  tokens: '{"tokens", "tags"}',
+  text: '{"text", "label"}',
+};
+
+function rowFormat(record: Record<string, unknown>): RowFormat | null {
+  if ('messages' in record) return 'chat';
+  if ('tokens' in record) return 'tokens';
+  if ('text' in record) return 'text';
+  return null;
+}
+
+function isChatTokenizer(tokenizer: ExampleTokenizer): tokenizer is HfTokenizer {
+  return typeof (tokenizer as Partial<HfTokenizer>).chatTemplateFor === 'function';
+}
+
+function chatMessages(value: unknown, where: string): ChatMessage[] {
+  if (!Array.isArray(value) || value.length === 0)
+    throw new Error(`${where}: expected "messages" to be a non-empty array of {"role", "content"}`);
+  return value.map((message: unknown, i) => {
+    const m = message as Record<string, unknown> | null;
+    if (typeof m !== 'object' || m === null || typeof m.role !== 'string' || typeof m.content !== 'string')
+      throw new Error(`${where}: messages[${i}]: expected {"role": string, "content": string}`);
+    return m as ChatMessage;
+  });
+}
+
 /**
- * A user's task from JSONL: `{"text", "label"}` lines (classification; labels are strings or
- * class indices) or `{"tokens", "tags"}` lines (token classification).
+ * Chat rows as causal LM examples: rendered with the model tokenizer's chat template, the loss on the
+ * assistant turns only (`chatExample`). Conversations whose assistant tokens all fall past `maxLength`
+ * are left out (and counted in the notes): they would train nothing.
+ */
+function chatTask(name: string, records: Record<string, unknown>[], lines: number[], options: TaskOptions): TaskSplits {
+  const seed = options.seed ?? 1;
+  const tokenizer = options.tokenizer;
+  if (!isChatTokenizer(tokenizer) || tokenizer.chatTemplate === null) {
+    const source = isChatTokenizer(tokenizer) ? tokenizer.source : 'the tokenizer';
+    throw new Error(
+      `${name}:${lines[0]}: chat rows ({"messages"}) are rendered with the model's chat template, and ${source} ` +
+        "has none (chat_template.jinja or tokenizer_config.json's chat_template); use --model with a chat " +
+        'checkpoint, or give {"text", "label"} rows',
+    );
+  }
+  const examples: Example[] = [];
+  let empty = 0;
+  capped(
+    records.map((record, i) => ({ record, line: lines[i]! })),
+    options.limit,
+    seed,
+  ).forEach(({ record, line }) => {
+    const where = `${name}:${line}`;
+    const messages = chatMessages(record.messages, where);
+    let example: Example;
+    try {
+      example = chatExample(tokenizer, messages, { maxLength: options.maxLength });
+    } catch (error) {
+      throw new Error(`${where}: ${(error as Error).message}`);
+    }
+    if ((example.labels as number[]).every((l) => l === IGNORE_INDEX)) empty++;
+    else examples.push(example);
+  });
+  if (examples.length === 0)
+    throw new Error(`${name}: no conversation has an assistant token within the first ${options.maxLength} tokens`);
+  return {
+    name,
+    task: 'causal-lm',
+    labels: [],
+    ...split(examples, seed),
+    metric: 'perplexity',
+    notes:
+      "from JSONL messages, rendered with the model's chat template; loss on assistant turns only" +
+      (empty > 0
+        ? `; ${empty} conversation(s) with no assistant token within ${options.maxLength} tokens left out`
+        : ''),
+  };
+}
+
+/**
+ * A user's task from JSONL: `{"messages": [{"role", "content"}, ...]}` lines (chat: causal LM on the
+ * assistant turns, with the model's chat template), `{"text", "label"}` lines (classification; labels
+ * are strings or class indices) or `{"tokens", "tags"}` lines (token classification). Every line has
+ * the shape of the first; errors name the file and line.
  */
 export function jsonlTask(name: string, text: string, options: TaskOptions): TaskSplits {
   const seed = options.seed ?? 1;
   const records = [...parseJsonl(text, name)];
   if (records.length === 0) throw new Error(`${name}: no records`);
-  if (Array.isArray(records[0]!.tokens)) {
-    const tagNames = [...new Set(records.flatMap((r) => (r.tags as unknown[]).map(String)))].sort();
+  // parseJsonl skips blank lines: the line number of each record, for errors
+  const lines = text.split(/\r?\n/).flatMap((line, i) => (line.trim() === '' ? [] : [i + 1]));
+  const format = rowFormat(records[0]!) ?? 'text';
+  records.forEach((record, i) => {
+    const other = rowFormat(record);
+    // a text/label file's row without "text" gets the text/label error below
+    if (other !== format && !(other === null && format === 'text'))
+      throw new Error(
+        `${name}:${lines[i]}: expected a ${ROW_FORMATS[format]} row like line ${lines[0]}, got ` +
+          `${other === null ? `keys ${JSON.stringify(Object.keys(record))}` : `a ${ROW_FORMATS[other]} row`} (a file holds one format)`,
+      );
+  });
+  if (format === 'chat') return chatTask(name, records, lines, options);
+  if (format === 'tokens') {
+    const tagNames = [...new Set(records.flatMap((r) => (Array.isArray(r.tags) ? r.tags.map(String) : [])))].sort();
     const items = records.map((r, i) => {
       if (!Array.isArray(r.tokens) || !Array.isArray(r.tags))
-        throw new Error(`${name}:${i + 1}: expected "tokens" and "tags" arrays`);
+        throw new Error(`${name}:${lines[i]}: expected "tokens" and "tags" arrays`);
       return tokenClassificationExample(
         options.tokenizer,
         r.tokens.map(String),
@@ -225,7 +321,7 @@ export function jsonlTask(name: string, text: string, options: TaskOptions): Tas
     ...new Set(
       records.map((r, i) => {
         if (typeof r.text !== 'string' || r.label === undefined)
-          throw new Error(`${name}:${i + 1}: expected "text" and "label" fields`);
+          throw new Error(`${name}:${lines[i]}: expected "text" and "label" fields`);
         return String(r.label);
       }),
     ),
