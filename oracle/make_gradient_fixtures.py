@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "packages/models/test/fixtures"
 CAUSAL_LM = ["gpt2-tied", "gpt2-untied-odd", "llama-gqa-untied", "llama-mqa-tied-llama3-bias", "qwen2-tied", "mistral-sliding-window",
              "qwen3-gqa-tied", "qwen3-sliding-window-bias", "phi3-gqa-partial-rotary",
-             "phi3-longrope-mqa-tied", "gemma2-gqa-softcap-tied", "gemma2-mqa-bias-untied"]
+             "phi3-longrope-mqa-tied", "gemma2-gqa-softcap-tied", "gemma2-mqa-bias-untied",
+             "gemma3-gqa-local-global-tied"]
 
 
 def main():

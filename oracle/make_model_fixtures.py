@@ -121,6 +121,23 @@ def gemma2_cases():
     ))
 
 
+def gemma3_cases():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    # local (sliding) and global layers from sliding_window_pattern (sliding, full, sliding) with a window
+    # shorter than the inputs; two RoPE bases, linear rope scaling on the global layers only; per-head q/k
+    # norms; head_dim != hidden_size / num_attention_heads, query_pre_attn_scalar != head_dim; a final
+    # soft-cap low enough to bite; attn_logit_softcapping set, which Gemma3Attention does not apply; tied head
+    yield "gemma3-gqa-local-global-tied", Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=91, hidden_size=32, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=12, query_pre_attn_scalar=10, sliding_window=4, sliding_window_pattern=2,
+        attn_logit_softcapping=3.0, final_logit_softcapping=5.0, max_position_embeddings=64,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}},
+        bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    ))
+
+
 def bert_cases():
     from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
@@ -158,7 +175,8 @@ def inputs(vocab, seed):
 # Models on which the hook points are checked against what transformers does with past_key_values
 # (the key/value prefix) and inputs_embeds (the input-embedding hook).
 HOOK_CASES = {"gpt2-tied", "llama-gqa-untied", "mistral-sliding-window", "bert-token-classification", "qwen3-gqa-tied",
-              "phi3-gqa-partial-rotary", "gemma2-gqa-softcap-tied"}
+              "phi3-gqa-partial-rotary", "gemma2-gqa-softcap-tied",
+              "gemma3-gqa-local-global-tied"}
 VIRTUAL = 3
 
 
@@ -198,7 +216,7 @@ def main():
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
     # new cases go last: a case's seed is its position
     cases = [*gpt2_cases(), *llama_cases(), *bert_cases(), *gpt2_head_cases(), *qwen3_cases(), *phi3_cases(),
-             *gemma2_cases()]
+             *gemma2_cases(), *gemma3_cases()]
     for seed, (name, model) in enumerate(cases):
         randomize(model, seed)
         model.eval()

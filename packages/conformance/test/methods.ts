@@ -14,6 +14,8 @@ export interface HostCase {
   fixture: string;
   /** What its head is trained for. */
   task: Extract<TaskName, 'causal-lm' | 'sequence-classification'>;
+  /** LoRA targets where peft has no default for the model type (phi3). */
+  loraTargets?: string[];
 }
 
 export const HOSTS: readonly HostCase[] = [
@@ -24,6 +26,17 @@ export const HOSTS: readonly HostCase[] = [
     name: 'Gemma 2 (soft-capping, sliding and full layers, post norms)',
     fixture: 'gemma2-gqa-softcap-tied',
     task: 'causal-lm',
+  },
+  {
+    name: 'Gemma 3 (local and global layers, two RoPE bases, q/k norm)',
+    fixture: 'gemma3-gqa-local-global-tied',
+    task: 'causal-lm',
+  },
+  {
+    name: 'Phi-3 (fused qkv_proj and gate_up_proj, partial rotary)',
+    fixture: 'phi3-gqa-partial-rotary',
+    task: 'causal-lm',
+    loraTargets: ['qkv_proj', 'gate_up_proj'],
   },
   { name: 'BERT', fixture: 'bert-sequence-classification', task: 'sequence-classification' },
 ];
@@ -59,8 +72,14 @@ export const METHODS: readonly MethodCase[] = [
     atInit: 'exact', // B = 0 (peft's default init)
     virtualTokens: 0,
     mixedBatch: true,
-    initial: () => new LoraConfig({ r: 4 }),
-    active: (_, seed) => new LoraConfig({ r: 4, initLoraWeights: false, initSeed: seed }),
+    initial: (host) => new LoraConfig({ r: 4, ...(host.loraTargets && { targetModules: host.loraTargets }) }),
+    active: (host, seed) =>
+      new LoraConfig({
+        r: 4,
+        initLoraWeights: false,
+        initSeed: seed,
+        ...(host.loraTargets && { targetModules: host.loraTargets }),
+      }),
   },
   {
     name: 'Houlsby adapter',

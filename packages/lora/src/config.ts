@@ -45,6 +45,7 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
   qwen2: ['q_proj', 'v_proj'],
   qwen3: ['q_proj', 'v_proj'],
   gemma2: ['q_proj', 'v_proj'],
+  gemma3_text: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
 };
 

@@ -5,6 +5,13 @@
 // GELU; every sublayer has a norm before and after it (the residual adds the normalised output);
 // attention scores and final logits are soft-capped, c·tanh(x / c); layers alternate sliding-window
 // and full attention (layer_types). attention_dropout is training-time dropout: our hosts run none.
+//
+// Gemma 3's text model (Gemma3ForCausalLM, model_type gemma3_text) is a variant: an RMSNorm (1 + w)
+// over each head of the queries and keys before the rotary embedding (q_norm, k_norm); local
+// (sliding) and global layers by layer_types (default: every sliding_window_pattern-th layer global)
+// with their own RoPE bases (rope_local_base_freq for the local ones, rope_theta and rope_scaling for
+// the global ones; nested per layer type in rope_parameters); soft-capping off by default. Gemma3Attention
+// does not pass attn_logit_softcapping to its attention, so a set value changes nothing, here as there.
 // Shapes in comments and the releasing ops: see the notes at the top of transformer-host.ts.
 import {
   addReleasing,
@@ -17,7 +24,7 @@ import {
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
-import type { ConfigReader } from './config.js';
+import { ConfigReader } from './config.js';
 import { parseRope, rotary, rotaryInverseFrequencies, type RopeConfig } from './llama.js';
 import { attention, mergeHeads, softCapped, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
@@ -28,8 +35,8 @@ import { WeightLoader } from './weights.js';
  * passed to rmsNorm is a tensor, not the variable, so the backward pass also sums its gradient
  * (one product and sum per norm) where the variable is frozen.
  */
-function gemmaNorm(x: tf.Tensor3D, weight: tf.Variable<tf.Rank.R1>, epsilon: number): tf.Tensor3D {
-  return rmsNorm(x, tf.add(weight, 1), epsilon) as tf.Tensor3D;
+function gemmaNorm<T extends tf.Tensor>(x: T, weight: tf.Variable<tf.Rank.R1>, epsilon: number): T {
+  return rmsNorm(x, tf.add(weight, 1), epsilon) as T;
 }
 
 interface Gemma2Block {
@@ -38,6 +45,8 @@ interface Gemma2Block {
   k: HostLinear; // self_attn.k_proj: d -> Hkv·hd
   v: HostLinear; // self_attn.v_proj: d -> Hkv·hd
   o: HostLinear; // self_attn.o_proj: H·hd -> d
+  queryNorm: tf.Variable<tf.Rank.R1> | null; // self_attn.q_norm [hd] (Gemma 3)
+  keyNorm: tf.Variable<tf.Rank.R1> | null; // self_attn.k_norm [hd] (Gemma 3)
   postAttentionNorm: tf.Variable<tf.Rank.R1>; // post_attention_layernorm [d], on the attention output
   preFeedforwardNorm: tf.Variable<tf.Rank.R1>; // pre_feedforward_layernorm [d]
   gate: HostLinear; // mlp.gate_proj: d -> intermediate
@@ -48,6 +57,7 @@ interface Gemma2Block {
 }
 
 export interface Gemma2Config {
+  modelType: 'gemma2' | 'gemma3_text'; // model_type
   vocabSize: number; // vocab_size
   hiddenSize: number; // hidden_size
   intermediateSize: number; // intermediate_size: GeGLU width
@@ -58,26 +68,31 @@ export interface Gemma2Config {
   queryPreAttentionScalar: number; // query_pre_attn_scalar, default 256: attention scale is its -1/2 power
   rmsNormEpsilon: number; // rms_norm_eps, default 1e-6
   activation: string; // hidden_activation, default gelu_pytorch_tanh
-  rope: RopeConfig; // rope_parameters (or rope_theta and rope_scaling)
+  rope: RopeConfig; // rope_parameters (or rope_theta and rope_scaling); Gemma 3: the global layers'
+  localRope: RopeConfig | null; // Gemma 3: the local (sliding) layers' (rope_local_base_freq); null = rope
+  queryKeyNorm: boolean; // Gemma 3: self_attn.q_norm and k_norm
   attentionBias: boolean; // attention_bias: biases on q, k, v and o
-  attentionSoftCap: number | null; // attn_logit_softcapping, default 50; null = none
-  finalSoftCap: number | null; // final_logit_softcapping, default 30; null = none
+  attentionSoftCap: number | null; // attn_logit_softcapping, default 50; null = none (Gemma 3: never applied)
+  finalSoftCap: number | null; // final_logit_softcapping, default 30 (Gemma 3: null); null = none
   slidingWindow: number | null; // sliding_window, default 4096: keys a sliding layer's query sees
   layerTypes: ('full_attention' | 'sliding_attention')[]; // layer_types, default sliding, full, sliding, ...
   tieWordEmbeddings: boolean; // tie_word_embeddings, default true
-  architecture: string; // architectures[0], default Gemma2ForCausalLM
+  architecture: string; // architectures[0], default Gemma2ForCausalLM (Gemma3ForCausalLM)
 }
 
 /** A field whose absence means Gemma2Config's default and whose null means none. */
-function nullableNumber(reader: ConfigReader, field: string, fallback: number): number | null {
-  if (reader.raw[field] === null) return null;
-  return reader.number(field, fallback);
+function nullableNumber(reader: ConfigReader, field: string, fallback: number | null): number | null {
+  if (reader.raw[field] === null || (fallback === null && !reader.has(field))) return null;
+  return reader.number(field, fallback ?? undefined);
 }
 
-function parseLayerTypes(reader: ConfigReader, numLayers: number): Gemma2Config['layerTypes'] {
+function parseLayerTypes(reader: ConfigReader, numLayers: number, gemma3: boolean): Gemma2Config['layerTypes'] {
   if (!reader.has('layer_types')) {
+    // Gemma3TextConfig's default: every sliding_window_pattern-th layer (1-based) is global
+    const pattern = gemma3 ? reader.positiveInteger('sliding_window_pattern', 6) : 2;
     // Gemma2Config's default: layers 0, 2, 4, ... slide
-    return Array.from({ length: numLayers }, (_, i) => (i % 2 === 0 ? 'sliding_attention' : 'full_attention'));
+    const slides = (i: number) => (gemma3 ? (i + 1) % pattern !== 0 : i % 2 === 0);
+    return Array.from({ length: numLayers }, (_, i) => (slides(i) ? 'sliding_attention' : 'full_attention'));
   }
   const raw = reader.raw.layer_types;
   const valid = ['full_attention', 'sliding_attention'];
@@ -89,7 +104,54 @@ function parseLayerTypes(reader: ConfigReader, numLayers: number): Gemma2Config[
   return raw as Gemma2Config['layerTypes'];
 }
 
+/**
+ * Gemma 3's two RoPE settings as Gemma3TextConfig resolves them: rope_parameters nested by layer type
+ * ({full_attention: {...}, sliding_attention: {...}}), or the flat fields rope_theta (default 1e6)
+ * and rope_scaling for the global layers and rope_local_base_freq (default 1e4) for the local ones.
+ * Default and linear scaling; anything else is refused, naming the field.
+ */
+function parseGemma3Rope(reader: ConfigReader): { global: RopeConfig; local: RopeConfig } {
+  const raw = reader.raw;
+  const nested = typeof raw.rope_parameters === 'object' && raw.rope_parameters !== null;
+  const parameters = (nested ? raw.rope_parameters : {}) as Record<string, unknown>;
+  const one = (layerType: string, flat: Record<string, unknown>, field: string, theta: number): RopeConfig => {
+    const given = parameters[layerType];
+    const settings = (typeof given === 'object' && given !== null ? given : flat) as Record<string, unknown>;
+    const source = nested ? `rope_parameters.${layerType}` : field;
+    const type = (settings.rope_type ?? settings.type ?? 'default') as string;
+    if (type !== 'default' && type !== 'linear') {
+      throw new Error(
+        `${reader.source}: field "${source}" has rope_type "${type}", not supported for gemma3_text (supported: default, linear)`,
+      );
+    }
+    const sub = new ConfigReader(settings, `${reader.source} "${source}"`);
+    return {
+      theta: sub.number('rope_theta', theta),
+      type,
+      factor: type === 'linear' ? sub.number('factor') : 1,
+      lowFrequencyFactor: 1,
+      highFrequencyFactor: 1,
+      originalMaxPositions: 0,
+    };
+  };
+  const globalFlat = { ...((raw.rope_scaling ?? {}) as Record<string, unknown>) };
+  return {
+    global: one('full_attention', globalFlat, 'rope_scaling', reader.number('rope_theta', 1_000_000)),
+    local: one('sliding_attention', {}, 'rope_local_base_freq', reader.number('rope_local_base_freq', 10_000)),
+  };
+}
+
+/** Gemma 3's text model (model_type gemma3_text) as the Gemma 2 variant it is (see the top of this file). */
+export function parseGemma3TextConfig(reader: ConfigReader): Gemma2Config {
+  return parseGemmaConfig(reader, 'gemma3_text');
+}
+
 export function parseGemma2Config(reader: ConfigReader): Gemma2Config {
+  return parseGemmaConfig(reader, 'gemma2');
+}
+
+function parseGemmaConfig(reader: ConfigReader, modelType: Gemma2Config['modelType']): Gemma2Config {
+  const gemma3 = modelType === 'gemma3_text';
   if (reader.raw.use_bidirectional_attention === true) {
     throw new Error(
       `${reader.source}: field "use_bidirectional_attention" is true (an encoder); not supported, only causal attention`,
@@ -97,7 +159,8 @@ export function parseGemma2Config(reader: ConfigReader): Gemma2Config {
   }
   const numHeads = reader.positiveInteger('num_attention_heads', 8);
   const numLayers = reader.positiveInteger('num_hidden_layers');
-  const layerTypes = parseLayerTypes(reader, numLayers);
+  const layerTypes = parseLayerTypes(reader, numLayers, gemma3);
+  const rope = gemma3 ? parseGemma3Rope(reader) : { global: parseRope(reader), local: null };
   const slidingWindow = reader.raw.sliding_window === null ? null : reader.positiveInteger('sliding_window', 4096);
   if (slidingWindow === null && layerTypes.includes('sliding_attention')) {
     throw new Error(
@@ -105,6 +168,7 @@ export function parseGemma2Config(reader: ConfigReader): Gemma2Config {
     );
   }
   return {
+    modelType,
     vocabSize: reader.positiveInteger('vocab_size'),
     hiddenSize: reader.positiveInteger('hidden_size'),
     intermediateSize: reader.positiveInteger('intermediate_size'),
@@ -115,14 +179,16 @@ export function parseGemma2Config(reader: ConfigReader): Gemma2Config {
     queryPreAttentionScalar: reader.number('query_pre_attn_scalar', 256),
     rmsNormEpsilon: reader.number('rms_norm_eps', 1e-6),
     activation: reader.string('hidden_activation', 'gelu_pytorch_tanh'),
-    rope: parseRope(reader),
+    rope: rope.global,
+    localRope: rope.local,
+    queryKeyNorm: gemma3,
     attentionBias: reader.boolean('attention_bias', false),
-    attentionSoftCap: nullableNumber(reader, 'attn_logit_softcapping', 50),
-    finalSoftCap: nullableNumber(reader, 'final_logit_softcapping', 30),
+    attentionSoftCap: nullableNumber(reader, 'attn_logit_softcapping', gemma3 ? null : 50),
+    finalSoftCap: nullableNumber(reader, 'final_logit_softcapping', gemma3 ? null : 30),
     slidingWindow,
     layerTypes,
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', true),
-    architecture: reader.architecture('Gemma2ForCausalLM'),
+    architecture: reader.architecture(gemma3 ? 'Gemma3ForCausalLM' : 'Gemma2ForCausalLM'),
   };
 }
 
@@ -134,6 +200,7 @@ export class Gemma2Model extends TransformerHost {
   private readonly norm: tf.Variable<tf.Rank.R1>; // model.norm
   private readonly lmHead: tf.Variable<tf.Rank.R2>; // [V, d]
   private readonly inverseFrequencies: tf.Tensor1D; // [hd / 2]
+  private readonly localInverseFrequencies: tf.Tensor1D | null; // [hd / 2], Gemma 3's local layers
   private readonly gatedAct: (gate: tf.Tensor, up: tf.Tensor) => tf.Tensor;
 
   get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
@@ -146,7 +213,7 @@ export class Gemma2Model extends TransformerHost {
   ) {
     super(
       {
-        modelType: 'gemma2',
+        modelType: gemma2.modelType,
         numLayers: gemma2.numLayers,
         hiddenSize: gemma2.hiddenSize,
         numAttentionHeads: gemma2.numHeads,
@@ -163,7 +230,7 @@ export class Gemma2Model extends TransformerHost {
     const load = new WeightLoader(checkpoint, '');
     this.layerPaths = Array.from({ length: gemma2.numLayers }, (_, i) => `model.layers.${i}`);
     const { hiddenSize: d, numHeads, numKeyValueHeads, headDim, intermediateSize, vocabSize, attentionBias } = gemma2;
-    const norm = (name: string) => load.variable(name, [d]) as tf.Variable<tf.Rank.R1>;
+    const norm = (name: string, size = d) => load.variable(name, [size]) as tf.Variable<tf.Rank.R1>;
     this.tokenEmbeddings = load.variable('model.embed_tokens.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>;
     for (let i = 0; i < gemma2.numLayers; i++) {
       const layer = `model.layers.${i}`;
@@ -173,6 +240,8 @@ export class Gemma2Model extends TransformerHost {
         k: load.linear(`${layer}.self_attn.k_proj`, d, numKeyValueHeads * headDim, 'linear', attentionBias),
         v: load.linear(`${layer}.self_attn.v_proj`, d, numKeyValueHeads * headDim, 'linear', attentionBias),
         o: load.linear(`${layer}.self_attn.o_proj`, numHeads * headDim, d, 'linear', attentionBias),
+        queryNorm: gemma2.queryKeyNorm ? norm(`${layer}.self_attn.q_norm.weight`, headDim) : null,
+        keyNorm: gemma2.queryKeyNorm ? norm(`${layer}.self_attn.k_norm.weight`, headDim) : null,
         postAttentionNorm: norm(`${layer}.post_attention_layernorm.weight`),
         preFeedforwardNorm: norm(`${layer}.pre_feedforward_layernorm.weight`),
         gate: load.linear(`${layer}.mlp.gate_proj`, d, intermediateSize, 'linear', false),
@@ -192,6 +261,9 @@ export class Gemma2Model extends TransformerHost {
       : (load.variable('lm_head.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>);
     for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
     this.inverseFrequencies = tf.tensor1d(rotaryInverseFrequencies(headDim, gemma2.rope));
+    this.localInverseFrequencies = gemma2.localRope
+      ? tf.tensor1d(rotaryInverseFrequencies(headDim, gemma2.localRope))
+      : null;
   }
 
   /**
@@ -211,9 +283,20 @@ export class Gemma2Model extends TransformerHost {
 
   /** The rotary tables of this pass; the queries' carry the scale query_pre_attn_scalar^-0.5. */
   protected override rotaryEmbedding(positions: tf.Tensor2D): RotaryEmbedding {
+    return this.rotaryTables(positions, this.inverseFrequencies);
+  }
+
+  /** Gemma 3's local layers: the same with their own base (rope_local_base_freq). */
+  protected override slidingRotaryEmbedding(positions: tf.Tensor2D): RotaryEmbedding | null {
+    return this.localInverseFrequencies && this.blocks.some((block) => block.sliding)
+      ? this.rotaryTables(positions, this.localInverseFrequencies)
+      : null;
+  }
+
+  private rotaryTables(positions: tf.Tensor2D, inverseFrequencies: tf.Tensor1D): RotaryEmbedding {
     const [batch, length] = positions.shape;
     const column = tf.reshape(tf.cast(positions, 'float32'), [batch, length, 1]); // [B, T, 1]
-    const angles = tf.mul(column, this.inverseFrequencies); // [B, T, hd/2]
+    const angles = tf.mul(column, inverseFrequencies); // [B, T, hd/2]
     const shape: [number, number, number, number] = [batch, 1, length, this.gemma2.headDim];
     const cos = tf.reshape(tf.cos(tf.concat([angles, angles], -1)), shape) as tf.Tensor4D; // [B, 1, T, hd]
     const sine = tf.sin(angles); // [B, T, hd/2]
@@ -223,23 +306,30 @@ export class Gemma2Model extends TransformerHost {
   }
 
   /**
-   * Grouped-query self-attention over the normalised input [B, T, d] -> [B, T, d], soft-capped,
-   * with the sliding-window mask on the layers that slide. The prefix's keys are soft-capped and
-   * windowed like the others.
+   * Grouped-query self-attention over the normalised input [B, T, d] -> [B, T, d], soft-capped
+   * (Gemma 2), with the sliding-window mask (and Gemma 3's local rotary tables) on the layers that
+   * slide. Gemma 3 normalises each head of the queries and keys before rotating them. The prefix's
+   * keys are soft-capped and windowed like the others.
    */
   private selfAttention(index: number, block: Gemma2Block, normed: tf.Tensor3D, state: LayerState): tf.Tensor3D {
-    const { numHeads, numKeyValueHeads, headDim, attentionSoftCap } = this.gemma2;
+    const { numHeads, numKeyValueHeads, headDim, rmsNormEpsilon, modelType } = this.gemma2;
+    // Gemma3Attention leaves attn_logit_softcapping unused
+    const softCap = modelType === 'gemma2' ? this.gemma2.attentionSoftCap : null;
     const { context } = state;
     const [batch, length, d] = normed.shape;
     const rows = tf.reshape(normed, [batch * length, d]); // [B·T, d]
-    const { queries, keys } = state.rotary!;
+    const { queries, keys } = (block.sliding ? state.slidingRotary : null) ?? state.rotary!;
+    let qHeads = splitHeads(block.q.apply(rows, context), batch, numHeads, headDim); // [B, H, T, hd]
+    let kHeads = splitHeads(block.k.apply(rows, context), batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
+    if (block.queryNorm) qHeads = gemmaNorm(qHeads, block.queryNorm, rmsNormEpsilon); // [B, H, T, hd]
+    if (block.keyNorm) kHeads = gemmaNorm(kHeads, block.keyNorm, rmsNormEpsilon); // [B, Hkv, T, hd]
     // q carries the attention scale (folded into its rotary tables), so attention scales by 1
-    const q = queries(splitHeads(block.q.apply(rows, context), batch, numHeads, headDim)); // [B, H, T, hd]
-    const k = keys(splitHeads(block.k.apply(rows, context), batch, numKeyValueHeads, headDim)); // [B, Hkv, T, hd]
+    const q = queries(qHeads); // [B, H, T, hd]
+    const k = keys(kHeads); // [B, Hkv, T, hd]
     const v = splitHeads(block.v.apply(rows, context), batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
     const { key, value } = this.extendKeys(index, k, v, state); // [B, Hkv, S, hd]
     const bias = block.sliding ? state.slidingBias! : state.bias; // [B, 1, T, S]
-    const attended = mergeHeads(attention(q, key, value, bias, 1, attentionSoftCap)); // [B·T, H·hd]
+    const attended = mergeHeads(attention(q, key, value, bias, 1, softCap)); // [B·T, H·hd]
     const output = block.o.apply(attended, context); // [B·T, d]
     return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
   }
@@ -297,5 +387,6 @@ export class Gemma2Model extends TransformerHost {
   override dispose(): void {
     super.dispose();
     this.inverseFrequencies.dispose();
+    this.localInverseFrequencies?.dispose();
   }
 }

@@ -8,7 +8,7 @@ export { LlamaModel, parseLlamaConfig, rotaryInverseFrequencies } from './llama.
 export type { LlamaConfig, RopeConfig } from './llama.js';
 export { Phi3Model, parsePhi3Config } from './phi3.js';
 export type { Phi3Config, Phi3Rope } from './phi3.js';
-export { Gemma2Model, parseGemma2Config } from './gemma2.js';
+export { Gemma2Model, parseGemma2Config, parseGemma3TextConfig } from './gemma2.js';
 export type { Gemma2Config } from './gemma2.js';
 export { TransformerHost } from './transformer-host.js';
 export type { PretrainedOrigin } from './transformer-host.js';

@@ -11,7 +11,7 @@ import {
 
 import { ConfigReader, type RawConfig } from './config.js';
 import { BertModel, parseBertConfig } from './bert.js';
-import { Gemma2Model, parseGemma2Config } from './gemma2.js';
+import { Gemma2Model, parseGemma2Config, parseGemma3TextConfig } from './gemma2.js';
 import { Gpt2Model, parseGpt2Config } from './gpt2.js';
 import { LlamaModel, parseLlamaConfig } from './llama.js';
 import { Phi3Model, parsePhi3Config } from './phi3.js';
@@ -56,6 +56,10 @@ const ARCHITECTURES: Record<string, Builder> = {
   },
   gemma2: (reader) => {
     const config = parseGemma2Config(reader);
+    return (checkpoint) => new Gemma2Model(config, checkpoint);
+  },
+  gemma3_text: (reader) => {
+    const config = parseGemma3TextConfig(reader);
     return (checkpoint) => new Gemma2Model(config, checkpoint);
   },
   bert: (reader) => {

@@ -62,6 +62,8 @@ export interface LayerState {
   positions: tf.Tensor2D;
   /** Architectures with rotary positions (Llama): this pass's tables, for every layer; null for the others. */
   rotary: RotaryEmbedding | null;
+  /** The sliding layers' own tables where they rotate by another base (Gemma 3's local layers); null = rotary. */
+  slidingRotary: RotaryEmbedding | null;
   /** Prepend the key/value prefix (first pass only: later passes find it in the cache). */
   usePrefix: boolean;
   cacheIn?: KeyValueCache;
@@ -130,6 +132,10 @@ export abstract class TransformerHost implements PeftHost {
   ): tf.Tensor3D;
   /** Rotary tables for these positions [B, T] (architectures that rotate queries and keys); null = none. */
   protected rotaryEmbedding(_positions: tf.Tensor2D): RotaryEmbedding | null {
+    return null;
+  }
+  /** Rotary tables for the layers that slide, where they differ from rotaryEmbedding's; null = the same. */
+  protected slidingRotaryEmbedding(_positions: tf.Tensor2D): RotaryEmbedding | null {
     return null;
   }
   protected abstract layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D;
@@ -246,6 +252,7 @@ export abstract class TransformerHost implements PeftHost {
         slidingBias,
         positions,
         rotary: this.rotaryEmbedding(positions),
+        slidingRotary: this.slidingRotaryEmbedding(positions),
         usePrefix,
         inputIds: ids,
         prepended,

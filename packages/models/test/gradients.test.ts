@@ -39,6 +39,7 @@ describe('gradient fixtures', () => {
         'qwen3-sliding-window-bias',
         'gemma2-gqa-softcap-tied',
         'gemma2-mqa-bias-untied',
+        'gemma3-gqa-local-global-tied',
       ]),
     );
   });
