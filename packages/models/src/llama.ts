@@ -144,13 +144,13 @@ export function parseRope(reader: ConfigReader): RopeConfig {
 }
 
 /**
- * Qwen3's window, as Qwen3Config resolves it: `sliding_window` only with `use_sliding_window`, and
+ * Qwen2's and Qwen3's window, as Qwen2Config and Qwen3Config resolve it (alike): `sliding_window` only with `use_sliding_window`, and
  * per layer by `layer_types` (when absent: "sliding_attention" from layer `max_window_layers` on).
  * One window for every layer is what the host's single attention mask holds, so a model that mixes
  * full and sliding layers is refused.
  */
-function parseQwen3SlidingWindow(reader: ConfigReader, numLayers: number): number | null {
-  // sliding_window: absent is Qwen3Config's default 4096, null is no window
+function parseQwenSlidingWindow(reader: ConfigReader, numLayers: number): number | null {
+  // sliding_window: absent is the configs' default 4096, null is no window
   const window =
     reader.boolean('use_sliding_window', false) && reader.raw.sliding_window !== null
       ? reader.positiveInteger('sliding_window', 4096)
@@ -203,12 +203,10 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
     );
   }
   const numLayers = reader.positiveInteger('num_hidden_layers');
-  const useSlidingWindow =
-    modelType === 'mistral' || (modelType === 'qwen2' && reader.boolean('use_sliding_window', false));
   const slidingWindow =
-    modelType === 'qwen3'
-      ? parseQwen3SlidingWindow(reader, numLayers)
-      : useSlidingWindow && reader.has('sliding_window')
+    modelType === 'qwen2' || modelType === 'qwen3'
+      ? parseQwenSlidingWindow(reader, numLayers)
+      : modelType === 'mistral' && reader.has('sliding_window')
         ? reader.positiveInteger('sliding_window')
         : null;
   return {

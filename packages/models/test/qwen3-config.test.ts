@@ -57,3 +57,19 @@ describe('a qwen3 config', () => {
     expect(() => parse({ layer_types: Array(4).fill('chunked_attention') })).toThrow('field "layer_types" must list');
   });
 });
+
+describe('a qwen2 config resolves its window as Qwen2Config does (as Qwen3Config)', () => {
+  const qwen2 = (fields: Record<string, unknown>) =>
+    parseLlamaConfig(new ConfigReader({ ...base, model_type: 'qwen2', ...fields }, 'qwen2/config.json'));
+
+  it('slides only from layer max_window_layers on (default 28), and only with use_sliding_window', () => {
+    // Qwen2.5's shipped configs: use_sliding_window false, so no window whatever sliding_window says
+    expect(qwen2({ sliding_window: 4, max_window_layers: 0 }).slidingWindow).toBeNull();
+    // 4 layers below the default max_window_layers of 28: every layer is full attention
+    expect(qwen2({ use_sliding_window: true, sliding_window: 4 }).slidingWindow).toBeNull();
+    expect(qwen2({ use_sliding_window: true, sliding_window: 4, max_window_layers: 0 }).slidingWindow).toBe(4);
+    expect(() => qwen2({ use_sliding_window: true, sliding_window: 4, max_window_layers: 2 })).toThrow(
+      'qwen2/config.json: "layer_types" mixes full_attention and sliding_attention layers',
+    );
+  });
+});
