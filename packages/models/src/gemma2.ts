@@ -13,20 +13,12 @@
 // the global ones; nested per layer type in rope_parameters); soft-capping off by default. Gemma3Attention
 // does not pass attn_logit_softcapping to its attention, so a set value changes nothing, here as there.
 // Shapes in comments and the releasing ops: see the notes at the top of transformer-host.ts.
-import {
-  addReleasing,
-  gatedActivation,
-  reshapeReleasing,
-  rmsNorm,
-  type Checkpoint,
-  type ForwardContext,
-  type HostLinear,
-} from '@peft/core';
+import { addReleasing, gatedActivation, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
 import { parseRope, rotary, rotaryInverseFrequencies, type RopeConfig } from './llama.js';
-import { attention, mergeHeads, softCapped, splitHeads } from './ops.js';
+import { attention, gatedMlp, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 
@@ -334,15 +326,6 @@ export class Gemma2Model extends TransformerHost {
     return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
   }
 
-  /** GeGLU: down(gelu_tanh(gate(x)) · up(x)), [B, T, d] -> [B, T, d]. */
-  private mlp(block: Gemma2Block, normed: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
-    const [batch, length, d] = normed.shape;
-    const rows = tf.reshape(normed, [batch * length, d]); // [B·T, d]
-    const gated = this.gatedAct(block.gate.apply(rows, context), block.up.apply(rows, context)); // [B·T, intermediate]
-    const output = block.down.apply(gated, context); // [B·T, d]
-    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
-  }
-
   /**
    * Sandwich-norm block: x + postNorm(attention(norm(x))), then x + postNorm(mlp(preNorm(x))). The
    * sublayer hooks see each output after its post norm, as the residual receives it (norm: null,
@@ -363,7 +346,8 @@ export class Gemma2Model extends TransformerHost {
     const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
 
     const feedforwardNormed = gemmaNorm(afterAttention, block.preFeedforwardNorm, rmsNormEpsilon); // [B, T, d]
-    let ffn = gemmaNorm(this.mlp(block, feedforwardNormed, context), block.postFeedforwardNorm, rmsNormEpsilon);
+    const mlpOutput = gatedMlp(block, feedforwardNormed, this.gatedAct, context); // GeGLU, [B, T, d]
+    let ffn = gemmaNorm(mlpOutput, block.postFeedforwardNorm, rmsNormEpsilon);
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
   }
@@ -373,11 +357,7 @@ export class Gemma2Model extends TransformerHost {
   }
 
   protected head(normed: tf.Tensor3D): tf.Tensor {
-    const [batch, length, d] = normed.shape;
-    let logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
-    const { finalSoftCap } = this.gemma2;
-    if (finalSoftCap !== null) logits = softCapped(logits, finalSoftCap) as tf.Tensor2D; // [B·T, V]
-    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
+    return lmHeadLogits(normed, this.lmHead, this.gemma2.finalSoftCap); // [B, T, V]
   }
 
   protected override slidingLayersWindow(): number | null {

@@ -1,6 +1,6 @@
 // Building blocks shared by the architectures: attention with its mask, and the split of projections
 // into heads and back. Shapes as in the notes at the top of transformer-host.ts.
-import { addReleasing } from '@peft/core';
+import { addReleasing, reshapeReleasing, type ForwardContext, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 /** Additive mask value: exp() of a score this low is exactly 0 in float32. */
@@ -85,4 +85,37 @@ export function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
   const [batch, heads, length, headDim] = x.shape;
   if (length === 1) return tf.reshape(x, [batch, heads * headDim]);
   return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch * length, heads * headDim]);
+}
+
+/** The projections of a gated MLP (SwiGLU, GeGLU): gate and up d -> intermediate, down back to d. */
+export interface GatedMlpBlock {
+  gate: HostLinear;
+  up: HostLinear;
+  down: HostLinear;
+}
+
+/** down(act(gate(x)) · up(x)) on the rows of x: [B, T, d] -> [B, T, d]. */
+export function gatedMlp(
+  block: GatedMlpBlock,
+  normed: tf.Tensor3D,
+  gatedAct: (gate: tf.Tensor, up: tf.Tensor) => tf.Tensor,
+  context: ForwardContext,
+): tf.Tensor3D {
+  const [batch, length, d] = normed.shape;
+  const rows = tf.reshape(normed, [batch * length, d]); // [B·T, d]
+  const gated = gatedAct(block.gate.apply(rows, context), block.up.apply(rows, context)); // [B·T, intermediate]
+  const output = block.down.apply(gated, context); // [B·T, d]
+  return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+}
+
+/**
+ * Logits of a language-model head held as [V, d] (tied to the token embeddings, or its own
+ * lm_head.weight): [B, T, d] -> [B, T, V], soft-capped when `softCap` is given (Gemma 2's
+ * final_logit_softcapping).
+ */
+export function lmHeadLogits(normed: tf.Tensor3D, lmHead: tf.Tensor2D, softCap: number | null = null): tf.Tensor {
+  const [batch, length, d] = normed.shape;
+  let logits = tf.matMul(tf.reshape(normed, [batch * length, d]), lmHead, false, true); // [B·T, V]
+  if (softCap !== null) logits = softCapped(logits, softCap) as tf.Tensor2D; // [B·T, V]
+  return reshapeReleasing(logits, [batch, length, lmHead.shape[0]]); // [B, T, V]
 }

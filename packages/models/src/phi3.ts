@@ -7,20 +7,12 @@
 // sliding-window attention. resid_pdrop, embd_pdrop and attention_dropout are training-time dropout:
 // our hosts run none. Shapes in comments and the releasing ops: see the notes at the top of
 // transformer-host.ts.
-import {
-  addReleasing,
-  gatedActivation,
-  reshapeReleasing,
-  rmsNorm,
-  type Checkpoint,
-  type ForwardContext,
-  type HostLinear,
-} from '@peft/core';
+import { gatedActivation, rmsNorm, type Checkpoint, type ForwardContext, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
 import { rotary } from './llama.js';
-import { attention, mergeHeads, splitHeads } from './ops.js';
+import { attention, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 
@@ -305,27 +297,18 @@ export class Phi3Model extends TransformerHost {
     return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
   }
 
-  /**
-   * Pre-norm block: x + attention(norm(x)), then x + mlp(norm(x)). The sublayer hooks see each
-   * output before its residual add.
-   */
+  /** Pre-norm block, as Llama's: x + attention(norm(x)), then x + mlp(norm(x)). */
   protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
     const block = this.blocks[index]!;
-    const { rmsNormEpsilon } = this.phi3;
-    const { context } = state;
-
-    const inputNormed = rmsNorm(hidden, block.inputNorm, rmsNormEpsilon) as tf.Tensor3D;
-    let attentionOutput = this.selfAttention(index, block, inputNormed, state); // [B, T, d]
-    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
-      residual: hidden,
-      norm: null,
-    });
-    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
-
-    const postAttentionNormed = rmsNorm(afterAttention, block.postAttentionNorm, rmsNormEpsilon) as tf.Tensor3D;
-    let ffn = this.mlp(block, postAttentionNormed, context); // [B, T, d]
-    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
-    return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
+    const norms = { input: block.inputNorm, postAttention: block.postAttentionNorm, epsilon: this.phi3.rmsNormEpsilon };
+    return this.preNormLayer(
+      index,
+      hidden,
+      state,
+      norms,
+      (normed) => this.selfAttention(index, block, normed, state),
+      (normed) => this.mlp(block, normed, state.context),
+    );
   }
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
@@ -333,9 +316,7 @@ export class Phi3Model extends TransformerHost {
   }
 
   protected head(normed: tf.Tensor3D): tf.Tensor {
-    const [batch, length, d] = normed.shape;
-    const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
-    return reshapeReleasing(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
+    return lmHeadLogits(normed, this.lmHead); // [B, T, V]
   }
 
   protected override slidingWindow(): number | null {

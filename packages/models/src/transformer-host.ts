@@ -18,6 +18,8 @@
 // batch 4 x 128 and 32,000 tokens: 65 MB).
 import {
   HostHooks,
+  addReleasing,
+  rmsNorm,
   type ForwardContext,
   type HostConfig,
   type HostForwardInput,
@@ -139,6 +141,32 @@ export abstract class TransformerHost implements PeftHost {
     return null;
   }
   protected abstract layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D;
+  /**
+   * The pre-norm block of the Llama family: x + attention(norm(x)), then x + mlp(norm(x)), RMSNorm
+   * before each sublayer. The sublayer hooks see each output before its residual add.
+   */
+  protected preNormLayer(
+    index: number,
+    hidden: tf.Tensor3D,
+    state: LayerState,
+    norms: { input: tf.Variable<tf.Rank.R1>; postAttention: tf.Variable<tf.Rank.R1>; epsilon: number },
+    attend: (normed: tf.Tensor3D) => tf.Tensor3D,
+    feedForward: (normed: tf.Tensor3D) => tf.Tensor3D,
+  ): tf.Tensor3D {
+    const { context } = state;
+    const inputNormed = rmsNorm(hidden, norms.input, norms.epsilon) as tf.Tensor3D;
+    let attentionOutput = attend(inputNormed); // [B, T, d]
+    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
+      residual: hidden,
+      norm: null,
+    });
+    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
+
+    const postAttentionNormed = rmsNorm(afterAttention, norms.postAttention, norms.epsilon) as tf.Tensor3D;
+    let ffn = feedForward(postAttentionNormed); // [B, T, d]
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
+    return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
+  }
   /** The norm after the last layer (identity where there is none). */
   protected abstract finalNorm(hidden: tf.Tensor3D): tf.Tensor3D;
   /** Normalised last hidden state [B, T, d] -> logits. */
