@@ -1,8 +1,8 @@
 // A Hugging Face checkpoint as a set of named tensors: one `model.safetensors`, or shards listed in
 // `model.safetensors.index.json`. Pickle files (`pytorch_model.bin`) are never read: loading them
 // can execute code.
-import { describeFile, readJson, type FileStore } from './files.js';
-import { parseSafetensors, type SafetensorsFile, type TensorData } from './safetensors.js';
+import { describeFile, readJson, type FileStore, type RangeFile } from './files.js';
+import { openSafetensors, parseSafetensors, type SafetensorsFile, type TensorData } from './safetensors.js';
 
 export const SAFETENSORS_FILE = 'model.safetensors';
 export const SAFETENSORS_INDEX_FILE = 'model.safetensors.index.json';
@@ -14,9 +14,11 @@ export interface Checkpoint {
   has(name: string): boolean;
   /**
    * Decodes a tensor; with `expectedShape`, a tensor of another shape is an error that names the
-   * file, the tensor and both shapes.
+   * file, the tensor and both shapes. A float tensor's values go to the start of `into` when given.
    */
-  tensor(name: string, expectedShape?: readonly number[]): TensorData;
+  tensor(name: string, expectedShape?: readonly number[], into?: Float32Array): TensorData;
+  /** Releases the files it holds open (a checkpoint read by ranges); `tensor` fails after it. */
+  close?(): void;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -24,12 +26,17 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 /** A checkpoint over already parsed files, each tensor looked up in the file that holds it. */
-export function checkpointFromFiles(location: string, owners: ReadonlyMap<string, SafetensorsFile>): Checkpoint {
+export function checkpointFromFiles(
+  location: string,
+  owners: ReadonlyMap<string, SafetensorsFile>,
+  close?: () => void,
+): Checkpoint {
   return {
     location,
+    ...(close ? { close } : {}),
     names: () => [...owners.keys()],
     has: (name) => owners.has(name),
-    tensor(name, expectedShape) {
+    tensor(name, expectedShape, into) {
       const file = owners.get(name);
       if (!file) throw new Error(`${location}: the checkpoint has no tensor "${name}"`);
       const entry = file.entries.get(name)!;
@@ -38,41 +45,61 @@ export function checkpointFromFiles(location: string, owners: ReadonlyMap<string
           `${file.source}: tensor "${name}" has shape [${entry.shape.join(', ')}], expected [${expectedShape.join(', ')}]`,
         );
       }
-      return file.tensor(name);
+      return file.tensor(name, into);
     },
   };
 }
 
-/** Opens the checkpoint in `store`: sharded if an index is present, else `model.safetensors`. */
+/**
+ * Opens the checkpoint in `store`: sharded if an index is present, else `model.safetensors`. Where
+ * the store reads byte ranges (a Node directory), only the headers are read now and each tensor when
+ * it is decoded: close the checkpoint when done. Elsewhere each file is read whole.
+ */
 export async function readCheckpoint(store: FileStore): Promise<Checkpoint> {
-  const owners = new Map<string, SafetensorsFile>();
-  if (await store.has(SAFETENSORS_INDEX_FILE)) {
-    const indexPath = describeFile(store, SAFETENSORS_INDEX_FILE);
-    const index = await readJson<{ weight_map?: unknown }>(store, SAFETENSORS_INDEX_FILE);
-    const weightMap = index.weight_map;
-    if (
-      typeof weightMap !== 'object' ||
-      weightMap === null ||
-      !Object.values(weightMap).every((file) => typeof file === 'string')
-    ) {
-      throw new Error(`${indexPath}: "weight_map" must map tensor names to shard file names`);
+  const opened: RangeFile[] = [];
+  const close = () => {
+    for (const file of opened.splice(0)) file.close();
+  };
+  const open = async (name: string): Promise<SafetensorsFile> => {
+    const source = describeFile(store, name);
+    if (!store.openRanges) return parseSafetensors(await store.read(name), source);
+    const file = await store.openRanges(name);
+    opened.push(file);
+    return openSafetensors(file, source);
+  };
+  try {
+    const owners = new Map<string, SafetensorsFile>();
+    if (await store.has(SAFETENSORS_INDEX_FILE)) {
+      const indexPath = describeFile(store, SAFETENSORS_INDEX_FILE);
+      const index = await readJson<{ weight_map?: unknown }>(store, SAFETENSORS_INDEX_FILE);
+      const weightMap = index.weight_map;
+      if (
+        typeof weightMap !== 'object' ||
+        weightMap === null ||
+        !Object.values(weightMap).every((file) => typeof file === 'string')
+      ) {
+        throw new Error(`${indexPath}: "weight_map" must map tensor names to shard file names`);
+      }
+      const shards = new Map<string, SafetensorsFile>();
+      for (const shard of new Set(Object.values(weightMap as Record<string, string>))) {
+        shards.set(shard, await open(shard));
+      }
+      for (const [name, shard] of Object.entries(weightMap as Record<string, string>)) {
+        const file = shards.get(shard)!;
+        if (!file.entries.has(name))
+          throw new Error(`${indexPath}: lists tensor "${name}" in ${shard}, which does not hold it`);
+        owners.set(name, file);
+      }
+      return checkpointFromFiles(indexPath, owners, close);
     }
-    const shards = new Map<string, SafetensorsFile>();
-    for (const shard of new Set(Object.values(weightMap as Record<string, string>))) {
-      shards.set(shard, parseSafetensors(await store.read(shard), describeFile(store, shard)));
+    if (await store.has(SAFETENSORS_FILE)) {
+      const file = await open(SAFETENSORS_FILE);
+      for (const name of file.entries.keys()) owners.set(name, file);
+      return checkpointFromFiles(file.source, owners, close);
     }
-    for (const [name, shard] of Object.entries(weightMap as Record<string, string>)) {
-      const file = shards.get(shard)!;
-      if (!file.entries.has(name))
-        throw new Error(`${indexPath}: lists tensor "${name}" in ${shard}, which does not hold it`);
-      owners.set(name, file);
-    }
-    return checkpointFromFiles(indexPath, owners);
-  }
-  if (await store.has(SAFETENSORS_FILE)) {
-    const file = parseSafetensors(await store.read(SAFETENSORS_FILE), describeFile(store, SAFETENSORS_FILE));
-    for (const name of file.entries.keys()) owners.set(name, file);
-    return checkpointFromFiles(file.source, owners);
+  } catch (error) {
+    close();
+    throw error;
   }
   throw new Error(
     `${store.location}: no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX_FILE} (only safetensors checkpoints are read; ` +

@@ -18,6 +18,24 @@ export interface FileStore {
    * out, and writers that replace files (savePretrained over an earlier save) say so when they need it.
    */
   remove?(name: string): Promise<void>;
+  /**
+   * Opens `name` for reads of byte ranges, where the store can (a Node directory): a checkpoint then
+   * reads each tensor as it is used instead of whole shards. Rejects, naming the file, for anything
+   * but a regular file (a FIFO or a device would never end).
+   */
+  openRanges?(name: string): Promise<RangeFile>;
+}
+
+/** A file open for reads of byte ranges. */
+export interface RangeFile {
+  /** Its size in bytes when it was opened. */
+  readonly size: number;
+  /**
+   * `length` bytes from `offset`, in a new buffer or at the start of `into`; a file that has shrunk
+   * since it was opened is an error naming it.
+   */
+  read(offset: number, length: number, into?: Uint8Array): Uint8Array;
+  close(): void;
 }
 
 /** Joins a store's location and a file name for messages: `./model/config.json`. */

@@ -4,9 +4,8 @@
 const float32 = new Float32Array(1);
 const bits32 = new Uint32Array(float32.buffer);
 
-/** IEEE 754 half precision -> float32, exact. */
-export function float16ToFloat32(half: Uint16Array): Float32Array {
-  const out = new Float32Array(half.length);
+/** IEEE 754 half precision -> float32, exact; into `out` when given (at least as long). */
+export function float16ToFloat32(half: Uint16Array, out: Float32Array = new Float32Array(half.length)): Float32Array {
   for (let i = 0; i < half.length; i++) {
     const h = half[i]!;
     const sign = (h & 0x8000) << 16;
@@ -65,11 +64,11 @@ export function float32ToFloat16(values: Float32Array): Uint16Array {
   return out;
 }
 
-/** bfloat16 -> float32, exact (bfloat16 is the top half of a float32). */
-export function bfloat16ToFloat32(bf16: Uint16Array): Float32Array {
-  const out = new Float32Array(bf16.length);
-  const outBits = new Uint32Array(out.buffer);
-  for (let i = 0; i < bf16.length; i++) outBits[i] = bf16[i]! << 16;
+/** bfloat16 -> float32, exact (bfloat16 is the top half of a float32); into `out` when given. */
+export function bfloat16ToFloat32(bf16: Uint16Array, out: Float32Array = new Float32Array(bf16.length)): Float32Array {
+  const outBits = new Uint32Array(out.buffer, out.byteOffset, bf16.length);
+  const n = bf16.length;
+  for (let i = 0; i < n; i++) outBits[i] = bf16[i]! << 16;
   return out;
 }
 

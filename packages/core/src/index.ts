@@ -1,9 +1,15 @@
 export { describeFile, memoryStore, readJson, readText, urlStore, writeJson } from './files.js';
-export type { FileStore } from './files.js';
+export type { FileStore, RangeFile } from './files.js';
 export { DEFAULT_INDEXEDDB_DATABASE, indexedDbFolders, indexedDbStore } from './indexeddb.js';
 export type { IndexedDbOptions, IndexedDbStore } from './indexeddb.js';
 export { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './float16.js';
-export { MAX_HEADER_BYTES, SAFETENSORS_DTYPES, parseSafetensors, serializeSafetensors } from './safetensors.js';
+export {
+  MAX_HEADER_BYTES,
+  SAFETENSORS_DTYPES,
+  openSafetensors,
+  parseSafetensors,
+  serializeSafetensors,
+} from './safetensors.js';
 export type {
   SafetensorsDtype,
   SafetensorsFile,

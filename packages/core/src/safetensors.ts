@@ -2,6 +2,7 @@
 // header length N, N bytes of JSON `{name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?}`,
 // then the tensor bytes, little-endian, offsets relative to the end of the header. Every field of a
 // file is checked before a byte of it is used: files may be truncated, or lie.
+import type { RangeFile } from './files.js';
 import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './float16.js';
 
 /** The dtypes @peft reads. Floats become float32; integers become int32 (range-checked). */
@@ -48,8 +49,11 @@ export interface SafetensorsFile {
   readonly source: string;
   readonly metadata: Record<string, string>;
   readonly entries: ReadonlyMap<string, TensorEntry>;
-  /** Decodes one tensor; throws naming the file and the tensor when it is not there. */
-  tensor(name: string): TensorData;
+  /**
+   * Decodes one tensor; throws naming the file and the tensor when it is not there. A float tensor's
+   * values go to the start of `into` when it is given (long enough), and then never view the file.
+   */
+  tensor(name: string, into?: Float32Array): TensorData;
 }
 
 function fail(source: string, message: string): never {
@@ -102,25 +106,79 @@ function parseEntry(source: string, name: string, raw: unknown, dataLength: numb
 /** Parses and validates the header; the returned file decodes tensors lazily from `bytes`. */
 export function parseSafetensors(bytes: Uint8Array, source = 'safetensors'): SafetensorsFile {
   if (bytes.byteLength < 8) fail(source, `file is ${bytes.byteLength} bytes, shorter than the 8-byte header length`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLength = view.getBigUint64(0, true);
+  const headerEnd = headerEndOf(source, bytes.subarray(0, 8), bytes.byteLength);
+  const { metadata, entries } = parseHeader(source, bytes.subarray(8, headerEnd), bytes.byteLength - headerEnd);
+  const data = bytes.subarray(headerEnd);
+  return {
+    source,
+    metadata,
+    entries,
+    tensor(name, into) {
+      const entry = entries.get(name);
+      if (!entry) fail(source, `no tensor "${name}"`);
+      return decode(source, entry, data.subarray(entry.begin, entry.end), into);
+    },
+  };
+}
+
+/**
+ * A safetensors file read by ranges: the header now (validated as `parseSafetensors` does), each
+ * tensor's bytes when it is decoded, so a checkpoint is never held whole in memory.
+ */
+export function openSafetensors(file: RangeFile, source = 'safetensors'): SafetensorsFile {
+  if (file.size < 8) fail(source, `file is ${file.size} bytes, shorter than the 8-byte header length`);
+  const headerEnd = headerEndOf(source, file.read(0, 8), file.size);
+  const { metadata, entries } = parseHeader(source, file.read(8, headerEnd - 8), file.size - headerEnd);
+  // Bytes decoded into a caller's buffer are read into this one, reused (no fresh pages per tensor).
+  let staging = new Uint8Array(0);
+  return {
+    source,
+    metadata,
+    entries,
+    tensor(name, into) {
+      const entry = entries.get(name);
+      if (!entry) fail(source, `no tensor "${name}"`);
+      const length = entry.end - entry.begin;
+      if (!into || !FLOAT_DTYPES.has(entry.dtype))
+        return decode(source, entry, file.read(headerEnd + entry.begin, length));
+      if (length > MAX_STAGING_BYTES) return decode(source, entry, file.read(headerEnd + entry.begin, length), into);
+      if (staging.byteLength < length) staging = new Uint8Array(length);
+      return decode(source, entry, file.read(headerEnd + entry.begin, length, staging), into);
+    },
+  };
+}
+
+/** Tensors larger than this are read into a buffer of their own, not kept for the next one. */
+const MAX_STAGING_BYTES = 64 * 1024 * 1024;
+
+/** Where the header ends, from the 8-byte length that starts a file of `fileLength` bytes. */
+function headerEndOf(source: string, lengthBytes: Uint8Array, fileLength: number): number {
+  const headerLength = new DataView(lengthBytes.buffer, lengthBytes.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(MAX_HEADER_BYTES)) {
     fail(source, `header length ${headerLength} exceeds the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`);
   }
   const headerEnd = 8 + Number(headerLength);
-  if (headerEnd > bytes.byteLength) {
-    fail(source, `header length ${headerLength} runs past the end of the ${bytes.byteLength}-byte file (truncated?)`);
+  if (headerEnd > fileLength) {
+    fail(source, `header length ${headerLength} runs past the end of the ${fileLength}-byte file (truncated?)`);
   }
+  return headerEnd;
+}
+
+/** The header's entries, each checked against a data section of `dataLength` bytes, which they must tile. */
+function parseHeader(
+  source: string,
+  headerBytes: Uint8Array,
+  dataLength: number,
+): { metadata: Record<string, string>; entries: Map<string, TensorEntry> } {
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, headerEnd)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
   } catch (error) {
     fail(source, `header is not valid UTF-8 JSON (${(error as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header))
     fail(source, 'header is not a JSON object');
 
-  const dataLength = bytes.byteLength - headerEnd;
   const entries = new Map<string, TensorEntry>();
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(header)) {
@@ -145,18 +203,7 @@ export function parseSafetensors(bytes: Uint8Array, source = 'safetensors'): Saf
     covered = entry.end;
   }
   if (covered !== dataLength) fail(source, `the data section has ${dataLength - covered} bytes after the last tensor`);
-
-  const data = bytes.subarray(headerEnd);
-  return {
-    source,
-    metadata,
-    entries,
-    tensor(name) {
-      const entry = entries.get(name);
-      if (!entry) fail(source, `no tensor "${name}"`);
-      return decode(source, entry, data.subarray(entry.begin, entry.end));
-    },
-  };
+  return { metadata, entries };
 }
 
 /**
@@ -181,8 +228,21 @@ function toInt32(source: string, entry: TensorEntry, values: ArrayLike<number | 
   return out;
 }
 
-function decode(source: string, entry: TensorEntry, bytes: Uint8Array): TensorData {
+const FLOAT_DTYPES: ReadonlySet<SafetensorsDtype> = new Set(['F32', 'F16', 'BF16', 'F64']);
+
+function decode(source: string, entry: TensorEntry, bytes: Uint8Array, into?: Float32Array): TensorData {
   const shape = entry.shape;
+  if (into && FLOAT_DTYPES.has(entry.dtype)) {
+    const count = bytes.byteLength / SAFETENSORS_DTYPES[entry.dtype];
+    if (into.length < count)
+      fail(source, `tensor "${entry.name}": ${count} values do not fit a ${into.length}-value buffer`);
+    const out = into.subarray(0, count);
+    if (entry.dtype === 'F32') out.set(new Float32Array(...aligned(bytes, 4)));
+    else if (entry.dtype === 'BF16') bfloat16ToFloat32(new Uint16Array(...aligned(bytes, 2)), out);
+    else if (entry.dtype === 'F16') float16ToFloat32(new Uint16Array(...aligned(bytes, 2)), out);
+    else out.set(new Float64Array(...aligned(bytes, 8)));
+    return { dtype: 'float32', shape, values: out };
+  }
   switch (entry.dtype) {
     case 'F32':
       return { dtype: 'float32', shape, values: new Float32Array(...aligned(bytes, 4)) };

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -77,6 +78,60 @@ describe('readCheckpoint', () => {
     });
     await expect(readCheckpoint(store)).rejects.toThrow(
       'memory:/model.safetensors.index.json: lists tensor "v" in s1.safetensors, which does not hold it',
+    );
+  });
+
+  it('from a directory reads each tensor by its byte range, decoding into a given buffer, the same values', async () => {
+    const folder = mkdtempSync(path.join(tmpdir(), 'peft-ranges-'));
+    const values = Float32Array.from({ length: 300 }, (_, i) => (i - 150) / 7);
+    const file = serializeSafetensors({
+      f32: { shape: [20, 15], values },
+      bf16: { shape: [300], values, dtype: 'BF16' },
+      f16: { shape: [300], values, dtype: 'F16' },
+    });
+    writeFileSync(path.join(folder, 'model.safetensors'), file);
+    const whole = await readCheckpoint(memoryStore({ 'model.safetensors': file }));
+    const ranged = await readCheckpoint(nodeDirectory(folder));
+    const into = new Float32Array(400).fill(9);
+    for (const name of ['f32', 'bf16', 'f16']) {
+      const expected = whole.tensor(name).values;
+      expect(ranged.tensor(name).values).toEqual(expected);
+      const decoded = ranged.tensor(name, undefined, into);
+      expect(decoded.values.buffer).toBe(into.buffer);
+      expect(decoded.values).toEqual(expected);
+    }
+    expect(() => ranged.tensor('f32', undefined, new Float32Array(10))).toThrow(
+      /tensor "f32": 300 values do not fit a 10-value buffer/,
+    );
+    ranged.close?.();
+    expect(() => ranged.tensor('f32')).toThrow(/model\.safetensors: read after the file was closed/);
+  });
+
+  it('names a shard that shrank after it was opened, and refuses FIFOs and devices before reading', async () => {
+    const folder = mkdtempSync(path.join(tmpdir(), 'peft-ranges-'));
+    writeFileSync(
+      path.join(folder, 'model.safetensors'),
+      serializeSafetensors({
+        a: { shape: [64], values: new Float32Array(64) },
+        b: { shape: [64], values: new Float32Array(64) },
+      }),
+    );
+    const checkpoint = await readCheckpoint(nodeDirectory(folder));
+    truncateSync(path.join(folder, 'model.safetensors'), 300);
+    expect(() => checkpoint.tensor('b')).toThrow(
+      /model\.safetensors: 300 bytes now, 640 when it was opened: bytes 384\.\.640 are gone/,
+    );
+    checkpoint.close?.();
+
+    const fifo = mkdtempSync(path.join(tmpdir(), 'peft-fifo-'));
+    execFileSync('mkfifo', [path.join(fifo, 'model.safetensors')]);
+    await expect(readCheckpoint(nodeDirectory(fifo))).rejects.toThrow(
+      /model\.safetensors: a FIFO, not a regular file \(refused: reading it might never end\)/,
+    );
+    const device = mkdtempSync(path.join(tmpdir(), 'peft-device-'));
+    symlinkSync('/dev/zero', path.join(device, 'model.safetensors'));
+    await expect(readCheckpoint(nodeDirectory(device))).rejects.toThrow(
+      /model\.safetensors: a device, not a regular file/,
     );
   });
 

@@ -84,7 +84,12 @@ export async function loadPretrained(source: StoreSource, options: LoadOptions =
   const raw = await readJson<RawConfig>(store, CONFIG_FILE);
   const configPath = describeFile(store, CONFIG_FILE);
   const build = builderFor(raw, configPath, options, store);
-  return build(await readCheckpoint(store));
+  const checkpoint = await readCheckpoint(store);
+  try {
+    return build(checkpoint);
+  } finally {
+    checkpoint.close?.();
+  }
 }
 
 /** A host of the architecture `raw` (a config.json object) names, on the weights of `checkpoint`. */

@@ -4,6 +4,9 @@ import * as tf from '@tensorflow/tfjs-core';
 
 export class WeightLoader {
   readonly variables = new Map<string, tf.Variable>();
+  /** Decoded weights before they become tensors (see `Staging`). */
+  private readonly decoded = new Staging();
+  private readonly transposed = new Staging();
 
   constructor(
     readonly checkpoint: Checkpoint,
@@ -20,10 +23,10 @@ export class WeightLoader {
    * (`registeredAs` overrides it, for tensors a checkpoint stores under another name).
    */
   variable(name: string, shape: readonly number[], registeredAs = this.prefix + name): tf.Variable {
-    const data = this.checkpoint.tensor(this.prefix + name, shape);
+    const data = this.checkpoint.tensor(this.prefix + name, shape, this.decoded.take(size(shape)));
     if (data.dtype !== 'float32')
       throw new Error(`${this.checkpoint.location}: tensor "${this.prefix + name}" is not a float tensor`);
-    const variable = ownVariable(tf.tensor(data.values, [...shape], 'float32'), false);
+    const variable = this.frozen(data.values as Float32Array, shape);
     this.variables.set(registeredAs, variable);
     return variable;
   }
@@ -44,13 +47,115 @@ export class WeightLoader {
     if (layout === 'conv1d') {
       weight = this.variable(`${name}.weight`, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
     } else {
-      const data = this.checkpoint.tensor(`${full}.weight`, [outFeatures, inFeatures]);
-      weight = tf.tidy(() =>
-        tf.variable(tf.transpose(tf.tensor2d(data.values as Float32Array, [outFeatures, inFeatures])), false),
-      ) as tf.Variable<tf.Rank.R2>;
+      const count = outFeatures * inFeatures;
+      const data = this.checkpoint.tensor(`${full}.weight`, [outFeatures, inFeatures], this.decoded.take(count));
+      const values = transpose(data.values as Float32Array, outFeatures, inFeatures, this.transposed.take(count));
+      weight = this.frozen(values, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
       this.variables.set(`${full}.weight`, weight);
     }
     const bias = withBias ? (this.variable(`${name}.bias`, [outFeatures]) as tf.Variable<tf.Rank.R1>) : null;
     return new HostLinear(full, weight, bias, layout);
   }
+
+  /**
+   * A frozen variable of `values`, handed to the backend now: a copy it makes (always of staging
+   * memory; of other arrays where they are not aligned for it) then happens one weight at a time,
+   * not for all of them at the first forward pass with every array still held.
+   */
+  private frozen(values: Float32Array, shape: readonly number[]): tf.Variable {
+    const tensor = tf.tensor(values, [...shape], 'float32');
+    settle(tensor);
+    return ownVariable(tensor, false);
+  }
+}
+
+function size(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Weights larger than this get an array of their own rather than growing the staging buffer for good. */
+const MAX_STAGED_VALUES = 16 * 1024 * 1024;
+
+/**
+ * Where weights are decoded when the backend copies a new tensor's values into memory of its own
+ * (checked once per backend: `copiesOnSettle`). Reused from one weight to the next, so loading
+ * touches fresh memory only for the backend's copies, not once more per weight for arrays that the
+ * collector frees later. Elsewhere (the cpu backend computes on the arrays themselves) it gives
+ * nothing and each weight is decoded into an array of its own.
+ */
+class Staging {
+  private buffer: Float32Array | null = null;
+
+  take(count: number): Float32Array | undefined {
+    if (!copiesOnSettle()) return undefined;
+    if (count > MAX_STAGED_VALUES) return unaligned(count);
+    if (!this.buffer || this.buffer.length < count) this.buffer = unaligned(count);
+    return this.buffer.subarray(0, count);
+  }
+}
+
+/**
+ * `count` floats 4 bytes into their buffer: allocations are at least 16-byte aligned, so the view
+ * never is, and TensorFlow, which computes on a typed array's own memory when it is aligned for its
+ * vector instructions, copies it (see `copiesOnSettle`).
+ */
+function unaligned(count: number): Float32Array {
+  return new Float32Array(new ArrayBuffer((count + 1) * 4), 4, count);
+}
+
+/**
+ * Has the backend take a new tensor's values now; true when it could. tfjs-node hands a typed array
+ * to TensorFlow only when an op first uses the tensor.
+ */
+function settle(tensor: tf.Tensor): boolean {
+  const backend = tf.backend() as { getInputTensorIds?: (tensors: tf.Tensor[]) => unknown };
+  if (typeof backend.getInputTensorIds !== 'function') return false;
+  backend.getInputTensorIds([tensor]);
+  return true;
+}
+
+const copying = new WeakMap<object, boolean>();
+
+/**
+ * Whether a tensor made from an unaligned view and settled holds its own copy, so that the view's
+ * memory can take the next weight. True on tfjs-node, where TensorFlow copies data that is not
+ * aligned for its vector instructions (and shares aligned data); checked on a small canary per
+ * backend, never assumed: where it fails every weight gets an array of its own.
+ */
+function copiesOnSettle(): boolean {
+  const backend = tf.backend();
+  let known = copying.get(backend);
+  if (known === undefined) {
+    const view = unaligned(4).fill(1);
+    const canary = tf.tensor(view, [4], 'float32');
+    known = settle(canary);
+    if (known) {
+      view.fill(2);
+      known = canary.dataSync()[0] === 1;
+    }
+    canary.dispose();
+    copying.set(backend, known);
+  }
+  return known;
+}
+
+/**
+ * A [rows, cols] row-major matrix as [cols, rows] (into `out` when given), in blocks that stay in
+ * cache. Here rather than a backend transpose: the backend never holds a weight and its transposed
+ * twin at once.
+ */
+export function transpose(values: Float32Array, rows: number, cols: number, out?: Float32Array): Float32Array {
+  const result = out ?? new Float32Array(rows * cols);
+  const block = 32;
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const r1 = Math.min(r0 + block, rows);
+    for (let c0 = 0; c0 < cols; c0 += block) {
+      const c1 = Math.min(c0 + block, cols);
+      for (let r = r0; r < r1; r++) {
+        const from = r * cols;
+        for (let c = c0; c < c1; c++) result[c * rows + r] = values[from + c]!;
+      }
+    }
+  }
+  return result;
 }

@@ -366,6 +366,7 @@ export async function runPerf(argv: string[]): Promise<number> {
       model: job.model.name,
       method: job.method?.name ?? 'base',
       mode: job.kind,
+      batch: job.model.batch ?? base.batch,
     };
     // each product alone is quick: more repetitions, the first ones (allocation, caches) left out
     if (job.kind === 'ceiling') Object.assign(request, { warmup: 3, steps: CEILING_REPETITIONS });

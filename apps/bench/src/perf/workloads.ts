@@ -15,6 +15,8 @@ export interface PerfModel {
   config: Record<string, unknown>;
   /** LoRA's attention targets: peft's defaults for the architecture. */
   loraTargets: string[];
+  /** Training batch (examples of `sequence` tokens) where it is not the harness's default. */
+  batch?: number;
 }
 
 export const PERF_MODELS: readonly PerfModel[] = [
@@ -40,6 +42,49 @@ export const PERF_MODELS: readonly PerfModel[] = [
       tie_word_embeddings: false,
     },
     loraTargets: ['q_proj', 'v_proj'],
+  },
+  {
+    name: 'qwen2.5-0.5b',
+    label: 'Qwen2.5-0.5B shape (494M: 24 x 896, SwiGLU 4864, GQA 14/2 heads, vocabulary 151,936, tied)',
+    // the published config.json's fields that shape the computation (oracle/make_real_size_checkpoints.py has the same)
+    config: {
+      model_type: 'qwen2',
+      vocab_size: 151936,
+      hidden_size: 896,
+      intermediate_size: 4864,
+      num_hidden_layers: 24,
+      num_attention_heads: 14,
+      num_key_value_heads: 2,
+      max_position_embeddings: 32768,
+      rms_norm_eps: 1e-6,
+      rope_theta: 1000000.0,
+      use_sliding_window: false,
+      tie_word_embeddings: true,
+    },
+    loraTargets: ['q_proj', 'v_proj'],
+    batch: 2,
+  },
+  {
+    name: 'qwen3-0.6b',
+    label: 'Qwen3-0.6B shape (596M: 28 x 1024, SwiGLU 3072, GQA 16/8 heads of 128, vocabulary 151,936, tied)',
+    config: {
+      model_type: 'qwen3',
+      vocab_size: 151936,
+      hidden_size: 1024,
+      intermediate_size: 3072,
+      num_hidden_layers: 28,
+      num_attention_heads: 16,
+      num_key_value_heads: 8,
+      head_dim: 128,
+      attention_bias: false,
+      max_position_embeddings: 40960,
+      rms_norm_eps: 1e-6,
+      rope_theta: 1000000.0,
+      use_sliding_window: false,
+      tie_word_embeddings: true,
+    },
+    loraTargets: ['q_proj', 'v_proj'],
+    batch: 2,
   },
   {
     name: 'tiny',
