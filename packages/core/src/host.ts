@@ -315,6 +315,12 @@ export interface PeftHost {
   readonly parameters: ReadonlyMap<string, tf.Variable>;
   /** The token embedding table [vocabulary, d] (prompt initialisation from words). */
   readonly wordEmbeddings: tf.Variable<tf.Rank.R2>;
+  /**
+   * What the host's embedding multiplies each row of wordEmbeddings by (Gemma: √hidden_size, in
+   * float32, inside its embed_tokens); 1 when absent. Prompts initialised from words start from the
+   * scaled rows, as peft's do (it calls embed_tokens).
+   */
+  readonly wordEmbeddingScale?: number;
   /** Module paths of task heads (`lm_head`, `classifier`, `score`): candidates for modules_to_save. */
   readonly headModules: readonly string[];
   /** Module path of each transformer layer: `transformer.h.3`, `model.layers.3`, `bert.encoder.layer.3`. */

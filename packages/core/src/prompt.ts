@@ -65,7 +65,10 @@ export class PromptTable implements PromptSource {
   }
 }
 
-/** Initial prompt rows copied from the host's word embeddings (peft's TEXT and SAMPLE_VOCAB inits). */
+/**
+ * Initial prompt rows: the host's embeddings of the tokens (peft's TEXT and SAMPLE_VOCAB inits), with
+ * the host's embedding scale (Gemma's √d) as peft's `word_embeddings(ids)` has it.
+ */
 export function promptFromTokens(host: PeftHost, tokenIds: readonly number[], virtualTokens: number): tf.Tensor2D {
   if (tokenIds.length === 0) throw new Error('prompt initialisation: no token ids');
   const vocabulary = host.config.vocabSize;
@@ -74,7 +77,11 @@ export function promptFromTokens(host: PeftHost, tokenIds: readonly number[], vi
     throw new Error(`prompt initialisation: token id ${bad} is outside the vocabulary (0..${vocabulary - 1})`);
   // as peft: repeated until long enough, then cut to P
   const ids = Array.from({ length: virtualTokens }, (_, i) => tokenIds[i % tokenIds.length]!);
-  return tf.tidy(() => tf.gather(host.wordEmbeddings, tf.tensor1d(ids, 'int32')) as tf.Tensor2D);
+  const scale = host.wordEmbeddingScale ?? 1;
+  return tf.tidy(() => {
+    const rows = tf.gather(host.wordEmbeddings, tf.tensor1d(ids, 'int32')) as tf.Tensor2D; // [P, d]
+    return scale === 1 ? rows : (tf.mul(rows, scale) as tf.Tensor2D);
+  });
 }
 
 /**

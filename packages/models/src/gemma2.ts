@@ -199,6 +199,11 @@ export class Gemma2Model extends TransformerHost {
     return this.tokenEmbeddings;
   }
 
+  /** √hidden_size in float32, as Gemma2TextScaledWordEmbedding's embed_scale. */
+  get wordEmbeddingScale(): number {
+    return Math.fround(Math.sqrt(this.gemma2.hiddenSize));
+  }
+
   constructor(
     readonly gemma2: Gemma2Config,
     checkpoint: Checkpoint,
@@ -265,7 +270,7 @@ export class Gemma2Model extends TransformerHost {
    */
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
     const embeddings = tf.gather(this.tokenEmbeddings, ids); // [B, T, d]
-    return tf.mul(embeddings, Math.fround(Math.sqrt(this.gemma2.hiddenSize))) as tf.Tensor3D;
+    return tf.mul(embeddings, this.wordEmbeddingScale) as tf.Tensor3D;
   }
 
   /** Positions enter through the rotary embedding (rotaryEmbedding below), not the embeddings. */

@@ -16,6 +16,7 @@ import {
   type OracleGreedy,
   type OracleInput,
 } from '@peft/test-helpers';
+import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 
 import { MultitaskPromptTuningConfig, PromptTuningConfig, balanceTasks, evaluatePerTask } from '../src/index.js';
@@ -87,6 +88,34 @@ describe('prompt tuning', () => {
     expect(() => new PromptTuningConfig({ numVirtualTokens: 2, promptTuningInit: 'TEXT' })).toThrow(
       'TEXT needs promptTuningInitText and the tokenizer',
     );
+  });
+
+  it("on Gemma starts from the rows embed_tokens gives (scaled by √d), as peft's SAMPLE_VOCAB table holds them", async () => {
+    const base = await host('gemma2-gqa-softcap-tied');
+    const scale = Math.fround(Math.sqrt(base.config.hiddenSize));
+    const scaled = tf.tidy(() => tf.mul(base.wordEmbeddings, scale).arraySync() as number[][]);
+    const isScaledRow = (row: number[]) => scaled.some((r) => r.every((v, i) => v === row[i]));
+    const saved = readSafetensorsFixture(
+      path.join(FIXTURES, 'gemma2-softcap-prompt-vocab', 'adapter', 'adapter_model.safetensors'),
+    ).tensor('prompt_embeddings');
+    const [P, d] = saved.shape as [number, number];
+    for (let t = 0; t < P; t += 1) expect(isScaledRow([...saved.values.subarray(t * d, (t + 1) * d)])).toBe(true);
+    const tokenizer = { encode: (text: string) => ({ ids: text.split(' ').map((w) => Number(w.slice(1))) }) };
+    for (const config of [
+      new PromptTuningConfig({
+        numVirtualTokens: 3,
+        promptTuningInit: 'TEXT',
+        promptTuningInitText: 'w3 w7',
+        tokenizer,
+      }),
+      new PromptTuningConfig({ numVirtualTokens: 3, promptTuningInit: 'SAMPLE_VOCAB' }),
+    ]) {
+      const model = getPeftModel(base, config);
+      const prompt = [...model.trainableVariables().values()][0]!.arraySync() as number[][];
+      for (const row of prompt) expect(isScaledRow(row)).toBe(true);
+      if (config.promptTuningInit === 'TEXT') expect(prompt).toEqual([scaled[3], scaled[7], scaled[3]]);
+      model.dispose();
+    }
   });
 
   it('refuses a text whose tokens the model does not have (a tokenizer of another model)', async () => {
