@@ -2,11 +2,14 @@
 peft on the tiny models of packages/models/test/fixtures, with peft's logits (plain and padded)
 and greedy generations.
 
-run: oracle/.venv/bin/python oracle/make_prefix_fixtures.py
+run: oracle/.venv/bin/python oracle/make_prefix_fixtures.py [OUT]
+(OUT defaults to packages/prefix/test/fixtures, which it replaces; write new cases to a temporary OUT and copy
+only them, so that the committed ones keep their bytes)
 """
 import json
 import pathlib
 import shutil
+import sys
 
 import torch
 from peft import PrefixTuningConfig, get_peft_model
@@ -15,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ROOT / "packages/models/test/fixtures"
-OUT = ROOT / "packages/prefix/test/fixtures"
+OUT = pathlib.Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT / "packages/prefix/test/fixtures"
 
 CASES = [
     ("gpt2-prefix", "gpt2-tied", AutoModelForCausalLM, dict(task_type="CAUSAL_LM", num_virtual_tokens=3)),
@@ -26,6 +29,17 @@ CASES = [
     ("bert-token-cls-prefix", "bert-token-classification", AutoModelForTokenClassification, dict(task_type="TOKEN_CLS", num_virtual_tokens=2)),
     # GQA with head_dim 12 != hidden_size / heads: the prefix is [P, layers * 2 * kv_heads * head_dim]
     ("qwen3-prefix", "qwen3-gqa-tied", AutoModelForCausalLM, dict(task_type="CAUSAL_LM", num_virtual_tokens=3)),
+    # attention soft-capping over prefix and real keys; sliding layers (window 4) where the prefix falls out of the window
+    ("gemma2-softcap-prefix-projection", "gemma2-gqa-softcap-tied", AutoModelForCausalLM,
+     dict(task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=10)),
+    ("gemma2-mqa-prefix", "gemma2-mqa-bias-untied", AutoModelForCausalLM, dict(task_type="CAUSAL_LM", num_virtual_tokens=2)),
+    # local layers (own RoPE base, window 4) and global ones; per-head q/k norms on the real keys only
+    ("gemma3-local-global-prefix", "gemma3-gqa-local-global-tied", AutoModelForCausalLM, dict(task_type="CAUSAL_LM", num_virtual_tokens=3)),
+    ("phi3-partial-rotary-prefix", "phi3-gqa-partial-rotary", AutoModelForCausalLM, dict(task_type="CAUSAL_LM", num_virtual_tokens=2)),
+    # longrope with its short factors: the prefix counts as positions, 4 + 9 stay within original_max_position_embeddings 16
+    # (past it the host refuses: the long factors are not implemented)
+    ("phi3-longrope-prefix-projection", "phi3-longrope-mqa-tied", AutoModelForCausalLM,
+     dict(task_type="CAUSAL_LM", num_virtual_tokens=4, prefix_projection=True, encoder_hidden_size=8)),
 ]
 
 

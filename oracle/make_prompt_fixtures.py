@@ -2,11 +2,14 @@
 MULTITASK_PROMPT_TUNING adapters made by Python peft on the tiny models of
 packages/models/test/fixtures, with peft's logits (plain and padded) and greedy generations.
 
-run: oracle/.venv/bin/python oracle/make_prompt_fixtures.py
+run: oracle/.venv/bin/python oracle/make_prompt_fixtures.py [OUT]
+(OUT defaults to the packages' test/fixtures, which it replaces; with OUT it writes OUT/prompt and OUT/ptuning:
+write new cases there and copy only them, so that the committed ones keep their bytes)
 """
 import json
 import pathlib
 import shutil
+import sys
 
 import torch
 from peft import MultitaskPromptTuningConfig, PromptEncoderConfig, PromptTuningConfig, get_peft_model
@@ -15,7 +18,11 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ROOT / "packages/models/test/fixtures"
-OUTS = {"prompt": ROOT / "packages/prompt/test/fixtures", "ptuning": ROOT / "packages/ptuning/test/fixtures"}
+OUTS = (
+    {package: pathlib.Path(sys.argv[1]).resolve() / package for package in ("prompt", "ptuning")}
+    if len(sys.argv) > 1
+    else {"prompt": ROOT / "packages/prompt/test/fixtures", "ptuning": ROOT / "packages/ptuning/test/fixtures"}
+)
 
 CASES = [
     ("gpt2-prompt", "gpt2-tied", AutoModelForCausalLM, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)),
@@ -27,6 +34,23 @@ CASES = [
     ("llama-gqa-ptuning-mlp", "llama-gqa-untied", AutoModelForCausalLM,
      PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=2, encoder_reparameterization_type="MLP", encoder_hidden_size=12)),
     ("gpt2-multitask", "gpt2-tied", AutoModelForCausalLM, MultitaskPromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, num_tasks=2, num_ranks=2)),
+    ("qwen3-prompt", "qwen3-gqa-tied", AutoModelForCausalLM, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)),
+    # Gemma scales the token embeddings by sqrt(hidden_size) inside embed_tokens; peft prepends its virtual tokens
+    # to embed_tokens' output, unscaled, and SAMPLE_VOCAB takes embed_tokens' (scaled) rows
+    ("gemma2-softcap-prompt-vocab", "gemma2-gqa-softcap-tied", AutoModelForCausalLM,
+     PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, prompt_tuning_init="SAMPLE_VOCAB")),
+    ("gemma3-local-global-prompt", "gemma3-gqa-local-global-tied", AutoModelForCausalLM, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)),
+    # longrope with its short factors: 4 virtual + 9 real positions stay within original_max_position_embeddings 16
+    # (past it the host refuses: the long factors are not implemented)
+    ("phi3-longrope-prompt", "phi3-longrope-mqa-tied", AutoModelForCausalLM, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)),
+    ("qwen3-ptuning-lstm", "qwen3-gqa-tied", AutoModelForCausalLM,
+     PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, encoder_reparameterization_type="LSTM", encoder_hidden_size=8)),
+    ("gemma2-mqa-ptuning-mlp", "gemma2-mqa-bias-untied", AutoModelForCausalLM,
+     PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=2, encoder_reparameterization_type="MLP", encoder_hidden_size=10)),
+    ("gemma3-local-global-ptuning-lstm", "gemma3-gqa-local-global-tied", AutoModelForCausalLM,
+     PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, encoder_reparameterization_type="LSTM", encoder_hidden_size=6, encoder_num_layers=2)),
+    ("phi3-partial-rotary-ptuning-mlp", "phi3-gqa-partial-rotary", AutoModelForCausalLM,
+     PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, encoder_reparameterization_type="MLP", encoder_hidden_size=12)),
 ]
 
 
