@@ -4,16 +4,18 @@ must load under the name it was saved with (`load_adapter(dir)` without `load_as
 "my_task" for the adapter that came from AdapterHub under that name). Exits 1 when a name differs
 or any logit differs by more than 1e-4.
 
+Base models are loaded as make_adapter_fixtures.py does (adapterhub_base: RoPE settings for
+transformers 4.57, the Phi-3 interface AdapterHub lacks).
+
 run: oracle/.venv-adapters/bin/python oracle/check_adapters_from_js.py DIRECTORY
 """
 import json
 import pathlib
 import sys
 
-import adapters
 import torch
+from adapterhub_base import init_adapters, load_base
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 
 def main(root):
@@ -21,11 +23,8 @@ def main(root):
     names_ok = True
     for case in sorted(p for p in pathlib.Path(root).iterdir() if p.is_dir()):
         inputs = json.loads((case / "inputs.json").read_text())
-        base_dir = pathlib.Path(inputs["model"])
-        architecture = json.loads((base_dir / "config.json").read_text())["architectures"][0]
-        auto = AutoModelForSequenceClassification if "Sequence" in architecture else AutoModelForCausalLM
-        model = auto.from_pretrained(base_dir, attn_implementation="eager")
-        adapters.init(model)
+        model = load_base(inputs["model"])
+        init_adapters(model)
         name = model.load_adapter(str(case / inputs["adapter"]), use_safetensors=True)
         if name != inputs["adapter_name"]:
             names_ok = False

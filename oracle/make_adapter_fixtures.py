@@ -6,21 +6,25 @@ name is kept in the tensor keys and in adapter_config.json), with the logits `ad
 
 run: python3 -m venv oracle/.venv-adapters
      oracle/.venv-adapters/bin/pip install torch==2.13.0 adapters safetensors numpy
-     oracle/.venv-adapters/bin/python oracle/make_adapter_fixtures.py
+     oracle/.venv-adapters/bin/python oracle/make_adapter_fixtures.py [OUT]
+OUT defaults to packages/adapter/test/fixtures (replaced whole). Regenerating a committed case changes
+its files by float noise: to add a case, append it to CASES (each case's seed is its index), run into
+a temporary OUT and copy only the new case folders and manifest entries over.
 """
 import json
 import pathlib
 import shutil
+import sys
 
 import adapters
 import torch
 from adapters import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
+from adapterhub_base import init_adapters, load_base
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ROOT / "packages/models/test/fixtures"
-OUT = ROOT / "packages/adapter/test/fixtures"
+OUT = pathlib.Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT / "packages/adapter/test/fixtures"
 
 # (fixture, base model, adapter name, config)
 CASES = [
@@ -32,6 +36,17 @@ CASES = [
     ("gpt2-residual-after-ln", "gpt2-tied", "a", BnConfig(mh_adapter=True, output_adapter=False, reduction_factor=2, non_linearity="tanh",
                                                           original_ln_before=True, residual_before_ln=False, adapter_residual_before_ln=True, ln_after=True)),
     ("gpt2-my-task", "gpt2-tied", "my_task", DoubleSeqBnConfig(reduction_factor=6, non_linearity="relu")),
+    ("llama-houlsby", "llama-gqa-untied", "a", DoubleSeqBnConfig(reduction_factor=4)),
+    # qwen3: AdapterHub's built-in interface (adapters/wrappers/interfaces.py); phi3: ours,
+    # adapterhub_base.PHI3_INTERFACE. Both hook the outputs of o_proj and mlp.down_proj.
+    ("qwen3-houlsby", "qwen3-gqa-tied", "a", DoubleSeqBnConfig(reduction_factor=4)),
+    ("qwen3-pfeiffer", "qwen3-gqa-tied", "a", SeqBnConfig(reduction_factor=2)),
+    ("phi3-houlsby", "phi3-gqa-partial-rotary", "a", DoubleSeqBnConfig(reduction_factor=4)),
+    ("phi3-pfeiffer", "phi3-gqa-partial-rotary", "a", SeqBnConfig(reduction_factor=2)),
+    # No gemma2 / gemma3_text case: AdapterHub's interface for them hooks o_proj and down_proj before
+    # the post-sublayer norms, where our Gemma host's hooks come after them, and its Pfeiffer adapters
+    # (original_ln_before) take every layer's norm from the last layer (init_bottleneck's ln_get_fn
+    # lambdas close over the loop variable). See packages/adapter/README.md.
 ]
 
 
@@ -40,10 +55,8 @@ def main():
         shutil.rmtree(OUT)
     manifest = {"adapters": adapters.__version__, "cases": []}
     for index, (name, base, adapter_name, config) in enumerate(CASES):
-        architecture = json.loads((MODELS / base / "config.json").read_text())["architectures"][0]
-        auto = AutoModelForSequenceClassification if "Sequence" in architecture else AutoModelForCausalLM
-        model = auto.from_pretrained(MODELS / base, attn_implementation="eager")
-        adapters.init(model)
+        model = load_base(MODELS / base)
+        init_adapters(model)
         model.add_adapter(adapter_name, config=config)
         generator = torch.Generator().manual_seed(index)
         with torch.no_grad():

@@ -2,11 +2,15 @@
 packages/models/test/fixtures (B non-zero, so they change the outputs), saved with
 save_pretrained, and the logits peft computes with them, unmerged and merged.
 
-run: oracle/.venv/bin/python oracle/make_lora_fixtures.py
+run: oracle/.venv/bin/python oracle/make_lora_fixtures.py [OUT]
+OUT defaults to packages/lora/test/fixtures (replaced whole). Regenerating a committed case changes
+its files by float noise: to add a case, append it to CASES (one seed for all cases, in order), run
+into a temporary OUT and copy only the new case folders and manifest entries over.
 """
 import json
 import pathlib
 import shutil
+import sys
 
 import peft
 import torch
@@ -16,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ROOT / "packages/models/test/fixtures"
-OUT = ROOT / "packages/lora/test/fixtures"
+OUT = pathlib.Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT / "packages/lora/test/fixtures"
 
 CASES = {
     "gpt2-tied": (AutoModelForCausalLM, dict(r=4, lora_alpha=8, init_lora_weights=False)),
@@ -27,6 +31,14 @@ CASES = {
         r=2, lora_alpha=4, task_type="SEQ_CLS", init_lora_weights=False)),
     # no target_modules: peft's default for qwen3 (q_proj, v_proj)
     "qwen3-gqa-tied": (AutoModelForCausalLM, dict(r=4, lora_alpha=8, init_lora_weights=False)),
+    # no target_modules: peft's defaults for gemma2 and gemma3_text (q_proj, v_proj)
+    "gemma2-gqa-softcap-tied": (AutoModelForCausalLM, dict(r=4, lora_alpha=8, init_lora_weights=False)),
+    "gemma3-gqa-local-global-tied": (AutoModelForCausalLM, dict(r=4, lora_alpha=8, init_lora_weights=False)),
+    # peft 0.21 has no default for phi3 (get_peft_model refuses it): the fused qkv_proj and
+    # gate_up_proj, each one nn.Linear and so one LoRA pair, plus o_proj and down_proj, named here
+    "phi3-gqa-partial-rotary": (AutoModelForCausalLM, dict(
+        r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+        init_lora_weights=False)),
 }
 
 

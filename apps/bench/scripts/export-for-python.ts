@@ -78,6 +78,26 @@ const FAMILIES: Record<string, Family> = {
         task: 'sequence-classification',
         adapter: (host) => getPeftModel(host, new LoraConfig({ r: 2, loraAlpha: 4, taskType: 'SEQ_CLS' })),
       },
+      // no targetModules: peft's defaults for qwen3, gemma2 and gemma3_text (q_proj, v_proj)
+      ...['qwen3-gqa-tied', 'gemma2-gqa-softcap-tied', 'gemma3-gqa-local-global-tied'].map(
+        (model): ExportCase => ({
+          name: model,
+          model,
+          task: 'causal-lm',
+          adapter: (host) => getPeftModel(host, new LoraConfig({ r: 4, loraAlpha: 8 })),
+        }),
+      ),
+      // peft has no default for phi3: its fused qkv_proj and gate_up_proj (one LoRA pair each), and the rest
+      {
+        name: 'phi3-gqa-partial-rotary',
+        model: 'phi3-gqa-partial-rotary',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            new LoraConfig({ r: 4, loraAlpha: 8, targetModules: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] }),
+          ),
+      },
     ],
     examples: { count: 16, stride: 3, modulus: 11 },
     seed: 5,
@@ -119,6 +139,26 @@ const FAMILIES: Record<string, Family> = {
         adapter: (host) =>
           PeftModel.fromPretrained(host, path.join(ADAPTER_FIXTURES, 'gpt2-my-task/adapter'), { isTrainable: true }),
       },
+      // qwen3 through AdapterHub's own interface, phi3 through oracle/adapterhub_base.py's; gemma2 and
+      // gemma3_text place their adapters elsewhere than AdapterHub (packages/adapter/README.md)
+      ...[
+        ['llama', 'llama-gqa-untied'],
+        ['qwen3', 'qwen3-gqa-tied'],
+        ['phi3', 'phi3-gqa-partial-rotary'],
+      ].flatMap(([prefix, model]): ExportCase[] => [
+        {
+          name: `${prefix}-houlsby`,
+          model: model!,
+          task: 'causal-lm',
+          adapter: (host) => getPeftModel(host, HoulsbyConfig({ reductionFactor: 4 })),
+        },
+        {
+          name: `${prefix}-pfeiffer`,
+          model: model!,
+          task: 'causal-lm',
+          adapter: (host) => getPeftModel(host, PfeifferConfig({ reductionFactor: 2 })),
+        },
+      ]),
     ],
     examples: { count: 12, stride: 5, modulus: 13 },
     seed: 2,
@@ -155,6 +195,62 @@ const FAMILIES: Record<string, Family> = {
         adapter: (host) =>
           getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: 3, taskType: 'SEQ_CLS', prefixDropout: 0.1 })),
       },
+      // the new hosts: head_dim != hidden / heads (qwen3, gemma), Gemma 2's attention soft-capping over the prefix,
+      // sliding and global layers (window 3-4, shorter than prefix + input), MQA, partial rotary, LongRoPE (short factors)
+      {
+        name: 'qwen3-gqa-prefix',
+        model: 'qwen3-gqa-tied',
+        task: 'causal-lm',
+        adapter: (host) => getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: 3, taskType: 'CAUSAL_LM' })),
+      },
+      {
+        name: 'gemma2-softcap-prefix-projection',
+        model: 'gemma2-gqa-softcap-tied',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            new PrefixTuningConfig({
+              numVirtualTokens: 3,
+              prefixProjection: true,
+              encoderHiddenSize: 10,
+              taskType: 'CAUSAL_LM',
+            }),
+          ),
+      },
+      {
+        name: 'gemma2-mqa-prefix',
+        model: 'gemma2-mqa-bias-untied',
+        task: 'causal-lm',
+        adapter: (host) => getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: 2, taskType: 'CAUSAL_LM' })),
+      },
+      {
+        name: 'gemma3-local-global-prefix',
+        model: 'gemma3-gqa-local-global-tied',
+        task: 'causal-lm',
+        adapter: (host) => getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: 3, taskType: 'CAUSAL_LM' })),
+      },
+      {
+        name: 'phi3-partial-rotary-prefix',
+        model: 'phi3-gqa-partial-rotary',
+        task: 'causal-lm',
+        adapter: (host) => getPeftModel(host, new PrefixTuningConfig({ numVirtualTokens: 2, taskType: 'CAUSAL_LM' })),
+      },
+      {
+        name: 'phi3-longrope-prefix-projection',
+        model: 'phi3-longrope-mqa-tied',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            new PrefixTuningConfig({
+              numVirtualTokens: 4,
+              prefixProjection: true,
+              encoderHiddenSize: 8,
+              taskType: 'CAUSAL_LM',
+            }),
+          ),
+      },
     ],
     examples: { count: 12, stride: 5, modulus: 13 },
     seed: 4,
@@ -189,6 +285,96 @@ const FAMILIES: Record<string, Family> = {
               numVirtualTokens: 3,
               encoderReparameterizationType: 'LSTM',
               encoderHiddenSize: 8,
+              taskType: 'CAUSAL_LM',
+            }),
+          ),
+      },
+      // the new hosts: Gemma's virtual tokens enter unscaled (its embed_tokens scales only the real ones by √d)
+      {
+        name: 'qwen3-gqa-prompt',
+        model: 'qwen3-gqa-tied',
+        task: 'causal-lm',
+        adapter: (host) => getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: 3, taskType: 'CAUSAL_LM' })),
+      },
+      {
+        name: 'gemma2-softcap-prompt',
+        model: 'gemma2-gqa-softcap-tied',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            new PromptTuningConfig({ numVirtualTokens: 4, promptTuningInit: 'SAMPLE_VOCAB', taskType: 'CAUSAL_LM' }),
+          ),
+      },
+      {
+        name: 'gemma3-local-global-prompt',
+        model: 'gemma3-gqa-local-global-tied',
+        task: 'causal-lm',
+        adapter: (host) => getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: 3, taskType: 'CAUSAL_LM' })),
+      },
+      {
+        name: 'phi3-longrope-prompt',
+        model: 'phi3-longrope-mqa-tied',
+        task: 'causal-lm',
+        adapter: (host) => getPeftModel(host, new PromptTuningConfig({ numVirtualTokens: 4, taskType: 'CAUSAL_LM' })),
+      },
+      {
+        name: 'qwen3-gqa-ptuning-mlp',
+        model: 'qwen3-gqa-tied',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            new PTuningConfig({
+              numVirtualTokens: 2,
+              encoderReparameterizationType: 'MLP',
+              encoderHiddenSize: 12,
+              taskType: 'CAUSAL_LM',
+            }),
+          ),
+      },
+      {
+        name: 'gemma2-mqa-ptuning-lstm',
+        model: 'gemma2-mqa-bias-untied',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            new PTuningConfig({
+              numVirtualTokens: 3,
+              encoderReparameterizationType: 'LSTM',
+              encoderHiddenSize: 8,
+              taskType: 'CAUSAL_LM',
+            }),
+          ),
+      },
+      {
+        name: 'gemma3-local-global-ptuning-mlp',
+        model: 'gemma3-gqa-local-global-tied',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            new PTuningConfig({
+              numVirtualTokens: 3,
+              encoderReparameterizationType: 'MLP',
+              encoderHiddenSize: 10,
+              taskType: 'CAUSAL_LM',
+            }),
+          ),
+      },
+      {
+        name: 'phi3-partial-rotary-ptuning-lstm',
+        model: 'phi3-gqa-partial-rotary',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            new PTuningConfig({
+              numVirtualTokens: 2,
+              encoderReparameterizationType: 'LSTM',
+              encoderHiddenSize: 6,
+              encoderNumLayers: 2,
               taskType: 'CAUSAL_LM',
             }),
           ),

@@ -119,6 +119,12 @@ describe('LoraConfig and target modules', () => {
       'model.layers.1.self_attn.q_proj',
       'model.layers.1.self_attn.v_proj',
     ]);
+    // gemma2 and gemma3_text: q_proj, v_proj too (three layers in these fixtures)
+    for (const model of ['gemma2-gqa-softcap-tied', 'gemma3-gqa-local-global-tied']) {
+      expect(await names(model)).toEqual(
+        [0, 1, 2].flatMap((i) => [`model.layers.${i}.self_attn.q_proj`, `model.layers.${i}.self_attn.v_proj`]),
+      );
+    }
     expect(await names('bert-sequence-classification')).toHaveLength(4);
     expect(await names('gpt2-tied', new LoraConfig({ targetModules: 'all-linear' }))).toHaveLength(8);
     expect(await names('bert-sequence-classification', new LoraConfig({ targetModules: 'all-linear' }))).not.toContain(
