@@ -8,7 +8,7 @@ import { loadPretrained, loadTokenizer } from '@peft/models';
 import { chromium, type Browser, type Download, type Page } from 'playwright-core';
 import { build, createServer, preview, type PreviewServer } from 'vite';
 
-import { findMethod, parseTrainingData, trainSteps } from '../src/session.js';
+import { findMethod, parseTrainingData, trainSteps, type TrainingDataOptions } from '../src/session.js';
 
 export const PLAYGROUND_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const BROWN_GPT = path.resolve(PLAYGROUND_ROOT, '../bench/models/brown-gpt');
@@ -187,18 +187,22 @@ export async function saveReloadLoad(page: Page, name: string): Promise<void> {
   await page.waitForFunction(() => (document.getElementById('save-info')?.textContent ?? '').startsWith('loaded'));
 }
 
-/** The page's run repeated in Node on tfjs's current backend: same method, data, seed and steps. */
+/**
+ * The page's run repeated in Node on tfjs's current backend: same method, data, seed and steps (and
+ * the chat template the page was given for chat rows).
+ */
 export async function trainInNode(
   method: string,
   text: string,
   steps: number,
+  dataOptions: TrainingDataOptions = {},
 ): Promise<{ losses: number[]; stepsPerSecond: number }> {
   const host = await loadPretrained(BROWN_GPT);
   const tokenizer = await loadTokenizer(BROWN_GPT);
   const spec = findMethod(method);
   const model = spec.make(host, PAGE_SETTINGS.seed);
   let seconds = 0;
-  const result = await trainSteps(model, parseTrainingData(text, tokenizer, PAGE_SETTINGS.blockSize), {
+  const result = await trainSteps(model, parseTrainingData(text, tokenizer, PAGE_SETTINGS.blockSize, dataOptions), {
     steps,
     batchSize: PAGE_SETTINGS.batchSize,
     learningRate: spec.learningRate,

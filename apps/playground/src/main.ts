@@ -19,11 +19,13 @@ import wasmThreadedSimd from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wa
 import { LossChart } from './chart.js';
 import {
   PLAYGROUND_METHODS,
+  chatTemplateChoices,
   continueText,
   findMethod,
   parseTrainingData,
   probeLogits,
   trainSteps,
+  type ChatTemplateChoice,
   type TrainingData,
 } from './session.js';
 
@@ -53,6 +55,7 @@ const ui = {
   batchSize: element<HTMLInputElement>('batch-size'),
   blockSize: element<HTMLInputElement>('block-size'),
   data: element<HTMLTextAreaElement>('data'),
+  chatTemplate: element<HTMLSelectElement>('chat-template'),
   dataInfo: element<HTMLParagraphElement>('data-info'),
   train: element<HTMLButtonElement>('train'),
   stop: element<HTMLButtonElement>('stop'),
@@ -79,11 +82,13 @@ let downloadUrls: string[] = [];
 interface State {
   host: TransformerHost | null;
   tokenizer: HfTokenizer | null;
+  /** The chat templates offered for the loaded model's tokenizer. */
+  chatTemplates: ChatTemplateChoice[];
   model: PeftModel | null;
   busy: boolean;
   controller: AbortController | null;
 }
-const state: State = { host: null, tokenizer: null, model: null, busy: false, controller: null };
+const state: State = { host: null, tokenizer: null, chatTemplates: [], model: null, busy: false, controller: null };
 
 /** What the end-to-end test reads: the backend, the last run, and a probe of the current model. */
 const testHook = {
@@ -174,6 +179,7 @@ async function loadModel(store: FileStore, label: string): Promise<void> {
   state.host?.dispose();
   state.host = host;
   state.tokenizer = tokenizer;
+  offerChatTemplates(tokenizer);
   const parameters = countParameters([...host.parameters.values()]);
   const { modelType, numLayers, hiddenSize, vocabSize } = host.config;
   ui.modelInfo.textContent =
@@ -183,8 +189,33 @@ async function loadModel(store: FileStore, label: string): Promise<void> {
   updateDataInfo();
 }
 
+/**
+ * The model's own chat template is preselected; a built-in one (ChatML) is offered by name for a
+ * model without one, and used only once the user chooses it.
+ */
+function offerChatTemplates(tokenizer: HfTokenizer): void {
+  state.chatTemplates = chatTemplateChoices(tokenizer);
+  const own = tokenizer.chatTemplate !== null;
+  ui.chatTemplate.replaceChildren(
+    ...(own ? [] : [new Option('none chosen (the model has no chat template)', '')]),
+    ...state.chatTemplates.map((choice) => new Option(choice.label, choice.name)),
+  );
+  ui.chatTemplate.value = own ? 'model' : '';
+}
+
+function chosenChatTemplate(): ChatTemplateChoice | undefined {
+  return state.chatTemplates.find((choice) => choice.name === ui.chatTemplate.value);
+}
+
 function trainingData(): TrainingData {
-  return parseTrainingData(ui.data.value, requireTokenizer(), positiveInteger(ui.blockSize, 'block (tokens)', 2));
+  const chosen = chosenChatTemplate();
+  return parseTrainingData(
+    ui.data.value,
+    requireTokenizer(),
+    positiveInteger(ui.blockSize, 'block (tokens)', 2),
+    // the model's own is the tokenizer's default: its errors then name the tokenizer's files
+    chosen && chosen.name !== 'model' ? { chatTemplate: chosen.template } : {},
+  );
 }
 
 function positiveInteger(input: HTMLInputElement, label: string, minimum = 1): number {
@@ -198,9 +229,20 @@ function updateDataInfo(): void {
   if (!state.tokenizer) return;
   try {
     const data = trainingData();
-    ui.dataInfo.textContent = `${data.format === 'jsonl' ? 'JSON Lines' : 'plain text'}: ${data.examples.length} examples, ${data.tokens} tokens`;
+    const examples = `${data.examples.length} examples, ${data.tokens} tokens`;
+    if (data.format === 'chat') {
+      const left =
+        data.skipped > 0 ? `; ${data.skipped} conversation(s) left out: no assistant token within the block` : '';
+      ui.dataInfo.textContent = `chat JSON Lines with ${chosenChatTemplate()?.label ?? 'the chat template'}: ${examples}, ${data.lossTokens} assistant tokens carry the loss${left}`;
+    } else if (data.format === 'jsonl') {
+      ui.dataInfo.textContent = `JSON Lines: ${examples}, ${data.lossTokens} carry the loss`;
+    } else {
+      ui.dataInfo.textContent = `plain text: ${examples}`;
+    }
+    ui.dataInfo.dataset.state = 'ready';
   } catch (error) {
     ui.dataInfo.textContent = (error as Error).message;
+    ui.dataInfo.dataset.state = 'failed';
   }
 }
 
@@ -400,6 +442,7 @@ function wireEvents(): void {
   });
   ui.data.addEventListener('input', updateDataInfo);
   ui.blockSize.addEventListener('input', updateDataInfo);
+  ui.chatTemplate.addEventListener('change', updateDataInfo);
   ui.data.addEventListener('dragover', (event) => {
     event.preventDefault();
     ui.data.classList.add('drop');

@@ -1,8 +1,10 @@
-// What the page does, without the page: methods, training data from pasted text or JSONL, training
-// with progress, generation and the probe the end-to-end test compares with Node. The same module
+// What the page does, without the page: methods, training data from pasted text or JSONL (chat rows
+// through a chat template), training with progress, generation and the probe the end-to-end test
+// compares with Node. The same module
 // runs in Node (scripts/driver.ts's trainInNode) so browser and Node time the same work.
 import { HoulsbyConfig, PfeifferConfig } from '@peft/adapter';
 import {
+  IGNORE_INDEX,
   causalLmExample,
   getPeftModel,
   train,
@@ -12,7 +14,7 @@ import {
   type TrainResult,
 } from '@peft/core';
 import { LoraConfig } from '@peft/lora';
-import { generate, type HfTokenizer, type TransformerHost } from '@peft/models';
+import { chatExample, generate, type ChatMessage, type HfTokenizer, type TransformerHost } from '@peft/models';
 import { PrefixTuningConfig } from '@peft/prefix';
 import { PromptTuningConfig } from '@peft/prompt';
 import { PTuningConfig } from '@peft/ptuning';
@@ -116,10 +118,46 @@ export function findMethod(name: string): PlaygroundMethod {
   return method;
 }
 
+/**
+ * ChatML as transformers documents it for a model without a template of its own: offered by name,
+ * never applied unasked. Its `<|im_start|>`/`<|im_end|>` are plain text to a tokenizer that lacks them.
+ */
+export const CHATML_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}" +
+  "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/** A chat template the user may choose for chat rows. */
+export interface ChatTemplateChoice {
+  name: 'model' | 'chatml';
+  label: string;
+  template: string;
+}
+
+/**
+ * The templates offered for chat rows: the checkpoint's own where its tokenizer has one, else ChatML,
+ * labelled as not the model's (transformers' `apply_chat_template(chat_template=...)`).
+ */
+export function chatTemplateChoices(tokenizer: HfTokenizer): ChatTemplateChoice[] {
+  const own = tokenizer.chatTemplate;
+  if (own !== null) return [{ name: 'model', label: "the model's chat template", template: own }];
+  return [{ name: 'chatml', label: 'ChatML (the model has no chat template of its own)', template: CHATML_TEMPLATE }];
+}
+
 export interface TrainingData {
-  format: 'text' | 'jsonl';
+  /** Plain text, JSON Lines of prompt/completion or text, or JSON Lines of chat messages. */
+  format: 'text' | 'jsonl' | 'chat';
   examples: Example[];
+  /** Tokens in the examples. */
   tokens: number;
+  /** Tokens whose label is not IGNORE_INDEX: the ones the loss is on (chat: the assistant turns). */
+  lossTokens: number;
+  /** Chat: conversations left out because no assistant token fits in the block. */
+  skipped: number;
+}
+
+export interface TrainingDataOptions {
+  /** The Jinja template for chat rows; default the tokenizer's own (an error where it has none). */
+  chatTemplate?: string;
 }
 
 function parseJsonLine(line: string, where: string): Record<string, unknown> {
@@ -134,19 +172,97 @@ function parseJsonLine(line: string, where: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+function chatMessages(value: unknown, where: string): ChatMessage[] {
+  if (!Array.isArray(value) || value.length === 0)
+    throw new Error(`${where}: expected "messages" to be a non-empty array of {"role", "content"}`);
+  return value.map((message: unknown, i) => {
+    const m = message as Record<string, unknown> | null;
+    if (typeof m !== 'object' || m === null || typeof m.role !== 'string' || typeof m.content !== 'string')
+      throw new Error(`${where}: messages[${i}]: expected {"role": string, "content": string}`);
+    return m as ChatMessage;
+  });
+}
+
+function summarise(format: TrainingData['format'], examples: Example[], skipped = 0): TrainingData {
+  let tokens = 0;
+  let lossTokens = 0;
+  for (const example of examples) {
+    tokens += example.inputIds.length;
+    lossTokens += (example.labels as number[]).filter((label) => label !== IGNORE_INDEX).length;
+  }
+  return { format, examples, tokens, lossTokens, skipped };
+}
+
+/**
+ * Chat rows as causal LM examples: each conversation rendered with the chat template (`chatExample`),
+ * the loss on the assistant turns only. Conversations whose assistant tokens all fall past the block
+ * are left out and counted: they would train nothing.
+ */
+function chatData(
+  rows: { record: Record<string, unknown>; where: string }[],
+  tokenizer: HfTokenizer,
+  blockSize: number,
+  chatTemplate: string | undefined,
+): TrainingData {
+  if (chatTemplate === undefined && tokenizer.chatTemplate === null)
+    throw new Error(
+      `${rows[0]!.where}: chat rows ({"messages"}) are rendered with a chat template, and ${tokenizer.source} has ` +
+        "none (chat_template.jinja or tokenizer_config.json's chat_template); choose one (ChatML) or load a model " +
+        'that has one',
+    );
+  const examples: Example[] = [];
+  let skipped = 0;
+  for (const { record, where } of rows) {
+    const messages = chatMessages(record.messages, where);
+    let example: Example;
+    try {
+      example = chatExample(tokenizer, messages, {
+        maxLength: blockSize,
+        ...(chatTemplate !== undefined ? { chatTemplate } : {}),
+      });
+    } catch (error) {
+      throw new Error(`${where}: ${(error as Error).message}`);
+    }
+    if ((example.labels as number[]).every((label) => label === IGNORE_INDEX)) skipped++;
+    else examples.push(example);
+  }
+  if (examples.length === 0)
+    throw new Error(`no conversation has an assistant token within the first ${blockSize} tokens (block)`);
+  return summarise('chat', examples, skipped);
+}
+
 /**
  * Training examples from what the user pasted or dropped. Input whose first non-empty line starts
- * with `{` is JSON Lines: every line an object with `{"prompt", "completion"}` (loss on the
- * completion) or `{"text"}`, a bad line named. Anything else is plain text, cut into blocks of
- * `blockSize` tokens.
+ * with `{` is JSON Lines, one shape per input: `{"messages": [{"role", "content"}, ...]}` (chat,
+ * rendered with `options.chatTemplate` or the tokenizer's own; loss on the assistant turns), or
+ * `{"prompt", "completion"}` (loss on the completion) and `{"text"}` lines. A bad line is named by
+ * its line number. Anything else is plain text, cut into blocks of `blockSize` tokens.
  */
-export function parseTrainingData(input: string, tokenizer: HfTokenizer, blockSize: number): TrainingData {
-  const lines = input.split(/\r?\n/).filter((line) => line.trim() !== '');
+export function parseTrainingData(
+  input: string,
+  tokenizer: HfTokenizer,
+  blockSize: number,
+  options: TrainingDataOptions = {},
+): TrainingData {
+  // blank lines are skipped, but count for the line numbers in errors
+  const lines = input.split(/\r?\n/).flatMap((text, i) => (text.trim() === '' ? [] : [{ text, number: i + 1 }]));
   if (lines.length === 0) throw new Error('no training data: paste text or JSON Lines, or drop a .txt/.jsonl file');
-  if (lines[0]!.trimStart().startsWith('{')) {
-    const examples = lines.map((line, index) => {
-      const where = `JSONL line ${index + 1}`;
-      const record = parseJsonLine(line, where);
+  if (lines[0]!.text.trimStart().startsWith('{')) {
+    const rows = lines.map(({ text, number }) => {
+      const where = `JSONL line ${number}`;
+      return { record: parseJsonLine(text, where), where };
+    });
+    const chat = 'messages' in rows[0]!.record;
+    for (const { record, where } of rows) {
+      if ('messages' in record !== chat)
+        throw new Error(
+          chat
+            ? `${where}: expected a chat row {"messages": [...]} like ${rows[0]!.where}; found ${Object.keys(record).join(', ') || 'no fields'} (one shape per input)`
+            : `${where}: found "messages", but ${rows[0]!.where} is not a chat row (one shape per input)`,
+        );
+    }
+    if (chat) return chatData(rows, tokenizer, blockSize, options.chatTemplate);
+    const examples = rows.map(({ record, where }) => {
       if (typeof record.prompt === 'string' && typeof record.completion === 'string') {
         return causalLmExample(tokenizer, record.prompt, record.completion, { maxLength: blockSize });
       }
@@ -156,7 +272,7 @@ export function parseTrainingData(input: string, tokenizer: HfTokenizer, blockSi
         `${where}: expected string fields "prompt" and "completion", or "text"; found ${Object.keys(record).join(', ') || 'no fields'}`,
       );
     });
-    return { format: 'jsonl', examples, tokens: examples.reduce((sum, e) => sum + e.inputIds.length, 0) };
+    return summarise('jsonl', examples);
   }
   const ids = tokenizer.encode(input, { addSpecialTokens: false }).ids;
   if (ids.length < 2)
@@ -166,7 +282,7 @@ export function parseTrainingData(input: string, tokenizer: HfTokenizer, blockSi
     const block = ids.slice(start, start + blockSize);
     if (block.length >= 2) examples.push({ inputIds: block, labels: [...block] });
   }
-  return { format: 'text', examples, tokens: ids.length };
+  return { ...summarise('text', examples), tokens: ids.length };
 }
 
 export interface TrainSettings {

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   BROWN_GPT,
   CHROMIUM,
+  PAGE_SETTINGS,
   PLAYGROUND_ROOT,
   chooseModelFolder,
   downloadAdapter,
@@ -27,7 +28,7 @@ import {
   trainOnPage,
   type Site,
 } from '../scripts/driver.js';
-import { probeLogits } from '../src/session.js';
+import { CHATML_TEMPLATE, parseTrainingData, probeLogits } from '../src/session.js';
 
 const PROBE = 'the cat sat on the';
 /** Screenshots, and each download with the page's probe for oracle/check_playground_download.py (not committed). */
@@ -72,6 +73,48 @@ describe.skipIf(!hasChromium())('the playground in Chromium', () => {
     } finally {
       await dev.close();
     }
+  });
+
+  it('chat JSON Lines: refused until a template is chosen; with ChatML the page counts the assistant tokens and trains', async () => {
+    const chat = [
+      ['where did the cat sit ?', 'on the mat .'],
+      ['where did the dog sit ?', 'on the rug .'],
+      ['where did the bird sit ?', 'on the tree .'],
+      ['where did the fish swim ?', 'in the pond .'],
+    ]
+      .map(([question, answer]) =>
+        JSON.stringify({
+          messages: [
+            { role: 'user', content: question },
+            { role: 'assistant', content: answer },
+          ],
+        }),
+      )
+      .join('\n');
+    const page = await openPage(site, 'auto');
+    await page.fill('#block-size', String(PAGE_SETTINGS.blockSize));
+    await page.fill('#data', chat);
+    // brown-gpt has no chat template: none is applied unasked
+    expect(
+      await page.$$eval('#chat-template option', (options) => options.map((o) => (o as HTMLOptionElement).label)),
+    ).toEqual(['none chosen (the model has no chat template)', 'ChatML (the model has no chat template of its own)']);
+    expect(await page.getAttribute('#data-info', 'data-state')).toBe('failed');
+    expect(await page.textContent('#data-info')).toMatch(
+      /^JSONL line 1: chat rows \(\{"messages"\}\) are rendered with a chat template, and .* has none/,
+    );
+    await page.selectOption('#chat-template', 'chatml');
+    const tokenizer = await loadTokenizer(BROWN_GPT);
+    const data = parseTrainingData(chat, tokenizer, PAGE_SETTINGS.blockSize, { chatTemplate: CHATML_TEMPLATE });
+    expect(await page.textContent('#data-info')).toBe(
+      `chat JSON Lines with ChatML (the model has no chat template of its own): 4 examples, ${data.tokens} tokens, ` +
+        `${data.lossTokens} assistant tokens carry the loss`,
+    );
+    const run = await trainOnPage(page, { method: 'lora', steps: 4, probeText: PROBE });
+    expect(run.error).toBe('');
+    expect(run.losses).toHaveLength(4);
+    const node = await trainInNode('lora', run.text, 4, { chatTemplate: CHATML_TEMPLATE });
+    expect(Math.abs(node.losses[0]! - run.losses[0]!)).toBeLessThan(1e-3);
+    await page.close();
   });
 
   // auto is wasm in headless Chromium (its WebGL is SwiftShader, which auto skips); webgl is asked for
