@@ -43,10 +43,20 @@ CASES = [
     ("qwen3-pfeiffer", "qwen3-gqa-tied", "a", SeqBnConfig(reduction_factor=2)),
     ("phi3-houlsby", "phi3-gqa-partial-rotary", "a", DoubleSeqBnConfig(reduction_factor=4)),
     ("phi3-pfeiffer", "phi3-gqa-partial-rotary", "a", SeqBnConfig(reduction_factor=2)),
-    # No gemma2 / gemma3_text case: AdapterHub's interface for them hooks o_proj and down_proj before
-    # the post-sublayer norms, where our Gemma host's hooks come after them, and its Pfeiffer adapters
-    # (original_ln_before) take every layer's norm from the last layer (init_bottleneck's ln_get_fn
-    # lambdas close over the loop variable). See packages/adapter/README.md.
+    # gemma2 / gemma3_text: AdapterHub's built-in interfaces hook o_proj and mlp.down_proj before
+    # Gemma's post-sublayer norms, and hand those norms to the adapter (original_ln_before takes
+    # postNorm(h + x)); ours alike. Its norm getters (init_bottleneck's ln_get_fn lambdas) close over
+    # the loop variable, so original_ln_before adapters there take the LAST layer's norm in every
+    # layer, a bug we do not copy: those cases keep only the last layer's adapters (leave_out), where
+    # the norm it takes is the right one, and test the rest of the computation.
+    ("gemma2-houlsby", "gemma2-gqa-softcap-tied", "a", DoubleSeqBnConfig(reduction_factor=4)),
+    ("gemma2-pfeiffer", "gemma2-gqa-softcap-tied", "a", SeqBnConfig(reduction_factor=2, leave_out=[0, 1])),
+    ("gemma3-houlsby", "gemma3-gqa-local-global-tied", "a", DoubleSeqBnConfig(reduction_factor=4)),
+    ("gemma3-pfeiffer", "gemma3-gqa-local-global-tied", "a", SeqBnConfig(reduction_factor=2, leave_out=[0, 1])),
+    ("gemma2-residual-after-ln", "gemma2-mqa-bias-untied", "a", BnConfig(mh_adapter=True, output_adapter=True, reduction_factor=2, non_linearity="tanh",
+                                                                        original_ln_before=True, residual_before_ln=False, adapter_residual_before_ln=True,
+                                                                        ln_after=True, leave_out=[0])),
+    ("gemma3-parallel", "gemma3-gqa-local-global-tied", "a", ParBnConfig(reduction_factor=4, scaling=2.0)),
 ]
 
 

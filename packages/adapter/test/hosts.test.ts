@@ -1,7 +1,6 @@
-// Bottleneck adapters on hosts AdapterHub does not take as they are: gemma2 (AdapterHub places the
-// adapters before Gemma's post-sublayer norms, our host after them: the files are ours only) and
-// phi3 (AdapterHub needs an interface given, as oracle/adapterhub_base.py does). Whatever AdapterHub
-// does, the files come back to us: save, reload on a fresh host, identical logits.
+// Bottleneck adapters saved and reloaded on a fresh host with identical logits, on phi3 (a host
+// AdapterHub takes only with an interface given, as oracle/adapterhub_base.py does) and gemma2
+// (post-sublayer norms after the adapter).
 import { PeftModel, getPeftModel, memoryStore } from '@peft/core';
 import { fixtureHosts, logits, maxDiff } from '@peft/test-helpers';
 import * as tf from '@tensorflow/tfjs-core';

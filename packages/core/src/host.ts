@@ -124,11 +124,18 @@ export class HostLinear {
   }
 }
 
-/** What surrounds a sublayer's output: the host computes `norm(output + residual)` (or without norm) next. */
+/**
+ * What surrounds a sublayer's output: after the hook the host computes `norm(output + residual)`
+ * (post-LN hosts such as BERT), `residual + norm(output)` (Gemma's sandwich blocks, whose post norm
+ * follows the sublayer) or `output + residual` (pre-LN hosts, no norm).
+ */
 export interface SublayerSurroundings {
   /** The sublayer's input, added back after the hook: [B, T, d]. */
   residual: tf.Tensor3D;
-  /** The norm applied after the residual add (post-LN hosts such as BERT); null for pre-LN hosts. */
+  /**
+   * The host's norm after the hook (around the residual add on post-LN hosts, before it on Gemma's);
+   * null for pre-LN hosts. AdapterHub's `original_ln_before` adapters take norm(output + residual).
+   */
   norm: ((x: tf.Tensor3D) => tf.Tensor3D) | null;
 }
 

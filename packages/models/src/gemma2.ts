@@ -333,28 +333,33 @@ export class Gemma2Model extends TransformerHost {
 
   /**
    * Sandwich-norm block: x + postNorm(attention(norm(x))), then x + postNorm(mlp(preNorm(x))). The
-   * sublayer hooks see each output after its post norm, as the residual receives it (norm: null,
-   * nothing follows the add).
+   * sublayer hooks see each raw output (o_proj's, down_proj's) before its post norm, where AdapterHub's
+   * Gemma interface hooks its adapters; the post norm goes with them as `norm`, applied after the hook
+   * and before the residual add.
    */
   protected layer(index: number, hidden: tf.Tensor3D, state: LayerState): tf.Tensor3D {
     const block = this.blocks[index]!;
     const { rmsNormEpsilon } = this.gemma2;
     const { context } = state;
+    const postAttentionNorm = (x: tf.Tensor3D): tf.Tensor3D => gemmaNorm(x, block.postAttentionNorm, rmsNormEpsilon);
+    const postFeedforwardNorm = (x: tf.Tensor3D): tf.Tensor3D =>
+      gemmaNorm(x, block.postFeedforwardNorm, rmsNormEpsilon);
 
     const inputNormed = gemmaNorm(hidden, block.inputNorm, rmsNormEpsilon); // [B, T, d]
-    const attended = this.selfAttention(index, block, inputNormed, state); // [B, T, d]
-    let attentionOutput = gemmaNorm(attended, block.postAttentionNorm, rmsNormEpsilon); // [B, T, d]
-    attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
+    let attended = this.selfAttention(index, block, inputNormed, state); // [B, T, d]
+    attended = this.hooks.applySublayer('afterAttention', index, attended, context, {
       residual: hidden,
-      norm: null,
+      norm: postAttentionNorm,
     });
-    const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
+    const afterAttention = addReleasing(hidden, postAttentionNorm(attended)) as tf.Tensor3D; // [B, T, d]
 
     const feedforwardNormed = gemmaNorm(afterAttention, block.preFeedforwardNorm, rmsNormEpsilon); // [B, T, d]
-    const mlpOutput = gatedMlp(block, feedforwardNormed, this.gatedAct, context); // GeGLU, [B, T, d]
-    let ffn = gemmaNorm(mlpOutput, block.postFeedforwardNorm, rmsNormEpsilon);
-    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
-    return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
+    let ffn = gatedMlp(block, feedforwardNormed, this.gatedAct, context); // GeGLU, [B, T, d]
+    ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, {
+      residual: afterAttention,
+      norm: postFeedforwardNorm,
+    });
+    return addReleasing(afterAttention, postFeedforwardNorm(ffn)) as tf.Tensor3D; // [B, T, d]
   }
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
