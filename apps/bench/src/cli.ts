@@ -8,7 +8,8 @@ import { PERF_METHODS } from './perf/workloads.js';
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt');
 
-export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memory beside Python peft; perf --help)
+export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memory beside Python peft; perf --help;
+                                  pnpm bench load: loading real-size checkpoints beside transformers)
   --task spam|pos|genre|email-lm   embedded task (default spam)
   --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines, or
                                    {"messages":[{"role","content"},...]} chats (causal LM, loss on the

@@ -12,6 +12,7 @@ import { readBrown, splitBrown } from './data/brown.js';
 import { readEmails } from './data/email.js';
 import { benchUsage, parseBenchArgs, parseBudget, parseLearningRates, perfUsage, positiveIntegerFlag } from './cli.js';
 import { METHODS } from './methods.js';
+import { loadUsage, runLoad } from './load/load.js';
 import { runPerf } from './perf/perf.js';
 import { consoleTable, writeReports } from './report.js';
 import { runBench, type ProgressEvent } from './run.js';
@@ -73,6 +74,7 @@ function progressPrinter(): (event: ProgressEvent) => void {
 
 async function main(): Promise<number> {
   if (process.argv[2] === 'perf') return runPerf(process.argv.slice(3));
+  if (process.argv[2] === 'load') return runLoad(process.argv.slice(3));
   const values = parseBenchArgs(process.argv.slice(2));
   if (values.help) {
     console.log(benchUsage);
@@ -143,7 +145,7 @@ main().then(
   (code) => process.exit(code),
   (error: unknown) => {
     console.error(
-      `bench: ${error instanceof Error ? error.message : String(error)}\n${process.argv[2] === 'perf' ? perfUsage : benchUsage}`,
+      `bench: ${error instanceof Error ? error.message : String(error)}\n${process.argv[2] === 'perf' ? perfUsage : process.argv[2] === 'load' ? loadUsage : benchUsage}`,
     );
     process.exit(2);
   },

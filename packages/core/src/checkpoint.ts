@@ -2,7 +2,13 @@
 // `model.safetensors.index.json`. Pickle files (`pytorch_model.bin`) are never read: loading them
 // can execute code.
 import { describeFile, readJson, type FileStore, type RangeFile } from './files.js';
-import { openSafetensors, parseSafetensors, type SafetensorsFile, type TensorData } from './safetensors.js';
+import {
+  openSafetensors,
+  parseSafetensors,
+  type SafetensorsFile,
+  type StoredTensor,
+  type TensorData,
+} from './safetensors.js';
 
 export const SAFETENSORS_FILE = 'model.safetensors';
 export const SAFETENSORS_INDEX_FILE = 'model.safetensors.index.json';
@@ -17,6 +23,11 @@ export interface Checkpoint {
    * file, the tensor and both shapes. A float tensor's values go to the start of `into` when given.
    */
   tensor(name: string, expectedShape?: readonly number[], into?: Float32Array): TensorData;
+  /**
+   * A tensor's bytes as stored, undecoded (a view the next call may reuse), shape-checked as
+   * `tensor` does: for loaders that decode natively. Absent where a checkpoint has no files.
+   */
+  stored?(name: string, expectedShape?: readonly number[]): StoredTensor;
   /** Releases the files it holds open (a checkpoint read by ranges); `tensor` fails after it. */
   close?(): void;
 }
@@ -31,22 +42,24 @@ export function checkpointFromFiles(
   owners: ReadonlyMap<string, SafetensorsFile>,
   close?: () => void,
 ): Checkpoint {
+  const owner = (name: string, expectedShape?: readonly number[]): SafetensorsFile => {
+    const file = owners.get(name);
+    if (!file) throw new Error(`${location}: the checkpoint has no tensor "${name}"`);
+    const entry = file.entries.get(name)!;
+    if (expectedShape && !sameShape(entry.shape, expectedShape)) {
+      throw new Error(
+        `${file.source}: tensor "${name}" has shape [${entry.shape.join(', ')}], expected [${expectedShape.join(', ')}]`,
+      );
+    }
+    return file;
+  };
   return {
     location,
     ...(close ? { close } : {}),
     names: () => [...owners.keys()],
     has: (name) => owners.has(name),
-    tensor(name, expectedShape, into) {
-      const file = owners.get(name);
-      if (!file) throw new Error(`${location}: the checkpoint has no tensor "${name}"`);
-      const entry = file.entries.get(name)!;
-      if (expectedShape && !sameShape(entry.shape, expectedShape)) {
-        throw new Error(
-          `${file.source}: tensor "${name}" has shape [${entry.shape.join(', ')}], expected [${expectedShape.join(', ')}]`,
-        );
-      }
-      return file.tensor(name, into);
-    },
+    tensor: (name, expectedShape, into) => owner(name, expectedShape).tensor(name, into),
+    stored: (name, expectedShape) => owner(name, expectedShape).bytes(name),
   };
 }
 

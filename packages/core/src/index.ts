@@ -14,6 +14,7 @@ export type {
   SafetensorsDtype,
   SafetensorsFile,
   SafetensorsFloatDtype,
+  StoredTensor,
   TensorData,
   TensorEntry,
   TensorToWrite,

@@ -54,6 +54,18 @@ export interface SafetensorsFile {
    * values go to the start of `into` when it is given (long enough), and then never view the file.
    */
   tensor(name: string, into?: Float32Array): TensorData;
+  /**
+   * One tensor's bytes as stored (little-endian), undecoded: a view that may be reused by the next
+   * call (copy what you keep).
+   */
+  bytes(name: string): StoredTensor;
+}
+
+/** A tensor as the file stores it. */
+export interface StoredTensor {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  bytes: Uint8Array;
 }
 
 function fail(source: string, message: string): never {
@@ -118,6 +130,11 @@ export function parseSafetensors(bytes: Uint8Array, source = 'safetensors'): Saf
       if (!entry) fail(source, `no tensor "${name}"`);
       return decode(source, entry, data.subarray(entry.begin, entry.end), into);
     },
+    bytes(name) {
+      const entry = entries.get(name);
+      if (!entry) fail(source, `no tensor "${name}"`);
+      return { dtype: entry.dtype, shape: entry.shape, bytes: data.subarray(entry.begin, entry.end) };
+    },
   };
 }
 
@@ -129,8 +146,15 @@ export function openSafetensors(file: RangeFile, source = 'safetensors'): Safete
   if (file.size < 8) fail(source, `file is ${file.size} bytes, shorter than the 8-byte header length`);
   const headerEnd = headerEndOf(source, file.read(0, 8), file.size);
   const { metadata, entries } = parseHeader(source, file.read(8, headerEnd - 8), file.size - headerEnd);
-  // Bytes decoded into a caller's buffer are read into this one, reused (no fresh pages per tensor).
+  // Bytes that are not kept (decoded into a caller's buffer, or lent) are read into this one,
+  // reused: no fresh pages per tensor.
   let staging = new Uint8Array(0);
+  const stage = (entry: TensorEntry): Uint8Array => {
+    const length = entry.end - entry.begin;
+    if (length > MAX_STAGING_BYTES) return file.read(headerEnd + entry.begin, length);
+    if (staging.byteLength < length) staging = new Uint8Array(length);
+    return file.read(headerEnd + entry.begin, length, staging);
+  };
   return {
     source,
     metadata,
@@ -138,12 +162,14 @@ export function openSafetensors(file: RangeFile, source = 'safetensors'): Safete
     tensor(name, into) {
       const entry = entries.get(name);
       if (!entry) fail(source, `no tensor "${name}"`);
-      const length = entry.end - entry.begin;
       if (!into || !FLOAT_DTYPES.has(entry.dtype))
-        return decode(source, entry, file.read(headerEnd + entry.begin, length));
-      if (length > MAX_STAGING_BYTES) return decode(source, entry, file.read(headerEnd + entry.begin, length), into);
-      if (staging.byteLength < length) staging = new Uint8Array(length);
-      return decode(source, entry, file.read(headerEnd + entry.begin, length, staging), into);
+        return decode(source, entry, file.read(headerEnd + entry.begin, entry.end - entry.begin));
+      return decode(source, entry, stage(entry), into);
+    },
+    bytes(name) {
+      const entry = entries.get(name);
+      if (!entry) fail(source, `no tensor "${name}"`);
+      return { dtype: entry.dtype, shape: entry.shape, bytes: stage(entry) };
     },
   };
 }

@@ -2,6 +2,8 @@
 import { HostLinear, ownVariable, type Checkpoint } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
+import { decodesNatively, nativeWeight } from './native-weights.js';
+
 export class WeightLoader {
   readonly variables = new Map<string, tf.Variable>();
   /** Decoded weights before they become tensors (see `Staging`). */
@@ -23,6 +25,11 @@ export class WeightLoader {
    * (`registeredAs` overrides it, for tensors a checkpoint stores under another name).
    */
   variable(name: string, shape: readonly number[], registeredAs = this.prefix + name): tf.Variable {
+    const native = this.native(this.prefix + name, shape, false);
+    if (native) {
+      this.variables.set(registeredAs, native);
+      return native;
+    }
     const data = this.checkpoint.tensor(this.prefix + name, shape, this.decoded.take(size(shape)));
     if (data.dtype !== 'float32')
       throw new Error(`${this.checkpoint.location}: tensor "${this.prefix + name}" is not a float tensor`);
@@ -43,9 +50,11 @@ export class WeightLoader {
     withBias: boolean,
   ): HostLinear {
     const full = this.prefix + name;
-    let weight: tf.Variable<tf.Rank.R2>;
+    let weight: tf.Variable<tf.Rank.R2> | null;
     if (layout === 'conv1d') {
       weight = this.variable(`${name}.weight`, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
+    } else if ((weight = this.native(`${full}.weight`, [outFeatures, inFeatures], true) as tf.Variable<tf.Rank.R2>)) {
+      this.variables.set(`${full}.weight`, weight);
     } else {
       const count = outFeatures * inFeatures;
       const data = this.checkpoint.tensor(`${full}.weight`, [outFeatures, inFeatures], this.decoded.take(count));
@@ -55,6 +64,17 @@ export class WeightLoader {
     }
     const bias = withBias ? (this.variable(`${name}.bias`, [outFeatures]) as tf.Variable<tf.Rank.R1>) : null;
     return new HostLinear(full, weight, bias, layout);
+  }
+
+  /**
+   * The weight `name` decoded by libtensorflow from its stored bytes (see native-weights.ts), or null
+   * where the backend or the checkpoint cannot (then it is decoded in JavaScript).
+   */
+  private native(name: string, shape: readonly number[], transpose: boolean): tf.Variable | null {
+    if (!this.checkpoint.stored || !decodesNatively()) return null;
+    const stored = this.checkpoint.stored(name, shape);
+    const tensor = nativeWeight(stored, transpose);
+    return tensor ? ownVariable(tensor, false) : null;
   }
 
   /**
