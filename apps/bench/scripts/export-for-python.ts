@@ -139,26 +139,61 @@ const FAMILIES: Record<string, Family> = {
         adapter: (host) =>
           PeftModel.fromPretrained(host, path.join(ADAPTER_FIXTURES, 'gpt2-my-task/adapter'), { isTrainable: true }),
       },
-      // qwen3 through AdapterHub's own interface, phi3 through oracle/adapterhub_base.py's; gemma2 and
-      // gemma3_text place their adapters elsewhere than AdapterHub (packages/adapter/README.md)
-      ...[
-        ['llama', 'llama-gqa-untied'],
-        ['qwen3', 'qwen3-gqa-tied'],
-        ['phi3', 'phi3-gqa-partial-rotary'],
-      ].flatMap(([prefix, model]): ExportCase[] => [
+      // qwen3 and gemma2 / gemma3_text through AdapterHub's own interfaces, phi3 through
+      // oracle/adapterhub_base.py's. On Gemma, AdapterHub's original_ln_before adapters take the last
+      // layer's post norm in every layer (a bug of its init_bottleneck, packages/adapter/README.md):
+      // those (Pfeiffer, and gemma2-residual-after-ln below) keep only the last layer (leaveOut), where
+      // that norm is the right one
+      ...(
+        [
+          ['llama', 'llama-gqa-untied', []],
+          ['qwen3', 'qwen3-gqa-tied', []],
+          ['phi3', 'phi3-gqa-partial-rotary', []],
+          ['gemma2', 'gemma2-gqa-softcap-tied', [0, 1]],
+          ['gemma3', 'gemma3-gqa-local-global-tied', [0, 1]],
+        ] as [string, string, number[]][]
+      ).flatMap(([prefix, model, pfeifferLeaveOut]): ExportCase[] => [
         {
           name: `${prefix}-houlsby`,
-          model: model!,
+          model,
           task: 'causal-lm',
           adapter: (host) => getPeftModel(host, HoulsbyConfig({ reductionFactor: 4 })),
         },
         {
           name: `${prefix}-pfeiffer`,
-          model: model!,
+          model,
           task: 'causal-lm',
-          adapter: (host) => getPeftModel(host, PfeifferConfig({ reductionFactor: 2 })),
+          adapter: (host) => getPeftModel(host, PfeifferConfig({ reductionFactor: 2, leaveOut: pfeifferLeaveOut })),
         },
       ]),
+      {
+        name: 'gemma2-residual-after-ln',
+        model: 'gemma2-mqa-bias-untied',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            HoulsbyConfig({
+              reductionFactor: 2,
+              nonLinearity: 'tanh',
+              originalLnBefore: true,
+              residualBeforeLn: false,
+              adapterResidualBeforeLn: true,
+              lnAfter: true,
+              leaveOut: [0],
+            }),
+          ),
+      },
+      {
+        name: 'gemma3-parallel',
+        model: 'gemma3-gqa-local-global-tied',
+        task: 'causal-lm',
+        adapter: (host) =>
+          getPeftModel(
+            host,
+            PfeifferConfig({ reductionFactor: 4, isParallel: true, scaling: 2, originalLnBefore: false }),
+          ),
+      },
     ],
     examples: { count: 12, stride: 5, modulus: 13 },
     seed: 2,
