@@ -21,10 +21,14 @@ import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
 
 
-def build(config_json, method, virtual, lora_targets):
+def build(config_json, method, virtual, lora_targets, checkpointing=False):
     raw = dict(config_json)
     config = AutoConfig.for_model(raw.pop("model_type"), **raw)
     model = AutoModelForCausalLM.from_config(config)
+    if checkpointing:
+        # each decoder layer recomputed in the backward pass (non-reentrant: gradients reach adapters
+        # inside the layers without requiring grads on the inputs), as ours with gradientCheckpointing
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if method in ("base", "full"):
         return model
     if method == "pfeiffer":
@@ -172,6 +176,7 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--shapes", default="")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -180,7 +185,7 @@ def main():
         result.update(ceiling(args))
     else:
         config = json.loads(args.config)
-        model = build(config, args.method, args.virtual, args.lora_targets.split(","))
+        model = build(config, args.method, args.virtual, args.lora_targets.split(","), args.gradient_checkpointing)
         vocab = config["vocab_size"]
         result.update(train(model, args, vocab) if args.mode == "train" else infer(model, args, vocab))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

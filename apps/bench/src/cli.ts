@@ -36,6 +36,7 @@ export const perfUsage = `usage: pnpm bench perf [options]
                                process also fault in the memory its allocator keeps; both runtimes)
   --rounds N                   alternating inference rounds per process (default 5)
   --kinds train,infer          what to measure (default both; the ceiling is always measured)
+  --gradient-checkpointing     train with each layer recomputed in the backward pass (both sides)
   --no-python                  our side only
   --quick                      1 repetition, 2 steps, 2 rounds (GPT-2 unless --models)
   --out DIR                    default bench-results/perf`;
@@ -76,6 +77,7 @@ export function parsePerfArgs(argv: string[]) {
       rounds: { type: 'string', default: '5' },
       kinds: { type: 'string', default: 'train,infer' },
       'no-python': { type: 'boolean', default: false },
+      'gradient-checkpointing': { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
       out: { type: 'string', default: path.join('bench-results', 'perf') },
       help: { type: 'boolean', short: 'h', default: false },

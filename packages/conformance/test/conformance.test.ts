@@ -1,7 +1,7 @@
 // Every method through the same checks on every host, as peft's PeftCommonTester runs its tuners:
 // attaching, disabling, removing, saving and loading, training, mixed batches. A failure names the
 // method, the host and the check; the numbers behind each check are in its message.
-import { BASE_ADAPTER, PeftModel, getPeftModel, memoryStore, train, type Example } from '@peft/core';
+import { BASE_ADAPTER, PeftModel, getPeftModel, memoryStore, train, variableGradients, type Example } from '@peft/core';
 import type { TransformerHost } from '@peft/models';
 import { fixtureHosts, logits, maxDiff, patternExamples, readLogits } from '@peft/test-helpers';
 import * as tf from '@tensorflow/tfjs-core';
@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { HOSTS, METHODS, type HostCase, type MethodCase } from './methods.js';
 
-const CHECKS = 6;
+const CHECKS = 7;
 const CASES = METHODS.flatMap((method) =>
   HOSTS.map((host) => ({ method, host, label: `${method.name} on ${host.name}` })),
 );
@@ -104,6 +104,43 @@ describe.each(CASES)('$label', ({ method, host: hostCase, label }) => {
     const reloaded = await PeftModel.fromPretrained(host, store);
     expect(maxDiff(logits(reloaded, input), saved), `${label}: max |reloaded - saved|`).toBe(0);
     reloaded.dispose();
+  });
+
+  it('gradient checkpointing (layers recomputed in the backward pass) gives the same gradients, and frees what it kept', async () => {
+    const host = await load();
+    const model = getPeftModel(host, adapter());
+    const variables = [...model.trainableVariables().values()];
+    const gradients = async (checkpointLayers: boolean) => {
+      let value!: tf.Scalar;
+      let grads!: Record<string, tf.Tensor>;
+      const { peakBytes } = await tf.profile(() => {
+        ({ value, grads } = variableGradients(() => {
+          const { logits: out } = model.forward({ ...input, training: true, seed: 3, checkpointLayers });
+          return tf.mean(tf.square(out)) as tf.Scalar;
+        }, variables));
+      });
+      const values = new Map(Object.entries(grads).map(([name, g]) => [name, g.dataSync().slice() as Float32Array]));
+      const loss = value.dataSync()[0]!;
+      tf.dispose([value, ...Object.values(grads)]);
+      return { loss, values, peakBytes };
+    };
+    const plain = await gradients(false);
+    const before = tf.memory().numTensors;
+    const recomputed = await gradients(true);
+    // the layers' activations are not all held at once (the recomputation did happen)
+    expect(recomputed.peakBytes, `${label}: peak bytes checkpointed vs plain`).toBeLessThan(plain.peakBytes);
+    expect(tf.memory().numTensors, `${label}: tensors left by the checkpointed pass`).toBe(before);
+    expect(recomputed.loss, `${label}: loss`).toBe(plain.loss);
+    expect([...recomputed.values.keys()].sort(), `${label}: variables with a gradient`).toEqual(
+      [...plain.values.keys()].sort(),
+    );
+    for (const [name, expected] of plain.values) {
+      const scale = Math.max(...expected.map(Math.abs), 1e-12);
+      expect(maxDiff(recomputed.values.get(name)!, expected) / scale, `${label}: gradient of ${name}`).toBeLessThan(
+        1e-5,
+      );
+    }
+    model.dispose();
   });
 
   it('a training step (train, maxSteps 1) changes every trainable variable and no frozen one', async () => {

@@ -12,13 +12,18 @@ interface TapeNode {
   kernelName: string;
   outputs: tf.Tensor[];
   inputs: Record<string, tf.Tensor>;
-  gradient?: (dys: (tf.Tensor | null)[]) => Record<string, () => tf.Tensor>;
+  gradient?: (dys: (tf.Tensor | null)[], wanted?: readonly string[]) => Record<string, () => tf.Tensor>;
   saved?: tf.Tensor[];
 }
 
 /** The parts of tfjs-core's Engine (4.22) that tf.variableGrads drives. */
 interface EngineInternals {
-  state: { activeTape: TapeNode[] | null; gradientDepth: number };
+  state: {
+    activeTape: TapeNode[] | null;
+    gradientDepth: number;
+    nextTapeNodeId: number;
+    scopeStack: { id: number; track: tf.Tensor[] }[];
+  };
   startTape(): void;
   endTape(): void;
   tidy<T extends tf.TensorContainer>(name: string, fn: () => T): T;
@@ -78,18 +83,20 @@ function nodesFromXsToY(tape: readonly TapeNode[], xs: readonly tf.Tensor[], y: 
 }
 
 /**
- * Walks the nodes backward from y (gradient one), as tfjs's backpropagateGradients does, disposing
- * each output gradient once its producer has run and (release) the producer's saved tensors.
+ * Walks the nodes backward from y (gradient `seed`, default one), as tfjs's backpropagateGradients
+ * does, disposing each output gradient once its producer has run and (release) the producer's saved
+ * tensors. The gradients of `xs` that y reaches, by tensor id.
  */
 function backward(
   engine: EngineInternals,
   nodes: readonly TapeNode[],
-  xs: readonly tf.Variable[],
+  xs: readonly tf.Tensor[],
   y: tf.Tensor,
   release: boolean,
-): Record<string, tf.Tensor> {
-  return engine.tidy('backward', () => {
-    const gradients = new Map<number, tf.Tensor>([[y.id, tf.onesLike(y)]]);
+  seed?: tf.Tensor,
+): Map<number, tf.Tensor> {
+  const result = engine.tidy('backward', () => {
+    const gradients = new Map<number, tf.Tensor>([[y.id, seed ? tf.clone(seed) : tf.onesLike(y)]]);
     // a gradient function may pass a tensor through (dy as an input's gradient): dispose only what
     // no entry holds any more
     const held = (tensor: tf.Tensor): boolean => [...gradients.values()].includes(tensor);
@@ -98,7 +105,7 @@ function backward(
       if (!node.gradient)
         throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
       const dys = node.outputs.map((output) => gradients.get(output.id) ?? null);
-      const inputGradients = node.gradient(dys);
+      const inputGradients = node.gradient(dys, Object.keys(node.inputs));
       const spent: tf.Tensor[] = [];
       for (const [name, input] of Object.entries(node.inputs)) {
         const compute = inputGradients[name];
@@ -130,10 +137,11 @@ function backward(
     const grads: Record<string, tf.Tensor> = {};
     for (const x of xs) {
       const gradient = gradients.get(x.id);
-      if (gradient) grads[x.name] = gradient;
+      if (gradient) grads[String(x.id)] = gradient;
     }
     return grads;
   });
+  return new Map(Object.entries(result).map(([id, gradient]) => [Number(id), gradient]));
 }
 
 /**
@@ -151,10 +159,13 @@ export function variableGradients(
   const engine = engineInternals();
   engine.startTape();
   let y: tf.Tensor;
+  const floor = forwardScopes;
+  forwardScopes = engine.state.scopeStack.length;
   try {
     y = engine.tidy('forward', f);
   } finally {
     engine.endTape();
+    forwardScopes = floor;
   }
   // nested in another gradient computation, the outer tape still needs the saved tensors
   const release = engine.state.gradientDepth === 0;
@@ -166,7 +177,12 @@ export function variableGradients(
         `variableGradients: the loss function must return a scalar tensor${y instanceof tf.Tensor ? `, not rank ${y.rank}` : ''}`,
       );
     }
-    result = backward(engine, nodesFromXsToY(tape, xs, y), xs, y, release);
+    const byId = backward(engine, nodesFromXsToY(tape, xs, y), xs, y, release);
+    result = {};
+    for (const x of xs) {
+      const gradient = byId.get(x.id);
+      if (gradient) result[x.name] = gradient;
+    }
   } catch (error) {
     tf.dispose(y);
     throw error;
@@ -174,6 +190,9 @@ export function variableGradients(
     if (release) {
       for (const node of tape) for (const tensor of node.saved ?? []) tensor.dispose();
       engine.state.activeTape = null;
+      // what checkpointed blocks kept for a recomputation that never ran (no path to the loss, an error)
+      for (const tensor of [...heldForRecompute.keys()]) tensor.dispose();
+      heldForRecompute.clear();
     }
   }
   if (Object.keys(result).length === 0) {
@@ -181,4 +200,136 @@ export function variableGradients(
     throw new Error('variableGradients: no trainable variable reaches the loss (are the ops that use them inside f?)');
   }
   return { value: y as tf.Scalar, grads: result };
+}
+
+/** Where the scopes of variableGradients' forward pass start on the engine's scope stack (null: outside one). */
+let forwardScopes: number | null = null;
+
+/** Tensors that checkpointed blocks keep alive for their recomputation, with how many blocks still need each. */
+const heldForRecompute = new Map<tf.Tensor, number>();
+
+function releaseHeld(tensor: tf.Tensor): void {
+  const users = heldForRecompute.get(tensor);
+  if (users === undefined) return;
+  if (users > 1) heldForRecompute.set(tensor, users - 1);
+  else {
+    heldForRecompute.delete(tensor);
+    tensor.dispose();
+  }
+}
+
+/** The tensors the nodes read that none of them made, each once (a block's inputs from outside). */
+function externalInputs(nodes: readonly TapeNode[]): tf.Tensor[] {
+  const made = new Set<number>();
+  for (const node of nodes) for (const output of node.outputs) made.add(output.id);
+  const external = new Map<number, tf.Tensor>();
+  for (const node of nodes) {
+    for (const input of Object.values(node.inputs)) {
+      // constants made inside the block are gone with its scope: the recomputation makes them again
+      if (!made.has(input.id) && !input.isDisposed) external.set(input.id, input);
+    }
+  }
+  return [...external.values()];
+}
+
+/**
+ * `block()` under gradient checkpointing. Inside variableGradients, the gradient tape keeps only the
+ * block's output and what it reads from outside (its input, masks, weights): the activations inside
+ * are freed as soon as it returns, and the backward pass runs the block again, recording, for the
+ * gradients of those inputs. Activation memory of one block at a time instead of all of them, for a
+ * second forward pass of each block. Elsewhere, plain `block()`.
+ *
+ * `block` must compute the same on both runs (randomness seeded, as ForwardContext.seed gives it)
+ * and keep nothing it makes for later (a per-pass cache is filled before the first block). The
+ * backward pass must be variableGradients' (tf.variableGrads refuses the node: no gradient for it).
+ */
+export function checkpoint<T extends tf.Tensor>(block: () => T): T {
+  const engine = engineInternals();
+  const outer = engine.state.activeTape;
+  if (engine.state.gradientDepth === 0 || outer === null) return block();
+  // run once on a tape of its own, to learn what the block reads from outside
+  engine.state.activeTape = [];
+  let output: T;
+  let own: TapeNode[];
+  try {
+    output = engine.tidy('checkpoint', block);
+  } finally {
+    own = engine.state.activeTape ?? [];
+    engine.state.activeTape = outer;
+    for (const node of own) for (const tensor of node.saved ?? []) tensor.dispose();
+  }
+  const inputs = externalInputs(own);
+  // Kept for the recomputation: the block's inputs, and whatever else the forward pass has made so
+  // far and still holds (ops may read tensors their closures capture, which no tape node lists: a
+  // mask, rotary tables). Tensors of scopes outside variableGradients belong to the caller.
+  const held = new Set<tf.Tensor>(inputs);
+  for (const scope of engine.state.scopeStack.slice(forwardScopes ?? engine.state.scopeStack.length)) {
+    for (const tensor of scope.track) if (!tensor.isDisposed) held.add(tensor);
+  }
+  const active = new Set(engine.state.scopeStack.slice(forwardScopes ?? Infinity).map((scope) => scope.id));
+  const kept: tf.Tensor[] = [];
+  for (const tensor of held) {
+    const users = heldForRecompute.get(tensor);
+    if (users !== undefined) heldForRecompute.set(tensor, users + 1);
+    else if (!(tensor instanceof tf.Variable) && !tensor.kept && active.has((tensor as unknown as Scoped).scopeId)) {
+      tf.keep(tensor);
+      heldForRecompute.set(tensor, 1);
+    } else continue;
+    kept.push(tensor);
+  }
+  const named = Object.fromEntries(inputs.map((tensor, i) => [String(i), tensor]));
+  outer.push({
+    id: engine.state.nextTapeNodeId++,
+    kernelName: 'checkpoint',
+    inputs: named,
+    outputs: [output],
+    saved: [],
+    gradient: (dys, wanted) => {
+      if (!wanted)
+        throw new Error('checkpoint: a gradient checkpointed block needs variableGradients (not tf.variableGrads)');
+      const targets = wanted.map((name) => named[name]!);
+      const dy = dys[0] ?? tf.zeros(output.shape, output.dtype);
+      const grads = recompute(engine, block, targets, dy);
+      for (const tensor of kept) releaseHeld(tensor);
+      return Object.fromEntries(
+        wanted.map((name) => [name, () => grads.get(named[name]!.id) ?? tf.zerosLike(named[name]!)]),
+      );
+    },
+  });
+  return output;
+}
+
+interface Scoped {
+  scopeId: number;
+}
+
+/** The gradients of `targets` (by id) of `block()`'s output with output gradient `dy`, recording it again. */
+function recompute(
+  engine: EngineInternals,
+  block: () => tf.Tensor,
+  targets: readonly tf.Tensor[],
+  dy: tf.Tensor,
+): Map<number, tf.Tensor> {
+  const outer = engine.state.activeTape;
+  const depth = engine.state.gradientDepth;
+  engine.state.activeTape = [];
+  engine.state.gradientDepth = depth + 1;
+  let y: tf.Tensor;
+  let tape: TapeNode[];
+  try {
+    y = engine.tidy('recompute', block);
+  } finally {
+    tape = engine.state.activeTape ?? [];
+    engine.state.gradientDepth = depth;
+    engine.state.activeTape = outer;
+  }
+  try {
+    // kept: the caller's backward pass takes them out of the tidy its gradient functions run in
+    const grads = backward(engine, nodesFromXsToY(tape, targets, y), targets, y, true, dy);
+    for (const gradient of grads.values()) tf.keep(gradient);
+    return grads;
+  } finally {
+    for (const node of tape) for (const tensor of node.saved ?? []) tensor.dispose();
+    y.dispose();
+  }
 }

@@ -294,6 +294,11 @@ export interface HostForwardInput {
   training?: boolean;
   /** With training: seed of this step's randomness (see ForwardContext.seed). */
   seed?: number;
+  /**
+   * Gradient checkpointing: each transformer layer keeps only its input for the backward pass and is
+   * computed again there (see `checkpoint`). Less memory, a second forward pass of each layer.
+   */
+  checkpointLayers?: boolean;
   /** Multi-task prompt tuning: the task of each sample. */
   taskIds?: readonly number[];
   sampleAdapters?: readonly string[];

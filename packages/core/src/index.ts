@@ -44,7 +44,7 @@ export type {
 export { SeededRandom, deriveSeed, seededNormal } from './random.js';
 export { learningRateAt } from './schedules.js';
 export type { ScheduleName, ScheduleOptions } from './schedules.js';
-export { variableGradients } from './gradients.js';
+export { checkpoint, variableGradients } from './gradients.js';
 export {
   ADAMW_KERNEL,
   ADAMW_MOMENT_KERNEL,

@@ -80,6 +80,12 @@ export interface TrainOptions {
   maxGradNorm?: number | null;
   /** Micro-batches per optimizer step (default 1). */
   gradientAccumulationSteps?: number;
+  /**
+   * Gradient checkpointing (default false): each transformer layer's activations are recomputed in
+   * the backward pass instead of kept from the forward pass. Less memory for a second forward pass of
+   * every layer (see `pnpm bench perf` for what it costs here).
+   */
+  gradientCheckpointing?: boolean;
   /** Batch examples of similar length together (less padding). Default true. */
   bucketByLength?: boolean;
   /** Evaluate on `validation` every this many optimizer steps (and at the end). */
@@ -202,6 +208,7 @@ function batchLoss(
     tokenTypeIds: batch.tokenTypeIds,
     training,
     seed,
+    ...(training && options.gradientCheckpointing ? { checkpointLayers: true } : {}),
     ...(batch.taskIds ? { taskIds: batch.taskIds } : {}),
   });
   const logits = output.logits;
@@ -322,6 +329,11 @@ interface TrainingPlan {
 }
 
 function planTraining(options: TrainOptions, data: Dataset<Example>): TrainingPlan {
+  if (options.gradientCheckpointing !== undefined && typeof options.gradientCheckpointing !== 'boolean') {
+    throw new Error(
+      `gradientCheckpointing: expected true or false, got ${JSON.stringify(options.gradientCheckpointing)}`,
+    );
+  }
   const epochs = options.epochs ?? 1;
   const accumulation = options.gradientAccumulationSteps ?? 1;
   const batchesPerEpoch = data.size === undefined ? null : Math.ceil(data.size / options.batchSize);

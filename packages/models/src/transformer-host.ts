@@ -19,6 +19,7 @@
 import {
   HostHooks,
   addReleasing,
+  checkpoint,
   rmsNorm,
   type ForwardContext,
   type HostConfig,
@@ -288,8 +289,12 @@ export abstract class TransformerHost implements PeftHost {
         ...(input.useCache ? { cacheOut: [] } : {}),
       };
       const hiddenStates: tf.Tensor3D[] = input.outputHiddenStates ? [hidden] : [];
+      const checkpointing = input.checkpointLayers === true && !cache && !input.useCache;
+      // a per-pass prefix is made once, outside the layers, so that every recomputation reads the same tensor
+      if (checkpointing && usePrefix) prefix?.prefix(0, context);
       for (let i = 0; i < config.numLayers; i++) {
-        hidden = this.layer(i, hidden, state);
+        const layerInput = hidden;
+        hidden = checkpointing ? checkpoint(() => this.layer(i, layerInput, state)) : this.layer(i, layerInput, state);
         if (input.outputHiddenStates) hiddenStates.push(hidden);
       }
       const normed = this.finalNorm(hidden);

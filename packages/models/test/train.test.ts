@@ -302,6 +302,14 @@ describe('train refuses, before any compute', () => {
     host.dispose();
   });
 
+  it('gradientCheckpointing that is not a boolean', async () => {
+    const host = await loadPretrained(directory('gpt2-tied'));
+    await expect(
+      train(fullFineTuning(host), lmOptions({ gradientCheckpointing: 'yes' as unknown as boolean })),
+    ).rejects.toThrow('gradientCheckpointing: expected true or false, got "yes"');
+    host.dispose();
+  });
+
   it('a label outside the head', async () => {
     const host = await loadPretrained(directory('bert-sequence-classification'));
     const data: Example[] = [{ inputIds: [2, 5, 3], labels: 5 }];

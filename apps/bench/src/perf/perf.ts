@@ -133,6 +133,7 @@ function runSide(
     String(PERF_VIRTUAL_TOKENS),
     '--batch',
     String(request.batch),
+    ...(request.checkpointing ? ['--gradient-checkpointing'] : []),
     '--sequence',
     String(request.sequence),
     '--warmup',
@@ -170,15 +171,17 @@ interface ReportMeta {
   /** Why Python did not run, or null when it did. */
   pythonAbsent: string | null;
   runtimes: string[];
+  /** Training with gradient checkpointing on both sides. */
+  checkpointing?: boolean;
 }
 
 export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
   const out: string[] = [];
-  const { batch, sequence } = meta;
+  const { sequence } = meta;
   out.push(`# @peft speed and memory beside Python peft + torch\n`);
   out.push(
     `${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), both runtimes on ${os.availableParallelism()} threads; random weights; ` +
-      `training batch ${batch} x ${sequence} tokens, AdamW, gradient clipping 1.0; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
+      `training batch ${meta.batch} x ${sequence} tokens unless a model says otherwise, AdamW, gradient clipping 1.0${meta.checkpointing ? ', gradient checkpointing on both sides (each layer recomputed in the backward pass)' : ''}; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
       `Runtimes: ${meta.runtimes.join('; ')}.${meta.pythonAbsent ? ` **${meta.pythonAbsent}: our side alone.**` : ''}` +
       // glibc.malloc.hugetlb changes both runtimes' steps with tensors over 32 MB (full fine-tuning)
       `${process.env.GLIBC_TUNABLES ? ` Both sides ran with GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}.` : ''}\n`,
@@ -186,7 +189,9 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
   for (const model of PERF_MODELS) {
     const mine = rows.filter((r) => r.model === model.name);
     if (mine.length === 0) continue;
+    const batch = model.batch ?? meta.batch;
     out.push(`## ${model.label}\n`);
+    if (model.batch !== undefined) out.push(`Training batch ${batch} x ${sequence} tokens.\n`);
     const ceilingRow = mine.find((r) => r.kind === 'ceiling');
     const shapes = forwardMatmuls(model, batch * sequence);
     const oursSeconds = ceilingRow?.ours?.matmul_seconds;
@@ -333,6 +338,7 @@ export async function runPerf(argv: string[]): Promise<number> {
     rounds: quick ? 2 : positiveIntegerFlag('rounds', values.rounds!),
     newTokens: 16,
     backend: 'tensorflow',
+    checkpointing: values['gradient-checkpointing'] === true,
   };
   const pythonAbsent = values['no-python']
     ? 'Python not run (--no-python)'
@@ -347,6 +353,7 @@ export async function runPerf(argv: string[]): Promise<number> {
   const meta = (): ReportMeta => ({
     batch: base.batch,
     sequence: base.sequence,
+    checkpointing: base.checkpointing === true,
     pythonAbsent,
     runtimes: [...runtimes],
   });
@@ -370,7 +377,7 @@ export async function runPerf(argv: string[]): Promise<number> {
     };
     // each product alone is quick: more repetitions, the first ones (allocation, caches) left out
     if (job.kind === 'ceiling') Object.assign(request, { warmup: 3, steps: CEILING_REPETITIONS });
-    const shapes = forwardMatmuls(job.model, base.batch * base.sequence)
+    const shapes = forwardMatmuls(job.model, (job.model.batch ?? base.batch) * base.sequence)
       .map((s) => s.shape.join(','))
       .join(';');
     const counterpart = job.method?.counterpart ?? 'peft';

@@ -20,6 +20,8 @@ export interface WorkerRequest {
   rounds: number;
   newTokens: number;
   backend: string;
+  /** Training with gradient checkpointing (each layer recomputed in the backward pass). */
+  checkpointing?: boolean;
 }
 
 export interface WorkerResult {
@@ -62,6 +64,7 @@ async function trainSteps(
     batchSize: batch,
     learningRate: 1e-4,
     schedule: 'constant',
+    gradientCheckpointing: request.checkpointing === true,
     bucketByLength: false,
     onStep: ({ step, seconds: s }) => {
       if (step > warmup) seconds.push(s);
