@@ -112,12 +112,8 @@ let odd = new Uint8Array(1);
 /** A copy of `bytes` at an odd address (one byte into a reused buffer; fresh past 64 MB). */
 function offAlignment(bytes: Uint8Array): Uint8Array {
   const length = bytes.byteLength;
-  const buffer =
-    length > 64 * 2 ** 20
-      ? new Uint8Array(length + 1)
-      : odd.byteLength > length
-        ? odd
-        : (odd = new Uint8Array(length + 1));
+  if (length <= 64 * 2 ** 20 && odd.byteLength <= length) odd = new Uint8Array(length + 1);
+  const buffer = length > 64 * 2 ** 20 ? new Uint8Array(length + 1) : odd;
   const view = buffer.subarray(1, length + 1);
   view.set(bytes);
   return view;
