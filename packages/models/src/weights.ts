@@ -50,10 +50,12 @@ export class WeightLoader {
     withBias: boolean,
   ): HostLinear {
     const full = this.prefix + name;
-    let weight: tf.Variable<tf.Rank.R2> | null;
+    let weight: tf.Variable<tf.Rank.R2>;
+    const native = layout === 'linear' ? this.native(`${full}.weight`, [outFeatures, inFeatures], true) : null;
     if (layout === 'conv1d') {
       weight = this.variable(`${name}.weight`, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
-    } else if ((weight = this.native(`${full}.weight`, [outFeatures, inFeatures], true) as tf.Variable<tf.Rank.R2>)) {
+    } else if (native) {
+      weight = native as tf.Variable<tf.Rank.R2>;
       this.variables.set(`${full}.weight`, weight);
     } else {
       const count = outFeatures * inFeatures;
