@@ -13,7 +13,6 @@ import {
   serializeSafetensors,
   type TensorToWrite,
 } from '@peft/core';
-import { MODEL_FIXTURES } from '@peft/test-helpers';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -22,7 +21,7 @@ import { decodesNatively } from '../src/native-weights.js';
 import { transpose } from '../src/weights.js';
 
 const backends = await availableBackends();
-const FIXTURE = path.join(MODEL_FIXTURES, 'qwen3-gqa-tied');
+const FIXTURE = path.join(import.meta.dirname, 'fixtures', 'qwen3-gqa-tied');
 
 /** The fixture re-saved with every tensor in `dtype`, and the values each weight must hold. */
 function resaved(dtype: 'F32' | 'F16' | 'BF16'): { folder: string; expected: Map<string, Float32Array> } {
