@@ -1,7 +1,10 @@
 // The command lines of `pnpm bench` and `pnpm bench perf`: their usage, their flags with defaults,
 // and the parsers of flag values, whose errors name the flag and what it expects.
+import { existsSync, mkdirSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+
+import { parseBackendRequest, type BackendRequest } from '@peft/backend';
 
 import { METHODS } from './methods.js';
 import { PERF_METHODS } from './perf/workloads.js';
@@ -41,7 +44,7 @@ export const perfUsage = `usage: pnpm bench perf [options]
   --quick                      1 repetition, 2 steps, 2 rounds (GPT-2 unless --models)
   --out DIR                    default bench-results/perf`;
 
-/** `pnpm bench`'s flags as given, defaults filled in; the values are checked where they are used. */
+/** `pnpm bench`'s flags as given, defaults filled in; `benchPlan` checks them. */
 export function parseBenchArgs(argv: string[]) {
   return parseArgs({
     args: argv,
@@ -62,6 +65,125 @@ export function parseBenchArgs(argv: string[]) {
       help: { type: 'boolean', short: 'h', default: false },
     },
   }).values;
+}
+
+const EMBEDDED_TASKS = ['spam', 'pos', 'genre', 'email-lm'] as const;
+
+/** What `pnpm bench` was asked for, every flag checked. */
+export interface BenchPlan {
+  /** The tasks in order (an embedded task's name, or the data file's), each with its output folder. */
+  tasks: { name: string; out: string }[];
+  /** A JSONL file instead of an embedded task. */
+  data: string | undefined;
+  model: string;
+  methods: string[];
+  seeds: number;
+  /** Optimizer steps per run (0 with a time budget). */
+  steps: number;
+  /** Wall time per training run instead of `steps`. */
+  seconds: number | undefined;
+  learningRates: Record<string, number>;
+  batchSize: number;
+  /** Examples taken from the task before splitting. */
+  limit: number;
+  latencyExamples: number;
+  backend: BackendRequest;
+}
+
+/**
+ * Checks every flag of `pnpm bench` before anything is loaded or trained, with errors that name the
+ * flag; `--quick` replaces the sizes (the flags are checked all the same).
+ */
+export function benchPlan(values: ReturnType<typeof parseBenchArgs>): BenchPlan {
+  const budget = parseBudget(values.budget!);
+  const learningRates = parseLearningRates(values.lr ?? '');
+  const methods = namedItemsFlag('methods', values.methods!, METHODS).map((m) => m.name);
+  if (methods.length === 0) throw new Error('--methods: expected at least one method');
+  const unknownRates = Object.keys(learningRates).filter((m) => !METHODS.some((spec) => spec.name === m));
+  if (unknownRates.length)
+    throw new Error(`--lr: unknown method ${unknownRates.join(', ')} (${METHODS.map((m) => m.name).join(', ')})`);
+  const seeds = positiveIntegerFlag('seeds', values.seeds!);
+  const batchSize = positiveIntegerFlag('batch', values.batch!);
+  const limit = positiveIntegerFlag('limit', values.limit!);
+  const backend = parseBackendRequest(values.backend!, '--backend');
+  if (values.suite !== undefined && values.suite !== 'full')
+    throw new Error(`--suite: expected "full", got "${values.suite}"`);
+  if (values.suite && values.data) throw new Error('--suite: full runs the embedded tasks, not --data');
+  if (!(EMBEDDED_TASKS as readonly string[]).includes(values.task!))
+    throw new Error(`--task: unknown task "${values.task}" (${EMBEDDED_TASKS.join(', ')})`);
+  const model = path.resolve(values.model!);
+  if (!existsSync(path.join(model, 'config.json')))
+    throw new Error(`--model: expected a Hugging Face model folder with config.json, found none in ${model}`);
+  if (values.data !== undefined && !(existsSync(values.data) && statSync(values.data).isFile()))
+    throw new Error(
+      `--data: expected a JSONL file, ${values.data} is ${existsSync(values.data) ? 'not a file' : 'missing'}`,
+    );
+  const names = values.data ? [path.basename(values.data)] : values.suite ? [...EMBEDDED_TASKS] : [values.task!];
+  const tasks = names.map((name) => ({
+    name,
+    out: path.resolve(values.out ?? path.join('bench-results', name), names.length > 1 && values.out ? name : ''),
+  }));
+  const quick = values.quick!;
+  return {
+    tasks,
+    data: values.data,
+    model,
+    methods,
+    seeds: quick ? 1 : seeds,
+    steps: quick ? 3 : (budget.steps ?? 0),
+    seconds: quick ? undefined : budget.seconds,
+    learningRates,
+    batchSize: quick ? 4 : batchSize,
+    limit: quick ? 120 : limit,
+    latencyExamples: quick ? 2 : 10,
+    backend,
+  };
+}
+
+/** Filesystems of the kernel's objects (Linux statfs `f_type`): no place for a report. */
+const KERNEL_FILESYSTEMS: ReadonlyMap<number, string> = new Map([
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x1373, 'devtmpfs'],
+  [0x1cd1, 'devpts'],
+  [0x64626720, 'debugfs'],
+  [0x74726163, 'tracefs'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0x73636673, 'securityfs'],
+  [0xcafe4a11, 'bpf'],
+  [0x6165676c, 'pstore'],
+  [0x62656570, 'configfs'],
+  [0xde5e81e4, 'efivarfs'],
+  [0xf97cff8c, 'selinuxfs'],
+]);
+
+/**
+ * Makes sure a run's results can be kept in `folder` before anything is trained: creates it, then
+ * writes and removes a probe file there. A folder on the kernel's filesystems (/proc, /sys, /dev) is
+ * refused before it is touched: Node's recursive mkdir under /proc spins forever.
+ */
+export function prepareOutFolder(flag: string, folder: string): void {
+  let existing = folder;
+  while (!existsSync(existing)) existing = path.dirname(existing);
+  if (!statSync(existing).isDirectory()) {
+    throw new Error(
+      existing === folder
+        ? `${flag}: ${folder} is a file, not a folder`
+        : `${flag}: cannot create ${folder}: ${existing} is a file`,
+    );
+  }
+  const filesystem = process.platform === 'linux' ? KERNEL_FILESYSTEMS.get(statfsSync(existing).type) : undefined;
+  if (filesystem)
+    throw new Error(`${flag}: ${folder} is on ${filesystem}, a filesystem of the kernel's: choose a folder on a disk`);
+  const probe = path.join(folder, `.peft-bench-probe-${process.pid}`);
+  try {
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(probe, 'can the bench write here?\n');
+    rmSync(probe);
+  } catch (error) {
+    throw new Error(`${flag}: cannot write in ${folder}: ${(error as Error).message}`);
+  }
 }
 
 /** `pnpm bench perf`'s flags as given, defaults filled in; the values are checked where they are used. */

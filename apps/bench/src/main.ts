@@ -5,16 +5,17 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { selectBackend, parseBackendRequest } from '@peft/backend';
+import { selectBackend } from '@peft/backend';
 import { loadTokenizer } from '@peft/models';
 
 import { readBrown, splitBrown } from './data/brown.js';
 import { readEmails } from './data/email.js';
-import { benchUsage, parseBenchArgs, parseBudget, parseLearningRates, perfUsage, positiveIntegerFlag } from './cli.js';
+import { benchPlan, benchUsage, parseBenchArgs, perfUsage, prepareOutFolder } from './cli.js';
+import { Interrupts } from './interrupt.js';
 import { METHODS } from './methods.js';
 import { loadUsage, runLoad } from './load/load.js';
 import { runPerf } from './perf/perf.js';
-import { consoleTable, writeReports } from './report.js';
+import { consoleTable, runStatus, writeReports } from './report.js';
 import { runBench, type ProgressEvent } from './run.js';
 import { emailLmTask, genreTask, jsonlTask, posTask, spamTask, type TaskSplits } from './tasks/tasks.js';
 
@@ -66,7 +67,7 @@ function progressPrinter(): (event: ProgressEvent) => void {
     } else {
       const r = event.result;
       process.stdout.write(
-        `${tty ? '\n' : ''}  ${r.status}${r.error ? ` (${r.error})` : ''}: metric ${r.metric === null ? '-' : r.metric.toFixed(4)}\n`,
+        `${tty ? '\n' : ''}  ${runStatus(r)}: metric ${r.metric === null ? '-' : r.metric.toFixed(4)}\n`,
       );
     }
   };
@@ -80,65 +81,62 @@ async function main(): Promise<number> {
     console.log(benchUsage);
     return 0;
   }
-  const budget = parseBudget(values.budget!);
-  const learningRates = parseLearningRates(values.lr ?? '');
-  const backend = await selectBackend({ backend: parseBackendRequest(values.backend!, '--backend') });
+  const plan = benchPlan(values);
+  for (const { out } of plan.tasks) prepareOutFolder('--out', out);
+  const backend = await selectBackend({ backend: plan.backend });
   console.log(`backend: ${backend.name} (${backend.detail})`);
-  const quick = values.quick!;
-  const tasks = values.suite === 'full' ? ['spam', 'pos', 'genre', 'email-lm'] : [values.task!];
-  if (values.suite !== undefined && values.suite !== 'full')
-    throw new Error(`--suite: expected "full", got "${values.suite}"`);
-  const controller = new AbortController();
-  const interrupt = (): void => {
-    console.log('\ninterrupted: finishing the current step and writing the partial report');
-    controller.abort();
-  };
-  process.once('SIGINT', interrupt);
-  let status = 0;
-  for (const name of tasks) {
-    const task = await taskFor(
-      name,
-      values.data,
-      values.model!,
-      quick ? 120 : positiveIntegerFlag('limit', values.limit!),
-    );
-    const out = path.resolve(
-      values.out ?? path.join('bench-results', task.name),
-      tasks.length > 1 && values.out ? task.name : '',
-    );
-    console.log(
-      `task ${task.name} (${task.task}): train ${task.train.length}, validation ${task.validation.length}, test ${task.test.length}; output ${out}`,
-    );
-    const started = performance.now();
-    const results = await runBench(
-      {
-        modelDirectory: values.model!,
-        task,
-        methods: values
-          .methods!.split(',')
-          .map((m) => m.trim())
-          .filter(Boolean),
-        seeds: quick ? 1 : positiveIntegerFlag('seeds', values.seeds!),
-        steps: quick ? 3 : (budget.steps ?? 0),
-        ...(!quick && budget.seconds ? { seconds: budget.seconds } : {}),
-        learningRates,
-        batchSize: quick ? 4 : positiveIntegerFlag('batch', values.batch!),
-        latencyExamples: quick ? 2 : 10,
-        out,
-        backend,
-        signal: controller.signal,
-        onProgress: progressPrinter(),
-      },
-      (partial) => writeReports(out, partial),
-    );
-    console.log(
-      `\n${consoleTable(results)}\n\n${((performance.now() - started) / 60000).toFixed(1)} minutes; reports in ${out}`,
-    );
-    if (results.runs.some((r) => r.status === 'failed')) status = 1;
-    if (controller.signal.aborted) return 130;
+  let lastReport: string | null = null;
+  const interrupts = new Interrupts({
+    onFirst: () =>
+      console.log(
+        '\ninterrupted: finishing the current step and writing the partial report (Ctrl-C again: exit at once)',
+      ),
+    onSecond: () => {
+      console.log(
+        `\nsecond Ctrl-C: exiting at once, ${lastReport ? `the report in ${lastReport} has the runs finished before` : 'no report written'}`,
+      );
+      return process.exit(130);
+    },
+  });
+  try {
+    let status = 0;
+    for (const { name, out } of plan.tasks) {
+      const task = await taskFor(name, plan.data, plan.model, plan.limit);
+      console.log(
+        `task ${task.name} (${task.task}): train ${task.train.length}, validation ${task.validation.length}, test ${task.test.length}; output ${out}`,
+      );
+      const started = performance.now();
+      const results = await runBench(
+        {
+          modelDirectory: plan.model,
+          task,
+          methods: plan.methods,
+          seeds: plan.seeds,
+          steps: plan.steps,
+          ...(plan.seconds ? { seconds: plan.seconds } : {}),
+          learningRates: plan.learningRates,
+          batchSize: plan.batchSize,
+          latencyExamples: plan.latencyExamples,
+          out,
+          backend,
+          signal: interrupts.signal,
+          onProgress: progressPrinter(),
+        },
+        async (partial) => {
+          await writeReports(out, partial);
+          lastReport = out;
+        },
+      );
+      console.log(
+        `\n${consoleTable(results)}\n\n${((performance.now() - started) / 60000).toFixed(1)} minutes; ${results.complete ? 'reports' : 'partial reports'} in ${out}`,
+      );
+      if (results.runs.some((r) => r.status === 'failed')) status = 1;
+      if (interrupts.signal.aborted) return 130;
+    }
+    return status;
+  } finally {
+    interrupts.dispose();
   }
-  process.removeListener('SIGINT', interrupt);
-  return status;
 }
 
 main().then(

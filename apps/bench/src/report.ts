@@ -1,16 +1,50 @@
 // The bench's outputs: a console table, report.md, and a self-contained report.html (inline SVG
 // charts, no network).
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import type { BenchResults, MethodSummary } from './run.js';
+import type { BenchResults, MethodSummary, RunResult } from './run.js';
 
-/** results.json, report.md and report.html in `out` (rewritten after every run: partial reports survive). */
+/**
+ * Replaces `file` whole or not at all: written beside it, flushed to disk, renamed over it. A kill
+ * at any moment leaves the old file or the new one, never half of one.
+ */
+function replaceFile(file: string, text: string): void {
+  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  try {
+    const descriptor = openSync(temporary, 'w');
+    try {
+      writeFileSync(descriptor, text);
+      fsyncSync(descriptor);
+    } finally {
+      closeSync(descriptor);
+    }
+    renameSync(temporary, file);
+  } catch (error) {
+    rmSync(temporary, { force: true });
+    throw error;
+  }
+}
+
+/**
+ * results.json, report.md and report.html in `out`, each replaced whole (rewritten after every run:
+ * a partial report survives Ctrl-C, and a kill while writing leaves the previous one).
+ */
 export async function writeReports(out: string, results: BenchResults): Promise<void> {
   mkdirSync(out, { recursive: true });
-  writeFileSync(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
-  writeFileSync(path.join(out, 'report.md'), markdownReport(results));
-  writeFileSync(path.join(out, 'report.html'), htmlReport(results));
+  replaceFile(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  replaceFile(path.join(out, 'report.md'), markdownReport(results));
+  replaceFile(path.join(out, 'report.html'), htmlReport(results));
+}
+
+/** `ok`, `failed: reason`, `interrupted after step 12 of 100`. */
+export function runStatus(run: RunResult): string {
+  if (run.status === 'interrupted') {
+    return run.losses.length
+      ? `interrupted after step ${run.losses.length} of ${run.steps}`
+      : 'interrupted before training';
+  }
+  return `${run.status}${run.error ? `: ${run.error}` : ''}`;
 }
 
 const pairs = (record: Record<string, number> | undefined): string =>
@@ -24,7 +58,7 @@ const bytes = (value: number | null): string =>
   value === null ? '-' : value > 1e6 ? `${(value / 1e6).toFixed(1)} MB` : `${(value / 1e3).toFixed(1)} kB`;
 
 function metricCell(results: BenchResults, row: MethodSummary): string {
-  if (row.metricMean === null) return row.failed ? 'failed' : '-';
+  if (row.metricMean === null) return row.failed ? 'failed' : row.interrupted ? 'interrupted' : '-';
   const digits = results.task.metric === 'perplexity' ? 2 : 3;
   return `${row.metricMean.toFixed(digits)} ± ${fmt(row.metricStd, digits)}`;
 }
@@ -101,7 +135,7 @@ Baselines: ${results.baselines.map((b) => `${b.name} ${b.accuracy.toFixed(3)}${b
 Latency: one test example (batch 1), median of interleaved timings; overhead against the same model with the adapter disabled (full, head-only, frozen: the base architecture, overhead = noise).
 ${results.runs
   .filter((r) => r.status !== 'ok')
-  .map((r) => `- ${r.method} seed ${r.seed}: ${r.status}${r.error ? `: ${r.error}` : ''}`)
+  .map((r) => `- ${r.method} seed ${r.seed}: ${runStatus(r)}`)
   .join('\n')}
 `;
 }

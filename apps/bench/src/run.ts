@@ -85,7 +85,10 @@ export interface MethodSummary {
   method: string;
   label: string;
   runs: number;
+  /** Runs that failed, or gave no metric. */
   failed: number;
+  /** Runs stopped by Ctrl-C (not measured). */
+  interrupted: number;
   metricMean: number | null;
   metricStd: number | null;
   f1Mean?: number | null;
@@ -213,6 +216,13 @@ function directorySize(directory: string): number {
   return total;
 }
 
+/**
+ * Resolves on the next turn of the event loop. A training step is synchronous, and a signal
+ * handler (Ctrl-C) runs only between turns: awaited after each step, so that an interrupt stops
+ * training after the step it arrived in, not at the end of the run.
+ */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /** What a method's training runs share: data, batch and learning rate. */
 function baseTrainOptions(method: MethodSpec, options: BenchOptions, padTokenId: number): TrainOptions {
   return {
@@ -225,7 +235,10 @@ function baseTrainOptions(method: MethodSpec, options: BenchOptions, padTokenId:
   };
 }
 
-/** Seconds per optimizer step of a method: a few steps on a throwaway model, the first (graph warm-up) not counted. */
+/**
+ * Seconds per optimizer step of a method: a few steps on a throwaway model, the first (graph
+ * warm-up) not counted; NaN when interrupted before the second.
+ */
 async function secondsPerStep(method: MethodSpec, options: BenchOptions, padTokenId: number): Promise<number> {
   const host = await loadPretrained(options.modelDirectory, loadOptions(options.task, padTokenId));
   const model = method.make(host, options.task.task, 0);
@@ -235,14 +248,18 @@ async function secondsPerStep(method: MethodSpec, options: BenchOptions, padToke
       ...baseTrainOptions(method, options, padTokenId),
       maxSteps: 5,
       schedule: 'constant',
-      onStep: () => stamps.push(performance.now()),
+      ...(options.signal ? { signal: options.signal } : {}),
+      onStep: () => {
+        stamps.push(performance.now());
+        return nextTurn();
+      },
     });
   } finally {
     if (isPeftModel(model)) model.dispose();
     host.dispose();
   }
   const gaps = stamps.slice(1).map((t, i) => (t - stamps[i]!) / 1000);
-  return median(gaps);
+  return gaps.length ? median(gaps) : Number.NaN;
 }
 
 async function runOne(
@@ -297,14 +314,19 @@ async function runOne(
         result.peakRssMb = Math.max(result.peakRssMb, process.memoryUsage().rss / 2 ** 20);
         result.peakTensorMb = Math.max(result.peakTensorMb, tf.memory().numBytes / 2 ** 20);
         options.onProgress?.({ kind: 'step', method: method.name, seed, step, steps, loss, elapsed: 0 });
+        return nextTurn();
       },
     };
-    if (!method.frozen) {
+    if (!method.frozen && !options.signal?.aborted) {
       const trained = await train(model, trainOptions);
       result.losses = trained.losses;
       result.trainSeconds = trained.seconds;
       result.tokensPerSecond = trained.tokensPerSecond;
-      if (trained.stoppedBy === 'interrupted') result.status = 'interrupted';
+    }
+    // interrupted: the report says how far it trained; measuring it would keep the user waiting
+    if (options.signal?.aborted) {
+      result.status = 'interrupted';
+      return result;
     }
     const measured = await testMetric(model, task, { ...trainOptions, batchSize: 16 });
     result.metric = measured.metric;
@@ -359,6 +381,7 @@ export function summarize(runs: readonly RunResult[]): MethodSummary[] {
   return methods.map((method) => {
     const all = runs.filter((r) => r.method === method);
     const ok = all.filter((r) => r.status === 'ok' && r.metric !== null);
+    const interrupted = all.filter((r) => r.status === 'interrupted').length;
     const [metricMean, metricStd] = meanStd(ok.map((r) => r.metric!));
     const pick = (f: (r: RunResult) => number | null | undefined): number | null => {
       const values = ok.map(f).filter((v): v is number => typeof v === 'number');
@@ -373,7 +396,8 @@ export function summarize(runs: readonly RunResult[]): MethodSummary[] {
       method,
       label: first.label,
       runs: all.length,
-      failed: all.length - ok.length,
+      failed: all.length - ok.length - interrupted,
+      interrupted,
       metricMean,
       metricStd,
       ...(f1 !== null ? { f1Mean: f1 } : {}),
@@ -446,6 +470,7 @@ export async function runBench(
         steps = 1; // the method fails in its run too, and is reported there with its reason
       }
     }
+    if (options.signal?.aborted) break;
     for (let seed = 0; seed < (spec.frozen ? 1 : options.seeds); seed++) {
       if (options.signal?.aborted) break;
       options.onProgress?.({ kind: 'start', method: spec.name, seed, run: ++index, runs });

@@ -5,65 +5,22 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { selectBackend } from '@peft/backend';
-import { serializeSafetensors } from '@peft/core';
-import { nodeDirectory } from '@peft/core/node';
-import { loadTokenizer, randomGpt2 } from '@peft/models';
+import { loadTokenizer } from '@peft/models';
 import { describe, expect, it } from 'vitest';
 
 import {
   METHODS,
   RESULTS_SCHEMA,
-  detokenize,
   parseBudget,
   parseLearningRates,
   htmlReport,
   jsonlTask,
   markdownReport,
-  readBrown,
   runBench,
-  tokenizerJson,
-  trainByteLevelBpe,
   writeReports,
   type TaskSplits,
 } from '../src/index.js';
-
-async function tinyModel(): Promise<string> {
-  const directory = mkdtempSync(path.join(tmpdir(), 'peft-bench-model-'));
-  const store = nodeDirectory(directory);
-  const texts = readBrown()
-    .slice(0, 20)
-    .flatMap((f) => f.sentences.map((s) => detokenize(s.map((w) => w.word))));
-  const { vocab, merges } = trainByteLevelBpe(texts, { vocabSize: 400, specialTokens: ['<|endoftext|>'] });
-  await store.write(
-    'tokenizer.json',
-    new TextEncoder().encode(JSON.stringify(tokenizerJson(vocab, merges, ['<|endoftext|>']))),
-  );
-  await store.write(
-    'tokenizer_config.json',
-    new TextEncoder().encode(JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>' })),
-  );
-  const host = randomGpt2({ layers: 2, hidden: 16, heads: 2, vocab: vocab.size, positions: 64 });
-  const tensors = Object.fromEntries(
-    [...host.parameters].map(([name, v]) => [name, { shape: v.shape, values: v.dataSync() as Float32Array }]),
-  );
-  await store.write('model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
-  await store.write(
-    'config.json',
-    new TextEncoder().encode(
-      JSON.stringify({
-        model_type: 'gpt2',
-        architectures: ['GPT2LMHeadModel'],
-        vocab_size: vocab.size,
-        n_positions: 64,
-        n_embd: 16,
-        n_layer: 2,
-        n_head: 2,
-      }),
-    ),
-  );
-  host.dispose();
-  return directory;
-}
+import { tinyModel } from './fixtures/tiny-model.js';
 
 describe('bench --quick', () => {
   it('runs every method, writes results.json (schema), report.md and report.html', async () => {
