@@ -2,7 +2,7 @@
 // Same shapes, random weights, thread count; every workload in its own process (ours, then theirs,
 // then theirs first on the next repetition), medians; ratios printed and written to perf.json and
 // perf.md. Without the oracle's Python our side runs alone, and the report says so.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -90,19 +90,31 @@ function pythonFor(counterpart: PerfMethod['counterpart']): string | null {
 /** The method a row measured (none for the matmul ceiling). */
 const methodOf = (row: Row): PerfMethod | undefined => PERF_METHODS.find((m) => m.name === row.method);
 
-function runProcess(command: string, args: string[]): WorkerResult {
-  const result = spawnSync(command, args, {
-    encoding: 'utf8',
-    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' },
-    maxBuffer: 1 << 26,
+/**
+ * One workload's process, awaited without blocking this one's event loop (a test runner's worker,
+ * a Ctrl-C handler, keep running while it measures).
+ */
+function runProcess(command: string, args: string[]): Promise<WorkerResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr = (stderr + chunk).slice(-1 << 16);
+    });
+    child.on('error', reject);
+    child.on('close', (status) => {
+      const line = stdout.trim().split('\n').at(-1) ?? '';
+      if (status !== 0 || !line.startsWith('{')) {
+        reject(new Error(stderr.trim().split('\n').filter(Boolean).slice(-2).join(' | ') || `exit ${status}`));
+        return;
+      }
+      resolve(JSON.parse(line) as WorkerResult);
+    });
   });
-  const line = result.stdout?.trim().split('\n').at(-1) ?? '';
-  if (result.status !== 0 || !line.startsWith('{')) {
-    const why =
-      (result.stderr ?? '').trim().split('\n').filter(Boolean).slice(-2).join(' | ') || `exit ${result.status}`;
-    throw new Error(why);
-  }
-  return JSON.parse(line) as WorkerResult;
 }
 
 function runSide(
@@ -111,7 +123,7 @@ function runSide(
   model: PerfModel,
   counterpart: PerfMethod['counterpart'],
   shapes: string,
-): WorkerResult {
+): Promise<WorkerResult> {
   if (side === 'ours') {
     return runProcess(path.join(root, 'node_modules/.bin/tsx'), [
       path.join(import.meta.dirname, 'worker.ts'),
@@ -394,7 +406,7 @@ export async function runPerf(argv: string[]): Promise<number> {
           `[${index + 1}/${jobs.length}, ${elapsed} min] ${job.model.name} ${job.kind} ${label}: ${side === 'ours' ? '@peft' : 'peft'} (${rep + 1}/${repetitions})\n`,
         );
         try {
-          const result = runSide(side, request, job.model, counterpart, shapes);
+          const result = await runSide(side, request, job.model, counterpart, shapes);
           runtimes.add(`${side === 'ours' ? '@peft' : 'Python'}: ${result.runtime}`);
           measured[side].push(result);
         } catch (error) {
