@@ -54,7 +54,9 @@ const UNSUPPORTED_OFF: Readonly<Record<string, unknown>> = {
 };
 
 function fail(field: string, expected: string, got: unknown): never {
-  throw new Error(`BottleneckConfig.${field}: expected ${expected}, got ${JSON.stringify(got)}`);
+  // JSON.stringify writes NaN and Infinity (1e999 in a JSON file) as null
+  const shown = typeof got === 'number' ? String(got) : JSON.stringify(got);
+  throw new Error(`BottleneckConfig.${field}: expected ${expected}, got ${shown}`);
 }
 
 export class BottleneckConfig implements PeftConfig {
@@ -84,6 +86,8 @@ export class BottleneckConfig implements PeftConfig {
   constructor(options: BottleneckConfigOptions) {
     this.mhAdapter = options.mhAdapter;
     this.outputAdapter = options.outputAdapter;
+    if (typeof this.mhAdapter !== 'boolean') fail('mhAdapter', 'true or false', this.mhAdapter);
+    if (typeof this.outputAdapter !== 'boolean') fail('outputAdapter', 'true or false', this.outputAdapter);
     if (!this.mhAdapter && !this.outputAdapter)
       throw new Error('BottleneckConfig: mhAdapter and outputAdapter are both false: no adapter to place');
     this.reductionFactor = options.reductionFactor ?? 16;
@@ -92,8 +96,8 @@ export class BottleneckConfig implements PeftConfig {
     if (typeof this.reductionFactor === 'object' && !('default' in this.reductionFactor)) {
       fail('reductionFactor', 'a number, or per-layer factors with a "default"', this.reductionFactor);
     }
-    if (!factors.every((f) => typeof f === 'number' && f > 0))
-      fail('reductionFactor', 'positive numbers', this.reductionFactor);
+    if (!factors.every((f) => typeof f === 'number' && Number.isFinite(f) && f > 0))
+      fail('reductionFactor', 'finite positive numbers', this.reductionFactor);
     this.bottleneckSize = options.bottleneckSize ?? null;
     if (this.bottleneckSize !== null && !(Number.isInteger(this.bottleneckSize) && this.bottleneckSize > 0)) {
       fail('bottleneckSize', 'a positive integer', this.bottleneckSize);
@@ -112,8 +116,8 @@ export class BottleneckConfig implements PeftConfig {
       fail('initWeights', "'bert', 'mam_adapter' or 'houlsby'", this.initWeights);
     this.isParallel = options.isParallel ?? false;
     this.scaling = options.scaling ?? 1;
-    if (typeof this.scaling !== 'number')
-      fail('scaling', 'a number (learned scalings are not supported)', this.scaling);
+    if (typeof this.scaling !== 'number' || !Number.isFinite(this.scaling))
+      fail('scaling', 'a finite number (learned scalings are not supported)', this.scaling);
     this.dropout = options.dropout ?? 0;
     if (!(this.dropout >= 0 && this.dropout < 1)) fail('dropout', 'a number in [0, 1)', this.dropout);
     this.leaveOut = [...(options.leaveOut ?? [])];

@@ -129,6 +129,31 @@ export class BottleneckModule {
     return out as tf.Tensor3D;
   }
 
+  /**
+   * AdapterHub's keys and stored shapes of the module at `path`, without making it: a file is checked
+   * against them before any tensor is allocated. The same keys as entries().
+   */
+  static savedShapes(
+    path: string,
+    config: BottleneckConfig,
+    hidden: number,
+    size: number,
+  ): { key: string; shape: number[] }[] {
+    const downIndex = config.lnBefore ? 1 : 0;
+    const norm = (name: string): { key: string; shape: number[] }[] => [
+      { key: `${path}.${name}.weight`, shape: [hidden] },
+      { key: `${path}.${name}.bias`, shape: [hidden] },
+    ];
+    return [
+      { key: `${path}.adapter_down.${downIndex}.weight`, shape: [size, hidden] },
+      { key: `${path}.adapter_down.${downIndex}.bias`, shape: [size] },
+      { key: `${path}.adapter_up.weight`, shape: [hidden, size] },
+      { key: `${path}.adapter_up.bias`, shape: [hidden] },
+      ...(config.lnBefore ? norm('adapter_down.0') : []),
+      ...(config.lnAfter ? norm('adapter_norm_after') : []),
+    ];
+  }
+
   /** Every variable by AdapterHub's key, with the [out, in] layout torch uses for Linear weights. */
   entries(): { key: string; variable: tf.Variable; transposed: boolean }[] {
     const downIndex = this.normBefore ? 1 : 0;

@@ -2,8 +2,10 @@
 // host's sublayer-output hooks only; weights in AdapterHub's names and layout.
 import {
   deriveSeed,
+  expectTensorShape,
   type AdapterTuner,
   type Disposer,
+  type LoadedAdapter,
   type PeftHost,
   type PeftMethod,
   type SafetensorsFile,
@@ -97,7 +99,7 @@ export class BottleneckTuner implements AdapterTuner {
    */
   loadStateDict(file: SafetensorsFile): void {
     const savedName = this.config.savedName ?? this.adapterName;
-    this.checkSavedName(file, savedName);
+    checkSavedName(file, savedName, this.config);
     const expected = new Set<string>();
     for (const module of this.modules) {
       for (const { key: ourKey, variable, transposed } of module.entries()) {
@@ -125,25 +127,53 @@ export class BottleneckTuner implements AdapterTuner {
       );
   }
 
-  /**
-   * AdapterHub loads only the keys with the config's name and leaves the adapter at its initial
-   * weights when the file's keys carry another name; we refuse such a file.
-   */
-  private checkSavedName(file: SafetensorsFile, savedName: string): void {
-    for (const key of file.entries.keys()) {
-      const found = ADAPTER_KEY.exec(key)?.[1];
-      if (found === undefined || found === savedName) continue;
-      const expected =
-        this.config.savedName === null
-          ? `the adapter is named "${savedName}" (adapter_config.json gives no "name")`
-          : `adapter_config.json's "name" is "${savedName}"`;
-      throw new Error(`${file.source}: tensor "${key}" is saved under the adapter name "${found}", but ${expected}`);
-    }
-  }
-
   dispose(): void {
     for (const hook of this.hooks) hook.remove();
     for (const module of this.modules) module.dispose();
+  }
+}
+
+/**
+ * AdapterHub loads only the keys with the config's name and leaves the adapter at its initial
+ * weights when the file's keys carry another name; we refuse such a file.
+ */
+function checkSavedName(file: SafetensorsFile, savedName: string, config: BottleneckConfig): void {
+  for (const key of file.entries.keys()) {
+    const found = ADAPTER_KEY.exec(key)?.[1];
+    if (found === undefined || found === savedName) continue;
+    const expected =
+      config.savedName === null
+        ? `the adapter is named "${savedName}" (adapter_config.json gives no "name")`
+        : `adapter_config.json's "name" is "${savedName}"`;
+    throw new Error(`${file.source}: tensor "${key}" is saved under the adapter name "${found}", but ${expected}`);
+  }
+}
+
+/** Before attach allocates the modules: each one's tensors are in the file with the config's bottleneck size. */
+function checkWeights(host: PeftHost, config: BottleneckConfig, file: SafetensorsFile, adapter: LoadedAdapter): void {
+  const savedName = config.savedName ?? adapter.name;
+  checkSavedName(file, savedName, config);
+  const { numLayers, hiddenSize } = host.config;
+  for (let layer = 0; layer < numLayers; layer++) {
+    if (config.leaveOut.includes(layer)) continue;
+    const size = config.bottleneck(layer, hiddenSize);
+    const factor =
+      typeof config.reductionFactor === 'number'
+        ? config.reductionFactor
+        : (config.reductionFactor[String(layer)] ?? config.reductionFactor.default!);
+    const because = `${adapter.configSource} (reduction_factor ${factor}: bottleneck size of the hidden size ${hiddenSize} / ${factor} = ${size})`;
+    for (const point of [
+      ...(config.mhAdapter ? ['afterAttention' as const] : []),
+      ...(config.outputAdapter ? ['afterFfn' as const] : []),
+    ]) {
+      for (const { key, shape } of BottleneckModule.savedShapes(
+        adapterPath(host, layer, point, savedName),
+        config,
+        hiddenSize,
+        size,
+      ))
+        expectTensorShape(file, key, shape, because);
+    }
   }
 }
 
@@ -176,5 +206,6 @@ export const bottleneckMethod: PeftMethod<BottleneckConfig> = {
     typeof json.version === 'string' &&
     json.version.startsWith('adapters'),
   fromJson: (json, source) => BottleneckConfig.fromJson(json, source),
+  checkWeights,
   attach: (host, adapterName, config) => new BottleneckTuner(host, adapterName, config),
 };

@@ -30,6 +30,10 @@ export interface Checkpoint {
   stored?(name: string, expectedShape?: readonly number[]): StoredTensor;
   /** Releases the files it holds open (a checkpoint read by ranges); `tensor` fails after it. */
   close?(): void;
+  /** Values of all its tensors together, from the headers; absent where not known (made in memory). */
+  readonly totalValues?: number;
+  /** For messages: the file that holds a tensor (a shard's path), where there are files. */
+  fileOf?(name: string): string | undefined;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -53,9 +57,13 @@ export function checkpointFromFiles(
     }
     return file;
   };
+  let totalValues = 0;
+  for (const [name, file] of owners) totalValues += file.entries.get(name)!.shape.reduce((a, b) => a * b, 1);
   return {
     location,
+    totalValues,
     ...(close ? { close } : {}),
+    fileOf: (name) => owners.get(name)?.source,
     names: () => [...owners.keys()],
     has: (name) => owners.has(name),
     tensor: (name, expectedShape, into) => owner(name, expectedShape).tensor(name, into),

@@ -14,10 +14,21 @@ export interface FileStore {
   /** Writes `name` whole; a reader never sees a half-written file where the store allows it. */
   write(name: string, bytes: Uint8Array): Promise<void>;
   /**
+   * Writes several files as one change, where the store can: whenever it is interrupted (a crash, a
+   * kill -9), a reader finds all the new files or the old ones, never a mix. The folder's other files
+   * stay. `saveAdapter` uses it for an adapter's config and weights; without it they go one by one.
+   */
+  writeFiles?(files: ReadonlyMap<string, Uint8Array>): Promise<void>;
+  /**
    * Deletes `name`; nothing happens when it is not there. Stores that cannot delete (a URL) leave it
    * out, and writers that replace files (savePretrained over an earlier save) say so when they need it.
    */
   remove?(name: string): Promise<void>;
+  /**
+   * Every file name in the store (names in folders with `/`), sorted, where the store can list them:
+   * training checkpoints are pruned, and temporary files of interrupted saves removed, through it.
+   */
+  list?(): Promise<string[]>;
   /**
    * Opens `name` for reads of byte ranges, where the store can (a Node directory): a checkpoint then
    * reads each tensor as it is used instead of whole shards. Rejects, naming the file, for anything
@@ -83,8 +94,15 @@ export function memoryStore(
     async write(name, bytes) {
       map.set(name, bytes.slice());
     },
+    async writeFiles(files) {
+      // one synchronous pass: no other code runs between the first file and the last
+      for (const [name, bytes] of files) map.set(name, bytes.slice());
+    },
     async remove(name) {
       map.delete(name);
+    },
+    async list() {
+      return [...map.keys()].sort();
     },
   };
 }

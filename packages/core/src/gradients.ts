@@ -163,10 +163,15 @@ export function variableGradients(
   forwardScopes = engine.state.scopeStack.length;
   try {
     y = engine.tidy('forward', f);
-  } finally {
+  } catch (error) {
+    // the forward pass failed: what its nodes saved for a backward pass that never runs goes now
     engine.endTape();
     forwardScopes = floor;
+    if (engine.state.gradientDepth === 0) releaseTape(engine, engine.state.activeTape ?? []);
+    throw error;
   }
+  engine.endTape();
+  forwardScopes = floor;
   // nested in another gradient computation, the outer tape still needs the saved tensors
   const release = engine.state.gradientDepth === 0;
   const tape = engine.state.activeTape ?? [];
@@ -187,19 +192,22 @@ export function variableGradients(
     tf.dispose(y);
     throw error;
   } finally {
-    if (release) {
-      for (const node of tape) for (const tensor of node.saved ?? []) tensor.dispose();
-      engine.state.activeTape = null;
-      // what checkpointed blocks kept for a recomputation that never ran (no path to the loss, an error)
-      for (const tensor of [...heldForRecompute.keys()]) tensor.dispose();
-      heldForRecompute.clear();
-    }
+    if (release) releaseTape(engine, tape);
   }
   if (Object.keys(result).length === 0) {
     tf.dispose(y);
     throw new Error('variableGradients: no trainable variable reaches the loss (are the ops that use them inside f?)');
   }
   return { value: y as tf.Scalar, grads: result };
+}
+
+/** The outermost tape is done: its nodes' saved tensors, and what checkpointed blocks held, go. */
+function releaseTape(engine: EngineInternals, tape: readonly TapeNode[]): void {
+  for (const node of tape) for (const tensor of node.saved ?? []) tensor.dispose();
+  engine.state.activeTape = null;
+  // what checkpointed blocks kept for a recomputation that never ran (no path to the loss, an error)
+  for (const tensor of [...heldForRecompute.keys()]) tensor.dispose();
+  heldForRecompute.clear();
 }
 
 /** Where the scopes of variableGradients' forward pass start on the engine's scope stack (null: outside one). */

@@ -89,8 +89,15 @@ export type {
 } from './data.js';
 export { evaluate, train } from './train.js';
 export type { EvalResult, StepInfo, TaskName, TrainOptions, TrainResult, TrainableModel } from './train.js';
-export { LATEST_CHECKPOINT_FILE, loadTrainingCheckpoint, saveTrainingCheckpoint } from './training-checkpoint.js';
-export type { TrainerState } from './training-checkpoint.js';
+export {
+  DEFAULT_KEEP_LAST,
+  LATEST_CHECKPOINT_FILE,
+  TRAINING_LOCK_FILE,
+  loadTrainingCheckpoint,
+  lockCheckpointFolder,
+  saveTrainingCheckpoint,
+} from './training-checkpoint.js';
+export type { SaveCheckpointOptions, TrainerState, TrainingLock } from './training-checkpoint.js';
 export { fullFineTuning, headOnly } from './baselines.js';
 export { resolveStore } from './source.js';
 export type { StoreSource } from './source.js';
@@ -100,10 +107,11 @@ export {
   BASE_ADAPTER,
   PeftModel,
   STATE_DICT_PREFIX,
+  expectTensorShape,
   getPeftModel,
   registerPeftMethod,
 } from './peft-model.js';
-export type { AdapterTuner, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';
+export type { AdapterTuner, LoadedAdapter, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';
 export { ACTIVATIONS, activation, addReleasing, gatedActivation, layerNorm, reshapeReleasing, rmsNorm } from './nn.js';
 export { ownVariable } from './variables.js';
 export { PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';

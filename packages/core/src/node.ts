@@ -1,16 +1,34 @@
 // `@peft/core/node`: the Node.js file store. Kept out of the main entry so browser bundles never
 // see `node:fs`.
-import { closeSync, constants, fstatSync, openSync, readSync, promises as fs } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  renameSync,
+  statSync,
+  promises as fs,
+} from 'node:fs';
+import type { Dirent } from 'node:fs';
 import path from 'node:path';
 
 import type { FileStore, RangeFile } from './files.js';
 
 /**
  * A directory on disk. Writes go to a temporary name in the same directory and are renamed into
- * place, so a crash never leaves a half-written adapter or checkpoint behind.
+ * place, so a crash never leaves a half-written adapter or checkpoint behind; `writeFiles` replaces
+ * several files as one change (see replaceFolder).
  */
 export function nodeDirectory(directory: string): FileStore {
   const root = path.resolve(directory);
+  // a save killed between its two renames left the folder beside its place: it comes back
+  if (!existsSync(root)) restoreReplacedFolder(swapped(root));
   const resolve = (name: string): string => {
     const full = path.resolve(root, name);
     if (full !== root && !full.startsWith(root + path.sep)) {
@@ -57,13 +75,38 @@ export function nodeDirectory(directory: string): FileStore {
         throw error;
       }
     },
+    async writeFiles(files) {
+      for (const name of files.keys()) resolve(name);
+      await replaceFolder(root, files);
+    },
     async remove(name) {
-      await fs.rm(resolve(name), { force: true });
+      const full = resolve(name);
+      await fs.rm(full, { force: true });
+      // a folder left empty goes with its last file (a pruned training checkpoint)
+      const folder = path.dirname(full);
+      if (folder !== root && (await entriesOf(folder))?.length === 0) await fs.rmdir(folder);
+    },
+    async list() {
+      const entries = await entriesOf(root, true);
+      return (entries ?? [])
+        .filter((entry) => entry.isFile())
+        .map((entry) => path.relative(root, path.join(entry.parentPath, entry.name)).split(path.sep).join('/'))
+        .sort();
     },
     async openRanges(name) {
       return openRangeFile(resolve(name), path.join(root, name));
     },
   };
+}
+
+/** The entries of a folder (and of its folders, `recursive`); null when it does not exist. */
+async function entriesOf(folder: string, recursive = false): Promise<Dirent[] | null> {
+  try {
+    return await fs.readdir(folder, { recursive, withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
 }
 
 /** `full` open for synchronous range reads; `shown` names it in errors. */
@@ -111,4 +154,212 @@ function openRangeFile(full: string, shown: string): RangeFile {
       open = false;
     },
   };
+}
+
+/**
+ * Beside a folder while it is replaced: `.<folder>.saving-<pid>-<nonce>` (the new folder being
+ * written) and `.<folder>.replaced-<pid>-<nonce>` (the old one, between the two renames).
+ */
+const SIBLING = /^\.(.+)\.(saving|replaced)-(\d+)-[0-9a-z]+$/;
+
+/** Failures that say this folder cannot be swapped by rename (a mount point, a read-only parent, Windows' open handles). */
+const CANNOT_SWAP = new Set(['EACCES', 'EPERM', 'EROFS', 'EBUSY', 'EXDEV']);
+
+/**
+ * Writes `files` (names relative to `root`) into the folder `root` as one change. The new folder is
+ * made beside it: the files (each synced), and hard links to the old folder's other entries; synced;
+ * then the old folder is renamed away, the new one into its place, and the old one deleted. Killed
+ * at any moment, it leaves the old folder in place or the new one, plus a sibling that the next save
+ * deletes; killed between the two renames, the old folder is beside its place, and the next save or
+ * open puts it back. Where a folder cannot be swapped (see CANNOT_SWAP), the files are written one by
+ * one (each atomically), with a warning.
+ */
+async function replaceFolder(folder: string, files: ReadonlyMap<string, Uint8Array>): Promise<void> {
+  const root = swapped(folder);
+  const parent = path.dirname(root);
+  const base = path.basename(root);
+  await fs.mkdir(parent, { recursive: true });
+  await removeStaleSiblings(root);
+  const nonce = Math.floor(Math.random() * 36 ** 6).toString(36);
+  const staging = path.join(parent, `.${base}.saving-${process.pid}-${nonce}`);
+  const replaced = path.join(parent, `.${base}.replaced-${process.pid}-${nonce}`);
+  try {
+    await fs.mkdir(staging);
+  } catch (error) {
+    if (!CANNOT_SWAP.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+    return writeInPlace(root, files, `cannot create ${staging} (${(error as Error).message})`);
+  }
+  let moved = false;
+  try {
+    const existing = await isDirectory(root);
+    const written = new Set([...files.keys()].map((name) => path.normalize(name)));
+    if (existing && !(await mirror(root, staging, '', written))) {
+      await fs.rm(staging, { recursive: true, force: true });
+      return writeInPlace(root, files, `${root} holds an entry that is not a file, folder or link`);
+    }
+    for (const [name, bytes] of files) {
+      const target = path.join(staging, name);
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      await writeSynced(target, bytes);
+    }
+    await syncTree(staging);
+    if (existing) {
+      try {
+        await fs.rename(root, replaced);
+      } catch (error) {
+        if (!CANNOT_SWAP.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+        await fs.rm(staging, { recursive: true, force: true });
+        return writeInPlace(root, files, `cannot rename ${root} (${(error as Error).message})`);
+      }
+      moved = true;
+    }
+    await fs.rename(staging, root);
+    moved = false;
+    await syncDirectory(parent);
+  } catch (error) {
+    if (moved) await fs.rename(replaced, root);
+    await fs.rm(staging, { recursive: true, force: true });
+    throw error;
+  }
+  await fs.rm(replaced, { recursive: true, force: true });
+}
+
+/**
+ * The folder a save swaps for `root`: the one a link at `root` points to (a `latest` link stays a
+ * link, to a folder replaced as one change), else `root`.
+ */
+function swapped(root: string): string {
+  try {
+    return realpathSync(root);
+  } catch {
+    // not there, or a link to a folder that is not there (a save cut between its renames)
+  }
+  try {
+    return lstatSync(root).isSymbolicLink() ? path.resolve(path.dirname(root), readlinkSync(root)) : root;
+  } catch {
+    return root;
+  }
+}
+
+/** The fallback of replaceFolder: each file replaced atomically, the set of them not. */
+async function writeInPlace(root: string, files: ReadonlyMap<string, Uint8Array>, why: string): Promise<void> {
+  console.warn(`@peft/core: ${root}: files written one by one, not as one change: ${why}`);
+  for (const [name, bytes] of files) {
+    const target = path.join(root, name);
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    const temporary = `${target}.tmp-${process.pid}-${Date.now()}`;
+    try {
+      await writeSynced(temporary, bytes);
+      await fs.rename(temporary, target);
+    } catch (error) {
+      await fs.rm(temporary, { force: true });
+      throw error;
+    }
+  }
+}
+
+async function writeSynced(target: string, bytes: Uint8Array): Promise<void> {
+  const handle = await fs.open(target, 'w');
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function isDirectory(full: string): Promise<boolean> {
+  try {
+    return (await fs.stat(full)).isDirectory();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
+}
+
+/**
+ * Recreates the folder `from` in `to` with hard links (copies where the file system has none),
+ * leaving out the `skip` names (relative, normalised); false when an entry is neither a file, a
+ * folder nor a link.
+ */
+async function mirror(from: string, to: string, relative: string, skip: ReadonlySet<string>): Promise<boolean> {
+  for (const entry of await fs.readdir(path.join(from, relative), { withFileTypes: true })) {
+    const name = path.join(relative, entry.name);
+    if (skip.has(name)) continue;
+    const source = path.join(from, name);
+    const target = path.join(to, name);
+    if (entry.isDirectory()) {
+      await fs.mkdir(target);
+      if (!(await mirror(from, to, name, skip))) return false;
+    } else if (entry.isSymbolicLink()) {
+      await fs.symlink(await fs.readlink(source), target);
+    } else if (entry.isFile()) {
+      try {
+        await fs.link(source, target);
+      } catch {
+        await fs.copyFile(source, target);
+      }
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** fsync of every folder under `folder` and of itself: their entries are on disk before the rename. */
+async function syncTree(folder: string): Promise<void> {
+  for (const entry of await fs.readdir(folder, { withFileTypes: true }))
+    if (entry.isDirectory()) await syncTree(path.join(folder, entry.name));
+  await syncDirectory(folder);
+}
+
+async function syncDirectory(folder: string): Promise<void> {
+  // Windows cannot open a folder for fsync; its renames are journaled by NTFS
+  if (process.platform === 'win32') return;
+  const handle = await fs.open(folder, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The siblings replaceFolder left beside `root` in processes that are gone. */
+function staleSiblings(root: string, names: readonly string[]): { full: string; kind: string }[] {
+  const base = path.basename(root);
+  return names.flatMap((name) => {
+    const match = SIBLING.exec(name);
+    if (!match || match[1] !== base || alive(Number(match[3]))) return [];
+    return [{ full: path.join(path.dirname(root), name), kind: match[2]! }];
+  });
+}
+
+/** Puts back the old folder of a save killed between its two renames (synchronous: at open). */
+function restoreReplacedFolder(root: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(path.dirname(root));
+  } catch {
+    return;
+  }
+  const replaced = staleSiblings(root, names)
+    .filter((sibling) => sibling.kind === 'replaced')
+    .sort((a, b) => statSync(b.full).mtimeMs - statSync(a.full).mtimeMs)[0];
+  if (replaced) renameSync(replaced.full, root);
+}
+
+/** Before a save: restores an old folder left between two renames, deletes what dead saves left. */
+async function removeStaleSiblings(root: string): Promise<void> {
+  if (!existsSync(root)) restoreReplacedFolder(root);
+  for (const sibling of staleSiblings(root, await fs.readdir(path.dirname(root))))
+    await fs.rm(sibling.full, { recursive: true, force: true });
 }

@@ -82,6 +82,26 @@ export interface AdamWKernelAttrs {
  */
 export const FUSED_ADAMW_MIN_ELEMENTS = 32_768;
 
+/** Throws `<optimizer>: <option>: expected ...` unless `value` is a finite number in the range. */
+function checkOptimizerNumber(
+  owner: string,
+  name: string,
+  value: number,
+  range: { min: number; below?: number; above?: boolean },
+): void {
+  const inRange =
+    typeof value === 'number' &&
+    Number.isFinite(value) &&
+    (range.above ? value > range.min : value >= range.min) &&
+    (range.below === undefined || value < range.below);
+  if (inRange) return;
+  const expected =
+    range.below !== undefined
+      ? `a number from ${range.min} up to (not including) ${range.below}`
+      : `a finite number ${range.above ? '>' : '>='} ${range.min}`;
+  throw new Error(`${owner}: ${name}: expected ${expected}, got ${value}`);
+}
+
 /**
  * A fused-kernel moment holding `value`'s values; kept, since a step may run inside the caller's
  * tf.tidy, which must not take the moments with it.
@@ -119,6 +139,12 @@ export class AdamW implements Optimizer {
     this.epsilon = options.epsilon ?? 1e-8;
     this.weightDecay = options.weightDecay ?? 0.01;
     this.fusedMinElements = options.fusedMinElements ?? FUSED_ADAMW_MIN_ELEMENTS;
+    checkOptimizerNumber('AdamW', 'beta1', this.beta1, { min: 0, below: 1 });
+    checkOptimizerNumber('AdamW', 'beta2', this.beta2, { min: 0, below: 1 });
+    checkOptimizerNumber('AdamW', 'epsilon', this.epsilon, { min: 0, above: true });
+    checkOptimizerNumber('AdamW', 'weightDecay', this.weightDecay, { min: 0 });
+    if (!(this.fusedMinElements >= 0))
+      throw new Error(`AdamW: fusedMinElements: expected a number >= 0 (or Infinity), got ${this.fusedMinElements}`);
   }
 
   private slot(name: string, like: tf.Variable): tf.Variable {
@@ -150,6 +176,8 @@ export class AdamW implements Optimizer {
     learningRate: number,
     gradientScale = 1,
   ): void {
+    checkOptimizerNumber('AdamW', 'learning rate', learningRate, { min: 0 });
+    checkOptimizerNumber('AdamW', 'gradient scale', gradientScale, { min: 0 });
     tf.dispose(this.snapshots);
     this.snapshots = [];
     this.step += 1;
@@ -253,7 +281,10 @@ export class Sgd implements Optimizer {
   private step = 0;
   private readonly buffers = new Map<string, tf.Variable>();
 
-  constructor(private readonly options: SgdOptions = {}) {}
+  constructor(private readonly options: SgdOptions = {}) {
+    checkOptimizerNumber('SGD', 'momentum', options.momentum ?? 0, { min: 0 });
+    checkOptimizerNumber('SGD', 'weightDecay', options.weightDecay ?? 0, { min: 0 });
+  }
 
   apply(
     variables: ReadonlyMap<string, tf.Variable>,
@@ -261,6 +292,8 @@ export class Sgd implements Optimizer {
     learningRate: number,
     gradientScale = 1,
   ): void {
+    checkOptimizerNumber('SGD', 'learning rate', learningRate, { min: 0 });
+    checkOptimizerNumber('SGD', 'gradient scale', gradientScale, { min: 0 });
     this.step += 1;
     const momentum = this.options.momentum ?? 0;
     const weightDecay = this.options.weightDecay ?? 0;

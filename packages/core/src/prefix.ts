@@ -6,9 +6,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { Disposer, ForwardContext, KeyValuePrefix, PeftHost } from './host.js';
-import type { AdapterTuner, PeftConfig, PeftMethod } from './peft-model.js';
+import { expectTensorShape, type AdapterTuner, type PeftConfig, type PeftMethod } from './peft-model.js';
+import { checkVirtualTokens, PROMPT_EMBEDDINGS } from './prompt.js';
 import { deriveSeed, seededNormal } from './random.js';
-import { PROMPT_EMBEDDINGS } from './prompt.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
 import { ownVariable } from './variables.js';
 
@@ -146,6 +146,7 @@ export class PrefixTuner implements AdapterTuner {
     readonly adapterName: string,
     readonly config: PrefixConfig,
   ) {
+    checkVirtualTokens(host, config.numVirtualTokens, `${config.constructor.name}.numVirtualTokens`);
     this.shape = prefixShape(host);
     const { numLayers, tokenDim } = this.shape;
     const P = config.numVirtualTokens;
@@ -305,5 +306,16 @@ export const prefixMethod: PeftMethod<PrefixConfig> = {
   peftType: 'PREFIX_TUNING',
   stateDictPrefix: 'base_model.',
   fromJson: (json, source) => PrefixConfig.fromJson(json, source),
+  checkWeights(host, config, file, adapter) {
+    const P = config.numVirtualTokens;
+    checkVirtualTokens(host, P, `${adapter.configSource}: num_virtual_tokens`);
+    const { numLayers, tokenDim } = prefixShape(host);
+    expectTensorShape(
+      file,
+      PROMPT_EMBEDDINGS,
+      [P, numLayers * 2 * tokenDim],
+      `${adapter.configSource} (num_virtual_tokens ${P} x the model's ${numLayers} layers x 2 x key/value width ${tokenDim})`,
+    );
+  },
   attach: (host, adapterName, config) => new PrefixTuner(host, adapterName, config),
 };

@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { Disposer, ForwardContext, PeftHost } from './host.js';
-import type { AdapterTuner, PeftConfig, PeftMethod } from './peft-model.js';
+import { expectTensorShape, type AdapterTuner, type PeftConfig, type PeftMethod } from './peft-model.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
 import { ownVariable } from './variables.js';
 
@@ -183,6 +183,20 @@ export class PromptTuner implements AdapterTuner {
   }
 }
 
+/**
+ * Virtual tokens take the positions before the input's (prompt tuning, P-tuning) or the ones the
+ * input's start after (prefix tuning): a host with a position table needs room for them and one
+ * token. Checked before any tensor is made; `where` names the config field.
+ */
+export function checkVirtualTokens(host: PeftHost, virtualTokens: number, where: string): void {
+  const positions = host.config.maxPositions;
+  if (virtualTokens < positions) return;
+  throw new Error(
+    `${where}: ${virtualTokens} virtual tokens, but this ${host.config.modelType} model has ${positions} positions ` +
+      `(at most ${positions - 1} virtual tokens, to leave room for one token of input)`,
+  );
+}
+
 /** What prompt-learning configs share in peft's adapter_config.json. */
 export function promptLearningJson(
   host: PeftHost,
@@ -205,18 +219,43 @@ export function promptLearningJson(
   };
 }
 
-/** The method object of a prompt-learning config whose saved form is a plain table. */
+/** A tensor a saved prompt holds: its key, shape, and the config fields that give the shape. */
+export interface SavedPromptTensor {
+  key: string;
+  shape: readonly number[];
+  /** e.g. "num_virtual_tokens 20 x token_dim 768". */
+  fields: string;
+}
+
+/**
+ * The method object of a prompt-learning config whose saved form is a plain table [P, d] (peft's
+ * `prompt_embeddings`), or the tensors `saved` lists (multi-task prompts).
+ */
 export function promptMethod<C extends PeftConfig & { numVirtualTokens: number }>(
   peftType: string,
   fromJson: (json: Record<string, unknown>, source: string) => C,
   source: (host: PeftHost, config: C) => PromptSource,
   placement: (config: C) => PromptPlacement = () => 'prepend',
+  saved: (host: PeftHost, config: C) => SavedPromptTensor[] = (host, config) => [
+    {
+      key: PROMPT_EMBEDDINGS,
+      shape: [config.numVirtualTokens, host.config.hiddenSize],
+      fields: `num_virtual_tokens ${config.numVirtualTokens} x the model's hidden size ${host.config.hiddenSize}`,
+    },
+  ],
 ): PeftMethod<C> {
   return {
     peftType,
     stateDictPrefix: 'base_model.',
     fromJson,
-    attach: (host, adapterName, config) =>
-      new PromptTuner(host, adapterName, config, source(host, config), placement(config)),
+    checkWeights(host, config, file, adapter) {
+      checkVirtualTokens(host, config.numVirtualTokens, `${adapter.configSource}: num_virtual_tokens`);
+      for (const { key, shape, fields } of saved(host, config))
+        expectTensorShape(file, key, shape, `${adapter.configSource} (${fields})`);
+    },
+    attach(host, adapterName, config) {
+      checkVirtualTokens(host, config.numVirtualTokens, `${config.constructor.name}.numVirtualTokens`);
+      return new PromptTuner(host, adapterName, config, source(host, config), placement(config));
+    },
   };
 }

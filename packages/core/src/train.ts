@@ -2,8 +2,9 @@
 // loss. Gradients flow to the trainable variables only; frozen weights get none.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { arrayDataset, batchExamples, collate, type Batch, type Dataset, type Example } from './data.js';
-import type { FileStore } from './files.js';
+import { batchExamples, collate, type Batch, type Dataset, type Example } from './data.js';
+import { checkedData, type ExampleRules } from './example-checks.js';
+import { describeFile, type FileStore } from './files.js';
 import { variableGradients } from './gradients.js';
 import type { PeftHost } from './host.js';
 import {
@@ -15,8 +16,14 @@ import {
 } from './losses.js';
 import { AdamW, Sgd, type Optimizer } from './optimizers.js';
 import { SeededRandom, deriveSeed } from './random.js';
-import { learningRateAt, type ScheduleName } from './schedules.js';
-import { loadTrainingCheckpoint, saveTrainingCheckpoint, type TrainerState } from './training-checkpoint.js';
+import { SCHEDULE_NAMES, learningRateAt, type ScheduleName } from './schedules.js';
+import {
+  lockCheckpointFolder,
+  loadTrainingCheckpoint,
+  saveTrainingCheckpoint,
+  type TrainerState,
+  type TrainingLock,
+} from './training-checkpoint.js';
 
 /** What the engine trains: a host and the variables an adapter (or a baseline) makes trainable. */
 export interface TrainableModel {
@@ -96,11 +103,23 @@ export interface TrainOptions {
   seed?: number;
   /** A NaN or Inf loss: stop with an error (default), or skip the step and count it. */
   nonFinite?: 'stop' | 'skip';
-  /** Save a resumable checkpoint here every `every` steps (and at the end, and on Ctrl-C). */
-  checkpoint?: { store: FileStore; every?: number };
-  /** Continue from the latest checkpoint in `checkpoint.store`, if there is one. */
+  /**
+   * Save a resumable checkpoint here every `every` steps (and at the end, and on Ctrl-C). The run
+   * holds `train.lock` in the store meanwhile: a second run into it is refused. After each save the
+   * newest `keepLast` checkpoints stay (default 3; Infinity keeps all), and the best evaluation's.
+   */
+  checkpoint?: { store: FileStore; every?: number; keepLast?: number };
+  /**
+   * Continue from the latest checkpoint in `checkpoint.store`, if there is one. A run that had
+   * finished (by these options' epochs, maxSteps, early stopping) trains nothing: `alreadyFinished`.
+   */
   resume?: boolean;
-  /** Ctrl-C (SIGINT) saves a checkpoint and stops cleanly. Default true when checkpointing. */
+  /**
+   * Ctrl-C (SIGINT, under Node) stops after the current optimizer step, with a checkpoint when
+   * checkpointing, however many times the signal arrives at once (a terminal sends it to pnpm, tsx
+   * and node alike); Ctrl-C again a second or more later exits at once (code 130). Default true
+   * when checkpointing.
+   */
   handleInterrupt?: boolean;
   /** Aborting stops after the current step (with a checkpoint when configured). */
   signal?: AbortSignal;
@@ -111,6 +130,8 @@ export interface TrainOptions {
   onStep?: (info: StepInfo) => unknown;
   onEval?: (result: EvalResult) => void;
   onEpoch?: (info: { epoch: number; step: number; meanLoss: number }) => void;
+  /** What the run says besides its steps: a lock taken over, files cleaned, Ctrl-C. Default console.warn. */
+  onNotice?: (message: string) => void;
 }
 
 export interface TrainResult {
@@ -126,10 +147,8 @@ export interface TrainResult {
   seconds: number;
   tokensPerSecond: number;
   resumedFrom: number | null;
-}
-
-function toDataset(data: Dataset<Example> | readonly Example[]): Dataset<Example> {
-  return Array.isArray(data) ? arrayDataset(data as readonly Example[]) : (data as Dataset<Example>);
+  /** `resume` found a run that had finished: nothing was trained (the model holds its weights). */
+  alreadyFinished: boolean;
 }
 
 /** tfjs-core registers no gradients by itself; the union bundles (tfjs, tfjs-node) do. */
@@ -142,22 +161,134 @@ function assertGradientsRegistered(): void {
   }
 }
 
-function validateOptions(options: TrainOptions): void {
-  const positive = (value: number | undefined, name: string): void => {
-    if (value !== undefined && !(Number.isInteger(value) && value > 0))
-      throw new Error(`${name}: expected a positive integer, got ${value}`);
+const TASKS: readonly TaskName[] = ['causal-lm', 'sequence-classification', 'token-classification'];
+
+/** `"a", "b" or "c"` */
+function choices(names: readonly string[]): string {
+  const quoted = names.map((name) => JSON.stringify(name));
+  return `${quoted.slice(0, -1).join(', ')} or ${quoted.at(-1)}`;
+}
+
+const show = (value: unknown): string => (typeof value === 'string' ? JSON.stringify(value) : String(value));
+
+/** Every option checked before anything is made: each error names the option and what it expects. */
+function validateOptions(options: TrainOptions, host: PeftHost): void {
+  const positive = (value: number | undefined, name: string, required = false): void => {
+    if ((value !== undefined || required) && !(Number.isInteger(value) && value! > 0))
+      throw new Error(`${name}: expected a positive integer, got ${show(value)}`);
   };
-  positive(options.batchSize, 'batchSize');
+  const atLeast = (value: number | undefined, name: string, min: number, strictly = false, required = false): void => {
+    if (value === undefined && !required) return;
+    const ok = typeof value === 'number' && Number.isFinite(value) && (strictly ? value > min : value >= min);
+    if (!ok) throw new Error(`${name}: expected a finite number ${strictly ? '>' : '>='} ${min}, got ${show(value)}`);
+  };
+  const oneOf = (value: unknown, name: string, allowed: readonly string[]): void => {
+    if (value !== undefined && !allowed.includes(value as string))
+      throw new Error(`${name}: expected ${choices(allowed)}, got ${show(value)}`);
+  };
+  const boolean = (value: unknown, name: string): void => {
+    if (value !== undefined && typeof value !== 'boolean')
+      throw new Error(`${name}: expected true or false, got ${JSON.stringify(value)}`);
+  };
+  if (!TASKS.includes(options.task)) throw new Error(`task: expected ${choices(TASKS)}, got ${show(options.task)}`);
+  positive(options.batchSize, 'batchSize', true);
   positive(options.epochs, 'epochs');
   positive(options.maxSteps, 'maxSteps');
   positive(options.gradientAccumulationSteps, 'gradientAccumulationSteps');
   positive(options.evalEvery, 'evalEvery');
-  if (!(options.learningRate > 0))
-    throw new Error(`learningRate: expected a positive number, got ${options.learningRate}`);
-  if (options.verbalizer && options.task !== 'sequence-classification') {
-    throw new Error('verbalizer: only for task "sequence-classification"');
+  atLeast(options.learningRate, 'learningRate', 0, true, true);
+  if (options.maxGradNorm !== null) {
+    const norm = options.maxGradNorm;
+    if (norm !== undefined && !(typeof norm === 'number' && Number.isFinite(norm) && norm > 0))
+      throw new Error(`maxGradNorm: expected a finite number > 0 (or null for no clipping), got ${show(norm)}`);
   }
-  if (options.earlyStopping && !options.validation) throw new Error('earlyStopping needs validation data');
+  atLeast(options.weightDecay, 'weightDecay', 0);
+  const optimizer = options.optimizer as unknown;
+  if (typeof optimizer === 'object' && optimizer !== null) {
+    const custom = optimizer as Record<string, unknown>;
+    const lacks = [
+      ...(typeof custom.name === 'string' ? [] : ['a name']),
+      ...['apply', 'getState', 'setState', 'dispose'].filter((method) => typeof custom[method] !== 'function'),
+    ];
+    if (lacks.length > 0) throw new Error(`optimizer: the Optimizer object lacks ${lacks.join(', ')}`);
+    if (options.weightDecay !== undefined) {
+      throw new Error(
+        'weightDecay: not used with an Optimizer object; give it to the optimizer (new AdamW({ weightDecay }))',
+      );
+    }
+  } else if (optimizer !== undefined && optimizer !== 'adamw' && optimizer !== 'sgd') {
+    throw new Error(
+      `optimizer: expected "adamw", "sgd" or an Optimizer (name, apply, getState, setState, dispose), got ${show(optimizer)}`,
+    );
+  }
+  if (options.momentum !== undefined) {
+    if (options.optimizer !== 'sgd') {
+      throw new Error(
+        typeof options.optimizer === 'object'
+          ? 'momentum: not used with an Optimizer object; give it to the optimizer (new Sgd({ momentum }))'
+          : `momentum: only for optimizer "sgd" (AdamW has beta1), got ${show(options.momentum)} with optimizer "adamw"`,
+      );
+    }
+    atLeast(options.momentum, 'momentum', 0);
+  }
+  if (options.schedule !== undefined && !SCHEDULE_NAMES.includes(options.schedule))
+    throw new Error(`schedule: expected ${choices(SCHEDULE_NAMES)}, got ${show(options.schedule)}`);
+  if (options.warmupSteps !== undefined && !(Number.isInteger(options.warmupSteps) && options.warmupSteps >= 0))
+    throw new Error(`warmupSteps: expected an integer >= 0, got ${show(options.warmupSteps)}`);
+  const ratio = options.warmupRatio;
+  if (ratio !== undefined && !(typeof ratio === 'number' && ratio >= 0 && ratio <= 1))
+    throw new Error(`warmupRatio: expected a number from 0 to 1, got ${show(ratio)}`);
+  if (!(Number.isInteger(options.padTokenId) && options.padTokenId >= 0))
+    throw new Error(`padTokenId: expected an integer >= 0, got ${show(options.padTokenId)}`);
+  const vocabulary = host.config.vocabSize;
+  if (options.padTokenId >= vocabulary) {
+    throw new Error(
+      `padTokenId: ${options.padTokenId} is outside the model's vocabulary of ${vocabulary} tokens (0..${vocabulary - 1})`,
+    );
+  }
+  oneOf(options.paddingSide, 'paddingSide', ['left', 'right']);
+  oneOf(options.nonFinite, 'nonFinite', ['stop', 'skip']);
+  if (options.seed !== undefined && !Number.isInteger(options.seed))
+    throw new Error(`seed: expected an integer, got ${show(options.seed)}`);
+  boolean(options.gradientCheckpointing, 'gradientCheckpointing');
+  boolean(options.bucketByLength, 'bucketByLength');
+  boolean(options.handleInterrupt, 'handleInterrupt');
+  boolean(options.resume, 'resume');
+  if (options.verbalizer) {
+    if (options.task !== 'sequence-classification')
+      throw new Error('verbalizer: only for task "sequence-classification"');
+    const bad = options.verbalizer.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < vocabulary));
+    if (bad >= 0) {
+      throw new Error(
+        `verbalizer[${bad}]: ${show(options.verbalizer[bad])} is not a token id (an integer from 0 to ${vocabulary - 1})`,
+      );
+    }
+  }
+  if (options.evalEvery !== undefined && !options.validation) throw new Error('evalEvery: needs validation data');
+  if (options.earlyStopping) {
+    if (!options.validation) throw new Error('earlyStopping needs validation data');
+    oneOf(options.earlyStopping.metric, 'earlyStopping.metric', ['loss', 'accuracy', 'perplexity']);
+    positive(options.earlyStopping.patience, 'earlyStopping.patience');
+  }
+  if (options.checkpoint) {
+    const { store, every, keepLast } = options.checkpoint;
+    if (typeof store?.write !== 'function')
+      throw new Error('checkpoint.store: expected a FileStore (nodeDirectory, memoryStore, indexedDbStore...)');
+    positive(every, 'checkpoint.every');
+    if (keepLast !== undefined) {
+      if (!((Number.isInteger(keepLast) && keepLast > 0) || keepLast === Number.POSITIVE_INFINITY)) {
+        throw new Error(
+          `checkpoint.keepLast: expected a positive integer (or Infinity to keep every checkpoint), got ${show(keepLast)}`,
+        );
+      }
+      if (keepLast !== Number.POSITIVE_INFINITY && (!store.list || !store.remove)) {
+        throw new Error(
+          `checkpoint.keepLast: the store at ${store.location} cannot ${store.list ? 'delete' : 'list'} files, so ` +
+            'checkpoints cannot be pruned (use keepLast: Infinity, or a store with list and remove)',
+        );
+      }
+    }
+  }
   if (options.resume && !options.checkpoint) throw new Error('resume needs checkpoint.store');
 }
 
@@ -173,25 +304,18 @@ function classCount(host: PeftHost, options: TrainOptions): number | null {
   return host.config.numLabels;
 }
 
-function checkBatch(batch: Batch, host: PeftHost, classes: number | null, where: string): void {
-  const width = batch.inputIds[0]!.length;
-  const virtual = host.hooks.virtualTokens;
-  const limit = host.config.maxPositions;
-  if (width + virtual > limit) {
-    throw new Error(
-      virtual === 0
-        ? `${where}: a batch of ${width} tokens is longer than the model's ${limit} positions; truncate the examples`
-        : `${where}: a batch of ${width} tokens plus the adapter's ${virtual} virtual tokens needs ${width + virtual} positions, ` +
-            `more than the model's ${limit}; truncate the examples to ${limit - virtual} tokens`,
-    );
-  }
-  if (classes === null) return;
-  const labels = (batch.labels as (number | number[])[]).flat();
-  const bad = labels.find(
-    (label) => label !== IGNORE_INDEX && (label < 0 || label >= classes || !Number.isInteger(label)),
-  );
-  if (bad !== undefined)
-    throw new Error(`${where}: label ${bad} is outside the ${classes} classes of the head (0..${classes - 1})`);
+/** What every example must satisfy on this host and task (see checkExample). */
+function exampleRules(host: PeftHost, options: TrainOptions): ExampleRules {
+  const virtualTokens = host.hooks.virtualTokens;
+  return {
+    task: options.task,
+    vocabSize: host.config.vocabSize,
+    maxPositions: host.config.maxPositions,
+    virtualTokens,
+    // a key/value prefix takes positions, but has no logits for the loss to see
+    prepended: virtualTokens - (host.hooks.keyValuePrefix?.length ?? 0),
+    classes: classCount(host, options),
+  };
 }
 
 /** The task loss of one batch (and the logits, for metrics). */
@@ -267,14 +391,13 @@ export async function evaluate(
   options: TrainOptions,
   step = 0,
 ): Promise<EvalResult> {
-  const classes = classCount(model.host, options);
+  const examples = checkedData(data, 'validation', exampleRules(model.host, options));
   let lossSum = 0;
   let count = 0;
   let correct = 0;
   let total = 0;
-  for await (const examples of batchExamples(toDataset(data), { batchSize: options.batchSize })) {
-    const batch = collate(examples, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
-    checkBatch(batch, model.host, classes, 'validation');
+  for await (const group of batchExamples(examples, { batchSize: options.batchSize })) {
+    const batch = collate(group, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
     let n = 0;
     let prepended = 0;
     const [loss, classLogits] = tf.tidy(() => {
@@ -283,14 +406,17 @@ export async function evaluate(
       prepended = result.prepended;
       return [result.loss, result.classLogits ?? tf.scalar(0)];
     }) as [tf.Scalar, tf.Tensor];
-    lossSum += loss.dataSync()[0]! * n;
-    count += n;
-    if (options.task !== 'causal-lm') {
-      const c = countCorrect(classLogits, batch, prepended);
-      correct += c.correct;
-      total += c.total;
+    try {
+      lossSum += loss.dataSync()[0]! * n;
+      count += n;
+      if (options.task !== 'causal-lm') {
+        const c = countCorrect(classLogits, batch, prepended);
+        correct += c.correct;
+        total += c.total;
+      }
+    } finally {
+      tf.dispose([loss, classLogits]);
     }
-    tf.dispose([loss, classLogits]);
   }
   if (count === 0) throw new Error('validation data is empty (no labelled tokens)');
   const mean = lossSum / count;
@@ -329,11 +455,6 @@ interface TrainingPlan {
 }
 
 function planTraining(options: TrainOptions, data: Dataset<Example>): TrainingPlan {
-  if (options.gradientCheckpointing !== undefined && typeof options.gradientCheckpointing !== 'boolean') {
-    throw new Error(
-      `gradientCheckpointing: expected true or false, got ${JSON.stringify(options.gradientCheckpointing)}`,
-    );
-  }
   const epochs = options.epochs ?? 1;
   const accumulation = options.gradientAccumulationSteps ?? 1;
   const batchesPerEpoch = data.size === undefined ? null : Math.ceil(data.size / options.batchSize);
@@ -357,16 +478,53 @@ function planTraining(options: TrainOptions, data: Dataset<Example>): TrainingPl
 }
 
 /**
- * Calls `onInterrupt` on Ctrl-C (SIGINT) under Node, when the options ask for it (by default when
- * checkpointing); returns the function that stops listening.
+ * Signals closer together than this are one Ctrl-C: a terminal sends SIGINT to its whole foreground
+ * process group (pnpm, tsx, node), and tsx relays it to node once more.
  */
-function listenForInterrupt(options: TrainOptions, onInterrupt: () => void): () => void {
+const SAME_INTERRUPT_MS = 1000;
+
+/**
+ * Listens for Ctrl-C (SIGINT) under Node when the options ask for it (by default when checkpointing):
+ * the first calls `onInterrupt` (the run stops after its current optimizer step), repeats of the same
+ * Ctrl-C are ignored, and a Ctrl-C after that exits the process at once. Returns the function that
+ * stops listening; null when not listening.
+ */
+function listenForInterrupt(
+  options: TrainOptions,
+  notice: (message: string) => void,
+  onInterrupt: () => void,
+  lastCheckpoint: () => string | null,
+): (() => void) | null {
   const nodeProcess = (globalThis as { process?: NodeJS.Process }).process;
-  if (!(options.handleInterrupt ?? options.checkpoint !== undefined) || typeof nodeProcess?.once !== 'function') {
-    return () => undefined;
-  }
-  nodeProcess.once('SIGINT', onInterrupt);
-  return () => nodeProcess.removeListener('SIGINT', onInterrupt);
+  if (!(options.handleInterrupt ?? options.checkpoint !== undefined) || typeof nodeProcess?.on !== 'function')
+    return null;
+  let first: number | null = null;
+  const listener = (): void => {
+    const now = performance.now();
+    if (first === null) {
+      first = now;
+      onInterrupt();
+      notice(
+        `Ctrl-C: stopping after the current optimizer step${options.checkpoint ? ' and saving a checkpoint' : ''} ` +
+          '(Ctrl-C again to exit at once)',
+      );
+      return;
+    }
+    if (now - first < SAME_INTERRUPT_MS) return;
+    const last = lastCheckpoint();
+    notice(
+      `Ctrl-C again: exiting at once without saving (${last ? `the last checkpoint, ${last}, is intact` : 'no checkpoint was saved'})`,
+    );
+    nodeProcess.exit(130);
+  };
+  nodeProcess.on('SIGINT', listener);
+  return () => nodeProcess.removeListener('SIGINT', listener);
+}
+
+/** Lets timers and signal handlers run (a step's work is synchronous: without this, Ctrl-C waits for the run's end). */
+function yieldToEventLoop(): Promise<void> {
+  const { setImmediate } = globalThis as { setImmediate?: (callback: () => void) => unknown };
+  return new Promise((resolve) => (setImmediate ? setImmediate(resolve) : setTimeout(resolve, 0)));
 }
 
 /** The optimizer step in progress: the summed gradients, loss and tokens of its micro-batches so far. */
@@ -406,6 +564,12 @@ class AccumulatedStep {
     return (performance.now() - this.started) / 1000;
   }
 
+  /** Frees the gradients of a step that will not be applied (the run failed in it). */
+  dispose(): void {
+    tf.dispose([...this.gradients.values()]);
+    this.reset();
+  }
+
   /** Starts the next step, once this one is applied (its gradients disposed) and reported. */
   reset(): void {
     this.gradients = new Map();
@@ -419,33 +583,43 @@ class AccumulatedStep {
 /**
  * One run of `train`: the model, its plan, and where the run stands (`state`, which a checkpoint
  * saves). The loop, top to bottom: epoch -> micro-step -> optimizer step -> evaluation, checkpoint.
+ * Its life: `start` (lock the checkpoint folder, resume), `run`, and `close` whatever happened (the
+ * optimizer state it made, the lock, the Ctrl-C listener).
  */
 class Trainer {
   private readonly model: TrainableModel;
   private readonly options: TrainOptions;
   private readonly variables: ReadonlyMap<string, tf.Variable>;
-  /** Classes of the task's head, to check labels before any compute (null: causal LM). */
-  private readonly classes: number | null;
   private readonly data: Dataset<Example>;
   private readonly plan: TrainingPlan;
   private readonly optimizer: Optimizer;
+  private readonly notice: (message: string) => void;
   private state: TrainerState;
   private resumedFrom: number | null = null;
   /** The epoch a resumed checkpoint stopped in, and the batches of it already consumed. */
   private resumeAt = { epoch: 0, batches: 0 };
-  private stoppedBy: TrainResult['stoppedBy'] = 'completed';
+  /** Why the run stopped; null while it runs. */
+  private stoppedBy: TrainResult['stoppedBy'] | null = null;
+  private alreadyFinished = false;
   private interrupted = false;
+  private lock: TrainingLock | null = null;
+  private stopListening: (() => void) | null = null;
+  /** The checkpoint saved last (or resumed from), for messages. */
+  private lastCheckpoint: string | null = null;
 
+  /** Checks the examples (all of them, when in memory) before anything is made. */
   constructor(model: TrainableModel, options: TrainOptions) {
     this.model = model;
     this.options = options;
+    this.notice = options.onNotice ?? ((message) => console.warn(message));
     this.variables = model.trainableVariables();
     if (this.variables.size === 0) throw new Error('the model has no trainable variables');
-    for (const variable of this.variables.values()) variable.trainable = true;
-    this.classes = classCount(model.host, options);
-    this.data = toDataset(options.data);
+    const rules = exampleRules(model.host, options);
+    this.data = checkedData(options.data, 'data', rules);
     if (this.data.size === 0) throw new Error('training data is empty');
+    if (options.validation) checkedData(options.validation, 'validation', rules);
     this.plan = planTraining(options, this.data);
+    for (const variable of this.variables.values()) variable.trainable = true;
     this.optimizer = makeOptimizer(options);
     this.state = {
       step: 0,
@@ -461,42 +635,94 @@ class Trainer {
     };
   }
 
-  /** Continues from the latest checkpoint in `checkpoint.store`, when asked to and there is one. */
-  async resume(): Promise<void> {
+  /** Takes the checkpoint folder, continues from its latest checkpoint when asked to, and listens for Ctrl-C. */
+  async start(): Promise<void> {
     const { checkpoint } = this.options;
-    if (!this.options.resume || !checkpoint) return;
-    const loaded = await loadTrainingCheckpoint(checkpoint.store, this.variables, this.optimizer);
-    if (!loaded) return;
+    if (checkpoint) this.lock = await lockCheckpointFolder(checkpoint.store, this.notice);
+    if (this.options.resume && checkpoint) await this.resume(checkpoint.store);
+    this.stopListening = listenForInterrupt(
+      this.options,
+      this.notice,
+      () => {
+        this.interrupted = true;
+      },
+      () => (this.lastCheckpoint && checkpoint ? describeFile(checkpoint.store, this.lastCheckpoint) : null),
+    );
+  }
+
+  /**
+   * Whatever happened: the optimizer state this run made, the listener, the lock. After a `failure`,
+   * a lock that cannot be released is said through onNotice, and the failure is what `train` throws.
+   */
+  async close(failure: unknown): Promise<void> {
+    this.stopListening?.();
+    if (typeof this.options.optimizer !== 'object') this.optimizer.dispose();
+    try {
+      await this.lock?.release();
+    } catch (error) {
+      if (failure === null) throw error;
+      this.notice(`the checkpoint folder's lock was not released: ${(error as Error).message}`);
+    }
+  }
+
+  private async resume(store: FileStore): Promise<void> {
     const seed = this.plan.seed;
-    if (loaded.seed !== seed)
-      throw new Error(`resume: the checkpoint was trained with seed ${loaded.seed}, this run has seed ${seed}`);
-    this.state = loaded;
+    const loaded = await loadTrainingCheckpoint(store, this.variables, this.optimizer, (saved, { file }) => {
+      if (saved.seed !== seed) {
+        throw new Error(
+          `resume: ${file} was trained with seed ${saved.seed}, this run has seed ${seed} ` +
+            `(the data order and dropout follow the seed: give seed ${saved.seed} to continue that run)`,
+        );
+      }
+    });
+    if (!loaded) return;
+    const finished = this.finishedBy(loaded);
+    // why that run stopped is its story: this one saves its own
+    const { stoppedBy: _stoppedBy, ...state } = loaded;
+    this.state = state;
     this.resumedFrom = loaded.step;
     this.resumeAt = { epoch: loaded.epoch, batches: loaded.batchesInEpoch };
+    this.lastCheckpoint = `checkpoint-${loaded.step}`;
+    if (finished) {
+      this.alreadyFinished = true;
+      this.stoppedBy = finished;
+      this.notice(
+        `resume: checkpoint-${loaded.step} ends a finished run (${finished} at step ${loaded.step}); nothing to train ` +
+          '(raise epochs or maxSteps to train further)',
+      );
+    }
+  }
+
+  /** Why a resumed run has nothing left to do under these options; null when it goes on. */
+  private finishedBy(state: TrainerState): 'completed' | 'max-steps' | 'early-stopping' | null {
+    const { options, plan } = this;
+    if (options.maxSteps !== undefined && state.step >= options.maxSteps) return 'max-steps';
+    if (state.epoch >= plan.epochs) return 'completed';
+    const patience = options.earlyStopping?.patience;
+    if (state.stoppedBy === 'early-stopping' && patience !== undefined && state.badEvaluations >= patience)
+      return 'early-stopping';
+    return null;
   }
 
   /** The epochs, then (unless stopped early or interrupted) a last evaluation and checkpoint. */
   async run(): Promise<TrainResult> {
-    const stopListening = listenForInterrupt(this.options, () => {
-      this.interrupted = true;
-    });
     const started = performance.now();
     const tokensBefore = this.state.tokens;
-    try {
+    if (!this.alreadyFinished) {
       for (let epoch = this.state.epoch; epoch < this.plan.epochs; epoch++) {
         if (await this.trainEpoch(epoch)) break;
       }
-      if (this.stoppedBy === 'completed' || this.stoppedBy === 'max-steps') await this.finish();
-    } finally {
-      stopListening();
-      if (typeof this.options.optimizer !== 'object') this.optimizer.dispose();
+      if (this.stoppedBy === null || this.stoppedBy === 'max-steps') {
+        this.stoppedBy ??= 'completed';
+        await this.finish();
+      }
     }
     const seconds = (performance.now() - started) / 1000;
     const tokens = this.state.tokens - tokensBefore;
     return {
       steps: this.state.step,
       epochs: this.state.epoch,
-      stoppedBy: this.stoppedBy,
+      stoppedBy: this.stoppedBy ?? 'completed',
       losses: this.state.losses,
       evaluations: this.state.evaluations,
       skippedSteps: this.state.skippedSteps,
@@ -504,6 +730,7 @@ class Trainer {
       seconds,
       tokensPerSecond: tokens / Math.max(seconds, 1e-9),
       resumedFrom: this.resumedFrom,
+      alreadyFinished: this.alreadyFinished,
     };
   }
 
@@ -518,22 +745,29 @@ class Trainer {
     const accumulated = new AccumulatedStep();
     const losses: number[] = [];
     let batchIndex = 0;
-    for await (const examples of batchExamples(this.data, batching)) {
-      batchIndex += 1;
-      // consumed before the checkpoint this run resumed from
-      if (epoch === this.resumeAt.epoch && batchIndex <= this.resumeAt.batches) continue;
-      const batch = collate(examples, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
-      checkBatch(batch, this.model.host, this.classes, `training batch ${batchIndex} of epoch ${epoch + 1}`);
-      this.microStep(batch, accumulated);
-      if (accumulated.microBatches === plan.accumulation) {
+    try {
+      for await (const examples of batchExamples(this.data, batching)) {
+        batchIndex += 1;
+        // consumed before the checkpoint this run resumed from
+        if (epoch === this.resumeAt.epoch && batchIndex <= this.resumeAt.batches) continue;
+        const batch = collate(examples, {
+          padTokenId: options.padTokenId,
+          paddingSide: options.paddingSide ?? 'right',
+        });
+        this.microStep(batch, accumulated);
+        if (accumulated.microBatches === plan.accumulation) {
+          losses.push(await this.optimizerStep(accumulated, epoch, batchIndex));
+          if (await this.stopsAfterStep()) return true;
+        }
+      }
+      // an epoch ending inside an accumulation group still takes its step, as transformers does
+      if (accumulated.microBatches > 0) {
         losses.push(await this.optimizerStep(accumulated, epoch, batchIndex));
         if (await this.stopsAfterStep()) return true;
       }
-    }
-    // an epoch ending inside an accumulation group still takes its step, as transformers does
-    if (accumulated.microBatches > 0) {
-      losses.push(await this.optimizerStep(accumulated, epoch, batchIndex));
-      if (await this.stopsAfterStep()) return true;
+    } finally {
+      // a failed micro-step or step leaves gradients of a step that is never applied
+      accumulated.dispose();
     }
     if (batchIndex === 0) throw new Error(`training data is empty (epoch ${epoch + 1} produced no batch)`);
     options.onEpoch?.({
@@ -570,7 +804,6 @@ class Trainer {
     const norm = globalNorm(gradients.values()) * gradientScale;
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
     if (!finite && options.nonFinite !== 'skip') {
-      tf.dispose([...gradients.values()]);
       throw new Error(
         `step ${state.step + 1} (epoch ${epoch + 1}): the loss is ${loss} and the gradient norm ${norm}; ` +
           'training stopped (lower the learning rate, or pass nonFinite: "skip" to skip such steps)',
@@ -585,6 +818,7 @@ class Trainer {
     if (finite) {
       if (plan.maxGradNorm !== null && norm > plan.maxGradNorm) gradientScale *= plan.maxGradNorm / (norm + 1e-6);
       this.optimizer.apply(this.variables, gradients, learningRate, gradientScale);
+      this.checkWeightsFinite(`step ${state.step + 1} (epoch ${epoch + 1})`, learningRate, norm);
     } else state.skippedSteps += 1;
     tf.dispose([...gradients.values()]);
     state.step += 1;
@@ -607,11 +841,36 @@ class Trainer {
   }
 
   /**
+   * Finite or stop: after an update that left a trainable variable NaN or infinite, the run stops
+   * before anything saves it (the checkpoint in the folder stays the last good one).
+   */
+  private checkWeightsFinite(where: string, learningRate: number, gradientNorm: number): void {
+    const flags = [...this.variables.values()].map((variable) => tf.tidy(() => tf.all(tf.isFinite(variable))));
+    const finite = tf.tidy(() => tf.stack(flags).dataSync());
+    tf.dispose(flags);
+    const bad = finite.indexOf(0);
+    if (bad < 0) return;
+    const name = [...this.variables.keys()][bad]!;
+    const { checkpoint } = this.options;
+    throw new Error(
+      `${where}: the update made the weights non-finite ("${name}" holds NaN or Infinity; learning rate ` +
+        `${learningRate}, gradient norm ${gradientNorm}); training stopped before saving: the weights in memory are not ` +
+        `usable; ${
+          checkpoint && this.lastCheckpoint
+            ? `the last checkpoint, ${describeFile(checkpoint.store, this.lastCheckpoint)}, is intact: resume from it with a lower learning rate`
+            : 'no checkpoint was saved'
+        }`,
+    );
+  }
+
+  /**
    * After each optimizer step, in this order: evaluation (early stopping), an interrupt, the step
    * limit, the periodic checkpoint. True when the run stops here.
    */
   private async stopsAfterStep(): Promise<boolean> {
     const { options, state } = this;
+    // a step is synchronous work: Ctrl-C and aborts from timers arrive here
+    if (this.stopListening || options.signal) await yieldToEventLoop();
     if (options.evalEvery && state.step % options.evalEvery === 0 && (await this.runEvaluation())) {
       this.stoppedBy = 'early-stopping';
       await this.checkpoint();
@@ -650,10 +909,38 @@ class Trainer {
     return state.badEvaluations >= stopping.patience;
   }
 
-  /** A resumable checkpoint, when the run has a store. */
+  /**
+   * A resumable checkpoint, when the run has a store (saying why the run stopped, when it did); the
+   * newest `keepLast` and the best evaluation's stay.
+   */
   private async checkpoint(): Promise<void> {
-    if (this.options.checkpoint)
-      await saveTrainingCheckpoint(this.options.checkpoint.store, this.state, this.variables, this.optimizer);
+    const { options, state } = this;
+    if (!options.checkpoint) return;
+    const { store, keepLast } = options.checkpoint;
+    const saved: TrainerState = { ...state, ...(this.stoppedBy ? { stoppedBy: this.stoppedBy } : {}) };
+    const step = state.step;
+    // before the files too: a run that lost the folder must not write over the other run's checkpoint
+    await this.lock?.verify(step);
+    this.lastCheckpoint = await saveTrainingCheckpoint(store, saved, this.variables, this.optimizer, {
+      ...(keepLast !== undefined ? { keepLast } : {}),
+      keepSteps: this.bestEvaluationStep(),
+      beforeCommit: async () => this.lock?.verify(step),
+      onNotice: this.notice,
+    });
+  }
+
+  /** The step of the best evaluation (by early stopping's metric, else the loss), to keep its checkpoint. */
+  private bestEvaluationStep(): number[] {
+    const metric = this.options.earlyStopping?.metric ?? 'loss';
+    const higherIsBetter = metric === 'accuracy';
+    let best: { step: number; value: number } | null = null;
+    for (const evaluation of this.state.evaluations) {
+      const value = evaluation[metric];
+      if (value === undefined || !Number.isFinite(value)) continue;
+      if (best === null || (higherIsBetter ? value > best.value : value < best.value))
+        best = { step: evaluation.step, value };
+    }
+    return best ? [best.step] : [];
   }
 
   /** A run that completed or reached its step limit: a last evaluation (unless its last step had one), a checkpoint. */
@@ -673,9 +960,17 @@ class Trainer {
  * ```
  */
 export async function train(model: TrainableModel, options: TrainOptions): Promise<TrainResult> {
-  validateOptions(options);
+  validateOptions(options, model.host);
   assertGradientsRegistered();
   const trainer = new Trainer(model, options);
-  await trainer.resume();
-  return trainer.run();
+  let failure: unknown = null;
+  try {
+    await trainer.start();
+    return await trainer.run();
+  } catch (error) {
+    failure = error;
+    throw error;
+  } finally {
+    await trainer.close(failure);
+  }
 }

@@ -50,7 +50,29 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
 };
 
 function fail(field: string, expected: string, got: unknown): never {
-  throw new Error(`LoraConfig.${field}: expected ${expected}, got ${JSON.stringify(got)}`);
+  // JSON.stringify writes NaN and Infinity (1e999 in a JSON file) as null
+  const shown = typeof got === 'number' ? String(got) : JSON.stringify(got);
+  throw new Error(`LoraConfig.${field}: expected ${expected}, got ${shown}`);
+}
+
+/** rankPattern / alphaPattern: an object of module-path regexes to numbers that `valid` accepts. */
+function checkPattern(
+  field: string,
+  patterns: unknown,
+  valid: (value: unknown) => boolean,
+  expected: string,
+): Record<string, number> {
+  if (typeof patterns !== 'object' || patterns === null || Array.isArray(patterns))
+    fail(field, `an object of module-path patterns to values (${expected} each)`, patterns);
+  for (const [key, value] of Object.entries(patterns)) {
+    try {
+      new RegExp(key);
+    } catch {
+      fail(`${field} key ${JSON.stringify(key)}`, 'a valid regular expression', key);
+    }
+    if (!valid(value)) fail(`${field}[${JSON.stringify(key)}]`, expected, value);
+  }
+  return { ...(patterns as Record<string, number>) };
 }
 
 export class LoraConfig implements PeftConfig {
@@ -101,9 +123,11 @@ export class LoraConfig implements PeftConfig {
       }
     }
     this.fanInFanOut = options.fanInFanOut ?? false;
+    if (typeof this.fanInFanOut !== 'boolean') fail('fanInFanOut', 'true or false', this.fanInFanOut);
     this.bias = options.bias ?? 'none';
     if (this.bias !== 'none') fail('bias', '"none" (training base biases with LoRA is not supported yet)', this.bias);
     this.useRslora = options.useRslora ?? false;
+    if (typeof this.useRslora !== 'boolean') fail('useRslora', 'true or false', this.useRslora);
     this.initLoraWeights = options.initLoraWeights ?? true;
     if (![true, false, 'gaussian'].includes(this.initLoraWeights))
       fail('initLoraWeights', "true, false or 'gaussian'", this.initLoraWeights);
@@ -115,10 +139,14 @@ export class LoraConfig implements PeftConfig {
     if (this.layersToTransform && typeof this.targetModules === 'string' && this.targetModules !== 'all-linear') {
       throw new Error('LoraConfig.layersToTransform: cannot be combined with a regex targetModules (as in peft)');
     }
-    this.rankPattern = { ...(options.rankPattern ?? {}) };
-    this.alphaPattern = { ...(options.alphaPattern ?? {}) };
-    for (const [key, value] of Object.entries(this.rankPattern))
-      if (!positiveInteger(value)) fail(`rankPattern["${key}"]`, 'a positive integer', value);
+    this.rankPattern = checkPattern('rankPattern', options.rankPattern ?? {}, positiveInteger, 'a positive integer');
+    // a scale alpha / r of NaN or Infinity would give NaN logits with no error
+    this.alphaPattern = checkPattern(
+      'alphaPattern',
+      options.alphaPattern ?? {},
+      (value) => typeof value === 'number' && Number.isFinite(value) && value > 0,
+      'a finite positive number',
+    );
     this.modulesToSave = options.modulesToSave ?? null;
     this.taskType = options.taskType ?? null;
     this.initSeed = options.initSeed ?? 0;

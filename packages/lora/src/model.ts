@@ -3,8 +3,10 @@
 import {
   STATE_DICT_PREFIX,
   deriveSeed,
+  expectTensorShape,
   type AdapterTuner,
   type HostLinear,
+  type LoadedAdapter,
   type PeftHost,
   type PeftMethod,
   type SafetensorsFile,
@@ -260,9 +262,27 @@ function combine(
   return { config, tuner: new LoraTuner(host, name, config, layers) };
 }
 
+/** Before attach allocates A and B: every targeted module's pair is in the file, with the config's rank. */
+function checkWeights(host: PeftHost, config: LoraConfig, file: SafetensorsFile, adapter: LoadedAdapter): void {
+  let targets: HostLinear[];
+  try {
+    targets = resolveTargets(host, config);
+  } catch (error) {
+    throw new Error(`${adapter.configSource}: ${(error as Error).message}`);
+  }
+  for (const linear of targets) {
+    const patterned = patternValue(config.rankPattern, linear.name);
+    const r = patterned ?? config.r;
+    const because = `${adapter.configSource} (${patterned === undefined ? 'r' : 'rank_pattern'} ${r} for ${linear.name})`;
+    expectTensorShape(file, loraKey(linear.name, 'lora_A'), [r, linear.inFeatures], because);
+    expectTensorShape(file, loraKey(linear.name, 'lora_B'), [linear.outFeatures, r], because);
+  }
+}
+
 export const loraMethod: PeftMethod<LoraConfig> = {
   peftType: 'LORA',
   fromJson: (json, source) => LoraConfig.fromJson(json, source),
+  checkWeights,
   attach: (host, adapterName, config) => LoraTuner.attach(host, adapterName, config),
   combine,
 };

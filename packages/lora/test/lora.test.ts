@@ -329,7 +329,8 @@ describe('LoRA behaviour', () => {
     const config = JSON.parse(new TextDecoder().decode(store.files.get('adapter_config.json')));
     store.files.set('adapter_config.json', new TextEncoder().encode(JSON.stringify({ ...config, r: 2 })));
     await expect(PeftModel.fromPretrained(base, store)).rejects.toThrow(
-      'mem:/adapter/adapter_model.safetensors: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight" has shape [4,24], expected [2,24] (r=2)',
+      'mem:/adapter/adapter_model.safetensors: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight" has shape [4,24], ' +
+        'expected [2,24] from mem:/adapter/adapter_config.json (r 2 for transformer.h.0.attn.c_attn)',
     );
     store.files.set('adapter_config.json', new TextEncoder().encode(JSON.stringify({ ...config, peft_type: 'IA3' })));
     await expect(PeftModel.fromPretrained(base, store)).rejects.toThrow(

@@ -63,17 +63,29 @@ export function parseBertConfig(reader: ConfigReader): BertConfig {
   if (positionType !== 'absolute') {
     throw new Error(`${reader.source}: "position_embedding_type" "${positionType}" is not supported (only absolute)`);
   }
+  const vocabSize = reader.positiveInteger('vocab_size');
+  const numLayers = reader.positiveInteger('num_hidden_layers');
+  const intermediateSize = reader.positiveInteger('intermediate_size');
+  const maxPositions = reader.positiveInteger('max_position_embeddings');
+  const typeVocabSize = reader.positiveInteger('type_vocab_size', 2);
+  reader.fits('word_embeddings', '"vocab_size" x "hidden_size"', [vocabSize, hiddenSize]);
+  reader.fits('position_embeddings', '"max_position_embeddings" x "hidden_size"', [maxPositions, hiddenSize]);
+  reader.fits('token_type_embeddings', '"type_vocab_size" x "hidden_size"', [typeVocabSize, hiddenSize]);
+  const layers = [numLayers, hiddenSize, hiddenSize];
+  reader.fits('attention.output.dense of every layer', '"num_hidden_layers" x "hidden_size"²', layers);
+  reader.fits('intermediate.dense', '"intermediate_size" x "hidden_size"', [intermediateSize, hiddenSize]);
+  reader.fits('the classifier', '"num_labels" x "hidden_size"', [numLabels, hiddenSize]);
   return {
     task,
-    vocabSize: reader.positiveInteger('vocab_size'),
+    vocabSize,
     hiddenSize,
-    numLayers: reader.positiveInteger('num_hidden_layers'),
+    numLayers,
     numHeads: reader.divisor('num_attention_heads', hiddenSize, 'hidden_size'),
-    intermediateSize: reader.positiveInteger('intermediate_size'),
+    intermediateSize,
     activation: reader.string('hidden_act', 'gelu'),
-    maxPositions: reader.positiveInteger('max_position_embeddings'),
-    typeVocabSize: reader.positiveInteger('type_vocab_size', 2),
-    layerNormEpsilon: reader.number('layer_norm_eps', 1e-12),
+    maxPositions,
+    typeVocabSize,
+    layerNormEpsilon: reader.positiveNumber('layer_norm_eps', 1e-12),
     numLabels,
     architecture: architecture!,
   };

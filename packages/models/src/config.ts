@@ -2,15 +2,28 @@
 
 export type RawConfig = Record<string, unknown>;
 
+/** What the checkpoint a config is read for holds, for `ConfigReader.fits`. */
+export interface CheckpointSize {
+  /** Values of all its tensors together. */
+  values: number;
+  /** For messages: where the checkpoint is. */
+  location: string;
+}
+
 export class ConfigReader {
   constructor(
     readonly raw: RawConfig,
     /** For messages: the config file. */
     readonly source: string,
+    /** The checkpoint the model is built on, where its size is known (not for random weights). */
+    readonly checkpoint: CheckpointSize | null = null,
   ) {}
 
   private fail(field: string, expected: string): never {
-    throw new Error(`${this.source}: field "${field}" must be ${expected}, got ${JSON.stringify(this.raw[field])}`);
+    const value = this.raw[field];
+    // 1e999 in a JSON file reads as Infinity, which JSON.stringify would show as null
+    const shown = typeof value === 'number' ? String(value) : JSON.stringify(value);
+    throw new Error(`${this.source}: field "${field}" must be ${expected}, got ${shown}`);
   }
 
   has(field: string): boolean {
@@ -41,6 +54,13 @@ export class ConfigReader {
     return value;
   }
 
+  /** A finite number above zero: norm epsilons, rotary bases, scales. */
+  positiveNumber(field: string, fallback?: number): number {
+    const value = this.raw[field] ?? fallback;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) this.fail(field, 'a finite number above 0');
+    return value;
+  }
+
   nonNegativeInteger(field: string, fallback?: number): number {
     const value = this.raw[field] ?? fallback;
     if (!Number.isSafeInteger(value) || (value as number) < 0) this.fail(field, 'a non-negative integer');
@@ -50,7 +70,11 @@ export class ConfigReader {
   /** Classes of a classification head: len(id2label), else num_labels, else 2 (transformers' default). */
   numLabels(): number {
     const id2label = this.raw.id2label;
-    if (typeof id2label === 'object' && id2label !== null) return Object.keys(id2label).length;
+    if (typeof id2label === 'object' && id2label !== null) {
+      const labels = Object.keys(id2label).length;
+      if (labels === 0) this.fail('id2label', 'a map of at least one label');
+      return labels;
+    }
     return this.positiveInteger('num_labels', 2);
   }
 
@@ -67,5 +91,22 @@ export class ConfigReader {
       throw new Error(`${this.source}: "${ofField}" (${of}) must be divisible by "${field}" (${value})`);
     }
     return value;
+  }
+
+  /**
+   * Refuses sizes whose product (one tensor, or one per layer) is more values than the whole
+   * checkpoint holds: such a config cannot describe these weights, and is said so before anything
+   * of that size is allocated (1e9 layers, a vocabulary of 1e12), not at the first tensor read or
+   * after gigabytes. Each product is a lower bound of what a checkpoint that fits the config holds,
+   * so no real checkpoint is refused. Nothing is checked where the size is unknown.
+   */
+  fits(what: string, fields: string, sizes: readonly number[]): void {
+    if (!this.checkpoint) return;
+    const values = sizes.reduce((product, value) => product * value, 1);
+    if (values <= this.checkpoint.values) return;
+    throw new Error(
+      `${this.source}: ${fields} = ${sizes.join(' x ')} = ${values} values (${what}), more than the ` +
+        `${this.checkpoint.values} values of the whole checkpoint (${this.checkpoint.location})`,
+    );
   }
 }

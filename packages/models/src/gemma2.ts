@@ -17,10 +17,10 @@ import { addReleasing, gatedActivation, rmsNorm, type Checkpoint, type HostLinea
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { parseRope, rotary, rotaryInverseFrequencies, type RopeConfig } from './llama.js';
+import { checkDecoderSizes, parseRope, rotary, rotaryInverseFrequencies, type RopeConfig } from './llama.js';
 import { attention, gatedMlp, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
-import { WeightLoader } from './weights.js';
+import { WeightLoader, keptTable } from './weights.js';
 
 /**
  * Gemma's RMSNorm: x / √(mean(x²) + ε)·(1 + w), the weight stored as an offset from 1. The weight
@@ -75,7 +75,7 @@ export interface Gemma2Config {
 /** A field whose absence means Gemma2Config's default and whose null means none. */
 function nullableNumber(reader: ConfigReader, field: string, fallback: number | null): number | null {
   if (reader.raw[field] === null || (fallback === null && !reader.has(field))) return null;
-  return reader.number(field, fallback ?? undefined);
+  return reader.positiveNumber(field, fallback ?? undefined);
 }
 
 function parseLayerTypes(reader: ConfigReader, numLayers: number, gemma3: boolean): Gemma2Config['layerTypes'] {
@@ -118,9 +118,9 @@ function parseGemma3Rope(reader: ConfigReader): { global: RopeConfig; local: Rop
     }
     const sub = new ConfigReader(settings, `${reader.source} "${source}"`);
     return {
-      theta: sub.number('rope_theta', theta),
+      theta: sub.positiveNumber('rope_theta', theta),
       type,
-      factor: type === 'linear' ? sub.number('factor') : 1,
+      factor: type === 'linear' ? sub.positiveNumber('factor') : 1,
       lowFrequencyFactor: 1,
       highFrequencyFactor: 1,
       originalMaxPositions: 0,
@@ -128,8 +128,8 @@ function parseGemma3Rope(reader: ConfigReader): { global: RopeConfig; local: Rop
   };
   const globalFlat = { ...((raw.rope_scaling ?? {}) as Record<string, unknown>) };
   return {
-    global: one('full_attention', globalFlat, 'rope_scaling', reader.number('rope_theta', 1_000_000)),
-    local: one('sliding_attention', {}, 'rope_local_base_freq', reader.number('rope_local_base_freq', 10_000)),
+    global: one('full_attention', globalFlat, 'rope_scaling', reader.positiveNumber('rope_theta', 1_000_000)),
+    local: one('sliding_attention', {}, 'rope_local_base_freq', reader.positiveNumber('rope_local_base_freq', 10_000)),
   };
 }
 
@@ -151,6 +151,11 @@ function parseGemmaConfig(reader: ConfigReader, modelType: Gemma2Config['modelTy
   }
   const numHeads = reader.positiveInteger('num_attention_heads', 8);
   const numLayers = reader.positiveInteger('num_hidden_layers');
+  const vocabSize = reader.positiveInteger('vocab_size');
+  const hiddenSize = reader.positiveInteger('hidden_size');
+  const intermediateSize = reader.positiveInteger('intermediate_size');
+  const headDim = reader.positiveInteger('head_dim', 256);
+  checkDecoderSizes(reader, { vocabSize, hiddenSize, numLayers, numHeads, headDim, intermediateSize });
   const layerTypes = parseLayerTypes(reader, numLayers, gemma3);
   const rope = gemma3 ? parseGemma3Rope(reader) : { global: parseRope(reader), local: null };
   const slidingWindow = reader.raw.sliding_window === null ? null : reader.positiveInteger('sliding_window', 4096);
@@ -161,15 +166,15 @@ function parseGemmaConfig(reader: ConfigReader, modelType: Gemma2Config['modelTy
   }
   return {
     modelType,
-    vocabSize: reader.positiveInteger('vocab_size'),
-    hiddenSize: reader.positiveInteger('hidden_size'),
-    intermediateSize: reader.positiveInteger('intermediate_size'),
+    vocabSize,
+    hiddenSize,
+    intermediateSize,
     numLayers,
     numHeads,
     numKeyValueHeads: reader.divisor('num_key_value_heads', numHeads, 'num_attention_heads', 4),
-    headDim: reader.positiveInteger('head_dim', 256),
-    queryPreAttentionScalar: reader.number('query_pre_attn_scalar', 256),
-    rmsNormEpsilon: reader.number('rms_norm_eps', 1e-6),
+    headDim,
+    queryPreAttentionScalar: reader.positiveNumber('query_pre_attn_scalar', 256),
+    rmsNormEpsilon: reader.positiveNumber('rms_norm_eps', 1e-6),
     activation: reader.string('hidden_activation', 'gelu_pytorch_tanh'),
     rope: rope.global,
     localRope: rope.local,
@@ -257,9 +262,9 @@ export class Gemma2Model extends TransformerHost {
       ? this.tokenEmbeddings
       : (load.variable('lm_head.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>);
     for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
-    this.inverseFrequencies = tf.tensor1d(rotaryInverseFrequencies(headDim, gemma2.rope));
+    this.inverseFrequencies = keptTable(rotaryInverseFrequencies(headDim, gemma2.rope));
     this.localInverseFrequencies = gemma2.localRope
-      ? tf.tensor1d(rotaryInverseFrequencies(headDim, gemma2.localRope))
+      ? keptTable(rotaryInverseFrequencies(headDim, gemma2.localRope))
       : null;
   }
 

@@ -1,7 +1,7 @@
 // Autoregressive generation with a key/value cache: the prompt is processed once, then each new
 // token costs one position. Greedy and sampling (temperature, top-k, top-p, seeded), stop tokens,
 // left-padded batches, as Hugging Face `generate` does them.
-import { hostOf, type HostSource, type KeyValueCache } from '@peft/core';
+import { hostOf, type HostSource, type KeyValueCache, type PeftHost } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 export interface GenerateOptions {
@@ -93,6 +93,30 @@ function validate(options: GenerateOptions): void {
   }
 }
 
+/**
+ * Refuses, before any compute, a run that would pass the end of the model's position table
+ * (learned positions: GPT-2, BERT; rotary ones have no end): the virtual tokens of an adapter, the
+ * prompt and every new token but the last each take a position. Chosen over stopping at the limit
+ * with a shorter result, which a caller who does not look would take for the whole answer.
+ */
+function checkPositions(host: PeftHost, options: GenerateOptions): void {
+  const maxPositions = host.config.maxPositions;
+  if (!Number.isFinite(maxPositions) || options.maxNewTokens === 0) return;
+  const promptLength = options.inputIds[0]?.length ?? 0;
+  const virtual = host.hooks.virtualTokens;
+  const prompt = `a prompt of ${promptLength} tokens${virtual > 0 ? ` (and ${virtual} virtual ones)` : ''}`;
+  if (virtual + promptLength > maxPositions) {
+    throw new Error(`inputIds: ${prompt} is longer than the model's ${maxPositions} positions`);
+  }
+  const needed = virtual + promptLength + options.maxNewTokens - 1;
+  if (needed > maxPositions) {
+    throw new Error(
+      `maxNewTokens: ${options.maxNewTokens} new tokens after ${prompt} need ${needed} positions, the model has ` +
+        `${maxPositions}: at most ${maxPositions - virtual - promptLength + 1} new tokens fit`,
+    );
+  }
+}
+
 function disposeCache(cache: KeyValueCache | undefined): void {
   for (const layer of cache?.layers ?? []) {
     layer.key.dispose();
@@ -102,7 +126,8 @@ function disposeCache(cache: KeyValueCache | undefined): void {
 
 /**
  * Generates up to `maxNewTokens` tokens after each prompt, with a base model or a `PeftModel`
- * (its active adapter; prefix and prompt methods' virtual tokens included).
+ * (its active adapter; prefix and prompt methods' virtual tokens included). A run that would not
+ * fit the model's position table is refused before it starts, saying how many new tokens fit.
  *
  * ```ts
  * const { generated } = generate(peftModel, { inputIds: [ids], maxNewTokens: 20, stopTokens: [eos] });
@@ -111,6 +136,7 @@ function disposeCache(cache: KeyValueCache | undefined): void {
 export function generate(model: HostSource, options: GenerateOptions): GenerateResult {
   validate(options);
   const host = hostOf(model);
+  checkPositions(host, options);
   const batch = options.inputIds.length;
   const mask = options.attentionMask?.map((row) => [...row]) ?? options.inputIds.map((row) => row.map(() => 1));
   const random = seededRandom(options.seed ?? 0);

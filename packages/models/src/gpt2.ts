@@ -61,20 +61,31 @@ export type Gpt2Head = (typeof GPT2_HEADS)[keyof typeof GPT2_HEADS];
 
 export function parseGpt2Config(reader: ConfigReader): Gpt2Config {
   const hiddenSize = reader.positiveInteger('n_embd');
+  const vocabSize = reader.positiveInteger('vocab_size');
+  const maxPositions = reader.positiveInteger('n_positions');
+  const numLayers = reader.positiveInteger('n_layer');
+  const innerSize = reader.positiveInteger('n_inner', 4 * hiddenSize);
+  const architecture = reader.architecture('GPT2LMHeadModel');
+  const numLabels = reader.numLabels();
+  reader.fits('wte', '"vocab_size" x "n_embd"', [vocabSize, hiddenSize]);
+  reader.fits('wpe', '"n_positions" x "n_embd"', [maxPositions, hiddenSize]);
+  reader.fits('attn.c_proj of every layer', '"n_layer" x "n_embd"²', [numLayers, hiddenSize, hiddenSize]);
+  reader.fits('mlp.c_fc', '"n_inner" x "n_embd"', [innerSize, hiddenSize]);
+  if (architecture !== 'GPT2LMHeadModel') reader.fits('the head', '"num_labels" x "n_embd"', [numLabels, hiddenSize]);
   return {
-    vocabSize: reader.positiveInteger('vocab_size'),
-    maxPositions: reader.positiveInteger('n_positions'),
+    vocabSize,
+    maxPositions,
     hiddenSize,
-    numLayers: reader.positiveInteger('n_layer'),
+    numLayers,
     numHeads: reader.divisor('n_head', hiddenSize, 'n_embd'),
-    innerSize: reader.positiveInteger('n_inner', 4 * hiddenSize),
+    innerSize,
     activation: reader.string('activation_function', 'gelu_new'),
-    layerNormEpsilon: reader.number('layer_norm_epsilon', 1e-5),
+    layerNormEpsilon: reader.positiveNumber('layer_norm_epsilon', 1e-5),
     scaleAttentionWeights: reader.boolean('scale_attn_weights', true),
     scaleByInverseLayerIndex: reader.boolean('scale_attn_by_inverse_layer_idx', false),
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', true),
-    architecture: reader.architecture('GPT2LMHeadModel'),
-    numLabels: reader.numLabels(),
+    architecture,
+    numLabels,
     padTokenId: reader.has('pad_token_id') ? reader.nonNegativeInteger('pad_token_id') : null,
   };
 }

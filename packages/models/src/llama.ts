@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ConfigReader } from './config.js';
 import { attention, gatedMlp, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
-import { WeightLoader } from './weights.js';
+import { WeightLoader, keptTable } from './weights.js';
 
 /** Inverse frequencies of the rotary embedding, [headDim / 2], with the configured scaling. */
 export function rotaryInverseFrequencies(headDim: number, rope: RopeConfig): Float32Array {
@@ -121,13 +121,15 @@ export function parseRope(reader: ConfigReader): RopeConfig {
       `${reader.source}: "${field}" rope_type "${type}" is not supported (supported: default, linear, llama3)`,
     );
   }
-  const theta = fromParameters ? nested.number('rope_theta', 10000) : reader.number('rope_theta', 10000);
+  const theta = fromParameters
+    ? nested.positiveNumber('rope_theta', 10000)
+    : reader.positiveNumber('rope_theta', 10000);
   return {
     theta,
     type,
-    factor: type === 'default' ? 1 : nested.number('factor'),
-    lowFrequencyFactor: type === 'llama3' ? nested.number('low_freq_factor') : 1,
-    highFrequencyFactor: type === 'llama3' ? nested.number('high_freq_factor') : 1,
+    factor: type === 'default' ? 1 : nested.positiveNumber('factor'),
+    lowFrequencyFactor: type === 'llama3' ? nested.positiveNumber('low_freq_factor') : 1,
+    highFrequencyFactor: type === 'llama3' ? nested.positiveNumber('high_freq_factor') : 1,
     originalMaxPositions:
       type === 'llama3'
         ? nested.positiveInteger('original_max_position_embeddings', reader.positiveInteger('max_position_embeddings'))
@@ -178,6 +180,37 @@ function parseQwenSlidingWindow(reader: ConfigReader, numLayers: number): number
   return window;
 }
 
+/**
+ * The sizes of a decoder with rotary positions, checked before anything is made: an even head
+ * (rotary embeddings turn pairs of dimensions), and no tensor, or layer stack, larger than the
+ * checkpoint (ConfigReader.fits).
+ */
+export function checkDecoderSizes(
+  reader: ConfigReader,
+  sizes: {
+    vocabSize: number;
+    hiddenSize: number;
+    numLayers: number;
+    numHeads: number;
+    headDim: number;
+    intermediateSize: number;
+  },
+  rotaryDim = sizes.headDim,
+): void {
+  const { vocabSize, hiddenSize, numLayers, numHeads, headDim, intermediateSize } = sizes;
+  if (rotaryDim % 2 !== 0) {
+    throw new Error(
+      `${reader.source}: the head size ${headDim} ("head_dim", else "hidden_size" / "num_attention_heads") must be even for rotary positions`,
+    );
+  }
+  const attention = '"hidden_size" x "num_attention_heads" x "head_dim"';
+  reader.fits('embed_tokens', '"vocab_size" x "hidden_size"', [vocabSize, hiddenSize]);
+  reader.fits('q_proj', attention, [hiddenSize, numHeads, headDim]);
+  const layers = [numLayers, hiddenSize, numHeads, headDim];
+  reader.fits('o_proj of every layer', `"num_hidden_layers" x ${attention}`, layers);
+  reader.fits('mlp.up_proj', '"intermediate_size" x "hidden_size"', [intermediateSize, hiddenSize]);
+}
+
 export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
   const modelType = reader.string('model_type') as LlamaConfig['modelType'];
   const hiddenSize = reader.positiveInteger('hidden_size');
@@ -195,6 +228,9 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
     );
   }
   const numLayers = reader.positiveInteger('num_hidden_layers');
+  const vocabSize = reader.positiveInteger('vocab_size');
+  const intermediateSize = reader.positiveInteger('intermediate_size');
+  checkDecoderSizes(reader, { vocabSize, hiddenSize, numLayers, numHeads, headDim, intermediateSize });
   const slidingWindow =
     modelType === 'qwen2' || modelType === 'qwen3'
       ? parseQwenSlidingWindow(reader, numLayers)
@@ -203,14 +239,14 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
         : null;
   return {
     modelType,
-    vocabSize: reader.positiveInteger('vocab_size'),
+    vocabSize,
     hiddenSize,
-    intermediateSize: reader.positiveInteger('intermediate_size'),
+    intermediateSize,
     numLayers,
     numHeads,
     numKeyValueHeads,
     headDim,
-    rmsNormEpsilon: reader.number('rms_norm_eps', 1e-6),
+    rmsNormEpsilon: reader.positiveNumber('rms_norm_eps', 1e-6),
     activation: reader.string('hidden_act', 'silu'),
     maxPositions: reader.positiveInteger('max_position_embeddings', 2048),
     rope: parseRope(reader),
@@ -298,7 +334,7 @@ export class LlamaModel extends TransformerHost {
       ? this.tokenEmbeddings
       : (load.variable('lm_head.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>);
     for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
-    this.inverseFrequencies = tf.tensor1d(rotaryInverseFrequencies(headDim, llama.rope));
+    this.inverseFrequencies = keptTable(rotaryInverseFrequencies(headDim, llama.rope));
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {

@@ -8,6 +8,7 @@ import {
   type FileStore,
   type StoreSource,
 } from '@peft/core';
+import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader, type RawConfig } from './config.js';
 import { BertModel, parseBertConfig } from './bert.js';
@@ -32,7 +33,10 @@ export interface LoadOptions {
   newHeadSeed?: number;
 }
 
-/** Parses the config (its errors come before any weight is read), then builds on a checkpoint. */
+/**
+ * Parses the config (its errors come before any tensor is made; sizes checked against the
+ * checkpoint's headers where known), then builds on the checkpoint.
+ */
 type Builder = (reader: ConfigReader, options: LoadOptions) => (checkpoint: Checkpoint) => TransformerHost;
 
 const llamaFamily: Builder = (reader) => {
@@ -78,15 +82,19 @@ export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
  * const model = await loadPretrained('./brown-gpt');
  * const { logits } = model.forward({ inputIds: [[464, 3290, 318]] });
  * ```
+ *
+ * Nothing is left behind when it fails: the checkpoint is closed and every tensor made so far is
+ * freed. The config is checked against the checkpoint's headers before any tensor is made, and
+ * every weight is checked to be finite (a NaN in the file is an error naming it, not NaN logits).
  */
 export async function loadPretrained(source: StoreSource, options: LoadOptions = {}): Promise<TransformerHost> {
   const store = await resolveStore(source);
   const raw = await readJson<RawConfig>(store, CONFIG_FILE);
   const configPath = describeFile(store, CONFIG_FILE);
-  const build = builderFor(raw, configPath, options, store);
+  const builder = builderFor(raw, configPath);
   const checkpoint = await readCheckpoint(store);
   try {
-    return build(checkpoint);
+    return construct(builder, raw, configPath, options, store, checkpoint);
   } finally {
     checkpoint.close?.();
   }
@@ -94,24 +102,31 @@ export async function loadPretrained(source: StoreSource, options: LoadOptions =
 
 /** A host of the architecture `raw` (a config.json object) names, on the weights of `checkpoint`. */
 export function hostFromCheckpoint(raw: RawConfig, checkpoint: Checkpoint, options: LoadOptions = {}): TransformerHost {
-  return builderFor(raw, `${checkpoint.location} config`, options, null)(checkpoint);
+  const configPath = `${checkpoint.location} config`;
+  return construct(builderFor(raw, configPath), raw, configPath, options, null, checkpoint);
 }
 
-function builderFor(
-  raw: RawConfig,
-  configPath: string,
-  options: LoadOptions,
-  store: FileStore | null,
-): (checkpoint: Checkpoint) => TransformerHost {
+function builderFor(raw: RawConfig, configPath: string): Builder {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
     throw new Error(`${configPath}: not a JSON object`);
   const modelType = raw.model_type;
-  const builder = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined;
-  if (!builder) {
+  // own keys only: "__proto__" or "constructor" name no architecture
+  if (typeof modelType !== 'string' || !Object.hasOwn(ARCHITECTURES, modelType)) {
     throw new Error(
       `${configPath}: unsupported model_type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`,
     );
   }
+  return ARCHITECTURES[modelType]!;
+}
+
+function construct(
+  builder: Builder,
+  raw: RawConfig,
+  configPath: string,
+  options: LoadOptions,
+  store: FileStore | null,
+  checkpoint: Checkpoint,
+): TransformerHost {
   let config = raw;
   if (options.architecture) {
     const { id2label: _labels, label2id: _ids, ...rest } = raw;
@@ -122,10 +137,30 @@ function builderFor(
       ...(options.padTokenId !== undefined ? { pad_token_id: options.padTokenId } : {}),
     };
   }
-  const build = builder(new ConfigReader(config, configPath), options);
-  return (checkpoint) => {
-    const host = build(checkpoint);
-    host.origin = { config, store };
-    return host;
-  };
+  const size =
+    checkpoint.totalValues === undefined ? null : { values: checkpoint.totalValues, location: checkpoint.location };
+  const build = builder(new ConfigReader(config, configPath, size), options);
+  const host = freeingOnError(() => build(checkpoint));
+  host.origin = { config, store };
+  return host;
+}
+
+/**
+ * Runs a host's construction; when it throws, everything it made is freed: the weights read so far
+ * (the variables the engine registered meanwhile: construction is synchronous, so nothing else
+ * made them) and any other tensor (tidy). Hosts keep no tensor that is not a variable (keptTable).
+ */
+function freeingOnError(build: () => TransformerHost): TransformerHost {
+  const before = new Set(Object.keys(tf.engine().state.registeredVariables));
+  let host: TransformerHost | null = null;
+  try {
+    tf.tidy(() => {
+      host = build();
+    });
+  } catch (error) {
+    for (const [name, variable] of Object.entries(tf.engine().state.registeredVariables))
+      if (!before.has(name)) variable.dispose();
+    throw error;
+  }
+  return host!;
 }

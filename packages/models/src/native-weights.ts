@@ -29,6 +29,7 @@ interface NodeBackend {
     TF_ATTR_BOOL: number;
     createTensor(shape: number[], dtype: number, values: Uint8Array | Int32Array): number;
     executeOp(name: string, attrs: OpAttr[], inputs: number[], outputs: number): TensorMetadata[];
+    tensorDataSync(id: number): ArrayLike<number>;
     deleteTensor(id: number): void;
   };
   createOutputTensor(metadata: TensorMetadata): tf.Tensor;
@@ -51,17 +52,24 @@ function nodeBackend(): NodeBackend | null {
     typeof backend.createOutputTensor !== 'function' ||
     typeof binding?.createTensor !== 'function' ||
     typeof binding.executeOp !== 'function' ||
+    typeof binding.tensorDataSync !== 'function' ||
     typeof binding.deleteTensor !== 'function'
   )
     return null;
   return backend as NodeBackend;
 }
 
+/** A weight decoded natively, with the sum of its values (non-finite where one of them is). */
+export interface NativeWeight {
+  weight: tf.Tensor;
+  sum: number;
+}
+
 /**
  * The float32 tensor of a stored [rows, cols] (or any shape) tensor, [cols, rows] when `transpose`;
  * null where this backend cannot (the caller decodes in JavaScript).
  */
-function decodeNatively(backend: NodeBackend, stored: StoredTensor, transpose: boolean): tf.Tensor | null {
+function decodeNatively(backend: NodeBackend, stored: StoredTensor, transpose: boolean): NativeWeight | null {
   const format = STORED[stored.dtype];
   if (!format) return null;
   const { binding } = backend;
@@ -73,27 +81,47 @@ function decodeNatively(backend: NodeBackend, stored: StoredTensor, transpose: b
     return output!.id;
   };
   const typeAttr = (name: string, value: number): OpAttr => ({ name, type: binding.TF_ATTR_TYPE, value });
+  let copy: Uint8Array | null = null;
   try {
     // uint8 [..., width] -> the stored type [...]: a view of the same bytes. TensorFlow computes on
     // an aligned JavaScript array in place, and Bitcast (and a Transpose that moves only dimensions
     // of 1) pass their input's buffer on: float32 bytes are handed over at an odd address, so that
     // TensorFlow copies them and the weight never lives in memory the loader reuses. Cast makes
     // new memory for the 16-bit types.
-    const input = stored.dtype === 'F32' ? offAlignment(stored.bytes) : stored.bytes;
-    const bytes = binding.createTensor([...stored.shape, format.width], binding.TF_UINT8, input);
+    copy = stored.dtype === 'F32' ? offAlignment(stored.bytes) : null;
+    const bytes = binding.createTensor([...stored.shape, format.width], binding.TF_UINT8, copy ?? stored.bytes);
     made.push(bytes);
-    let id = run('Bitcast', [typeAttr('T', binding.TF_UINT8), typeAttr('type', type)], [bytes]);
-    if (type !== binding.TF_FLOAT) {
-      id = run(
+    const cast = (from: number, input: number): number =>
+      run(
         'Cast',
         [
-          typeAttr('SrcT', type),
+          typeAttr('SrcT', from),
           typeAttr('DstT', binding.TF_FLOAT),
           { name: 'Truncate', type: binding.TF_ATTR_BOOL, value: false },
         ],
-        [id],
+        [input],
       );
-    }
+    let id = run('Bitcast', [typeAttr('T', binding.TF_UINT8), typeAttr('type', type)], [bytes]);
+    const stored16 = id;
+    if (type !== binding.TF_FLOAT) id = cast(type, id);
+    // The sum that tells a weight with a NaN or an infinity (WeightLoader.checkFinite), over all its
+    // values while they are at hand: bfloat16 as stored (half the bytes to read; the range of
+    // float32, so finite values overflow no sooner), float16 after the cast (a float16 sum would
+    // overflow at 65504).
+    const summed = type === TF_BFLOAT16 ? stored16 : id;
+    const axes = binding.createTensor([stored.shape.length], binding.TF_INT32, Int32Array.from(stored.shape.keys()));
+    made.push(axes);
+    let total = run(
+      'Sum',
+      [
+        typeAttr('T', type === TF_BFLOAT16 ? type : binding.TF_FLOAT),
+        typeAttr('Tidx', binding.TF_INT32),
+        { name: 'keep_dims', type: binding.TF_ATTR_BOOL, value: false },
+      ],
+      [summed, axes],
+    );
+    if (type === TF_BFLOAT16) total = cast(type, total);
+    const sum = binding.tensorDataSync(total)[0]!;
     if (transpose) {
       const permutation = binding.createTensor([2], binding.TF_INT32, Int32Array.of(1, 0));
       made.push(permutation);
@@ -101,22 +129,43 @@ function decodeNatively(backend: NodeBackend, stored: StoredTensor, transpose: b
     }
     made.splice(made.indexOf(id), 1);
     const shape = transpose ? [stored.shape[1]!, stored.shape[0]!] : stored.shape;
-    return backend.createOutputTensor({ id, shape, dtype: binding.TF_FLOAT });
+    return { weight: backend.createOutputTensor({ id, shape, dtype: binding.TF_FLOAT }), sum };
   } finally {
     for (const id of made) binding.deleteTensor(id);
+    // the weight never views it (checked on the canary): nothing of TensorFlow's holds it now
+    if (copy) releaseCopy(copy);
   }
 }
 
 let odd = new Uint8Array(1);
 
-/** A copy of `bytes` at an odd address (one byte into a reused buffer; fresh past 64 MB). */
+/**
+ * A copy of `bytes` at an odd address: one byte into a reused buffer, or past 64 MB into one of
+ * its own that `releaseCopy` gives back once TensorFlow has copied it (where the platform has
+ * resizable buffers), not left to a collector that may not run before the load ends.
+ */
 function offAlignment(bytes: Uint8Array): Uint8Array {
   const length = bytes.byteLength;
   if (length <= 64 * 2 ** 20 && odd.byteLength <= length) odd = new Uint8Array(length + 1);
-  const buffer = length > 64 * 2 ** 20 ? new Uint8Array(length + 1) : odd;
+  const buffer = length > 64 * 2 ** 20 ? releasable(length + 1) : odd;
   const view = buffer.subarray(1, length + 1);
   view.set(bytes);
   return view;
+}
+
+/** ES2024's resizable ArrayBuffer (Node 20), typed here: the lib is ES2022. */
+type ResizableBuffer = ArrayBuffer & { resize(length: number): void; readonly resizable: boolean };
+const resizable = typeof (ArrayBuffer.prototype as Partial<ResizableBuffer>).resize === 'function';
+
+function releasable(length: number): Uint8Array {
+  if (!resizable) return new Uint8Array(length);
+  const Resizable = ArrayBuffer as unknown as new (length: number, options: { maxByteLength: number }) => ArrayBuffer;
+  return new Uint8Array(new Resizable(length, { maxByteLength: length }));
+}
+
+function releaseCopy(bytes: Uint8Array): void {
+  if (bytes.buffer !== odd.buffer && (bytes.buffer as ResizableBuffer).resizable)
+    (bytes.buffer as ResizableBuffer).resize(0);
 }
 
 const verified = new WeakMap<object, boolean>();
@@ -153,8 +202,10 @@ function canaryPasses(backend: NodeBackend): boolean {
   try {
     for (const { stored: tensor, expected } of cases) {
       for (const transpose of [false, true]) {
-        const out = decodeNatively(backend, tensor, transpose);
-        if (!out) return false;
+        const decoded = decodeNatively(backend, tensor, transpose);
+        if (!decoded) return false;
+        const out = decoded.weight;
+        if (!Number.isFinite(decoded.sum)) return false;
         // the weight must not view the bytes it came from (the loader reuses them)
         const original = tensor.bytes.slice();
         tensor.bytes.fill(0xff);
@@ -184,10 +235,11 @@ function equalBits(a: Float32Array, b: Float32Array): boolean {
 }
 
 /**
- * A weight decoded by libtensorflow from its stored bytes ([cols, rows] when `transpose`), or null
- * where that cannot be done here (another backend, a dtype other than F32/F16/BF16).
+ * A weight decoded by libtensorflow from its stored bytes ([cols, rows] when `transpose`), and the
+ * sum of its values; or null where that cannot be done here (another backend, a dtype other than
+ * F32/F16/BF16).
  */
-export function nativeWeight(stored: StoredTensor, transpose: boolean): tf.Tensor | null {
+export function nativeWeight(stored: StoredTensor, transpose: boolean): NativeWeight | null {
   const backend = nativeDecoding();
   return backend ? decodeNatively(backend, stored, transpose) : null;
 }

@@ -11,10 +11,10 @@ import { gatedActivation, rmsNorm, type Checkpoint, type ForwardContext, type Ho
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { rotary } from './llama.js';
+import { checkDecoderSizes, rotary } from './llama.js';
 import { attention, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
-import { WeightLoader } from './weights.js';
+import { WeightLoader, keptTable } from './weights.js';
 
 interface Phi3Block {
   inputNorm: tf.Variable<tf.Rank.R1>; // input_layernorm [d]
@@ -74,7 +74,9 @@ function parsePhi3Rope(reader: ConfigReader, headDim: number): Phi3Rope {
       `${reader.source}: "${field}" rope_type "${named}" is not supported (supported: default, longrope)`,
     );
   }
-  const theta = nested.has('rope_theta') ? nested.number('rope_theta') : reader.number('rope_theta', 10000);
+  const theta = nested.has('rope_theta')
+    ? nested.positiveNumber('rope_theta')
+    : reader.positiveNumber('rope_theta', 10000);
   const partial = nested.has('partial_rotary_factor')
     ? nested.number('partial_rotary_factor')
     : reader.number('partial_rotary_factor', 1);
@@ -102,9 +104,9 @@ function parsePhi3Rope(reader: ConfigReader, headDim: number): Phi3Rope {
       `${reader.source}: "${field}" short_factor must be ${rotaryDim / 2} positive numbers (rotary dimensions / 2), got ${JSON.stringify(shortFactor)}`,
     );
   }
-  const factor = nested.has('factor') ? nested.number('factor') : maxPositions / originalMaxPositions;
+  const factor = nested.has('factor') ? nested.positiveNumber('factor') : maxPositions / originalMaxPositions;
   const attentionFactor = nested.has('attention_factor')
-    ? nested.number('attention_factor')
+    ? nested.positiveNumber('attention_factor')
     : factor <= 1
       ? 1
       : Math.sqrt(1 + Math.log(factor) / Math.log(originalMaxPositions));
@@ -121,17 +123,22 @@ export function parsePhi3Config(reader: ConfigReader): Phi3Config {
       `${reader.source}: "hidden_size" (${hiddenSize}) must be divisible by "num_attention_heads" (${numHeads}) when "head_dim" is not given`,
     );
   }
+  const vocabSize = reader.positiveInteger('vocab_size');
+  const intermediateSize = reader.positiveInteger('intermediate_size');
+  const numLayers = reader.positiveInteger('num_hidden_layers');
+  const rope = parsePhi3Rope(reader, headDim);
+  checkDecoderSizes(reader, { vocabSize, hiddenSize, numLayers, numHeads, headDim, intermediateSize }, rope.rotaryDim);
   return {
-    vocabSize: reader.positiveInteger('vocab_size'),
+    vocabSize,
     hiddenSize,
-    intermediateSize: reader.positiveInteger('intermediate_size'),
-    numLayers: reader.positiveInteger('num_hidden_layers'),
+    intermediateSize,
+    numLayers,
     numHeads,
     numKeyValueHeads,
     headDim,
-    rmsNormEpsilon: reader.number('rms_norm_eps', 1e-5),
+    rmsNormEpsilon: reader.positiveNumber('rms_norm_eps', 1e-5),
     activation: reader.string('hidden_act', 'silu'),
-    rope: parsePhi3Rope(reader, headDim),
+    rope,
     slidingWindow: reader.has('sliding_window') ? reader.positiveInteger('sliding_window') : null,
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', false),
     architecture: reader.architecture('Phi3ForCausalLM'),
@@ -216,7 +223,7 @@ export class Phi3Model extends TransformerHost {
       ? this.tokenEmbeddings
       : (load.variable('lm_head.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>);
     for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
-    this.inverseFrequencies = tf.tensor1d(inverseFrequencies(phi3.rope));
+    this.inverseFrequencies = keptTable(inverseFrequencies(phi3.rope));
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {

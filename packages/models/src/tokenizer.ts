@@ -169,6 +169,9 @@ export class HfTokenizer {
 
   encode(text: string, options: EncodeOptions = {}): Encoded {
     if (typeof text !== 'string') throw new Error(`${this.source}: encode expects a string, got ${typeof text}`);
+    if (options.textPair !== undefined && typeof options.textPair !== 'string')
+      throw new Error(`${this.source}: textPair: expected a string, got ${typeof options.textPair}`);
+    checkSide('truncationSide', options.truncationSide);
     const addSpecialTokens = options.addSpecialTokens ?? true;
     let ids: number[];
     let tokenTypeIds: number[];
@@ -223,8 +226,24 @@ export class HfTokenizer {
   encodeBatch(texts: readonly string[], options: BatchEncodeOptions = {}): BatchEncoding {
     if (!Array.isArray(texts) || texts.length === 0)
       throw new Error(`${this.source}: encodeBatch expects a non-empty array of strings`);
-    const rows = texts.map((text) => this.encode(text, options));
+    const notText = texts.findIndex((text) => typeof text !== 'string');
+    if (notText >= 0)
+      throw new Error(
+        `${this.source}: encodeBatch: texts[${notText}] is a ${typeof texts[notText]}, expected a string`,
+      );
     const padding = options.padding ?? 'longest';
+    if (padding !== 'longest' && padding !== 'max_length' && padding !== false)
+      throw new Error(`padding: expected "longest", "max_length" or false, got ${JSON.stringify(padding)}`);
+    checkSide('paddingSide', options.paddingSide);
+    if (
+      padding === 'max_length' &&
+      !(Number.isSafeInteger(options.maxLength) && options.maxLength! > 0 && options.maxLength! <= MAX_PADDED_LENGTH)
+    ) {
+      throw new Error(
+        `padding "max_length" needs maxLength, a positive integer up to ${MAX_PADDED_LENGTH}, got ${options.maxLength}`,
+      );
+    }
+    const rows = texts.map((text) => this.encode(text, options));
     if (padding === false) {
       return {
         inputIds: rows.map((r) => r.ids),
@@ -232,9 +251,14 @@ export class HfTokenizer {
         tokenTypeIds: rows.map((r) => r.tokenTypeIds),
       };
     }
-    if (padding === 'max_length' && options.maxLength === undefined)
-      throw new Error('padding "max_length" needs maxLength');
     const width = padding === 'max_length' ? options.maxLength! : Math.max(...rows.map((r) => r.ids.length));
+    const over = rows.findIndex((row) => row.ids.length > width);
+    if (over >= 0) {
+      // transformers leaves such a row longer than the others; a batch of ragged rows fails later, far from here
+      throw new Error(
+        `padding "max_length": text ${over} has ${rows[over]!.ids.length} tokens, more than maxLength ${width}; pass truncation: true to cut it`,
+      );
+    }
     if (this.padTokenId === null) {
       throw new Error(`${this.source}: the tokenizer has no pad_token (tokenizer_config.json); set one to pad batches`);
     }
@@ -251,7 +275,20 @@ export class HfTokenizer {
     };
   }
 
+  /**
+   * The text of `ids`. An id the vocabulary lacks (a model's embedding table is often padded past
+   * the tokenizer's) decodes to nothing, as in transformers; one that cannot be an id at all (not
+   * an integer in 0..2^32-1, as Rust's u32) is an error naming its place.
+   */
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    if (!Array.isArray(ids)) throw new Error(`${this.source}: decode expects an array of token ids`);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || (id as number) < 0 || (id as number) > 0xffffffff)
+        throw new Error(
+          `${this.source}: decode: ids[${i}] is ${typeof id === 'number' ? id : JSON.stringify(id)}, not a token id (an integer in 0..2^32-1)`,
+        );
+    }
     let kept = Array.from(ids);
     if (options.skipSpecialTokens) kept = kept.filter((id) => !this.specialIds.has(id));
     if (kept.length === 0) return '';
@@ -260,6 +297,17 @@ export class HfTokenizer {
       clean_up_tokenization_spaces: this.cleanUpSpaces,
     });
   }
+}
+
+/**
+ * The longest row `padding: "max_length"` makes: past the longest context of any model (10M tokens),
+ * and short of an array that would exhaust the heap and end the process rather than throw.
+ */
+const MAX_PADDED_LENGTH = 2 ** 24;
+
+function checkSide(field: string, side: unknown): void {
+  if (side !== undefined && side !== 'left' && side !== 'right')
+    throw new Error(`${field}: expected "left" or "right", got ${JSON.stringify(side)}`);
 }
 
 function parseChatTemplates(value: unknown, source: string): Map<string, string> {

@@ -27,14 +27,16 @@ export class WeightLoader {
   variable(name: string, shape: readonly number[], registeredAs = this.prefix + name): tf.Variable {
     const native = this.native(this.prefix + name, shape, false);
     if (native) {
-      this.variables.set(registeredAs, native);
-      return native;
+      this.variables.set(registeredAs, native.variable);
+      this.checkFinite(native.variable, this.prefix + name, false, native.sum);
+      return native.variable;
     }
     const data = this.checkpoint.tensor(this.prefix + name, shape, this.decoded.take(size(shape)));
     if (data.dtype !== 'float32')
       throw new Error(`${this.checkpoint.location}: tensor "${this.prefix + name}" is not a float tensor`);
     const variable = this.frozen(data.values as Float32Array, shape);
     this.variables.set(registeredAs, variable);
+    this.checkFinite(variable, this.prefix + name, false);
     return variable;
   }
 
@@ -55,28 +57,72 @@ export class WeightLoader {
     if (layout === 'conv1d') {
       weight = this.variable(`${name}.weight`, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
     } else if (native) {
-      weight = native as tf.Variable<tf.Rank.R2>;
+      weight = native.variable as tf.Variable<tf.Rank.R2>;
       this.variables.set(`${full}.weight`, weight);
+      this.checkFinite(weight, `${full}.weight`, true, native.sum);
     } else {
       const count = outFeatures * inFeatures;
       const data = this.checkpoint.tensor(`${full}.weight`, [outFeatures, inFeatures], this.decoded.take(count));
       const values = transpose(data.values as Float32Array, outFeatures, inFeatures, this.transposed.take(count));
       weight = this.frozen(values, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
       this.variables.set(`${full}.weight`, weight);
+      this.checkFinite(weight, `${full}.weight`, true);
     }
     const bias = withBias ? (this.variable(`${name}.bias`, [outFeatures]) as tf.Variable<tf.Rank.R1>) : null;
     return new HostLinear(full, weight, bias, layout);
   }
 
   /**
-   * The weight `name` decoded by libtensorflow from its stored bytes (see native-weights.ts), or null
-   * where the backend or the checkpoint cannot (then it is decoded in JavaScript).
+   * Refuses a weight that holds a NaN or an infinity, which would give NaN logits far from their
+   * cause. One sum on the backend right after the weight is made, while its memory is still in
+   * cache (a NaN or an infinity makes the sum non-finite), read back; only a weight whose sum is
+   * not finite is read value by value (finite values can overflow a sum: such a weight passes).
+   * `transposed`: held [in, out] from the file's [out, in], whose coordinates the message gives.
+   * `sum`: where the native decoding computed it already (from the stored values, see
+   * native-weights.ts).
    */
-  private native(name: string, shape: readonly number[], transpose: boolean): tf.Variable | null {
+  private checkFinite(weight: tf.Tensor, name: string, transposed: boolean, sum = this.sum(weight)): void {
+    if (Number.isFinite(sum)) return;
+    const values = weight.dataSync() as Float32Array;
+    let first = -1;
+    let count = 0;
+    for (let i = 0; i < values.length; i++) {
+      if (Number.isFinite(values[i]!)) continue;
+      if (first < 0) first = i;
+      count++;
+    }
+    if (first < 0) return;
+    const shape = transposed ? [...weight.shape].reverse() : weight.shape;
+    const at = coordinatesOf(first, weight.shape);
+    if (transposed) at.reverse();
+    throw new Error(
+      `${this.checkpoint.fileOf?.(name) ?? this.checkpoint.location}: tensor "${name}" [${shape.join(', ')}] holds ` +
+        `${count} non-finite value${count === 1 ? '' : 's'} (the first, ${values[first]}, at [${at.join(', ')}]): ` +
+        'the model would compute NaN',
+    );
+  }
+
+  private sum(weight: tf.Tensor): number {
+    const total = tf.sum(weight);
+    const value = total.dataSync()[0]!;
+    total.dispose();
+    return value;
+  }
+
+  /**
+   * The weight `name` decoded by libtensorflow from its stored bytes (see native-weights.ts), with
+   * the sum of its values; or null where the backend or the checkpoint cannot (then it is decoded
+   * in JavaScript).
+   */
+  private native(
+    name: string,
+    shape: readonly number[],
+    transpose: boolean,
+  ): { variable: tf.Variable; sum: number } | null {
     if (!this.checkpoint.stored || !decodesNatively()) return null;
     const stored = this.checkpoint.stored(name, shape);
-    const tensor = nativeWeight(stored, transpose);
-    return tensor ? ownVariable(tensor, false) : null;
+    const decoded = nativeWeight(stored, transpose);
+    return decoded ? { variable: ownVariable(decoded.weight, false), sum: decoded.sum } : null;
   }
 
   /**
@@ -89,6 +135,25 @@ export class WeightLoader {
     settle(tensor);
     return ownVariable(tensor, false);
   }
+}
+
+/**
+ * A table a host computes and keeps (rotary frequencies): a frozen variable like the weights, so
+ * that a construction that fails after it frees it with them (load-pretrained.ts).
+ */
+export function keptTable(values: Float32Array): tf.Variable<tf.Rank.R1> {
+  return ownVariable(tf.tensor1d(values), false) as tf.Variable<tf.Rank.R1>;
+}
+
+/** The place of the `index`-th value of a row-major tensor of `shape`. */
+function coordinatesOf(index: number, shape: readonly number[]): number[] {
+  const coordinates = new Array<number>(shape.length).fill(0);
+  let rest = index;
+  for (let axis = shape.length - 1; axis >= 0; axis--) {
+    coordinates[axis] = rest % shape[axis]!;
+    rest = Math.floor(rest / shape[axis]!);
+  }
+  return coordinates;
 }
 
 function size(shape: readonly number[]): number {

@@ -315,14 +315,14 @@ describe('train refuses, before any compute', () => {
     const data: Example[] = [{ inputIds: [2, 5, 3], labels: 5 }];
     await expect(
       train(headOnly(host), { data, task: 'sequence-classification', padTokenId: 0, batchSize: 1, learningRate: 1e-3 }),
-    ).rejects.toThrow('training batch 1 of epoch 1: label 5 is outside the 3 classes of the head (0..2)');
+    ).rejects.toThrow('data[0].labels: 5 is outside the 3 classes of the head (0..2)');
     host.dispose();
   });
 
-  it('a batch longer than the model takes', async () => {
+  it('an example longer than the model takes', async () => {
     const host = await loadPretrained(directory('gpt2-tied'));
     await expect(train(fullFineTuning(host), lmOptions({ data: patternExamples(2, 40) }))).rejects.toThrow(
-      "training batch 1 of epoch 1: a batch of 40 tokens is longer than the model's 32 positions; truncate the examples",
+      "data[0].inputIds: 40 tokens, more than the model's 32 positions; truncate the examples",
     );
     host.dispose();
   });

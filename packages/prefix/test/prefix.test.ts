@@ -137,7 +137,7 @@ describe('prefix tuning', () => {
     await expect(
       train(model, { data, task: 'causal-lm', padTokenId: 0, batchSize: 1, learningRate: 1e-2 }),
     ).rejects.toThrow(
-      "a batch of 30 tokens plus the adapter's 5 virtual tokens needs 35 positions, more than the model's 32; truncate the examples to 27 tokens",
+      "data[0].inputIds: 30 tokens plus the adapter's 5 virtual tokens need 35 positions, more than the model's 32; truncate the examples to 27 tokens",
     );
     model.dispose();
   });

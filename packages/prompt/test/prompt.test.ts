@@ -152,7 +152,7 @@ describe('prompt tuning', () => {
     await expect(
       train(model, { data: long, task: 'causal-lm', padTokenId: 0, batchSize: 1, learningRate: 1e-2 }),
     ).rejects.toThrow(
-      "a batch of 30 tokens plus the adapter's 4 virtual tokens needs 34 positions, more than the model's 32; truncate the examples to 28 tokens",
+      "data[0].inputIds: 30 tokens plus the adapter's 4 virtual tokens need 34 positions, more than the model's 32; truncate the examples to 28 tokens",
     );
     expect(() => model.forward({ inputIds: [new Array(30).fill(3)] })).toThrow(
       'sequence of 34 positions (4 virtual + 30 real)',

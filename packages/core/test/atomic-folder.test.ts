@@ -1,0 +1,208 @@
+// A Node folder written as one change (FileStore.writeFiles, which saveAdapter uses): the new folder
+// is made beside the old one and swapped in by rename. Here, the states a kill -9 can leave at each
+// step are built by hand (a dead process's siblings), and what a reader and the next save make of
+// them is checked; packages/conformance/test/adapter-kill.test.ts kills real saves.
+import { spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  promises as fsPromises,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import { nodeDirectory } from '../src/node.js';
+
+const encode = (text: string): Uint8Array => new TextEncoder().encode(text);
+const files = (entries: Record<string, string>): Map<string, Uint8Array> =>
+  new Map(Object.entries(entries).map(([name, text]) => [name, encode(text)]));
+
+/** A pid that no process has now: a child's, after it exited. */
+function deadPid(): number {
+  const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  return Number(child.stdout);
+}
+
+/** Every file under `folder` with its text, by relative path. */
+function contents(folder: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of readdirSync(folder, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const full = path.join(entry.parentPath, entry.name);
+    out[path.relative(folder, full)] = readFileSync(full, 'utf8');
+  }
+  return out;
+}
+
+/** A parent folder holding `adapter` with the old adapter and a user's files. */
+function oldAdapter(): { parent: string; root: string } {
+  const parent = mkdtempSync(path.join(tmpdir(), 'peft-atomic-'));
+  const root = path.join(parent, 'adapter');
+  mkdirSync(path.join(root, 'other'), { recursive: true });
+  writeFileSync(path.join(root, 'adapter_config.json'), 'old config');
+  writeFileSync(path.join(root, 'adapter_model.safetensors'), 'old weights');
+  writeFileSync(path.join(root, 'other', 'adapter_config.json'), 'other config');
+  writeFileSync(path.join(root, 'README.md'), 'notes');
+  return { parent, root };
+}
+
+const NEW = files({ 'adapter_config.json': 'new config', 'adapter_model.safetensors': 'new weights' });
+const OLD_CONTENTS = {
+  'adapter_config.json': 'old config',
+  'adapter_model.safetensors': 'old weights',
+  'other/adapter_config.json': 'other config',
+  'README.md': 'notes',
+};
+const NEW_CONTENTS = {
+  ...OLD_CONTENTS,
+  'adapter_config.json': 'new config',
+  'adapter_model.safetensors': 'new weights',
+};
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe('writeFiles: a folder replaced as one change', () => {
+  it('writes a new folder, and leaves nothing beside it', async () => {
+    const parent = mkdtempSync(path.join(tmpdir(), 'peft-atomic-'));
+    const root = path.join(parent, 'new', 'adapter');
+    await nodeDirectory(root).writeFiles!(files({ 'a.json': 'a', 'sub/b.bin': 'b' }));
+    expect(contents(root)).toEqual({ 'a.json': 'a', 'sub/b.bin': 'b' });
+    expect(readdirSync(path.dirname(root))).toEqual(['adapter']);
+  });
+
+  it('replaces the named files and keeps the others (hard links: no copy), nothing left beside it', async () => {
+    const { parent, root } = oldAdapter();
+    symlinkSync('README.md', path.join(root, 'link'));
+    const readme = statSync(path.join(root, 'README.md')).ino;
+    await nodeDirectory(root).writeFiles!(
+      new Map([...NEW, ['other/adapter_model.safetensors', encode('other weights')]]),
+    );
+    expect(contents(root)).toEqual({ ...NEW_CONTENTS, 'other/adapter_model.safetensors': 'other weights' });
+    expect(statSync(path.join(root, 'README.md')).ino).toBe(readme);
+    expect(readFileSync(path.join(root, 'link'), 'utf8')).toBe('notes');
+    expect(readdirSync(parent)).toEqual(['adapter']);
+  });
+
+  it('a folder reached through a link is replaced where it is: the link stays a link', async () => {
+    const { parent, root } = oldAdapter();
+    const link = path.join(parent, 'latest');
+    symlinkSync('adapter', link);
+    await nodeDirectory(link).writeFiles!(NEW);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(contents(root)).toEqual(NEW_CONTENTS);
+    expect(readdirSync(parent).sort()).toEqual(['adapter', 'latest']);
+  });
+
+  it('killed while the new folder was written: readers see the old folder; the next save deletes the leftover', async () => {
+    const { parent, root } = oldAdapter();
+    const staging = path.join(parent, `.adapter.saving-${deadPid()}-abc123`);
+    mkdirSync(staging);
+    writeFileSync(path.join(staging, 'adapter_model.safetensors'), 'new wei'); // cut short
+    const store = nodeDirectory(root);
+    expect(new TextDecoder().decode(await store.read('adapter_config.json'))).toBe('old config');
+    expect(contents(root)).toEqual(OLD_CONTENTS);
+    await store.writeFiles!(NEW);
+    expect(contents(root)).toEqual(NEW_CONTENTS);
+    expect(readdirSync(parent)).toEqual(['adapter']);
+  });
+
+  it('killed between its two renames: the next open puts the old folder back', async () => {
+    const { parent, root } = oldAdapter();
+    const pid = deadPid();
+    const staging = path.join(parent, `.adapter.saving-${pid}-abc123`);
+    mkdirSync(staging);
+    writeFileSync(path.join(staging, 'adapter_config.json'), 'new config');
+    renameSync(root, path.join(parent, `.adapter.replaced-${pid}-abc123`));
+    const store = nodeDirectory(root);
+    expect(contents(root)).toEqual(OLD_CONTENTS);
+    await store.writeFiles!(NEW);
+    expect(contents(root)).toEqual(NEW_CONTENTS);
+    expect(readdirSync(parent)).toEqual(['adapter']);
+  });
+
+  it('killed between its two renames after the store was opened: the next save puts the old folder back first', async () => {
+    const { parent, root } = oldAdapter();
+    const store = nodeDirectory(root);
+    renameSync(root, path.join(parent, `.adapter.replaced-${deadPid()}-abc123`));
+    await store.writeFiles!(files({ 'adapter_config.json': 'new config' }));
+    // the user's files come through: the old folder was restored, then replaced
+    expect(contents(root)).toEqual({ ...OLD_CONTENTS, 'adapter_config.json': 'new config' });
+    expect(readdirSync(parent)).toEqual(['adapter']);
+  });
+
+  it('killed after the swap, before the old folder was deleted: the next save deletes it', async () => {
+    const { parent, root } = oldAdapter();
+    const replaced = path.join(parent, `.adapter.replaced-${deadPid()}-abc123`);
+    mkdirSync(replaced);
+    writeFileSync(path.join(replaced, 'adapter_config.json'), 'older config');
+    const store = nodeDirectory(root);
+    expect(contents(root)).toEqual(OLD_CONTENTS);
+    await store.writeFiles!(NEW);
+    expect(contents(root)).toEqual(NEW_CONTENTS);
+    expect(readdirSync(parent)).toEqual(['adapter']);
+  });
+
+  it("leaves alone the siblings of a live save, and another folder's", async () => {
+    const { parent, root } = oldAdapter();
+    const dead = deadPid();
+    const kept = [
+      `.adapter.saving-${process.pid}-live01`,
+      `.adapter2.saving-${dead}-abc123`,
+      `.adapter.saving-${dead}-abc123.txt`,
+    ];
+    for (const name of kept) mkdirSync(path.join(parent, name));
+    await nodeDirectory(root).writeFiles!(NEW);
+    expect(readdirSync(parent).sort()).toEqual([...kept, 'adapter'].sort());
+  });
+
+  it('a failed write leaves the old folder as it was, and nothing beside it', async () => {
+    const { parent, root } = oldAdapter();
+    const open = fsPromises.open;
+    vi.spyOn(fsPromises, 'open').mockImplementation(async (file, ...rest) => {
+      if (String(file).endsWith('adapter_config.json') && String(file).includes('.saving-'))
+        throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+      return open(file, ...rest);
+    });
+    await expect(nodeDirectory(root).writeFiles!(NEW)).rejects.toThrow('ENOSPC: no space left on device');
+    expect(contents(root)).toEqual(OLD_CONTENTS);
+    expect(readdirSync(parent)).toEqual(['adapter']);
+  });
+
+  it('a folder that cannot be renamed (a mount point) is written file by file, with a warning', async () => {
+    const { parent, root } = oldAdapter();
+    const rename = fsPromises.rename;
+    vi.spyOn(fsPromises, 'rename').mockImplementation(async (from, to) => {
+      if (String(from) === root)
+        throw Object.assign(new Error(`EBUSY: resource busy or locked, rename '${root}'`), { code: 'EBUSY' });
+      return rename(from, to);
+    });
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    await nodeDirectory(root).writeFiles!(NEW);
+    expect(contents(root)).toEqual(NEW_CONTENTS);
+    expect(readdirSync(parent)).toEqual(['adapter']);
+    expect(warn).toHaveBeenCalledWith(
+      `@peft/core: ${root}: files written one by one, not as one change: cannot rename ${root} (EBUSY: resource busy or locked, rename '${root}')`,
+    );
+  });
+
+  it('refuses a name that leaves the folder, before writing anything', async () => {
+    const { parent, root } = oldAdapter();
+    await expect(nodeDirectory(root).writeFiles!(files({ '../escape.json': 'x' }))).rejects.toThrow(
+      `../escape.json: file name escapes the directory ${root}`,
+    );
+    expect(existsSync(path.join(parent, 'escape.json'))).toBe(false);
+    expect(contents(root)).toEqual(OLD_CONTENTS);
+  });
+});
