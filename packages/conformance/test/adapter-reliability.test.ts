@@ -9,6 +9,7 @@ import vm from 'node:vm';
 import { HoulsbyConfig } from '@peft/adapter';
 import {
   PeftModel,
+  evaluate,
   getPeftModel,
   memoryStore,
   parseSafetensors,
@@ -469,5 +470,101 @@ describe('failed adapter loads free what they made', () => {
       expect(maxDiff(logits(host, input), baseLogits.get(fixture)!), `${fixture}: logits after the failed loads`).toBe(
         0,
       );
+  });
+});
+
+describe('failing evaluations and merges free what they made, and leave the model as it was', () => {
+  it('ten rounds of each: evaluate (bad label, bad example, a throwing forward), merge and mergeAndUnload (NaN ΔW, unmergeable method)', async () => {
+    const host = await loadHost('gpt2-tied');
+    const lora = getPeftModel(host, new LoraConfig({ r: 4, initLoraWeights: false }));
+    const input = { inputIds: [[3, 5, 7, 11]] };
+    const before = logits(lora, input);
+    // a NaN in the last LoRA B: every other layer's ΔW is fine, so a merge that is not all-or-nothing shows
+    const variables = [...lora.trainableVariables()].filter(([name]) => name.includes('lora_B'));
+    const [poisonedName, poisoned] = variables[variables.length - 1]!;
+    const saved = poisoned.clone();
+    const examples = [
+      { inputIds: [2, 3, 4, 5], labels: [2, 3, 4, 5] },
+      { inputIds: [2, 3, 4, 5], labels: [2, 3, 4, 5] },
+    ];
+    const options = { task: 'causal-lm' as const, padTokenId: 0, batchSize: 1, data: examples };
+    // the forward pass throws on the second batch, after the first one's loss was read
+    let forwards = 0;
+    const linear = host.linears.get('transformer.h.1.mlp.c_fc')!;
+    linear.addDelta('thrower', (x) => {
+      if (++forwards % 2 === 0) throw new Error('injected failure in the forward pass');
+      return tf.zerosLike(tf.matMul(x, tf.zeros([x.shape[1], linear.outFeatures]))) as tf.Tensor2D;
+    });
+    const prompt = getPeftModel(await loadHost('gpt2-tied'), new PromptTuningConfig({ numVirtualTokens: 4 }));
+    const failing: [string, () => unknown, string][] = [
+      [
+        'evaluate: a label outside the vocabulary',
+        () => evaluate(lora, [{ inputIds: [2, 3], labels: [2, 99_999] }], options),
+        'validation[0].labels[1]: 99999 is outside the vocabulary',
+      ],
+      [
+        'evaluate: an empty example',
+        () => evaluate(lora, [examples[0]!, { inputIds: [], labels: [] }], options),
+        'validation[1].inputIds: empty',
+      ],
+      [
+        'evaluate: the forward pass throws on the second batch',
+        () => evaluate(lora, examples, options),
+        'injected failure',
+      ],
+      [
+        'merge: a NaN in one layer ΔW',
+        () => {
+          tf.tidy(() => poisoned.assign(tf.fill(poisoned.shape, Number.NaN)));
+          try {
+            lora.merge();
+          } finally {
+            poisoned.assign(saved);
+          }
+        },
+        'ΔW holds NaN or Inf; refusing to merge it',
+      ],
+      [
+        'mergeAndUnload: a NaN in one layer ΔW',
+        () => {
+          tf.tidy(() => poisoned.assign(tf.fill(poisoned.shape, Number.NaN)));
+          try {
+            lora.mergeAndUnload();
+          } finally {
+            poisoned.assign(saved);
+          }
+        },
+        'ΔW holds NaN or Inf; refusing to merge it',
+      ],
+      ['merge: prompt tuning', () => prompt.merge(), 'PROMPT_TUNING adapters cannot be merged'],
+      ['mergeAndUnload: prompt tuning', () => prompt.mergeAndUnload(), 'PROMPT_TUNING adapters cannot be merged'],
+    ];
+    const round = async (): Promise<void> => {
+      for (const [name, call, message] of failing) {
+        forwards = 0;
+        await expect(Promise.resolve().then(call), name).rejects.toThrow(message);
+      }
+    };
+    await round(); // warm-up: kernels, caches
+    collectGarbage();
+    const tensors = tf.memory().numTensors;
+    const rss = process.memoryUsage().rss;
+    for (let i = 0; i < 10; i++) await round();
+    collectGarbage();
+    const grownMb = (process.memoryUsage().rss - rss) / 2 ** 20;
+    console.log(
+      `[leaks] ${failing.length} failing evaluate/merge calls x 10: tensors ${tensors} -> ${tf.memory().numTensors}, ` +
+        `RSS ${grownMb >= 0 ? '+' : ''}${grownMb.toFixed(1)} MB`,
+    );
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect(grownMb).toBeLessThan(32);
+    // nothing was merged, the adapters are still there and compute what they did
+    linear.removeDelta('thrower');
+    expect(lora.adapterNames, poisonedName).toEqual(['default']);
+    expect(maxDiff(logits(lora, input), before)).toBe(0);
+    expect(prompt.adapterNames).toEqual(['default']);
+    saved.dispose();
+    lora.dispose();
+    prompt.dispose();
   });
 });
