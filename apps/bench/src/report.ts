@@ -1,30 +1,10 @@
 // The bench's outputs: a console table, report.md, and a self-contained report.html (inline SVG
 // charts, no network).
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
+import { replaceFile } from './files.js';
 import type { BenchResults, MethodSummary, RunResult } from './run.js';
-
-/**
- * Replaces `file` whole or not at all: written beside it, flushed to disk, renamed over it. A kill
- * at any moment leaves the old file or the new one, never half of one.
- */
-function replaceFile(file: string, text: string): void {
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  try {
-    const descriptor = openSync(temporary, 'w');
-    try {
-      writeFileSync(descriptor, text);
-      fsyncSync(descriptor);
-    } finally {
-      closeSync(descriptor);
-    }
-    renameSync(temporary, file);
-  } catch (error) {
-    rmSync(temporary, { force: true });
-    throw error;
-  }
-}
 
 /**
  * results.json, report.md and report.html in `out`, each replaced whole (rewritten after every run:

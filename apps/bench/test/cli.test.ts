@@ -103,4 +103,21 @@ describe('--out', () => {
     expect(bench.stdout).not.toContain('[1/1]');
     expect(performance.now() - started).toBeLessThan(15_000);
   });
+
+  it.each([
+    ['perf', ['--models', 'tiny', '--methods', 'lora', '--no-python']],
+    ['load', ['--models', 'qwen2.5-0.5b', '--no-python']],
+  ])('`pnpm bench %s --out` under a file stops before any work, with exit status 2', (command, flags) => {
+    const folder = mkdtempSync(path.join(tmpdir(), 'peft-bench-out-'));
+    writeFileSync(path.join(folder, 'a-file'), 'not a folder\n');
+    const out = path.join(folder, 'a-file', 'reports');
+    const bench = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', command, ...flags, '--out', out], {
+      cwd: path.resolve(import.meta.dirname, '..'),
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(bench.status, bench.stdout + bench.stderr).toBe(2);
+    expect(bench.stderr).toContain(`--out: cannot create ${out}: ${path.join(folder, 'a-file')} is a file`);
+    expect(bench.stdout).not.toContain('making');
+  });
 });

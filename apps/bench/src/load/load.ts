@@ -4,12 +4,13 @@
 // in its own process, alternating sides; medians of the load time, peak RSS over the process before
 // the load, and a logits probe that both sides must agree on. Written to load.json and load.md.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { namedItemsFlag, positiveIntegerFlag } from '../cli.js';
+import { namedItemsFlag, prepareOutFolder, positiveIntegerFlag } from '../cli.js';
+import { replaceFile } from '../files.js';
 import { median } from '../perf/perf.js';
 
 import type { LoadResult } from './worker.js';
@@ -93,12 +94,12 @@ export async function runLoad(argv: string[]): Promise<number> {
   const reps = positiveIntegerFlag('reps', values.reps!);
   const directory = path.resolve(values.dir!);
   const withPython = !values['no-python'] && existsSync(PYTHON);
+  const out = path.resolve(values.out!);
+  prepareOutFolder('--out', out);
   ensureCheckpoints(
     directory,
     models.map((m) => m.name),
   );
-  const out = path.resolve(values.out!);
-  mkdirSync(out, { recursive: true });
   const results: Record<string, { ours: LoadResult[]; python: LoadResult[] }> = {};
   for (const model of models) {
     const folder = path.join(directory, model.name);
@@ -122,8 +123,8 @@ export async function runLoad(argv: string[]): Promise<number> {
     }
   }
   const report = loadReport(results, directory, withPython);
-  writeFileSync(path.join(out, 'load.md'), report);
-  writeFileSync(
+  replaceFile(path.join(out, 'load.md'), report);
+  replaceFile(
     path.join(out, 'load.json'),
     JSON.stringify({ cpu: os.cpus()[0]?.model.trim(), cpus: os.availableParallelism(), results }, null, 2),
   );

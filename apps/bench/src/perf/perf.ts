@@ -3,7 +3,7 @@
 // then theirs first on the next repetition), medians; ratios printed and written to perf.json and
 // perf.md. Without the oracle's Python our side runs alone, and the report says so.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -18,7 +18,8 @@ import {
   type PerfMethod,
   type PerfModel,
 } from './workloads.js';
-import { namedItemsFlag, parsePerfArgs, perfUsage, positiveIntegerFlag } from '../cli.js';
+import { namedItemsFlag, prepareOutFolder, parsePerfArgs, perfUsage, positiveIntegerFlag } from '../cli.js';
+import { replaceFile } from '../files.js';
 
 import type { WorkerRequest, WorkerResult } from './worker.js';
 
@@ -359,7 +360,7 @@ export async function runPerf(argv: string[]): Promise<number> {
       : null;
   const withPython = pythonAbsent === null;
   const out = path.resolve(values.out!);
-  mkdirSync(out, { recursive: true });
+  prepareOutFolder('--out', out);
   const rows: Row[] = [];
   const runtimes = new Set<string>();
   const meta = (): ReportMeta => ({
@@ -424,12 +425,12 @@ export async function runPerf(argv: string[]): Promise<number> {
       python: medianResult(measured.python),
       ...(notes.length ? { note: [...new Set(notes)].join('; ') } : {}),
     });
-    writeFileSync(
+    replaceFile(
       path.join(out, 'perf.json'),
       `${JSON.stringify({ schema: 'peft-perf/1', complete: index === jobs.length - 1, machine: machine(), ...meta(), rows }, null, 2)}\n`,
     );
     report = perfReport(rows, meta());
-    writeFileSync(path.join(out, 'perf.md'), `${report}\n`);
+    replaceFile(path.join(out, 'perf.md'), `${report}\n`);
   }
   console.log(`\n${report}`);
   console.log(`\n${((performance.now() - started) / 60000).toFixed(1)} minutes; perf.json and perf.md in ${out}`);
