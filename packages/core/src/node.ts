@@ -158,9 +158,10 @@ function openRangeFile(full: string, shown: string): RangeFile {
 
 /**
  * Beside a folder while it is replaced: `.<folder>.saving-<pid>-<nonce>` (the new folder being
- * written) and `.<folder>.replaced-<pid>-<nonce>` (the old one, between the two renames).
+ * written), `.<folder>.replaced-<pid>-<nonce>` (the old one, between the two renames) and
+ * `.<folder>.locking-<pid>-<nonce>` (the lock before it is linked into place).
  */
-const SIBLING = /^\.(.+)\.(saving|replaced)-(\d+)-[0-9a-z]+$/;
+const SIBLING = /^\.(.+)\.(saving|replaced|locking)-(\d+)-[0-9a-z]+$/;
 
 /** Failures that say this folder cannot be swapped by rename (a mount point, a read-only parent, Windows' open handles). */
 const CANNOT_SWAP = new Set(['EACCES', 'EPERM', 'EROFS', 'EBUSY', 'EXDEV']);
@@ -176,10 +177,79 @@ const CANNOT_SWAP = new Set(['EACCES', 'EPERM', 'EROFS', 'EBUSY', 'EXDEV']);
  */
 async function replaceFolder(folder: string, files: ReadonlyMap<string, Uint8Array>): Promise<void> {
   const root = swapped(folder);
+  await fs.mkdir(path.dirname(root), { recursive: true });
+  const release = await lockFolder(root);
+  try {
+    await removeStaleSiblings(root);
+    await swapFolder(root, files);
+  } finally {
+    await release();
+  }
+}
+
+/** The folders this process is saving into now. */
+const savingFolders = new Set<string>();
+
+/**
+ * Takes `.<folder>.lock` beside `root` (created exclusively, holding the pid) for one save: a second
+ * save into the folder, from this process or another live one, is refused naming the holder; the
+ * lock of a process that is gone is taken over. Where the parent refuses new entries, no lock is
+ * taken (the save then writes file by file, with replaceFolder's warning). The lock appears whole:
+ * written under a name of this process's, then hard-linked to its place (which fails if it exists).
+ */
+async function lockFolder(root: string): Promise<() => Promise<void>> {
+  const lock = path.join(path.dirname(root), `.${path.basename(root)}.lock`);
+  const inUse = (pid: number): Error =>
+    new Error(
+      `${root}: another save into this folder is in progress (${pid === process.pid ? 'in this process' : `process ${pid}`}, ` +
+        `lock ${lock}); wait for it to end`,
+    );
+  if (savingFolders.has(root)) throw inUse(process.pid);
+  savingFolders.add(root); // before the first await: a second save of this process sees it
+  const mine = path.join(
+    path.dirname(root),
+    `.${path.basename(root)}.locking-${process.pid}-${Math.floor(Math.random() * 36 ** 6).toString(36)}`,
+  );
+  const release = async (): Promise<void> => {
+    savingFolders.delete(root);
+    await fs.rm(lock, { force: true });
+  };
+  try {
+    try {
+      await fs.writeFile(mine, `${process.pid}\n`);
+    } catch (error) {
+      if (CANNOT_SWAP.has((error as NodeJS.ErrnoException).code ?? ''))
+        return async () => void savingFolders.delete(root);
+      throw error;
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await fs.link(mine, lock);
+        return release;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code ?? '';
+        // a filesystem without hard links: no lock between processes
+        if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP')
+          return async () => void savingFolders.delete(root);
+        if (code !== 'EEXIST' || attempt > 0) throw error;
+      }
+      const holder = Number.parseInt(await fs.readFile(lock, 'utf8').catch(() => ''), 10);
+      // this process's saves are in savingFolders: a lock of this pid outlived an earlier process of the same pid
+      if (Number.isInteger(holder) && holder !== process.pid && alive(holder)) throw inUse(holder);
+      await fs.rm(lock, { force: true });
+    }
+  } catch (error) {
+    savingFolders.delete(root);
+    throw error;
+  } finally {
+    await fs.rm(mine, { force: true });
+  }
+}
+
+/** replaceFolder's work once the folder is locked. */
+async function swapFolder(root: string, files: ReadonlyMap<string, Uint8Array>): Promise<void> {
   const parent = path.dirname(root);
   const base = path.basename(root);
-  await fs.mkdir(parent, { recursive: true });
-  await removeStaleSiblings(root);
   const nonce = Math.floor(Math.random() * 36 ** 6).toString(36);
   const staging = path.join(parent, `.${base}.saving-${process.pid}-${nonce}`);
   const replaced = path.join(parent, `.${base}.replaced-${process.pid}-${nonce}`);

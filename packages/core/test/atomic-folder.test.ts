@@ -2,7 +2,7 @@
 // is made beside the old one and swapped in by rename. Here, the states a kill -9 can leave at each
 // step are built by hand (a dead process's siblings), and what a reader and the next save make of
 // them is checked; packages/conformance/test/adapter-kill.test.ts kills real saves.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   existsSync,
   lstatSync,
@@ -196,6 +196,71 @@ describe('writeFiles: a folder replaced as one change', () => {
       `@peft/core: ${root}: files written one by one, not as one change: cannot rename ${root} (EBUSY: resource busy or locked, rename '${root}')`,
     );
   });
+
+  it('a second save into the folder while one is under way is refused, naming the holder; the first ends intact', async () => {
+    const { parent, root } = oldAdapter();
+    const store = nodeDirectory(root);
+    const first = store.writeFiles!(NEW);
+    await expect(store.writeFiles!(files({ 'adapter_config.json': 'second config' }))).rejects.toThrow(
+      `${root}: another save into this folder is in progress (in this process, lock ${path.join(parent, '.adapter.lock')}); wait for it to end`,
+    );
+    await first;
+    expect(contents(root)).toEqual(NEW_CONTENTS);
+    expect(readdirSync(parent)).toEqual(['adapter']);
+    // and the folder is free again
+    await store.writeFiles!(files({ 'adapter_config.json': 'third config' }));
+    expect(contents(root)['adapter_config.json']).toBe('third config');
+  });
+
+  it("a lock of another live process is refused with its pid, and left in place; a dead process's is taken over", async () => {
+    const { parent, root } = oldAdapter();
+    const lock = path.join(parent, '.adapter.lock');
+    writeFileSync(lock, `${process.ppid}\n`);
+    await expect(nodeDirectory(root).writeFiles!(NEW)).rejects.toThrow(
+      `${root}: another save into this folder is in progress (process ${process.ppid}, lock ${lock})`,
+    );
+    expect(readFileSync(lock, 'utf8')).toBe(`${process.ppid}\n`);
+    expect(contents(root)).toEqual(OLD_CONTENTS);
+    expect(readdirSync(parent).sort()).toEqual(['.adapter.lock', 'adapter']);
+    const dead = deadPid();
+    writeFileSync(lock, `${dead}\n`);
+    writeFileSync(path.join(parent, `.adapter.locking-${dead}-abc123`), `${dead}\n`);
+    await nodeDirectory(root).writeFiles!(NEW);
+    expect(contents(root)).toEqual(NEW_CONTENTS);
+    expect(readdirSync(parent)).toEqual(['adapter']);
+  });
+
+  it('two processes saving into one folder at once: one wins or they take turns, never a mixed folder', async () => {
+    const { parent, root } = oldAdapter();
+    const script = (tag: string): string =>
+      `import('${path.resolve(import.meta.dirname, '../src/node.ts')}').then(async ({ nodeDirectory }) => {` +
+      `const store = nodeDirectory(${JSON.stringify(root)}); let saved = 0, refused = 0;` +
+      `for (let i = 0; i < 20; i++) { try { await store.writeFiles(new Map([['adapter_config.json', new TextEncoder().encode('${tag} ' + i)], ['adapter_model.safetensors', new TextEncoder().encode('${tag} ' + i)]])); saved++; }` +
+      `catch (e) { if (!/another save into this folder is in progress \\(process \\d+/.test(e.message)) throw e; refused++; } }` +
+      `console.log(JSON.stringify({ saved, refused })); });`;
+    const run = (tag: string) =>
+      new Promise<{ saved: number; refused: number }>((resolve, reject) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', '-e', script(tag)], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (chunk) => (out += chunk));
+        child.stderr.on('data', (chunk) => (err += chunk));
+        child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim())) : reject(new Error(err))));
+      });
+    const [a, b] = await Promise.all([run('a'), run('b')]);
+    console.log(
+      `[lock] process a: ${a.saved} saved, ${a.refused} refused; process b: ${b.saved} saved, ${b.refused} refused`,
+    );
+    expect(a.saved + a.refused).toBe(20);
+    expect(b.saved + b.refused).toBe(20);
+    expect(a.saved + b.saved).toBeGreaterThan(0);
+    const after = contents(root);
+    // the two files come from one save
+    expect(after['adapter_config.json']).toBe(after['adapter_model.safetensors']);
+    expect(readdirSync(parent)).toEqual(['adapter']);
+  }, 60_000);
 
   it('refuses a name that leaves the folder, before writing anything', async () => {
     const { parent, root } = oldAdapter();
