@@ -1,5 +1,6 @@
-// Browser persistence for adapters: a FileStore over IndexedDB. Each file is one record written in
-// one transaction, so a reader sees a file whole or not at all, as the Node store's rename gives.
+// Browser persistence for adapters: a FileStore over IndexedDB. Each file is one record; a save's
+// files are written in one transaction, so a reader sees the old adapter or the new one, whole, as
+// the Node store's folder swap gives.
 import type { FileStore } from './files.js';
 
 /** The database a page's folders live in unless another is named. */
@@ -52,7 +53,15 @@ async function transact<T>(
     const db = await open(database);
     try {
       const transaction = db.transaction(FILES, mode);
-      const result = request(body(transaction.objectStore(FILES)));
+      let issued: IDBRequest<T>;
+      try {
+        issued = body(transaction.objectStore(FILES));
+      } catch (error) {
+        // a throw between requests does not abort a transaction by itself: the earlier ones would commit
+        transaction.abort();
+        throw error;
+      }
+      const result = request(issued);
       const committed = new Promise<void>((resolve, reject) => {
         transaction.oncomplete = () => resolve();
         transaction.onabort = () => reject(transaction.error ?? new Error('the transaction was aborted'));
@@ -112,6 +121,16 @@ export function indexedDbStore(folder: string, options: IndexedDbOptions = {}): 
     async write(name, bytes) {
       checkName('file name', name);
       await run(`${location}/${name}`, 'readwrite', (files) => files.put(bytes.slice(), [folder, name]));
+    },
+    /** Every file of a save in one transaction: all of them are written, or none. */
+    async writeFiles(files) {
+      for (const name of files.keys()) checkName('file name', name);
+      if (files.size === 0) return;
+      await run(location, 'readwrite', (store) => {
+        let last: IDBRequest<IDBValidKey> | undefined;
+        for (const [name, bytes] of files) last = store.put(bytes.slice(), [folder, name]);
+        return last!;
+      });
     },
     async remove(name) {
       checkName('file name', name);

@@ -48,3 +48,39 @@ describe('indexedDbStore', () => {
     }
   });
 });
+
+describe('indexedDbStore.writeFiles: a save is one transaction', () => {
+  it('writes every file, and a save that fails part-way leaves the old files as they were', async () => {
+    const store = indexedDbStore('adapters/one', { database: 'test-write-files' });
+    const encode = (text: string): Uint8Array => new TextEncoder().encode(text);
+    const text = async (name: string): Promise<string> => new TextDecoder().decode(await store.read(name));
+    await store.writeFiles!(
+      new Map([
+        ['adapter_config.json', encode('old config')],
+        ['adapter_model.safetensors', encode('old weights')],
+      ]),
+    );
+    expect(await store.list()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    // the second put of the next save fails: the first must not be kept
+    const put = IDBObjectStore.prototype.put;
+    let puts = 0;
+    IDBObjectStore.prototype.put = function (this: IDBObjectStore, ...args: Parameters<IDBObjectStore['put']>) {
+      if (++puts === 2) throw new DOMException('the quota was exceeded', 'QuotaExceededError');
+      return put.apply(this, args);
+    };
+    try {
+      await expect(
+        store.writeFiles!(
+          new Map([
+            ['adapter_model.safetensors', encode('new weights')],
+            ['adapter_config.json', encode('new config')],
+          ]),
+        ),
+      ).rejects.toThrow('indexeddb:test-write-files/adapters/one: the quota was exceeded');
+    } finally {
+      IDBObjectStore.prototype.put = put;
+    }
+    expect(await text('adapter_model.safetensors')).toBe('old weights');
+    expect(await text('adapter_config.json')).toBe('old config');
+  });
+});
