@@ -37,6 +37,15 @@ export interface FileStore {
   openRanges?(name: string): Promise<RangeFile>;
 }
 
+/**
+ * Writes a save's files as one change where the store can (`writeFiles`); otherwise one by one in
+ * the map's order (put each config after its weights: a folder with a config then has its weights).
+ */
+export async function writeTogether(store: FileStore, files: ReadonlyMap<string, Uint8Array>): Promise<void> {
+  if (store.writeFiles) return store.writeFiles(files);
+  for (const [name, bytes] of files) await store.write(name, bytes);
+}
+
 /** A file open for reads of byte ranges. */
 export interface RangeFile {
   /** Its size in bytes when it was opened. */

@@ -1,4 +1,4 @@
-export { describeFile, memoryStore, readJson, readText, urlStore, writeJson } from './files.js';
+export { describeFile, memoryStore, readJson, readText, urlStore, writeJson, writeTogether } from './files.js';
 export type { FileStore, RangeFile } from './files.js';
 export { DEFAULT_INDEXEDDB_DATABASE, indexedDbFolders, indexedDbStore } from './indexeddb.js';
 export type { IndexedDbOptions, IndexedDbStore } from './indexeddb.js';

@@ -3,7 +3,7 @@
 // their peftType and found by it; this file knows none of them.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { describeFile, readJson } from './files.js';
+import { describeFile, readJson, writeTogether } from './files.js';
 import type { HostForwardInput, HostForwardOutput, PeftHost } from './host.js';
 import { countParameters, formatParameterCount, type ParameterCount } from './parameters.js';
 import { parseSafetensors, serializeSafetensors, type SafetensorsFile, type TensorToWrite } from './safetensors.js';
@@ -553,10 +553,8 @@ export class PeftModel implements TrainableModel {
         : `${JSON.stringify(sortKeys({ ...json, inference_mode: true, modules_to_save: modules ?? null }), null, 2)}\n`;
       files.set(`${folder}${ADAPTER_CONFIG_FILE}`, new TextEncoder().encode(text));
     }
-    const store = await resolveStore(destination);
-    if (store.writeFiles) return store.writeFiles(files);
-    // one by one, each config after its weights: a folder with a config has its weights
-    for (const [name, bytes] of files) await store.write(name, bytes);
+    // each config after its weights, for a store that writes one file after another
+    await writeTogether(await resolveStore(destination), files);
   }
 
   /**

@@ -10,7 +10,7 @@ import {
   readJson,
   resolveStore,
   serializeSafetensors,
-  writeJson,
+  writeTogether,
   type StoreSource,
   type TensorToWrite,
 } from '@peft/core';
@@ -295,8 +295,7 @@ export class LayersLora {
       };
       tf.dispose([a!, b!]);
     }
-    await store.write('adapter_model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
-    await writeJson(store, 'adapter_config.json', {
+    const config = {
       bias: 'none',
       fan_in_fan_out: false,
       inference_mode: true,
@@ -307,7 +306,15 @@ export class LayersLora {
       r: this.options.r,
       target_modules: this.targetNames(),
       task_type: null,
-    });
+    };
+    // as one change where the store can (a Node folder is swapped in whole), the config last otherwise
+    await writeTogether(
+      store,
+      new Map([
+        ['adapter_model.safetensors', serializeSafetensors(tensors, { format: 'pt' })],
+        ['adapter_config.json', new TextEncoder().encode(`${JSON.stringify(config, null, 2)}\n`)],
+      ]),
+    );
   }
 
   /** Loads A and B saved by saveAdapter (same layer names, rank and alpha). */

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { memoryStore, parseSafetensors } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 
 import { applyLora, type LayersLoraOptions } from '../src/tfjs-layers.js';
 
@@ -220,6 +220,23 @@ describe('LoRA on a tf.LayersModel', () => {
     const store = memoryStore();
     await applyLora(model(), { r: 2, loraAlpha: 4, targetLayers: ['hidden'] }).saveAdapter(store);
     await expect(applyLora(model(), options).loadAdapter(store)).rejects.toThrow(error);
+  });
+
+  it('saveAdapter writes its two files as one change (a store with writeFiles), the config last otherwise', async () => {
+    const lora = applyLora(model(), { r: 2, loraAlpha: 4, targetLayers: ['hidden'] });
+    const together = memoryStore();
+    const writeFiles = vi.fn(together.writeFiles!.bind(together));
+    together.writeFiles = writeFiles;
+    const write = vi.spyOn(together, 'write');
+    await lora.saveAdapter(together);
+    expect(writeFiles).toHaveBeenCalledTimes(1);
+    expect([...writeFiles.mock.calls[0]![0].keys()]).toEqual(['adapter_model.safetensors', 'adapter_config.json']);
+    expect(write).not.toHaveBeenCalled();
+    const written: string[] = [];
+    const oneByOne = { ...memoryStore(), writeFiles: undefined };
+    oneByOne.write = async (name) => void written.push(name);
+    await lora.saveAdapter(oneByOne);
+    expect(written).toEqual(['adapter_model.safetensors', 'adapter_config.json']);
   });
 
   it('targets layers by name and explains a miss', () => {
