@@ -14,7 +14,7 @@ import {
   type TrainResult,
 } from '@peft/core';
 import { LoraConfig } from '@peft/lora';
-import { chatExample, generate, type ChatMessage, type HfTokenizer, type TransformerHost } from '@peft/models';
+import { chatExample, generate, parseChatMessages, type HfTokenizer, type TransformerHost } from '@peft/models';
 import { PrefixTuningConfig } from '@peft/prefix';
 import { PromptTuningConfig } from '@peft/prompt';
 import { PTuningConfig } from '@peft/ptuning';
@@ -172,17 +172,6 @@ function parseJsonLine(line: string, where: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function chatMessages(value: unknown, where: string): ChatMessage[] {
-  if (!Array.isArray(value) || value.length === 0)
-    throw new Error(`${where}: expected "messages" to be a non-empty array of {"role", "content"}`);
-  return value.map((message: unknown, i) => {
-    const m = message as Record<string, unknown> | null;
-    if (typeof m !== 'object' || m === null || typeof m.role !== 'string' || typeof m.content !== 'string')
-      throw new Error(`${where}: messages[${i}]: expected {"role": string, "content": string}`);
-    return m as ChatMessage;
-  });
-}
-
 function summarise(format: TrainingData['format'], examples: Example[], skipped = 0): TrainingData {
   let tokens = 0;
   let lossTokens = 0;
@@ -213,7 +202,7 @@ function chatData(
   const examples: Example[] = [];
   let skipped = 0;
   for (const { record, where } of rows) {
-    const messages = chatMessages(record.messages, where);
+    const messages = parseChatMessages(record.messages, where);
     let example: Example;
     try {
       example = chatExample(tokenizer, messages, {

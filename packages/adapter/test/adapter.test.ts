@@ -35,7 +35,8 @@ describe.each(['gpt2-tied', 'llama-gqa-untied', 'bert-sequence-classification'])
   });
 
   it('trains only the adapters, saves in AdapterHub layout and reloads to the same outputs', async () => {
-    const base = await host(name);
+    // without the fixtures' dropout 0.1: 12 steps of a 17k-parameter model show no progress through it
+    const base = await host(name, { dropout: false });
     const frozen = new Map([...base.parameters].map(([n, v]) => [n, v.dataSync().slice()]));
     const model = getPeftModel(base, PfeifferConfig({ reductionFactor: 2, initWeights: 'mam_adapter' }));
     const isBert = name.startsWith('bert');

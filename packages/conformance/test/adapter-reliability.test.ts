@@ -54,6 +54,13 @@ function patchConfig(
   return new Map([...files, ['adapter_config.json', new TextEncoder().encode(text)]]);
 }
 
+/** A patchConfig patch that sets one top-level key of adapter_config.json. */
+const setKey =
+  (key: string, value: unknown) =>
+  (json: Record<string, unknown>): void => {
+    json[key] = value;
+  };
+
 /** The files with the weights file's tensors changed by `change` (the file is written anew). */
 function patchWeights(
   files: ReadonlyMap<string, Uint8Array>,
@@ -112,9 +119,7 @@ describe('adapter names are one folder name: none reaches another adapter files'
   });
 
   it('refuses a name read from an AdapterHub config, naming the file', async () => {
-    const files = patchConfig(await saved('gpt2-tied', HoulsbyConfig({ reductionFactor: 4 })), (json) => {
-      json.name = 'x/..';
-    });
+    const files = patchConfig(await saved('gpt2-tied', HoulsbyConfig({ reductionFactor: 4 })), setKey('name', 'x/..'));
     const { message } = await failedLoad('gpt2-tied', files);
     expect(message).toBe(
       `${CONFIG}: "name": adapter name "x/..": not a folder name (an adapter is saved in a sub-folder of its name: ` +
@@ -141,9 +146,7 @@ const OVERSIZED: OversizedCase[] = [
     name: 'prefix num_virtual_tokens 400000 (rotary host: no position limit)',
     fixture: 'llama-gqa-untied',
     config: () => new PrefixTuningConfig({ numVirtualTokens: 4 }),
-    patch: (json) => {
-      json.num_virtual_tokens = 400000;
-    },
+    patch: setKey('num_virtual_tokens', 400000),
     message:
       `${WEIGHTS}: tensor "prompt_embeddings" has shape [4,64], expected [400000,64] from ${CONFIG} ` +
       "(num_virtual_tokens 400000 x the model's 2 layers x 2 x key/value width 16)",
@@ -152,9 +155,7 @@ const OVERSIZED: OversizedCase[] = [
     name: 'prefix num_virtual_tokens 1e8',
     fixture: 'llama-gqa-untied',
     config: () => new PrefixTuningConfig({ numVirtualTokens: 4 }),
-    patch: (json) => {
-      json.num_virtual_tokens = 1e8;
-    },
+    patch: setKey('num_virtual_tokens', 1e8),
     message:
       `${WEIGHTS}: tensor "prompt_embeddings" has shape [4,64], expected [100000000,64] from ${CONFIG} ` +
       "(num_virtual_tokens 100000000 x the model's 2 layers x 2 x key/value width 16)",
@@ -163,9 +164,7 @@ const OVERSIZED: OversizedCase[] = [
     name: 'prefix num_virtual_tokens 400000 on a 32-position host',
     fixture: 'gpt2-tied',
     config: () => new PrefixTuningConfig({ numVirtualTokens: 4 }),
-    patch: (json) => {
-      json.num_virtual_tokens = 400000;
-    },
+    patch: setKey('num_virtual_tokens', 400000),
     message:
       `${CONFIG}: num_virtual_tokens: 400000 virtual tokens, but this gpt2 model has 32 positions ` +
       '(at most 31 virtual tokens, to leave room for one token of input)',
@@ -174,9 +173,7 @@ const OVERSIZED: OversizedCase[] = [
     name: 'prompt tuning num_virtual_tokens 2M',
     fixture: 'llama-gqa-untied',
     config: () => new PromptTuningConfig({ numVirtualTokens: 4 }),
-    patch: (json) => {
-      json.num_virtual_tokens = 2_000_000;
-    },
+    patch: setKey('num_virtual_tokens', 2_000_000),
     message:
       `${WEIGHTS}: tensor "prompt_embeddings" has shape [4,32], expected [2000000,32] from ${CONFIG} ` +
       "(num_virtual_tokens 2000000 x the model's hidden size 32)",
@@ -185,9 +182,7 @@ const OVERSIZED: OversizedCase[] = [
     name: 'prompt tuning num_virtual_tokens 1e8 on a 32-position host',
     fixture: 'gpt2-tied',
     config: () => new PromptTuningConfig({ numVirtualTokens: 4 }),
-    patch: (json) => {
-      json.num_virtual_tokens = 1e8;
-    },
+    patch: setKey('num_virtual_tokens', 1e8),
     message:
       `${CONFIG}: num_virtual_tokens: 100000000 virtual tokens, but this gpt2 model has 32 positions ` +
       '(at most 31 virtual tokens, to leave room for one token of input)',
@@ -196,9 +191,7 @@ const OVERSIZED: OversizedCase[] = [
     name: 'P-tuning num_virtual_tokens 1e8',
     fixture: 'llama-gqa-untied',
     config: () => new PTuningConfig({ numVirtualTokens: 4, encoderHiddenSize: 8 }),
-    patch: (json) => {
-      json.num_virtual_tokens = 1e8;
-    },
+    patch: setKey('num_virtual_tokens', 1e8),
     message:
       `${WEIGHTS}: tensor "prompt_embeddings" has shape [4,32], expected [100000000,32] from ${CONFIG} ` +
       "(num_virtual_tokens 100000000 x the model's hidden size 32)",
@@ -207,9 +200,7 @@ const OVERSIZED: OversizedCase[] = [
     name: 'multi-task prompt num_tasks 1e6',
     fixture: 'llama-gqa-untied',
     config: () => new MultitaskPromptTuningConfig({ numVirtualTokens: 4, numTasks: 2 }),
-    patch: (json) => {
-      json.num_tasks = 1e6;
-    },
+    patch: setKey('num_tasks', 1e6),
     message:
       `${WEIGHTS}: tensor "prefix_task_cols" has shape [2,4,1], expected [1000000,4,1] from ${CONFIG} ` +
       '(num_tasks 1000000 x num_virtual_tokens 4 x num_ranks 1)',
@@ -218,9 +209,7 @@ const OVERSIZED: OversizedCase[] = [
     name: 'LoRA r 1e8',
     fixture: 'gpt2-tied',
     config: () => new LoraConfig({ r: 4 }),
-    patch: (json) => {
-      json.r = 1e8;
-    },
+    patch: setKey('r', 1e8),
     message:
       `${WEIGHTS}: tensor "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight" has shape [4,24], ` +
       `expected [100000000,24] from ${CONFIG} (r 100000000 for transformer.h.0.attn.c_attn)`,
@@ -266,12 +255,7 @@ describe('adapter configs are checked against the weights file and the host befo
       ['lm_head', 'modules_to_save: expected a list of module names, got "lm_head"'],
       [['nothing'], 'modules_to_save: no module "nothing" in the host (heads: lm_head)'],
     ] as const) {
-      const result = await failedLoad(
-        'gpt2-tied',
-        patchConfig(files, (json) => {
-          json.modules_to_save = value;
-        }),
-      );
+      const result = await failedLoad('gpt2-tied', patchConfig(files, setKey('modules_to_save', value)));
       expect(result.message).toBe(`${CONFIG}: ${message}`);
       expect(result.made, 'tensors made while loading').toBe(0);
     }
@@ -296,24 +280,21 @@ describe('alpha_pattern holds finite positive numbers', () => {
     ['1e999', raw('1e999'), 'LoraConfig.alphaPattern["c_attn"]: expected a finite positive number, got Infinity'],
     ['-8', -8, 'LoraConfig.alphaPattern["c_attn"]: expected a finite positive number, got -8'],
   ])('alpha_pattern {"c_attn": %s} is refused, naming the file and the key', async (_, value, message) => {
-    const files = patchConfig(await saved('gpt2-tied', new LoraConfig({ r: 4 })), (json) => {
-      json.alpha_pattern = { c_attn: value };
-    });
+    const files = patchConfig(
+      await saved('gpt2-tied', new LoraConfig({ r: 4 })),
+      setKey('alpha_pattern', { c_attn: value }),
+    );
     expect((await failedLoad('gpt2-tied', files)).message).toBe(`${CONFIG}: ${message}`);
   });
 
   it('alpha_pattern "x" (not an object) and a pattern that is no regular expression are refused', async () => {
     const base = await saved('gpt2-tied', new LoraConfig({ r: 4 }));
-    const notObject = patchConfig(base, (json) => {
-      json.alpha_pattern = 'x';
-    });
+    const notObject = patchConfig(base, setKey('alpha_pattern', 'x'));
     expect((await failedLoad('gpt2-tied', notObject)).message).toBe(
       `${CONFIG}: LoraConfig.alphaPattern: expected an object of module-path patterns to values ` +
         '(a finite positive number each), got "x"',
     );
-    const badRegex = patchConfig(base, (json) => {
-      json.rank_pattern = { '(': 4 };
-    });
+    const badRegex = patchConfig(base, setKey('rank_pattern', { '(': 4 }));
     expect((await failedLoad('gpt2-tied', badRegex)).message).toBe(
       `${CONFIG}: LoraConfig.rankPattern key "(": expected a valid regular expression, got "("`,
     );
@@ -426,9 +407,7 @@ describe('failed adapter loads free what they made', () => {
     });
     loads.push({
       fixture: 'gpt2-tied',
-      files: patchConfig(lora, (json) => {
-        json.alpha_pattern = { c_attn: 'x' };
-      }),
+      files: patchConfig(lora, setKey('alpha_pattern', { c_attn: 'x' })),
     });
     const hosts = new Map<string, Awaited<ReturnType<typeof loadHost>>>();
     for (const { fixture } of loads) if (!hosts.has(fixture)) hosts.set(fixture, await loadHost(fixture));
@@ -483,11 +462,20 @@ describe('failing evaluations and merges free what they made, and leave the mode
     const variables = [...lora.trainableVariables()].filter(([name]) => name.includes('lora_B'));
     const [poisonedName, poisoned] = variables[variables.length - 1]!;
     const saved = poisoned.clone();
+    // runs `call` with every value of that B NaN, and puts the weights back whatever it did
+    const withNaN = (call: () => unknown): void => {
+      tf.tidy(() => poisoned.assign(tf.fill(poisoned.shape, Number.NaN)));
+      try {
+        call();
+      } finally {
+        poisoned.assign(saved);
+      }
+    };
     const examples = [
       { inputIds: [2, 3, 4, 5], labels: [2, 3, 4, 5] },
       { inputIds: [2, 3, 4, 5], labels: [2, 3, 4, 5] },
     ];
-    const options = { task: 'causal-lm' as const, padTokenId: 0, batchSize: 1, data: examples };
+    const options = { task: 'causal-lm' as const, padTokenId: 0, batchSize: 1, data: examples, learningRate: 1e-3 };
     // the forward pass throws on the second batch, after the first one's loss was read
     let forwards = 0;
     const linear = host.linears.get('transformer.h.1.mlp.c_fc')!;
@@ -512,28 +500,10 @@ describe('failing evaluations and merges free what they made, and leave the mode
         () => evaluate(lora, examples, options),
         'injected failure',
       ],
-      [
-        'merge: a NaN in one layer ΔW',
-        () => {
-          tf.tidy(() => poisoned.assign(tf.fill(poisoned.shape, Number.NaN)));
-          try {
-            lora.merge();
-          } finally {
-            poisoned.assign(saved);
-          }
-        },
-        'ΔW holds NaN or Inf; refusing to merge it',
-      ],
+      ['merge: a NaN in one layer ΔW', () => withNaN(() => lora.merge()), 'ΔW holds NaN or Inf; refusing to merge it'],
       [
         'mergeAndUnload: a NaN in one layer ΔW',
-        () => {
-          tf.tidy(() => poisoned.assign(tf.fill(poisoned.shape, Number.NaN)));
-          try {
-            lora.mergeAndUnload();
-          } finally {
-            poisoned.assign(saved);
-          }
-        },
+        () => withNaN(() => lora.mergeAndUnload()),
         'ΔW holds NaN or Inf; refusing to merge it',
       ],
       ['merge: prompt tuning', () => prompt.merge(), 'PROMPT_TUNING adapters cannot be merged'],

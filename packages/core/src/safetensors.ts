@@ -72,6 +72,10 @@ function fail(source: string, message: string): never {
   throw new Error(`${source}: ${message}`);
 }
 
+function entryOf(source: string, entries: ReadonlyMap<string, TensorEntry>, name: string): TensorEntry {
+  return entries.get(name) ?? fail(source, `no tensor "${name}"`);
+}
+
 function isDtype(value: unknown): value is SafetensorsDtype {
   return typeof value === 'string' && Object.hasOwn(SAFETENSORS_DTYPES, value);
 }
@@ -127,13 +131,11 @@ export function parseSafetensors(bytes: Uint8Array, source = 'safetensors'): Saf
     metadata,
     entries,
     tensor(name, into) {
-      const entry = entries.get(name);
-      if (!entry) fail(source, `no tensor "${name}"`);
+      const entry = entryOf(source, entries, name);
       return decode(source, entry, data.subarray(entry.begin, entry.end), into);
     },
     bytes(name) {
-      const entry = entries.get(name);
-      if (!entry) fail(source, `no tensor "${name}"`);
+      const entry = entryOf(source, entries, name);
       return { dtype: entry.dtype, shape: entry.shape, bytes: data.subarray(entry.begin, entry.end) };
     },
   };
@@ -169,15 +171,13 @@ export function openSafetensors(file: RangeFile, source = 'safetensors'): Safete
     metadata,
     entries,
     tensor(name, into) {
-      const entry = entries.get(name);
-      if (!entry) fail(source, `no tensor "${name}"`);
+      const entry = entryOf(source, entries, name);
       if (!into || !FLOAT_DTYPES.has(entry.dtype))
         return decode(source, entry, file.read(headerEnd + entry.begin, entry.end - entry.begin));
       return decode(source, entry, stage(entry), into);
     },
     bytes(name) {
-      const entry = entries.get(name);
-      if (!entry) fail(source, `no tensor "${name}"`);
+      const entry = entryOf(source, entries, name);
       return { dtype: entry.dtype, shape: entry.shape, bytes: stage(entry) };
     },
   };

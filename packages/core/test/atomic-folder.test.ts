@@ -56,6 +56,23 @@ function oldAdapter(): { parent: string; root: string } {
   return { parent, root };
 }
 
+/** The name a save by process `pid` gives the `kind` sibling of `adapter` (its suffix is random). */
+const sibling = (parent: string, kind: 'saving' | 'replaced', pid: number): string =>
+  path.join(parent, `.adapter.${kind}-${pid}-abc123`);
+
+/** A sibling of `adapter` as a killed save by process `pid` leaves it, holding `entries`. */
+function leftover(parent: string, kind: 'saving' | 'replaced', pid: number, entries: Record<string, string>): void {
+  const folder = sibling(parent, kind, pid);
+  mkdirSync(folder);
+  for (const [name, text] of Object.entries(entries)) writeFileSync(path.join(folder, name), text);
+}
+
+/** `root` holds exactly `expected`, and nothing stands beside it in its parent. */
+function expectAlone(root: string, expected: Record<string, string>): void {
+  expect(contents(root)).toEqual(expected);
+  expect(readdirSync(path.dirname(root))).toEqual(['adapter']);
+}
+
 const NEW = files({ 'adapter_config.json': 'new config', 'adapter_model.safetensors': 'new weights' });
 const OLD_CONTENTS = {
   'adapter_config.json': 'old config',
@@ -78,8 +95,7 @@ describe('writeFiles: a folder replaced as one change', () => {
     const parent = mkdtempSync(path.join(tmpdir(), 'peft-atomic-'));
     const root = path.join(parent, 'new', 'adapter');
     await nodeDirectory(root).writeFiles!(files({ 'a.json': 'a', 'sub/b.bin': 'b' }));
-    expect(contents(root)).toEqual({ 'a.json': 'a', 'sub/b.bin': 'b' });
-    expect(readdirSync(path.dirname(root))).toEqual(['adapter']);
+    expectAlone(root, { 'a.json': 'a', 'sub/b.bin': 'b' });
   });
 
   it('replaces the named files and keeps the others (hard links: no copy), nothing left beside it', async () => {
@@ -107,51 +123,41 @@ describe('writeFiles: a folder replaced as one change', () => {
 
   it('killed while the new folder was written: readers see the old folder; the next save deletes the leftover', async () => {
     const { parent, root } = oldAdapter();
-    const staging = path.join(parent, `.adapter.saving-${deadPid()}-abc123`);
-    mkdirSync(staging);
-    writeFileSync(path.join(staging, 'adapter_model.safetensors'), 'new wei'); // cut short
+    leftover(parent, 'saving', deadPid(), { 'adapter_model.safetensors': 'new wei' }); // cut short
     const store = nodeDirectory(root);
     expect(new TextDecoder().decode(await store.read('adapter_config.json'))).toBe('old config');
     expect(contents(root)).toEqual(OLD_CONTENTS);
     await store.writeFiles!(NEW);
-    expect(contents(root)).toEqual(NEW_CONTENTS);
-    expect(readdirSync(parent)).toEqual(['adapter']);
+    expectAlone(root, NEW_CONTENTS);
   });
 
   it('killed between its two renames: the next open puts the old folder back', async () => {
     const { parent, root } = oldAdapter();
     const pid = deadPid();
-    const staging = path.join(parent, `.adapter.saving-${pid}-abc123`);
-    mkdirSync(staging);
-    writeFileSync(path.join(staging, 'adapter_config.json'), 'new config');
-    renameSync(root, path.join(parent, `.adapter.replaced-${pid}-abc123`));
+    leftover(parent, 'saving', pid, { 'adapter_config.json': 'new config' });
+    renameSync(root, sibling(parent, 'replaced', pid));
     const store = nodeDirectory(root);
     expect(contents(root)).toEqual(OLD_CONTENTS);
     await store.writeFiles!(NEW);
-    expect(contents(root)).toEqual(NEW_CONTENTS);
-    expect(readdirSync(parent)).toEqual(['adapter']);
+    expectAlone(root, NEW_CONTENTS);
   });
 
   it('killed between its two renames after the store was opened: the next save puts the old folder back first', async () => {
     const { parent, root } = oldAdapter();
     const store = nodeDirectory(root);
-    renameSync(root, path.join(parent, `.adapter.replaced-${deadPid()}-abc123`));
+    renameSync(root, sibling(parent, 'replaced', deadPid()));
     await store.writeFiles!(files({ 'adapter_config.json': 'new config' }));
     // the user's files come through: the old folder was restored, then replaced
-    expect(contents(root)).toEqual({ ...OLD_CONTENTS, 'adapter_config.json': 'new config' });
-    expect(readdirSync(parent)).toEqual(['adapter']);
+    expectAlone(root, { ...OLD_CONTENTS, 'adapter_config.json': 'new config' });
   });
 
   it('killed after the swap, before the old folder was deleted: the next save deletes it', async () => {
     const { parent, root } = oldAdapter();
-    const replaced = path.join(parent, `.adapter.replaced-${deadPid()}-abc123`);
-    mkdirSync(replaced);
-    writeFileSync(path.join(replaced, 'adapter_config.json'), 'older config');
+    leftover(parent, 'replaced', deadPid(), { 'adapter_config.json': 'older config' });
     const store = nodeDirectory(root);
     expect(contents(root)).toEqual(OLD_CONTENTS);
     await store.writeFiles!(NEW);
-    expect(contents(root)).toEqual(NEW_CONTENTS);
-    expect(readdirSync(parent)).toEqual(['adapter']);
+    expectAlone(root, NEW_CONTENTS);
   });
 
   it("leaves alone the siblings of a live save, and another folder's", async () => {
@@ -168,7 +174,7 @@ describe('writeFiles: a folder replaced as one change', () => {
   });
 
   it('a failed write leaves the old folder as it was, and nothing beside it', async () => {
-    const { parent, root } = oldAdapter();
+    const { root } = oldAdapter();
     const open = fsPromises.open;
     vi.spyOn(fsPromises, 'open').mockImplementation(async (file, ...rest) => {
       if (String(file).endsWith('adapter_config.json') && String(file).includes('.saving-'))
@@ -176,12 +182,11 @@ describe('writeFiles: a folder replaced as one change', () => {
       return open(file, ...rest);
     });
     await expect(nodeDirectory(root).writeFiles!(NEW)).rejects.toThrow('ENOSPC: no space left on device');
-    expect(contents(root)).toEqual(OLD_CONTENTS);
-    expect(readdirSync(parent)).toEqual(['adapter']);
+    expectAlone(root, OLD_CONTENTS);
   });
 
   it('a folder that cannot be renamed (a mount point) is written file by file, with a warning', async () => {
-    const { parent, root } = oldAdapter();
+    const { root } = oldAdapter();
     const rename = fsPromises.rename;
     vi.spyOn(fsPromises, 'rename').mockImplementation(async (from, to) => {
       if (String(from) === root)
@@ -190,8 +195,7 @@ describe('writeFiles: a folder replaced as one change', () => {
     });
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
     await nodeDirectory(root).writeFiles!(NEW);
-    expect(contents(root)).toEqual(NEW_CONTENTS);
-    expect(readdirSync(parent)).toEqual(['adapter']);
+    expectAlone(root, NEW_CONTENTS);
     expect(warn).toHaveBeenCalledWith(
       `@peft/core: ${root}: files written one by one, not as one change: cannot rename ${root} (EBUSY: resource busy or locked, rename '${root}')`,
     );
@@ -205,8 +209,7 @@ describe('writeFiles: a folder replaced as one change', () => {
       `${root}: another save into this folder is in progress (in this process, lock ${path.join(parent, '.adapter.lock')}); wait for it to end`,
     );
     await first;
-    expect(contents(root)).toEqual(NEW_CONTENTS);
-    expect(readdirSync(parent)).toEqual(['adapter']);
+    expectAlone(root, NEW_CONTENTS);
     // and the folder is free again
     await store.writeFiles!(files({ 'adapter_config.json': 'third config' }));
     expect(contents(root)['adapter_config.json']).toBe('third config');
@@ -226,8 +229,7 @@ describe('writeFiles: a folder replaced as one change', () => {
     writeFileSync(lock, `${dead}\n`);
     writeFileSync(path.join(parent, `.adapter.locking-${dead}-abc123`), `${dead}\n`);
     await nodeDirectory(root).writeFiles!(NEW);
-    expect(contents(root)).toEqual(NEW_CONTENTS);
-    expect(readdirSync(parent)).toEqual(['adapter']);
+    expectAlone(root, NEW_CONTENTS);
   });
 
   it('two processes saving into one folder at once: one wins or they take turns, never a mixed folder', async () => {

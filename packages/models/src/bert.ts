@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import type { ConfigReader } from './config.js';
 import { attention, mergeHeads, splitHeads } from './ops.js';
-import { TransformerHost, type LayerState } from './transformer-host.js';
+import { DropoutSite, TransformerHost, type DropoutRates, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 
 interface LayerNormWeights {
@@ -46,6 +46,7 @@ export interface BertConfig {
   layerNormEpsilon: number; // layer_norm_eps
   numLabels: number; // len(id2label) or num_labels
   architecture: string; // architectures[0]: the head
+  dropout: DropoutRates; // hidden_dropout_prob, attention_probs_dropout_prob, classifier_dropout
 }
 
 export function parseBertConfig(reader: ConfigReader): BertConfig {
@@ -68,6 +69,7 @@ export function parseBertConfig(reader: ConfigReader): BertConfig {
   const intermediateSize = reader.positiveInteger('intermediate_size');
   const maxPositions = reader.positiveInteger('max_position_embeddings');
   const typeVocabSize = reader.positiveInteger('type_vocab_size', 2);
+  const hiddenDropout = reader.probability('hidden_dropout_prob', 0.1);
   reader.fits('word_embeddings', '"vocab_size" x "hidden_size"', [vocabSize, hiddenSize]);
   reader.fits('position_embeddings', '"max_position_embeddings" x "hidden_size"', [maxPositions, hiddenSize]);
   reader.fits('token_type_embeddings', '"type_vocab_size" x "hidden_size"', [typeVocabSize, hiddenSize]);
@@ -88,6 +90,13 @@ export function parseBertConfig(reader: ConfigReader): BertConfig {
     layerNormEpsilon: reader.positiveNumber('layer_norm_eps', 1e-12),
     numLabels,
     architecture: architecture!,
+    dropout: {
+      embedding: hiddenDropout,
+      attention: reader.probability('attention_probs_dropout_prob', 0.1),
+      residual: hiddenDropout,
+      // classifier_dropout, else hidden_dropout_prob
+      classifier: reader.has('classifier_dropout') ? reader.probability('classifier_dropout') : hiddenDropout,
+    },
   };
 }
 
@@ -122,6 +131,7 @@ export class BertModel extends TransformerHost {
       },
       false,
     );
+    this.dropoutRates = bert.dropout;
     this.act = activation(bert.activation, 'config.json hidden_act');
     const load = new WeightLoader(checkpoint, 'bert.');
     this.layerPaths = Array.from({ length: bert.numLayers }, (_, i) => `bert.encoder.layer.${i}`);
@@ -210,18 +220,22 @@ export class BertModel extends TransformerHost {
     const k = splitHeads(layer.key.apply(rows, context), batch, numHeads, headDim); // [B, H, T, hd]
     const v = splitHeads(layer.value.apply(rows, context), batch, numHeads, headDim); // [B, H, T, hd]
     const { key, value } = this.extendKeys(index, k, v, state); // [B, H, S, hd]
-    const attended = mergeHeads(attention(q, key, value, state.bias, 1 / Math.sqrt(headDim))); // [B·T, d]
+    const attended = mergeHeads(
+      attention(q, key, value, state.bias, 1 / Math.sqrt(headDim), null, this.attentionDropout(index, context)),
+    ); // [B·T, d]
     const output = layer.attentionOut.apply(attended, context); // [B·T, d]
-    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+    const dropped = this.dropout(output, this.dropoutRates.residual, context, index, DropoutSite.AttentionOutput);
+    return tf.reshape(dropped, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
   }
 
   /** intermediate.dense, the activation (erf gelu), output.dense: [B, T, d] -> [B, T, d], before the residual. */
-  private mlp(layer: BertLayer, hidden: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+  private mlp(index: number, layer: BertLayer, hidden: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
     const [batch, length, d] = hidden.shape;
     const rows = tf.reshape(hidden, [batch * length, d]); // [B·T, d]
     const intermediate = this.act(layer.intermediate.apply(rows, context)); // [B·T, intermediate]
     const output = layer.output.apply(intermediate, context); // [B·T, d]
-    return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
+    const dropped = this.dropout(output, this.dropoutRates.residual, context, index, DropoutSite.FeedForwardOutput);
+    return tf.reshape(dropped, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
   }
 
   /**
@@ -242,7 +256,7 @@ export class BertModel extends TransformerHost {
     });
     const afterAttention = attentionNorm(addReleasing(attentionOutput, hidden) as tf.Tensor3D); // [B, T, d]
 
-    let ffn = this.mlp(layer, afterAttention, context); // [B, T, d]
+    let ffn = this.mlp(index, layer, afterAttention, context); // [B, T, d]
     const outputNorm = (x: tf.Tensor3D): tf.Tensor3D =>
       layerNorm(x, layer.outputNorm.weight, layer.outputNorm.bias, epsilon) as tf.Tensor3D;
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: outputNorm });
@@ -256,9 +270,12 @@ export class BertModel extends TransformerHost {
 
   /** Sequence classification: [B, numLabels] from the first token; token classification: [B, T, numLabels]. */
   protected head(hidden: tf.Tensor3D, { context }: LayerState): tf.Tensor {
-    if (!this.pooler) return this.classifier.apply(hidden, context);
+    const rate = this.dropoutRates.classifier;
+    if (!this.pooler)
+      return this.classifier.apply(this.dropout(hidden, rate, context, -1, DropoutSite.Classifier), context);
     const [batch, , d] = hidden.shape;
     const first = tf.reshape(tf.slice(hidden, [0, 0, 0], [batch, 1, d]), [batch, d]);
-    return this.classifier.apply(tf.tanh(this.pooler.apply(first, context)), context);
+    const pooled = tf.tanh(this.pooler.apply(first, context)); // [B, d]
+    return this.classifier.apply(this.dropout(pooled, rate, context, -1, DropoutSite.Classifier), context);
   }
 }

@@ -178,6 +178,23 @@ export class ChatTemplate {
   }
 }
 
+/**
+ * The `messages` of a JSONL chat row (`{"messages": [{"role", "content"}, ...]}`), checked: a
+ * non-empty array of objects with string role and content. Errors start with `where` (file and line).
+ *
+ * @example parseChatMessages(JSON.parse(line).messages, `train.jsonl:${lineNumber}`)
+ */
+export function parseChatMessages(value: unknown, where: string): ChatMessage[] {
+  if (!Array.isArray(value) || value.length === 0)
+    throw new Error(`${where}: expected "messages" to be a non-empty array of {"role", "content"}`);
+  return value.map((message: unknown, i) => {
+    const m = message as Record<string, unknown> | null;
+    if (typeof m !== 'object' || m === null || typeof m.role !== 'string' || typeof m.content !== 'string')
+      throw new Error(`${where}: messages[${i}]: expected {"role": string, "content": string}`);
+    return m as ChatMessage;
+  });
+}
+
 function checkMessages(messages: readonly ChatMessage[], origin: string): void {
   if (!Array.isArray(messages) || messages.length === 0)
     throw new Error(`${origin}: expected a non-empty array of messages, got ${JSON.stringify(messages)}`);

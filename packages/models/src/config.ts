@@ -61,6 +61,14 @@ export class ConfigReader {
     return value;
   }
 
+  /** A dropout rate: a finite number in [0, 1). */
+  probability(field: string, fallback?: number): number {
+    const value = this.raw[field] ?? fallback;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value >= 1)
+      this.fail(field, 'a dropout rate in [0, 1)');
+    return value;
+  }
+
   nonNegativeInteger(field: string, fallback?: number): number {
     const value = this.raw[field] ?? fallback;
     if (!Number.isSafeInteger(value) || (value as number) < 0) this.fail(field, 'a non-negative integer');

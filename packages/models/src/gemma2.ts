@@ -4,7 +4,7 @@
 // hidden_size / heads) and the attention scale is query_pre_attn_scalar^-0.5; GeGLU with the tanh
 // GELU; every sublayer has a norm before and after it (the residual adds the normalised output);
 // attention scores and final logits are soft-capped, c·tanh(x / c); layers alternate sliding-window
-// and full attention (layer_types). attention_dropout is training-time dropout: our hosts run none.
+// and full attention (layer_types). attention_dropout applies in training, as in transformers.
 //
 // Gemma 3's text model (Gemma3ForCausalLM, model_type gemma3_text) is a variant: an RMSNorm (1 + w)
 // over each head of the queries and keys before the rotary embedding (q_norm, k_norm); local
@@ -17,9 +17,16 @@ import { addReleasing, gatedActivation, rmsNorm, type Checkpoint, type HostLinea
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { checkDecoderSizes, parseRope, rotary, rotaryInverseFrequencies, type RopeConfig } from './llama.js';
+import {
+  attentionOnlyDropout,
+  checkDecoderSizes,
+  parseRope,
+  rotary,
+  rotaryInverseFrequencies,
+  type RopeConfig,
+} from './llama.js';
 import { attention, gatedMlp, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
-import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
+import { TransformerHost, type DropoutRates, type LayerState, type RotaryEmbedding } from './transformer-host.js';
 import { WeightLoader, keptTable } from './weights.js';
 
 /**
@@ -70,6 +77,7 @@ export interface Gemma2Config {
   layerTypes: ('full_attention' | 'sliding_attention')[]; // layer_types, default sliding, full, sliding, ...
   tieWordEmbeddings: boolean; // tie_word_embeddings, default true
   architecture: string; // architectures[0], default Gemma2ForCausalLM (Gemma3ForCausalLM)
+  dropout: DropoutRates; // attention_dropout
 }
 
 /** A field whose absence means Gemma2Config's default and whose null means none. */
@@ -186,6 +194,7 @@ function parseGemmaConfig(reader: ConfigReader, modelType: Gemma2Config['modelTy
     layerTypes,
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', true),
     architecture: reader.architecture(gemma3 ? 'Gemma3ForCausalLM' : 'Gemma2ForCausalLM'),
+    dropout: attentionOnlyDropout(reader),
   };
 }
 
@@ -228,6 +237,7 @@ export class Gemma2Model extends TransformerHost {
       },
       true,
     );
+    this.dropoutRates = gemma2.dropout;
     this.gatedAct = gatedActivation(gemma2.activation, 'config.json hidden_activation');
     const load = new WeightLoader(checkpoint, '');
     this.layerPaths = Array.from({ length: gemma2.numLayers }, (_, i) => `model.layers.${i}`);
@@ -331,7 +341,7 @@ export class Gemma2Model extends TransformerHost {
     const v = splitHeads(block.v.apply(rows, context), batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
     const { key, value } = this.extendKeys(index, k, v, state); // [B, Hkv, S, hd]
     const bias = block.sliding ? state.slidingBias! : state.bias; // [B, 1, T, S]
-    const attended = mergeHeads(attention(q, key, value, bias, 1, softCap)); // [B·T, H·hd]
+    const attended = mergeHeads(attention(q, key, value, bias, 1, softCap, this.attentionDropout(index, context))); // [B·T, H·hd]
     const output = block.o.apply(attended, context); // [B·T, d]
     return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
   }

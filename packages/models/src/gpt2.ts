@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import type { ConfigReader } from './config.js';
 import { attention, mergeHeads, splitHeads } from './ops.js';
-import { TransformerHost, type LayerState } from './transformer-host.js';
+import { DropoutSite, TransformerHost, type DropoutRates, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 
 interface LayerNormWeights {
@@ -49,6 +49,7 @@ export interface Gpt2Config {
   architecture: string; // architectures[0], default GPT2LMHeadModel: decides the head
   numLabels: number; // len(id2label) or num_labels (classification heads)
   padTokenId: number | null; // pad_token_id: sequence classification pools at the last other token
+  dropout: DropoutRates; // embd_pdrop, attn_pdrop, resid_pdrop; the token head's classifier_dropout
 }
 
 /** transformers' GPT-2 classes and the heads they put on the body. */
@@ -87,6 +88,18 @@ export function parseGpt2Config(reader: ConfigReader): Gpt2Config {
     architecture,
     numLabels,
     padTokenId: reader.has('pad_token_id') ? reader.nonNegativeInteger('pad_token_id') : null,
+    dropout: {
+      embedding: reader.probability('embd_pdrop', 0.1),
+      attention: reader.probability('attn_pdrop', 0.1),
+      residual: reader.probability('resid_pdrop', 0.1),
+      // GPT2ForTokenClassification: classifier_dropout, else hidden_dropout, else 0.1
+      classifier:
+        GPT2_HEADS[architecture as keyof typeof GPT2_HEADS] === 'token-classification'
+          ? reader.has('classifier_dropout')
+            ? reader.probability('classifier_dropout')
+            : reader.probability('hidden_dropout', 0.1)
+          : 0,
+    },
   };
 }
 
@@ -142,6 +155,7 @@ export class Gpt2Model extends TransformerHost {
       },
       true,
     );
+    this.dropoutRates = gpt2.dropout;
     this.task = task;
     this.headModules = task === 'lm' ? ['lm_head'] : task === 'sequence-classification' ? ['score'] : ['classifier'];
     this.act = activation(gpt2.activation, 'config.json activation_function');
@@ -232,18 +246,22 @@ export class Gpt2Model extends TransformerHost {
     let scale = this.gpt2.scaleAttentionWeights ? 1 / Math.sqrt(headDim) : 1;
     if (this.gpt2.scaleByInverseLayerIndex) scale /= index + 1;
     const query = splitHeads(q, batch, numHeads, headDim); // [B, H, T, hd]
-    const attended = mergeHeads(attention(query, key, value, state.bias, scale)); // [B·T, d]
+    const attended = mergeHeads(
+      attention(query, key, value, state.bias, scale, null, this.attentionDropout(index, context)),
+    ); // [B·T, d]
     const output = block.attentionOut.apply(attended, context); // [B·T, d]
-    return tf.reshape(output, [batch, length, hiddenSize]) as tf.Tensor3D; // [B, T, d]
+    const dropped = this.dropout(output, this.dropoutRates.residual, context, index, DropoutSite.AttentionOutput);
+    return tf.reshape(dropped, [batch, length, hiddenSize]) as tf.Tensor3D; // [B, T, d]
   }
 
   /** c_fc, the activation (gelu_new), c_proj: [B, T, d] -> [B, T, d]. */
-  private mlp(block: Gpt2Block, normed: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
+  private mlp(index: number, block: Gpt2Block, normed: tf.Tensor3D, context: ForwardContext): tf.Tensor3D {
     const [batch, length, hiddenSize] = normed.shape;
     const rows = tf.reshape(normed, [batch * length, hiddenSize]); // [B·T, d]
     const inner = this.act(block.up.apply(rows, context)); // [B·T, inner]
     const output = block.down.apply(inner, context); // [B·T, d]
-    return tf.reshape(output, [batch, length, hiddenSize]) as tf.Tensor3D; // [B, T, d]
+    const dropped = this.dropout(output, this.dropoutRates.residual, context, index, DropoutSite.FeedForwardOutput);
+    return tf.reshape(dropped, [batch, length, hiddenSize]) as tf.Tensor3D; // [B, T, d]
   }
 
   /**
@@ -264,7 +282,7 @@ export class Gpt2Model extends TransformerHost {
     const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
 
     const normed2 = layerNorm(afterAttention, block.ln2.weight, block.ln2.bias, layerNormEpsilon) as tf.Tensor3D;
-    let ffn = this.mlp(block, normed2, context); // [B, T, d]
+    let ffn = this.mlp(index, block, normed2, context); // [B, T, d]
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
   }
@@ -276,7 +294,12 @@ export class Gpt2Model extends TransformerHost {
   protected head(normed: tf.Tensor3D, state: LayerState): tf.Tensor {
     const [batch, length, d] = normed.shape;
     if (this.classifier) {
-      const logits = this.classifier.apply(normed, state.context) as tf.Tensor3D; // [B, T, labels]
+      // GPT2ForTokenClassification's dropout before its classifier (the sequence head has none)
+      const input =
+        this.task === 'token-classification'
+          ? this.dropout(normed, this.dropoutRates.classifier, state.context, -1, DropoutSite.Classifier)
+          : normed;
+      const logits = this.classifier.apply(input, state.context) as tf.Tensor3D; // [B, T, labels]
       if (this.task === 'token-classification') return logits;
       // GPT2ForSequenceClassification: the logits of each row's last token that is not padding
       const pad = this.gpt2.padTokenId;

@@ -10,8 +10,8 @@ export { Phi3Model, parsePhi3Config } from './phi3.js';
 export type { Phi3Config, Phi3Rope } from './phi3.js';
 export { Gemma2Model, parseGemma2Config, parseGemma3TextConfig } from './gemma2.js';
 export type { Gemma2Config } from './gemma2.js';
-export { TransformerHost } from './transformer-host.js';
-export type { PretrainedOrigin } from './transformer-host.js';
+export { NO_DROPOUT, TransformerHost } from './transformer-host.js';
+export type { DropoutRates, PretrainedOrigin } from './transformer-host.js';
 export {
   DEFAULT_MAX_SHARD_SIZE,
   GENERATION_CONFIG_FILE,
@@ -24,7 +24,7 @@ export { ConfigReader } from './config.js';
 export { generate } from './generate.js';
 export type { GenerateOptions, GenerateResult } from './generate.js';
 export { CHAT_TEMPLATE_FILE, HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, loadTokenizer } from './tokenizer.js';
-export { ChatTemplate, hasGenerationMarkers } from './chat-template.js';
+export { ChatTemplate, hasGenerationMarkers, parseChatMessages } from './chat-template.js';
 export type { ChatMessage, ChatTemplateOptions, RenderedChat } from './chat-template.js';
 export { chatExample } from './chat-example.js';
 export type { ChatExampleOptions } from './chat-example.js';

@@ -9,7 +9,13 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
 import { attention, gatedMlp, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
-import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
+import {
+  NO_DROPOUT,
+  TransformerHost,
+  type DropoutRates,
+  type LayerState,
+  type RotaryEmbedding,
+} from './transformer-host.js';
 import { WeightLoader, keptTable } from './weights.js';
 
 /** Inverse frequencies of the rotary embedding, [headDim / 2], with the configured scaling. */
@@ -106,6 +112,7 @@ export interface LlamaConfig {
   slidingWindow: number | null; // sliding_window (Mistral; Qwen2/3 with use_sliding_window): a query sees this many most recent keys
   tieWordEmbeddings: boolean; // tie_word_embeddings
   architecture: string; // architectures[0], default <Family>ForCausalLM
+  dropout: DropoutRates; // attention_dropout
 }
 
 /** rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier checkpoints). */
@@ -263,7 +270,13 @@ export function parseLlamaConfig(reader: ConfigReader): LlamaConfig {
         qwen3: 'Qwen3ForCausalLM',
       }[modelType],
     ),
+    dropout: attentionOnlyDropout(reader),
   };
+}
+
+/** attention_dropout alone: these architectures have no other dropout. */
+export function attentionOnlyDropout(reader: ConfigReader): DropoutRates {
+  return { ...NO_DROPOUT, attention: reader.probability('attention_dropout', 0) };
 }
 
 export class LlamaModel extends TransformerHost {
@@ -299,6 +312,7 @@ export class LlamaModel extends TransformerHost {
       },
       true,
     );
+    this.dropoutRates = llama.dropout;
     this.gatedAct = gatedActivation(llama.activation, 'config.json hidden_act');
     const load = new WeightLoader(checkpoint, '');
     this.layerPaths = Array.from({ length: llama.numLayers }, (_, i) => `model.layers.${i}`);
@@ -375,7 +389,7 @@ export class LlamaModel extends TransformerHost {
     const k = keys(kHeads); // [B, Hkv, T, hd]
     const v = splitHeads(block.v.apply(rows, context), batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
     const { key, value } = this.extendKeys(index, k, v, state); // [B, Hkv, S, hd]
-    const attended = mergeHeads(attention(q, key, value, state.bias, 1)); // [B·T, H·hd]
+    const attended = mergeHeads(attention(q, key, value, state.bias, 1, null, this.attentionDropout(index, context))); // [B·T, H·hd]
     const output = block.o.apply(attended, context); // [B·T, d]
     return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
   }

@@ -17,7 +17,7 @@ import { Gpt2Model, parseGpt2Config } from './gpt2.js';
 import { LlamaModel, parseLlamaConfig } from './llama.js';
 import { Phi3Model, parsePhi3Config } from './phi3.js';
 
-import type { TransformerHost } from './transformer-host.js';
+import { NO_DROPOUT, type TransformerHost } from './transformer-host.js';
 
 export const CONFIG_FILE = 'config.json';
 
@@ -31,6 +31,13 @@ export interface LoadOptions {
   numLabels?: number;
   padTokenId?: number;
   newHeadSeed?: number;
+  /**
+   * The model's dropout in training passes, as transformers runs it after `model.train()`: the
+   * rates of config.json (GPT-2 `*_pdrop`, BERT `hidden_dropout_prob`, `attention_dropout`, ...).
+   * `false` turns every one off (as a config with zeros would); `host.dropoutRates` shows them.
+   * Inference never drops. Default true.
+   */
+  dropout?: boolean;
 }
 
 /**
@@ -88,6 +95,7 @@ export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);
  * every weight is checked to be finite (a NaN in the file is an error naming it, not NaN logits).
  */
 export async function loadPretrained(source: StoreSource, options: LoadOptions = {}): Promise<TransformerHost> {
+  checkLoadOptions(options);
   const store = await resolveStore(source);
   const raw = await readJson<RawConfig>(store, CONFIG_FILE);
   const configPath = describeFile(store, CONFIG_FILE);
@@ -102,6 +110,7 @@ export async function loadPretrained(source: StoreSource, options: LoadOptions =
 
 /** A host of the architecture `raw` (a config.json object) names, on the weights of `checkpoint`. */
 export function hostFromCheckpoint(raw: RawConfig, checkpoint: Checkpoint, options: LoadOptions = {}): TransformerHost {
+  checkLoadOptions(options);
   const configPath = `${checkpoint.location} config`;
   return construct(builderFor(raw, configPath), raw, configPath, options, null, checkpoint);
 }
@@ -142,7 +151,13 @@ function construct(
   const build = builder(new ConfigReader(config, configPath, size), options);
   const host = freeingOnError(() => build(checkpoint));
   host.origin = { config, store };
+  if (options.dropout === false) host.dropoutRates = NO_DROPOUT;
   return host;
+}
+
+function checkLoadOptions(options: LoadOptions): void {
+  if (options.dropout !== undefined && typeof options.dropout !== 'boolean')
+    throw new Error(`LoadOptions.dropout: expected true or false, got ${JSON.stringify(options.dropout)}`);
 }
 
 /**

@@ -44,7 +44,8 @@ export function softCapped(x: tf.Tensor, cap: number): tf.Tensor {
  * (grouped-query attention: query heads g·j .. g·j + g - 1 share key/value head j). The g query
  * heads of a group are folded into the query axis, so keys and values are never copied. A scale of 1
  * (queries already scaled) multiplies nothing. `softCap` c (Gemma 2's attn_logit_softcapping) bounds
- * the scaled scores to (-c, c) as c·tanh(x / c), before the mask.
+ * the scaled scores to (-c, c) as c·tanh(x / c), before the mask. `dropout` (training) takes the
+ * attention probabilities, as transformers' attention dropout does.
  */
 export function attention(
   q: tf.Tensor4D,
@@ -53,6 +54,7 @@ export function attention(
   bias: tf.Tensor4D,
   scale: number,
   softCap: number | null = null,
+  dropout: ((probabilities: tf.Tensor4D) => tf.Tensor4D) | null = null,
 ): tf.Tensor4D {
   return tf.tidy(() => {
     const [batch, heads, length, headDim] = q.shape;
@@ -65,7 +67,8 @@ export function attention(
     if (softCap !== null) scaled = softCapped(scaled, softCap);
     // the mask takes no gradient; the scores are not kept for the backward pass (softmax keeps its output)
     const scores = addReleasing(scaled, groupBias, { constant: true }); // [B, Hkv, g·T, S]
-    const out = tf.matMul(tf.softmax(scores), v); // [B, Hkv, g·T, hd]
+    const probabilities = tf.softmax(scores) as tf.Tensor4D; // [B, Hkv, g·T, S]
+    const out = tf.matMul(dropout ? dropout(probabilities) : probabilities, v); // [B, Hkv, g·T, hd]
     return (group === 1 ? out : tf.reshape(out, [batch, heads, length, headDim])) as tf.Tensor4D;
   });
 }

@@ -4,16 +4,16 @@
 // then up). They stay one HostLinear each, so that LoRA adapts the fused weight as peft does and a
 // merge is one exact update. Rotary on the first partial_rotary_factor of each head (Phi-4-mini),
 // LongRoPE's short factors (the 128k checkpoints) up to original_max_position_embeddings, optional
-// sliding-window attention. resid_pdrop, embd_pdrop and attention_dropout are training-time dropout:
-// our hosts run none. Shapes in comments and the releasing ops: see the notes at the top of
+// sliding-window attention. Dropout in training as transformers: attention_dropout and resid_pdrop
+// (embd_pdrop is read by no transformers code). Shapes in comments and the releasing ops: see the notes at the top of
 // transformer-host.ts.
 import { gatedActivation, rmsNorm, type Checkpoint, type ForwardContext, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { checkDecoderSizes, rotary } from './llama.js';
+import { attentionOnlyDropout, checkDecoderSizes, rotary } from './llama.js';
 import { attention, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
-import { TransformerHost, type LayerState, type RotaryEmbedding } from './transformer-host.js';
+import { TransformerHost, type DropoutRates, type LayerState, type RotaryEmbedding } from './transformer-host.js';
 import { WeightLoader, keptTable } from './weights.js';
 
 interface Phi3Block {
@@ -48,6 +48,7 @@ export interface Phi3Config {
   slidingWindow: number | null; // sliding_window: a query sees this many most recent keys
   tieWordEmbeddings: boolean; // tie_word_embeddings
   architecture: string; // architectures[0], default Phi3ForCausalLM
+  dropout: DropoutRates; // attention_dropout, resid_pdrop (embd_pdrop: transformers applies none)
 }
 
 /** Inverse frequencies [rotaryDim / 2]: 1 / (factor_i · θ^(2i / rotaryDim)), factor 1 without LongRoPE. */
@@ -142,6 +143,7 @@ export function parsePhi3Config(reader: ConfigReader): Phi3Config {
     slidingWindow: reader.has('sliding_window') ? reader.positiveInteger('sliding_window') : null,
     tieWordEmbeddings: reader.boolean('tie_word_embeddings', false),
     architecture: reader.architecture('Phi3ForCausalLM'),
+    dropout: { ...attentionOnlyDropout(reader), residual: reader.probability('resid_pdrop', 0) },
   };
 }
 
@@ -194,6 +196,7 @@ export class Phi3Model extends TransformerHost {
       },
       true,
     );
+    this.dropoutRates = phi3.dropout;
     this.gatedAct = gatedActivation(phi3.activation, 'config.json hidden_act');
     const load = new WeightLoader(checkpoint, '');
     this.layerPaths = Array.from({ length: phi3.numLayers }, (_, i) => `model.layers.${i}`);
@@ -289,7 +292,7 @@ export class Phi3Model extends TransformerHost {
     const k = keys(splitHeads(kRows!, batch, numKeyValueHeads, headDim)); // [B, Hkv, T, hd]
     const v = splitHeads(vRows!, batch, numKeyValueHeads, headDim); // [B, Hkv, T, hd]
     const { key, value } = this.extendKeys(index, k, v, state); // [B, Hkv, S, hd]
-    const attended = mergeHeads(attention(q, key, value, state.bias, 1)); // [B·T, H·hd]
+    const attended = mergeHeads(attention(q, key, value, state.bias, 1, null, this.attentionDropout(index, context))); // [B·T, H·hd]
     const output = block.o.apply(attended, context); // [B·T, d]
     return tf.reshape(output, [batch, length, d]) as tf.Tensor3D; // [B, T, d]
   }

@@ -20,6 +20,7 @@ import {
   HostHooks,
   addReleasing,
   checkpoint,
+  deriveSeed,
   rmsNorm,
   type ForwardContext,
   type HostConfig,
@@ -35,6 +36,41 @@ import * as tf from '@tensorflow/tfjs-core';
 import { attentionBias } from './ops.js';
 
 import type { RawConfig } from './config.js';
+
+/**
+ * A host's dropout as transformers has it, from config.json (each architecture names its fields);
+ * applied in training passes only, seeded by the pass's seed. 0 = none.
+ */
+export interface DropoutRates {
+  /** On the embeddings' output (GPT-2 embd_pdrop; BERT hidden_dropout_prob after the embedding norm). */
+  embedding: number;
+  /** On the attention probabilities (attn_pdrop, attention_probs_dropout_prob, attention_dropout). */
+  attention: number;
+  /** On each sublayer's output, before the hook and the residual add (resid_pdrop, hidden_dropout_prob). */
+  residual: number;
+  /** On the head's input (classifier_dropout and its fallbacks); 0 for heads transformers gives none. */
+  classifier: number;
+}
+
+export const NO_DROPOUT: Readonly<DropoutRates> = Object.freeze({
+  embedding: 0,
+  attention: 0,
+  residual: 0,
+  classifier: 0,
+});
+
+/** Where in a pass a dropout mask is drawn: with the layer, it picks the mask's seed. */
+export const DropoutSite = {
+  Embedding: 1,
+  Attention: 2,
+  AttentionOutput: 3,
+  FeedForwardOutput: 4,
+  Classifier: 5,
+} as const;
+export type DropoutSite = (typeof DropoutSite)[keyof typeof DropoutSite];
+
+/** Mixed into every host dropout seed, apart from the adapters' own streams (LoRA, prefix). */
+const HOST_DROPOUT_STREAM = 0x64726f70;
 
 /** Where a host came from, as far as savePretrained needs to know to write it back. */
 export interface PretrainedOrigin {
@@ -99,6 +135,11 @@ export abstract class TransformerHost implements PeftHost {
   protected readonly parameterMap = new Map<string, tf.Variable>();
   /** Set by loadPretrained and hostFromCheckpoint; null for a host built by hand (`new Gpt2Model`). */
   origin: PretrainedOrigin | null = null;
+  /**
+   * The model's dropout in training passes (config.json's rates; LoadOptions.dropout overrides them).
+   * Masks follow the pass's seed: a recomputed block (gradient checkpointing) draws the same ones.
+   */
+  dropoutRates: Readonly<DropoutRates> = NO_DROPOUT;
 
   protected constructor(
     readonly config: HostConfig,
@@ -156,7 +197,8 @@ export abstract class TransformerHost implements PeftHost {
   ): tf.Tensor3D {
     const { context } = state;
     const inputNormed = rmsNorm(hidden, norms.input, norms.epsilon) as tf.Tensor3D;
-    let attentionOutput = attend(inputNormed); // [B, T, d]
+    const residualRate = this.dropoutRates.residual; // Phi-3's resid_pdrop; none in the others
+    let attentionOutput = this.dropout(attend(inputNormed), residualRate, context, index, DropoutSite.AttentionOutput);
     attentionOutput = this.hooks.applySublayer('afterAttention', index, attentionOutput, context, {
       residual: hidden,
       norm: null,
@@ -164,10 +206,35 @@ export abstract class TransformerHost implements PeftHost {
     const afterAttention = addReleasing(hidden, attentionOutput) as tf.Tensor3D; // [B, T, d]
 
     const postAttentionNormed = rmsNorm(afterAttention, norms.postAttention, norms.epsilon) as tf.Tensor3D;
-    let ffn = feedForward(postAttentionNormed); // [B, T, d]
+    let ffn = this.dropout(
+      feedForward(postAttentionNormed),
+      residualRate,
+      context,
+      index,
+      DropoutSite.FeedForwardOutput,
+    );
     ffn = this.hooks.applySublayer('afterFfn', index, ffn, context, { residual: afterAttention, norm: null });
     return addReleasing(afterAttention, ffn) as tf.Tensor3D; // [B, T, d]
   }
+  /** The attention probabilities' dropout of layer `index` for ops.attention; null when it does nothing. */
+  protected attentionDropout(index: number, context: ForwardContext): ((p: tf.Tensor4D) => tf.Tensor4D) | null {
+    const rate = this.dropoutRates.attention;
+    if (rate === 0 || !context.training) return null;
+    return (probabilities) => this.dropout(probabilities, rate, context, index, DropoutSite.Attention);
+  }
+
+  /** `x` with dropout at `rate` in a training pass (a mask of its own for each layer and site); `x` otherwise. */
+  protected dropout<T extends tf.Tensor>(
+    x: T,
+    rate: number,
+    context: ForwardContext,
+    layer: number,
+    site: DropoutSite,
+  ): T {
+    if (rate === 0 || !context.training) return x;
+    return tf.dropout(x, rate, undefined, deriveSeed(HOST_DROPOUT_STREAM, context.seed ?? 0, layer, site)) as T;
+  }
+
   /** The norm after the last layer (identity where there is none). */
   protected abstract finalNorm(hidden: tf.Tensor3D): tf.Tensor3D;
   /** Normalised last hidden state [B, T, d] -> logits. */
@@ -275,6 +342,7 @@ export abstract class TransformerHost implements PeftHost {
       if (prepended > 0) tokenTypes = tf.concat([tf.zeros([batch, prepended], 'int32'), tokenTypes], 1);
 
       let hidden = this.embedPositions(embeddings, positions, tokenTypes); // [B, T, d]
+      hidden = this.dropout(hidden, this.dropoutRates.embedding, context, -1, DropoutSite.Embedding);
       const state: LayerState = {
         context,
         bias,

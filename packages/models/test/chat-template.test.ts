@@ -7,7 +7,14 @@ import path from 'node:path';
 import { IGNORE_INDEX } from '@peft/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { ChatTemplate, chatExample, loadTokenizer, type ChatMessage, type HfTokenizer } from '../src/index.js';
+import {
+  ChatTemplate,
+  chatExample,
+  loadTokenizer,
+  parseChatMessages,
+  type ChatMessage,
+  type HfTokenizer,
+} from '../src/index.js';
 import { FIXTURES } from './fixtures.js';
 
 const root = path.join(FIXTURES, 'chat');
@@ -86,6 +93,17 @@ describe('chat templates', () => {
   it('names the message that is not {role, content}', () => {
     expect(() => chatExample(tokenizer, [{ role: 'user' } as ChatMessage])).toThrow(/message 0: expected \{"role"/);
     expect(() => chatExample(tokenizer, [])).toThrow(/non-empty array of messages/);
+  });
+
+  it('reads a JSONL row’s messages, naming the line and the message that is not {role, content}', () => {
+    const messages = [{ role: 'user', content: 'hi', name: 'x' }];
+    expect(parseChatMessages(messages, 'a.jsonl:1')).toEqual(messages);
+    expect(() => parseChatMessages([], 'a.jsonl:2')).toThrow(
+      'a.jsonl:2: expected "messages" to be a non-empty array of {"role", "content"}',
+    );
+    expect(() => parseChatMessages([{ role: 'user', content: 1 }], 'a.jsonl:3')).toThrow(
+      'a.jsonl:3: messages[0]: expected {"role": string, "content": string}',
+    );
   });
 
   it('passes the template’s own errors on', () => {

@@ -1,7 +1,7 @@
 // The tiny Hugging Face models every method's tests attach to (oracle/make_model_fixtures.py).
 import path from 'node:path';
 
-import { loadPretrained, type TransformerHost } from '@peft/models';
+import { loadPretrained, type LoadOptions, type TransformerHost } from '@peft/models';
 import { afterEach } from 'vitest';
 
 /** packages/models/test/fixtures: gpt2-tied, llama-gqa-untied, bert-sequence-classification, ... */
@@ -16,13 +16,13 @@ export const MODEL_FIXTURES = path.resolve(import.meta.dirname, '../../models/te
  * it('...', async () => { const base = await host('gpt2-tied'); ... });
  * ```
  */
-export function fixtureHosts(): (name: string) => Promise<TransformerHost> {
+export function fixtureHosts(): (name: string, options?: LoadOptions) => Promise<TransformerHost> {
   const loaded: TransformerHost[] = [];
   afterEach(() => {
     for (const host of loaded.splice(0)) host.dispose();
   });
-  return async (name) => {
-    const host = await loadPretrained(path.join(MODEL_FIXTURES, name));
+  return async (name, options) => {
+    const host = await loadPretrained(path.join(MODEL_FIXTURES, name), options);
     loaded.push(host);
     return host;
   };

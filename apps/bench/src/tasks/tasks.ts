@@ -10,7 +10,7 @@ import {
   type ExampleTokenizer,
   type TaskName,
 } from '@peft/core';
-import { chatExample, type ChatMessage, type HfTokenizer } from '@peft/models';
+import { chatExample, parseChatMessages, type HfTokenizer } from '@peft/models';
 
 import { detokenize, type BrownFile } from '../data/brown.js';
 import type { Email } from '../data/email.js';
@@ -212,17 +212,6 @@ function isChatTokenizer(tokenizer: ExampleTokenizer): tokenizer is HfTokenizer 
   return typeof (tokenizer as Partial<HfTokenizer>).chatTemplateFor === 'function';
 }
 
-function chatMessages(value: unknown, where: string): ChatMessage[] {
-  if (!Array.isArray(value) || value.length === 0)
-    throw new Error(`${where}: expected "messages" to be a non-empty array of {"role", "content"}`);
-  return value.map((message: unknown, i) => {
-    const m = message as Record<string, unknown> | null;
-    if (typeof m !== 'object' || m === null || typeof m.role !== 'string' || typeof m.content !== 'string')
-      throw new Error(`${where}: messages[${i}]: expected {"role": string, "content": string}`);
-    return m as ChatMessage;
-  });
-}
-
 /**
  * Chat rows as causal LM examples: rendered with the model tokenizer's chat template, the loss on the
  * assistant turns only (`chatExample`). Conversations whose assistant tokens all fall past `maxLength`
@@ -247,7 +236,7 @@ function chatTask(name: string, records: Record<string, unknown>[], lines: numbe
     seed,
   ).forEach(({ record, line }) => {
     const where = `${name}:${line}`;
-    const messages = chatMessages(record.messages, where);
+    const messages = parseChatMessages(record.messages, where);
     let example: Example;
     try {
       example = chatExample(tokenizer, messages, { maxLength: options.maxLength });
