@@ -39,13 +39,12 @@ export function nodeDirectory(directory: string): FileStore {
   return {
     location: root,
     async read(name) {
+      // a regular file, its size known before a byte is read (a FIFO or /dev/zero would never end)
+      const file = openRangeFile(resolve(name), path.join(root, name));
       try {
-        const buffer = await fs.readFile(resolve(name));
-        return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT')
-          throw new Error(`${path.join(root, name)}: no such file`);
-        throw error;
+        return file.read(0, file.size);
+      } finally {
+        file.close();
       }
     },
     async has(name) {
@@ -122,11 +121,12 @@ function openRangeFile(full: string, shown: string): RangeFile {
   const stat = fstatSync(fd);
   if (!stat.isFile()) {
     closeSync(fd);
+    if (stat.isDirectory()) throw new Error(`${shown}: a folder, not a file`);
     const kind = stat.isFIFO()
       ? 'a FIFO'
       : stat.isCharacterDevice() || stat.isBlockDevice()
         ? 'a device'
-        : 'not a file';
+        : 'a socket or another special file';
     throw new Error(`${shown}: ${kind}, not a regular file (refused: reading it might never end)`);
   }
   const size = stat.size;

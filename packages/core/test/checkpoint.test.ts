@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -133,6 +133,32 @@ describe('readCheckpoint', () => {
     await expect(readCheckpoint(nodeDirectory(device))).rejects.toThrow(
       /model\.safetensors: a device, not a regular file/,
     );
+  });
+
+  it('whole-file reads (config.json, adapter files) refuse FIFOs, devices and folders before reading', async () => {
+    const folder = mkdtempSync(path.join(tmpdir(), 'peft-special-'));
+    execFileSync('mkfifo', [path.join(folder, 'config.json')]);
+    symlinkSync('/dev/zero', path.join(folder, 'adapter_model.safetensors'));
+    mkdirSync(path.join(folder, 'adapter_config.json'));
+    writeFileSync(path.join(folder, 'tokenizer.json'), '{"a": 1}');
+    const store = nodeDirectory(folder);
+    // a read that hangs fails here instead of hanging the run
+    const settled = <T>(promise: Promise<T>): Promise<T> =>
+      Promise.race([
+        promise,
+        new Promise<T>((_, reject) => setTimeout(() => reject(new Error('still reading after 5 s')), 5000)),
+      ]);
+    await expect(settled(store.read('config.json'))).rejects.toThrow(
+      `${path.join(folder, 'config.json')}: a FIFO, not a regular file (refused: reading it might never end)`,
+    );
+    await expect(settled(store.read('adapter_model.safetensors'))).rejects.toThrow(
+      `${path.join(folder, 'adapter_model.safetensors')}: a device, not a regular file`,
+    );
+    await expect(settled(store.read('adapter_config.json'))).rejects.toThrow(
+      `${path.join(folder, 'adapter_config.json')}: a folder, not a file`,
+    );
+    await expect(store.read('missing.json')).rejects.toThrow(`${path.join(folder, 'missing.json')}: no such file`);
+    expect(new TextDecoder().decode(await store.read('tokenizer.json'))).toBe('{"a": 1}');
   });
 
   it('refuses a folder with no safetensors checkpoint, and never reads pickle', async () => {
