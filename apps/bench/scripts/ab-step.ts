@@ -11,7 +11,7 @@ import { randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { median } from '../src/perf/perf.js';
-import { PERF_METHODS, PERF_MODELS, stepExamples } from '../src/perf/workloads.js';
+import { PERF_METHODS, PERF_MODELS, perfConfig, stepExamples } from '../src/perf/workloads.js';
 
 const [variant = '', modelName = 'llama', methodName = 'lora', pairsArg = '8'] = process.argv.slice(2);
 await import('@tensorflow/tfjs-node');
@@ -35,7 +35,7 @@ if (!chosenVariant || !model || !method) {
 }
 const pairs = Number(pairsArg);
 const vocab = model.config.vocab_size as number;
-const host = randomModel(model.config);
+const host = randomModel(perfConfig(model, 0)); // dropout off, as the harness by default
 const trainable = method.make(host, model);
 const warmup = 2;
 const steps = warmup + 2 * pairs;

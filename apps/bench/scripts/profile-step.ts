@@ -9,7 +9,7 @@ import { train } from '@peft/core';
 import { generate, randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { PERF_METHODS, PERF_MODELS, stepExamples } from '../src/perf/workloads.js';
+import { PERF_METHODS, PERF_MODELS, perfConfig, stepExamples } from '../src/perf/workloads.js';
 
 const [modelName = 'gpt2', methodName = 'lora', stepsArg = '2', backendName = 'tensorflow'] = process.argv.slice(2);
 await selectBackend({ backend: parseBackendRequest(backendName, 'backend'), warnIfSlow: false });
@@ -22,7 +22,7 @@ if (!model || !method)
   );
 const steps = Number(stepsArg);
 const vocab = model.config.vocab_size as number;
-const host = randomModel(model.config);
+const host = randomModel(perfConfig(model, 0)); // dropout off, as the harness by default
 const trainable = decode ? { host, trainableVariables: () => new Map() } : method.make(host, model);
 const data = stepExamples(4 * (steps + 1), vocab);
 const options = {

@@ -40,6 +40,8 @@ export const perfUsage = `usage: pnpm bench perf [options]
   --rounds N                   alternating inference rounds per process (default 5)
   --kinds train,infer          what to measure (default both; the ceiling is always measured)
   --gradient-checkpointing     train with each layer recomputed in the backward pass (both sides)
+  --dropout RATE               every dropout field of the models' configs at RATE, both sides
+                               (default 0: the same work; GPT-2's own default would be 0.1)
   --no-python                  our side only
   --quick                      1 repetition, 2 steps, 2 rounds (GPT-2 unless --models)
   --out DIR                    default bench-results/perf`;
@@ -200,11 +202,20 @@ export function parsePerfArgs(argv: string[]) {
       kinds: { type: 'string', default: 'train,infer' },
       'no-python': { type: 'boolean', default: false },
       'gradient-checkpointing': { type: 'boolean', default: false },
+      dropout: { type: 'string', default: '0' },
       quick: { type: 'boolean', default: false },
       out: { type: 'string', default: path.join('bench-results', 'perf') },
       help: { type: 'boolean', short: 'h', default: false },
     },
   }).values;
+}
+
+/** A command-line flag's value that must be a dropout rate, in [0, 1). */
+export function rateFlag(name: string, value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 1)
+    throw new Error(`--${name}: expected a rate from 0 up to (not including) 1, got "${value}"`);
+  return n;
 }
 
 /** A command-line flag's value that must be a positive integer. */

@@ -5,9 +5,18 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
+import { randomModel } from '@peft/models';
 
 import { medianResult, runPerf } from '../src/perf/perf.js';
-import { PERF_METHODS, PERF_MODELS, forwardMatmuls, matmulCeiling, trainingFlops } from '../src/perf/workloads.js';
+import { rateFlag } from '../src/cli.js';
+import {
+  PERF_METHODS,
+  PERF_MODELS,
+  forwardMatmuls,
+  matmulCeiling,
+  perfConfig,
+  trainingFlops,
+} from '../src/perf/workloads.js';
 
 const gpt2 = PERF_MODELS.find((m) => m.name === 'gpt2')!;
 const llama = PERF_MODELS.find((m) => m.name === 'llama')!;
@@ -129,5 +138,36 @@ describe('the harness', () => {
     const report = readFileSync(path.join(out, 'perf.md'), 'utf8');
     expect(report).toContain('Python not run (--no-python): our side alone');
     expect(report).toMatch(/\| LoRA r=8 \(attention\) \| 4,096 \| \d+\.\d \| - \| - \|/);
+    // the same work on both sides, said so; and the public-API row beside the worker's
+    expect(report).toContain('dropout off on both sides (embd_pdrop, attn_pdrop, resid_pdrop, attention_dropout = 0');
+    const check = json.rows.find((r: { kind: string }) => r.kind === 'public');
+    expect(check.ours.trainable).toBe(4096);
+    expect(check.ours.tokens_per_second).toBeGreaterThan(0);
+    expect(check.python).toBeNull();
+    expect(report).toMatch(
+      /Independent check: LoRA trained as the README does .* ran at \d+\.\d tok\/s, the worker's LoRA row \d+\.\d \(\d+\.\d\dx\)/,
+    );
   }, 120_000);
+});
+
+describe('--dropout: the models configs both sides build', () => {
+  it('sets every dropout field of the architecture, 0 by default; refuses a rate outside [0, 1)', () => {
+    const gpt2 = PERF_MODELS.find((m) => m.name === 'gpt2')!;
+    const qwen = PERF_MODELS.find((m) => m.name === 'qwen3-0.6b')!;
+    expect(perfConfig(gpt2, 0)).toEqual({ ...gpt2.config, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 });
+    expect(perfConfig(qwen, 0.1)).toEqual({ ...qwen.config, attention_dropout: 0.1 });
+    // the host reads them: GPT-2 without the fields would train with transformers' default 0.1
+    expect(randomModel(perfConfig(gpt2, 0)).dropoutRates).toEqual({
+      embedding: 0,
+      attention: 0,
+      residual: 0,
+      classifier: 0,
+    });
+    expect(randomModel(gpt2.config).dropoutRates.residual).toBe(0.1);
+    expect(rateFlag('dropout', '0.1')).toBe(0.1);
+    for (const bad of ['1', '-0.1', 'x', ''])
+      expect(() => rateFlag('dropout', bad)).toThrow(
+        `--dropout: expected a rate from 0 up to (not including) 1, got "${bad}"`,
+      );
+  });
 });

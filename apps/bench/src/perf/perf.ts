@@ -12,13 +12,15 @@ import {
   PERF_METHODS,
   PERF_MODELS,
   PERF_VIRTUAL_TOKENS,
+  dropoutFields,
   forwardMatmuls,
   matmulCeiling,
+  perfConfig,
   trainingFlops,
   type PerfMethod,
   type PerfModel,
 } from './workloads.js';
-import { namedItemsFlag, prepareOutFolder, parsePerfArgs, perfUsage, positiveIntegerFlag } from '../cli.js';
+import { namedItemsFlag, prepareOutFolder, parsePerfArgs, perfUsage, positiveIntegerFlag, rateFlag } from '../cli.js';
 import { replaceFile } from '../files.js';
 
 import type { WorkerRequest, WorkerResult } from './worker.js';
@@ -38,7 +40,7 @@ interface Row {
   model: string;
   method: string;
   label: string;
-  kind: 'train' | 'infer' | 'ceiling';
+  kind: 'train' | 'infer' | 'ceiling' | 'public';
   ours: WorkerResult | null;
   python: WorkerResult | null;
   /** Python's missing side, or a failure, in words. */
@@ -135,7 +137,7 @@ function runSide(
   return runProcess(python, [
     path.join(root, 'oracle/bench_perf.py'),
     '--config',
-    JSON.stringify(model.config),
+    JSON.stringify(perfConfig(model, request.dropout ?? 0)),
     '--method',
     request.method,
     '--mode',
@@ -186,6 +188,16 @@ interface ReportMeta {
   runtimes: string[];
   /** Training with gradient checkpointing on both sides. */
   checkpointing?: boolean;
+  /** Every dropout rate of the models, on both sides. */
+  dropout: number;
+}
+
+/** What the report says of dropout: the config fields both sides set, and to what. */
+function dropoutNote(rate: number): string {
+  const fields = [...new Set(PERF_MODELS.flatMap((model) => dropoutFields(model)))].join(', ');
+  return rate === 0
+    ? `dropout off on both sides (${fields} = 0 in the configs both build)`
+    : `dropout ${rate} on both sides (${fields} = ${rate} in the configs both build; ours draws other masks than torch)`;
 }
 
 export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
@@ -194,7 +206,7 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
   out.push(`# @peft speed and memory beside Python peft + torch\n`);
   out.push(
     `${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), both runtimes on ${os.availableParallelism()} threads; random weights; ` +
-      `training batch ${meta.batch} x ${sequence} tokens unless a model says otherwise, AdamW, gradient clipping 1.0${meta.checkpointing ? ', gradient checkpointing on both sides (each layer recomputed in the backward pass)' : ''}; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
+      `training batch ${meta.batch} x ${sequence} tokens unless a model says otherwise, AdamW, gradient clipping 1.0${meta.checkpointing ? ', gradient checkpointing on both sides (each layer recomputed in the backward pass)' : ''}, ${dropoutNote(meta.dropout)}; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
       `Runtimes: ${meta.runtimes.join('; ')}.${meta.pythonAbsent ? ` **${meta.pythonAbsent}: our side alone.**` : ''}` +
       // glibc.malloc.hugetlb changes both runtimes' steps with tensors over 32 MB (full fine-tuning)
       `${process.env.GLIBC_TUNABLES ? ` Both sides ran with GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES}.` : ''}\n`,
@@ -255,6 +267,15 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
         }),
       ),
     );
+    const check = mine.find((r) => r.kind === 'public');
+    const worker = training.find((r) => r.method === 'lora');
+    if (check?.ours?.tokens_per_second && worker?.ours?.tokens_per_second) {
+      out.push(
+        `\nIndependent check: LoRA trained as the README does (getPeftModel + \`train\` with its defaults: linear ` +
+          `schedule, length bucketing, clipping 1.0; wall clock around the call) ran at ${fmt(check.ours.tokens_per_second)} tok/s, ` +
+          `the worker's LoRA row ${fmt(worker.ours.tokens_per_second)} (${ratio(check.ours.tokens_per_second, worker.ours.tokens_per_second)}).`,
+      );
+    }
     const full = training.find((r) => methodOf(r)?.full);
     if (full?.ours) {
       const shares = training
@@ -352,6 +373,7 @@ export async function runPerf(argv: string[]): Promise<number> {
     newTokens: 16,
     backend: 'tensorflow',
     checkpointing: values['gradient-checkpointing'] === true,
+    dropout: rateFlag('dropout', values.dropout!),
   };
   const pythonAbsent = values['no-python']
     ? 'Python not run (--no-python)'
@@ -367,6 +389,7 @@ export async function runPerf(argv: string[]): Promise<number> {
     batch: base.batch,
     sequence: base.sequence,
     checkpointing: base.checkpointing === true,
+    dropout: base.dropout ?? 0,
     pythonAbsent,
     runtimes: [...runtimes],
   });
@@ -376,6 +399,9 @@ export async function runPerf(argv: string[]): Promise<number> {
   for (const model of models) {
     jobs.push({ model, method: null, kind: 'ceiling' });
     if (kinds.includes('train')) for (const method of methods) jobs.push({ model, method, kind: 'train' });
+    // the independent check of the worker's LoRA figure: ours only, through the public API
+    const lora = methods.find((m) => m.name === 'lora');
+    if (kinds.includes('train') && lora) jobs.push({ model, method: lora, kind: 'public' });
     if (kinds.includes('infer'))
       for (const method of methods) if (!method.full) jobs.push({ model, method, kind: 'infer' });
   }
@@ -394,11 +420,11 @@ export async function runPerf(argv: string[]): Promise<number> {
       .map((s) => s.shape.join(','))
       .join(';');
     const counterpart = job.method?.counterpart ?? 'peft';
-    const python = withPython && pythonFor(counterpart) !== null;
+    const python = withPython && pythonFor(counterpart) !== null && job.kind !== 'public';
     const measured: Measured = { ours: [], python: [] };
     const notes: string[] = [];
-    if (withPython && !python) notes.push(`Python counterpart absent: ${VENVS[counterpart]}`);
-    const repetitions = job.kind === 'train' ? reps : 1;
+    if (withPython && !python && job.kind !== 'public') notes.push(`Python counterpart absent: ${VENVS[counterpart]}`);
+    const repetitions = job.kind === 'train' || job.kind === 'public' ? reps : 1;
     for (let rep = 0; rep < repetitions; rep++) {
       const order: Side[] = python ? (rep % 2 === 0 ? ['ours', 'python'] : ['python', 'ours']) : ['ours'];
       for (const side of order) {

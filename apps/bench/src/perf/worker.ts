@@ -3,16 +3,18 @@
 //
 //   tsx src/perf/worker.ts '{"model":"gpt2","method":"lora","mode":"train","batch":4,...}'
 import { selectBackend, parseBackendRequest } from '@peft/backend';
-import { train, type Example, type PeftModel, type TrainableModel } from '@peft/core';
+import { getPeftModel, train, type Example, type PeftHost, type PeftModel, type TrainableModel } from '@peft/core';
+import { LoraConfig } from '@peft/lora';
 import { generate, randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { PERF_METHODS, PERF_MODELS, forwardMatmuls, type PerfMethod } from './workloads.js';
+import { PERF_METHODS, PERF_MODELS, forwardMatmuls, perfConfig, type PerfMethod, type PerfModel } from './workloads.js';
 
 export interface WorkerRequest {
   model: string;
   method: string;
-  mode: 'train' | 'infer' | 'ceiling';
+  /** `public`: LoRA trained as the README does it (the independent check of `train`'s figure). */
+  mode: 'train' | 'infer' | 'ceiling' | 'public';
   batch: number;
   sequence: number;
   warmup: number;
@@ -22,6 +24,8 @@ export interface WorkerRequest {
   backend: string;
   /** Training with gradient checkpointing (each layer recomputed in the backward pass). */
   checkpointing?: boolean;
+  /** Every dropout rate of the model's config (perfConfig); default 0. */
+  dropout?: number;
 }
 
 export interface WorkerResult {
@@ -72,6 +76,29 @@ async function trainSteps(
   });
   const trainable = [...model.trainableVariables().values()].reduce((n, v) => n + v.size, 0);
   return { trainable, step_seconds: median(seconds), tokens_per_second: (batch * sequence) / median(seconds) };
+}
+
+/**
+ * LoRA trained as a README example trains it: getPeftModel with LoraConfig (r 8, alpha 16, the
+ * architecture's peft defaults), `train` with its defaults (linear schedule, length bucketing,
+ * clipping 1.0, AdamW), timed by the wall clock around the call. A first call of `warmup` steps warms
+ * the process up as the worker's untimed steps do; the second, of `steps` steps, is the figure.
+ */
+async function publicApiTraining(host: PeftHost, model: PerfModel, request: WorkerRequest, vocab: number) {
+  const peft = getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: model.loraTargets }));
+  const examples = (count: number, first: number): Example[] =>
+    Array.from({ length: count * request.batch }, (_, i) => {
+      const ids = tokens(request.sequence, vocab, first + i + 1);
+      return { inputIds: ids, labels: ids };
+    });
+  const run = (data: Example[]) =>
+    train(peft, { data, task: 'causal-lm', padTokenId: 0, batchSize: request.batch, learningRate: 1e-4 });
+  await run(examples(request.warmup, 0));
+  const started = performance.now();
+  const result = await run(examples(request.steps, request.warmup * request.batch));
+  const seconds = (performance.now() - started) / 1000;
+  const trainable = [...peft.trainableVariables().values()].reduce((n, v) => n + v.size, 0);
+  return { trainable, step_seconds: seconds / result.steps, tokens_per_second: result.tokens / seconds };
 }
 
 function inference(model: PeftModel, method: PerfMethod, request: WorkerRequest, vocab: number): Partial<WorkerResult> {
@@ -165,13 +192,16 @@ export async function runWorker(request: WorkerRequest): Promise<WorkerResult> {
   else {
     const method = PERF_METHODS.find((m) => m.name === request.method);
     if (!method) throw new Error(`unknown method "${request.method}"`);
-    const host = randomModel(model.config);
-    const trainable = method.make(host, model);
+    const host = randomModel(perfConfig(model, request.dropout ?? 0));
     const vocab = model.config.vocab_size as number;
-    figures =
-      request.mode === 'train'
-        ? await trainSteps(trainable, request, vocab)
-        : inference(trainable as PeftModel, method, request, vocab);
+    if (request.mode === 'public') figures = await publicApiTraining(host, model, request, vocab);
+    else {
+      const trainable = method.make(host, model);
+      figures =
+        request.mode === 'train'
+          ? await trainSteps(trainable, request, vocab)
+          : inference(trainable as PeftModel, method, request, vocab);
+    }
   }
   return { runtime, ...figures, peak_rss_mb: process.resourceUsage().maxRSS / 1024 };
 }

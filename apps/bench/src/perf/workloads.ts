@@ -94,6 +94,28 @@ export const PERF_MODELS: readonly PerfModel[] = [
   },
 ];
 
+/** The config.json fields of an architecture's dropout (GPT-2's default 0.1 each; the others' 0). */
+const DROPOUT_FIELDS: Record<string, readonly string[]> = {
+  gpt2: ['embd_pdrop', 'attn_pdrop', 'resid_pdrop'],
+  llama: ['attention_dropout'],
+  qwen2: ['attention_dropout'],
+  qwen3: ['attention_dropout'],
+};
+
+/**
+ * The model's config.json with every dropout field at `rate`, what both sides build: 0 (the harness's
+ * default) times the same work on both; transformers' own defaults would train GPT-2 with dropout 0.1.
+ */
+export function perfConfig(model: PerfModel, rate: number): Record<string, unknown> {
+  const fields = DROPOUT_FIELDS[model.config.model_type as string];
+  if (!fields) throw new Error(`perfConfig: no dropout fields known for model_type ${String(model.config.model_type)}`);
+  return { ...model.config, ...Object.fromEntries(fields.map((field) => [field, rate])) };
+}
+
+/** `--dropout`'s fields of a model, for the report. */
+export const dropoutFields = (model: PerfModel): readonly string[] =>
+  DROPOUT_FIELDS[model.config.model_type as string] ?? [];
+
 /** The shapes `pnpm bench perf` measures unless told otherwise. */
 export const DEFAULT_PERF_MODELS = ['gpt2', 'llama'];
 
