@@ -1,6 +1,6 @@
 // BottleneckConfig: AdapterHub's BnConfig (adapters library) fields in camelCase, with its
 // defaults, presets and JSON layout, so that its users recognise the files and it loads ours.
-import type { PeftConfig, PeftHost } from '@peft/core';
+import { activation, preview, type PeftConfig, type PeftHost } from '@peft/core';
 
 export type AdapterInit = 'bert' | 'mam_adapter' | 'houlsby';
 
@@ -54,8 +54,7 @@ const UNSUPPORTED_OFF: Readonly<Record<string, unknown>> = {
 };
 
 function fail(field: string, expected: string, got: unknown): never {
-  // JSON.stringify writes NaN and Infinity (1e999 in a JSON file) as null
-  const shown = typeof got === 'number' ? String(got) : JSON.stringify(got);
+  const shown = preview(got);
   throw new Error(`BottleneckConfig.${field}: expected ${expected}, got ${shown}`);
 }
 
@@ -103,6 +102,7 @@ export class BottleneckConfig implements PeftConfig {
       fail('bottleneckSize', 'a positive integer', this.bottleneckSize);
     }
     this.nonLinearity = options.nonLinearity;
+    activation(this.nonLinearity, 'BottleneckConfig.nonLinearity'); // an unknown one is refused here, not at attach
     this.originalLnBefore = options.originalLnBefore ?? false;
     this.originalLnAfter = options.originalLnAfter ?? true;
     if (!this.originalLnAfter)
@@ -120,7 +120,10 @@ export class BottleneckConfig implements PeftConfig {
       fail('scaling', 'a finite number (learned scalings are not supported)', this.scaling);
     this.dropout = options.dropout ?? 0;
     if (!(this.dropout >= 0 && this.dropout < 1)) fail('dropout', 'a number in [0, 1)', this.dropout);
-    this.leaveOut = [...(options.leaveOut ?? [])];
+    const leaveOut = options.leaveOut ?? [];
+    if (!Array.isArray(leaveOut) || !leaveOut.every((layer) => Number.isSafeInteger(layer) && layer >= 0))
+      fail('leaveOut', 'a list of layer indices (integers from 0)', leaveOut);
+    this.leaveOut = [...leaveOut];
     this.modulesToSave = options.modulesToSave ?? null;
     this.initSeed = options.initSeed ?? 0;
     this.savedName = options.savedName ?? null;
@@ -196,16 +199,14 @@ export class BottleneckConfig implements PeftConfig {
     }
     for (const [field, off] of Object.entries(UNSUPPORTED_OFF)) {
       if (config[field] !== undefined && config[field] !== off) {
-        throw new Error(`${source}: "${field}": ${JSON.stringify(config[field])} is not supported by @peft/adapter`);
+        throw new Error(`${source}: "${field}": ${preview(config[field])} is not supported by @peft/adapter`);
       }
     }
     if (config.residual_before_ln === 'post_add')
       throw new Error(`${source}: "residual_before_ln": "post_add" is not supported by @peft/adapter`);
     const savedName = config === json ? null : (json.name ?? null);
     if (savedName !== null && (typeof savedName !== 'string' || savedName === '')) {
-      throw new Error(
-        `${source}: "name": expected the adapter's name (a non-empty string), got ${JSON.stringify(savedName)}`,
-      );
+      throw new Error(`${source}: "name": expected the adapter's name (a non-empty string), got ${preview(savedName)}`);
     }
     try {
       return new BottleneckConfig({

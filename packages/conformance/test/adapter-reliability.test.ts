@@ -91,14 +91,17 @@ async function failedLoad(
   const before = tf.memory().numTensors;
   const track = vi.spyOn(tf.engine() as unknown as { trackTensor(...args: unknown[]): void }, 'trackTensor');
   let message = 'it loaded';
+  let made = 0;
   try {
     await PeftModel.fromPretrained(host, store(files));
   } catch (error) {
     message = (error as Error).message;
   } finally {
+    // read before mockRestore, which clears the recorded calls
+    made = track.mock.calls.length;
     track.mockRestore();
   }
-  return { message, made: track.mock.calls.length, left: tf.memory().numTensors - before };
+  return { message, made, left: tf.memory().numTensors - before };
 }
 
 describe('adapter names are one folder name: none reaches another adapter files', () => {

@@ -1,3 +1,4 @@
+export { preview } from './preview.js';
 export { describeFile, memoryStore, readJson, readText, urlStore, writeJson, writeTogether } from './files.js';
 export type { FileStore, RangeFile } from './files.js';
 export { DEFAULT_INDEXEDDB_DATABASE, indexedDbFolders, indexedDbStore } from './indexeddb.js';

@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import { describeFile, readJson, writeTogether } from './files.js';
+import { preview } from './preview.js';
 import type { HostForwardInput, HostForwardOutput, PeftHost } from './host.js';
 import { countParameters, formatParameterCount, type ParameterCount } from './parameters.js';
 import { parseSafetensors, serializeSafetensors, type SafetensorsFile, type TensorToWrite } from './safetensors.js';
@@ -131,7 +132,7 @@ function methodFor(json: Record<string, unknown>, source: string): PeftMethod<Pe
     typeof peftType === 'string' ? METHODS.get(peftType) : [...METHODS.values()].find((m) => m.recognizes?.(json));
   if (!method) {
     const known = [...METHODS.keys()];
-    const what = peftType === undefined ? 'a config without peft_type' : `peft_type ${JSON.stringify(peftType)}`;
+    const what = peftType === undefined ? 'a config without peft_type' : `peft_type ${preview(peftType)}`;
     throw new Error(`${source}: ${what} has no method loaded (loaded: ${known.join(', ') || 'none'}; ${LOAD_HINT})`);
   }
   return method;
@@ -143,7 +144,7 @@ function methodOf(config: PeftConfig): PeftMethod<PeftConfig> {
   if (!method) {
     const known = [...METHODS.keys()];
     throw new Error(
-      `${config.constructor.name}: peftType ${JSON.stringify(config.peftType)} has no method loaded ` +
+      `${config.constructor.name}: peftType ${preview(config.peftType)} has no method loaded ` +
         `(loaded: ${known.join(', ') || 'none'}; ${LOAD_HINT})`,
     );
   }
@@ -565,6 +566,8 @@ export class PeftModel implements TrainableModel {
     const store = await resolveStore(source);
     const configPath = describeFile(store, ADAPTER_CONFIG_FILE);
     const json = await readJson<Record<string, unknown>>(store, ADAPTER_CONFIG_FILE);
+    if (typeof json !== 'object' || json === null || Array.isArray(json))
+      throw new Error(`${configPath}: expected a JSON object, got ${preview(json)}`);
     const method = methodFor(json, configPath);
     const config = method.fromJson(json, configPath);
     const adapterName = name ?? config.savedName ?? 'default';
@@ -585,7 +588,13 @@ export class PeftModel implements TrainableModel {
       throw new Error(`${configPath}: ${(error as Error).message}`);
     }
     this.checkSavedTensors(savedNames, method, file);
-    this.addAdapter(adapterName, config);
+    try {
+      this.addAdapter(adapterName, config);
+    } catch (error) {
+      // what the config asks of this host (an AdapterHub leave_out past its layers, ...): the file says it
+      const message = (error as Error).message;
+      throw message.startsWith(configPath) ? error : new Error(`${configPath}: ${message}`, { cause: error });
+    }
     try {
       this.loadWeights(file, adapterName, options);
     } catch (error) {

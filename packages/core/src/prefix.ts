@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import type { Disposer, ForwardContext, KeyValuePrefix, PeftHost } from './host.js';
 import { expectTensorShape, type AdapterTuner, type PeftConfig, type PeftMethod } from './peft-model.js';
+import { preview } from './preview.js';
 import { checkVirtualTokens, PROMPT_EMBEDDINGS } from './prompt.js';
 import { deriveSeed, seededNormal } from './random.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
@@ -51,7 +52,7 @@ export class PrefixConfig implements PeftConfig {
     protected readonly configName = 'PrefixConfig',
   ) {
     const fail = (field: string, expected: string, got: unknown): never => {
-      throw new Error(`${configName}.${field}: expected ${expected}, got ${JSON.stringify(got)}`);
+      throw new Error(`${configName}.${field}: expected ${expected}, got ${preview(got)}`);
     };
     this.numVirtualTokens = options.numVirtualTokens;
     if (!(Number.isInteger(this.numVirtualTokens) && this.numVirtualTokens > 0))

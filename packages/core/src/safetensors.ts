@@ -4,6 +4,7 @@
 // file is checked before a byte of it is used: files may be truncated, or lie.
 import type { RangeFile } from './files.js';
 import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './float16.js';
+import { preview } from './preview.js';
 
 /** The dtypes @peft reads. Floats become float32; integers become int32 (range-checked). */
 export const SAFETENSORS_DTYPES = {
@@ -216,12 +217,6 @@ function headerEndOf(source: string, lengthBytes: Uint8Array, fileLength: number
 
 /** Deeper nesting than this in a header is refused (a real one nests three levels). */
 const MAX_HEADER_DEPTH = 64;
-
-/** A value for a message: its JSON, cut short (a hostile header may hold a huge one). */
-function preview(value: unknown): string {
-  const json = JSON.stringify(value) ?? String(value);
-  return json.length > 80 ? `${json.slice(0, 80)}...` : json;
-}
 
 /**
  * Reads a header's JSON one character at a time, keeping only what a safetensors file needs. Not

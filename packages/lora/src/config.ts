@@ -1,5 +1,5 @@
 // LoraConfig: Hugging Face peft's LoraConfig fields, camelCase, with its defaults and validation.
-import type { PeftConfig, PeftHost } from '@peft/core';
+import { preview, type PeftConfig, type PeftHost } from '@peft/core';
 
 export type TargetModules = readonly string[] | string | 'all-linear';
 export type LoraInit = boolean | 'gaussian';
@@ -50,8 +50,7 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
 };
 
 function fail(field: string, expected: string, got: unknown): never {
-  // JSON.stringify writes NaN and Infinity (1e999 in a JSON file) as null
-  const shown = typeof got === 'number' ? String(got) : JSON.stringify(got);
+  const shown = preview(got);
   throw new Error(`LoraConfig.${field}: expected ${expected}, got ${shown}`);
 }
 
@@ -68,9 +67,9 @@ function checkPattern(
     try {
       new RegExp(key);
     } catch {
-      fail(`${field} key ${JSON.stringify(key)}`, 'a valid regular expression', key);
+      fail(`${field} key ${preview(key)}`, 'a valid regular expression', key);
     }
-    if (!valid(value)) fail(`${field}[${JSON.stringify(key)}]`, expected, value);
+    if (!valid(value)) fail(`${field}[${preview(key)}]`, expected, value);
   }
   return { ...(patterns as Record<string, number>) };
 }
@@ -215,7 +214,7 @@ export class LoraConfig implements PeftConfig {
     ];
     for (const [field, present] of unsupported) {
       if (present(json[field]))
-        throw new Error(`${source}: "${field}": ${JSON.stringify(json[field])} is not supported by @peft/lora`);
+        throw new Error(`${source}: "${field}": ${preview(json[field])} is not supported by @peft/lora`);
     }
     // data-dependent inits (pissa, olora, ...) only shape the start of training: a saved adapter
     // of any init is plain A and B, so they read as the default

@@ -1,6 +1,13 @@
 // PromptTuningConfig: Lester et al. (2021) prompt tuning with peft's names: a few trainable "soft"
 // token embeddings in front of the input, the model untouched.
-import { promptFromTokens, promptLearningJson, seededNormal, type PeftConfig, type PeftHost } from '@peft/core';
+import {
+  preview,
+  promptFromTokens,
+  promptLearningJson,
+  seededNormal,
+  type PeftConfig,
+  type PeftHost,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 export type PromptTuningInit = 'RANDOM' | 'TEXT' | 'SAMPLE_VOCAB';
@@ -36,13 +43,13 @@ export class PromptTuningConfig implements PeftConfig {
     this.numVirtualTokens = options.numVirtualTokens;
     if (!(Number.isInteger(this.numVirtualTokens) && this.numVirtualTokens > 0)) {
       throw new Error(
-        `PromptTuningConfig.numVirtualTokens: expected a positive integer, got ${JSON.stringify(this.numVirtualTokens)}`,
+        `PromptTuningConfig.numVirtualTokens: expected a positive integer, got ${preview(this.numVirtualTokens)}`,
       );
     }
     this.promptTuningInit = options.promptTuningInit ?? 'RANDOM';
     if (!['RANDOM', 'TEXT', 'SAMPLE_VOCAB'].includes(this.promptTuningInit)) {
       throw new Error(
-        `PromptTuningConfig.promptTuningInit: expected RANDOM, TEXT or SAMPLE_VOCAB, got ${JSON.stringify(this.promptTuningInit)}`,
+        `PromptTuningConfig.promptTuningInit: expected RANDOM, TEXT or SAMPLE_VOCAB, got ${preview(this.promptTuningInit)}`,
       );
     }
     this.promptTuningInitText = options.promptTuningInitText ?? null;

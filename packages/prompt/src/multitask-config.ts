@@ -2,7 +2,7 @@
 // MULTITASK_PROMPT_TUNING): one shared prompt modulated per task by a low-rank multiplicative
 // matrix, prompt_t = P ⊙ (cols_t · rows_t); each sample of a batch uses its own task's prompt
 // (taskIds), so one frozen model serves every task.
-import { promptLearningJson, type PeftConfig, type PeftHost } from '@peft/core';
+import { preview, promptLearningJson, type PeftConfig, type PeftHost } from '@peft/core';
 
 export interface MultitaskPromptTuningConfigOptions {
   numVirtualTokens: number;
@@ -26,9 +26,7 @@ export class MultitaskPromptTuningConfig implements PeftConfig {
   constructor(options: MultitaskPromptTuningConfigOptions) {
     const positive = (field: string, value: unknown): void => {
       if (!(Number.isInteger(value) && (value as number) > 0)) {
-        throw new Error(
-          `MultitaskPromptTuningConfig.${field}: expected a positive integer, got ${JSON.stringify(value)}`,
-        );
+        throw new Error(`MultitaskPromptTuningConfig.${field}: expected a positive integer, got ${preview(value)}`);
       }
     };
     this.numVirtualTokens = options.numVirtualTokens;

@@ -1,6 +1,6 @@
 // PTuningConfig: P-tuning v1 (Liu et al., 2021) with peft's names (P_TUNING): the prompt
 // encoder's shape, and the paper's template placement as an extra key peft ignores.
-import { promptLearningJson, type PeftConfig, type PeftHost } from '@peft/core';
+import { preview, promptLearningJson, type PeftConfig, type PeftHost } from '@peft/core';
 
 export type EncoderType = 'MLP' | 'LSTM';
 
@@ -40,7 +40,7 @@ export class PTuningConfig implements PeftConfig {
 
   constructor(options: PTuningConfigOptions, baked = false) {
     const fail = (field: string, expected: string, got: unknown): never => {
-      throw new Error(`PTuningConfig.${field}: expected ${expected}, got ${JSON.stringify(got)}`);
+      throw new Error(`PTuningConfig.${field}: expected ${expected}, got ${preview(got)}`);
     };
     const positive = (value: unknown): boolean => Number.isInteger(value) && (value as number) > 0;
     this.numVirtualTokens = options.numVirtualTokens;
