@@ -1,5 +1,6 @@
-// A training run for train-reliability.test.ts to send real SIGINTs to: `tsx interrupt-child.ts <folder>[#slow]`.
+// A training run for train-reliability.test.ts to send real SIGINTs to: `tsx interrupt-child.ts <folder>[#slow|#race]`.
 // Prints `step N` after each step (with #slow, from step 2 on, each step then waits 3 s) and the result as JSON.
+// With #race (two of these train into one folder at once): 12 steps of 150 ms, a checkpoint after each.
 import path from 'node:path';
 
 import { selectBackend } from '@peft/backend';
@@ -26,13 +27,14 @@ const result = await train(
     task: 'causal-lm',
     padTokenId: 0,
     batchSize: 4,
-    epochs: 50,
+    epochs: mode === 'race' ? 3 : 50,
     learningRate: 1e-2,
-    checkpoint: { store: nodeDirectory(folder!), every: 1000 },
+    checkpoint: { store: nodeDirectory(folder!), every: mode === 'race' ? 1 : 1000 },
     handleInterrupt: true,
     onStep: async ({ step }) => {
       console.log(`step ${step}`);
       if (mode === 'slow' && step >= 2) await new Promise((resolve) => setTimeout(resolve, 3000));
+      if (mode === 'race') await new Promise((resolve) => setTimeout(resolve, 150));
     },
   },
 );

@@ -267,8 +267,7 @@ describe.each(backends)('on the %s backend', (backend: BackendName) => {
     });
 
     it('generate failing (a token outside the vocabulary; a callback that throws mid-way)', async () => {
-      const tensors = tf.memory().numTensors;
-      for (let i = 0; i < 10; i++) {
+      const round = (): void => {
         expect(() => generate(model, { inputIds: [[1, 2, 5000]], maxNewTokens: 3 })).toThrow(
           'inputIds: token id 5000 is outside the vocabulary (0..1999)',
         );
@@ -282,8 +281,18 @@ describe.each(backends)('on the %s backend', (backend: BackendName) => {
           }),
         ).toThrow('stop here');
         expect(() => generate(model, { inputIds: [[1, 2, 3]], maxNewTokens: 100 })).toThrow(/maxNewTokens: 100/);
-      }
+      };
+      round(); // warm-up: kernels, caches
+      const tensors = tf.memory().numTensors;
+      const rss = process.memoryUsage().rss;
+      for (let i = 0; i < 10; i++) round();
+      const grown = process.memoryUsage().rss - rss;
+      console.log(
+        `[leak] ${backend}, failing generate x 30: tensors +0, RSS ${grown >= 0 ? '+' : ''}${(grown / 2 ** 20).toFixed(1)} MB`,
+      );
       expect(tf.memory().numTensors).toBe(tensors);
+      // a leaked key/value cache of the 8-token run would be 10 x its layers' keys and values
+      expect(grown).toBeLessThan(32 * 2 ** 20);
     });
   });
 });

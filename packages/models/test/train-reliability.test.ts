@@ -3,7 +3,7 @@
 // a finished run resumed does nothing; one writer per checkpoint folder; checkpoints are pruned; Ctrl-C
 // stops after the current optimizer step however many times the signal arrives.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -725,6 +725,36 @@ function child(
   running.stderr.on('data', take);
   return new Promise((resolve) => running.on('exit', (code) => resolve({ code, output })));
 }
+
+describe('two processes training into one folder on disk at once', () => {
+  it('one goes on, the other is refused or stopped naming it; latest.json names a whole checkpoint of one run', async () => {
+    for (let trial = 0; trial < 3; trial++) {
+      const folder = mkdtempSync(path.join(tmpdir(), 'peft-two-writers-'));
+      const pids: number[] = [];
+      const runs = [0, 1].map(() =>
+        child(`${folder}#race`, (line) => {
+          if (line.startsWith('pid ')) pids.push(Number(line.slice(4)));
+        }),
+      );
+      const results = await Promise.all(runs);
+      const finished = results.filter((r) => r.code === 0);
+      const stopped = results.filter((r) => r.code !== 0);
+      // both can finish only one after the other (the second found the folder free); never both at once
+      for (const { output } of stopped)
+        expect(output).toMatch(
+          /train\.lock: (the checkpoint folder is in use by another training run \(process \d+|the lock of this run was taken by process \d+)/,
+        );
+      expect(finished.length).toBeGreaterThanOrEqual(1);
+      const latest = JSON.parse(readFileSync(path.join(folder, 'latest.json'), 'utf8')) as { checkpoint: string };
+      const state = JSON.parse(readFileSync(path.join(folder, latest.checkpoint, 'trainer_state.json'), 'utf8')) as {
+        step: number;
+      };
+      expect(latest.checkpoint).toBe(`checkpoint-${state.step}`);
+      expect(state.step).toBe(12);
+      expect(readdirSync(folder)).not.toContain(TRAINING_LOCK_FILE);
+    }
+  }, 180_000);
+});
 
 describe('Ctrl-C (real SIGINTs to a child process running train)', () => {
   it('three SIGINTs at once (a terminal and its relays): stops after the current step, saves, exits cleanly', async () => {
