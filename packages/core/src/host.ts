@@ -302,6 +302,20 @@ export interface HostForwardInput {
   /** Multi-task prompt tuning: the task of each sample. */
   taskIds?: readonly number[];
   sampleAdapters?: readonly string[];
+  /**
+   * The training engine's causal-LM loss: where the host has a language-model head, leave it out and
+   * return its input in `logits`, the head in `lmHead` (fusedCausalLmLoss then computes the head and
+   * the loss in chunks of tokens: the [tokens, vocabulary] logits never exist whole). A host without
+   * one returns its logits as always, and no `lmHead`.
+   */
+  headless?: boolean;
+}
+
+/** A language-model head: logits = input · weightᵀ, soft-capped as c·tanh(x / c) where `softCap` is set. */
+export interface LmHead {
+  /** [vocabulary, d] (the token embeddings where tied). */
+  weight: tf.Tensor2D;
+  softCap: number | null;
 }
 
 export interface HostForwardOutput {
@@ -315,6 +329,8 @@ export interface HostForwardOutput {
   cache?: KeyValueCache;
   /** Virtual tokens the input-embedding hook put in front of the real ones. */
   prepended: number;
+  /** Set when the pass ran `headless`: `logits` then holds the head's input [B, prepended + T, d]. */
+  lmHead?: LmHead;
 }
 
 /** A model PEFT methods can attach to. */

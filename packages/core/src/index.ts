@@ -31,6 +31,7 @@ export type {
   HostConfig,
   HostForwardInput,
   HostForwardOutput,
+  LmHead,
   HostSource,
   InputEmbeddingHook,
   KeyValueCache,
@@ -58,6 +59,7 @@ export type { AdamWKernelAttrs, AdamWOptions, Optimizer, OptimizerState, SgdOpti
 export {
   IGNORE_INDEX,
   causalLmLoss,
+  fusedCausalLmLoss,
   maskedCrossEntropy,
   sequenceClassificationLoss,
   tokenClassificationLoss,

@@ -2,6 +2,7 @@
 // needs no gather gradient, which wasm lacks, and the logits-sized temporaries stay few).
 import * as tf from '@tensorflow/tfjs-core';
 
+import type { LmHead } from './host.js';
 import { reshapeReleasing } from './nn.js';
 
 /** Labels at this value take no part in a loss (Hugging Face's convention). */
@@ -67,6 +68,140 @@ export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { l
   });
   const loss = tf.tidy(() => crossEntropy(logits) as tf.Scalar);
   return { loss, count };
+}
+
+/** Values of one chunk's [rows, vocabulary] temporaries in fusedCausalLmLoss (64 MB of float32). */
+const FUSED_CHUNK_VALUES = 2 ** 24;
+
+/**
+ * causalLmLoss from the head's input [B, P+T, d] and the head, the logits made and dropped a chunk of
+ * labelled tokens at a time (rows · vocabulary ≤ 2^24 values), so that the [tokens, vocabulary]
+ * logits never exist whole (Qwen's 151,936-token vocabulary at 256 tokens: 155 MB each, and the
+ * softmax and its gradient as many again). Unlabelled positions (prompts, padding, the last one) are
+ * skipped: no head product at all for them. `withGradients` (training): each chunk's gradients, of
+ * the head's input and, where the head's weight is a trainable variable, of the weight, are made in
+ * the same pass while the chunk's softmax is at hand; the loss's gradient function only scales them
+ * by dy. Equal to causalLmLoss(input · weightᵀ) within float32 rounding.
+ */
+export function fusedCausalLmLoss(
+  hidden: tf.Tensor3D,
+  head: LmHead,
+  labels: readonly (readonly number[])[],
+  prepended: number,
+  withGradients: boolean,
+  /** Values of one chunk's temporaries (tests make it small to run several chunks). */
+  chunkValues = FUSED_CHUNK_VALUES,
+): { loss: tf.Scalar; count: number } {
+  const [batch, length, d] = hidden.shape;
+  const [vocabulary] = head.weight.shape;
+  const aligned = alignLabels(labels, prepended, length);
+  const targets: number[] = [];
+  const rowsOf: number[] = [];
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t + 1 < length; t++) {
+      const label = aligned[b * length + t + 1]!;
+      if (label === IGNORE_INDEX) continue;
+      if (label < 0 || label >= vocabulary)
+        throw new Error(`label ${label} is outside the ${vocabulary} classes of the logits`);
+      rowsOf.push(b * length + t);
+      targets.push(label);
+    }
+  }
+  const count = targets.length;
+  // no labelled token: a loss of 0, still connected to the input (its gradient is zeros); + 0 makes -0 +0
+  if (count === 0) return { loss: tf.tidy(() => tf.add(tf.mul(tf.sum(hidden), 0), 0) as tf.Scalar), count };
+  const chunkRows = Math.max(1, Math.floor(chunkValues / vocabulary));
+  const weightTrains = withGradients && head.weight instanceof tf.Variable && head.weight.trainable;
+  const rows = tf.tensor1d(rowsOf, 'int32');
+
+  /** The chunk's summed loss and, with gradients, those of its rows of the input and of the weight. */
+  const chunk = (
+    x: tf.Tensor2D,
+    weight: tf.Tensor2D,
+    start: number,
+    size: number,
+  ): { loss: tf.Scalar; input?: tf.Tensor2D; weight?: tf.Tensor2D } =>
+    tf.tidy(() => {
+      const h = tf.gather(x, tf.slice(rows, [start], [size])) as tf.Tensor2D; // [n, d]
+      let z = tf.matMul(h, weight, false, true) as tf.Tensor2D; // [n, V]
+      let capped: tf.Tensor2D | null = null;
+      if (head.softCap !== null) {
+        capped = tf.tanh(tf.div(z, head.softCap)) as tf.Tensor2D;
+        z = tf.mul(capped, head.softCap) as tf.Tensor2D;
+      }
+      const flatIndex = Int32Array.from(targets.slice(start, start + size), (label, i) => i * vocabulary + label);
+      const max = tf.max(z, -1, true); // [n, 1]
+      const shiftedExp = tf.exp(tf.sub(z, max)); // [n, V]
+      const total = tf.sum(shiftedExp, -1, true); // [n, 1]
+      const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flatIndex, 'int32')); // [n]
+      const loss = tf.sum(tf.sub(tf.reshape(tf.add(tf.log(total), max), [-1]), picked)) as tf.Scalar;
+      if (!withGradients) return { loss };
+      // (softmax - onehot) / count, through the soft cap's derivative 1 - tanh² where there is one
+      let gradient = tf.div(shiftedExp, tf.mul(total, count)) as tf.Tensor2D; // [n, V]
+      const positions = new Int32Array(2 * size);
+      for (let i = 0; i < size; i++) positions.set([i, targets[start + i]!], 2 * i);
+      const updates = tf.sub(tf.gather(tf.reshape(gradient, [-1]), tf.tensor1d(flatIndex, 'int32')), 1 / count);
+      gradient = tf.tensorScatterUpdate(gradient, tf.tensor2d(positions, [size, 2], 'int32'), updates);
+      if (capped) gradient = tf.mul(gradient, tf.sub(1, tf.square(capped))) as tf.Tensor2D;
+      return {
+        loss,
+        input: tf.matMul(gradient, weight) as tf.Tensor2D, // [n, d]
+        ...(weightTrains ? { weight: tf.matMul(gradient, h, true, false) as tf.Tensor2D } : {}), // [V, d]
+      };
+    });
+
+  const flat = reshapeReleasing(hidden, [batch * length, d]) as tf.Tensor2D;
+  try {
+    if (!withGradients) {
+      return {
+        loss: tf.tidy(() => {
+          let sum = tf.scalar(0);
+          for (let start = 0; start < count; start += chunkRows) {
+            const { loss } = chunk(flat, head.weight, start, Math.min(chunkRows, count - start));
+            sum = tf.add(sum, loss);
+          }
+          return tf.div(sum, count) as tf.Scalar;
+        }),
+        count,
+      };
+    }
+    const fused = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const save = args[args.length - 1] as tf.GradSaveFunc;
+      const x = args[0] as tf.Tensor2D;
+      const weight = weightTrains ? (args[1] as tf.Tensor2D) : head.weight;
+      let sum: tf.Tensor = tf.scalar(0);
+      const inputGradients: tf.Tensor2D[] = [];
+      let weightGradient: tf.Tensor | null = null;
+      for (let start = 0; start < count; start += chunkRows) {
+        const part = chunk(x, weight, start, Math.min(chunkRows, count - start));
+        const next = tf.add(sum, part.loss);
+        tf.dispose([sum, part.loss]);
+        sum = next;
+        inputGradients.push(part.input!);
+        if (part.weight) {
+          const accumulated: tf.Tensor = weightGradient ? tf.add(weightGradient, part.weight) : part.weight;
+          if (weightGradient) tf.dispose([weightGradient, part.weight]);
+          weightGradient = accumulated;
+        }
+      }
+      const value = tf.div(sum, count) as tf.Scalar;
+      sum.dispose();
+      // the labelled rows' gradients in their places of the input: zeros elsewhere
+      const rowGradients = inputGradients.length === 1 ? inputGradients[0]! : tf.concat(inputGradients, 0);
+      const inputGradient = tf.scatterND(tf.reshape(rows, [count, 1]), rowGradients, [batch * length, d]);
+      tf.dispose([...inputGradients, rowGradients]);
+      save(weightGradient ? [inputGradient, weightGradient] : [inputGradient]);
+      return {
+        value,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => saved.map((gradient) => tf.mul(gradient, dy)),
+      };
+    });
+    const loss = tf.tidy(() => (weightTrains ? fused(flat, head.weight) : fused(flat)) as tf.Scalar);
+    return { loss, count };
+  } finally {
+    flat.dispose();
+    rows.dispose();
+  }
 }
 
 /** labels [B][T] with `prepended` IGNORE_INDEX in front of each row, as an Int32Array [B·(P+T)]. */

@@ -10,6 +10,7 @@ import type { PeftHost } from './host.js';
 import {
   IGNORE_INDEX,
   causalLmLoss,
+  fusedCausalLmLoss,
   sequenceClassificationLoss,
   tokenClassificationLoss,
   verbalizerLogits,
@@ -334,10 +335,14 @@ function batchLoss(
     seed,
     ...(training && options.gradientCheckpointing ? { checkpointLayers: true } : {}),
     ...(batch.taskIds ? { taskIds: batch.taskIds } : {}),
+    ...(options.task === 'causal-lm' ? { headless: true } : {}),
   });
   const logits = output.logits;
   if (options.task === 'causal-lm') {
-    const result = causalLmLoss(logits as tf.Tensor3D, batch.labels as number[][], output.prepended);
+    const labels = batch.labels as number[][];
+    const result = output.lmHead
+      ? fusedCausalLmLoss(logits as tf.Tensor3D, output.lmHead, labels, output.prepended, training)
+      : causalLmLoss(logits as tf.Tensor3D, labels, output.prepended);
     return { ...result, classLogits: null, prepended: output.prepended };
   }
   if (options.task === 'token-classification') {

@@ -13,7 +13,7 @@
 // the global ones; nested per layer type in rope_parameters); soft-capping off by default. Gemma3Attention
 // does not pass attn_logit_softcapping to its attention, so a set value changes nothing, here as there.
 // Shapes in comments and the releasing ops: see the notes at the top of transformer-host.ts.
-import { addReleasing, gatedActivation, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
+import { addReleasing, gatedActivation, rmsNorm, type Checkpoint, type HostLinear, type LmHead } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -379,6 +379,10 @@ export class Gemma2Model extends TransformerHost {
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
     return gemmaNorm(hidden, this.norm, this.gemma2.rmsNormEpsilon);
+  }
+
+  protected override languageModelHead(): LmHead {
+    return { weight: this.lmHead, softCap: this.gemma2.finalSoftCap };
   }
 
   protected head(normed: tf.Tensor3D): tf.Tensor {

@@ -12,6 +12,7 @@ import {
   seededNormal,
   type Checkpoint,
   type ForwardContext,
+  type LmHead,
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -289,6 +290,10 @@ export class Gpt2Model extends TransformerHost {
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
     return layerNorm(hidden, this.lnF.weight, this.lnF.bias, this.gpt2.layerNormEpsilon) as tf.Tensor3D;
+  }
+
+  protected override languageModelHead(): LmHead | null {
+    return this.classifier ? null : { weight: this.lmHead, softCap: null };
   }
 
   protected head(normed: tf.Tensor3D, state: LayerState): tf.Tensor {

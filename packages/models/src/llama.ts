@@ -4,7 +4,7 @@
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head. Shapes in comments and the
 // releasing ops (addReleasing, reshapeReleasing): see the notes at the top of transformer-host.ts.
-import { gatedActivation, rmsNorm, type Checkpoint, type HostLinear } from '@peft/core';
+import { gatedActivation, rmsNorm, type Checkpoint, type HostLinear, type LmHead } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -414,6 +414,10 @@ export class LlamaModel extends TransformerHost {
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
     return rmsNorm(hidden, this.norm, this.llama.rmsNormEpsilon) as tf.Tensor3D;
+  }
+
+  protected override languageModelHead(): LmHead {
+    return { weight: this.lmHead, softCap: null };
   }
 
   protected head(normed: tf.Tensor3D): tf.Tensor {

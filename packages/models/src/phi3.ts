@@ -7,7 +7,14 @@
 // sliding-window attention. Dropout in training as transformers: attention_dropout and resid_pdrop
 // (embd_pdrop is read by no transformers code). Shapes in comments and the releasing ops: see the notes at the top of
 // transformer-host.ts.
-import { gatedActivation, rmsNorm, type Checkpoint, type ForwardContext, type HostLinear } from '@peft/core';
+import {
+  gatedActivation,
+  rmsNorm,
+  type Checkpoint,
+  type ForwardContext,
+  type HostLinear,
+  type LmHead,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -323,6 +330,10 @@ export class Phi3Model extends TransformerHost {
 
   protected finalNorm(hidden: tf.Tensor3D): tf.Tensor3D {
     return rmsNorm(hidden, this.norm, this.phi3.rmsNormEpsilon) as tf.Tensor3D;
+  }
+
+  protected override languageModelHead(): LmHead {
+    return { weight: this.lmHead, softCap: null };
   }
 
   protected head(normed: tf.Tensor3D): tf.Tensor {

@@ -29,6 +29,7 @@ import {
   type FileStore,
   type HostLinear,
   type KeyValueCache,
+  type LmHead,
   type PeftHost,
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
@@ -239,6 +240,10 @@ export abstract class TransformerHost implements PeftHost {
   protected abstract finalNorm(hidden: tf.Tensor3D): tf.Tensor3D;
   /** Normalised last hidden state [B, T, d] -> logits. */
   protected abstract head(normed: tf.Tensor3D, state: LayerState): tf.Tensor;
+  /** The language-model head `head` applies, for a `headless` pass; null for other heads. */
+  protected languageModelHead(): LmHead | null {
+    return null;
+  }
   /** Keys a causal query may see, counting back from itself, on every layer (Mistral); null = all. */
   protected slidingWindow(): number | null {
     return null;
@@ -281,6 +286,7 @@ export abstract class TransformerHost implements PeftHost {
       throw new Error(`sampleAdapters: ${input.sampleAdapters.length} names for a batch of ${batch}`);
     }
 
+    const lmHead = input.headless ? this.languageModelHead() : null;
     const result = tf.tidy(() => {
       let embeddings = this.embedTokens(ids); // [B, T, d] (real tokens)
       let prepended = 0;
@@ -368,7 +374,7 @@ export abstract class TransformerHost implements PeftHost {
       const normed = this.finalNorm(hidden);
       // as transformers reports them: the last hidden state is the normalised one
       if (input.outputHiddenStates) hiddenStates[hiddenStates.length - 1] = normed;
-      const logits = this.head(normed, state);
+      const logits = lmHead ? normed : this.head(normed, state);
       return {
         logits,
         hiddenStates,
@@ -380,6 +386,7 @@ export abstract class TransformerHost implements PeftHost {
     });
 
     const output: HostForwardOutput = { logits: result.logits, prepended: result.prepended };
+    if (lmHead) output.lmHead = lmHead;
     if (input.outputHiddenStates) output.hiddenStates = result.hiddenStates;
     if (input.useCache)
       output.cache = { layers: result.cacheLayers, length: result.cacheLength, virtual: result.virtual };
