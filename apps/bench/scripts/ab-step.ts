@@ -4,7 +4,8 @@
 //
 //   pnpm --filter @peft/bench ab-step <variant> [model=llama] [method=lora] [pairs=8]
 // Variants: tf-matmul (A: tfjs-node's BatchMatMulV2 for every product, B: @peft/backend's MatMul
-// for plain 2-D products).
+// for plain 2-D products); fused-loss (A: the logits, then the loss; B: fusedCausalLmLoss, the head
+// and the loss in chunks, as `train` does).
 import { selectBackend } from '@peft/backend';
 import { train } from '@peft/core';
 import { randomModel } from '@peft/models';
@@ -22,8 +23,18 @@ const use = (config: tf.KernelConfig) => (): void => {
   tf.unregisterKernel('BatchMatMul', 'tensorflow');
   tf.registerKernel(config);
 };
+/** fused-loss's switch: whether train's headless passes reach the host. */
+let fusedLoss = true;
 const VARIANTS: Record<string, { a: () => void; b: () => void }> = {
   'tf-matmul': { a: use(plain), b: use(chosen) },
+  'fused-loss': {
+    a: () => {
+      fusedLoss = false;
+    },
+    b: () => {
+      fusedLoss = true;
+    },
+  },
 };
 const chosenVariant = VARIANTS[variant];
 const model = PERF_MODELS.find((m) => m.name === modelName);
@@ -36,6 +47,8 @@ if (!chosenVariant || !model || !method) {
 const pairs = Number(pairsArg);
 const vocab = model.config.vocab_size as number;
 const host = randomModel(perfConfig(model, 0)); // dropout off, as the harness by default
+const hostForward = host.forward.bind(host);
+host.forward = (input) => hostForward(fusedLoss ? input : { ...input, headless: false });
 const trainable = method.make(host, model);
 const warmup = 2;
 const steps = warmup + 2 * pairs;
