@@ -4,6 +4,7 @@ import {
   activation,
   addReleasing,
   deriveSeed,
+  seededDropout,
   layerNorm,
   ownVariable,
   seededNormal,
@@ -93,7 +94,7 @@ export class BottleneckModule {
   private scaledUp(x: tf.Tensor3D, context: ForwardContext): tf.Tensor {
     const up = tf.mul(this.bottleneck(x), this.config.scaling);
     return context.training && this.config.dropout > 0
-      ? tf.dropout(up, this.config.dropout, undefined, deriveSeed(this.seed, context.seed ?? 0))
+      ? seededDropout(up, this.config.dropout, deriveSeed(this.seed, context.seed ?? 0))
       : up;
   }
 

@@ -6,6 +6,7 @@ import {
   ADAMW_KERNEL,
   ADAMW_MOMENT_KERNEL,
   ADAMW_READ_KERNEL,
+  DROPOUT_MASK_KERNEL,
   registerTensorflowKernels,
 } from '../src/tensorflow-kernels.js';
 
@@ -225,5 +226,40 @@ describe.runIf(hasTensorflow)('the fused AdamW kernels on the tensorflow backend
       'PeftAdamWRead: expected a moment made by PeftAdamWMoment, got float32 [2,3]',
     );
     tf.dispose([param, other, moment]);
+  });
+});
+
+describe.runIf(hasTensorflow)('the dropout mask kernel on the tensorflow backend', () => {
+  const mask = (shape: number[], rate: number, seed: number): Float32Array =>
+    tf.tidy(
+      () =>
+        (
+          tf
+            .engine()
+            .runKernel(DROPOUT_MASK_KERNEL, {}, { shape, rate, seed } as unknown as tf.NamedAttrMap) as tf.Tensor
+        ).dataSync() as Float32Array,
+    );
+
+  it('keeps 1 - rate of the values, scaled by 1 / (1 - rate); the same seed gives the same mask', async () => {
+    await loadBackend('tensorflow');
+    registerTensorflowKernels();
+    const before = tf.memory().numTensors;
+    for (const rate of [0.1, 0.5]) {
+      const values = mask([1000, 1000], rate, 12345);
+      const kept = values.filter((v) => v !== 0);
+      expect([...new Set(values)].sort()).toEqual([0, Math.fround(1 / (1 - rate))]);
+      // 1e6 Bernoulli draws: the kept share within 5 standard deviations
+      const sd = Math.sqrt((rate * (1 - rate)) / values.length);
+      expect(Math.abs(kept.length / values.length - (1 - rate))).toBeLessThan(5 * sd);
+      // compared value by value: vitest's toEqual over a million values takes seconds
+      const same = (other: Float32Array): boolean => other.every((v, i) => v === values[i]);
+      expect(same(mask([1000, 1000], rate, 12345))).toBe(true);
+      expect(same(mask([1000, 1000], rate, 12346))).toBe(false);
+    }
+    // seeds past 2^31 (deriveSeed gives unsigned 32-bit ones) work and differ
+    expect(mask([64], 0.5, 0xfffffff0)).not.toEqual(mask([64], 0.5, 0x7ffffff0));
+    expect(new Set(mask([3, 5], 0, 1))).toEqual(new Set([1]));
+    expect(() => mask([4], 1, 1)).toThrow('PeftDropoutMask: rate 1 is outside [0, 1)');
+    expect(tf.memory().numTensors).toBe(before);
   });
 });

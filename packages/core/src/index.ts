@@ -43,7 +43,7 @@ export type {
   SublayerPoint,
   SublayerSurroundings,
 } from './host.js';
-export { SeededRandom, deriveSeed, seededNormal } from './random.js';
+export { DROPOUT_MASK_KERNEL, SeededRandom, deriveSeed, seededDropout, seededNormal } from './random.js';
 export { learningRateAt } from './schedules.js';
 export type { ScheduleName, ScheduleOptions } from './schedules.js';
 export { checkpoint, variableGradients } from './gradients.js';

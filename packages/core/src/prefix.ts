@@ -9,7 +9,7 @@ import type { Disposer, ForwardContext, KeyValuePrefix, PeftHost } from './host.
 import { expectTensorShape, type AdapterTuner, type PeftConfig, type PeftMethod } from './peft-model.js';
 import { preview } from './preview.js';
 import { checkVirtualTokens, PROMPT_EMBEDDINGS } from './prompt.js';
-import { deriveSeed, seededNormal } from './random.js';
+import { deriveSeed, seededDropout, seededNormal } from './random.js';
 import type { SafetensorsFile, TensorToWrite } from './safetensors.js';
 import { ownVariable } from './variables.js';
 
@@ -210,12 +210,7 @@ export class PrefixTuner implements AdapterTuner {
     if (!flat) {
       flat = this.flat();
       if (context.training && this.config.prefixDropout > 0) {
-        flat = tf.dropout(
-          flat,
-          this.config.prefixDropout,
-          undefined,
-          deriveSeed(this.config.initSeed, context.seed ?? 0),
-        ) as tf.Tensor2D;
+        flat = seededDropout(flat, this.config.prefixDropout, deriveSeed(this.config.initSeed, context.seed ?? 0));
       }
       this.perPass.set(context, flat);
     }

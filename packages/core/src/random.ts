@@ -64,3 +64,23 @@ export function seededNormal(shape: number[], mean: number, std: number, seed: n
     ? tf.truncatedNormal(shape, mean, std, 'float32', nonZero)
     : tf.randomNormal(shape, mean, std, 'float32', nonZero);
 }
+
+/** The dropout mask kernel a backend may register (@peft/backend does on `tensorflow`): attrs `shape`, `rate`, `seed`. */
+export const DROPOUT_MASK_KERNEL = 'PeftDropoutMask';
+
+/**
+ * tf.dropout(x, rate) with a seed: the same seed, the same mask (a layer recomputed under gradient
+ * checkpointing drops what it dropped). Where the backend registers DROPOUT_MASK_KERNEL (the native
+ * one: libtensorflow's Philox) the mask comes from it, else from tf.dropout's generator in
+ * JavaScript; the two draw different masks.
+ */
+export function seededDropout<T extends tf.Tensor>(x: T, rate: number, seed: number): T {
+  if (rate === 0) return x;
+  if (!tf.getKernel(DROPOUT_MASK_KERNEL, tf.getBackend())) return tf.dropout(x, rate, undefined, seed) as T;
+  return tf.tidy(() => {
+    // no inputs: the mask is a constant of the tape, as tf.dropout's is
+    const attrs = { shape: x.shape, rate, seed } as unknown as tf.NamedAttrMap;
+    const mask = tf.engine().runKernel(DROPOUT_MASK_KERNEL, {}, attrs) as tf.Tensor;
+    return tf.mul(x, mask) as T;
+  });
+}

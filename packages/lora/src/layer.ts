@@ -1,7 +1,7 @@
 // One LoRA update beside one frozen projection: y = Wx + (x·Aᵀ·Bᵀ)·scale, A [r, in], B [out, r].
 // Held transposed (Aᵀ [in, r], Bᵀ [r, out]) so that both products run without a transpose.
 import type { ForwardContext, HostLinear } from '@peft/core';
-import { deriveSeed, seededNormal } from '@peft/core';
+import { deriveSeed, seededDropout, seededNormal } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { LoraInit } from './config.js';
@@ -66,7 +66,7 @@ export class LoraLayer {
     } else if (!this.active) return null;
     let input: tf.Tensor2D = x;
     if (context.training && this.dropout > 0) {
-      input = tf.dropout(x, this.dropout, undefined, deriveSeed(this.seed, context.seed ?? 0)) as tf.Tensor2D;
+      input = seededDropout(x, this.dropout, deriveSeed(this.seed, context.seed ?? 0));
     }
     // the scale applied to the [N, r] product: one small op instead of one the size of the output
     let out = tf.matMul(tf.mul(tf.matMul(input, this.down), this.scale), this.up) as tf.Tensor2D; // [N, out]

@@ -22,6 +22,7 @@ import {
   checkpoint,
   deriveSeed,
   rmsNorm,
+  seededDropout,
   type ForwardContext,
   type HostConfig,
   type HostForwardInput,
@@ -233,7 +234,7 @@ export abstract class TransformerHost implements PeftHost {
     site: DropoutSite,
   ): T {
     if (rate === 0 || !context.training) return x;
-    return tf.dropout(x, rate, undefined, deriveSeed(HOST_DROPOUT_STREAM, context.seed ?? 0, layer, site)) as T;
+    return seededDropout(x, rate, deriveSeed(HOST_DROPOUT_STREAM, context.seed ?? 0, layer, site));
   }
 
   /** The norm after the last layer (identity where there is none). */

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { availableBackends, loadBackend } from '@peft/backend';
-import { fullFineTuning, train, variableGradients, type Example, type TaskName } from '@peft/core';
+import { DROPOUT_MASK_KERNEL, fullFineTuning, train, variableGradients, type Example, type TaskName } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -179,6 +179,48 @@ describe('dropout applies to training passes only, seeded', () => {
 /** Ours: the first steps of the fixture's runs, over fewer seeds (a CI budget: about 10 s a case). */
 const SEEDS = 10;
 const STEPS = 12;
+
+describe.runIf((await availableBackends()).includes('tensorflow'))(
+  'dropout on the native backend (libtensorflow masks)',
+  () => {
+    beforeAll(async () => {
+      await loadBackend('tensorflow');
+    });
+    afterAll(async () => {
+      await loadBackend('cpu');
+    });
+
+    it('draws its masks natively: seeded, training only, and what a checkpointed layer recomputes is what it drew', async () => {
+      expect(tf.getKernel(DROPOUT_MASK_KERNEL, 'tensorflow')).toBeDefined();
+      const host = await loadPretrained(
+        fixtureWith('gpt2-tied', { embd_pdrop: 0.2, attn_pdrop: 0.2, resid_pdrop: 0.2 }),
+      );
+      const inference = logitsOf(host, false);
+      const seeded = logitsOf(host, true, 3);
+      expect(seeded).not.toEqual(inference);
+      expect(logitsOf(host, true, 3)).toEqual(seeded);
+      expect(logitsOf(host, true, 4)).not.toEqual(seeded);
+      const variables = [...host.parameters.values()];
+      for (const variable of variables) variable.trainable = true;
+      const loss = (checkpointLayers: boolean): number =>
+        tf.tidy(() => {
+          // the backward pass runs too: the checkpointed layers are computed again in it
+          const { value } = variableGradients(
+            () =>
+              tf.mean(
+                tf.square(
+                  host.forward({ inputIds: [[5, 9, 2, 7, 11, 3]], training: true, seed: 9, checkpointLayers }).logits,
+                ),
+              ) as tf.Scalar,
+            variables,
+          );
+          return value.dataSync()[0]!;
+        });
+      expect(loss(true)).toBe(loss(false));
+      host.dispose();
+    });
+  },
+);
 
 describe(`training loss curves with dropout match transformers' (${SEEDS} seeds here, ${curves.seeds} there; ${STEPS} steps)`, () => {
   beforeAll(async () => {

@@ -3,6 +3,7 @@
 // names. After training only the computed embeddings are saved, as peft does.
 import {
   deriveSeed,
+  seededDropout,
   ownVariable,
   PROMPT_EMBEDDINGS,
   seededNormal,
@@ -130,14 +131,8 @@ export class PromptEncoder implements PromptSource {
       let steps = tf.split(x, this.config.numVirtualTokens, 0) as tf.Tensor2D[];
       this.lstm.forEach((layer, index) => {
         if (index > 0 && context.training && this.config.encoderDropout > 0) {
-          steps = steps.map(
-            (s, t) =>
-              tf.dropout(
-                s,
-                this.config.encoderDropout,
-                undefined,
-                deriveSeed(this.config.initSeed, context.seed ?? 0, index, t),
-              ) as tf.Tensor2D,
+          steps = steps.map((s, t) =>
+            seededDropout(s, this.config.encoderDropout, deriveSeed(this.config.initSeed, context.seed ?? 0, index, t)),
           );
         }
         const forward = this.runDirection(layer[0]!, steps, false);
