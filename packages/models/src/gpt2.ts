@@ -17,7 +17,7 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { ConfigReader } from './config.js';
-import { attention, mergeHeads, splitHeads } from './ops.js';
+import { attention, headProduct, mergeHeads, splitHeads } from './ops.js';
 import { DropoutSite, TransformerHost, type DropoutRates, type LayerState } from './transformer-host.js';
 import { WeightLoader } from './weights.js';
 
@@ -316,7 +316,7 @@ export class Gpt2Model extends TransformerHost {
       const pick = tf.reshape(tf.oneHot(tf.tensor1d(last, 'int32'), length), [batch, 1, length]);
       return tf.reshape(tf.matMul(pick, logits), [batch, this.gpt2.numLabels]);
     }
-    const logits = tf.matMul(tf.reshape(normed, [batch * length, d]), this.lmHead, false, true); // [B·T, V]
+    const logits = headProduct(tf.reshape(normed, [batch * length, d]) as tf.Tensor2D, this.lmHead); // [B·T, V]
     return reshapeReleasing(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
   }
 }
