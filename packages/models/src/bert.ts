@@ -3,7 +3,15 @@
 // (BertForTokenClassification: classifier on every token). Post-LN blocks, bidirectional
 // attention, absolute learned positions, token types, exact (erf) gelu. Shapes in comments and the
 // releasing op (addReleasing): see the notes at the top of transformer-host.ts.
-import { activation, addReleasing, layerNorm, type Checkpoint, type ForwardContext, type HostLinear } from '@peft/core';
+import {
+  activation,
+  addReleasing,
+  layerNorm,
+  preview,
+  type Checkpoint,
+  type ForwardContext,
+  type HostLinear,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { ConfigReader } from './config.js';
@@ -55,7 +63,7 @@ export function parseBertConfig(reader: ConfigReader): BertConfig {
   const task = architecture ? BERT_TASKS[architecture as keyof typeof BERT_TASKS] : undefined;
   if (!task) {
     throw new Error(
-      `${reader.source}: "architectures" ${JSON.stringify(architectures)} names no supported BERT head (supported: ${Object.keys(BERT_TASKS).join(', ')})`,
+      `${reader.source}: "architectures" ${preview(architectures)} names no supported BERT head (supported: ${Object.keys(BERT_TASKS).join(', ')})`,
     );
   }
   const hiddenSize = reader.positiveInteger('hidden_size');

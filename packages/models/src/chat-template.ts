@@ -2,6 +2,7 @@
 // @huggingface/jinja as transformers renders them, and the assistant turns' character spans: from
 // `{% generation %}` markers where the template has them, else by rendering the conversation turn by turn.
 import { Template } from '@huggingface/jinja';
+import { preview } from '@peft/core';
 
 /** One chat message; keys other than role and content (tool_calls, ...) reach the template as they are. */
 export interface ChatMessage {
@@ -197,11 +198,11 @@ export function parseChatMessages(value: unknown, where: string): ChatMessage[] 
 
 function checkMessages(messages: readonly ChatMessage[], origin: string): void {
   if (!Array.isArray(messages) || messages.length === 0)
-    throw new Error(`${origin}: expected a non-empty array of messages, got ${JSON.stringify(messages)}`);
+    throw new Error(`${origin}: expected a non-empty array of messages, got ${preview(messages)}`);
   messages.forEach((message, index) => {
     if (typeof message?.role !== 'string' || typeof message.content !== 'string')
       throw new Error(
-        `${origin}: message ${index}: expected {"role": string, "content": string}, got ${JSON.stringify(message)}`,
+        `${origin}: message ${index}: expected {"role": string, "content": string}, got ${preview(message)}`,
       );
     if (message.content.includes(GENERATION_START) || message.content.includes(GENERATION_END))
       throw new Error(`${origin}: message ${index} contains U+E000 or U+E001, which mark generation blocks`);

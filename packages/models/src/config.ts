@@ -1,4 +1,5 @@
 // Reading config.json fields with errors that name the file and the field.
+import { preview } from '@peft/core';
 
 export type RawConfig = Record<string, unknown>;
 
@@ -20,10 +21,9 @@ export class ConfigReader {
   ) {}
 
   private fail(field: string, expected: string): never {
-    const value = this.raw[field];
-    // 1e999 in a JSON file reads as Infinity, which JSON.stringify would show as null
-    const shown = typeof value === 'number' ? String(value) : JSON.stringify(value);
-    throw new Error(`${this.source}: field "${field}" must be ${expected}, got ${shown}`);
+    // preview: 1e999 reads as Infinity (JSON.stringify would say null), and a value nested too deep
+    // for JSON.stringify is named rather than made a RangeError
+    throw new Error(`${this.source}: field "${field}" must be ${expected}, got ${preview(this.raw[field])}`);
   }
 
   has(field: string): boolean {

@@ -13,7 +13,15 @@
 // the global ones; nested per layer type in rope_parameters); soft-capping off by default. Gemma3Attention
 // does not pass attn_logit_softcapping to its attention, so a set value changes nothing, here as there.
 // Shapes in comments and the releasing ops: see the notes at the top of transformer-host.ts.
-import { addReleasing, gatedActivation, rmsNorm, type Checkpoint, type HostLinear, type LmHead } from '@peft/core';
+import {
+  addReleasing,
+  gatedActivation,
+  preview,
+  rmsNorm,
+  type Checkpoint,
+  type HostLinear,
+  type LmHead,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -98,7 +106,7 @@ function parseLayerTypes(reader: ConfigReader, numLayers: number, gemma3: boolea
   const valid = ['full_attention', 'sliding_attention'];
   if (!Array.isArray(raw) || raw.length !== numLayers || !raw.every((type) => valid.includes(type as string))) {
     throw new Error(
-      `${reader.source}: field "layer_types" must list "full_attention" or "sliding_attention" for each of the ${numLayers} layers ("num_hidden_layers"), got ${JSON.stringify(raw)}`,
+      `${reader.source}: field "layer_types" must list "full_attention" or "sliding_attention" for each of the ${numLayers} layers ("num_hidden_layers"), got ${preview(raw)}`,
     );
   }
   return raw as Gemma2Config['layerTypes'];

@@ -4,7 +4,7 @@
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head. Shapes in comments and the
 // releasing ops (addReleasing, reshapeReleasing): see the notes at the top of transformer-host.ts.
-import { gatedActivation, rmsNorm, type Checkpoint, type HostLinear, type LmHead } from '@peft/core';
+import { gatedActivation, preview, rmsNorm, type Checkpoint, type HostLinear, type LmHead } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -162,7 +162,7 @@ function parseQwenSlidingWindow(reader: ConfigReader, numLayers: number): number
     const valid = ['full_attention', 'sliding_attention'];
     if (!Array.isArray(raw) || raw.length !== numLayers || !raw.every((type) => valid.includes(type as string))) {
       throw new Error(
-        `${reader.source}: field "layer_types" must list "full_attention" or "sliding_attention" for each of the ${numLayers} layers ("num_hidden_layers"), got ${JSON.stringify(raw)}`,
+        `${reader.source}: field "layer_types" must list "full_attention" or "sliding_attention" for each of the ${numLayers} layers ("num_hidden_layers"), got ${preview(raw)}`,
       );
     }
     layerTypes = raw as string[];
@@ -176,7 +176,7 @@ function parseQwenSlidingWindow(reader: ConfigReader, numLayers: number): number
   if (sliding === 0) return null;
   if (window === null) {
     throw new Error(
-      `${reader.source}: "layer_types" has sliding_attention layers but no window ("use_sliding_window" is ${JSON.stringify(reader.raw.use_sliding_window ?? false)}, "sliding_window" ${JSON.stringify(reader.raw.sliding_window ?? null)})`,
+      `${reader.source}: "layer_types" has sliding_attention layers but no window ("use_sliding_window" is ${preview(reader.raw.use_sliding_window ?? false)}, "sliding_window" ${preview(reader.raw.sliding_window ?? null)})`,
     );
   }
   if (sliding < numLayers) {

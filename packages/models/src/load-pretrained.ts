@@ -2,6 +2,7 @@
 import {
   describeFile,
   readCheckpoint,
+  preview,
   readJson,
   resolveStore,
   type Checkpoint,
@@ -122,7 +123,7 @@ function builderFor(raw: RawConfig, configPath: string): Builder {
   // own keys only: "__proto__" or "constructor" name no architecture
   if (typeof modelType !== 'string' || !Object.hasOwn(ARCHITECTURES, modelType)) {
     throw new Error(
-      `${configPath}: unsupported model_type ${JSON.stringify(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`,
+      `${configPath}: unsupported model_type ${preview(modelType)} (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`,
     );
   }
   return ARCHITECTURES[modelType]!;

@@ -9,6 +9,7 @@
 // transformer-host.ts.
 import {
   gatedActivation,
+  preview,
   rmsNorm,
   type Checkpoint,
   type ForwardContext,
@@ -109,7 +110,7 @@ function parsePhi3Rope(reader: ConfigReader, headDim: number): Phi3Rope {
     !shortFactor.every((f) => typeof f === 'number' && f > 0)
   ) {
     throw new Error(
-      `${reader.source}: "${field}" short_factor must be ${rotaryDim / 2} positive numbers (rotary dimensions / 2), got ${JSON.stringify(shortFactor)}`,
+      `${reader.source}: "${field}" short_factor must be ${rotaryDim / 2} positive numbers (rotary dimensions / 2), got ${preview(shortFactor)}`,
     );
   }
   const factor = nested.has('factor') ? nested.positiveNumber('factor') : maxPositions / originalMaxPositions;

@@ -2,7 +2,7 @@
 // with what that library leaves out and transformers users expect: padding, truncation,
 // batches, pairs under a ByteLevel post-processor, special-token ids, decode of [] and chat templates.
 import { Tokenizer } from '@huggingface/tokenizers';
-import { describeFile, readJson, readText, resolveStore, type FileStore, type StoreSource } from '@peft/core';
+import { describeFile, preview, readJson, readText, resolveStore, type FileStore, type StoreSource } from '@peft/core';
 
 import { ChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
 
@@ -320,7 +320,7 @@ function parseChatTemplates(value: unknown, source: string): Map<string, string>
     entries.some(([name, template]) => typeof name !== 'string' || typeof template !== 'string')
   )
     throw new Error(
-      `${source}: chat_template: expected a string or a list of {"name", "template"}, got ${JSON.stringify(value)}`,
+      `${source}: chat_template: expected a string or a list of {"name", "template"}, got ${preview(value)}`,
     );
   return new Map(entries as [string, string][]);
 }

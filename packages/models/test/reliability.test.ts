@@ -184,6 +184,23 @@ describe('config.json numbers are refused, naming the file and the field, before
       );
     }
   });
+
+  it('a value nested 10,000 deep is refused naming the file and the field (showing it made a RangeError)', async () => {
+    // the file's text holds it: JSON.stringify itself cannot write a value this deep
+    const deep = `${'['.repeat(10_000)}1${']'.repeat(10_000)}`;
+    const withDeep = (field: string): string => {
+      const folder = brokenCopy(gpt2, { config: { [field]: 'DEEP' } });
+      const file = path.join(folder, 'config.json');
+      writeFileSync(file, readFileSync(file, 'utf8').replace('"DEEP"', deep));
+      return folder;
+    };
+    expect(await failure(() => loadPretrained(withDeep('n_embd')))).toMatch(
+      /config\.json: field "n_embd" must be a positive integer, got \[an array nested too deep to show\]/,
+    );
+    expect(await failure(() => loadPretrained(withDeep('model_type')))).toMatch(
+      /config\.json: unsupported model_type \[an array nested too deep to show\] \(supported: gpt2/,
+    );
+  });
 });
 
 describe.each(backends)('on the %s backend', (backend: BackendName) => {
