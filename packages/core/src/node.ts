@@ -56,23 +56,7 @@ export function nodeDirectory(directory: string): FileStore {
       }
     },
     async write(name, bytes) {
-      const target = resolve(name);
-      await fs.mkdir(path.dirname(target), { recursive: true });
-      const temporary = `${target}.tmp-${process.pid}-${Date.now()}`;
-      try {
-        const handle = await fs.open(temporary, 'w');
-        try {
-          await handle.writeFile(bytes);
-          // on disk before the rename: after a power cut the name holds the new bytes or the old ones
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await fs.rename(temporary, target);
-      } catch (error) {
-        await fs.rm(temporary, { force: true });
-        throw error;
-      }
+      await replaceFile(resolve(name), bytes);
     },
     async writeFiles(files) {
       for (const name of files.keys()) resolve(name);
@@ -314,17 +298,22 @@ function swapped(root: string): string {
 /** The fallback of replaceFolder: each file replaced atomically, the set of them not. */
 async function writeInPlace(root: string, files: ReadonlyMap<string, Uint8Array>, why: string): Promise<void> {
   console.warn(`@peft/core: ${root}: files written one by one, not as one change: ${why}`);
-  for (const [name, bytes] of files) {
-    const target = path.join(root, name);
-    await fs.mkdir(path.dirname(target), { recursive: true });
-    const temporary = `${target}.tmp-${process.pid}-${Date.now()}`;
-    try {
-      await writeSynced(temporary, bytes);
-      await fs.rename(temporary, target);
-    } catch (error) {
-      await fs.rm(temporary, { force: true });
-      throw error;
-    }
+  for (const [name, bytes] of files) await replaceFile(path.join(root, name), bytes);
+}
+
+/**
+ * `target` replaced whole: written under a temporary name beside it (its folder made if missing),
+ * synced, renamed into place. A crash leaves the old file or the new one, never half of one.
+ */
+async function replaceFile(target: string, bytes: Uint8Array): Promise<void> {
+  await fs.mkdir(path.dirname(target), { recursive: true });
+  const temporary = `${target}.tmp-${process.pid}-${Date.now()}`;
+  try {
+    await writeSynced(temporary, bytes);
+    await fs.rename(temporary, target);
+  } catch (error) {
+    await fs.rm(temporary, { force: true });
+    throw error;
   }
 }
 
@@ -332,6 +321,7 @@ async function writeSynced(target: string, bytes: Uint8Array): Promise<void> {
   const handle = await fs.open(target, 'w');
   try {
     await handle.writeFile(bytes);
+    // on disk before any rename: after a power cut the name holds the new bytes or the old ones
     await handle.sync();
   } finally {
     await handle.close();
