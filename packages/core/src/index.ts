@@ -1,4 +1,5 @@
 export { preview } from './preview.js';
+export { releasableBytes, releaseBytes } from './buffers.js';
 export { describeFile, memoryStore, readJson, readText, urlStore, writeJson, writeTogether } from './files.js';
 export type { FileStore, RangeFile } from './files.js';
 export { DEFAULT_INDEXEDDB_DATABASE, indexedDbFolders, indexedDbStore } from './indexeddb.js';

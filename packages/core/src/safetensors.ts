@@ -4,6 +4,7 @@
 // file is checked before a byte of it is used: files may be truncated, or lie.
 import type { RangeFile } from './files.js';
 import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './float16.js';
+import { releasableBytes, releaseBytes } from './buffers.js';
 import { preview } from './preview.js';
 
 /** The dtypes @peft reads. Floats become float32; integers become int32 (range-checked). */
@@ -157,11 +158,11 @@ export function openSafetensors(file: RangeFile, source = 'safetensors'): Safete
   let staging = new Uint8Array(0);
   let large: Uint8Array | null = null;
   const stage = (entry: TensorEntry): Uint8Array => {
-    if (large) release(large);
+    if (large) releaseBytes(large);
     large = null;
     const length = entry.end - entry.begin;
     if (length > MAX_STAGING_BYTES) {
-      large = file.read(headerEnd + entry.begin, length, releasable(length));
+      large = file.read(headerEnd + entry.begin, length, releasableBytes(length));
       return large;
     }
     if (staging.byteLength < length) staging = new Uint8Array(length);
@@ -186,21 +187,6 @@ export function openSafetensors(file: RangeFile, source = 'safetensors'): Safete
 
 /** Tensors larger than this are read into a buffer of their own, not kept for the next one. */
 const MAX_STAGING_BYTES = 64 * 1024 * 1024;
-
-/** ES2024's resizable ArrayBuffer (Node 20; browsers since 2023-24), typed here: the lib is ES2022. */
-type ResizableBuffer = ArrayBuffer & { resize(length: number): void };
-const resizable = typeof (ArrayBuffer.prototype as Partial<ResizableBuffer>).resize === 'function';
-
-/** `length` bytes whose memory `release` gives back at once (where the platform has resizable buffers). */
-function releasable(length: number): Uint8Array {
-  if (!resizable) return new Uint8Array(length);
-  const Resizable = ArrayBuffer as unknown as new (length: number, options: { maxByteLength: number }) => ArrayBuffer;
-  return new Uint8Array(new Resizable(length, { maxByteLength: length }));
-}
-
-function release(bytes: Uint8Array): void {
-  if (resizable) (bytes.buffer as ResizableBuffer).resize(0);
-}
 
 /** Where the header ends, from the 8-byte length that starts a file of `fileLength` bytes. */
 function headerEndOf(source: string, lengthBytes: Uint8Array, fileLength: number): number {

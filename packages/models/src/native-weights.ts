@@ -4,7 +4,7 @@
 // transpose each value itself. These are ops that tfjs does not expose (there is no bfloat16 in
 // tfjs), run through tfjs-node's binding; where that binding is absent, or a canary decoded here
 // does not equal the JavaScript decoding, the loader decodes in JavaScript.
-import { bfloat16ToFloat32, float16ToFloat32, type StoredTensor } from '@peft/core';
+import { bfloat16ToFloat32, float16ToFloat32, releasableBytes, releaseBytes, type StoredTensor } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 interface TensorMetadata {
@@ -133,7 +133,7 @@ function decodeNatively(backend: NodeBackend, stored: StoredTensor, transpose: b
   } finally {
     for (const id of made) binding.deleteTensor(id);
     // the weight never views it (checked on the canary): nothing of TensorFlow's holds it now
-    if (copy) releaseCopy(copy);
+    if (copy) releaseBytes(copy);
   }
 }
 
@@ -141,31 +141,16 @@ let odd = new Uint8Array(1);
 
 /**
  * A copy of `bytes` at an odd address: one byte into a reused buffer, or past 64 MB into one of
- * its own that `releaseCopy` gives back once TensorFlow has copied it (where the platform has
+ * its own that `releaseBytes` gives back once TensorFlow has copied it (where the platform has
  * resizable buffers), not left to a collector that may not run before the load ends.
  */
 function offAlignment(bytes: Uint8Array): Uint8Array {
   const length = bytes.byteLength;
   if (length <= 64 * 2 ** 20 && odd.byteLength <= length) odd = new Uint8Array(length + 1);
-  const buffer = length > 64 * 2 ** 20 ? releasable(length + 1) : odd;
+  const buffer = length > 64 * 2 ** 20 ? releasableBytes(length + 1) : odd;
   const view = buffer.subarray(1, length + 1);
   view.set(bytes);
   return view;
-}
-
-/** ES2024's resizable ArrayBuffer (Node 20), typed here: the lib is ES2022. */
-type ResizableBuffer = ArrayBuffer & { resize(length: number): void; readonly resizable: boolean };
-const resizable = typeof (ArrayBuffer.prototype as Partial<ResizableBuffer>).resize === 'function';
-
-function releasable(length: number): Uint8Array {
-  if (!resizable) return new Uint8Array(length);
-  const Resizable = ArrayBuffer as unknown as new (length: number, options: { maxByteLength: number }) => ArrayBuffer;
-  return new Uint8Array(new Resizable(length, { maxByteLength: length }));
-}
-
-function releaseCopy(bytes: Uint8Array): void {
-  if (bytes.buffer !== odd.buffer && (bytes.buffer as ResizableBuffer).resizable)
-    (bytes.buffer as ResizableBuffer).resize(0);
 }
 
 const verified = new WeakMap<object, boolean>();
