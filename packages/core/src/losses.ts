@@ -98,19 +98,16 @@ export function fusedCausalLmLoss(
 ): { loss: tf.Scalar; count: number } {
   const [batch, length, d] = hidden.shape;
   const [vocabulary] = head.weight.shape;
-  const aligned = alignLabels(labels, prepended, length);
+  const shifted = nextTokenLabels(labels, prepended, batch, length);
   const targets: number[] = [];
   const rowsOf: number[] = [];
-  for (let b = 0; b < batch; b++) {
-    for (let t = 0; t + 1 < length; t++) {
-      const label = aligned[b * length + t + 1]!;
-      if (label === IGNORE_INDEX) continue;
-      if (label < 0 || label >= vocabulary)
-        throw new Error(`label ${label} is outside the ${vocabulary} classes of the logits`);
-      rowsOf.push(b * length + t);
-      targets.push(label);
-    }
-  }
+  shifted.forEach((label, row) => {
+    if (label === IGNORE_INDEX) return;
+    if (label < 0 || label >= vocabulary)
+      throw new Error(`label ${label} is outside the ${vocabulary} classes of the logits`);
+    rowsOf.push(row);
+    targets.push(label);
+  });
   const count = targets.length;
   // no labelled token: a loss of 0, still connected to the input (its gradient is zeros); + 0 makes -0 +0
   if (count === 0) return { loss: tf.tidy(() => tf.add(tf.mul(tf.sum(hidden), 0), 0) as tf.Scalar), count };
@@ -136,18 +133,22 @@ export function fusedCausalLmLoss(
         capped = tf.tanh(tf.div(z, head.softCap)) as tf.Tensor2D;
         z = tf.mul(capped, head.softCap) as tf.Tensor2D;
       }
-      const flatIndex = Int32Array.from(targets.slice(start, start + size), (label, i) => i * vocabulary + label);
+      // the targets' entries by their flat index
+      const flatIndex = tf.tensor1d(
+        Int32Array.from(targets.slice(start, start + size), (label, i) => i * vocabulary + label),
+        'int32',
+      );
       const max = tf.max(z, -1, true); // [n, 1]
       const shiftedExp = tf.exp(tf.sub(z, max)); // [n, V]
       const total = tf.sum(shiftedExp, -1, true); // [n, 1]
-      const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flatIndex, 'int32')); // [n]
+      const picked = tf.gather(tf.reshape(z, [-1]), flatIndex); // [n]
       const loss = tf.sum(tf.sub(tf.reshape(tf.add(tf.log(total), max), [-1]), picked)) as tf.Scalar;
       if (!withGradients) return { loss };
       // (softmax - onehot) / count, through the soft cap's derivative 1 - tanh² where there is one
       let gradient = tf.div(shiftedExp, tf.mul(total, count)) as tf.Tensor2D; // [n, V]
       const positions = new Int32Array(2 * size);
       for (let i = 0; i < size; i++) positions.set([i, targets[start + i]!], 2 * i);
-      const updates = tf.sub(tf.gather(tf.reshape(gradient, [-1]), tf.tensor1d(flatIndex, 'int32')), 1 / count);
+      const updates = tf.sub(tf.gather(tf.reshape(gradient, [-1]), flatIndex), 1 / count);
       gradient = tf.tensorScatterUpdate(gradient, tf.tensor2d(positions, [size, 2], 'int32'), updates);
       if (capped) gradient = tf.mul(gradient, tf.sub(1, tf.square(capped))) as tf.Tensor2D;
       return {
@@ -211,6 +212,22 @@ export function fusedCausalLmLoss(
   }
 }
 
+/**
+ * What each position predicts, [B·(P+T)]: the label of the next position (IGNORE_INDEX at the last one
+ * and at the virtual tokens). The labels move one position left, not the logits: no copy of them.
+ */
+function nextTokenLabels(
+  labels: readonly (readonly number[])[],
+  prepended: number,
+  batch: number,
+  length: number,
+): Int32Array {
+  const aligned = alignLabels(labels, prepended, length);
+  const shifted = new Int32Array(batch * length).fill(IGNORE_INDEX);
+  for (let b = 0; b < batch; b++) shifted.set(aligned.subarray(b * length + 1, (b + 1) * length), b * length);
+  return shifted;
+}
+
 /** labels [B][T] with `prepended` IGNORE_INDEX in front of each row, as an Int32Array [B·(P+T)]. */
 function alignLabels(labels: readonly (readonly number[])[], prepended: number, length: number): Int32Array {
   const out = new Int32Array(labels.length * length).fill(IGNORE_INDEX);
@@ -235,10 +252,7 @@ export function causalLmLoss(
   prepended = 0,
 ): { loss: tf.Scalar; count: number } {
   const [batch, length, vocabulary] = logits.shape;
-  const aligned = alignLabels(labels, prepended, length);
-  // the labels move one position left (the last position predicts nothing), not the logits: no copy
-  const shifted = new Int32Array(batch * length).fill(IGNORE_INDEX);
-  for (let b = 0; b < batch; b++) shifted.set(aligned.subarray(b * length + 1, (b + 1) * length), b * length);
+  const shifted = nextTokenLabels(labels, prepended, batch, length);
   const flat = reshapeReleasing(logits, [batch * length, vocabulary]) as tf.Tensor2D;
   try {
     return maskedCrossEntropy(flat, shifted);
