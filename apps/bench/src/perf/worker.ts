@@ -3,7 +3,15 @@
 //
 //   tsx src/perf/worker.ts '{"model":"gpt2","method":"lora","mode":"train","batch":4,...}'
 import { selectBackend, parseBackendRequest } from '@peft/backend';
-import { getPeftModel, train, type Example, type PeftHost, type PeftModel, type TrainableModel } from '@peft/core';
+import {
+  countParameters,
+  getPeftModel,
+  train,
+  type Example,
+  type PeftHost,
+  type PeftModel,
+  type TrainableModel,
+} from '@peft/core';
 import { LoraConfig } from '@peft/lora';
 import { generate, randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
@@ -50,19 +58,23 @@ function tokens(count: number, vocab: number, seed: number): number[] {
   });
 }
 
+/** The examples of `steps` optimizer steps from step `first` on: `batch` sequences each, the same ones for every run. */
+function stepData(request: WorkerRequest, vocab: number, steps: number, first = 0): Example[] {
+  return Array.from({ length: steps * request.batch }, (_, i) => {
+    const ids = tokens(request.sequence, vocab, first * request.batch + i + 1);
+    return { inputIds: ids, labels: ids };
+  });
+}
+
 async function trainSteps(
   model: TrainableModel,
   request: WorkerRequest,
   vocab: number,
 ): Promise<Partial<WorkerResult>> {
   const { batch, sequence, warmup, steps } = request;
-  const data: Example[] = Array.from({ length: batch * (warmup + steps) }, (_, i) => {
-    const ids = tokens(sequence, vocab, i + 1);
-    return { inputIds: ids, labels: ids };
-  });
   const seconds: number[] = [];
   await train(model, {
-    data,
+    data: stepData(request, vocab, warmup + steps),
     task: 'causal-lm',
     padTokenId: 0,
     batchSize: batch,
@@ -74,7 +86,7 @@ async function trainSteps(
       if (step > warmup) seconds.push(s);
     },
   });
-  const trainable = [...model.trainableVariables().values()].reduce((n, v) => n + v.size, 0);
+  const trainable = countParameters(model.trainableVariables().values());
   return { trainable, step_seconds: median(seconds), tokens_per_second: (batch * sequence) / median(seconds) };
 }
 
@@ -86,18 +98,13 @@ async function trainSteps(
  */
 async function publicApiTraining(host: PeftHost, model: PerfModel, request: WorkerRequest, vocab: number) {
   const peft = getPeftModel(host, new LoraConfig({ r: 8, loraAlpha: 16, targetModules: model.loraTargets }));
-  const examples = (count: number, first: number): Example[] =>
-    Array.from({ length: count * request.batch }, (_, i) => {
-      const ids = tokens(request.sequence, vocab, first + i + 1);
-      return { inputIds: ids, labels: ids };
-    });
   const run = (data: Example[]) =>
     train(peft, { data, task: 'causal-lm', padTokenId: 0, batchSize: request.batch, learningRate: 1e-4 });
-  await run(examples(request.warmup, 0));
+  await run(stepData(request, vocab, request.warmup));
   const started = performance.now();
-  const result = await run(examples(request.steps, request.warmup * request.batch));
+  const result = await run(stepData(request, vocab, request.steps, request.warmup));
   const seconds = (performance.now() - started) / 1000;
-  const trainable = [...peft.trainableVariables().values()].reduce((n, v) => n + v.size, 0);
+  const trainable = countParameters(peft.trainableVariables().values());
   return { trainable, step_seconds: seconds / result.steps, tokens_per_second: result.tokens / seconds };
 }
 
