@@ -195,7 +195,7 @@ export class BottleneckConfig implements PeftConfig {
       unknown
     >;
     if (config.architecture != null && config.architecture !== 'bottleneck') {
-      throw new Error(`${source}: an AdapterHub "${String(config.architecture)}" adapter, not a bottleneck adapter`);
+      throw new Error(`${source}: an AdapterHub ${preview(config.architecture)} adapter, not a bottleneck adapter`);
     }
     for (const [field, off] of Object.entries(UNSUPPORTED_OFF)) {
       if (config[field] !== undefined && config[field] !== off) {

@@ -284,6 +284,17 @@ const FOUND: { name: string; method: string; config: (json: Record<string, unkno
     method: 'Houlsby adapter',
     config: (json) => edited(json, [[['config', 'leave_out'], deep(10_000, true)]]),
   },
+  // RangeError: Maximum call stack size exceeded (String() of the array in the message; CI, seed 780551420)
+  {
+    name: 'prefix num_transformer_submodules nested 5000 deep',
+    method: 'prefix tuning',
+    config: (json) => edited(json, [[['num_transformer_submodules'], deep(5000, true)]]),
+  },
+  {
+    name: 'AdapterHub architecture nested 5000 deep',
+    method: 'Houlsby adapter',
+    config: (json) => edited(json, [[['config', 'architecture'], deep(5000, true)]]),
+  },
   // "BottleneckConfig.nonLinearity: unsupported activation "x" (supported: ...)" (thrown by attach)
   {
     name: 'AdapterHub non_linearity "x"',

@@ -105,7 +105,7 @@ export class PrefixConfig implements PeftConfig {
       json.num_transformer_submodules !== 1
     ) {
       throw new Error(
-        `${source}: num_transformer_submodules ${String(json.num_transformer_submodules)} (encoder-decoder models) is not supported`,
+        `${source}: num_transformer_submodules ${preview(json.num_transformer_submodules)} (encoder-decoder models) is not supported`,
       );
     }
     try {

@@ -59,7 +59,8 @@ export interface BertConfig {
 
 export function parseBertConfig(reader: ConfigReader): BertConfig {
   const architectures = reader.raw.architectures;
-  const architecture = Array.isArray(architectures) ? String(architectures[0]) : undefined;
+  const architecture =
+    Array.isArray(architectures) && typeof architectures[0] === 'string' ? architectures[0] : undefined;
   const task = architecture ? BERT_TASKS[architecture as keyof typeof BERT_TASKS] : undefined;
   if (!task) {
     throw new Error(

@@ -129,7 +129,7 @@ function parseGemma3Rope(reader: ConfigReader): { global: RopeConfig; local: Rop
     const type = (settings.rope_type ?? settings.type ?? 'default') as string;
     if (type !== 'default' && type !== 'linear') {
       throw new Error(
-        `${reader.source}: field "${source}" has rope_type "${type}", not supported for gemma3_text (supported: default, linear)`,
+        `${reader.source}: field "${source}" has rope_type ${preview(type)}, not supported for gemma3_text (supported: default, linear)`,
       );
     }
     const sub = new ConfigReader(settings, `${reader.source} "${source}"`);

@@ -125,7 +125,7 @@ export function parseRope(reader: ConfigReader): RopeConfig {
   const type = (parameters.rope_type ?? parameters.type ?? 'default') as string;
   if (type !== 'default' && type !== 'linear' && type !== 'llama3') {
     throw new Error(
-      `${reader.source}: "${field}" rope_type "${type}" is not supported (supported: default, linear, llama3)`,
+      `${reader.source}: "${field}" rope_type ${preview(type)} is not supported (supported: default, linear, llama3)`,
     );
   }
   const theta = fromParameters

@@ -80,7 +80,7 @@ function parsePhi3Rope(reader: ConfigReader, headDim: number): Phi3Rope {
   const type = named === 'su' || named === 'yarn' ? 'longrope' : named;
   if (type !== 'default' && type !== 'longrope') {
     throw new Error(
-      `${reader.source}: "${field}" rope_type "${named}" is not supported (supported: default, longrope)`,
+      `${reader.source}: "${field}" rope_type ${preview(named)} is not supported (supported: default, longrope)`,
     );
   }
   const theta = nested.has('rope_theta')

@@ -51,6 +51,15 @@ const FIELDS = [
   'constructor',
 ];
 
+/** An array nested `depth` deep, `[[[...]]]`, or an object `{a: {a: ...}}` (JSON.parse makes both). */
+function nested(depth: number, array: boolean): unknown {
+  let value: unknown = array ? [] : 0;
+  for (let level = 0; level < depth; level++) value = array ? [value] : { a: value };
+  // fast-check would print a counterexample by recursion, overflowing the stack as the code under test might
+  Object.defineProperty(value, fc.toStringMethod, { value: () => `nested(${depth}, ${array})` });
+  return value;
+}
+
 const hostile = fc.oneof(
   fc.constantFrom(-1, 0, -0, 0.5, 1, 2, 3, 7, 64, 1e-300, Number.NaN, Infinity, -Infinity),
   fc.constantFrom(2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 1e12, 1e308, -(2 ** 31)),
@@ -61,6 +70,7 @@ const hostile = fc.oneof(
   fc.constantFrom(null, true, false, [], {}, [1, 2], { rope_type: 'llama3' }, { rope_type: 'linear', factor: -1 }),
   fc.jsonValue({ maxDepth: 2 }),
   fc.constantFrom(...SUPPORTED_MODEL_TYPES, 'hasOwnProperty', 'toString', '__proto__'),
+  fc.tuple(fc.integer({ min: 1, max: 10_000 }), fc.boolean()).map(([depth, array]) => nested(depth, array)),
 );
 
 /** Runs `make`; returns what it threw (an Error whose message names where), after disposing what it made. */
