@@ -91,9 +91,16 @@ async function waitOrExplain(page: Page, selector: string, timeout: number): Pro
   }
 }
 
+/** The longest a click or a wait on the page may take, unless the call says otherwise. */
+const PAGE_ACTION_TIMEOUT_MS = 150_000;
+
 export async function openPage(site: Site, backend: string, url = site.url): Promise<Page> {
   const page = await site.browser.newPage({ acceptDownloads: true, viewport: { width: 1100, height: 900 } });
   page.on('pageerror', (error) => console.error(`page error: ${error.message}`));
+  // Playwright's 30 s default for clicks and waits is too short for a page compiling WebGL shaders on
+  // SwiftShader while the test suites of other packages share the 2 cores (seen in CI: #train not
+  // clickable within 30 s; alone the same test passes in 52 s)
+  page.setDefaultTimeout(PAGE_ACTION_TIMEOUT_MS);
   await page.goto(`${url}?backend=${backend}`);
   await waitOrExplain(page, '#model-info[data-state=ready]', 60_000);
   return page;
