@@ -3,7 +3,8 @@
 // beside the step's wall time and allocations. Used to choose what to make fast (#11).
 //
 //   pnpm --filter @peft/bench profile-step [model=gpt2] [method=lora|decode] [steps=2] [backend=tensorflow]
-// `decode`: the base model generating `steps` tokens after a 128-token prompt, per token.
+// `decode`: the base model generating `steps` tokens after a 128-token prompt, per token (the
+// prompt's pass, measured alone, subtracted).
 import { parseBackendRequest, selectBackend } from '@peft/backend';
 import { train } from '@peft/core';
 import { generate, randomModel } from '@peft/models';
@@ -38,16 +39,6 @@ const prompt = [data[0]!.inputIds];
 if (decode) generate(host, { inputIds: prompt, maxNewTokens: 2 });
 else await train(trainable, { ...options, data: data.slice(0, 4) });
 
-const started = performance.now();
-const usageBefore = process.resourceUsage();
-tf.env().set('CHECK_COMPUTATION_FOR_ERRORS', false); // the check reads every kernel's output back
-const profile = await tf.profile(async () => {
-  if (decode) generate(host, { inputIds: prompt, maxNewTokens: steps + 1 });
-  else await train(trainable, { ...options, data: data.slice(4) });
-});
-const wall = performance.now() - started;
-const usage = process.resourceUsage();
-
 interface Entry {
   name: string;
   shapes: string;
@@ -58,35 +49,57 @@ interface Entry {
 const byKernel = new Map<string, Entry>();
 const byName = new Map<string, Entry>();
 let total = 0;
-for (const kernel of profile.kernels) {
-  const ms = (await kernel.kernelTimeMs) as number;
-  total += ms;
-  const shapes = kernel.inputShapes.map((s) => `[${s}]`).join(' ');
-  const key = `${kernel.name} ${shapes}`;
-  for (const [map, k] of [
-    [byKernel, key],
-    [byName, kernel.name],
-  ] as const) {
-    const entry = map.get(k) ?? {
-      name: kernel.name,
-      shapes: map === byKernel ? shapes : '',
-      ms: 0,
-      calls: 0,
-      bytes: 0,
-    };
-    entry.ms += ms;
-    entry.calls += 1;
-    entry.bytes += Math.max(0, kernel.bytesAdded);
-    map.set(k, entry);
+let kernelCalls = 0;
+
+/** Profiles `run`, adding each kernel's time, calls and bytes (times `sign`: -1 subtracts a run). */
+async function census(run: () => Promise<void>, sign: 1 | -1): Promise<{ wall: number; peakBytes: number }> {
+  const started = performance.now();
+  const profile = await tf.profile(run);
+  const wall = performance.now() - started;
+  for (const kernel of profile.kernels) {
+    const ms = (await kernel.kernelTimeMs) as number;
+    total += sign * ms;
+    kernelCalls += sign;
+    const shapes = kernel.inputShapes.map((s) => `[${s}]`).join(' ');
+    for (const [map, key] of [
+      [byKernel, `${kernel.name} ${shapes}`],
+      [byName, kernel.name],
+    ] as const) {
+      const entry = map.get(key) ?? { name: kernel.name, shapes: map === byKernel ? shapes : '', ms: 0, calls: 0, bytes: 0 };
+      entry.ms += sign * ms;
+      entry.calls += sign;
+      entry.bytes += sign * Math.max(0, kernel.bytesAdded);
+      map.set(key, entry);
+    }
   }
+  return { wall, peakBytes: profile.peakBytes };
 }
+
+tf.env().set('CHECK_COMPUTATION_FOR_ERRORS', false); // the check reads every kernel's output back
+const usageBefore = process.resourceUsage();
+let wall: number;
+let peakBytes: number;
+if (decode) {
+  // per new token: generating steps + 1 tokens less generating 1 (the prompt's pass and its token),
+  // as the perf worker measures decoding
+  const prefill = await census(async () => void generate(host, { inputIds: prompt, maxNewTokens: 1 }), -1);
+  const whole = await census(async () => void generate(host, { inputIds: prompt, maxNewTokens: steps + 1 }), 1);
+  wall = whole.wall - prefill.wall;
+  peakBytes = whole.peakBytes;
+} else {
+  ({ wall, peakBytes } = await census(() => train(trainable, { ...options, data: data.slice(4) }).then(() => {}), 1));
+}
+const usage = process.resourceUsage();
+
 const perStep = (x: number): number => x / steps;
 console.log(
-  `${model.name} ${decode ? 'decode (per token, prefill included)' : method.name} on ${tf.getBackend()}: ${steps} steps, wall ${perStep(wall).toFixed(0)} ms/step, ` +
-    `kernels ${perStep(total).toFixed(0)} ms/step (${profile.kernels.length / steps} kernel calls/step), ` +
-    `user ${((usage.userCPUTime - usageBefore.userCPUTime) / 1000 / steps).toFixed(0)} ms, system ${((usage.systemCPUTime - usageBefore.systemCPUTime) / 1000 / steps).toFixed(0)} ms, ` +
-    `minor page faults ${((usage.minorPageFault - usageBefore.minorPageFault) / steps).toFixed(0)} per step; ` +
-    `tfjs peak tensor bytes ${(profile.peakBytes / 2 ** 20).toFixed(0)} MB (views such as reshapes count again), process RSS now ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
+  `${model.name} ${decode ? 'decode (per new token, the prompt pass excluded)' : method.name} on ${tf.getBackend()}: ${steps} steps, wall ${perStep(wall).toFixed(0)} ms/step, ` +
+    `kernels ${perStep(total).toFixed(0)} ms/step (${kernelCalls / steps} kernel calls/step), ` +
+    (decode
+      ? '' // the usage counters cover both generations
+      : `user ${((usage.userCPUTime - usageBefore.userCPUTime) / 1000 / steps).toFixed(0)} ms, system ${((usage.systemCPUTime - usageBefore.systemCPUTime) / 1000 / steps).toFixed(0)} ms, ` +
+        `minor page faults ${((usage.minorPageFault - usageBefore.minorPageFault) / steps).toFixed(0)} per step; `) +
+    `tfjs peak tensor bytes ${(peakBytes / 2 ** 20).toFixed(0)} MB (views such as reshapes count again), process RSS now ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
 );
 const print = (title: string, entries: Entry[], count: number): void => {
   console.log(`\n${title}`);

@@ -11,6 +11,7 @@ interface OpAttr {
 interface TensorflowBackendLike {
   binding: {
     TF_ATTR_BOOL: number;
+    TF_ATTR_FLOAT: number;
     TF_ATTR_SHAPE: number;
     TF_ATTR_STRING: number;
     TF_ATTR_TYPE: number;
@@ -21,6 +22,11 @@ interface TensorflowBackendLike {
   /** tfjs-node runs one libtensorflow op eagerly; its outputs come back as tensors. */
   executeSingleOutput(name: string, attrs: OpAttr[], inputs: tf.TensorInfo[]): tf.Tensor;
   executeMultipleOutputs(name: string, attrs: OpAttr[], inputs: tf.TensorInfo[], outputs: number): tf.Tensor[];
+  /** libtensorflow's type enum of a tfjs dtype. */
+  getDTypeInteger(dtype: tf.DataType): number;
+  /** Data held by the backend alone: the engine neither counts nor frees it. */
+  write(values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType): tf.DataId;
+  disposeData(dataId: tf.DataId, force?: boolean): boolean;
 }
 
 /** A float32 type attribute named `name` (T, dtype). */
@@ -65,6 +71,254 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
       [a, b],
     );
   };
+}
+
+/**
+ * Small constant inputs (shapes, axes, scalars, a norm's unit scale) that tfjs-node's kernels make
+ * and upload anew on each call: a Reshape made an int32 tensor for its shape every time (a tensor to
+ * create, track, upload and free: about as long as the op itself at decoding's sizes). Kept by the
+ * backend, never by the engine (so no tensor count changes), the oldest freed past CONSTANT_LIMIT.
+ */
+const CONSTANT_LIMIT = 1024;
+const constantCache = new WeakMap<TensorflowBackendLike, Map<string, tf.TensorInfo>>();
+
+function constant(
+  backend: TensorflowBackendLike,
+  dtype: 'float32' | 'int32',
+  shape: number[],
+  values: readonly number[] | { fill: number },
+): tf.TensorInfo {
+  let cache = constantCache.get(backend);
+  if (!cache) constantCache.set(backend, (cache = new Map()));
+  const fill = Array.isArray(values) ? null : (values as { fill: number }).fill;
+  const key = `${dtype}|${shape.join(',')}|${fill === null ? (values as readonly number[]).join(',') : `fill ${fill}`}`;
+  let info = cache.get(key);
+  if (info) return info;
+  const size = shape.reduce((product, extent) => product * extent, 1);
+  const data = dtype === 'int32' ? new Int32Array(size) : new Float32Array(size);
+  if (fill === null) data.set(values as readonly number[]);
+  else data.fill(fill);
+  info = { dataId: backend.write(data, shape, dtype), shape, dtype };
+  if (cache.size >= CONSTANT_LIMIT) {
+    const [oldest, evicted] = cache.entries().next().value as [string, tf.TensorInfo];
+    backend.disposeData(evicted.dataId, true);
+    cache.delete(oldest);
+  }
+  cache.set(key, info);
+  return info;
+}
+
+const intVector = (backend: TensorflowBackendLike, values: readonly number[]): tf.TensorInfo =>
+  constant(backend, 'int32', [values.length], values);
+const floatScalar = (backend: TensorflowBackendLike, value: number): tf.TensorInfo =>
+  constant(backend, 'float32', [], [value]);
+
+const typeAttr = (backend: TensorflowBackendLike, name: string, dtype: tf.DataType): OpAttr => ({
+  name,
+  type: backend.binding.TF_ATTR_TYPE,
+  value: backend.getDTypeInteger(dtype),
+});
+
+/** Reshape with its shape from the constant cache (tfjs-node's makes and uploads it each call). */
+function makeReshape(original: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    if (x.dtype !== 'float32' && x.dtype !== 'int32') return original(args);
+    const backend = args.backend as TensorflowBackendLike;
+    const shape = tf.util.inferFromImplicitShape(
+      [...(args.attrs as { shape: number[] }).shape],
+      tf.util.sizeFromShape(x.shape),
+    );
+    return backend.executeSingleOutput(
+      'Reshape',
+      [typeAttr(backend, 'T', x.dtype), typeAttr(backend, 'Tshape', 'int32')],
+      [x, intVector(backend, shape)],
+    );
+  };
+}
+
+/**
+ * Mean of a float32 tensor without tfjs-node's cast of its input to float32 (a copy, made for the
+ * other dtypes) and with its axes from the constant cache: one op where there were three and an upload.
+ */
+function makeMean(original: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    if (x.dtype !== 'float32') return original(args);
+    const backend = args.backend as TensorflowBackendLike;
+    const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
+    return backend.executeSingleOutput(
+      'Mean',
+      [
+        { name: 'keep_dims', type: backend.binding.TF_ATTR_BOOL, value: keepDims },
+        floatAttr(backend, 'T'),
+        typeAttr(backend, 'Tidx', 'int32'),
+      ],
+      [x, intVector(backend, tf.util.parseAxisParam(axis, x.shape))],
+    );
+  };
+}
+
+/** @peft/core's layer norm kernel (`LAYER_NORM_KERNEL`; no dependency on core). */
+export const LAYER_NORM_KERNEL = 'PeftLayerNorm';
+
+/**
+ * Up to this many rows, the layer norm is one FusedBatchNormV3; past it, whose NCHW layout costs
+ * two transposes on CPU, the composed form is faster (measured on 2 cores, 768 wide: 1 row 265 ->
+ * 107 µs, 512 rows 1.5 -> 1.9 ms).
+ */
+const FUSED_NORM_ROWS = 64;
+
+/**
+ * LayerNorm over the last axis, (x - mean)/√(var + ε)·w + b with the biased variance, as libtensorflow
+ * ops run directly: for inference (no gradient). At decoding's sizes each tfjs op costs more than
+ * its arithmetic, and tfjs's composed norm ran 11 (two of them casts); here the rows are the channels
+ * of a training-mode FusedBatchNormV3 in NCHW layout ([1, rows, 1, d]: the statistics of each row),
+ * then the weight and bias: five ops. Larger inputs run the composed form as seven plain ops.
+ */
+function layerNormKernel(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as TensorflowBackendLike;
+  const { x, weight, bias } = args.inputs as Record<'x' | 'weight' | 'bias', tf.TensorInfo>;
+  const { epsilon } = args.attrs as unknown as { epsilon: number };
+  const width = x.shape.at(-1) ?? 0;
+  checkFloat(LAYER_NORM_KERNEL, 'x', x, x.shape);
+  checkFloat(LAYER_NORM_KERNEL, 'weight', weight, [width]);
+  checkFloat(LAYER_NORM_KERNEL, 'bias', bias, [width]);
+  if (!(epsilon > 0)) throw new Error(`${LAYER_NORM_KERNEL}: epsilon ${epsilon} is not > 0`);
+  const rows = tf.util.sizeFromShape(x.shape) / width;
+  const T = floatAttr(backend, 'T');
+  const made: tf.Tensor[] = [];
+  const run = (name: string, inputs: tf.TensorInfo[], attrs: OpAttr[] = [T]): tf.Tensor => {
+    const out = backend.executeSingleOutput(name, attrs, inputs);
+    made.push(out);
+    return out;
+  };
+  try {
+    const scaled = (normed: tf.TensorInfo): tf.Tensor => run('Mul', [normed, weight]);
+    if (rows <= FUSED_NORM_ROWS) {
+      const shapeAttrs = [T, typeAttr(backend, 'Tshape', 'int32')];
+      const rowsAsChannels = run('Reshape', [x, intVector(backend, [1, rows, 1, width])], shapeAttrs);
+      const empty = constant(backend, 'float32', [0], []);
+      const [y, ...statistics] = backend.executeMultipleOutputs(
+        'FusedBatchNormV3',
+        [
+          T,
+          floatAttr(backend, 'U'),
+          { name: 'epsilon', type: backend.binding.TF_ATTR_FLOAT, value: epsilon },
+          { name: 'exponential_avg_factor', type: backend.binding.TF_ATTR_FLOAT, value: 1 },
+          { name: 'data_format', type: backend.binding.TF_ATTR_STRING, value: 'NCHW' },
+          { name: 'is_training', type: backend.binding.TF_ATTR_BOOL, value: true },
+        ],
+        [
+          rowsAsChannels,
+          constant(backend, 'float32', [rows], { fill: 1 }),
+          constant(backend, 'float32', [rows], { fill: 0 }),
+          empty,
+          empty,
+        ],
+        6,
+      );
+      made.push(y!, ...statistics);
+      const out = run('AddV2', [scaled(y!), bias]);
+      return backend.executeSingleOutput('Reshape', shapeAttrs, [out, intVector(backend, x.shape)]);
+    }
+    const lastAxis = intVector(backend, [x.shape.length - 1]);
+    const meanAttrs = [
+      { name: 'keep_dims', type: backend.binding.TF_ATTR_BOOL, value: true },
+      T,
+      typeAttr(backend, 'Tidx', 'int32'),
+    ];
+    const centred = run('Sub', [x, run('Mean', [x, lastAxis], meanAttrs)]);
+    const variance = run('Mean', [run('Square', [centred]), lastAxis], meanAttrs);
+    const normed = run('Mul', [centred, run('Rsqrt', [run('AddV2', [variance, floatScalar(backend, epsilon)])])]);
+    return backend.executeSingleOutput('AddV2', [T], [scaled(normed), bias]);
+  } finally {
+    tf.dispose(made);
+  }
+}
+
+/** @peft/core's inference kernels of GELU (tanh), SwiGLU and RMSNorm (`GELU_TANH_KERNEL`, ...). */
+export const GELU_TANH_KERNEL = 'PeftGeluTanh';
+export const SWIGLU_KERNEL = 'PeftSwiGlu';
+export const RMS_NORM_KERNEL = 'PeftRmsNorm';
+
+/**
+ * Runs `body` with `run(op, inputs)` executing libtensorflow ops on float32 tensors; every
+ * intermediate is freed, the returned tensor kept. Used by the inference kernels: plain ops with
+ * cached constants, none of tfjs's per-op bookkeeping, and none of customGrad's (a GELU of one
+ * decoded token spent 130 of its 340 µs there).
+ */
+function plainOps(
+  backend: TensorflowBackendLike,
+  body: (run: (name: string, inputs: tf.TensorInfo[]) => tf.TensorInfo) => tf.TensorInfo,
+): tf.TensorInfo {
+  const T = [floatAttr(backend, 'T')];
+  const made: tf.Tensor[] = [];
+  try {
+    const out = body((name, inputs) => {
+      const tensor = backend.executeSingleOutput(name, T, inputs);
+      made.push(tensor);
+      return tensor;
+    });
+    made.splice(made.indexOf(out as tf.Tensor), 1);
+    return out;
+  } finally {
+    tf.dispose(made);
+  }
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+/** GELU, tanh approximation, as core's: x·σ(2c·(x + 0.044715·x³)), c = √(2/π): six ops. */
+function geluTanhKernel(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as TensorflowBackendLike;
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  checkFloat(GELU_TANH_KERNEL, 'x', x, x.shape);
+  const twoC = 2 * SQRT_2_OVER_PI;
+  return plainOps(backend, (run) => {
+    const slope = run('AddV2', [
+      run('Mul', [run('Square', [x]), floatScalar(backend, twoC * 0.044715)]),
+      floatScalar(backend, twoC),
+    ]);
+    return run('Mul', [x, run('Sigmoid', [run('Mul', [x, slope])])]);
+  });
+}
+
+/** SiLU(gate)·up: gate·σ(gate)·up, three ops. */
+function swiGluKernel(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as TensorflowBackendLike;
+  const { gate, up } = args.inputs as { gate: tf.TensorInfo; up: tf.TensorInfo };
+  checkFloat(SWIGLU_KERNEL, 'gate', gate, gate.shape);
+  checkFloat(SWIGLU_KERNEL, 'up', up, gate.shape);
+  return plainOps(backend, (run) => run('Mul', [run('Mul', [gate, run('Sigmoid', [gate])]), up]));
+}
+
+/** RMSNorm over the last axis, x/√(mean(x²) + ε)·w: six ops. */
+function rmsNormKernel(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as TensorflowBackendLike;
+  const { x, weight } = args.inputs as { x: tf.TensorInfo; weight: tf.TensorInfo };
+  const { epsilon } = args.attrs as unknown as { epsilon: number };
+  checkFloat(RMS_NORM_KERNEL, 'x', x, x.shape);
+  checkFloat(RMS_NORM_KERNEL, 'weight', weight, [x.shape.at(-1) ?? 0]);
+  if (!(epsilon > 0)) throw new Error(`${RMS_NORM_KERNEL}: epsilon ${epsilon} is not > 0`);
+  const meanAttrs = [
+    { name: 'keep_dims', type: backend.binding.TF_ATTR_BOOL, value: true },
+    floatAttr(backend, 'T'),
+    typeAttr(backend, 'Tidx', 'int32'),
+  ];
+  return plainOps(backend, (run) => {
+    const squares = run('Square', [x]);
+    const meanSquare = backend.executeSingleOutput('Mean', meanAttrs, [
+      squares,
+      intVector(backend, [x.shape.length - 1]),
+    ]);
+    try {
+      const inverse = run('Rsqrt', [run('AddV2', [meanSquare, floatScalar(backend, epsilon)])]);
+      return run('Mul', [run('Mul', [x, inverse]), weight]);
+    } finally {
+      meanSquare.dispose();
+    }
+  });
 }
 
 /** @peft/core's fused AdamW kernels (`ADAMW_KERNEL` and its two helpers; no dependency on core). */
@@ -258,7 +512,10 @@ function dropoutMask(args: KernelArgs): tf.TensorInfo {
 /** Marks the kernels this module registered, so that a second call leaves them alone. */
 const REGISTERED = Symbol('peft tensorflow kernels');
 
-/** Puts the faster matmul and the fused AdamW in place on the tensorflow backend (once; tfjs-node must be loaded). */
+/**
+ * Puts the faster matmul, reshape and mean, the fused AdamW, the dropout mask and the layer norm in
+ * place on the tensorflow backend (once; tfjs-node must be loaded).
+ */
 export function registerTensorflowKernels(): void {
   const current = tf.getKernel('BatchMatMul', 'tensorflow');
   if (!current) throw new Error('tfjs-node registered no BatchMatMul kernel for the tensorflow backend');
@@ -271,11 +528,24 @@ export function registerTensorflowKernels(): void {
   };
   config[REGISTERED] = true;
   tf.registerKernel(config);
+  for (const [kernelName, make] of [
+    ['Reshape', makeReshape],
+    ['Mean', makeMean],
+  ] as const) {
+    const kernel = tf.getKernel(kernelName, 'tensorflow');
+    if (!kernel) throw new Error(`tfjs-node registered no ${kernelName} kernel for the tensorflow backend`);
+    tf.unregisterKernel(kernelName, 'tensorflow');
+    tf.registerKernel({ kernelName, backendName: 'tensorflow', kernelFunc: make(kernel.kernelFunc) });
+  }
   const own: [string, (args: KernelArgs) => tf.TensorInfo][] = [
     [ADAMW_KERNEL, adamW],
     [ADAMW_MOMENT_KERNEL, adamWMoment],
     [ADAMW_READ_KERNEL, adamWRead],
     [DROPOUT_MASK_KERNEL, dropoutMask],
+    [LAYER_NORM_KERNEL, layerNormKernel],
+    [GELU_TANH_KERNEL, geluTanhKernel],
+    [SWIGLU_KERNEL, swiGluKernel],
+    [RMS_NORM_KERNEL, rmsNormKernel],
   ];
   for (const [kernelName, kernelFunc] of own) {
     if (!tf.getKernel(kernelName, 'tensorflow'))

@@ -7,6 +7,10 @@ import {
   ADAMW_MOMENT_KERNEL,
   ADAMW_READ_KERNEL,
   DROPOUT_MASK_KERNEL,
+  GELU_TANH_KERNEL,
+  LAYER_NORM_KERNEL,
+  RMS_NORM_KERNEL,
+  SWIGLU_KERNEL,
   registerTensorflowKernels,
 } from '../src/tensorflow-kernels.js';
 
@@ -260,6 +264,144 @@ describe.runIf(hasTensorflow)('the dropout mask kernel on the tensorflow backend
     expect(mask([64], 0.5, 0xfffffff0)).not.toEqual(mask([64], 0.5, 0x7ffffff0));
     expect(new Set(mask([3, 5], 0, 1))).toEqual(new Set([1]));
     expect(() => mask([4], 1, 1)).toThrow('PeftDropoutMask: rate 1 is outside [0, 1)');
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe.runIf(hasTensorflow)('the layer norm, reshape and mean kernels on the tensorflow backend', () => {
+  /** Values of `size` around `centre` with spread `spread` (deterministic). */
+  const values = (size: number, centre: number, spread: number, seed: number): Float32Array =>
+    Float32Array.from({ length: size }, (_, i) => centre + spread * Math.sin(seed * 7.31 + i * 1.713 + (i % 7) * 0.37));
+
+  /** LayerNorm of each row in float64, biased variance: the reference. */
+  function reference(x: Float32Array, weight: Float32Array, bias: Float32Array, epsilon: number): number[] {
+    const width = weight.length;
+    const out: number[] = [];
+    for (let row = 0; row < x.length / width; row++) {
+      const part = [...x.subarray(row * width, (row + 1) * width)];
+      const mean = part.reduce((a, b) => a + b, 0) / width;
+      const variance = part.reduce((a, b) => a + (b - mean) ** 2, 0) / width;
+      part.forEach((v, i) => out.push(((v - mean) / Math.sqrt(variance + epsilon)) * weight[i]! + bias[i]!));
+    }
+    return out;
+  }
+
+  it('LayerNorm equals the definition, fused (up to 64 rows) and composed (more), and frees what it makes', async () => {
+    await loadBackend('tensorflow');
+    registerTensorflowKernels();
+    const before = tf.memory().numTensors;
+    for (const shape of [
+      [1, 1, 768],
+      [2, 3, 7],
+      [1, 64, 16],
+      [1, 65, 16],
+      [4, 32, 64],
+      [5, 24],
+    ]) {
+      const width = shape.at(-1)!;
+      const size = shape.reduce((a, b) => a * b, 1);
+      const [x, weight, bias] = [values(size, 5, 3, 1), values(width, 1, 0.5, 2), values(width, 0, 0.2, 3)];
+      for (const epsilon of [1e-5, 1e-12, 0.5]) {
+        const out = tf.tidy(() =>
+          tf
+            .engine()
+            .runKernel(
+              LAYER_NORM_KERNEL,
+              { x: tf.tensor(x, shape), weight: tf.tensor1d(weight), bias: tf.tensor1d(bias) },
+              { epsilon },
+            ),
+        ) as tf.Tensor;
+        expect(out.shape).toEqual(shape);
+        const got = out.dataSync();
+        out.dispose();
+        const want = reference(x, weight, bias, epsilon);
+        const worst = want.reduce((max, v, i) => Math.max(max, Math.abs(v - got[i]!)), 0);
+        expect(worst, `[${shape}] epsilon ${epsilon}`).toBeLessThan(2e-5);
+      }
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    const [x, weight] = [tf.ones([2, 4]), tf.ones([3])];
+    expect(() => tf.engine().runKernel(LAYER_NORM_KERNEL, { x, weight, bias: weight }, { epsilon: 1e-5 })).toThrow(
+      'PeftLayerNorm: weight is float32 [3], expected float32 [4]',
+    );
+    tf.dispose([x, weight]);
+  });
+
+  it('GELU (tanh), SwiGLU and RMSNorm equal their definitions and free what they make', async () => {
+    await loadBackend('tensorflow');
+    registerTensorflowKernels();
+    const before = tf.memory().numTensors;
+    const shape = [2, 3, 40];
+    const size = 240;
+    const [x, other, weight] = [values(size, 0, 4, 5), values(size, 0.5, 2, 6), values(40, 1, 0.5, 7)];
+    const run = (kernel: string, inputs: Record<string, Float32Array>, attrs = {}): Float32Array =>
+      tf.tidy(() => {
+        const tensors = Object.fromEntries(
+          Object.entries(inputs).map(([name, v]) => [name, v.length === 40 ? tf.tensor1d(v) : tf.tensor(v, shape)]),
+        );
+        const out = tf.engine().runKernel(kernel, tensors, attrs) as tf.Tensor;
+        expect(out.shape).toEqual(shape);
+        return out.dataSync() as Float32Array;
+      });
+    const worst = (got: Float32Array, want: (i: number) => number): number =>
+      got.reduce((max, v, i) => Math.max(max, Math.abs(v - want(i)) / Math.max(1, Math.abs(want(i)))), 0);
+    const gelu = (v: number): number => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+    const silu = (v: number): number => v / (1 + Math.exp(-v));
+    expect(worst(run(GELU_TANH_KERNEL, { x }), (i) => gelu(x[i]!))).toBeLessThan(2e-6);
+    expect(worst(run(SWIGLU_KERNEL, { gate: x, up: other }), (i) => silu(x[i]!) * other[i]!)).toBeLessThan(2e-6);
+    const rms = (i: number, epsilon: number): number => {
+      const row = Math.floor(i / 40);
+      const part = [...x.subarray(row * 40, row * 40 + 40)];
+      return (x[i]! / Math.sqrt(part.reduce((a, v) => a + v * v, 0) / 40 + epsilon)) * weight[i % 40]!;
+    };
+    for (const epsilon of [1e-6, 0.5])
+      expect(worst(run(RMS_NORM_KERNEL, { x, weight }, { epsilon }), (i) => rms(i, epsilon))).toBeLessThan(2e-6);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(() => run(SWIGLU_KERNEL, { gate: x, up: weight })).toThrow(
+      'PeftSwiGlu: up is float32 [40], expected float32 [2,3,40]',
+    );
+  });
+
+  it('reshape and mean: -1 shapes, every dtype, many shapes (their constants stay bounded), no tensor left', async () => {
+    await loadBackend('tensorflow');
+    registerTensorflowKernels();
+    const before = tf.memory().numTensors;
+    const backend = tf.backend() as unknown as { numDataIds(): number };
+    tf.tidy(() => {
+      const x = tf.tensor(values(24, 0, 1, 4), [2, 3, 4]);
+      expect(tf.reshape(x, [4, -1]).shape).toEqual([4, 6]);
+      expect([...tf.reshape(x, [-1]).dataSync()]).toEqual([...x.dataSync()]);
+      expect(tf.reshape(tf.tensor([1, 2, 3, 4], [4], 'int32'), [2, 2]).arraySync()).toEqual([
+        [1, 2],
+        [3, 4],
+      ]);
+      expect(tf.reshape(tf.tensor([true, false, true, true], [4], 'bool'), [2, 2]).dtype).toBe('bool');
+      expect(() => tf.reshape(x, [5, -1])).toThrow();
+      const mean = (axis: number | number[], keepDims: boolean): number[] => [...tf.mean(x, axis, keepDims).dataSync()];
+      const data = [...x.dataSync()];
+      const at = (i: number, j: number, k: number): number => data[i * 12 + j * 4 + k]!;
+      const byLast = [0, 1, 2, 3, 4, 5].map(
+        (r) =>
+          (at(Math.floor(r / 3), r % 3, 0) +
+            at(Math.floor(r / 3), r % 3, 1) +
+            at(Math.floor(r / 3), r % 3, 2) +
+            at(Math.floor(r / 3), r % 3, 3)) /
+          4,
+      );
+      mean(-1, true).forEach((v, i) => expect(v).toBeCloseTo(byLast[i]!, 5));
+      expect(tf.mean(x, -1, true).shape).toEqual([2, 3, 1]);
+      expect(tf.mean(x, [0, 2]).shape).toEqual([3]);
+      expect(mean([0, 1, 2], false)[0]).toBeCloseTo(data.reduce((a, b) => a + b, 0) / 24, 5);
+      // an int32 mean is tfjs's (a float32 result)
+      expect(tf.mean(tf.tensor([1, 2], [2], 'int32')).dtype).toBe('float32');
+    });
+    const dataIds = backend.numDataIds();
+    tf.tidy(() => {
+      const x = tf.ones([3000]);
+      for (let n = 1; n <= 3000; n++) tf.reshape(tf.slice(x, 0, n), [1, n]);
+    });
+    // 3,000 shapes: the constants made for them are bounded by the cache, not their number
+    expect(backend.numDataIds() - dataIds).toBeLessThanOrEqual(1024);
     expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -116,7 +116,19 @@ export {
   registerPeftMethod,
 } from './peft-model.js';
 export type { AdapterTuner, LoadedAdapter, PeftConfig, PeftForwardInput, PeftMethod } from './peft-model.js';
-export { ACTIVATIONS, activation, addReleasing, gatedActivation, layerNorm, reshapeReleasing, rmsNorm } from './nn.js';
+export {
+  ACTIVATIONS,
+  GELU_TANH_KERNEL,
+  LAYER_NORM_KERNEL,
+  RMS_NORM_KERNEL,
+  SWIGLU_KERNEL,
+  activation,
+  addReleasing,
+  gatedActivation,
+  layerNorm,
+  reshapeReleasing,
+  rmsNorm,
+} from './nn.js';
 export { ownVariable } from './variables.js';
 export { PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
 export type { PrefixOptions } from './prefix.js';

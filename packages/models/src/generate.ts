@@ -4,6 +4,8 @@
 import { hostOf, type HostSource, type KeyValueCache, type PeftHost } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
+import { lmHeadLogits } from './ops.js';
+
 export interface GenerateOptions {
   /** [B, T] prompt ids; pad on the left for batches of different lengths. */
   inputIds: number[][];
@@ -167,13 +169,17 @@ export function generate(model: HostSource, options: GenerateOptions): GenerateR
         ...(positionIds ? { positionIds } : {}),
         ...(cache ? { cache } : {}),
         useCache: true,
+        // the head's input back, not [B, T, vocabulary] logits: only the last position's are needed
+        // (a prompt of 16 tokens ran the 50,257-row head 16 times for one row)
+        headless: true,
       });
       disposeCache(cache);
       cache = output.cache;
       const last = tf.tidy(() => {
-        const logits = output.logits as tf.Tensor3D;
-        const length = logits.shape[1];
-        return tf.reshape(tf.slice(logits, [0, length - 1, 0], [batch, 1, -1]), [batch, -1]);
+        const states = output.logits as tf.Tensor3D; // logits, or with an lmHead its input
+        const final = tf.slice(states, [0, states.shape[1] - 1, 0], [batch, 1, -1]) as tf.Tensor3D;
+        const logits = output.lmHead ? lmHeadLogits(final, output.lmHead.weight, output.lmHead.softCap) : final;
+        return tf.reshape(logits, [batch, -1]);
       });
       output.logits.dispose();
       const values = last.dataSync() as Float32Array;
