@@ -65,7 +65,13 @@ async function census(run: () => Promise<void>, sign: 1 | -1): Promise<{ wall: n
       [byKernel, `${kernel.name} ${shapes}`],
       [byName, kernel.name],
     ] as const) {
-      const entry = map.get(key) ?? { name: kernel.name, shapes: map === byKernel ? shapes : '', ms: 0, calls: 0, bytes: 0 };
+      const entry = map.get(key) ?? {
+        name: kernel.name,
+        shapes: map === byKernel ? shapes : '',
+        ms: 0,
+        calls: 0,
+        bytes: 0,
+      };
       entry.ms += sign * ms;
       entry.calls += sign;
       entry.bytes += sign * Math.max(0, kernel.bytesAdded);

@@ -89,7 +89,10 @@ function constant(
   values: readonly number[] | { fill: number },
 ): tf.TensorInfo {
   let cache = constantCache.get(backend);
-  if (!cache) constantCache.set(backend, (cache = new Map()));
+  if (!cache) {
+    cache = new Map();
+    constantCache.set(backend, cache);
+  }
   const fill = Array.isArray(values) ? null : (values as { fill: number }).fill;
   const key = `${dtype}|${shape.join(',')}|${fill === null ? (values as readonly number[]).join(',') : `fill ${fill}`}`;
   let info = cache.get(key);

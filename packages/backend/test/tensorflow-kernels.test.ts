@@ -281,7 +281,8 @@ describe.runIf(hasTensorflow)('the layer norm, reshape and mean kernels on the t
       const part = [...x.subarray(row * width, (row + 1) * width)];
       const mean = part.reduce((a, b) => a + b, 0) / width;
       const variance = part.reduce((a, b) => a + (b - mean) ** 2, 0) / width;
-      part.forEach((v, i) => out.push(((v - mean) / Math.sqrt(variance + epsilon)) * weight[i]! + bias[i]!));
+      for (const [i, v] of part.entries())
+        out.push(((v - mean) / Math.sqrt(variance + epsilon)) * weight[i]! + bias[i]!);
     }
     return out;
   }
@@ -388,7 +389,7 @@ describe.runIf(hasTensorflow)('the layer norm, reshape and mean kernels on the t
             at(Math.floor(r / 3), r % 3, 3)) /
           4,
       );
-      mean(-1, true).forEach((v, i) => expect(v).toBeCloseTo(byLast[i]!, 5));
+      for (const [i, v] of mean(-1, true).entries()) expect(v).toBeCloseTo(byLast[i]!, 5);
       expect(tf.mean(x, -1, true).shape).toEqual([2, 3, 1]);
       expect(tf.mean(x, [0, 2]).shape).toEqual([3]);
       expect(mean([0, 1, 2], false)[0]).toBeCloseTo(data.reduce((a, b) => a + b, 0) / 24, 5);
