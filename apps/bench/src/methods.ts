@@ -43,14 +43,15 @@ export const VIRTUAL_TOKENS = 10;
 export const METHODS: readonly MethodSpec[] = [
   {
     name: 'lora',
-    label: 'LoRA r=8 (c_attn)',
+    label: 'LoRA r=8 (attention)',
     learningRate: 2e-3,
     mergeable: true,
     virtualTokens: 0,
     make: (host, task, seed) =>
       getPeftModel(
         host,
-        new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['c_attn'], taskType: TASK_TYPES[task], initSeed: seed }),
+        // peft's default targets for the model type: c_attn (GPT-2), query and value (BERT)
+        new LoraConfig({ r: 8, loraAlpha: 16, taskType: TASK_TYPES[task], initSeed: seed }),
       ),
   },
   {
@@ -61,7 +62,12 @@ export const METHODS: readonly MethodSpec[] = [
     make: (host, task, seed) =>
       getPeftModel(
         host,
-        HoulsbyConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed, modulesToSave: head(task) }),
+        HoulsbyConfig({
+          reductionFactor: 16,
+          initWeights: 'mam_adapter',
+          initSeed: seed,
+          modulesToSave: head(host, task),
+        }),
       ),
   },
   {
@@ -72,7 +78,12 @@ export const METHODS: readonly MethodSpec[] = [
     make: (host, task, seed) =>
       getPeftModel(
         host,
-        PfeifferConfig({ reductionFactor: 16, initWeights: 'mam_adapter', initSeed: seed, modulesToSave: head(task) }),
+        PfeifferConfig({
+          reductionFactor: 16,
+          initWeights: 'mam_adapter',
+          initSeed: seed,
+          modulesToSave: head(host, task),
+        }),
       ),
   },
   {
@@ -148,9 +159,9 @@ export const METHODS: readonly MethodSpec[] = [
 ];
 
 /** Bottleneck configs carry no task type (AdapterHub's format): the head trains as modules_to_save. */
-function head(task: TaskName): string[] | null {
-  if (task === 'causal-lm') return null;
-  return [task === 'sequence-classification' ? 'score' : 'classifier'];
+/** The host's classification head (GPT-2's score or classifier, BERT's classifier): trained with the adapters. */
+function head(host: PeftHost, task: TaskName): string[] | null {
+  return task === 'causal-lm' ? null : [...host.headModules];
 }
 
 export function isPeftModel(model: TrainableModel): model is PeftModel {

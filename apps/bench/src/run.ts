@@ -1,7 +1,7 @@
 // The bench: every method (and the baselines) on one base model, task, backend and budget, over
 // several seeds; per run the task metric, trainable parameters, time, memory, inference latency and
 // its overhead, context consumed by virtual tokens, adapter size and the loss curve.
-import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 
@@ -122,12 +122,49 @@ export interface BenchResults {
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
-function loadOptions(task: TaskSplits, padTokenId: number): Parameters<typeof loadPretrained>[1] {
-  if (task.task === 'sequence-classification')
-    return { architecture: 'GPT2ForSequenceClassification', numLabels: task.labels.length, padTokenId, newHeadSeed: 0 };
-  if (task.task === 'token-classification')
-    return { architecture: 'GPT2ForTokenClassification', numLabels: task.labels.length, newHeadSeed: 0 };
-  return {};
+/** The transformers classes the bench loads a model as, per model type and task. */
+const HEADS: Record<string, Record<'sequence-classification' | 'token-classification', string>> = {
+  gpt2: {
+    'sequence-classification': 'GPT2ForSequenceClassification',
+    'token-classification': 'GPT2ForTokenClassification',
+  },
+  bert: {
+    'sequence-classification': 'BertForSequenceClassification',
+    'token-classification': 'BertForTokenClassification',
+  },
+};
+
+/** The model_type of the model folder's config.json. */
+export function modelType(directory: string): string {
+  const file = path.join(directory, 'config.json');
+  const type = (JSON.parse(readFileSync(file, 'utf8')) as { model_type?: unknown }).model_type;
+  if (typeof type !== 'string') throw new Error(`--model: ${file} has no model_type`);
+  return type;
+}
+
+/**
+ * How the task loads the model: a classification task as the type's classification class (a new
+ * head, seeded, where the checkpoint has none), a causal LM task as it is. What the bench cannot
+ * run is refused before any training: a classification task on a model type without such a class,
+ * a causal LM task on an encoder.
+ */
+function loadOptions(task: TaskSplits, padTokenId: number, type: string): Parameters<typeof loadPretrained>[1] {
+  if (task.task === 'causal-lm') {
+    if (type === 'bert')
+      throw new Error(`--task: a causal language-modelling task needs a causal LM; --model is ${type}`);
+    return {};
+  }
+  const heads = Object.hasOwn(HEADS, type) ? HEADS[type] : undefined;
+  if (!heads)
+    throw new Error(
+      `--task: ${task.task} needs a model with a classification class (${Object.keys(HEADS).join(', ')}); --model is ${type}`,
+    );
+  return {
+    architecture: heads[task.task],
+    numLabels: task.labels.length,
+    newHeadSeed: 0,
+    ...(task.task === 'sequence-classification' ? { padTokenId } : {}),
+  };
 }
 
 /** Test-set metric: accuracy (and binary F1), token accuracy, or perplexity. */
@@ -240,7 +277,10 @@ function baseTrainOptions(method: MethodSpec, options: BenchOptions, padTokenId:
  * warm-up) not counted; NaN when interrupted before the second.
  */
 async function secondsPerStep(method: MethodSpec, options: BenchOptions, padTokenId: number): Promise<number> {
-  const host = await loadPretrained(options.modelDirectory, loadOptions(options.task, padTokenId));
+  const host = await loadPretrained(
+    options.modelDirectory,
+    loadOptions(options.task, padTokenId, modelType(options.modelDirectory)),
+  );
   const model = method.make(host, options.task.task, 0);
   const stamps: number[] = [];
   try {
@@ -270,7 +310,10 @@ async function runOne(
   padTokenId: number,
 ): Promise<RunResult> {
   const { task } = options;
-  const host = await loadPretrained(options.modelDirectory, loadOptions(task, padTokenId));
+  const host = await loadPretrained(
+    options.modelDirectory,
+    loadOptions(task, padTokenId, modelType(options.modelDirectory)),
+  );
   const baseParameters = countParameters(host.parameters.values());
   const latencyCount = options.latencyExamples ?? 20;
   const result: RunResult = {
@@ -425,11 +468,15 @@ export async function runBench(
   const unknown = options.methods.filter((m) => !METHODS.some((spec) => spec.name === m));
   if (unknown.length)
     throw new Error(`--methods: unknown ${unknown.join(', ')} (known: ${METHODS.map((m) => m.name).join(', ')})`);
-  const probe = await loadPretrained(options.modelDirectory);
-  const parameters = countParameters(probe.parameters.values());
-  probe.dispose();
   const tokenizer = await loadTokenizer(options.modelDirectory);
   const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+  // as the task loads it (a BertModel checkpoint has no head of its own), with its head's parameters
+  const probe = await loadPretrained(
+    options.modelDirectory,
+    loadOptions(options.task, padTokenId, modelType(options.modelDirectory)),
+  );
+  const parameters = countParameters(probe.parameters.values());
+  probe.dispose();
   const baselines: BaselineScore[] = [];
   if (options.task.task !== 'causal-lm') baselines.push(majorityBaseline(options.task));
   if (options.task.task === 'sequence-classification')

@@ -28,7 +28,7 @@ describe('benchPlan', () => {
     [['--task', 'sentiment'], '--task: unknown task "sentiment" (spam, pos, genre, email-lm)'],
     [
       ['--model', '/nonexistent'],
-      '--model: expected a Hugging Face model folder with config.json, found none in /nonexistent',
+      '--model: expected a Hugging Face model folder with config.json (or one of minilm), found none in /nonexistent',
     ],
     [['--data', '/nonexistent.jsonl'], '--data: expected a JSONL file, /nonexistent.jsonl is missing'],
     [['--data', tmpdir()], `--data: expected a JSONL file, ${tmpdir()} is not a file`],

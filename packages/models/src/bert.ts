@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { ConfigReader } from './config.js';
 import { attention, mergeHeads, splitHeads } from './ops.js';
 import { DropoutSite, TransformerHost, type DropoutRates, type LayerState } from './transformer-host.js';
-import { WeightLoader } from './weights.js';
+import { WeightLoader, newHead } from './weights.js';
 
 interface LayerNormWeights {
   weight: tf.Variable<tf.Rank.R1>; // [d]
@@ -121,9 +121,19 @@ export class BertModel extends TransformerHost {
   private readonly classifier: HostLinear;
   private readonly act: (x: tf.Tensor) => tf.Tensor;
 
+  /** `bert.` (BertFor... checkpoints) or empty (BertModel ones, as sentence-transformers saves them). */
+  private readonly bodyPrefix: string;
+
+  /**
+   * `newHeadSeed`: when the checkpoint has no weights for the head its architecture names (a
+   * BertModel checkpoint loaded for classification), create them N(0, 0.02) with this seed (the
+   * pooler too where it is missing), as transformers initialises them; without it a missing head is
+   * an error.
+   */
   constructor(
     readonly bert: BertConfig,
     checkpoint: Checkpoint,
+    newHeadSeed?: number,
   ) {
     super(
       {
@@ -142,8 +152,10 @@ export class BertModel extends TransformerHost {
     );
     this.dropoutRates = bert.dropout;
     this.act = activation(bert.activation, 'config.json hidden_act');
-    const load = new WeightLoader(checkpoint, 'bert.');
-    this.layerPaths = Array.from({ length: bert.numLayers }, (_, i) => `bert.encoder.layer.${i}`);
+    const prefix = checkpoint.has('bert.embeddings.word_embeddings.weight') ? 'bert.' : '';
+    this.bodyPrefix = prefix;
+    const load = new WeightLoader(checkpoint, prefix);
+    this.layerPaths = Array.from({ length: bert.numLayers }, (_, i) => `${prefix}encoder.layer.${i}`);
     const { hiddenSize: d, intermediateSize } = bert;
     const norm = (name: string): LayerNormWeights => ({
       weight: load.variable(`${name}.weight`, [d]) as tf.Variable<tf.Rank.R1>,
@@ -186,12 +198,33 @@ export class BertModel extends TransformerHost {
       }
       this.layers.push(layer);
     }
-    this.pooler = bert.task === 'sequence-classification' ? load.linear('pooler.dense', d, d, 'linear', true) : null;
+    const created = (name: string, inputs: number, outputs: number, seed: number): HostLinear => {
+      const head = newHead(name, inputs, outputs, true, seed);
+      this.parameterMap.set(`${name}.weight`, head.weight);
+      this.parameterMap.set(`${name}.bias`, head.bias!);
+      return head;
+    };
+    const missing = (loader: WeightLoader, name: string): boolean =>
+      newHeadSeed !== undefined && !loader.has(`${name}.weight`);
+    this.pooler =
+      bert.task !== 'sequence-classification'
+        ? null
+        : missing(load, 'pooler.dense')
+          ? created(`${prefix}pooler.dense`, d, d, newHeadSeed! + 1)
+          : load.linear('pooler.dense', d, d, 'linear', true);
     if (this.pooler) this.linearMap.set(this.pooler.name, this.pooler);
     const headLoader = new WeightLoader(checkpoint, '');
-    this.classifier = headLoader.linear('classifier', d, bert.numLabels, 'linear', true);
+    this.classifier = missing(headLoader, 'classifier')
+      ? created('classifier', d, bert.numLabels, newHeadSeed!)
+      : headLoader.linear('classifier', d, bert.numLabels, 'linear', true);
     this.linearMap.set(this.classifier.name, this.classifier);
     for (const [name, variable] of [...load.variables, ...headLoader.variables]) this.parameterMap.set(name, variable);
+  }
+
+  /** transformers saves every BERT head class with its body under `bert.`, whatever it loaded. */
+  override checkpointName(parameterName: string): string {
+    const isHead = this.headModules.some((head) => parameterName.startsWith(`${head}.`));
+    return isHead || this.bodyPrefix !== '' ? parameterName : `bert.${parameterName}`;
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {

@@ -7,9 +7,7 @@ import {
   activation,
   addReleasing,
   layerNorm,
-  ownVariable,
   reshapeReleasing,
-  seededNormal,
   type Checkpoint,
   type ForwardContext,
   type LmHead,
@@ -19,7 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { ConfigReader } from './config.js';
 import { attention, headProduct, mergeHeads, splitHeads } from './ops.js';
 import { DropoutSite, TransformerHost, type DropoutRates, type LayerState } from './transformer-host.js';
-import { WeightLoader } from './weights.js';
+import { WeightLoader, newHead } from './weights.js';
 
 interface LayerNormWeights {
   weight: tf.Variable<tf.Rank.R1>; // [d]
@@ -319,11 +317,4 @@ export class Gpt2Model extends TransformerHost {
     const logits = headProduct(tf.reshape(normed, [batch * length, d]) as tf.Tensor2D, this.lmHead); // [B·T, V]
     return reshapeReleasing(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
   }
-}
-
-/** A classification head transformers would create: weight N(0, 0.02), bias 0. */
-function newHead(name: string, inputs: number, labels: number, withBias: boolean, seed: number): HostLinear {
-  const weight = ownVariable(seededNormal([inputs, labels], 0, 0.02, seed), false) as tf.Variable<tf.Rank.R2>;
-  const bias = withBias ? (ownVariable(tf.zeros([labels]), false) as tf.Variable<tf.Rank.R1>) : null;
-  return new HostLinear(name, weight, bias, 'linear');
 }

@@ -25,7 +25,8 @@ export const CONFIG_FILE = 'config.json';
 export interface LoadOptions {
   /**
    * Load the body under another head: a transformers class name (GPT2ForSequenceClassification,
-   * GPT2ForTokenClassification), as `AutoModelFor...from_pretrained` does with an LM checkpoint.
+   * GPT2ForTokenClassification, BertForSequenceClassification, BertForTokenClassification), as
+   * `AutoModelFor...from_pretrained` does with an LM or a base model's checkpoint.
    * Head weights the checkpoint lacks are created N(0, 0.02) with `newHeadSeed` (default 0).
    */
   architecture?: string;
@@ -74,9 +75,10 @@ const ARCHITECTURES: Record<string, Builder> = {
     const config = parseGemma3TextConfig(reader);
     return (checkpoint) => new Gemma2Model(config, checkpoint);
   },
-  bert: (reader) => {
+  bert: (reader, options) => {
     const config = parseBertConfig(reader);
-    return (checkpoint) => new BertModel(config, checkpoint);
+    return (checkpoint) =>
+      new BertModel(config, checkpoint, options.architecture ? (options.newHeadSeed ?? 0) : undefined);
   },
 };
 

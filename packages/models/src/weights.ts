@@ -1,5 +1,5 @@
 // Turning checkpoint tensors into frozen tf.Variables, with shapes checked against the config.
-import { HostLinear, ownVariable, type Checkpoint } from '@peft/core';
+import { HostLinear, ownVariable, seededNormal, type Checkpoint } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { decodesNatively, nativeWeight } from './native-weights.js';
@@ -135,6 +135,16 @@ export class WeightLoader {
     settle(tensor);
     return ownVariable(tensor, false);
   }
+}
+
+/**
+ * A layer transformers would create for a head the checkpoint lacks (a classifier, BERT's pooler):
+ * weight N(0, 0.02), bias 0, from `seed`.
+ */
+export function newHead(name: string, inputs: number, outputs: number, withBias: boolean, seed: number): HostLinear {
+  const weight = ownVariable(seededNormal([inputs, outputs], 0, 0.02, seed), false) as tf.Variable<tf.Rank.R2>;
+  const bias = withBias ? (ownVariable(tf.zeros([outputs]), false) as tf.Variable<tf.Rank.R1>) : null;
+  return new HostLinear(name, weight, bias, 'linear');
 }
 
 /**
