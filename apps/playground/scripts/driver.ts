@@ -63,7 +63,9 @@ export async function startDevServer(): Promise<{ url: string; close(): Promise<
     root: PLAYGROUND_ROOT,
     configFile: path.join(PLAYGROUND_ROOT, 'vite.config.ts'),
     logLevel: 'warn',
-    server: { host: '127.0.0.1', port: 4900 + Math.floor(Math.random() * 500) },
+    // a port Chromium will load: 4900-5399 held 5060 and 5061 (SIP), which it refuses
+    // (net::ERR_UNSAFE_PORT, seen in CI); its next restricted port is 6000
+    server: { host: '127.0.0.1', port: 5400 + Math.floor(Math.random() * 500) },
   });
   await server.listen();
   return { url: server.resolvedUrls!.local[0]!, close: () => server.close() };
