@@ -39,5 +39,5 @@ for (const task of [
   console.log(JSON.stringify(describeTask(task)));
   if (task.task === 'causal-lm') continue;
   console.log(`  ${JSON.stringify(majorityBaseline(task))}`);
-  if (task.task === 'sequence-classification') console.log(`  ${JSON.stringify(bagOfWordsBaseline(task, 4096))}`);
+  if (task.task === 'sequence-classification') console.log(`  ${JSON.stringify(bagOfWordsBaseline(task))}`);
 }

@@ -479,8 +479,7 @@ export async function runBench(
   probe.dispose();
   const baselines: BaselineScore[] = [];
   if (options.task.task !== 'causal-lm') baselines.push(majorityBaseline(options.task));
-  if (options.task.task === 'sequence-classification')
-    baselines.push(bagOfWordsBaseline(options.task, tokenizer.vocabSize));
+  if (options.task.task === 'sequence-classification') baselines.push(bagOfWordsBaseline(options.task));
   const results: BenchResults = {
     schema: RESULTS_SCHEMA,
     createdAt: new Date().toISOString(),
