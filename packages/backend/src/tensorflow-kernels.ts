@@ -122,6 +122,13 @@ const typeAttr = (backend: TensorflowBackendLike, name: string, dtype: tf.DataTy
   value: backend.getDTypeInteger(dtype),
 });
 
+/** libtensorflow Mean's attributes for a float32 input (its axes are an int32 input). */
+const meanAttrs = (backend: TensorflowBackendLike, keepDims: boolean): OpAttr[] => [
+  { name: 'keep_dims', type: backend.binding.TF_ATTR_BOOL, value: keepDims },
+  floatAttr(backend, 'T'),
+  typeAttr(backend, 'Tidx', 'int32'),
+];
+
 /** Reshape with its shape from the constant cache (tfjs-node's makes and uploads it each call). */
 function makeReshape(original: tf.KernelFunc): tf.KernelFunc {
   return (args) => {
@@ -150,16 +157,43 @@ function makeMean(original: tf.KernelFunc): tf.KernelFunc {
     if (x.dtype !== 'float32') return original(args);
     const backend = args.backend as TensorflowBackendLike;
     const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
-    return backend.executeSingleOutput(
-      'Mean',
-      [
-        { name: 'keep_dims', type: backend.binding.TF_ATTR_BOOL, value: keepDims },
-        floatAttr(backend, 'T'),
-        typeAttr(backend, 'Tidx', 'int32'),
-      ],
-      [x, intVector(backend, tf.util.parseAxisParam(axis, x.shape))],
-    );
+    return backend.executeSingleOutput('Mean', meanAttrs(backend, keepDims), [
+      x,
+      intVector(backend, tf.util.parseAxisParam(axis, x.shape)),
+    ]);
   };
+}
+
+/**
+ * Runs `body` with `run(op, inputs, attrs)` executing libtensorflow ops (attributes default to a
+ * float32 T) and `adopt(tensors)` for the outputs of ops run otherwise; every intermediate is freed,
+ * the returned tensor kept. Used by the inference kernels: plain ops with cached constants, none of
+ * tfjs's per-op bookkeeping, and none of customGrad's (a GELU of one decoded token spent 130 of its
+ * 340 µs there).
+ */
+function plainOps(
+  backend: TensorflowBackendLike,
+  body: (
+    run: (name: string, inputs: tf.TensorInfo[], attrs?: OpAttr[]) => tf.TensorInfo,
+    adopt: (tensors: tf.Tensor[]) => void,
+  ) => tf.TensorInfo,
+): tf.TensorInfo {
+  const T = [floatAttr(backend, 'T')];
+  const made: tf.Tensor[] = [];
+  try {
+    const out = body(
+      (name, inputs, attrs = T) => {
+        const tensor = backend.executeSingleOutput(name, attrs, inputs);
+        made.push(tensor);
+        return tensor;
+      },
+      (tensors) => made.push(...tensors),
+    );
+    made.splice(made.indexOf(out as tf.Tensor), 1);
+    return out;
+  } finally {
+    tf.dispose(made);
+  }
 }
 
 /** @peft/core's layer norm kernel (`LAYER_NORM_KERNEL`; no dependency on core). */
@@ -190,19 +224,13 @@ function layerNormKernel(args: KernelArgs): tf.TensorInfo {
   if (!(epsilon > 0)) throw new Error(`${LAYER_NORM_KERNEL}: epsilon ${epsilon} is not > 0`);
   const rows = tf.util.sizeFromShape(x.shape) / width;
   const T = floatAttr(backend, 'T');
-  const made: tf.Tensor[] = [];
-  const run = (name: string, inputs: tf.TensorInfo[], attrs: OpAttr[] = [T]): tf.Tensor => {
-    const out = backend.executeSingleOutput(name, attrs, inputs);
-    made.push(out);
-    return out;
-  };
-  try {
-    const scaled = (normed: tf.TensorInfo): tf.Tensor => run('Mul', [normed, weight]);
+  const shapeAttrs = [T, typeAttr(backend, 'Tshape', 'int32')];
+  return plainOps(backend, (run, adopt) => {
+    const affine = (normed: tf.TensorInfo): tf.TensorInfo => run('AddV2', [run('Mul', [normed, weight]), bias]);
     if (rows <= FUSED_NORM_ROWS) {
-      const shapeAttrs = [T, typeAttr(backend, 'Tshape', 'int32')];
       const rowsAsChannels = run('Reshape', [x, intVector(backend, [1, rows, 1, width])], shapeAttrs);
       const empty = constant(backend, 'float32', [0], []);
-      const [y, ...statistics] = backend.executeMultipleOutputs(
+      const outputs = backend.executeMultipleOutputs(
         'FusedBatchNormV3',
         [
           T,
@@ -221,54 +249,20 @@ function layerNormKernel(args: KernelArgs): tf.TensorInfo {
         ],
         6,
       );
-      made.push(y!, ...statistics);
-      const out = run('AddV2', [scaled(y!), bias]);
-      return backend.executeSingleOutput('Reshape', shapeAttrs, [out, intVector(backend, x.shape)]);
+      adopt(outputs); // y, then the batch statistics, which are not needed
+      return run('Reshape', [affine(outputs[0]!), intVector(backend, x.shape)], shapeAttrs);
     }
     const lastAxis = intVector(backend, [x.shape.length - 1]);
-    const meanAttrs = [
-      { name: 'keep_dims', type: backend.binding.TF_ATTR_BOOL, value: true },
-      T,
-      typeAttr(backend, 'Tidx', 'int32'),
-    ];
-    const centred = run('Sub', [x, run('Mean', [x, lastAxis], meanAttrs)]);
-    const variance = run('Mean', [run('Square', [centred]), lastAxis], meanAttrs);
-    const normed = run('Mul', [centred, run('Rsqrt', [run('AddV2', [variance, floatScalar(backend, epsilon)])])]);
-    return backend.executeSingleOutput('AddV2', [T], [scaled(normed), bias]);
-  } finally {
-    tf.dispose(made);
-  }
+    const centred = run('Sub', [x, run('Mean', [x, lastAxis], meanAttrs(backend, true))]);
+    const variance = run('Mean', [run('Square', [centred]), lastAxis], meanAttrs(backend, true));
+    return affine(run('Mul', [centred, run('Rsqrt', [run('AddV2', [variance, floatScalar(backend, epsilon)])])]));
+  });
 }
 
 /** @peft/core's inference kernels of GELU (tanh), SwiGLU and RMSNorm (`GELU_TANH_KERNEL`, ...). */
 export const GELU_TANH_KERNEL = 'PeftGeluTanh';
 export const SWIGLU_KERNEL = 'PeftSwiGlu';
 export const RMS_NORM_KERNEL = 'PeftRmsNorm';
-
-/**
- * Runs `body` with `run(op, inputs)` executing libtensorflow ops on float32 tensors; every
- * intermediate is freed, the returned tensor kept. Used by the inference kernels: plain ops with
- * cached constants, none of tfjs's per-op bookkeeping, and none of customGrad's (a GELU of one
- * decoded token spent 130 of its 340 µs there).
- */
-function plainOps(
-  backend: TensorflowBackendLike,
-  body: (run: (name: string, inputs: tf.TensorInfo[]) => tf.TensorInfo) => tf.TensorInfo,
-): tf.TensorInfo {
-  const T = [floatAttr(backend, 'T')];
-  const made: tf.Tensor[] = [];
-  try {
-    const out = body((name, inputs) => {
-      const tensor = backend.executeSingleOutput(name, T, inputs);
-      made.push(tensor);
-      return tensor;
-    });
-    made.splice(made.indexOf(out as tf.Tensor), 1);
-    return out;
-  } finally {
-    tf.dispose(made);
-  }
-}
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
@@ -304,23 +298,14 @@ function rmsNormKernel(args: KernelArgs): tf.TensorInfo {
   checkFloat(RMS_NORM_KERNEL, 'x', x, x.shape);
   checkFloat(RMS_NORM_KERNEL, 'weight', weight, [x.shape.at(-1) ?? 0]);
   if (!(epsilon > 0)) throw new Error(`${RMS_NORM_KERNEL}: epsilon ${epsilon} is not > 0`);
-  const meanAttrs = [
-    { name: 'keep_dims', type: backend.binding.TF_ATTR_BOOL, value: true },
-    floatAttr(backend, 'T'),
-    typeAttr(backend, 'Tidx', 'int32'),
-  ];
   return plainOps(backend, (run) => {
-    const squares = run('Square', [x]);
-    const meanSquare = backend.executeSingleOutput('Mean', meanAttrs, [
-      squares,
-      intVector(backend, [x.shape.length - 1]),
-    ]);
-    try {
-      const inverse = run('Rsqrt', [run('AddV2', [meanSquare, floatScalar(backend, epsilon)])]);
-      return run('Mul', [run('Mul', [x, inverse]), weight]);
-    } finally {
-      meanSquare.dispose();
-    }
+    const meanSquare = run(
+      'Mean',
+      [run('Square', [x]), intVector(backend, [x.shape.length - 1])],
+      meanAttrs(backend, true),
+    );
+    const inverse = run('Rsqrt', [run('AddV2', [meanSquare, floatScalar(backend, epsilon)])]);
+    return run('Mul', [run('Mul', [x, inverse]), weight]);
   });
 }
 
