@@ -16,7 +16,7 @@ import {
   type TrainOptions,
   type TrainableModel,
 } from '@peft/core';
-import { loadPretrained, loadTokenizer, type TransformerHost } from '@peft/models';
+import { loadPretrained, loadTokenizer, type LoadOptions, type TransformerHost } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { METHODS, isPeftModel, type MethodSpec } from './methods.js';
@@ -148,7 +148,7 @@ export function modelType(directory: string): string {
  * run is refused before any training: a classification task on a model type without such a class,
  * a causal LM task on an encoder.
  */
-function loadOptions(task: TaskSplits, padTokenId: number, type: string): Parameters<typeof loadPretrained>[1] {
+function loadOptions(task: TaskSplits, padTokenId: number, type: string): LoadOptions {
   if (task.task === 'causal-lm') {
     if (type === 'bert')
       throw new Error(`--task: a causal language-modelling task needs a causal LM; --model is ${type}`);
@@ -165,6 +165,12 @@ function loadOptions(task: TaskSplits, padTokenId: number, type: string): Parame
     newHeadSeed: 0,
     ...(task.task === 'sequence-classification' ? { padTokenId } : {}),
   };
+}
+
+/** How every run loads the model and pads its batches: worked out once per bench. */
+interface ModelSetup {
+  padTokenId: number;
+  load: LoadOptions;
 }
 
 /** Test-set metric: accuracy (and binary F1), token accuracy, or perplexity. */
@@ -276,11 +282,9 @@ function baseTrainOptions(method: MethodSpec, options: BenchOptions, padTokenId:
  * Seconds per optimizer step of a method: a few steps on a throwaway model, the first (graph
  * warm-up) not counted; NaN when interrupted before the second.
  */
-async function secondsPerStep(method: MethodSpec, options: BenchOptions, padTokenId: number): Promise<number> {
-  const host = await loadPretrained(
-    options.modelDirectory,
-    loadOptions(options.task, padTokenId, modelType(options.modelDirectory)),
-  );
+async function secondsPerStep(method: MethodSpec, options: BenchOptions, setup: ModelSetup): Promise<number> {
+  const { padTokenId } = setup;
+  const host = await loadPretrained(options.modelDirectory, setup.load);
   const model = method.make(host, options.task.task, 0);
   const stamps: number[] = [];
   try {
@@ -307,13 +311,11 @@ async function runOne(
   seed: number,
   steps: number,
   options: BenchOptions,
-  padTokenId: number,
+  setup: ModelSetup,
 ): Promise<RunResult> {
   const { task } = options;
-  const host = await loadPretrained(
-    options.modelDirectory,
-    loadOptions(task, padTokenId, modelType(options.modelDirectory)),
-  );
+  const { padTokenId } = setup;
+  const host = await loadPretrained(options.modelDirectory, setup.load);
   const baseParameters = countParameters(host.parameters.values());
   const latencyCount = options.latencyExamples ?? 20;
   const result: RunResult = {
@@ -470,11 +472,12 @@ export async function runBench(
     throw new Error(`--methods: unknown ${unknown.join(', ')} (known: ${METHODS.map((m) => m.name).join(', ')})`);
   const tokenizer = await loadTokenizer(options.modelDirectory);
   const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+  const setup: ModelSetup = {
+    padTokenId,
+    load: loadOptions(options.task, padTokenId, modelType(options.modelDirectory)),
+  };
   // as the task loads it (a BertModel checkpoint has no head of its own), with its head's parameters
-  const probe = await loadPretrained(
-    options.modelDirectory,
-    loadOptions(options.task, padTokenId, modelType(options.modelDirectory)),
-  );
+  const probe = await loadPretrained(options.modelDirectory, setup.load);
   const parameters = countParameters(probe.parameters.values());
   probe.dispose();
   const baselines: BaselineScore[] = [];
@@ -511,7 +514,7 @@ export async function runBench(
     let steps = options.steps;
     if (options.seconds && !spec.frozen && !options.signal?.aborted) {
       try {
-        steps = Math.max(1, Math.floor(options.seconds / (await secondsPerStep(spec, options, padTokenId))));
+        steps = Math.max(1, Math.floor(options.seconds / (await secondsPerStep(spec, options, setup))));
       } catch {
         steps = 1; // the method fails in its run too, and is reported there with its reason
       }
@@ -520,7 +523,7 @@ export async function runBench(
     for (let seed = 0; seed < (spec.frozen ? 1 : options.seeds); seed++) {
       if (options.signal?.aborted) break;
       options.onProgress?.({ kind: 'start', method: spec.name, seed, run: ++index, runs });
-      const run = await runOne(spec, seed, steps, options, padTokenId);
+      const run = await runOne(spec, seed, steps, options, setup);
       results.runs.push(run);
       results.summary = summarize(results.runs);
       options.onProgress?.({ kind: 'done', method: spec.name, seed, result: run });

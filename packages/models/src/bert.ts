@@ -223,8 +223,7 @@ export class BertModel extends TransformerHost {
 
   /** transformers saves every BERT head class with its body under `bert.`, whatever it loaded. */
   override checkpointName(parameterName: string): string {
-    const isHead = this.headModules.some((head) => parameterName.startsWith(`${head}.`));
-    return isHead || this.bodyPrefix !== '' ? parameterName : `bert.${parameterName}`;
+    return this.bodyCheckpointName(parameterName, this.bodyPrefix, 'bert.');
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {

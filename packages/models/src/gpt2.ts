@@ -3,7 +3,7 @@
 // the token embeddings unless the config unties it. Shapes in comments and the releasing ops
 // (addReleasing, reshapeReleasing): see the notes at the top of transformer-host.ts.
 import {
-  HostLinear,
+  type HostLinear,
   activation,
   addReleasing,
   layerNorm,
@@ -210,8 +210,7 @@ export class Gpt2Model extends TransformerHost {
 
   /** transformers saves every GPT-2 head class with its body under `transformer.`, whatever it loaded. */
   override checkpointName(parameterName: string): string {
-    const isHead = this.headModules.some((head) => parameterName.startsWith(`${head}.`));
-    return isHead || this.bodyPrefix !== '' ? parameterName : `transformer.${parameterName}`;
+    return this.bodyCheckpointName(parameterName, this.bodyPrefix, 'transformer.');
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
