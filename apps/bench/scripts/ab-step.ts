@@ -5,9 +5,10 @@
 //   pnpm --filter @peft/bench ab-step <variant> [model=llama] [method=lora] [pairs=8]
 // Variants: tf-matmul (A: tfjs-node's BatchMatMulV2 for every product, B: @peft/backend's MatMul
 // for plain 2-D products); fused-loss (A: the logits, then the loss; B: fusedCausalLmLoss, the head
-// and the loss in chunks, as `train` does).
+// and the loss in chunks, as `train` does); loss-kernel (A: the chunked loss composed of tfjs ops,
+// B: with the backend's one-kernel softmax cross-entropy).
 import { selectBackend } from '@peft/backend';
-import { train } from '@peft/core';
+import { SOFTMAX_CROSS_ENTROPY_KERNEL, train } from '@peft/core';
 import { randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -19,6 +20,7 @@ await import('@tensorflow/tfjs-node');
 const plain = tf.getKernel('BatchMatMul', 'tensorflow')!;
 await selectBackend({ backend: 'tensorflow', warnIfSlow: false });
 const chosen = tf.getKernel('BatchMatMul', 'tensorflow')!;
+const lossKernel = tf.getKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, 'tensorflow')!;
 const use = (config: tf.KernelConfig) => (): void => {
   tf.unregisterKernel('BatchMatMul', 'tensorflow');
   tf.registerKernel(config);
@@ -33,6 +35,15 @@ const VARIANTS: Record<string, { a: () => void; b: () => void }> = {
     },
     b: () => {
       fusedLoss = true;
+    },
+  },
+  'loss-kernel': {
+    a: () => {
+      if (tf.getKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, 'tensorflow'))
+        tf.unregisterKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, 'tensorflow');
+    },
+    b: () => {
+      if (!tf.getKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, 'tensorflow')) tf.registerKernel(lossKernel);
     },
   },
 };

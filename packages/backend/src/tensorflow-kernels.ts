@@ -309,6 +309,34 @@ function rmsNormKernel(args: KernelArgs): tf.TensorInfo {
   });
 }
 
+/** @peft/core's softmax cross-entropy kernel (`SOFTMAX_CROSS_ENTROPY_KERNEL`; no dependency on core). */
+export const SOFTMAX_CROSS_ENTROPY_KERNEL = 'PeftSoftmaxCrossEntropy';
+
+/**
+ * Per row of `logits` [n, V] with its class in `labels` [n] (int32, each in 0..V-1): the loss
+ * logsumexp(row) - row[label] [n], and its gradient softmax(row) - onehot(label) [n, V], as one
+ * libtensorflow SparseSoftmaxCrossEntropyWithLogits. The composed form ran eleven kernels over the
+ * [n, V] values (GPT-2's head over 508 tokens: 203 -> 117 ms, loss and gradient alike).
+ */
+function softmaxCrossEntropy(args: KernelArgs): tf.TensorInfo[] {
+  const backend = args.backend as TensorflowBackendLike;
+  const { logits, labels } = args.inputs as { logits: tf.TensorInfo; labels: tf.TensorInfo };
+  if (logits.shape.length !== 2)
+    throw new Error(`${SOFTMAX_CROSS_ENTROPY_KERNEL}: logits [${logits.shape}] are not [n, V]`);
+  checkFloat(SOFTMAX_CROSS_ENTROPY_KERNEL, 'logits', logits, logits.shape);
+  if (labels.dtype !== 'int32' || !tf.util.arraysEqual(labels.shape, [logits.shape[0]!])) {
+    throw new Error(
+      `${SOFTMAX_CROSS_ENTROPY_KERNEL}: labels are ${labels.dtype} [${labels.shape}], expected int32 [${logits.shape[0]}]`,
+    );
+  }
+  return backend.executeMultipleOutputs(
+    'SparseSoftmaxCrossEntropyWithLogits',
+    [floatAttr(backend, 'T'), typeAttr(backend, 'Tlabels', 'int32')],
+    [logits, labels],
+    2,
+  );
+}
+
 /** @peft/core's fused AdamW kernels (`ADAMW_KERNEL` and its two helpers; no dependency on core). */
 export const ADAMW_KERNEL = 'PeftAdamW';
 export const ADAMW_MOMENT_KERNEL = 'PeftAdamWMoment';
@@ -501,8 +529,8 @@ function dropoutMask(args: KernelArgs): tf.TensorInfo {
 const REGISTERED = Symbol('peft tensorflow kernels');
 
 /**
- * Puts the faster matmul, reshape and mean, the fused AdamW, the dropout mask and the layer norm in
- * place on the tensorflow backend (once; tfjs-node must be loaded).
+ * Puts the faster matmul, reshape and mean, the fused AdamW, the dropout mask, the inference kernels
+ * and the softmax cross-entropy in place on the tensorflow backend (once; tfjs-node must be loaded).
  */
 export function registerTensorflowKernels(): void {
   const current = tf.getKernel('BatchMatMul', 'tensorflow');
@@ -525,7 +553,7 @@ export function registerTensorflowKernels(): void {
     tf.unregisterKernel(kernelName, 'tensorflow');
     tf.registerKernel({ kernelName, backendName: 'tensorflow', kernelFunc: make(kernel.kernelFunc) });
   }
-  const own: [string, (args: KernelArgs) => tf.TensorInfo][] = [
+  const own: [string, (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]][] = [
     [ADAMW_KERNEL, adamW],
     [ADAMW_MOMENT_KERNEL, adamWMoment],
     [ADAMW_READ_KERNEL, adamWRead],
@@ -534,6 +562,7 @@ export function registerTensorflowKernels(): void {
     [GELU_TANH_KERNEL, geluTanhKernel],
     [SWIGLU_KERNEL, swiGluKernel],
     [RMS_NORM_KERNEL, rmsNormKernel],
+    [SOFTMAX_CROSS_ENTROPY_KERNEL, softmaxCrossEntropy],
   ];
   for (const [kernelName, kernelFunc] of own) {
     if (!tf.getKernel(kernelName, 'tensorflow'))

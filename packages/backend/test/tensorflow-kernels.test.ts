@@ -10,6 +10,7 @@ import {
   GELU_TANH_KERNEL,
   LAYER_NORM_KERNEL,
   RMS_NORM_KERNEL,
+  SOFTMAX_CROSS_ENTROPY_KERNEL,
   SWIGLU_KERNEL,
   registerTensorflowKernels,
 } from '../src/tensorflow-kernels.js';
@@ -403,6 +404,49 @@ describe.runIf(hasTensorflow)('the layer norm, reshape and mean kernels on the t
     });
     // 3,000 shapes: the constants made for them are bounded by the cache, not their number
     expect(backend.numDataIds() - dataIds).toBeLessThanOrEqual(1024);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe.runIf(hasTensorflow)('the softmax cross-entropy kernel on the tensorflow backend', () => {
+  it("gives each row logsumexp - the label's logit and softmax - onehot, as the definition in float64", async () => {
+    await loadBackend('tensorflow');
+    registerTensorflowKernels();
+    const before = tf.memory().numTensors;
+    const [rows, classes] = [5, 37];
+    const values = Float32Array.from({ length: rows * classes }, (_, i) => 8 * Math.sin(i * 1.37) + (i % 5));
+    const targets = [0, 36, 4, 17, 4];
+    const [losses, gradient] = tf.tidy(() => {
+      const out = tf.engine().runKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, {
+        logits: tf.tensor2d(values, [rows, classes]),
+        labels: tf.tensor1d(targets, 'int32'),
+      }) as tf.Tensor[];
+      return out.map((t) => t.dataSync().slice() as Float32Array);
+    });
+    for (let r = 0; r < rows; r++) {
+      const row = [...values.subarray(r * classes, (r + 1) * classes)];
+      const max = Math.max(...row);
+      const total = row.reduce((sum, v) => sum + Math.exp(v - max), 0);
+      expect(losses![r]).toBeCloseTo(Math.log(total) + max - row[targets[r]!]!, 4);
+      for (let c = 0; c < classes; c++) {
+        const expected = Math.exp(row[c]! - max) / total - (c === targets[r] ? 1 : 0);
+        expect(Math.abs(gradient![r * classes + c]! - expected)).toBeLessThan(2e-6);
+      }
+    }
+    const run =
+      (shape: number[], labels: number[], dtype: 'int32' | 'float32' = 'int32') =>
+      () =>
+        tf.tidy(() =>
+          tf
+            .engine()
+            .runKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, { logits: tf.zeros(shape), labels: tf.tensor1d(labels, dtype) }),
+        );
+    expect(run([2, 3], [0, 1], 'float32')).toThrow(
+      'PeftSoftmaxCrossEntropy: labels are float32 [2], expected int32 [2]',
+    );
+    expect(run([2, 3], [0, 1, 2])).toThrow('expected int32 [2]');
+    expect(run([3], [0])).toThrow('logits [3] are not [n, V]');
+    expect(run([2, 3], [0, 3])).toThrow(/label value of 3/);
     expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -60,6 +60,7 @@ export type { AdamWKernelAttrs, AdamWOptions, Optimizer, OptimizerState, SgdOpti
 export {
   IGNORE_INDEX,
   causalLmLoss,
+  SOFTMAX_CROSS_ENTROPY_KERNEL,
   fusedCausalLmLoss,
   maskedCrossEntropy,
   sequenceClassificationLoss,

@@ -78,6 +78,15 @@ export function maskedCrossEntropy(logits: tf.Tensor2D, labels: Int32Array): { l
 const FUSED_CHUNK_VALUES = 2 ** 26;
 
 /**
+ * A backend's one-kernel softmax cross-entropy (the native backend's is libtensorflow's
+ * SparseSoftmaxCrossEntropyWithLogits): inputs `logits` [n, V] float32 and `labels` [n] int32 (each
+ * in 0..V-1); outputs the rows' losses logsumexp(row) - row[label] [n] and their gradient
+ * softmax(row) - onehot(label) [n, V]. fusedCausalLmLoss takes it where registered, its own
+ * composed ops otherwise.
+ */
+export const SOFTMAX_CROSS_ENTROPY_KERNEL = 'PeftSoftmaxCrossEntropy';
+
+/**
  * causalLmLoss from the head's input [B, P+T, d] and the head, the logits made and dropped a chunk of
  * labelled tokens at a time (rows · vocabulary ≤ 2^26 values), so that the [tokens, vocabulary]
  * logits never exist whole (Qwen's 151,936-token vocabulary at 256 tokens: 155 MB each, and the
@@ -114,6 +123,7 @@ export function fusedCausalLmLoss(
   const chunkRows = Math.max(1, Math.floor(chunkValues / vocabulary));
   const weightTrains = withGradients && head.weight instanceof tf.Variable && head.weight.trainable;
   const rows = tf.tensor1d(rowsOf, 'int32');
+  const nativeLoss = tf.getKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, tf.getBackend()) !== undefined;
 
   /** The chunk's summed loss and, with gradients, those of its rows of the input and of the weight. */
   const chunk = (
@@ -132,6 +142,21 @@ export function fusedCausalLmLoss(
       if (head.softCap !== null) {
         capped = tf.tanh(tf.div(z, head.softCap)) as tf.Tensor2D;
         z = tf.mul(capped, head.softCap) as tf.Tensor2D;
+      }
+      if (nativeLoss) {
+        // one kernel: each row's loss and softmax - onehot; the 1/count goes on the [n, d] products
+        const [rowLosses, backprop] = tf.engine().runKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, {
+          logits: z,
+          labels: tf.tensor1d(targets.slice(start, start + size), 'int32'),
+        }) as [tf.Tensor1D, tf.Tensor2D];
+        const loss = tf.sum(rowLosses) as tf.Scalar;
+        if (!withGradients) return { loss };
+        const gradient = capped ? (tf.mul(backprop, tf.sub(1, tf.square(capped))) as tf.Tensor2D) : backprop;
+        return {
+          loss,
+          input: tf.mul(tf.matMul(gradient, weight), 1 / count) as tf.Tensor2D, // [n, d]
+          ...(weightTrains ? { weight: tf.mul(tf.matMul(gradient, h, true, false), 1 / count) as tf.Tensor2D } : {}),
+        };
       }
       // the targets' entries by their flat index
       const flatIndex = tf.tensor1d(

@@ -2,9 +2,17 @@
 // and the loss a chunk of labelled tokens at a time, the [tokens, vocabulary] logits never whole.
 // Held to the plain path (logits, then causalLmLoss): the loss and every gradient, tied and untied
 // heads, Gemma's soft-capped one, trainable and frozen head weights, one chunk and several.
-import { causalLmLoss, fusedCausalLmLoss, IGNORE_INDEX, variableGradients, type PeftHost } from '@peft/core';
+import { availableBackends, loadBackend } from '@peft/backend';
+import {
+  causalLmLoss,
+  fusedCausalLmLoss,
+  IGNORE_INDEX,
+  SOFTMAX_CROSS_ENTROPY_KERNEL,
+  variableGradients,
+  type PeftHost,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { loadPretrained } from '../src/index.js';
 import { FIXTURES } from './fixtures.js';
@@ -68,7 +76,27 @@ function expectClose(plain: ReturnType<typeof lossAndGradients>, fused: ReturnTy
   return worst;
 }
 
-describe('fusedCausalLmLoss equals the plain loss, and its gradients', () => {
+// cpu: the loss composed of tfjs ops; tensorflow: its one-kernel softmax cross-entropy
+const BACKENDS = (await availableBackends()).filter((name) => name === 'cpu' || name === 'tensorflow');
+
+describe.each(BACKENDS)('fusedCausalLmLoss equals the plain loss, and its gradients (%s)', (backend) => {
+  beforeAll(async () => {
+    await loadBackend(backend);
+  });
+
+  it("takes the backend's one-kernel softmax cross-entropy where it has one", async () => {
+    const host = await loadPretrained(`${FIXTURES}/gpt2-tied`);
+    const output = host.forward({ inputIds: INPUT, attentionMask: MASK, headless: true });
+    const profile = await tf.profile(() => {
+      const { loss } = fusedCausalLmLoss(output.logits as tf.Tensor3D, output.lmHead!, LABELS, 0, false);
+      loss.dispose();
+    });
+    const used = profile.kernels.some((kernel) => kernel.name === SOFTMAX_CROSS_ENTROPY_KERNEL);
+    expect(used).toBe(backend === 'tensorflow');
+    output.logits.dispose();
+    host.dispose();
+  });
+
   it.each([
     ['gpt2-tied', 'tied head'],
     ['llama-gqa-untied', 'untied lm_head'],
