@@ -2,52 +2,16 @@
 // `pnpm bench`: which PEFT method, for my task and budget? Trains every method and the baselines on
 // one base model (default: brown-gpt), task (default: spam) and backend, over several seeds, and
 // writes results.json, report.md and report.html.
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 
 import { selectBackend } from '@peft/backend';
-import { loadTokenizer } from '@peft/models';
 
-import { readBrown, splitBrown } from './data/brown.js';
-import { readEmails } from './data/email.js';
 import { benchPlan, benchUsage, parseBenchArgs, perfUsage, prepareOutFolder } from './cli.js';
 import { Interrupts } from './interrupt.js';
-import { METHODS } from './methods.js';
 import { loadUsage, runLoad } from './load/load.js';
 import { runPerf } from './perf/perf.js';
 import { consoleTable, runStatus, writeReports } from './report.js';
 import { runBench, type ProgressEvent } from './run.js';
-import { emailLmTask, genreTask, jsonlTask, posTask, spamTask, type TaskSplits } from './tasks/tasks.js';
-
-async function taskFor(
-  name: string,
-  data: string | undefined,
-  tokenizerDirectory: string,
-  limit: number,
-): Promise<TaskSplits> {
-  const tokenizer = await loadTokenizer(tokenizerDirectory);
-  const config = JSON.parse(readFileSync(path.join(tokenizerDirectory, 'config.json'), 'utf8')) as {
-    n_positions?: number;
-    max_position_embeddings?: number;
-  };
-  const positions = Math.min(config.n_positions ?? config.max_position_embeddings ?? 512, 512);
-  // every method sees the same examples: room is left for the most virtual tokens a method adds
-  const virtualTokens = Math.max(...METHODS.map((method) => method.virtualTokens));
-  const options = { tokenizer, maxLength: positions - virtualTokens, limit };
-  if (data) return jsonlTask(path.basename(data), readFileSync(data, 'utf8'), options);
-  switch (name) {
-    case 'spam':
-      return spamTask(readEmails(), options);
-    case 'email-lm':
-      return emailLmTask(readEmails(), options);
-    case 'pos':
-      return posTask(splitBrown(readBrown()).heldOut, options);
-    case 'genre':
-      return genreTask(splitBrown(readBrown()).heldOut, options);
-    default:
-      throw new Error(`--task: unknown task "${name}" (spam, pos, genre, email-lm)`);
-  }
-}
+import { taskFor } from './tasks/task-for.js';
 
 function progressPrinter(): (event: ProgressEvent) => void {
   let started = performance.now();

@@ -148,7 +148,7 @@ export function modelType(directory: string): string {
  * run is refused before any training: a classification task on a model type without such a class,
  * a causal LM task on an encoder.
  */
-function loadOptions(task: TaskSplits, padTokenId: number, type: string): LoadOptions {
+export function loadOptions(task: TaskSplits, padTokenId: number, type: string): LoadOptions {
   if (task.task === 'causal-lm') {
     if (type === 'bert')
       throw new Error(`--task: a causal language-modelling task needs a causal LM; --model is ${type}`);
@@ -168,13 +168,13 @@ function loadOptions(task: TaskSplits, padTokenId: number, type: string): LoadOp
 }
 
 /** How every run loads the model and pads its batches: worked out once per bench. */
-interface ModelSetup {
+export interface ModelSetup {
   padTokenId: number;
   load: LoadOptions;
 }
 
 /** Test-set metric: accuracy (and binary F1), token accuracy, or perplexity. */
-async function testMetric(
+export async function testMetric(
   model: TrainableModel,
   task: TaskSplits,
   options: TrainOptions,
@@ -267,7 +267,11 @@ function directorySize(directory: string): number {
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** What a method's training runs share: data, batch and learning rate. */
-function baseTrainOptions(method: MethodSpec, options: BenchOptions, padTokenId: number): TrainOptions {
+function baseTrainOptions(
+  method: MethodSpec,
+  options: Pick<BenchOptions, 'task' | 'batchSize' | 'learningRates'>,
+  padTokenId: number,
+): TrainOptions {
   return {
     data: options.task.train,
     task: options.task.task,
@@ -275,6 +279,29 @@ function baseTrainOptions(method: MethodSpec, options: BenchOptions, padTokenId:
     batchSize: options.batchSize,
     epochs: 1000,
     learningRate: options.learningRates?.[method.name] ?? method.learningRate,
+  };
+}
+
+/**
+ * The training of one run (`pnpm bench compare` gives the same to Python): AdamW with weight decay
+ * 0.01 on every trained weight, linear decay after a warm-up of 6% of the steps, clipping at 1.0
+ * (train's default), the run's seed for data order and dropout.
+ */
+export function runTrainOptions(
+  method: MethodSpec,
+  options: Pick<BenchOptions, 'task' | 'batchSize' | 'learningRates' | 'signal'>,
+  padTokenId: number,
+  steps: number,
+  seed: number,
+): TrainOptions {
+  return {
+    ...baseTrainOptions(method, options, padTokenId),
+    maxSteps: steps,
+    schedule: 'linear',
+    warmupRatio: 0.06,
+    weightDecay: 0.01,
+    seed,
+    ...(options.signal ? { signal: options.signal } : {}),
   };
 }
 
@@ -348,13 +375,7 @@ async function runOne(
         : countParameters(model.trainableVariables().values());
     result.virtualTokens = host.hooks.virtualTokens;
     const trainOptions: TrainOptions = {
-      ...baseTrainOptions(method, options, padTokenId),
-      maxSteps: steps,
-      schedule: 'linear',
-      warmupRatio: 0.06,
-      weightDecay: 0.01,
-      seed,
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...runTrainOptions(method, options, padTokenId, steps, seed),
       onStep: ({ step, loss }) => {
         result.peakRssMb = Math.max(result.peakRssMb, process.memoryUsage().rss / 2 ** 20);
         result.peakTensorMb = Math.max(result.peakTensorMb, tf.memory().numBytes / 2 ** 20);

@@ -92,7 +92,7 @@ export type {
   ExampleTokenizer,
   SplitOptions,
 } from './data.js';
-export { evaluate, train } from './train.js';
+export { epochBatching, evaluate, train } from './train.js';
 export type { EvalResult, StepInfo, TaskName, TrainOptions, TrainResult, TrainableModel } from './train.js';
 export {
   DEFAULT_KEEP_LAST,

@@ -2,7 +2,7 @@
 // loss. Gradients flow to the trainable variables only; frozen weights get none.
 import * as tf from '@tensorflow/tfjs-core';
 
-import { batchExamples, collate, type Batch, type Dataset, type Example } from './data.js';
+import { batchExamples, collate, type Batch, type BatchingOptions, type Dataset, type Example } from './data.js';
 import { checkedData, type ExampleRules } from './example-checks.js';
 import { describeFile, type FileStore } from './files.js';
 import { variableGradients } from './gradients.js';
@@ -459,6 +459,23 @@ interface TrainingPlan {
   maxGradNorm: number | null;
 }
 
+/**
+ * How `train` batches epoch `epoch` (0-based) of a run: shuffled by a generator seeded from the run's
+ * seed and the epoch, examples of similar length grouped unless `bucketByLength` is false. With
+ * batchExamples over the same data, the batches each optimizer step sees (with no gradient
+ * accumulation): what another implementation needs to train on the same batches in the same order.
+ */
+export function epochBatching(
+  options: { batchSize: number; seed: number; bucketByLength: boolean },
+  epoch: number,
+): BatchingOptions {
+  return {
+    batchSize: options.batchSize,
+    random: new SeededRandom(deriveSeed(options.seed, epoch)),
+    ...(options.bucketByLength ? { bucketPool: 64 } : {}),
+  };
+}
+
 function planTraining(options: TrainOptions, data: Dataset<Example>): TrainingPlan {
   const epochs = options.epochs ?? 1;
   const accumulation = options.gradientAccumulationSteps ?? 1;
@@ -742,11 +759,10 @@ class Trainer {
   /** One pass over the data (what a resumed checkpoint left of it); true when the run stops in it. */
   private async trainEpoch(epoch: number): Promise<boolean> {
     const { options, plan } = this;
-    const batching = {
-      batchSize: options.batchSize,
-      random: new SeededRandom(deriveSeed(plan.seed, epoch)),
-      ...(options.bucketByLength === false ? {} : { bucketPool: 64 }),
-    };
+    const batching = epochBatching(
+      { batchSize: options.batchSize, seed: plan.seed, bucketByLength: options.bucketByLength ?? true },
+      epoch,
+    );
     const accumulated = new AccumulatedStep();
     const losses: number[] = [];
     let batchIndex = 0;

@@ -3,6 +3,9 @@ import { availableBackends, loadBackend } from '@peft/backend';
 import {
   AdamW,
   IGNORE_INDEX,
+  arrayDataset,
+  batchExamples,
+  epochBatching,
   fullFineTuning,
   headOnly,
   memoryStore,
@@ -63,6 +66,42 @@ describe('train', () => {
     expect(losses).toHaveLength(12);
     expect(losses.at(-1)!).toBeLessThan(losses[0]! * 0.5);
     expect(await run()).toEqual(losses);
+  });
+
+  it('steps through the batches epochBatching names (what `pnpm bench compare` gives Python)', async () => {
+    const host = await loadPretrained(directory('gpt2-tied'), { dropout: false });
+    // lengths 3..12, so that bucketing by length reorders; 10 examples in batches of 3, 3 epochs
+    const data = Array.from({ length: 10 }, (_, i) => {
+      const ids = Array.from({ length: 3 + ((i * 7) % 10) }, (_, t) => 2 + ((t + i) % 9));
+      return { inputIds: ids, labels: ids };
+    });
+    const seen: number[][][] = [];
+    const forward = host.forward.bind(host);
+    host.forward = (input) => {
+      seen.push(input.inputIds.map((row) => [...row]));
+      return forward(input);
+    };
+    for (const bucketByLength of [true, false]) {
+      seen.length = 0;
+      await train(biasAdapter(host, 'transformer.h.0.attn.c_attn'), {
+        ...lmOptions({ data, batchSize: 3, epochs: 3, maxSteps: 11, seed: 5 }),
+        bucketByLength,
+      });
+      host.linears.get('transformer.h.0.attn.c_attn')!.removeDelta('bias-adapter');
+      const expected: number[][] = [];
+      for (let epoch = 0; expected.length < 11; epoch++) {
+        const batching = epochBatching({ batchSize: 3, seed: 5, bucketByLength }, epoch);
+        for await (const batch of batchExamples(arrayDataset(data), batching))
+          expected.push(batch.map((e) => data.indexOf(e)));
+      }
+      // each step's rows, unpadded, are the examples named (padding is 0, which no example holds)
+      const steps = seen.map((rows) =>
+        rows.map((row) => data.findIndex((e) => e.inputIds.join() === row.filter((id) => id !== 0).join())),
+      );
+      expect(steps).toEqual(expected.slice(0, 11));
+      expect(new Set(steps.slice(0, 4).flat()).size).toBe(10); // one epoch covers every example once
+    }
+    host.dispose();
   });
 
   it('updates only the trainable variables: frozen weights are unchanged', async () => {
