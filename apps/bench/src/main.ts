@@ -5,6 +5,7 @@
 
 import { selectBackend } from '@peft/backend';
 
+import { compareUsage, runCompare } from './compare/compare.js';
 import { benchPlan, benchUsage, parseBenchArgs, perfUsage, prepareOutFolder } from './cli.js';
 import { Interrupts } from './interrupt.js';
 import { loadUsage, runLoad } from './load/load.js';
@@ -40,6 +41,7 @@ function progressPrinter(): (event: ProgressEvent) => void {
 async function main(): Promise<number> {
   if (process.argv[2] === 'perf') return runPerf(process.argv.slice(3));
   if (process.argv[2] === 'load') return runLoad(process.argv.slice(3));
+  if (process.argv[2] === 'compare') return runCompare(process.argv.slice(3));
   const values = parseBenchArgs(process.argv.slice(2));
   if (values.help) {
     console.log(benchUsage);
@@ -110,7 +112,7 @@ main().then(
   (code) => process.exit(code),
   (error: unknown) => {
     console.error(
-      `bench: ${error instanceof Error ? error.message : String(error)}\n${process.argv[2] === 'perf' ? perfUsage : process.argv[2] === 'load' ? loadUsage : benchUsage}`,
+      `bench: ${error instanceof Error ? error.message : String(error)}\n${{ perf: perfUsage, load: loadUsage, compare: compareUsage }[process.argv[2] ?? ''] ?? benchUsage}`,
     );
     process.exit(2);
   },

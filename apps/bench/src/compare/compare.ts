@@ -1,0 +1,457 @@
+// `pnpm bench compare`: the bench's methods trained here and in Python (peft; AdapterHub's `adapters`
+// for the bottleneck adapters) with the same everything but the implementation, reported side by
+// side. Python gets, in files: the base model as our loader holds it (its new head included), the
+// tokenised splits, each run's initial adapter (saved before training), the examples of every
+// optimizer step in order, and the optimizer, schedule, clipping and learning rate of the run.
+// Dropout runs on both sides as the model's config says, each with its own random numbers: with the
+// same start and the same batches, that and float rounding are what is left to differ.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import path from 'node:path';
+
+import { selectBackend } from '@peft/backend';
+import {
+  arrayDataset,
+  batchExamples,
+  countParameters,
+  epochBatching,
+  getPeftModel,
+  train,
+  type Example,
+  type TrainableModel,
+} from '@peft/core';
+import { PTuningV2Config } from '@peft/ptuning';
+import { loadPretrained, loadTokenizer, savePretrained } from '@peft/models';
+
+import { benchPlan, parseBenchArgs, prepareOutFolder } from '../cli.js';
+import { METHODS, VIRTUAL_TOKENS, isPeftModel, type MethodSpec } from '../methods.js';
+import { loadOptions, modelType, runTrainOptions, testMetric, type ModelSetup } from '../run.js';
+import { taskFor } from '../tasks/task-for.js';
+import type { TaskSplits } from '../tasks/tasks.js';
+
+export const compareUsage = `usage: pnpm bench compare [options]   the bench's methods here and in Python peft / AdapterHub
+  Same model, splits, tokenisation, initial weights, batches in order, optimizer (AdamW, weight decay
+  0.01), schedule (linear, 6% warm-up), clipping (1.0), learning rate, steps and dropout on both sides.
+  Needs the oracle's virtual environments (oracle/requirements.txt; AdapterHub: oracle/.venv-adapters).
+  --model DIR|minilm   as pnpm bench (default brown-gpt)
+  --task spam|pos|genre
+  --methods a,b,...    default all
+  --seeds N            default 3
+  --budget N           optimizer steps per run (default 100; a time budget would differ by side)
+  --batch N, --limit N, --lr method=rate,...   as pnpm bench
+  --quick              a few steps, one seed, small data
+  --out DIR            default bench-results/compare/<model>/<task>`;
+
+/** Which Python library trains a method, and how its trainable weights are chosen there. */
+type Kind = 'peft' | 'adapters' | 'full' | 'head-only' | 'frozen';
+
+const KINDS: Readonly<Record<string, Kind>> = {
+  lora: 'peft',
+  prefix: 'peft',
+  prompt: 'peft',
+  'ptuning-v1': 'peft',
+  'ptuning-v2': 'peft',
+  houlsby: 'adapters',
+  pfeiffer: 'adapters',
+  full: 'full',
+  'head-only': 'head-only',
+  frozen: 'frozen',
+};
+
+/** The oracle's virtual environment of each library: AdapterHub's `adapters` pins its own transformers. */
+const VENVS: Readonly<Record<'peft' | 'adapters', string>> = {
+  peft: '.venv',
+  adapters: '.venv-adapters',
+};
+
+/**
+ * Where the comparison's methods are not the bench's, and why: the same on both sides. P-tuning v2's
+ * dropout on the prefix (0.1 in the bench, as its authors' code) has no counterpart in peft, whose
+ * P-tuning v2 is prefix tuning without the reparameterisation.
+ */
+export const ADJUSTMENTS: readonly string[] = [
+  "P-tuning v2 without its prefix dropout (the bench's 0.1): peft's prefix tuning has none",
+];
+
+function comparedMethod(spec: MethodSpec): MethodSpec {
+  if (spec.name !== 'ptuning-v2') return spec;
+  return {
+    ...spec,
+    make: (host, task, seed) =>
+      getPeftModel(
+        host,
+        new PTuningV2Config({ numVirtualTokens: VIRTUAL_TOKENS, task, prefixDropout: 0, initSeed: seed }),
+      ),
+  };
+}
+
+/** The repository's oracle folder: bench_compare.py and the virtual environments. */
+const ORACLE = path.resolve(import.meta.dirname, '../../../../oracle');
+
+function interpreter(oracle: string, kind: 'peft' | 'adapters'): string {
+  return path.join(oracle, VENVS[kind], 'bin/python');
+}
+
+/** The examples of each of `steps` optimizer steps of a run with `seed`, by their index in `train`. */
+export async function stepBatches(
+  train: readonly Example[],
+  batchSize: number,
+  seed: number,
+  steps: number,
+): Promise<number[][]> {
+  const index = new Map<Example, number>(train.map((example, i) => [example, i]));
+  const batches: number[][] = [];
+  for (let epoch = 0; batches.length < steps; epoch++) {
+    for await (const batch of batchExamples(
+      arrayDataset(train),
+      epochBatching({ batchSize, seed, bucketByLength: true }, epoch),
+    )) {
+      batches.push(batch.map((example) => index.get(example)!));
+      if (batches.length === steps) break;
+    }
+  }
+  return batches;
+}
+
+/** One run's figures, either side. */
+export interface SideRun {
+  seed: number;
+  metric: number;
+  f1?: number | null;
+  trainable: number;
+  seconds: number;
+  tokens: number;
+  tokensPerSecond: number | null;
+  losses: number[];
+}
+
+export interface ComparedMethod {
+  method: string;
+  label: string;
+  kind: Kind;
+  ours: SideRun[];
+  theirs: SideRun[];
+  /** What ran on the Python side (library and version), or why it did not. */
+  theirLibrary: string;
+  error?: string;
+}
+
+export interface CompareResults {
+  schema: 'peft-bench-compare/1';
+  createdAt: string;
+  complete: boolean;
+  machine: { cpu: string; cpus: number; backend: string; node: string };
+  model: string;
+  task: { name: string; task: string; train: number; test: number; metric: string };
+  budget: { steps: number; batchSize: number; seeds: number; learningRates: Record<string, number> };
+  adjustments: readonly string[];
+  methods: ComparedMethod[];
+}
+
+/** The Python side of one method: its process, awaited; its last stdout line is the result. */
+function runPython(
+  oracle: string,
+  python: string,
+  exportDir: string,
+  method: string,
+): Promise<{ library: string; runs: SideRun[] }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, [path.join(oracle, 'bench_compare.py'), exportDir, method], {
+      env: { ...process.env, TOKENIZERS_PARALLELISM: 'false' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr = (stderr + chunk).slice(-1 << 16);
+    });
+    child.on('error', reject);
+    child.on('close', (status) => {
+      const line = stdout.trim().split('\n').at(-1) ?? '';
+      if (status !== 0 || !line.startsWith('{')) {
+        const tail = stderr.trim().split('\n').filter(Boolean).slice(-3).join(' | ');
+        reject(new Error(`${path.basename(python)} bench_compare.py ${method}: exit ${status}: ${tail}`));
+        return;
+      }
+      resolve(JSON.parse(line) as { library: string; runs: SideRun[] });
+    });
+  });
+}
+
+const meanStd = (values: readonly number[]): [number, number] => {
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  const variance = values.length > 1 ? values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1) : 0;
+  return [mean, Math.sqrt(variance)];
+};
+
+const fmt = (runs: readonly SideRun[], pick: (run: SideRun) => number | null | undefined, digits = 3): string => {
+  const values = runs.map(pick).filter((v): v is number => typeof v === 'number');
+  if (values.length === 0) return '-';
+  const [mean, std] = meanStd(values);
+  return values.length > 1 ? `${mean.toFixed(digits)} ± ${std.toFixed(digits)}` : mean.toFixed(digits);
+};
+
+/**
+ * Whether two sides' metrics differ by more than their seeds' spread: the means further apart than
+ * twice the larger standard deviation (with one seed: any difference above 0.01).
+ */
+export function differs(ours: readonly number[], theirs: readonly number[]): boolean {
+  if (ours.length === 0 || theirs.length === 0) return false;
+  const [a, sa] = meanStd(ours);
+  const [b, sb] = meanStd(theirs);
+  const spread = ours.length > 1 && theirs.length > 1 ? 2 * Math.max(sa, sb) : 0.01;
+  return Math.abs(a - b) > Math.max(spread, 1e-9);
+}
+
+export function compareTable(results: CompareResults): string {
+  const lines = [
+    `| method | ours (${results.task.metric}) | peft / AdapterHub | differ? | first loss ours / theirs | trainable ours / theirs | tokens/s ours / theirs (ratio) |`,
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const m of results.methods) {
+    const metric = (run: SideRun) => run.metric;
+    const ours = m.ours.map(metric);
+    const theirs = m.theirs.map(metric);
+    const speed = (runs: SideRun[]) => {
+      const values = runs.map((r) => r.tokensPerSecond).filter((v): v is number => typeof v === 'number');
+      return values.length ? meanStd(values)[0] : null;
+    };
+    const [so, st] = [speed(m.ours), speed(m.theirs)];
+    const trainable = `${m.ours[0]?.trainable.toLocaleString('en-US') ?? '-'} / ${m.theirs[0]?.trainable.toLocaleString('en-US') ?? '-'}`;
+    const same = m.ours[0] && m.theirs[0] && m.ours[0].trainable !== m.theirs[0].trainable ? ' NOT THE SAME' : '';
+    // the same start and the same first batch: the first losses differ by dropout's draws and rounding only
+    const first = (run: SideRun) => run.losses[0];
+    lines.push(
+      `| ${m.label} | ${fmt(m.ours, metric)} | ${m.error ? `failed: ${m.error.slice(0, 120)}` : fmt(m.theirs, metric)} | ${differs(ours, theirs) ? 'yes' : m.theirs.length ? 'no' : '-'} | ${fmt(m.ours, first, 4)} / ${fmt(m.theirs, first, 4)} | ${trainable}${same} | ${so === null ? '-' : so.toFixed(0)} / ${st === null ? '-' : st.toFixed(0)}${so !== null && st ? ` (${(so / st).toFixed(2)}x)` : ''} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function writeCompare(out: string, results: CompareResults): void {
+  writeFileSync(path.join(out, 'compare.json'), `${JSON.stringify(results, null, 2)}\n`);
+  const md = [
+    `# ${results.task.name} on ${path.basename(results.model)}: ours beside Python`,
+    '',
+    `${results.machine.cpu}, ${results.machine.cpus} CPUs; ours: ${results.machine.backend}, Node ${results.machine.node}. ` +
+      `${results.budget.steps} steps of ${results.budget.batchSize} examples, ${results.budget.seeds} seed(s); train ${results.task.train}, test ${results.task.test}.`,
+    '',
+    "Same on both sides: the base model (ours saved, theirs loaded from it), the splits and their tokens, each run's initial adapter, the examples of every step in order, AdamW (0.9, 0.999, 1e-8, weight decay 0.01 on every trained weight), linear schedule with 6% warm-up, clipping at 1.0, the learning rate, the model's dropout (each side its own random numbers). Tokens/s: the training loop's wall time, the same process conditions (one side after the other, method by method).",
+    '',
+    ...(results.adjustments.length ? ['Adjusted on both sides:', ...results.adjustments.map((a) => `- ${a}`), ''] : []),
+    compareTable(results),
+    '',
+    `differ?: the means further apart than twice the larger standard deviation over seeds (one seed: more than 0.01).${results.complete ? '' : ' PARTIAL: interrupted or failed before the end.'}`,
+    '',
+  ];
+  writeFileSync(path.join(out, 'compare.md'), md.join('\n'));
+}
+
+/** Our side of one run, as the bench trains it; the initial adapter saved first for Python. */
+async function ourRun(
+  spec: MethodSpec,
+  seed: number,
+  steps: number,
+  task: TaskSplits,
+  setup: ModelSetup,
+  modelDirectory: string,
+  batchSize: number,
+  learningRates: Record<string, number>,
+  initDir: string,
+): Promise<{ run: SideRun; trainableNames: string[] }> {
+  const host = await loadPretrained(modelDirectory, setup.load);
+  let model: TrainableModel | null = null;
+  try {
+    model = spec.make(host, task.task, seed);
+    const trainable = spec.frozen ? 0 : countParameters(model.trainableVariables().values());
+    const trainableNames = spec.frozen ? [] : [...model.trainableVariables().keys()];
+    if (isPeftModel(model)) await model.saveAdapter(initDir);
+    const options = runTrainOptions(spec, { task, batchSize, learningRates }, setup.padTokenId, steps, seed);
+    let seconds = 0;
+    let tokens = 0;
+    let losses: number[] = [];
+    if (!spec.frozen) {
+      const trained = await train(model, options);
+      ({ seconds, tokens, losses } = trained);
+    }
+    const measured = await testMetric(model, task, { ...options, batchSize: 16 });
+    return {
+      run: {
+        seed,
+        metric: measured.metric,
+        ...(measured.f1 !== undefined ? { f1: measured.f1 } : {}),
+        trainable,
+        seconds,
+        tokens,
+        tokensPerSecond: spec.frozen ? null : tokens / seconds,
+        losses,
+      },
+      trainableNames,
+    };
+  } finally {
+    if (model && isPeftModel(model)) model.dispose();
+    host.dispose();
+  }
+}
+
+export async function runCompare(argv: string[], options: { oracle?: string } = {}): Promise<number> {
+  const oracle = options.oracle ?? ORACLE;
+  const values = parseBenchArgs(argv);
+  if (values.help) {
+    console.log(compareUsage);
+    return 0;
+  }
+  if (values.suite) throw new Error('--suite: compare runs one task at a time');
+  const plan = benchPlan(values);
+  if (plan.seconds) throw new Error('--budget: compare needs a number of steps (a time budget would differ by side)');
+  if (plan.tasks[0]!.name === 'email-lm')
+    throw new Error('--task: compare runs the classification tasks (spam, genre, pos), not email-lm');
+  const specs = METHODS.filter((m) => plan.methods.includes(m.name)).map(comparedMethod);
+  const kinds = new Set(specs.map((spec) => KINDS[spec.name]!));
+  for (const venv of ['peft', 'adapters'] as const) {
+    const needed = venv === 'peft' ? [...kinds].some((k) => k !== 'adapters') : kinds.has('adapters');
+    if (needed && !existsSync(interpreter(oracle, venv)))
+      throw new Error(
+        venv === 'peft'
+          ? `Python peft not found (${interpreter(oracle, venv)}): python3 -m venv oracle/.venv && oracle/.venv/bin/pip install -r oracle/requirements.txt`
+          : `AdapterHub not found (${interpreter(oracle, venv)}): python3 -m venv oracle/.venv-adapters && oracle/.venv-adapters/bin/pip install torch==2.13.0 adapters==1.3.0 safetensors (or leave houlsby and pfeiffer out of --methods)`,
+      );
+  }
+  const taskName = plan.tasks[0]!.name;
+  const modelLabel = path.basename(plan.model).replace(/-model-[\d.]+$/, '');
+  const out = path.resolve(values.out ?? path.join('bench-results', 'compare', modelLabel, taskName));
+  prepareOutFolder('--out', out);
+  const backend = await selectBackend({ backend: plan.backend });
+  const task = await taskFor(taskName, plan.data, plan.model, plan.limit);
+  if (task.task === 'causal-lm')
+    throw new Error(`--data: compare runs classification tasks; ${task.name} is causal-lm`);
+  const tokenizer = await loadTokenizer(plan.model);
+  const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+  const setup: ModelSetup = { padTokenId, load: loadOptions(task, padTokenId, modelType(plan.model)) };
+  const exportDir = path.join(out, 'export');
+  mkdirSync(exportDir, { recursive: true });
+  console.log(`task ${task.name} (${task.task}): train ${task.train.length}, test ${task.test.length}; output ${out}`);
+
+  // the base model as every run loads it (a new head from its seed where the checkpoint has none)
+  const base = await loadPretrained(plan.model, setup.load);
+  await savePretrained(base, path.join(exportDir, 'base'));
+  base.dispose();
+  writeFileSync(
+    path.join(exportDir, 'task.json'),
+    JSON.stringify({
+      name: task.name,
+      task: task.task,
+      labels: task.labels,
+      padTokenId,
+      train: task.train.map(({ inputIds, labels, tokenTypeIds }) => ({ inputIds, labels, tokenTypeIds })),
+      test: task.test.map(({ inputIds, labels, tokenTypeIds }) => ({ inputIds, labels, tokenTypeIds })),
+    }),
+  );
+
+  const results: CompareResults = {
+    schema: 'peft-bench-compare/1',
+    createdAt: new Date().toISOString(),
+    complete: false,
+    machine: {
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cpus: cpus().length,
+      backend: backend.detail,
+      node: process.version,
+    },
+    model: plan.model,
+    task: { name: task.name, task: task.task, train: task.train.length, test: task.test.length, metric: task.metric },
+    budget: { steps: plan.steps, batchSize: plan.batchSize, seeds: plan.seeds, learningRates: plan.learningRates },
+    adjustments: ADJUSTMENTS.filter((a) => (a.startsWith('P-tuning v2') ? plan.methods.includes('ptuning-v2') : true)),
+    methods: [],
+  };
+  let failed = false;
+  for (const spec of specs) {
+    const kind = KINDS[spec.name]!;
+    const entry: ComparedMethod = {
+      method: spec.name,
+      label: spec.label,
+      kind,
+      ours: [],
+      theirs: [],
+      theirLibrary: '',
+    };
+    results.methods.push(entry);
+    const methodDir = path.join(exportDir, spec.name);
+    mkdirSync(methodDir, { recursive: true });
+    const seeds = spec.frozen ? 1 : plan.seeds;
+    const steps = spec.frozen ? 0 : plan.steps;
+    const planned: { seed: number; trainable: number; batches: number[][] }[] = [];
+    let trainableNames: string[] = [];
+    for (let seed = 0; seed < seeds; seed++) {
+      console.log(`${spec.name} seed ${seed}: ours`);
+      const mine = await ourRun(
+        spec,
+        seed,
+        steps,
+        task,
+        setup,
+        plan.model,
+        plan.batchSize,
+        plan.learningRates,
+        path.join(methodDir, `seed-${seed}`),
+      );
+      entry.ours.push(mine.run);
+      trainableNames = mine.trainableNames;
+      planned.push({
+        seed,
+        trainable: mine.run.trainable,
+        batches: await stepBatches(task.train, plan.batchSize, seed, steps),
+      });
+    }
+    const options = runTrainOptions(
+      spec,
+      { task, batchSize: plan.batchSize, learningRates: plan.learningRates },
+      padTokenId,
+      Math.max(steps, 1),
+      0,
+    );
+    writeFileSync(
+      path.join(methodDir, 'plan.json'),
+      JSON.stringify({
+        method: spec.name,
+        kind,
+        steps,
+        batchSize: plan.batchSize,
+        learningRate: options.learningRate,
+        weightDecay: options.weightDecay,
+        warmupSteps: Math.round((options.warmupRatio ?? 0) * steps),
+        schedule: options.schedule,
+        maxGradNorm: 1.0,
+        betas: [0.9, 0.999],
+        epsilon: 1e-8,
+        threads: cpus().length,
+        // full fine-tuning and the head: the names of the weights that train (Hugging Face names)
+        trainableNames: kind === 'full' || kind === 'head-only' || kind === 'adapters' ? trainableNames : [],
+        runs: planned,
+      }),
+    );
+    console.log(`${spec.name}: Python (${kind === 'adapters' ? 'AdapterHub' : 'peft'})`);
+    try {
+      const python = interpreter(oracle, kind === 'adapters' ? 'adapters' : 'peft');
+      const theirs = await runPython(oracle, python, exportDir, spec.name);
+      entry.theirs = theirs.runs;
+      entry.theirLibrary = theirs.library;
+    } catch (error) {
+      entry.error = (error as Error).message;
+      failed = true;
+    }
+    writeCompare(out, results);
+    console.log(
+      compareTable({ ...results, methods: [entry] })
+        .split('\n')
+        .at(-1),
+    );
+  }
+  results.complete = !failed;
+  writeCompare(out, results);
+  console.log(`\n${compareTable(results)}\n\nreport: ${path.join(out, 'compare.md')}`);
+  return failed ? 1 : 0;
+}

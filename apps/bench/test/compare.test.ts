@@ -1,0 +1,131 @@
+// `pnpm bench compare`: what it gives Python (the batches of every step), how it judges a difference,
+// its table, and what it refuses before any work. The Python side itself needs the oracle's virtual
+// environments, which CI does not have: the comparison's figures are in the README, made with them.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import type { Example } from '@peft/core';
+import { describe, expect, it } from 'vitest';
+
+import {
+  compareTable,
+  differs,
+  runCompare,
+  stepBatches,
+  type CompareResults,
+  type SideRun,
+} from '../src/compare/compare.js';
+
+const examples: Example[] = Array.from({ length: 37 }, (_, i) => ({
+  inputIds: Array.from({ length: 2 + ((i * 5) % 11) }, (_, t) => t + 1),
+  labels: i % 2,
+}));
+
+describe('stepBatches', () => {
+  it('names the examples of each step: an epoch covers every example once, the seed orders them', async () => {
+    const batches = await stepBatches(examples, 8, 3, 12);
+    expect(batches).toHaveLength(12);
+    // 37 examples in batches of 8: 5 batches an epoch (the last of 5), then the next epoch
+    expect(
+      batches
+        .slice(0, 5)
+        .map((b) => b.length)
+        .sort(),
+    ).toEqual([5, 8, 8, 8, 8]);
+    expect(
+      batches
+        .slice(0, 5)
+        .flat()
+        .sort((a, b) => a - b),
+    ).toEqual(examples.map((_, i) => i));
+    expect(
+      batches
+        .slice(5, 10)
+        .flat()
+        .sort((a, b) => a - b),
+    ).toEqual(examples.map((_, i) => i));
+    expect(batches.slice(5, 10)).not.toEqual(batches.slice(0, 5)); // each epoch its own order
+    expect(await stepBatches(examples, 8, 3, 12)).toEqual(batches);
+    expect(await stepBatches(examples, 8, 4, 12)).not.toEqual(batches);
+    // grouped by length: a batch's lengths are closer together than the data's
+    const spread = (ids: number[]) => {
+      const lengths = ids.map((i) => examples[i]!.inputIds.length);
+      return Math.max(...lengths) - Math.min(...lengths);
+    };
+    expect(Math.max(...batches.slice(0, 5).map(spread))).toBeLessThan(spread(examples.map((_, i) => i)));
+  });
+});
+
+describe('differs', () => {
+  it('says yes when the means are further apart than twice the larger spread over seeds', () => {
+    expect(differs([0.9, 0.91, 0.92], [0.9, 0.92, 0.91])).toBe(false);
+    expect(differs([0.9, 0.91, 0.92], [0.8, 0.81, 0.82])).toBe(true);
+    expect(differs([0.9, 0.7, 0.8], [0.85, 0.95, 0.75])).toBe(false); // wide spread: not a difference
+    expect(differs([0.9], [0.905])).toBe(false); // one seed: more than 0.01
+    expect(differs([0.9], [0.92])).toBe(true);
+    expect(differs([0.9], [])).toBe(false);
+  });
+});
+
+describe('compareTable', () => {
+  const run = (seed: number, metric: number, trainable: number, tokensPerSecond: number): SideRun => ({
+    seed,
+    metric,
+    trainable,
+    seconds: 10,
+    tokens: tokensPerSecond * 10,
+    tokensPerSecond,
+    losses: [0.7 + seed / 100, 0.5],
+  });
+  it('shows both sides, whether they differ, the first losses, the trainable counts and the speed ratio', () => {
+    const results = {
+      task: { metric: 'accuracy' },
+      methods: [
+        {
+          method: 'lora',
+          label: 'LoRA r=8',
+          kind: 'peft',
+          ours: [run(0, 0.9, 100, 300), run(1, 0.92, 100, 300)],
+          theirs: [run(0, 0.8, 100, 200), run(1, 0.81, 100, 200)],
+          theirLibrary: 'peft',
+        },
+        {
+          method: 'full',
+          label: 'full',
+          kind: 'full',
+          ours: [run(0, 0.9, 5, 100)],
+          theirs: [run(0, 0.9, 6, 100)],
+          theirLibrary: 't',
+        },
+      ],
+    } as unknown as CompareResults;
+    const [, , lora, full] = compareTable(results).split('\n');
+    expect(lora).toBe(
+      '| LoRA r=8 | 0.910 ± 0.014 | 0.805 ± 0.007 | yes | 0.7050 ± 0.0071 / 0.7050 ± 0.0071 | 100 / 100 | 300 / 200 (1.50x) |',
+    );
+    expect(full).toContain('| 5 / 6 NOT THE SAME |');
+  });
+});
+
+describe('runCompare refuses before any work', () => {
+  const out = () => path.join(mkdtempSync(path.join(tmpdir(), 'compare-')), 'out');
+  it.each([
+    [['--budget', '2m'], '--budget: compare needs a number of steps'],
+    [['--suite', 'full'], '--suite: compare runs one task at a time'],
+    [['--task', 'email-lm'], '--task: compare runs the classification tasks (spam, genre, pos), not email-lm'],
+    [['--seeds', '0'], '--seeds: expected a positive integer'],
+  ])('%j', async (args, message) => {
+    await expect(runCompare([...args, '--out', out()])).rejects.toThrow(message);
+  });
+
+  it("without the oracle's Python it says how to make it; without AdapterHub, how to leave it out", async () => {
+    const oracle = mkdtempSync(path.join(tmpdir(), 'no-oracle-'));
+    await expect(runCompare(['--methods', 'lora', '--out', out()], { oracle })).rejects.toThrow(
+      /Python peft not found \(.*\/\.venv\/bin\/python\): python3 -m venv oracle\/\.venv/,
+    );
+    await expect(runCompare(['--methods', 'houlsby', '--out', out()], { oracle })).rejects.toThrow(
+      /AdapterHub not found .*leave houlsby and pfeiffer out of --methods/,
+    );
+  });
+});
