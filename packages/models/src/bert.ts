@@ -122,7 +122,6 @@ export class BertModel extends TransformerHost {
   private readonly act: (x: tf.Tensor) => tf.Tensor;
 
   /** `bert.` (BertFor... checkpoints) or empty (BertModel ones, as sentence-transformers saves them). */
-  private readonly bodyPrefix: string;
 
   /**
    * `newHeadSeed`: when the checkpoint has no weights for the head its architecture names (a
@@ -152,10 +151,10 @@ export class BertModel extends TransformerHost {
     );
     this.dropoutRates = bert.dropout;
     this.act = activation(bert.activation, 'config.json hidden_act');
+    // BertModel checkpoints store the body unprefixed; every BERT head class holds it as `bert.`
     const prefix = checkpoint.has('bert.embeddings.word_embeddings.weight') ? 'bert.' : '';
-    this.bodyPrefix = prefix;
-    const load = new WeightLoader(checkpoint, prefix);
-    this.layerPaths = Array.from({ length: bert.numLayers }, (_, i) => `${prefix}encoder.layer.${i}`);
+    const load = new WeightLoader(checkpoint, prefix, 'bert.');
+    this.layerPaths = Array.from({ length: bert.numLayers }, (_, i) => `bert.encoder.layer.${i}`);
     const { hiddenSize: d, intermediateSize } = bert;
     const norm = (name: string): LayerNormWeights => ({
       weight: load.variable(`${name}.weight`, [d]) as tf.Variable<tf.Rank.R1>,
@@ -210,7 +209,7 @@ export class BertModel extends TransformerHost {
       bert.task !== 'sequence-classification'
         ? null
         : missing(load, 'pooler.dense')
-          ? created(`${prefix}pooler.dense`, d, d, newHeadSeed! + 1)
+          ? created('bert.pooler.dense', d, d, newHeadSeed! + 1)
           : load.linear('pooler.dense', d, d, 'linear', true);
     if (this.pooler) this.linearMap.set(this.pooler.name, this.pooler);
     const headLoader = new WeightLoader(checkpoint, '');
@@ -219,11 +218,6 @@ export class BertModel extends TransformerHost {
       : headLoader.linear('classifier', d, bert.numLabels, 'linear', true);
     this.linearMap.set(this.classifier.name, this.classifier);
     for (const [name, variable] of [...load.variables, ...headLoader.variables]) this.parameterMap.set(name, variable);
-  }
-
-  /** transformers saves every BERT head class with its body under `bert.`, whatever it loaded. */
-  override checkpointName(parameterName: string): string {
-    return this.bodyCheckpointName(parameterName, this.bodyPrefix, 'bert.');
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {

@@ -116,7 +116,6 @@ export class Gpt2Model extends TransformerHost {
   private readonly lmHead: tf.Variable<tf.Rank.R2>;
   private readonly act: (x: tf.Tensor) => tf.Tensor;
   /** `transformer.` (GPT2LMHeadModel checkpoints) or empty (GPT2Model ones, as the original gpt2). */
-  private readonly bodyPrefix: string;
 
   get wordEmbeddings(): tf.Variable<tf.Rank.R2> {
     return this.tokenEmbeddings;
@@ -159,10 +158,10 @@ export class Gpt2Model extends TransformerHost {
     this.headModules = task === 'lm' ? ['lm_head'] : task === 'sequence-classification' ? ['score'] : ['classifier'];
     this.act = activation(gpt2.activation, 'config.json activation_function');
     // GPT2LMHeadModel checkpoints prefix the body with `transformer.`; GPT2Model ones do not.
+    // (every GPT-2 head class holds the body as `transformer.`: its modules are named so)
     const prefix = checkpoint.has('transformer.wte.weight') ? 'transformer.' : '';
-    this.bodyPrefix = prefix;
-    const load = new WeightLoader(checkpoint, prefix);
-    this.layerPaths = Array.from({ length: gpt2.numLayers }, (_, i) => `${prefix}h.${i}`);
+    const load = new WeightLoader(checkpoint, prefix, 'transformer.');
+    this.layerPaths = Array.from({ length: gpt2.numLayers }, (_, i) => `transformer.h.${i}`);
     const { hiddenSize: d, vocabSize, maxPositions, innerSize } = gpt2;
     this.tokenEmbeddings = load.variable('wte.weight', [vocabSize, d]) as tf.Variable<tf.Rank.R2>;
     this.positionEmbeddings = load.variable('wpe.weight', [maxPositions, d]) as tf.Variable<tf.Rank.R2>;
@@ -206,11 +205,6 @@ export class Gpt2Model extends TransformerHost {
       for (const [name, variable] of lmLoader.variables) this.parameterMap.set(name, variable);
     }
     for (const [name, variable] of load.variables) this.parameterMap.set(name, variable);
-  }
-
-  /** transformers saves every GPT-2 head class with its body under `transformer.`, whatever it loaded. */
-  override checkpointName(parameterName: string): string {
-    return this.bodyCheckpointName(parameterName, this.bodyPrefix, 'transformer.');
   }
 
   protected embedTokens(ids: tf.Tensor2D): tf.Tensor3D {

@@ -273,7 +273,7 @@ function checkpointTensors(host: TransformerHost, dtype: SafetensorsFloatDtype):
       : undefined;
     const transpose = linear?.layout === 'linear';
     tensors.push({
-      name: host.checkpointName(parameterName),
+      name: parameterName,
       shape: transpose ? [...variable.shape].reverse() : [...variable.shape],
       bytes: variable.size * BYTES_PER_VALUE[dtype],
       read: async () => {

@@ -163,22 +163,6 @@ export abstract class TransformerHost implements PeftHost {
     return this.parameterMap;
   }
 
-  /** The name transformers saves a parameter under (architectures whose checkpoints vary say so). */
-  checkpointName(parameterName: string): string {
-    return parameterName;
-  }
-
-  /**
-   * checkpointName for an architecture whose base-model checkpoints store the body unprefixed
-   * (GPT2Model, BertModel) while transformers saves every head class with it under `savedPrefix`
-   * (`transformer.`, `bert.`): a body loaded without a prefix gets it, heads and prefixed bodies keep
-   * their names.
-   */
-  protected bodyCheckpointName(parameterName: string, loadedPrefix: string, savedPrefix: string): string {
-    const isHead = this.headModules.some((head) => parameterName.startsWith(`${head}.`));
-    return isHead || loadedPrefix !== '' ? parameterName : `${savedPrefix}${parameterName}`;
-  }
-
   /** Token ids [B, T] -> token embeddings [B, T, d] (before the input-embedding hook). */
   protected abstract embedTokens(ids: tf.Tensor2D): tf.Tensor3D;
   /** Adds what depends on positions and segments (learned positions, token types, norms). */

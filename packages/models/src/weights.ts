@@ -14,6 +14,13 @@ export class WeightLoader {
     readonly checkpoint: Checkpoint,
     /** Prepended to every name looked up (e.g. `transformer.` for a GPT2LMHeadModel checkpoint). */
     readonly prefix: string,
+    /**
+     * Prepended to the names weights are registered and projections named under: the module paths of
+     * the model class the host is, where the checkpoint's differ (a BertModel checkpoint, unprefixed,
+     * loaded as BertForSequenceClassification, whose body is `bert.`): adapters then name modules as
+     * peft does on that class.
+     */
+    readonly namePrefix: string = prefix,
   ) {}
 
   has(name: string): boolean {
@@ -24,7 +31,7 @@ export class WeightLoader {
    * A frozen variable for `name` of the given shape, registered under its full checkpoint name
    * (`registeredAs` overrides it, for tensors a checkpoint stores under another name).
    */
-  variable(name: string, shape: readonly number[], registeredAs = this.prefix + name): tf.Variable {
+  variable(name: string, shape: readonly number[], registeredAs = this.namePrefix + name): tf.Variable {
     const native = this.native(this.prefix + name, shape, false);
     if (native) {
       this.variables.set(registeredAs, native.variable);
@@ -52,24 +59,25 @@ export class WeightLoader {
     withBias: boolean,
   ): HostLinear {
     const full = this.prefix + name;
+    const named = this.namePrefix + name;
     let weight: tf.Variable<tf.Rank.R2>;
     const native = layout === 'linear' ? this.native(`${full}.weight`, [outFeatures, inFeatures], true) : null;
     if (layout === 'conv1d') {
       weight = this.variable(`${name}.weight`, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
     } else if (native) {
       weight = native.variable as tf.Variable<tf.Rank.R2>;
-      this.variables.set(`${full}.weight`, weight);
+      this.variables.set(`${named}.weight`, weight);
       this.checkFinite(weight, `${full}.weight`, true, native.sum);
     } else {
       const count = outFeatures * inFeatures;
       const data = this.checkpoint.tensor(`${full}.weight`, [outFeatures, inFeatures], this.decoded.take(count));
       const values = transpose(data.values as Float32Array, outFeatures, inFeatures, this.transposed.take(count));
       weight = this.frozen(values, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
-      this.variables.set(`${full}.weight`, weight);
+      this.variables.set(`${named}.weight`, weight);
       this.checkFinite(weight, `${full}.weight`, true);
     }
     const bias = withBias ? (this.variable(`${name}.bias`, [outFeatures]) as tf.Variable<tf.Rank.R1>) : null;
-    return new HostLinear(full, weight, bias, layout);
+    return new HostLinear(named, weight, bias, layout);
   }
 
   /**

@@ -71,14 +71,14 @@ describe('train', () => {
   it('steps through the batches epochBatching names (what `pnpm bench compare` gives Python)', async () => {
     const host = await loadPretrained(directory('gpt2-tied'), { dropout: false });
     // lengths 3..12, so that bucketing by length reorders; 10 examples in batches of 3, 3 epochs
-    const data = Array.from({ length: 10 }, (_, i) => {
+    const data: Example[] = Array.from({ length: 10 }, (_, i) => {
       const ids = Array.from({ length: 3 + ((i * 7) % 10) }, (_, t) => 2 + ((t + i) % 9));
       return { inputIds: ids, labels: ids };
     });
     const seen: number[][][] = [];
     const forward = host.forward.bind(host);
     host.forward = (input) => {
-      seen.push(input.inputIds.map((row) => [...row]));
+      seen.push((input.inputIds as number[][]).map((row) => [...row]));
       return forward(input);
     };
     for (const bucketByLength of [true, false]) {
