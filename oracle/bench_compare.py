@@ -7,7 +7,8 @@ TypeScript side exported:
   task.json        the tokenised splits and the pad token
   METHOD/plan.json the optimizer, schedule, clipping, learning rate, steps, and per seed the examples
                    of every optimizer step in order and the trainable parameter count
-  METHOD/seed-N/   the run's adapter as it was before training (peft's or AdapterHub's format)
+  METHOD/seed-N/   the run's method config (peft's or AdapterHub's format) and init.safetensors, every
+                   trainable weight as ours starts (copied in: both sides start alike)
 
 and trains as `train` does: AdamW on every trained weight, linear schedule after warm-up, global norm
 clipping, the model's dropout (model.train()). Evaluates as the bench does (argmax over the test
@@ -33,38 +34,71 @@ def load_base(export, task):
     return auto.from_pretrained(export / "base")
 
 
-def with_prefix(name, prefixes):
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
+def normalised(name):
+    """A trainable weight's name with the wrappers' parts taken out (peft's base_model.model., the adapter
+    name `default`, modules_to_save), so that ours and theirs meet."""
+    parts = [p for p in name.split(".") if p not in ("default", "modules_to_save")]
+    while parts[:1] in (["base_model"], ["model"]):
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def copy_start(model, start, method):
+    """Our trainable weights as they start, into the trainable parameters they name (one to one, or
+    an error listing what does not meet). Ours hold projections [in, out]: an nn.Linear's is [out, in]."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    theirs = {normalised(n): n for n in params}
+    ours = {normalised(n): n for n in start}
+    if len(theirs) != len(params) or set(theirs) != set(ours):
+        raise SystemExit(
+            f"{method}: trainable weights do not meet: ours only {sorted(set(ours) - set(theirs))[:4]}, "
+            f"theirs only {sorted(set(theirs) - set(ours))[:4]}"
+        )
+    with torch.no_grad():
+        for key, their_name in theirs.items():
+            value = start[ours[key]]
+            module = model.get_submodule(their_name.rsplit(".", 1)[0])
+            if isinstance(module, torch.nn.Linear) and their_name.endswith("weight"):
+                value = value.T
+            params[their_name].copy_(value.reshape(params[their_name].shape))
 
 
 def prepare(model, plan, init):
-    """The model with the method attached and exactly its weights trainable; the library's name."""
-    kind = plan["kind"]
-    if kind == "peft":
-        import peft
-        from peft import PeftModel
+    """The model with the method attached, exactly its weights trainable, each as ours starts; the
+    library's name."""
+    from safetensors.torch import load_file
 
-        return PeftModel.from_pretrained(model, str(init), is_trainable=True), f"peft {peft.__version__}"
-    if kind == "adapters":
+    kind = plan["kind"]
+    start = load_file(str(init / "init.safetensors")) if (init / "init.safetensors").exists() else {}
+    if kind == "peft":
+        # made from the config we saved; PeftModel.from_pretrained cannot (it refuses prompt learning
+        # adapters as trainable, and prefix tuning's file holds the reparameterisation's output only)
+        import peft
+        from peft import PeftConfig, get_peft_model
+
+        config = PeftConfig.from_pretrained(str(init))
+        config.inference_mode = False
+        model, library = get_peft_model(model, config), f"peft {peft.__version__}"
+    elif kind == "adapters":
         import adapters
 
         adapters.init(model)
         name = model.load_adapter(str(init), set_active=True, use_safetensors=True)
         model.train_adapter(name)
         # the head trains beside the adapters (modules_to_save on our side)
-        heads = sorted({n.rsplit(".", 1)[0] for n in plan["trainableNames"] if "adapters" not in n})
+        heads = {normalised(n).rsplit(".", 1)[0] for n in start if "adapters" not in n}
         for n, p in model.named_parameters():
-            if with_prefix(n, heads):
+            if n.rsplit(".", 1)[0] in heads:
                 p.requires_grad_(True)
-        return model, f"adapters {adapters.__version__}"
-    names = set(plan["trainableNames"])
-    known = {n for n, _ in model.named_parameters()}
-    missing = names - known
-    if missing:
-        raise SystemExit(f"{plan['method']}: weights ours trains that the Python model lacks: {sorted(missing)[:5]}")
-    for n, p in model.named_parameters():
-        p.requires_grad_(kind == "full" or n in names)
-    return model, "transformers"
+        library = f"adapters {adapters.__version__}"
+    else:
+        names = {normalised(n) for n in start}
+        for n, p in model.named_parameters():
+            p.requires_grad_(kind == "full" or n in names)
+        library = "transformers"
+    if kind != "frozen":
+        copy_start(model, start, plan["method"])
+    return model, library
 
 
 def collate(examples, indices, task, pad):

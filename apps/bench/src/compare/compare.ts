@@ -1,7 +1,7 @@
 // `pnpm bench compare`: the bench's methods trained here and in Python (peft; AdapterHub's `adapters`
 // for the bottleneck adapters) with the same everything but the implementation, reported side by
 // side. Python gets, in files: the base model as our loader holds it (its new head included), the
-// tokenised splits, each run's initial adapter (saved before training), the examples of every
+// tokenised splits, each run's method config and trainable weights as they start, the examples of every
 // optimizer step in order, and the optimizer, schedule, clipping and learning rate of the run.
 // Dropout runs on both sides as the model's config says, each with its own random numbers: with the
 // same start and the same batches, that and float rounding are what is left to differ.
@@ -17,6 +17,7 @@ import {
   countParameters,
   epochBatching,
   getPeftModel,
+  serializeSafetensors,
   train,
   type Example,
   type TrainableModel,
@@ -261,14 +262,20 @@ async function ourRun(
   batchSize: number,
   learningRates: Record<string, number>,
   initDir: string,
-): Promise<{ run: SideRun; trainableNames: string[] }> {
+): Promise<SideRun> {
   const host = await loadPretrained(modelDirectory, setup.load);
   let model: TrainableModel | null = null;
   try {
     model = spec.make(host, task.task, seed);
     const trainable = spec.frozen ? 0 : countParameters(model.trainableVariables().values());
-    const trainableNames = spec.frozen ? [] : [...model.trainableVariables().keys()];
+    // the method's config (peft's or AdapterHub's format), and every trainable weight as it starts
+    // (as held here: projections [in, out]); Python builds the method from the one, copies the other in
     if (isPeftModel(model)) await model.saveAdapter(initDir);
+    mkdirSync(initDir, { recursive: true });
+    const start: Record<string, { shape: number[]; values: Float32Array }> = {};
+    for (const [name, variable] of model.trainableVariables())
+      start[name] = { shape: variable.shape, values: variable.dataSync() as Float32Array };
+    writeFileSync(path.join(initDir, 'init.safetensors'), serializeSafetensors(start));
     const options = runTrainOptions(spec, { task, batchSize, learningRates }, setup.padTokenId, steps, seed);
     let seconds = 0;
     let tokens = 0;
@@ -279,17 +286,14 @@ async function ourRun(
     }
     const measured = await testMetric(model, task, { ...options, batchSize: 16 });
     return {
-      run: {
-        seed,
-        metric: measured.metric,
-        ...(measured.f1 !== undefined ? { f1: measured.f1 } : {}),
-        trainable,
-        seconds,
-        tokens,
-        tokensPerSecond: spec.frozen ? null : tokens / seconds,
-        losses,
-      },
-      trainableNames,
+      seed,
+      metric: measured.metric,
+      ...(measured.f1 !== undefined ? { f1: measured.f1 } : {}),
+      trainable,
+      seconds,
+      tokens,
+      tokensPerSecond: spec.frozen ? null : tokens / seconds,
+      losses,
     };
   } finally {
     if (model && isPeftModel(model)) model.dispose();
@@ -384,7 +388,6 @@ export async function runCompare(argv: string[], options: { oracle?: string } = 
     const seeds = spec.frozen ? 1 : plan.seeds;
     const steps = spec.frozen ? 0 : plan.steps;
     const planned: { seed: number; trainable: number; batches: number[][] }[] = [];
-    let trainableNames: string[] = [];
     for (let seed = 0; seed < seeds; seed++) {
       console.log(`${spec.name} seed ${seed}: ours`);
       const mine = await ourRun(
@@ -398,11 +401,10 @@ export async function runCompare(argv: string[], options: { oracle?: string } = 
         plan.learningRates,
         path.join(methodDir, `seed-${seed}`),
       );
-      entry.ours.push(mine.run);
-      trainableNames = mine.trainableNames;
+      entry.ours.push(mine);
       planned.push({
         seed,
-        trainable: mine.run.trainable,
+        trainable: mine.trainable,
         batches: await stepBatches(task.train, plan.batchSize, seed, steps),
       });
     }
@@ -428,8 +430,6 @@ export async function runCompare(argv: string[], options: { oracle?: string } = 
         betas: [0.9, 0.999],
         epsilon: 1e-8,
         threads: cpus().length,
-        // full fine-tuning and the head: the names of the weights that train (Hugging Face names)
-        trainableNames: kind === 'full' || kind === 'head-only' || kind === 'adapters' ? trainableNames : [],
         runs: planned,
       }),
     );
