@@ -26,6 +26,7 @@ import { PTuningV2Config } from '@peft/ptuning';
 import { loadPretrained, loadTokenizer, savePretrained } from '@peft/models';
 
 import { benchPlan, parseBenchArgs, prepareOutFolder } from '../cli.js';
+import { replaceFile } from '../files.js';
 import { METHODS, VIRTUAL_TOKENS, isPeftModel, type MethodSpec } from '../methods.js';
 import { loadOptions, modelType, runTrainOptions, testMetric, type ModelSetup } from '../run.js';
 import { taskFor } from '../tasks/task-for.js';
@@ -233,7 +234,7 @@ export function compareTable(results: CompareResults): string {
 }
 
 function writeCompare(out: string, results: CompareResults): void {
-  writeFileSync(path.join(out, 'compare.json'), `${JSON.stringify(results, null, 2)}\n`);
+  replaceFile(path.join(out, 'compare.json'), `${JSON.stringify(results, null, 2)}\n`);
   const md = [
     `# ${results.task.name} on ${path.basename(results.model)}: ours beside Python`,
     '',
@@ -248,7 +249,7 @@ function writeCompare(out: string, results: CompareResults): void {
     `differ?: the means further apart than twice the larger standard deviation over seeds (one seed: more than 0.01).${results.complete ? '' : ' PARTIAL: interrupted or failed before the end.'}`,
     '',
   ];
-  writeFileSync(path.join(out, 'compare.md'), md.join('\n'));
+  replaceFile(path.join(out, 'compare.md'), md.join('\n'));
 }
 
 /** Our side of one run, as the bench trains it; the initial adapter saved first for Python. */
@@ -325,7 +326,8 @@ export async function runCompare(argv: string[], options: { oracle?: string } = 
       );
   }
   const taskName = plan.tasks[0]!.name;
-  const modelLabel = path.basename(plan.model).replace(/-model-[\d.]+$/, '');
+  // a model the bench names (minilm) by its name, as pnpm bench's folders; a folder by its own
+  const modelLabel = existsSync(values.model!) ? path.basename(plan.model) : values.model!;
   const out = path.resolve(values.out ?? path.join('bench-results', 'compare', modelLabel, taskName));
   prepareOutFolder('--out', out);
   const backend = await selectBackend({ backend: plan.backend });
@@ -402,6 +404,9 @@ export async function runCompare(argv: string[], options: { oracle?: string } = 
         path.join(methodDir, `seed-${seed}`),
       );
       entry.ours.push(mine);
+      console.log(
+        `  ${results.task.metric} ${mine.metric.toFixed(4)}${mine.tokensPerSecond ? `, ${mine.tokensPerSecond.toFixed(0)} tokens/s` : ''}`,
+      );
       planned.push({
         seed,
         trainable: mine.trainable,
