@@ -122,6 +122,22 @@ def collate(examples, indices, task, pad):
     return ids, mask, types, labels, sum(len(r["inputIds"]) for r in rows)
 
 
+def token_logits(logits, labels, task):
+    """A token classifier's logits of the input's own positions: peft's prompt tuning and P-tuning
+    return the virtual tokens' too, in front."""
+    return logits if task["task"] == "sequence-classification" else logits[:, -labels.shape[1] :]
+
+
+def task_loss(logits, labels, task):
+    """transformers' classification loss (mean cross-entropy over the labelled positions), computed
+    here: peft passes the labels of a token classification with prompt tuning or P-tuning unchanged
+    beside logits that have the virtual tokens' positions too, and cross_entropy refuses the shapes."""
+    logits = token_logits(logits, labels, task)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
 def learning_rate_factor(plan):
     warmup, total = plan["warmupSteps"], plan["steps"]
 
@@ -142,8 +158,7 @@ def evaluate(model, task):
         for start in range(0, len(test), 16):
             indices = list(range(start, min(start + 16, len(test))))
             ids, mask, _, gold, _ = collate(test, indices, task, task["padTokenId"])
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            predicted = logits.argmax(-1)
+            predicted = token_logits(model(input_ids=ids, attention_mask=mask).logits, gold, task).argmax(-1)
             if task["task"] == "sequence-classification":
                 predictions += predicted.tolist()
                 labels += gold.tolist()
@@ -176,7 +191,7 @@ def run_seed(export, task, plan, run):
         started = time.perf_counter()
         for indices in run["batches"]:
             ids, mask, types, labels, count = collate(task["train"], indices, task, task["padTokenId"])
-            loss = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss
+            loss = task_loss(model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits, labels, task)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, plan["maxGradNorm"])
             optimizer.step()
