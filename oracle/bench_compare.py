@@ -187,7 +187,8 @@ def run_seed(export, task, plan, run):
             params, lr=plan["learningRate"], betas=tuple(plan["betas"]), eps=plan["epsilon"], weight_decay=plan["weightDecay"]
         )
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(plan))
-        model.train()
+        # the model's dropout, or none on both sides (compare --no-dropout)
+        model.train(plan.get("dropout", True))
         started = time.perf_counter()
         for indices in run["batches"]:
             ids, mask, types, labels, count = collate(task["train"], indices, task, task["padTokenId"])

@@ -112,6 +112,7 @@ describe('runCompare refuses before any work', () => {
   const out = () => path.join(mkdtempSync(path.join(tmpdir(), 'compare-')), 'out');
   it.each([
     [['--budget', '2m'], '--budget: compare needs a number of steps'],
+    [['--no-dropout', '--budget', '2m'], '--budget: compare needs a number of steps'], // its own flag, taken
     [['--suite', 'full'], '--suite: compare runs one task at a time'],
     [['--task', 'email-lm'], '--task: compare runs the classification tasks (spam, genre, pos), not email-lm'],
     [['--seeds', '0'], '--seeds: expected a positive integer'],

@@ -42,6 +42,7 @@ export const compareUsage = `usage: pnpm bench compare [options]   the bench's m
   --seeds N            default 3
   --budget N           optimizer steps per run (default 100; a time budget would differ by side)
   --batch N, --limit N, --lr method=rate,...   as pnpm bench
+  --no-dropout         dropout off on both sides (then only rounding differs)
   --quick              a few steps, one seed, small data
   --out DIR            default bench-results/compare/<model>/<task>`;
 
@@ -146,7 +147,7 @@ export interface CompareResults {
   machine: { cpu: string; cpus: number; backend: string; node: string };
   model: string;
   task: { name: string; task: string; train: number; test: number; metric: string };
-  budget: { steps: number; batchSize: number; seeds: number; learningRates: Record<string, number> };
+  budget: { steps: number; batchSize: number; seeds: number; learningRates: Record<string, number>; dropout: boolean };
   adjustments: readonly string[];
   methods: ComparedMethod[];
 }
@@ -241,7 +242,7 @@ function writeCompare(out: string, results: CompareResults): void {
     `${results.machine.cpu}, ${results.machine.cpus} CPUs; ours: ${results.machine.backend}, Node ${results.machine.node}. ` +
       `${results.budget.steps} steps of ${results.budget.batchSize} examples, ${results.budget.seeds} seed(s); train ${results.task.train}, test ${results.task.test}.`,
     '',
-    "Same on both sides: the base model (ours saved, theirs loaded from it), the splits and their tokens, each run's initial adapter, the examples of every step in order, AdamW (0.9, 0.999, 1e-8, weight decay 0.01 on every trained weight), linear schedule with 6% warm-up, clipping at 1.0, the learning rate, the model's dropout (each side its own random numbers). Tokens/s: the training loop's wall time, the same process conditions (one side after the other, method by method).",
+    `Same on both sides: the base model (ours saved, theirs loaded from it), the splits and their tokens, each run's method config and trainable weights as they start, the examples of every step in order, AdamW (0.9, 0.999, 1e-8, weight decay 0.01 on every trained weight), linear schedule with 6% warm-up, clipping at 1.0, the learning rate, ${results.budget.dropout ? "the model's dropout (each side its own random numbers)" : 'no dropout (--no-dropout: the runs differ by rounding only)'}. Tokens/s: the training loop's wall time, one side after the other, method by method.`,
     '',
     ...(results.adjustments.length ? ['Adjusted on both sides:', ...results.adjustments.map((a) => `- ${a}`), ''] : []),
     compareTable(results),
@@ -302,9 +303,11 @@ async function ourRun(
   }
 }
 
-export async function runCompare(argv: string[], options: { oracle?: string } = {}): Promise<number> {
+export async function runCompare(args: string[], options: { oracle?: string } = {}): Promise<number> {
   const oracle = options.oracle ?? ORACLE;
-  const values = parseBenchArgs(argv);
+  // dropout off on both sides: with the same start and batches, the runs then differ by rounding only
+  const dropout = !args.includes('--no-dropout');
+  const values = parseBenchArgs(args.filter((arg) => arg !== '--no-dropout'));
   if (values.help) {
     console.log(compareUsage);
     return 0;
@@ -336,7 +339,10 @@ export async function runCompare(argv: string[], options: { oracle?: string } = 
     throw new Error(`--data: compare runs classification tasks; ${task.name} is causal-lm`);
   const tokenizer = await loadTokenizer(plan.model);
   const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
-  const setup: ModelSetup = { padTokenId, load: loadOptions(task, padTokenId, modelType(plan.model)) };
+  const setup: ModelSetup = {
+    padTokenId,
+    load: { ...loadOptions(task, padTokenId, modelType(plan.model)), ...(dropout ? {} : { dropout: false }) },
+  };
   const exportDir = path.join(out, 'export');
   mkdirSync(exportDir, { recursive: true });
   console.log(`task ${task.name} (${task.task}): train ${task.train.length}, test ${task.test.length}; output ${out}`);
@@ -369,7 +375,13 @@ export async function runCompare(argv: string[], options: { oracle?: string } = 
     },
     model: plan.model,
     task: { name: task.name, task: task.task, train: task.train.length, test: task.test.length, metric: task.metric },
-    budget: { steps: plan.steps, batchSize: plan.batchSize, seeds: plan.seeds, learningRates: plan.learningRates },
+    budget: {
+      steps: plan.steps,
+      batchSize: plan.batchSize,
+      seeds: plan.seeds,
+      learningRates: plan.learningRates,
+      dropout,
+    },
     adjustments: ADJUSTMENTS.filter((a) => (a.startsWith('P-tuning v2') ? plan.methods.includes('ptuning-v2') : true)),
     methods: [],
   };
@@ -432,6 +444,7 @@ export async function runCompare(argv: string[], options: { oracle?: string } = 
         warmupSteps: Math.round((options.warmupRatio ?? 0) * steps),
         schedule: options.schedule,
         maxGradNorm: 1.0,
+        dropout,
         betas: [0.9, 0.999],
         epsilon: 1e-8,
         threads: cpus().length,
