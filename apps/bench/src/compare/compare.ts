@@ -5,7 +5,6 @@
 // optimizer step in order, and the optimizer, schedule, clipping and learning rate of the run.
 // Dropout runs on both sides as the model's config says, each with its own random numbers: with the
 // same start and the same batches, that and float rounding are what is left to differ.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
@@ -27,6 +26,7 @@ import { loadPretrained, loadTokenizer, savePretrained } from '@peft/models';
 
 import { benchPlan, parseBenchArgs, prepareOutFolder } from '../cli.js';
 import { replaceFile } from '../files.js';
+import { jsonLineProcess } from '../processes.js';
 import { METHODS, VIRTUAL_TOKENS, isPeftModel, type MethodSpec } from '../methods.js';
 import { loadOptions, modelType, runTrainOptions, testMetric, type ModelSetup } from '../run.js';
 import { taskFor } from '../tasks/task-for.js';
@@ -152,36 +152,20 @@ export interface CompareResults {
   methods: ComparedMethod[];
 }
 
-/** The Python side of one method: its process, awaited; its last stdout line is the result. */
+/** The Python side of one method: its result, or an error naming it with the end of its stderr. */
 function runPython(
   oracle: string,
   python: string,
   exportDir: string,
   method: string,
 ): Promise<{ library: string; runs: SideRun[] }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(python, [path.join(oracle, 'bench_compare.py'), exportDir, method], {
-      env: { ...process.env, TOKENIZERS_PARALLELISM: 'false' },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr = (stderr + chunk).slice(-1 << 16);
-    });
-    child.on('error', reject);
-    child.on('close', (status) => {
-      const line = stdout.trim().split('\n').at(-1) ?? '';
-      if (status !== 0 || !line.startsWith('{')) {
-        const tail = stderr.trim().split('\n').filter(Boolean).slice(-3).join(' | ');
-        reject(new Error(`${path.basename(python)} bench_compare.py ${method}: exit ${status}: ${tail}`));
-        return;
-      }
-      resolve(JSON.parse(line) as { library: string; runs: SideRun[] });
-    });
-  });
+  return jsonLineProcess(
+    python,
+    [path.join(oracle, 'bench_compare.py'), exportDir, method],
+    { TOKENIZERS_PARALLELISM: 'false' },
+    (status, lines) =>
+      new Error(`${path.basename(python)} bench_compare.py ${method}: exit ${status}: ${lines.slice(-3).join(' | ')}`),
+  );
 }
 
 const meanStd = (values: readonly number[]): [number, number] => {

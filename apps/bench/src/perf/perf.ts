@@ -2,7 +2,6 @@
 // Same shapes, random weights, thread count; every workload in its own process (ours, then theirs,
 // then theirs first on the next repetition), medians; ratios printed and written to perf.json and
 // perf.md. Without the oracle's Python our side runs alone, and the report says so.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +21,7 @@ import {
 } from './workloads.js';
 import { namedItemsFlag, prepareOutFolder, parsePerfArgs, perfUsage, positiveIntegerFlag, rateFlag } from '../cli.js';
 import { replaceFile } from '../files.js';
+import { jsonLineProcess } from '../processes.js';
 
 import type { WorkerRequest, WorkerResult } from './worker.js';
 
@@ -93,31 +93,14 @@ function pythonFor(counterpart: PerfMethod['counterpart']): string | null {
 /** The method a row measured (none for the matmul ceiling). */
 const methodOf = (row: Row): PerfMethod | undefined => PERF_METHODS.find((m) => m.name === row.method);
 
-/**
- * One workload's process, awaited without blocking this one's event loop (a test runner's worker,
- * a Ctrl-C handler, keep running while it measures).
- */
+/** One workload's process: its result, or an error with the end of its stderr. */
 function runProcess(command: string, args: string[]): Promise<WorkerResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr = (stderr + chunk).slice(-1 << 16);
-    });
-    child.on('error', reject);
-    child.on('close', (status) => {
-      const line = stdout.trim().split('\n').at(-1) ?? '';
-      if (status !== 0 || !line.startsWith('{')) {
-        reject(new Error(stderr.trim().split('\n').filter(Boolean).slice(-2).join(' | ') || `exit ${status}`));
-        return;
-      }
-      resolve(JSON.parse(line) as WorkerResult);
-    });
-  });
+  return jsonLineProcess<WorkerResult>(
+    command,
+    args,
+    { TF_CPP_MIN_LOG_LEVEL: '3' },
+    (status, lines) => new Error(lines.slice(-2).join(' | ') || `exit ${status}`),
+  );
 }
 
 function runSide(
