@@ -40,6 +40,12 @@ const TASK_TYPES: Record<TaskName, string> = {
 /** Virtual tokens of the prompt methods (their context cost, reported per run). */
 export const VIRTUAL_TOKENS = 10;
 
+/** P-tuning v2 with `prefixDropout` on its prefix (the bench's 0.1, as its authors' code). */
+export function ptuningV2(prefixDropout: number): MethodSpec['make'] {
+  return (host, task, seed) =>
+    getPeftModel(host, new PTuningV2Config({ numVirtualTokens: VIRTUAL_TOKENS, task, prefixDropout, initSeed: seed }));
+}
+
 export const METHODS: readonly MethodSpec[] = [
   {
     name: 'lora',
@@ -134,11 +140,7 @@ export const METHODS: readonly MethodSpec[] = [
     label: `P-tuning v2 (${VIRTUAL_TOKENS})`,
     learningRate: 1e-2,
     virtualTokens: VIRTUAL_TOKENS,
-    make: (host, task, seed) =>
-      getPeftModel(
-        host,
-        new PTuningV2Config({ numVirtualTokens: VIRTUAL_TOKENS, task, prefixDropout: 0.1, initSeed: seed }),
-      ),
+    make: ptuningV2(0.1),
   },
   {
     name: 'full',

@@ -148,7 +148,7 @@ export function modelType(directory: string): string {
  * run is refused before any training: a classification task on a model type without such a class,
  * a causal LM task on an encoder.
  */
-export function loadOptions(task: TaskSplits, padTokenId: number, type: string): LoadOptions {
+function loadOptions(task: TaskSplits, padTokenId: number, type: string): LoadOptions {
   if (task.task === 'causal-lm') {
     if (type === 'bert')
       throw new Error(`--task: a causal language-modelling task needs a causal LM; --model is ${type}`);
@@ -171,6 +171,13 @@ export function loadOptions(task: TaskSplits, padTokenId: number, type: string):
 export interface ModelSetup {
   padTokenId: number;
   load: LoadOptions;
+}
+
+/** The model folder's pad token (else its EOS, else 0) and how `task` loads the model. */
+export async function modelSetup(directory: string, task: TaskSplits): Promise<ModelSetup> {
+  const tokenizer = await loadTokenizer(directory);
+  const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
+  return { padTokenId, load: loadOptions(task, padTokenId, modelType(directory)) };
 }
 
 /** Test-set metric: accuracy (and binary F1), token accuracy, or perplexity. */
@@ -284,8 +291,8 @@ function baseTrainOptions(
 
 /**
  * The training of one run (`pnpm bench compare` gives the same to Python): AdamW with weight decay
- * 0.01 on every trained weight, linear decay after a warm-up of 6% of the steps, clipping at 1.0
- * (train's default), the run's seed for data order and dropout.
+ * 0.01 on every trained weight, linear decay after a warm-up of 6% of the steps, clipping at 1.0,
+ * the run's seed for data order and dropout.
  */
 export function runTrainOptions(
   method: MethodSpec,
@@ -298,8 +305,9 @@ export function runTrainOptions(
     ...baseTrainOptions(method, options, padTokenId),
     maxSteps: steps,
     schedule: 'linear',
-    warmupRatio: 0.06,
+    warmupSteps: Math.round(0.06 * steps),
     weightDecay: 0.01,
+    maxGradNorm: 1.0,
     seed,
     ...(options.signal ? { signal: options.signal } : {}),
   };
@@ -491,12 +499,7 @@ export async function runBench(
   const unknown = options.methods.filter((m) => !METHODS.some((spec) => spec.name === m));
   if (unknown.length)
     throw new Error(`--methods: unknown ${unknown.join(', ')} (known: ${METHODS.map((m) => m.name).join(', ')})`);
-  const tokenizer = await loadTokenizer(options.modelDirectory);
-  const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
-  const setup: ModelSetup = {
-    padTokenId,
-    load: loadOptions(options.task, padTokenId, modelType(options.modelDirectory)),
-  };
+  const setup = await modelSetup(options.modelDirectory, options.task);
   // as the task loads it (a BertModel checkpoint has no head of its own), with its head's parameters
   const probe = await loadPretrained(options.modelDirectory, setup.load);
   const parameters = countParameters(probe.parameters.values());

@@ -15,20 +15,18 @@ import {
   batchExamples,
   countParameters,
   epochBatching,
-  getPeftModel,
   serializeSafetensors,
   train,
   type Example,
   type TrainableModel,
 } from '@peft/core';
-import { PTuningV2Config } from '@peft/ptuning';
-import { loadPretrained, loadTokenizer, savePretrained } from '@peft/models';
+import { loadPretrained, savePretrained } from '@peft/models';
 
 import { benchPlan, parseBenchArgs, prepareOutFolder } from '../cli.js';
 import { replaceFile } from '../files.js';
 import { jsonLineProcess } from '../processes.js';
-import { METHODS, VIRTUAL_TOKENS, isPeftModel, type MethodSpec } from '../methods.js';
-import { loadOptions, modelType, runTrainOptions, testMetric, type ModelSetup } from '../run.js';
+import { METHODS, isPeftModel, ptuningV2, type MethodSpec } from '../methods.js';
+import { modelSetup, runTrainOptions, testMetric, type ModelSetup } from '../run.js';
 import { taskFor } from '../tasks/task-for.js';
 import type { TaskSplits } from '../tasks/tasks.js';
 
@@ -69,25 +67,16 @@ const VENVS: Readonly<Record<'peft' | 'adapters', string>> = {
 };
 
 /**
- * Where the comparison's methods are not the bench's, and why: the same on both sides. P-tuning v2's
- * dropout on the prefix (0.1 in the bench, as its authors' code) has no counterpart in peft, whose
- * P-tuning v2 is prefix tuning without the reparameterisation.
+ * Where the comparison's methods are not the bench's (the same on both sides), by method: what runs
+ * instead, and why. P-tuning v2's dropout on the prefix has no counterpart in peft, whose P-tuning v2
+ * is prefix tuning without the reparameterisation.
  */
-export const ADJUSTMENTS: readonly string[] = [
-  "P-tuning v2 without its prefix dropout (the bench's 0.1): peft's prefix tuning has none",
-];
-
-function comparedMethod(spec: MethodSpec): MethodSpec {
-  if (spec.name !== 'ptuning-v2') return spec;
-  return {
-    ...spec,
-    make: (host, task, seed) =>
-      getPeftModel(
-        host,
-        new PTuningV2Config({ numVirtualTokens: VIRTUAL_TOKENS, task, prefixDropout: 0, initSeed: seed }),
-      ),
-  };
-}
+const ADJUSTMENTS: Readonly<Record<string, { make: MethodSpec['make']; note: string }>> = {
+  'ptuning-v2': {
+    make: ptuningV2(0),
+    note: "P-tuning v2 without its prefix dropout (the bench's 0.1): peft's prefix tuning has none",
+  },
+};
 
 /** The repository's oracle folder: bench_compare.py and the virtual environments. */
 const ORACLE = path.resolve(import.meta.dirname, '../../../../oracle');
@@ -301,7 +290,9 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
   if (plan.seconds) throw new Error('--budget: compare needs a number of steps (a time budget would differ by side)');
   if (plan.tasks[0]!.name === 'email-lm')
     throw new Error('--task: compare runs the classification tasks (spam, genre, pos), not email-lm');
-  const specs = METHODS.filter((m) => plan.methods.includes(m.name)).map(comparedMethod);
+  const specs = METHODS.filter((m) => plan.methods.includes(m.name)).map((spec) =>
+    Object.hasOwn(ADJUSTMENTS, spec.name) ? { ...spec, make: ADJUSTMENTS[spec.name]!.make } : spec,
+  );
   const kinds = new Set(specs.map((spec) => KINDS[spec.name]!));
   for (const venv of ['peft', 'adapters'] as const) {
     const needed = venv === 'peft' ? [...kinds].some((k) => k !== 'adapters') : kinds.has('adapters');
@@ -321,12 +312,9 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
   const task = await taskFor(taskName, plan.data, plan.model, plan.limit);
   if (task.task === 'causal-lm')
     throw new Error(`--data: compare runs classification tasks; ${task.name} is causal-lm`);
-  const tokenizer = await loadTokenizer(plan.model);
-  const padTokenId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
-  const setup: ModelSetup = {
-    padTokenId,
-    load: { ...loadOptions(task, padTokenId, modelType(plan.model)), ...(dropout ? {} : { dropout: false }) },
-  };
+  const bench = await modelSetup(plan.model, task);
+  const setup: ModelSetup = dropout ? bench : { ...bench, load: { ...bench.load, dropout: false } };
+  const { padTokenId } = setup;
   const exportDir = path.join(out, 'export');
   mkdirSync(exportDir, { recursive: true });
   console.log(`task ${task.name} (${task.task}): train ${task.train.length}, test ${task.test.length}; output ${out}`);
@@ -366,7 +354,9 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
       learningRates: plan.learningRates,
       dropout,
     },
-    adjustments: ADJUSTMENTS.filter((a) => (a.startsWith('P-tuning v2') ? plan.methods.includes('ptuning-v2') : true)),
+    adjustments: specs
+      .filter((spec) => Object.hasOwn(ADJUSTMENTS, spec.name))
+      .map((spec) => ADJUSTMENTS[spec.name]!.note),
     methods: [],
   };
   let failed = false;
@@ -425,9 +415,9 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
         batchSize: plan.batchSize,
         learningRate: options.learningRate,
         weightDecay: options.weightDecay,
-        warmupSteps: Math.round((options.warmupRatio ?? 0) * steps),
+        warmupSteps: options.warmupSteps,
         schedule: options.schedule,
-        maxGradNorm: 1.0,
+        maxGradNorm: options.maxGradNorm,
         dropout,
         betas: [0.9, 0.999],
         epsilon: 1e-8,
