@@ -2,6 +2,8 @@
 // ones tfjs-node registers.
 import * as tf from '@tensorflow/tfjs-core';
 
+import { GRAPH_KERNEL, graphKernel } from './graph-kernel.js';
+
 interface OpAttr {
   name: string;
   type: number;
@@ -530,7 +532,7 @@ const REGISTERED = Symbol('peft tensorflow kernels');
 
 /**
  * Puts the faster matmul, reshape and mean, the fused AdamW, the dropout mask, the inference kernels
- * and the softmax cross-entropy in place on the tensorflow backend (once; tfjs-node must be loaded).
+ * the softmax cross-entropy and the graph runner in place on the tensorflow backend (once; tfjs-node must be loaded).
  */
 export function registerTensorflowKernels(): void {
   const current = tf.getKernel('BatchMatMul', 'tensorflow');
@@ -563,6 +565,7 @@ export function registerTensorflowKernels(): void {
     [SWIGLU_KERNEL, swiGluKernel],
     [RMS_NORM_KERNEL, rmsNormKernel],
     [SOFTMAX_CROSS_ENTROPY_KERNEL, softmaxCrossEntropy],
+    [GRAPH_KERNEL, graphKernel],
   ];
   for (const [kernelName, kernelFunc] of own) {
     if (!tf.getKernel(kernelName, 'tensorflow'))

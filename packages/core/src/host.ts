@@ -242,6 +242,12 @@ export class HostHooks {
     };
   }
 
+  /** Whether any afterAttention / afterFfn hook is installed. */
+  hasSublayerHooks(): boolean {
+    for (const hooks of this.sublayer.values()) if (hooks.length > 0) return true;
+    return false;
+  }
+
   /** Positions of context the installed hooks consume in front of the real tokens. */
   get virtualTokens(): number {
     return (this.prefixProvider?.length ?? 0) + (this.inputHook ? this.prepends : 0);
@@ -306,7 +312,8 @@ export interface HostForwardInput {
    * The training engine's causal-LM loss: where the host has a language-model head, leave it out and
    * return its input in `logits`, the head in `lmHead` (fusedCausalLmLoss then computes the head and
    * the loss in chunks of tokens: the [tokens, vocabulary] logits never exist whole). A host without
-   * one returns its logits as always, and no `lmHead`.
+   * one returns its logits as always, and no `lmHead`; so does a decoding step the host runs as one
+   * graph (its head is inside).
    */
   headless?: boolean;
 }

@@ -47,7 +47,7 @@ export type {
 export { DROPOUT_MASK_KERNEL, SeededRandom, deriveSeed, seededDropout, seededNormal } from './random.js';
 export { learningRateAt } from './schedules.js';
 export type { ScheduleName, ScheduleOptions } from './schedules.js';
-export { checkpoint, variableGradients } from './gradients.js';
+export { checkpoint, recordingGradients, variableGradients } from './gradients.js';
 export {
   ADAMW_KERNEL,
   ADAMW_MOMENT_KERNEL,
@@ -131,6 +131,8 @@ export {
   rmsNorm,
 } from './nn.js';
 export { ownVariable } from './variables.js';
+export { GRAPH_KERNEL, GraphBuilder, graphKernelAvailable, runGraph } from './graph.js';
+export type { GraphAttr, GraphDtype, GraphNode, GraphSpec } from './graph.js';
 export { PrefixConfig, PrefixTuner, prefixMethod, prefixShape } from './prefix.js';
 export type { PrefixOptions } from './prefix.js';
 export {

@@ -15,6 +15,7 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { ConfigReader } from './config.js';
+import { DECODE_INPUTS, type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
 import { attention, headProduct, mergeHeads, splitHeads } from './ops.js';
 import { DropoutSite, TransformerHost, type DropoutRates, type LayerState } from './transformer-host.js';
 import { WeightLoader, newHead } from './weights.js';
@@ -285,6 +286,42 @@ export class Gpt2Model extends TransformerHost {
 
   protected override languageModelHead(): LmHead | null {
     return this.classifier ? null : { weight: this.lmHead, softCap: null };
+  }
+
+  /** The LM head's decoding step as one graph (decode-graph.ts): the ops of embed, layer and head for one token. */
+  protected override buildDecodeGraph(): DecodeGraph | null {
+    if (this.classifier) return null;
+    const { hiddenSize: d, numHeads, numLayers, layerNormEpsilon, vocabSize } = this.gpt2;
+    const { headDim } = this.config;
+    const graph = new DecodeGraphBuilder();
+    const ids = graph.input(DECODE_INPUTS.ids, 'int32', [null, 1]);
+    const positions = graph.input(DECODE_INPUTS.positions, 'int32', [null, 1]);
+    const bias = graph.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]);
+    const tokenTable = graph.weight(this.tokenEmbeddings);
+    const embedded = graph.add(
+      graph.gather(tokenTable, ids),
+      graph.gather(graph.weight(this.positionEmbeddings), positions),
+    );
+    let hidden = graph.reshape(embedded, [-1, d]); // [B, d]
+    const norm = (x: string, weights: LayerNormWeights) =>
+      graph.layerNorm(x, graph.weight(weights.weight), graph.weight(weights.bias), layerNormEpsilon);
+    const linear = (x: string, projection: HostLinear) =>
+      graph.add(graph.matMul(x, graph.weight(projection.weight)), graph.weight(projection.bias!));
+    for (let i = 0; i < numLayers; i++) {
+      const block = this.blocks[i]!;
+      const [q, k, v] = graph.split(linear(norm(hidden, block.ln1), block.attention), [d, d, d], 2);
+      const heads = (x: string) => graph.reshape(x, [-1, numHeads, 1, headDim]); // [B, H, 1, hd]
+      const [keys, values] = graph.extendCache(i, heads(k!), heads(v!), numHeads, headDim);
+      let scale = this.gpt2.scaleAttentionWeights ? 1 / Math.sqrt(headDim) : 1;
+      if (this.gpt2.scaleByInverseLayerIndex) scale /= i + 1;
+      const attended = graph.attend(heads(q!), keys, values, bias, numHeads, numHeads, headDim, scale);
+      hidden = graph.add(hidden, linear(attended, block.attentionOut));
+      const inner = graphActivation(graph, this.gpt2.activation, linear(norm(hidden, block.ln2), block.up));
+      if (inner === null) return null;
+      hidden = graph.add(hidden, linear(inner, block.down));
+    }
+    const logits = graph.matMul(norm(hidden, this.lnF), graph.weight(this.lmHead), true); // [B, V]
+    return graph.finish(logits, vocabSize, numLayers);
   }
 
   protected head(normed: tf.Tensor3D, state: LayerState): tf.Tensor {

@@ -8,6 +8,7 @@ import { gatedActivation, preview, rmsNorm, type Checkpoint, type HostLinear, ty
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
+import { DECODE_INPUTS, type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
 import { attention, gatedMlp, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import {
   NO_DROPOUT,
@@ -426,6 +427,43 @@ export class LlamaModel extends TransformerHost {
 
   protected override slidingWindow(): number | null {
     return this.llama.slidingWindow;
+  }
+
+  /** The decoding step as one graph (decode-graph.ts): embed, the layers as selfAttention and gatedMlp, the head. */
+  protected override buildDecodeGraph(): DecodeGraph | null {
+    const { hiddenSize: d, numHeads, numKeyValueHeads, headDim, numLayers, rmsNormEpsilon, vocabSize } = this.llama;
+    const graph = new DecodeGraphBuilder();
+    const ids = graph.input(DECODE_INPUTS.ids, 'int32', [null, 1]);
+    const positions = graph.input(DECODE_INPUTS.positions, 'int32', [null, 1]);
+    const bias = graph.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]);
+    let hidden = graph.reshape(graph.gather(graph.weight(this.tokenEmbeddings), ids), [-1, d]); // [B, d]
+    const rope = graph.rotaryTables(positions, graph.weight(this.inverseFrequencies), headDim, 1 / Math.sqrt(headDim));
+    const norm = (x: string, weight: tf.Variable) => graph.rmsNorm(x, graph.weight(weight), rmsNormEpsilon);
+    const linear = (x: string, projection: HostLinear) => {
+      const product = graph.matMul(x, graph.weight(projection.weight));
+      return projection.bias ? graph.add(product, graph.weight(projection.bias)) : product;
+    };
+    const heads = (x: string, count: number) => graph.reshape(x, [-1, count, 1, headDim]); // [B, count, 1, hd]
+    for (let i = 0; i < numLayers; i++) {
+      const block = this.blocks[i]!;
+      const normed = norm(hidden, block.inputNorm);
+      let q = heads(linear(normed, block.q), numHeads);
+      let k = heads(linear(normed, block.k), numKeyValueHeads);
+      if (block.queryNorm) q = norm(q, block.queryNorm);
+      if (block.keyNorm) k = norm(k, block.keyNorm);
+      q = graph.rotate(q, rope.scaledCos, rope.scaledSin, headDim);
+      k = graph.rotate(k, rope.cos, rope.sinSigned, headDim);
+      const v = heads(linear(normed, block.v), numKeyValueHeads);
+      const [keys, values] = graph.extendCache(i, k, v, numKeyValueHeads, headDim);
+      const attended = graph.attend(q, keys, values, bias, numHeads, numKeyValueHeads, headDim, 1);
+      hidden = graph.add(hidden, linear(attended, block.o));
+      const mlpIn = norm(hidden, block.postAttentionNorm);
+      const gate = graphActivation(graph, this.llama.activation, linear(mlpIn, block.gate));
+      if (gate === null) return null;
+      hidden = graph.add(hidden, linear(graph.mul(gate, linear(mlpIn, block.up)), block.down));
+    }
+    const logits = graph.matMul(norm(hidden, this.norm), graph.weight(this.lmHead), true); // [B, V]
+    return graph.finish(logits, vocabSize, numLayers);
   }
 
   override dispose(): void {

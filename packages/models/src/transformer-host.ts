@@ -20,6 +20,9 @@ import {
   HostHooks,
   addReleasing,
   checkpoint,
+  graphKernelAvailable,
+  recordingGradients,
+  runGraph,
   deriveSeed,
   rmsNorm,
   seededDropout,
@@ -35,6 +38,7 @@ import {
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
+import { DECODE_INPUTS, type DecodeGraph } from './decode-graph.js';
 import { attentionBias } from './ops.js';
 
 import type { RawConfig } from './config.js';
@@ -252,6 +256,102 @@ export abstract class TransformerHost implements PeftHost {
     return null;
   }
 
+  /**
+   * One decoding step of this host as a graph (decode-graph.ts), built once, for backends that run
+   * graphs; null: the host decodes op by op (the default; a head or config the graph does not cover).
+   */
+  protected buildDecodeGraph(): DecodeGraph | null {
+    return null;
+  }
+
+  private decodeGraph: DecodeGraph | null | undefined;
+
+  /**
+   * The step's graph when this pass may run as one: a cached step of one token that returns its
+   * cache, run with nothing the graph leaves out (hooks, delta paths, gradients, extra outputs).
+   */
+  private graphFor(input: HostForwardInput, length: number): DecodeGraph | null {
+    if (!input.cache || !input.useCache || length !== 1) return null;
+    // a headless pass gets the logits and no lmHead, as from a host without a language-model head
+    if (input.training || input.outputHiddenStates || input.checkpointLayers) return null;
+    if (input.tokenTypeIds || input.sampleAdapters || input.taskIds) return null;
+    if (this.slidingLayersWindow() !== null || recordingGradients() || !graphKernelAvailable()) return null;
+    if (this.hooks.hasSublayerHooks()) return null;
+    for (const linear of this.linearMap.values()) if (linear.deltaKeys().length > 0) return null;
+    if (this.decodeGraph === undefined) this.decodeGraph = this.buildDecodeGraph();
+    return this.decodeGraph;
+  }
+
+  /** forwardIds for one cached token, as one graph run: the same outputs. */
+  private graphStep(
+    graph: DecodeGraph,
+    ids: tf.Tensor2D,
+    input: HostForwardInput,
+    cache: KeyValueCache,
+  ): HostForwardOutput {
+    const batch = ids.shape[0];
+    const keys = cache.length + 1;
+    this.checkLength(keys, cache.virtual);
+    const [logits, ...layers] = tf.tidy(() => {
+      const keyMask = this.keyMask(input, batch, cache.virtual, keys - cache.virtual, true);
+      const feeds: Record<string, tf.Tensor> = {
+        [DECODE_INPUTS.ids]: ids,
+        [DECODE_INPUTS.positions]: input.positionIds
+          ? this.stepPositions(input.positionIds, batch)
+          : tf.fill([batch, 1], cache.length, 'int32'),
+        [DECODE_INPUTS.bias]: attentionBias(keyMask, 1, this.causal, this.slidingWindow()),
+      };
+      for (const [name, variable] of graph.weights) feeds[name] = variable;
+      cache.layers.forEach((layer, i) => {
+        feeds[DECODE_INPUTS.pastKey(i)] = layer.key;
+        feeds[DECODE_INPUTS.pastValue(i)] = layer.value;
+      });
+      return runGraph(graph.spec, feeds);
+    });
+    const cacheLayers = Array.from({ length: graph.numLayers }, (_, i) => ({
+      key: layers[2 * i] as tf.Tensor4D,
+      value: layers[2 * i + 1] as tf.Tensor4D,
+    }));
+    return { logits: logits!, prepended: 0, cache: { layers: cacheLayers, length: keys, virtual: cache.virtual } };
+  }
+
+  private stepPositions(positionIds: tf.Tensor2D | number[][], batch: number): tf.Tensor2D {
+    const positions = asTensor(positionIds, 'int32', 'positionIds');
+    if (positions.shape[0] !== batch || positions.shape[1] !== 1) {
+      throw new Error(`positionIds: expected shape [${batch}, 1], got [${positions.shape}]`);
+    }
+    return positions;
+  }
+
+  /** Refuses a pass longer than the position table. */
+  private checkLength(keys: number, virtual: number): void {
+    if (keys > this.config.maxPositions) {
+      throw new Error(
+        `sequence of ${keys} positions (${virtual} virtual + ${keys - virtual} real) is longer than ` +
+          `the model's position table (max_position_embeddings ${this.config.maxPositions})`,
+      );
+    }
+  }
+
+  /** [B, S] ones for the keys a query may attend: the virtual ones, then the attention mask's (all ones without one). */
+  private keyMask(
+    input: HostForwardInput,
+    batch: number,
+    virtual: number,
+    realKeys: number,
+    cached: boolean,
+  ): tf.Tensor2D {
+    const realMask = input.attentionMask
+      ? asTensor(input.attentionMask, 'float32', 'attentionMask')
+      : tf.ones([batch, realKeys]);
+    if (realMask.shape[0] !== batch || realMask.shape[1] !== realKeys) {
+      throw new Error(
+        `attentionMask: expected shape [${batch}, ${realKeys}] (${cached ? 'cached and new' : 'one per'} real token), got [${realMask.shape}]`,
+      );
+    }
+    return (virtual > 0 ? tf.concat([tf.ones([batch, virtual]), realMask], 1) : realMask) as tf.Tensor2D; // [B, S]
+  }
+
   forward(input: HostForwardInput): HostForwardOutput {
     const ids = asTensor(input.inputIds, 'int32', 'inputIds');
     try {
@@ -269,6 +369,8 @@ export abstract class TransformerHost implements PeftHost {
       throw new Error(`cache: has ${cache.layers.length} layers, the model ${config.numLayers}`);
     }
     this.checkIds(input.inputIds);
+    const graph = this.graphFor(input, length);
+    if (graph) return this.graphStep(graph, ids, input, cache!);
     const context: ForwardContext = {
       training: input.training ?? false,
       batchSize: batch,
@@ -299,24 +401,9 @@ export abstract class TransformerHost implements PeftHost {
       const past = cache ? cache.length : usePrefix ? prefix.length : 0;
       const virtual = cache ? cache.virtual : (usePrefix ? prefix.length : 0) + prepended;
       const keys = past + queries;
-      if (past + queries > config.maxPositions) {
-        throw new Error(
-          `sequence of ${past + queries} positions (${virtual} virtual + ${past + queries - virtual} real) is longer than ` +
-            `the model's position table (max_position_embeddings ${config.maxPositions})`,
-        );
-      }
-
-      const realKeys = keys - virtual;
-      const realMask = input.attentionMask
-        ? asTensor(input.attentionMask, 'float32', 'attentionMask')
-        : tf.ones([batch, realKeys]);
-      if (realMask.shape[0] !== batch || realMask.shape[1] !== realKeys) {
-        throw new Error(
-          `attentionMask: expected shape [${batch}, ${realKeys}] (${cache ? 'cached and new' : 'one per'} real token), got [${realMask.shape}]`,
-        );
-      }
-      const keyMask = virtual > 0 ? tf.concat([tf.ones([batch, virtual]), realMask], 1) : realMask; // [B, S]
-      const bias = attentionBias(keyMask as tf.Tensor2D, queries, this.causal, this.slidingWindow()); // [B, 1, T, S]
+      this.checkLength(keys, virtual);
+      const keyMask = this.keyMask(input, batch, virtual, keys - virtual, cache !== undefined); // [B, S]
+      const bias = attentionBias(keyMask, queries, this.causal, this.slidingWindow()); // [B, 1, T, S]
       const layersWindow = this.slidingLayersWindow();
       // a window that reaches back to the first key masks nothing the full mask does not
       const slidingBias =
@@ -324,7 +411,7 @@ export abstract class TransformerHost implements PeftHost {
           ? null
           : layersWindow >= keys
             ? bias
-            : attentionBias(keyMask as tf.Tensor2D, queries, this.causal, layersWindow); // [B, 1, T, S]
+            : attentionBias(keyMask, queries, this.causal, layersWindow); // [B, 1, T, S]
 
       let positions: tf.Tensor2D;
       if (input.positionIds) {
