@@ -4,6 +4,7 @@
 // three other places. Methods attach through these only.
 import * as tf from '@tensorflow/tfjs-core';
 
+import type { GraphBuilder } from './graph.js';
 import { addReleasing } from './nn.js';
 
 /** What a method needs to know of a host's shape. */
@@ -45,7 +46,22 @@ export interface ForwardContext {
  * An extra path beside a frozen projection: y = base(x) + delta(x). `x` is [N, in] (N = B·T, rows
  * sample-major), result [N, out], or null when the path contributes nothing to this pass.
  */
-export type LinearDelta = (x: tf.Tensor2D, context: ForwardContext) => tf.Tensor2D | null;
+export type LinearDelta = ((x: tf.Tensor2D, context: ForwardContext) => tf.Tensor2D | null) & {
+  /**
+   * The path for a host that runs a pass as one graph (decoding; see GRAPH_KERNEL): what it adds in
+   * this context as graph ops, or null when it adds nothing (merged, its adapter inactive). Without
+   * it the host runs every pass op by op while the path is attached.
+   */
+  graphForm?: (context: ForwardContext) => LinearDeltaGraph | null;
+};
+
+/** A delta path as graph ops (LinearDelta.graphForm). */
+export interface LinearDeltaGraph {
+  /** Names the ops `write` adds: equal keys write the same ops (a host reuses a graph built for them). */
+  key: string;
+  /** Adds the path's ops on the rows x [N, in]; returns its [N, out]. `weight` feeds a tensor to the graph. */
+  write(graph: GraphBuilder, x: string, weight: (tensor: tf.Tensor) => string): string;
+}
 
 /**
  * A frozen linear projection with a Hugging Face module path. The weight is held as [in, out]
@@ -102,6 +118,20 @@ export class HostLinear {
 
   deltaKeys(): string[] {
     return [...this.deltas.keys()];
+  }
+
+  /**
+   * What the delta paths add to a pass with this context as graph ops, the idle ones left out; null
+   * when a path that may add something has no graph form (the pass then runs op by op).
+   */
+  deltaGraphs(context: ForwardContext): LinearDeltaGraph[] | null {
+    const forms: LinearDeltaGraph[] = [];
+    for (const delta of this.deltas.values()) {
+      if (!delta.graphForm) return null;
+      const form = delta.graphForm(context);
+      if (form) forms.push(form);
+    }
+    return forms;
   }
 
   /** Throws, naming this projection, when ΔW holds NaN or Inf (check every layer before merging any). */

@@ -39,6 +39,7 @@ export type {
   KeyValuePrefix,
   KeyValuePrefixProvider,
   LinearDelta,
+  LinearDeltaGraph,
   PeftHost,
   SublayerHook,
   SublayerPoint,

@@ -1,6 +1,6 @@
 // One LoRA update beside one frozen projection: y = Wx + (x·Aᵀ·Bᵀ)·scale, A [r, in], B [out, r].
 // Held transposed (Aᵀ [in, r], Bᵀ [r, out]) so that both products run without a transpose.
-import type { ForwardContext, HostLinear } from '@peft/core';
+import type { ForwardContext, HostLinear, LinearDeltaGraph } from '@peft/core';
 import { deriveSeed, seededDropout, seededNormal } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -15,6 +15,9 @@ export interface LoraLayerOptions {
   seed: number;
 }
 
+/** Numbers each layer: a graph written for one layer reads its own weights (LinearDeltaGraph.key). */
+let layerCount = 0;
+
 export class LoraLayer {
   /** Aᵀ [in, r] */
   readonly down: tf.Variable<tf.Rank.R2>;
@@ -26,6 +29,7 @@ export class LoraLayer {
   active = false;
   merged = false;
   private readonly seed: number;
+  private readonly id = layerCount++;
 
   constructor(
     readonly linear: HostLinear,
@@ -72,6 +76,22 @@ export class LoraLayer {
     let out = tf.matMul(tf.mul(tf.matMul(input, this.down), this.scale), this.up) as tf.Tensor2D; // [N, out]
     if (rows) out = tf.mul(out, rows);
     return out;
+  }
+
+  /**
+   * `delta` as graph ops for an inference pass (no dropout there): (x·Aᵀ·scale)·Bᵀ, or null when it
+   * adds nothing (merged, inactive). Mixed-adapter batches are not asked for (hosts run those op by op).
+   */
+  graphForm(context: ForwardContext): LinearDeltaGraph | null {
+    if (context.sampleAdapters || context.training) {
+      throw new Error('LoRA: only an inference pass of one adapter has a graph form (no mixed batch, no training)');
+    }
+    if (this.merged || !this.active) return null;
+    return {
+      key: `lora#${this.id} scale ${this.scale}`,
+      write: (graph, x, weight) =>
+        graph.matMul(graph.mul(graph.matMul(x, weight(this.down)), graph.float(this.scale)), weight(this.up)),
+    };
   }
 
   /** ΔW in the host's [in, out] orientation: Aᵀ·Bᵀ·scale. */

@@ -6,6 +6,7 @@ import {
   expectTensorShape,
   type AdapterTuner,
   type HostLinear,
+  type LinearDelta,
   type LoadedAdapter,
   type PeftHost,
   type PeftMethod,
@@ -81,7 +82,11 @@ export class LoraTuner implements AdapterTuner {
   ) {
     this.layers = layers;
     this.deltaKey = `lora:${adapterName}`;
-    for (const layer of layers) layer.linear.addDelta(this.deltaKey, (x, context) => layer.delta(x, context));
+    for (const layer of layers) {
+      const delta: LinearDelta = (x, context) => layer.delta(x, context);
+      delta.graphForm = (context) => layer.graphForm(context);
+      layer.linear.addDelta(this.deltaKey, delta);
+    }
   }
 
   static attach(host: PeftHost, adapterName: string, config: LoraConfig): LoraTuner {

@@ -4,7 +4,7 @@
 // same ops for a few microseconds each. Hosts write their step with DecodeGraphBuilder (gpt2.ts,
 // llama.ts); TransformerHost.forward runs it where it computes what the op-by-op pass would: no
 // sublayer hooks, no delta paths (a merged LoRA is a plain weight), no training, one token.
-import { GraphBuilder, type GraphSpec } from '@peft/core';
+import { GraphBuilder, type GraphSpec, type HostLinear, type LinearDeltaGraph } from '@peft/core';
 import type * as tf from '@tensorflow/tfjs-core';
 
 /** A host's decoding step: the graph, and the weight each of its weight inputs reads. */
@@ -28,7 +28,29 @@ export const DECODE_INPUTS = {
   pastValue: (layer: number) => `pastValue${layer}`,
 } as const;
 
+/** Names the delta paths a graph includes, per projection: graphs of equal keys are the same. */
+export function deltaKey(deltas: ReadonlyMap<HostLinear, readonly LinearDeltaGraph[]>): string {
+  return [...deltas].map(([linear, forms]) => `${linear.name}: ${forms.map((f) => f.key).join(', ')}`).join('; ');
+}
+
 export class DecodeGraphBuilder extends GraphBuilder {
+  /** `deltas`: the delta paths active in this pass, by projection; `linear` adds them. */
+  constructor(private readonly deltas: ReadonlyMap<HostLinear, readonly LinearDeltaGraph[]>) {
+    super();
+  }
+
+  /** x·W + b + Σ delta paths, for rows x [N, in] (HostLinear.apply). */
+  linear(x: string, projection: HostLinear): string {
+    let y = this.matMul(x, this.weight(projection.weight));
+    if (projection.bias) y = this.add(y, this.weight(projection.bias));
+    for (const form of this.deltas.get(projection) ?? [])
+      y = this.add(
+        y,
+        form.write(this, x, (t) => this.weight(t)),
+      );
+    return y;
+  }
+
   private readonly weightInputs = new Map<string, tf.Tensor>();
   private readonly placeholders = new Map<tf.Tensor, string>();
   private readonly cacheOutputs: string[] = [];

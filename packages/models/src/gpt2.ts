@@ -10,6 +10,7 @@ import {
   reshapeReleasing,
   type Checkpoint,
   type ForwardContext,
+  type LinearDeltaGraph,
   type LmHead,
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
@@ -289,11 +290,13 @@ export class Gpt2Model extends TransformerHost {
   }
 
   /** The LM head's decoding step as one graph (decode-graph.ts): the ops of embed, layer and head for one token. */
-  protected override buildDecodeGraph(): DecodeGraph | null {
+  protected override buildDecodeGraph(
+    deltas: ReadonlyMap<HostLinear, readonly LinearDeltaGraph[]>,
+  ): DecodeGraph | null {
     if (this.classifier) return null;
     const { hiddenSize: d, numHeads, numLayers, layerNormEpsilon, vocabSize } = this.gpt2;
     const { headDim } = this.config;
-    const graph = new DecodeGraphBuilder();
+    const graph = new DecodeGraphBuilder(deltas);
     const ids = graph.input(DECODE_INPUTS.ids, 'int32', [null, 1]);
     const positions = graph.input(DECODE_INPUTS.positions, 'int32', [null, 1]);
     const bias = graph.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]);
@@ -305,8 +308,7 @@ export class Gpt2Model extends TransformerHost {
     let hidden = graph.reshape(embedded, [-1, d]); // [B, d]
     const norm = (x: string, weights: LayerNormWeights) =>
       graph.layerNorm(x, graph.weight(weights.weight), graph.weight(weights.bias), layerNormEpsilon);
-    const linear = (x: string, projection: HostLinear) =>
-      graph.add(graph.matMul(x, graph.weight(projection.weight)), graph.weight(projection.bias!));
+    const linear = (x: string, projection: HostLinear) => graph.linear(x, projection);
     for (let i = 0; i < numLayers; i++) {
       const block = this.blocks[i]!;
       const [q, k, v] = graph.split(linear(norm(hidden, block.ln1), block.attention), [d, d, d], 2);

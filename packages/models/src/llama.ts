@@ -4,7 +4,15 @@
 // positions (default, linear and llama3 scaling), SwiGLU feed-forward, grouped-query attention,
 // nn.Linear projections stored [out, in], tied or untied LM head. Shapes in comments and the
 // releasing ops (addReleasing, reshapeReleasing): see the notes at the top of transformer-host.ts.
-import { gatedActivation, preview, rmsNorm, type Checkpoint, type HostLinear, type LmHead } from '@peft/core';
+import {
+  gatedActivation,
+  preview,
+  rmsNorm,
+  type Checkpoint,
+  type HostLinear,
+  type LinearDeltaGraph,
+  type LmHead,
+} from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
@@ -430,19 +438,18 @@ export class LlamaModel extends TransformerHost {
   }
 
   /** The decoding step as one graph (decode-graph.ts): embed, the layers as selfAttention and gatedMlp, the head. */
-  protected override buildDecodeGraph(): DecodeGraph | null {
+  protected override buildDecodeGraph(
+    deltas: ReadonlyMap<HostLinear, readonly LinearDeltaGraph[]>,
+  ): DecodeGraph | null {
     const { hiddenSize: d, numHeads, numKeyValueHeads, headDim, numLayers, rmsNormEpsilon, vocabSize } = this.llama;
-    const graph = new DecodeGraphBuilder();
+    const graph = new DecodeGraphBuilder(deltas);
     const ids = graph.input(DECODE_INPUTS.ids, 'int32', [null, 1]);
     const positions = graph.input(DECODE_INPUTS.positions, 'int32', [null, 1]);
     const bias = graph.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]);
     let hidden = graph.reshape(graph.gather(graph.weight(this.tokenEmbeddings), ids), [-1, d]); // [B, d]
     const rope = graph.rotaryTables(positions, graph.weight(this.inverseFrequencies), headDim, 1 / Math.sqrt(headDim));
     const norm = (x: string, weight: tf.Variable) => graph.rmsNorm(x, graph.weight(weight), rmsNormEpsilon);
-    const linear = (x: string, projection: HostLinear) => {
-      const product = graph.matMul(x, graph.weight(projection.weight));
-      return projection.bias ? graph.add(product, graph.weight(projection.bias)) : product;
-    };
+    const linear = (x: string, projection: HostLinear) => graph.linear(x, projection);
     const heads = (x: string, count: number) => graph.reshape(x, [-1, count, 1, headDim]); // [B, count, 1, hd]
     for (let i = 0; i < numLayers; i++) {
       const block = this.blocks[i]!;

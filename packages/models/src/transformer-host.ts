@@ -33,12 +33,13 @@ import {
   type FileStore,
   type HostLinear,
   type KeyValueCache,
+  type LinearDeltaGraph,
   type LmHead,
   type PeftHost,
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { DECODE_INPUTS, type DecodeGraph } from './decode-graph.js';
+import { DECODE_INPUTS, type DecodeGraph, deltaKey } from './decode-graph.js';
 import { attentionBias } from './ops.js';
 
 import type { RawConfig } from './config.js';
@@ -119,6 +120,9 @@ export interface LayerState {
   /** Virtual tokens the input-embedding hook put in front. */
   prepended: number;
 }
+
+/** Decoding graphs a host keeps (one per combination of active delta paths). */
+const DECODE_GRAPHS_KEPT = 4;
 
 function asTensor(value: tf.Tensor2D | number[][], dtype: 'int32' | 'float32', field: string): tf.Tensor2D {
   if (value instanceof tf.Tensor) {
@@ -260,26 +264,41 @@ export abstract class TransformerHost implements PeftHost {
    * One decoding step of this host as a graph (decode-graph.ts), built once, for backends that run
    * graphs; null: the host decodes op by op (the default; a head or config the graph does not cover).
    */
-  protected buildDecodeGraph(): DecodeGraph | null {
+  protected buildDecodeGraph(_deltas: ReadonlyMap<HostLinear, readonly LinearDeltaGraph[]>): DecodeGraph | null {
     return null;
   }
 
-  private decodeGraph: DecodeGraph | null | undefined;
+  /** Decoding graphs built, by the delta paths they include (DecodeGraphBuilder.deltaKey); null: none can be. */
+  private readonly decodeGraphs = new Map<string, DecodeGraph | null>();
 
   /**
    * The step's graph when this pass may run as one: a cached step of one token that returns its
-   * cache, run with nothing the graph leaves out (hooks, delta paths, gradients, extra outputs).
+   * cache, run with nothing the graph leaves out (hooks, gradients, extra outputs, a delta path
+   * without a graph form).
    */
-  private graphFor(input: HostForwardInput, length: number): DecodeGraph | null {
+  private graphFor(input: HostForwardInput, length: number, context: ForwardContext): DecodeGraph | null {
     if (!input.cache || !input.useCache || length !== 1) return null;
     // a headless pass gets the logits and no lmHead, as from a host without a language-model head
     if (input.training || input.outputHiddenStates || input.checkpointLayers) return null;
     if (input.tokenTypeIds || input.sampleAdapters || input.taskIds) return null;
     if (this.slidingLayersWindow() !== null || recordingGradients() || !graphKernelAvailable()) return null;
     if (this.hooks.hasSublayerHooks()) return null;
-    for (const linear of this.linearMap.values()) if (linear.deltaKeys().length > 0) return null;
-    if (this.decodeGraph === undefined) this.decodeGraph = this.buildDecodeGraph();
-    return this.decodeGraph;
+    const deltas = new Map<HostLinear, LinearDeltaGraph[]>();
+    for (const linear of this.linearMap.values()) {
+      const forms = linear.deltaGraphs(context);
+      if (forms === null) return null;
+      if (forms.length > 0) deltas.set(linear, forms);
+    }
+    const key = deltaKey(deltas);
+    let graph = this.decodeGraphs.get(key);
+    if (graph === undefined) {
+      graph = this.buildDecodeGraph(deltas);
+      // adapters switched on and off, merged and unmerged: a few graphs; the oldest go past a handful
+      if (this.decodeGraphs.size >= DECODE_GRAPHS_KEPT)
+        this.decodeGraphs.delete(this.decodeGraphs.keys().next().value!);
+      this.decodeGraphs.set(key, graph);
+    }
+    return graph;
   }
 
   /** forwardIds for one cached token, as one graph run: the same outputs. */
@@ -369,8 +388,6 @@ export abstract class TransformerHost implements PeftHost {
       throw new Error(`cache: has ${cache.layers.length} layers, the model ${config.numLayers}`);
     }
     this.checkIds(input.inputIds);
-    const graph = this.graphFor(input, length);
-    if (graph) return this.graphStep(graph, ids, input, cache!);
     const context: ForwardContext = {
       training: input.training ?? false,
       batchSize: batch,
@@ -383,6 +400,8 @@ export abstract class TransformerHost implements PeftHost {
     if (input.sampleAdapters && input.sampleAdapters.length !== batch) {
       throw new Error(`sampleAdapters: ${input.sampleAdapters.length} names for a batch of ${batch}`);
     }
+    const graph = this.graphFor(input, length, context);
+    if (graph) return this.graphStep(graph, ids, input, cache!);
 
     const lmHead = input.headless ? this.languageModelHead() : null;
     const result = tf.tidy(() => {
