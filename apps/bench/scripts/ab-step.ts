@@ -6,7 +6,8 @@
 // Variants: tf-matmul (A: tfjs-node's BatchMatMulV2 for every product, B: @peft/backend's MatMul
 // for plain 2-D products); fused-loss (A: the logits, then the loss; B: fusedCausalLmLoss, the head
 // and the loss in chunks, as `train` does); loss-kernel (A: the chunked loss composed of tfjs ops,
-// B: with the backend's one-kernel softmax cross-entropy).
+// B: with the backend's one-kernel softmax cross-entropy); onednn-matmul (A: 2-D products with a
+// transposed operand on tfjs-node's BatchMatMulV2, as before; B: on oneDNN, as @peft/backend runs them).
 import { selectBackend } from '@peft/backend';
 import { SOFTMAX_CROSS_ENTROPY_KERNEL, train } from '@peft/core';
 import { randomModel } from '@peft/models';
@@ -27,8 +28,19 @@ const use = (config: tf.KernelConfig) => (): void => {
 };
 /** fused-loss's switch: whether train's headless passes reach the host. */
 let fusedLoss = true;
+/** The chosen kernel, with the transposed 2-D products sent back to tfjs-node's BatchMatMulV2. */
+const transposedOnPlain: tf.KernelConfig = {
+  ...chosen,
+  kernelFunc: (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    const plainShape = a.shape.length === 2 && b.shape.length === 2 && (transposeA || transposeB);
+    return (plainShape ? plain : chosen).kernelFunc(args);
+  },
+};
 const VARIANTS: Record<string, { a: () => void; b: () => void }> = {
   'tf-matmul': { a: use(plain), b: use(chosen) },
+  'onednn-matmul': { a: use(transposedOnPlain), b: use(chosen) },
   'fused-loss': {
     a: () => {
       fusedLoss = false;

@@ -28,6 +28,7 @@ interface TensorflowBackendLike {
   getDTypeInteger(dtype: tf.DataType): number;
   /** Data held by the backend alone: the engine neither counts nor frees it. */
   write(values: tf.backend_util.BackendValues, shape: number[], dtype: tf.DataType): tf.DataId;
+  readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
   disposeData(dataId: tf.DataId, force?: boolean): boolean;
 }
 
@@ -43,36 +44,74 @@ const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({
  * neither operand transposed, libtensorflow's MatMul is faster at the shapes of a training step
  * (measured on 2 cores, medians of 15: [512,32000]x[32000,768], the LM head's input gradient,
  * 160-172 -> 215-219 GFLOPS; [512,2048]x[2048,768] 171-183 -> 198-201; [512,768]x[768,256]
- * 169-194 -> 191-203), while with a transposed operand it is as fast or slower ([512,3072] by
- * [768,3072]ᵀ: 201 -> 158), so those stay on BatchMatMulV2. Same product, same float32 result up to
- * rounding.
+ * 169-194 -> 191-203). With a transposed operand (the input and weight gradients of every
+ * projection) Eigen's MatMul is as fast or slower ([512,3072] by [768,3072]ᵀ: 201 -> 158), and
+ * oneDNN's (`_MklMatMul`, in libtensorflow's x86 builds; TensorFlow leaves oneDNN off by default on
+ * CPUs without AVX-512) is faster: [512,768] by [50257,768]ᵀ 57 -> 93-100 GFLOPS, [768,512]ᵀ by
+ * [512,2304] 100-139 -> 134-150 (AMD EPYC, 2 cores). So transposed 2-D products run on oneDNN where
+ * the build has it, the others stay on BatchMatMulV2. Same product, same float32 result up to rounding.
  */
 function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
+  let oneDnn: boolean | undefined; // probed on the first transposed product
   return (args) => {
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
-    if (
-      a.shape.length !== 2 ||
-      b.shape.length !== 2 ||
-      transposeA ||
-      transposeB ||
-      a.dtype !== 'float32' ||
-      b.dtype !== 'float32'
-    ) {
+    if (a.shape.length !== 2 || b.shape.length !== 2 || a.dtype !== 'float32' || b.dtype !== 'float32') {
       return original(args);
     }
     const backend = args.backend as TensorflowBackendLike;
-    const { binding } = backend;
+    const transposed = transposeA || transposeB;
+    if (transposed) {
+      oneDnn ??= hasOneDnnMatMul(backend);
+      if (!oneDnn) return original(args);
+    }
     return backend.executeSingleOutput(
-      'MatMul',
-      [
-        floatAttr(backend, 'T'),
-        { name: 'transpose_a', type: binding.TF_ATTR_BOOL, value: false },
-        { name: 'transpose_b', type: binding.TF_ATTR_BOOL, value: false },
-      ],
+      transposed ? ONEDNN_MATMUL : 'MatMul',
+      matMulAttrs(backend, transposeA, transposeB),
       [a, b],
     );
   };
+}
+
+/** oneDNN's 2-D product, reached from eager mode by its kernel label. */
+const ONEDNN_MATMUL = '_MklMatMul';
+
+function matMulAttrs(
+  backend: TensorflowBackendLike,
+  transposeA: boolean,
+  transposeB: boolean,
+  oneDnn = transposeA || transposeB,
+): OpAttr[] {
+  const { binding } = backend;
+  return [
+    floatAttr(backend, 'T'),
+    { name: 'transpose_a', type: binding.TF_ATTR_BOOL, value: transposeA },
+    { name: 'transpose_b', type: binding.TF_ATTR_BOOL, value: transposeB },
+    ...(oneDnn ? [{ name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' }] : []),
+  ];
+}
+
+/** Whether this libtensorflow has oneDNN's MatMul (x86 builds do; others refuse the op). */
+function hasOneDnnMatMul(backend: TensorflowBackendLike): boolean {
+  const inputs = [
+    [1, 2, 3, 4],
+    [5, 6, 7, 8],
+  ].map((values) => ({
+    dataId: backend.write(Float32Array.from(values), [2, 2], 'float32'),
+    shape: [2, 2],
+    dtype: 'float32' as const,
+  }));
+  try {
+    const product = backend.executeSingleOutput(ONEDNN_MATMUL, matMulAttrs(backend, false, true), inputs);
+    // [[1,2],[3,4]]·[[5,6],[7,8]]ᵀ = [[17,23],[39,53]]
+    const values = [...(backend.readSync(product.dataId) as Float32Array)];
+    product.dispose();
+    return values.join() === '17,23,39,53';
+  } catch {
+    return false;
+  } finally {
+    for (const input of inputs) backend.disposeData(input.dataId, true);
+  }
 }
 
 /**

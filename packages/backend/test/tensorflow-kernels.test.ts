@@ -85,6 +85,31 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
     tf.dispose([a, b, weights, ...Object.values(grads)]);
   });
 
+  it('runs 2-D products with a transposed operand on oneDNN where libtensorflow has it (x86), the others not', async () => {
+    await loadBackend('tensorflow');
+    const backend = tf.backend() as unknown as { executeSingleOutput: (name: string, ...rest: unknown[]) => tf.Tensor };
+    const execute = backend.executeSingleOutput;
+    const ops: string[] = [];
+    backend.executeSingleOutput = function (this: unknown, name: string, ...rest: unknown[]) {
+      ops.push(name);
+      return execute.call(this, name, ...rest);
+    };
+    try {
+      const a = tf.ones([3, 4]);
+      const b = tf.ones([5, 4]);
+      tf.tidy(() => [tf.matMul(a, b, false, true), tf.matMul(a, tf.ones([3, 2]), true, false)]);
+      const transposed = [...ops];
+      ops.length = 0;
+      tf.tidy(() => tf.matMul(a, tf.ones([4, 2])));
+      if (process.arch === 'x64') expect(transposed.filter((op) => op === '_MklMatMul')).toHaveLength(2);
+      expect(ops).toContain('MatMul');
+      expect(ops).not.toContain('_MklMatMul');
+      tf.dispose([a, b]);
+    } finally {
+      backend.executeSingleOutput = execute;
+    }
+  });
+
   it('puts its matmul in place once and integer products still work', async () => {
     await loadBackend('tensorflow');
     const kernel = tf.getKernel('BatchMatMul', 'tensorflow');
