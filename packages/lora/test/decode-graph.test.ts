@@ -16,7 +16,13 @@ let graphKernel: tf.KernelConfig | undefined;
 
 function counting(): tf.KernelConfig {
   const kernel = graphKernel!;
-  return { ...kernel, kernelFunc: (args) => (graphRuns++, kernel.kernelFunc(args)) };
+  return {
+    ...kernel,
+    kernelFunc: (args) => {
+      graphRuns += 1;
+      return kernel.kernelFunc(args);
+    },
+  };
 }
 
 /** `run` op by op (the graph kernel taken away), and how many graph runs `run` made with it. */
