@@ -3,6 +3,7 @@ import os from 'node:os';
 
 import * as tf from '@tensorflow/tfjs-core';
 
+import { cpuDescription } from './cpu.js';
 import { measureMatMul, type MatMulMeasurement } from './measure.js';
 import { fixAdvice, inspectNativeSetup, type NativeSetup } from './native-setup.js';
 import {
@@ -12,6 +13,7 @@ import {
   type BackendName,
   type BackendSelection,
 } from './select-backend.js';
+import { nativeKernelChoices } from './tensorflow-kernels.js';
 
 export interface BackendReport {
   name: BackendName;
@@ -25,7 +27,11 @@ export interface DoctorReport {
   node: string;
   platform: string;
   cpus: number;
+  /** Model and vector extensions: `AMD EPYC (AVX2, FMA)`. */
+  cpu: string;
   tfjsCore: string;
+  /** On the native backend, the kernels @peft/backend chose for this machine and why (empty elsewhere). */
+  kernels: string[];
   /** What an app gets with PEFT_BACKEND as set now (auto when unset). */
   selection: BackendSelection;
   backends: BackendReport[];
@@ -105,6 +111,8 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
     cpus: os.availableParallelism(),
+    cpu: cpuDescription(),
+    kernels: selection.name === 'tensorflow' ? nativeKernelChoices() : [],
     tfjsCore: tf.version_core,
     selection,
     backends,
@@ -119,10 +127,12 @@ export function formatDoctorReport(report: DoctorReport): string {
   const lines = [
     '@peft doctor',
     `  node        ${report.node} (${report.platform}, ${report.cpus} CPUs)`,
+    `  cpu         ${report.cpu}`,
     `  tfjs-core   ${report.tfjsCore}`,
     ...(report.hugePages ? [`  huge pages  ${report.hugePages}`] : []),
     `  backend     ${selection.name} (${selection.detail}); requested ${selection.requested}` +
       (selection.source === 'default' ? '' : ` by ${selection.source}`),
+    ...report.kernels.map((line) => `  kernels     ${line}`),
     '',
     `  ${'backend'.padEnd(12)}${'status'.padEnd(13)}${`matMul ${size}^3`.padStart(15)}  detail`,
   ];

@@ -8,6 +8,7 @@ export {
   slowBackendWarning,
 } from './select-backend.js';
 export type { BackendName, BackendRequest, BackendSelection, SelectBackendOptions } from './select-backend.js';
+export { cpuDescription } from './cpu.js';
 export { measureMatMul } from './measure.js';
 export type { MatMulMeasurement } from './measure.js';
 export { formatDoctorReport, hugePageAdvice, runDoctor } from './doctor.js';

@@ -52,7 +52,6 @@ const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({
  * the build has it, the others stay on BatchMatMulV2. Same product, same float32 result up to rounding.
  */
 function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
-  let oneDnn: boolean | undefined; // probed on the first transposed product
   return (args) => {
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
@@ -61,10 +60,7 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
     }
     const backend = args.backend as TensorflowBackendLike;
     const transposed = transposeA || transposeB;
-    if (transposed) {
-      oneDnn ??= hasOneDnnMatMul(backend);
-      if (!oneDnn) return original(args);
-    }
+    if (transposed && !hasOneDnnMatMul(backend)) return original(args);
     return backend.executeSingleOutput(
       transposed ? ONEDNN_MATMUL : 'MatMul',
       matMulAttrs(backend, transposeA, transposeB),
@@ -91,8 +87,21 @@ function matMulAttrs(
   ];
 }
 
-/** Whether this libtensorflow has oneDNN's MatMul (x86 builds do; others refuse the op). */
+const oneDnnProbes = new WeakMap<TensorflowBackendLike, boolean>();
+
+/** Whether this libtensorflow has oneDNN's MatMul (x86 builds do; others refuse the op); probed once. */
 function hasOneDnnMatMul(backend: TensorflowBackendLike): boolean {
+  let known = oneDnnProbes.get(backend);
+  if (known === undefined) {
+    known = probeOneDnnMatMul(backend);
+    oneDnnProbes.set(backend, known);
+  }
+  return known;
+}
+
+function probeOneDnnMatMul(backend: TensorflowBackendLike): boolean {
+  // the user's own switch: 0 keeps oneDNN out of every op, ours included
+  if (process.env.TF_ENABLE_ONEDNN_OPTS === '0') return false;
   const inputs = [
     [1, 2, 3, 4],
     [5, 6, 7, 8],
@@ -102,11 +111,19 @@ function hasOneDnnMatMul(backend: TensorflowBackendLike): boolean {
     dtype: 'float32' as const,
   }));
   try {
-    const product = backend.executeSingleOutput(ONEDNN_MATMUL, matMulAttrs(backend, false, true), inputs);
-    // [[1,2],[3,4]]·[[5,6],[7,8]]ᵀ = [[17,23],[39,53]]
-    const values = [...(backend.readSync(product.dataId) as Float32Array)];
-    product.dispose();
-    return values.join() === '17,23,39,53';
+    // [[1,2],[3,4]]·[[5,6],[7,8]]ᵀ = [[17,23],[39,53]]; [[1,2],[3,4]]ᵀ·[[5,6],[7,8]] = [[26,30],[38,44]]
+    for (const [transposeA, expected] of [
+      [false, '17,23,39,53'],
+      [true, '26,30,38,44'],
+    ] as const) {
+      const product = backend.executeSingleOutput(ONEDNN_MATMUL, matMulAttrs(backend, transposeA, !transposeA), inputs);
+      try {
+        if ([...(backend.readSync(product.dataId) as Float32Array)].join() !== expected) return false;
+      } finally {
+        product.dispose();
+      }
+    }
+    return true;
   } catch {
     return false;
   } finally {
@@ -564,6 +581,20 @@ function dropoutMask(args: KernelArgs): tf.TensorInfo {
   } finally {
     tf.dispose(made);
   }
+}
+
+/**
+ * What the tensorflow backend runs beyond tfjs-node's own kernels, for peft-doctor: one line each.
+ * The backend must be the current one.
+ */
+export function nativeKernelChoices(): string[] {
+  const backend = tf.backend() as unknown as TensorflowBackendLike;
+  return [
+    hasOneDnnMatMul(backend)
+      ? "matmul: oneDNN (_MklMatMul) for 2-D products with a transposed operand (training's gradients), libtensorflow's MatMul for the others"
+      : "matmul: libtensorflow's MatMul and BatchMatMulV2 (this build has no oneDNN matmul)",
+    'decoding: each step of GPT-2 and the Llama family as one graph (one call instead of hundreds of ops)',
+  ];
 }
 
 /** Marks the kernels this module registered, so that a second call leaves them alone. */

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 
+import { vectorExtensions } from '../src/cpu.js';
 import { formatDoctorReport, hugePageAdvice, measureMatMul, runDoctor } from '../src/index.js';
 
 describe('measureMatMul', () => {
@@ -25,6 +26,23 @@ describe('runDoctor', () => {
     const text = formatDoctorReport(report);
     expect(text).toContain(`backend     ${report.selection.name}`);
     expect(text).toMatch(/cpu +available +[\d.]+ GFLOPS/);
+    expect(text).toContain(`  cpu         ${report.cpu}`);
+    // on the native backend, the kernels chosen for this machine; none elsewhere
+    if (report.selection.name === 'tensorflow') {
+      expect(report.kernels).toHaveLength(2);
+      expect(text).toMatch(process.arch === 'x64' ? /kernels +matmul: oneDNN/ : /kernels +matmul: /);
+    } else expect(report.kernels).toEqual([]);
+  });
+});
+
+describe('vectorExtensions', () => {
+  it('names the extensions in /proc/cpuinfo that kernels are chosen by, in a fixed order', () => {
+    const epyc = 'processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n\nprocessor\t: 1\n';
+    expect(vectorExtensions(epyc)).toEqual(['AVX2', 'FMA']);
+    const xeon = 'flags\t\t: avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16\n';
+    expect(vectorExtensions(xeon)).toEqual(['AVX2', 'FMA', 'AVX-512', 'VNNI', 'BF16', 'AMX']);
+    expect(vectorExtensions('Features\t: fp asimd evtstrm sve\n')).toEqual(['NEON', 'SVE']);
+    expect(vectorExtensions('')).toEqual([]);
   });
 });
 

@@ -72,7 +72,9 @@ describe('the doctor on a slow backend', () => {
       node: 'v20',
       platform: 'linux x64',
       cpus: 2,
+      cpu: 'AMD EPYC (AVX2, FMA)',
       tfjsCore: '4.22.0',
+      kernels: [],
       selection: {
         name: 'cpu',
         requested: 'auto',

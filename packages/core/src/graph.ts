@@ -44,14 +44,12 @@ export function graphKernelAvailable(): boolean {
 /** Runs `spec` once; `inputs` must name every placeholder, with its dtype. */
 export function runGraph(spec: GraphSpec, inputs: Record<string, tf.Tensor>): tf.Tensor[] {
   if (!graphKernelAvailable()) throw new Error(`${GRAPH_KERNEL}: the ${tf.getBackend()} backend runs no graphs`);
-  for (const { name, dtype } of spec.inputs) {
-    const tensor = inputs[name];
-    if (!tensor) throw new Error(`${GRAPH_KERNEL}: no tensor for the graph's input "${name}"`);
-    if (tensor.dtype !== dtype)
-      throw new Error(`${GRAPH_KERNEL}: input "${name}" is ${tensor.dtype}, expected ${dtype}`);
-  }
-  const extra = Object.keys(inputs).filter((name) => !spec.inputs.some((input) => input.name === name));
+  // presence and dtype are the kernel's checks; here what only the caller's map can show
+  const names = new Set(spec.inputs.map((input) => input.name));
+  const extra = Object.keys(inputs).filter((name) => !names.has(name));
   if (extra.length > 0) throw new Error(`${GRAPH_KERNEL}: the graph has no inputs ${extra.join(', ')}`);
+  const disposed = Object.keys(inputs).filter((name) => inputs[name]!.isDisposed);
+  if (disposed.length > 0) throw new Error(`${GRAPH_KERNEL}: inputs ${disposed.join(', ')} are disposed`);
   const attrs = { graph: spec } as unknown as tf.NamedAttrMap;
   return tf.engine().runKernel(GRAPH_KERNEL, inputs, attrs) as unknown as tf.Tensor[];
 }
@@ -60,7 +58,8 @@ const FLOAT: Record<string, GraphAttr> = { T: { type: 'float32' } };
 
 /**
  * Writes a GraphSpec op by op. Each method adds one node and returns its name, the handle later
- * ops take as input. Float ops by default; the helpers set the index attributes TensorFlow wants.
+ * ops take as input. The helpers (add, matMul, reshape, concat, gather, ...) are of float32 tensors
+ * and set the index attributes TensorFlow wants; `op` writes any other op with its attributes.
  */
 export class GraphBuilder {
   private readonly nodes: GraphNode[] = [];
@@ -159,6 +158,12 @@ export class GraphBuilder {
     const variance = this.meanLast(this.op('Square', [centred]));
     const normed = this.mul(centred, this.op('Rsqrt', [this.add(variance, this.float(epsilon))]));
     return this.add(this.mul(normed, weight), bias);
+  }
+
+  /** RMSNorm over the last axis: x·rsqrt(mean(x²) + ε)·w (transformers' LlamaRMSNorm). */
+  rmsNorm(x: string, weight: string, epsilon: number): string {
+    const inverse = this.op('Rsqrt', [this.add(this.meanLast(this.op('Square', [x])), this.float(epsilon))]);
+    return this.mul(this.mul(x, inverse), weight);
   }
 
   build(outputs: string[]): GraphSpec {

@@ -50,7 +50,8 @@ export type LinearDelta = ((x: tf.Tensor2D, context: ForwardContext) => tf.Tenso
   /**
    * The path for a host that runs a pass as one graph (decoding; see GRAPH_KERNEL): what it adds in
    * this context as graph ops, or null when it adds nothing (merged, its adapter inactive). Without
-   * it the host runs every pass op by op while the path is attached.
+   * it the host runs every pass op by op while the path is attached. Hosts ask only for inference
+   * passes of one adapter (no training, no sampleAdapters); a path may throw for other contexts.
    */
   graphForm?: (context: ForwardContext) => LinearDeltaGraph | null;
 };

@@ -101,12 +101,6 @@ export class DecodeGraphBuilder extends GraphBuilder {
     return this.reshape(this.batchMatMul(probabilities, values), [-1, heads * headDim]);
   }
 
-  /** RMSNorm over the last axis: x·rsqrt(mean(x²) + ε)·w (transformers' LlamaRMSNorm). */
-  rmsNorm(x: string, weight: string, epsilon: number): string {
-    const inverse = this.op('Rsqrt', [this.add(this.meanLast(this.op('Square', [x])), this.float(epsilon))]);
-    return this.mul(this.mul(x, inverse), weight);
-  }
-
   /**
    * The rotary tables of one position per row: cos and [-sin, sin] of positions·inverse frequencies,
    * each [B, 1, 1, hd], times `scale` (the queries carry the attention scale, as llama.ts).

@@ -121,6 +121,15 @@ export interface LayerState {
   prepended: number;
 }
 
+/** The caller's position ids, [B, T] as the pass needs them. */
+function checkedPositions(positionIds: tf.Tensor2D | number[][], batch: number, queries: number): tf.Tensor2D {
+  const positions = asTensor(positionIds, 'int32', 'positionIds');
+  if (positions.shape[0] !== batch || positions.shape[1] !== queries) {
+    throw new Error(`positionIds: expected shape [${batch}, ${queries}], got [${positions.shape}]`);
+  }
+  return positions;
+}
+
 /** Decoding graphs a host keeps (one per combination of active delta paths). */
 const DECODE_GRAPHS_KEPT = 4;
 
@@ -276,12 +285,21 @@ export abstract class TransformerHost implements PeftHost {
    * cache, run with nothing the graph leaves out (hooks, gradients, extra outputs, a delta path
    * without a graph form).
    */
-  private graphFor(input: HostForwardInput, length: number, context: ForwardContext): DecodeGraph | null {
+  private graphFor(
+    input: HostForwardInput,
+    length: number,
+    context: ForwardContext,
+  ): (DecodeGraph & { key: string }) | null {
     if (!input.cache || !input.useCache || length !== 1) return null;
     // a headless pass gets the logits and no lmHead, as from a host without a language-model head
     if (input.training || input.outputHiddenStates || input.checkpointLayers) return null;
     if (input.tokenTypeIds || input.sampleAdapters || input.taskIds) return null;
     if (this.slidingLayersWindow() !== null || recordingGradients() || !graphKernelAvailable()) return null;
+    // (only the native backend runs graphs: Node, where `process` exists)
+    if (
+      (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.PEFT_DECODE_GRAPH === '0'
+    )
+      return null;
     if (this.hooks.hasSublayerHooks()) return null;
     const deltas = new Map<HostLinear, LinearDeltaGraph[]>();
     for (const linear of this.linearMap.values()) {
@@ -291,18 +309,44 @@ export abstract class TransformerHost implements PeftHost {
     }
     const key = deltaKey(deltas);
     let graph = this.decodeGraphs.get(key);
-    if (graph === undefined) {
-      graph = this.buildDecodeGraph(deltas);
-      // adapters switched on and off, merged and unmerged: a few graphs; the oldest go past a handful
-      if (this.decodeGraphs.size >= DECODE_GRAPHS_KEPT)
-        this.decodeGraphs.delete(this.decodeGraphs.keys().next().value!);
-      this.decodeGraphs.set(key, graph);
-    }
-    return graph;
+    if (graph === undefined) graph = this.buildDecodeGraph(deltas);
+    // least recently used out first: adapters switched on and off, merged and unmerged, keep their graphs
+    this.decodeGraphs.delete(key);
+    if (this.decodeGraphs.size >= DECODE_GRAPHS_KEPT) this.decodeGraphs.delete(this.decodeGraphs.keys().next().value!);
+    this.decodeGraphs.set(key, graph);
+    return graph === null ? null : { ...graph, key };
   }
 
-  /** forwardIds for one cached token, as one graph run: the same outputs. */
+  /**
+   * forwardIds for one cached token, as one graph run: the same outputs. A graph libtensorflow
+   * cannot load (an unwritable temporary folder, an op this build lacks) is said once and dropped:
+   * the host decodes op by op from then on; null tells the caller to run this step so.
+   */
   private graphStep(
+    graph: DecodeGraph & { key: string },
+    ids: tf.Tensor2D,
+    input: HostForwardInput,
+    cache: KeyValueCache,
+  ): HostForwardOutput | null {
+    const first = !this.graphsRun.has(graph.spec);
+    try {
+      const output = this.runGraphStep(graph, ids, input, cache);
+      this.graphsRun.add(graph.spec);
+      return output;
+    } catch (error) {
+      if (!first) throw error;
+      this.decodeGraphs.set(graph.key, null);
+      console.warn(
+        `@peft/models: decoding ${this.config.modelType} as one graph failed, decoding op by op instead (slower; PEFT_DECODE_GRAPH=0 skips the attempt): ${(error as Error).message}`,
+      );
+      return null;
+    }
+  }
+
+  /** Graphs that have run once: a later failure is an error of that step, not of the graph. */
+  private readonly graphsRun = new WeakSet<object>();
+
+  private runGraphStep(
     graph: DecodeGraph,
     ids: tf.Tensor2D,
     input: HostForwardInput,
@@ -316,7 +360,7 @@ export abstract class TransformerHost implements PeftHost {
       const feeds: Record<string, tf.Tensor> = {
         [DECODE_INPUTS.ids]: ids,
         [DECODE_INPUTS.positions]: input.positionIds
-          ? this.stepPositions(input.positionIds, batch)
+          ? checkedPositions(input.positionIds, batch, 1)
           : tf.fill([batch, 1], cache.length, 'int32'),
         [DECODE_INPUTS.bias]: attentionBias(keyMask, 1, this.causal, this.slidingWindow()),
       };
@@ -332,14 +376,6 @@ export abstract class TransformerHost implements PeftHost {
       value: layers[2 * i + 1] as tf.Tensor4D,
     }));
     return { logits: logits!, prepended: 0, cache: { layers: cacheLayers, length: keys, virtual: cache.virtual } };
-  }
-
-  private stepPositions(positionIds: tf.Tensor2D | number[][], batch: number): tf.Tensor2D {
-    const positions = asTensor(positionIds, 'int32', 'positionIds');
-    if (positions.shape[0] !== batch || positions.shape[1] !== 1) {
-      throw new Error(`positionIds: expected shape [${batch}, 1], got [${positions.shape}]`);
-    }
-    return positions;
   }
 
   /** Refuses a pass longer than the position table. */
@@ -401,7 +437,8 @@ export abstract class TransformerHost implements PeftHost {
       throw new Error(`sampleAdapters: ${input.sampleAdapters.length} names for a batch of ${batch}`);
     }
     const graph = this.graphFor(input, length, context);
-    if (graph) return this.graphStep(graph, ids, input, cache!);
+    const stepped = graph ? this.graphStep(graph, ids, input, cache!) : null;
+    if (stepped) return stepped;
 
     const lmHead = input.headless ? this.languageModelHead() : null;
     const result = tf.tidy(() => {
@@ -434,10 +471,7 @@ export abstract class TransformerHost implements PeftHost {
 
       let positions: tf.Tensor2D;
       if (input.positionIds) {
-        positions = asTensor(input.positionIds, 'int32', 'positionIds');
-        if (positions.shape[0] !== batch || positions.shape[1] !== queries) {
-          throw new Error(`positionIds: expected shape [${batch}, ${queries}], got [${positions.shape}]`);
-        }
+        positions = checkedPositions(input.positionIds, batch, queries);
       } else {
         positions = tf.tile(tf.reshape(tf.range(past, past + queries, 1, 'int32'), [1, queries]), [
           batch,
@@ -558,6 +592,7 @@ export abstract class TransformerHost implements PeftHost {
   }
 
   dispose(): void {
+    this.decodeGraphs.clear();
     for (const variable of this.parameterMap.values()) variable.dispose();
     this.parameterMap.clear();
     this.linearMap.clear();

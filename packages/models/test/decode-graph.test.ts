@@ -214,6 +214,48 @@ describe.runIf(native)('decoding step as one graph (tensorflow backend)', () => 
     host.dispose();
   });
 
+  it('a graph libtensorflow refuses is said once and dropped: the host decodes op by op; PEFT_DECODE_GRAPH=0 skips it', () => {
+    const host = randomModel(GPT2);
+    const step = (cache: KeyValueCache): HostForwardInput => ({ inputIds: [[4]], cache, useCache: true });
+    tf.unregisterKernel(GRAPH_KERNEL, 'tensorflow');
+    tf.registerKernel({
+      ...graphKernel!,
+      kernelFunc: () => {
+        graphRuns += 1;
+        throw new Error('PeftGraph: libtensorflow refused the graph (test)');
+      },
+    });
+    const warnings: string[] = [];
+    const warn = console.warn;
+    console.warn = (message: string) => warnings.push(message);
+    try {
+      const before = graphRuns;
+      for (let i = 0; i < 2; i++) {
+        const result = compareStep(host, { inputIds: [[1, 2]] }, step);
+        expect(result.logits).toBe(0); // both steps ran op by op
+      }
+      expect(graphRuns - before).toBe(1); // tried once, not again
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(
+        /decoding gpt2 as one graph failed, decoding op by op instead .*refused the graph \(test\)/,
+      );
+    } finally {
+      console.warn = warn;
+      tf.unregisterKernel(GRAPH_KERNEL, 'tensorflow');
+      tf.registerKernel(counting());
+    }
+    const fresh = randomModel(GPT2);
+    process.env.PEFT_DECODE_GRAPH = '0';
+    try {
+      expect(compareStep(fresh, { inputIds: [[1, 2]] }, step).ran).toBe(false);
+    } finally {
+      delete process.env.PEFT_DECODE_GRAPH;
+    }
+    expect(compareStep(fresh, { inputIds: [[1, 2]] }, step).ran).toBe(true);
+    host.dispose();
+    fresh.dispose();
+  });
+
   it('is not used when training or when a gradient is recorded', () => {
     const host = randomModel(GPT2);
     const first = host.forward({ inputIds: [[1, 2]], useCache: true });

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
 
-import { selectBackend } from '@peft/backend';
+import { cpuDescription, selectBackend } from '@peft/backend';
 import {
   arrayDataset,
   batchExamples,
@@ -340,7 +340,7 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
     createdAt: new Date().toISOString(),
     complete: false,
     machine: {
-      cpu: cpus()[0]?.model ?? 'unknown',
+      cpu: cpuDescription(),
       cpus: cpus().length,
       backend: backend.detail,
       node: process.version,

@@ -6,6 +6,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
+
+import { cpuDescription } from '@peft/backend';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -126,7 +128,7 @@ export async function runLoad(argv: string[]): Promise<number> {
   replaceFile(path.join(out, 'load.md'), report);
   replaceFile(
     path.join(out, 'load.json'),
-    JSON.stringify({ cpu: os.cpus()[0]?.model.trim(), cpus: os.availableParallelism(), results }, null, 2),
+    JSON.stringify({ cpu: cpuDescription(), cpus: os.availableParallelism(), results }, null, 2),
   );
   console.log(`\n${report}\nreports in ${out}`);
   return 0;
@@ -139,7 +141,7 @@ function loadReport(
 ): string {
   const lines: string[] = ['# Loading real-size checkpoints, beside transformers\n'];
   lines.push(
-    `${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}). Checkpoints in ${directory}: bf16, ` +
+    `${os.availableParallelism()} CPUs (${cpuDescription()}). Checkpoints in ${directory}: bf16, ` +
       `sharded, random weights at the published configs (${GENERATOR}). Both sides load into float32 ` +
       '(transformers: `from_pretrained(dir, dtype=torch.float32)`); each load in its own process, sides alternating; medians. ' +
       '"Peak over before" is the peak RSS of the process less its RSS just before the load; "after forward" the RSS after ' +

@@ -4,6 +4,8 @@
 // perf.md. Without the oracle's Python our side runs alone, and the report says so.
 import { existsSync } from 'node:fs';
 import os from 'node:os';
+
+import { cpuDescription } from '@peft/backend';
 import path from 'node:path';
 
 import {
@@ -49,7 +51,7 @@ interface Row {
 
 const machine = (): Record<string, unknown> => ({
   cpus: os.availableParallelism(),
-  cpu: os.cpus()[0]?.model.trim() ?? null,
+  cpu: cpuDescription(),
   memoryGb: os.totalmem() / 2 ** 30,
   node: process.version,
 });
@@ -188,7 +190,7 @@ export function perfReport(rows: readonly Row[], meta: ReportMeta): string {
   const { sequence } = meta;
   out.push(`# @peft speed and memory beside Python peft + torch\n`);
   out.push(
-    `${os.availableParallelism()} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), both runtimes on ${os.availableParallelism()} threads; random weights; ` +
+    `${os.availableParallelism()} CPUs (${cpuDescription()}), both runtimes on ${os.availableParallelism()} threads; random weights; ` +
       `training batch ${meta.batch} x ${sequence} tokens unless a model says otherwise, AdamW, gradient clipping 1.0${meta.checkpointing ? ', gradient checkpointing on both sides (each layer recomputed in the backward pass)' : ''}, ${dropoutNote(meta.dropout)}; inference batch 1 x ${sequence}, decoding after a ${sequence}-token prompt. ` +
       `Runtimes: ${meta.runtimes.join('; ')}.${meta.pythonAbsent ? ` **${meta.pythonAbsent}: our side alone.**` : ''}` +
       // glibc.malloc.hugetlb changes both runtimes' steps with tensors over 32 MB (full fine-tuning)
