@@ -593,7 +593,7 @@ export function nativeKernelChoices(): string[] {
     hasOneDnnMatMul(backend)
       ? "matmul: oneDNN (_MklMatMul) for 2-D products with a transposed operand (training's gradients), libtensorflow's MatMul for the others"
       : "matmul: libtensorflow's MatMul and BatchMatMulV2 (this build has no oneDNN matmul)",
-    'decoding: each step of GPT-2 and the Llama family as one graph (one call instead of hundreds of ops)',
+    'decoding: each step of GPT-2, the Llama family and Phi-3 as one graph (one call instead of hundreds of ops)',
   ];
 }
 

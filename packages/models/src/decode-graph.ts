@@ -110,6 +110,7 @@ export class DecodeGraphBuilder extends GraphBuilder {
     inverseFrequencies: string,
     headDim: number,
     scale: number,
+    factor = 1,
   ): { cos: string; sinSigned: string; scaledCos: string; scaledSin: string } {
     const column = this.reshape(
       this.op('Cast', [positions], { SrcT: { type: 'int32' }, DstT: { type: 'float32' }, Truncate: { b: false } }),
@@ -117,17 +118,40 @@ export class DecodeGraphBuilder extends GraphBuilder {
     );
     const angles = this.mul(column, inverseFrequencies); // [B, hd/2]
     const shape = [-1, 1, 1, headDim];
-    const cos = this.reshape(this.op('Cos', [this.concat([angles, angles], 1)]), shape);
+    let cos = this.reshape(this.op('Cos', [this.concat([angles, angles], 1)]), shape);
     const sine = this.op('Sin', [angles]);
-    const sinSigned = this.reshape(this.concat([this.op('Neg', [sine]), sine], 1), shape);
-    const factor = this.float(scale);
-    return { cos, sinSigned, scaledCos: this.mul(cos, factor), scaledSin: this.mul(sinSigned, factor) };
+    let sinSigned = this.reshape(this.concat([this.op('Neg', [sine]), sine], 1), shape);
+    if (factor !== 1) {
+      // LongRoPE's attention factor scales both tables (phi3.ts rotaryEmbedding)
+      cos = this.mul(cos, this.float(factor));
+      sinSigned = this.mul(sinSigned, this.float(factor));
+    }
+    const scaling = this.float(scale);
+    return { cos, sinSigned, scaledCos: this.mul(cos, scaling), scaledSin: this.mul(sinSigned, scaling) };
   }
 
   /** x·cos + swapHalves(x)·sinSigned for heads x [B, H, 1, hd] (llama.ts rotary). */
   rotate(x: string, cos: string, sinSigned: string, headDim: number): string {
     const [first, second] = this.split(x, [headDim / 2, headDim / 2], 4);
     return this.add(this.mul(x, cos), this.mul(this.concat([second!, first!], 3), sinSigned));
+  }
+
+  /**
+   * Partial rotary (Phi-3's partial_rotary_factor): the leading `rotaryDim` of each head rotated, the
+   * rest passed through times `passScale` (the queries' attention scale), as phi3.ts partialRotary.
+   */
+  rotatePartly(
+    x: string,
+    cos: string,
+    sinSigned: string,
+    rotaryDim: number,
+    headDim: number,
+    passScale: number,
+  ): string {
+    if (rotaryDim === headDim) return this.rotate(x, cos, sinSigned, headDim);
+    const [rotated, passed] = this.split(x, [rotaryDim, headDim - rotaryDim], 4);
+    const rest = passScale === 1 ? passed! : this.mul(passed!, this.float(passScale));
+    return this.concat([this.rotate(rotated!, cos, sinSigned, rotaryDim), rest], 3);
   }
 
   /** The step's graph: logits [B, V] reshaped to [B, 1, V], then the caches. */

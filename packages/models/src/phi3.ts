@@ -14,11 +14,13 @@ import {
   type Checkpoint,
   type ForwardContext,
   type HostLinear,
+  type LinearDeltaGraph,
   type LmHead,
 } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
+import { DECODE_INPUTS, type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
 import { attentionOnlyDropout, checkDecoderSizes, rotary } from './llama.js';
 import { attention, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type DropoutRates, type LayerState, type RotaryEmbedding } from './transformer-host.js';
@@ -343,6 +345,77 @@ export class Phi3Model extends TransformerHost {
 
   protected override slidingWindow(): number | null {
     return this.phi3.slidingWindow;
+  }
+
+  protected override checkStepPositions(positions: tf.Tensor2D): void {
+    this.checkLongRopePositions(positions);
+  }
+
+  /** The decoding step as one graph (decode-graph.ts): selfAttention and mlp above for one token. */
+  protected override buildDecodeGraph(
+    deltas: ReadonlyMap<HostLinear, readonly LinearDeltaGraph[]>,
+  ): DecodeGraph | null {
+    const {
+      hiddenSize: d,
+      numHeads,
+      numKeyValueHeads,
+      headDim,
+      numLayers,
+      rmsNormEpsilon,
+      vocabSize,
+      rope,
+    } = this.phi3;
+    const { intermediateSize } = this.phi3;
+    const graph = new DecodeGraphBuilder(deltas);
+    const ids = graph.input(DECODE_INPUTS.ids, 'int32', [null, 1]);
+    const positions = graph.input(DECODE_INPUTS.positions, 'int32', [null, 1]);
+    const bias = graph.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]);
+    let hidden = graph.reshape(graph.gather(graph.weight(this.tokenEmbeddings), ids), [-1, d]); // [B, d]
+    const scale = 1 / Math.sqrt(headDim);
+    const tables = graph.rotaryTables(
+      positions,
+      graph.weight(this.inverseFrequencies),
+      rope.rotaryDim,
+      scale,
+      rope.attentionFactor,
+    );
+    const norm = (x: string, weight: tf.Variable) => graph.rmsNorm(x, graph.weight(weight), rmsNormEpsilon);
+    const heads = (x: string, count: number) => graph.reshape(x, [-1, count, 1, headDim]); // [B, count, 1, hd]
+    const kvWidth = numKeyValueHeads * headDim;
+    for (let i = 0; i < numLayers; i++) {
+      const block = this.blocks[i]!;
+      const qkv = graph.linear(norm(hidden, block.inputNorm), block.qkv);
+      const [qRows, kRows, vRows] = graph.split(qkv, [numHeads * headDim, kvWidth, kvWidth], 2);
+      const q = graph.rotatePartly(
+        heads(qRows!, numHeads),
+        tables.scaledCos,
+        tables.scaledSin,
+        rope.rotaryDim,
+        headDim,
+        scale,
+      );
+      const k = graph.rotatePartly(
+        heads(kRows!, numKeyValueHeads),
+        tables.cos,
+        tables.sinSigned,
+        rope.rotaryDim,
+        headDim,
+        1,
+      );
+      const [keys, values] = graph.extendCache(i, k, heads(vRows!, numKeyValueHeads), numKeyValueHeads, headDim);
+      const attended = graph.attend(q, keys, values, bias, numHeads, numKeyValueHeads, headDim, 1);
+      hidden = graph.add(hidden, graph.linear(attended, block.o));
+      const [gateRows, upRows] = graph.split(
+        graph.linear(norm(hidden, block.postAttentionNorm), block.gateUp),
+        [intermediateSize, intermediateSize],
+        2,
+      );
+      const gate = graphActivation(graph, this.phi3.activation, gateRows!);
+      if (gate === null) return null;
+      hidden = graph.add(hidden, graph.linear(graph.mul(gate, upRows!), block.down));
+    }
+    const logits = graph.matMul(norm(hidden, this.norm), graph.weight(this.lmHead), true); // [B, V]
+    return graph.finish(logits, vocabSize, numLayers);
   }
 
   override dispose(): void {

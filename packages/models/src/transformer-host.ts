@@ -277,6 +277,9 @@ export abstract class TransformerHost implements PeftHost {
     return null;
   }
 
+  /** Refuses positions a decoding step cannot take (Phi-3's LongRoPE past its short range); [B, 1] int32. */
+  protected checkStepPositions(_positions: tf.Tensor2D): void {}
+
   /** Decoding graphs built, by the delta paths they include (DecodeGraphBuilder.deltaKey); null: none can be. */
   private readonly decodeGraphs = new Map<string, DecodeGraph | null>();
 
@@ -357,11 +360,13 @@ export abstract class TransformerHost implements PeftHost {
     this.checkLength(keys, cache.virtual);
     const [logits, ...layers] = tf.tidy(() => {
       const keyMask = this.keyMask(input, batch, cache.virtual, keys - cache.virtual, true);
+      const positions = input.positionIds
+        ? checkedPositions(input.positionIds, batch, 1)
+        : (tf.fill([batch, 1], cache.length, 'int32') as tf.Tensor2D);
+      this.checkStepPositions(positions);
       const feeds: Record<string, tf.Tensor> = {
         [DECODE_INPUTS.ids]: ids,
-        [DECODE_INPUTS.positions]: input.positionIds
-          ? checkedPositions(input.positionIds, batch, 1)
-          : tf.fill([batch, 1], cache.length, 'int32'),
+        [DECODE_INPUTS.positions]: positions,
         [DECODE_INPUTS.bias]: attentionBias(keyMask, 1, this.causal, this.slidingWindow()),
       };
       for (const [name, variable] of graph.weights) feeds[name] = variable;

@@ -81,6 +81,15 @@ function compareStep(
   return result;
 }
 
+const LLAMA_FOR_PHI3 = {
+  vocab_size: 53,
+  hidden_size: 32,
+  intermediate_size: 40,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+};
+
 const GPT2 = { model_type: 'gpt2', vocab_size: 61, n_positions: 40, n_embd: 24, n_layer: 2, n_head: 3 };
 
 describe.runIf(native)('decoding step as one graph (tensorflow backend)', () => {
@@ -129,6 +138,18 @@ describe.runIf(native)('decoding step as one graph (tensorflow backend)', () => 
     ['Qwen2 (q, k, v biases)', { ...LLAMA, model_type: 'qwen2' }],
     ['Qwen3 (q and k norms, head_dim 16)', { ...LLAMA, model_type: 'qwen3', head_dim: 16 }],
     ['Mistral, a window of 3 keys', { ...LLAMA, model_type: 'mistral', sliding_window: 3 }],
+    ['Phi-3, partial rotary, grouped queries', { ...LLAMA, model_type: 'phi3', partial_rotary_factor: 0.5 }],
+    [
+      'Phi-3, LongRoPE (short factors, attention factor)',
+      {
+        ...LLAMA,
+        model_type: 'phi3',
+        num_key_value_heads: 1,
+        max_position_embeddings: 256,
+        original_max_position_embeddings: 16,
+        rope_scaling: { type: 'longrope', short_factor: [1, 1.5, 2, 3], long_factor: [1, 2, 4, 8] },
+      },
+    ],
   ];
   it.each(variants)('%s: logits and cache equal the op-by-op step', (_, config) => {
     const host = randomModel(config);
@@ -256,6 +277,24 @@ describe.runIf(native)('decoding step as one graph (tensorflow backend)', () => 
     fresh.dispose();
   });
 
+  it("refuses a Phi-3 step past LongRoPE's short range as the op-by-op step does", () => {
+    const host = randomModel({
+      ...LLAMA_FOR_PHI3,
+      model_type: 'phi3',
+      max_position_embeddings: 256,
+      original_max_position_embeddings: 4,
+      rope_scaling: { type: 'longrope', short_factor: [1, 1.5, 2, 3], long_factor: [1, 2, 4, 8] },
+    });
+    const first = host.forward({ inputIds: [[1, 2, 3, 4]], useCache: true });
+    const before = graphRuns;
+    expect(() => host.forward({ inputIds: [[5]], cache: first.cache!, useCache: true })).toThrow(
+      "phi3: a sequence of 5 positions needs LongRoPE's long_factor",
+    );
+    expect(graphRuns).toBe(before);
+    disposeOutput(first);
+    host.dispose();
+  });
+
   it('is not used when training or when a gradient is recorded', () => {
     const host = randomModel(GPT2);
     const first = host.forward({ inputIds: [[1, 2]], useCache: true });
@@ -288,7 +327,7 @@ describe.runIf(native)('decoding step as one graph (tensorflow backend)', () => 
         expect(sequences).toEqual(greedy.output_ids);
       }
       // the architectures that write their step as a graph ran it
-      if (['gpt2', 'llama', 'qwen2', 'qwen3', 'mistral'].includes(fixture.modelType))
+      if (['gpt2', 'llama', 'qwen2', 'qwen3', 'mistral', 'phi3'].includes(fixture.modelType))
         expect(graphRuns).toBeGreaterThan(before);
       model.dispose();
     },
