@@ -171,6 +171,9 @@ async function replaceFolder(folder: string, files: ReadonlyMap<string, Uint8Arr
   }
 }
 
+/** Tries at taking a save's lock whose holder keeps releasing and taking it again. */
+const LOCK_ATTEMPTS = 20;
+
 /** The folders this process is saving into now. */
 const savingFolders = new Set<string>();
 
@@ -206,6 +209,7 @@ async function lockFolder(root: string): Promise<() => Promise<void>> {
         return async () => void savingFolders.delete(root);
       throw error;
     }
+    let takenOver = false;
     for (let attempt = 0; ; attempt++) {
       try {
         await fs.link(mine, lock);
@@ -215,11 +219,23 @@ async function lockFolder(root: string): Promise<() => Promise<void>> {
         // a filesystem without hard links: no lock between processes
         if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP')
           return async () => void savingFolders.delete(root);
-        if (code !== 'EEXIST' || attempt > 0) throw error;
+        if (code !== 'EEXIST' || attempt >= LOCK_ATTEMPTS) throw error;
       }
-      const holder = Number.parseInt(await fs.readFile(lock, 'utf8').catch(() => ''), 10);
+      let text: string;
+      try {
+        text = await fs.readFile(lock, 'utf8');
+      } catch (error) {
+        // released between the link and the read: the next link may take it (nothing removed here, so
+        // a lock its holder takes again meanwhile stays its own)
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw error;
+      }
+      const holder = Number.parseInt(text, 10);
       // this process's saves are in savingFolders: a lock of this pid outlived an earlier process of the same pid
       if (Number.isInteger(holder) && holder !== process.pid && alive(holder)) throw inUse(holder);
+      // a lock left by a process that is gone: taken over once
+      if (takenOver) throw inUse(holder);
+      takenOver = true;
       await fs.rm(lock, { force: true });
     }
   } catch (error) {
