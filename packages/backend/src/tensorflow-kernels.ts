@@ -61,29 +61,22 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
     const backend = args.backend as TensorflowBackendLike;
     const transposed = transposeA || transposeB;
     if (transposed && !hasOneDnnMatMul(backend)) return original(args);
-    return backend.executeSingleOutput(
-      transposed ? ONEDNN_MATMUL : 'MatMul',
-      matMulAttrs(backend, transposeA, transposeB),
-      [a, b],
-    );
+    const op = transposed ? ONEDNN_MATMUL : 'MatMul';
+    return backend.executeSingleOutput(op, matMulAttrs(backend, op, transposeA, transposeB), [a, b]);
   };
 }
 
 /** oneDNN's 2-D product, reached from eager mode by its kernel label. */
 const ONEDNN_MATMUL = '_MklMatMul';
 
-function matMulAttrs(
-  backend: TensorflowBackendLike,
-  transposeA: boolean,
-  transposeB: boolean,
-  oneDnn = transposeA || transposeB,
-): OpAttr[] {
+/** The attributes of `op` (MatMul or ONEDNN_MATMUL, which also names its kernel's label). */
+function matMulAttrs(backend: TensorflowBackendLike, op: string, transposeA: boolean, transposeB: boolean): OpAttr[] {
   const { binding } = backend;
   return [
     floatAttr(backend, 'T'),
     { name: 'transpose_a', type: binding.TF_ATTR_BOOL, value: transposeA },
     { name: 'transpose_b', type: binding.TF_ATTR_BOOL, value: transposeB },
-    ...(oneDnn ? [{ name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' }] : []),
+    ...(op === ONEDNN_MATMUL ? [{ name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' }] : []),
   ];
 }
 
@@ -116,7 +109,11 @@ function probeOneDnnMatMul(backend: TensorflowBackendLike): boolean {
       [false, '17,23,39,53'],
       [true, '26,30,38,44'],
     ] as const) {
-      const product = backend.executeSingleOutput(ONEDNN_MATMUL, matMulAttrs(backend, transposeA, !transposeA), inputs);
+      const product = backend.executeSingleOutput(
+        ONEDNN_MATMUL,
+        matMulAttrs(backend, ONEDNN_MATMUL, transposeA, !transposeA),
+        inputs,
+      );
       try {
         if ([...(backend.readSync(product.dataId) as Float32Array)].join() !== expected) return false;
       } finally {

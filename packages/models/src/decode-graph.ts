@@ -55,6 +55,15 @@ export class DecodeGraphBuilder extends GraphBuilder {
   private readonly placeholders = new Map<tf.Tensor, string>();
   private readonly cacheOutputs: string[] = [];
 
+  /** The inputs of every step (DECODE_INPUTS): new ids and positions [B, 1], the attention bias [B, 1, 1, S]. */
+  stepInputs(): { ids: string; positions: string; bias: string } {
+    return {
+      ids: this.input(DECODE_INPUTS.ids, 'int32', [null, 1]),
+      positions: this.input(DECODE_INPUTS.positions, 'int32', [null, 1]),
+      bias: this.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]),
+    };
+  }
+
   /** A weight (or a host's table) as an input of the graph, fed from `variable` at every step. */
   weight(variable: tf.Tensor): string {
     const known = this.placeholders.get(variable);

@@ -16,7 +16,7 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { ConfigReader } from './config.js';
-import { DECODE_INPUTS, type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
+import { type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
 import { attention, headProduct, mergeHeads, splitHeads } from './ops.js';
 import { DropoutSite, TransformerHost, type DropoutRates, type LayerState } from './transformer-host.js';
 import { WeightLoader, newHead } from './weights.js';
@@ -297,9 +297,7 @@ export class Gpt2Model extends TransformerHost {
     const { hiddenSize: d, numHeads, numLayers, layerNormEpsilon, vocabSize } = this.gpt2;
     const { headDim } = this.config;
     const graph = new DecodeGraphBuilder(deltas);
-    const ids = graph.input(DECODE_INPUTS.ids, 'int32', [null, 1]);
-    const positions = graph.input(DECODE_INPUTS.positions, 'int32', [null, 1]);
-    const bias = graph.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]);
+    const { ids, positions, bias } = graph.stepInputs();
     const tokenTable = graph.weight(this.tokenEmbeddings);
     const embedded = graph.add(
       graph.gather(tokenTable, ids),
@@ -308,19 +306,18 @@ export class Gpt2Model extends TransformerHost {
     let hidden = graph.reshape(embedded, [-1, d]); // [B, d]
     const norm = (x: string, weights: LayerNormWeights) =>
       graph.layerNorm(x, graph.weight(weights.weight), graph.weight(weights.bias), layerNormEpsilon);
-    const linear = (x: string, projection: HostLinear) => graph.linear(x, projection);
     for (let i = 0; i < numLayers; i++) {
       const block = this.blocks[i]!;
-      const [q, k, v] = graph.split(linear(norm(hidden, block.ln1), block.attention), [d, d, d], 2);
+      const [q, k, v] = graph.split(graph.linear(norm(hidden, block.ln1), block.attention), [d, d, d], 2);
       const heads = (x: string) => graph.reshape(x, [-1, numHeads, 1, headDim]); // [B, H, 1, hd]
       const [keys, values] = graph.extendCache(i, heads(k!), heads(v!), numHeads, headDim);
       let scale = this.gpt2.scaleAttentionWeights ? 1 / Math.sqrt(headDim) : 1;
       if (this.gpt2.scaleByInverseLayerIndex) scale /= i + 1;
       const attended = graph.attend(heads(q!), keys, values, bias, numHeads, numHeads, headDim, scale);
-      hidden = graph.add(hidden, linear(attended, block.attentionOut));
-      const inner = graphActivation(graph, this.gpt2.activation, linear(norm(hidden, block.ln2), block.up));
+      hidden = graph.add(hidden, graph.linear(attended, block.attentionOut));
+      const inner = graphActivation(graph, this.gpt2.activation, graph.linear(norm(hidden, block.ln2), block.up));
       if (inner === null) return null;
-      hidden = graph.add(hidden, linear(inner, block.down));
+      hidden = graph.add(hidden, graph.linear(inner, block.down));
     }
     const logits = graph.matMul(norm(hidden, this.lnF), graph.weight(this.lmHead), true); // [B, V]
     return graph.finish(logits, vocabSize, numLayers);

@@ -16,7 +16,7 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { DECODE_INPUTS, type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
+import { type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
 import { attention, gatedMlp, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import {
   NO_DROPOUT,
@@ -443,31 +443,28 @@ export class LlamaModel extends TransformerHost {
   ): DecodeGraph | null {
     const { hiddenSize: d, numHeads, numKeyValueHeads, headDim, numLayers, rmsNormEpsilon, vocabSize } = this.llama;
     const graph = new DecodeGraphBuilder(deltas);
-    const ids = graph.input(DECODE_INPUTS.ids, 'int32', [null, 1]);
-    const positions = graph.input(DECODE_INPUTS.positions, 'int32', [null, 1]);
-    const bias = graph.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]);
+    const { ids, positions, bias } = graph.stepInputs();
     let hidden = graph.reshape(graph.gather(graph.weight(this.tokenEmbeddings), ids), [-1, d]); // [B, d]
     const rope = graph.rotaryTables(positions, graph.weight(this.inverseFrequencies), headDim, 1 / Math.sqrt(headDim));
     const norm = (x: string, weight: tf.Variable) => graph.rmsNorm(x, graph.weight(weight), rmsNormEpsilon);
-    const linear = (x: string, projection: HostLinear) => graph.linear(x, projection);
     const heads = (x: string, count: number) => graph.reshape(x, [-1, count, 1, headDim]); // [B, count, 1, hd]
     for (let i = 0; i < numLayers; i++) {
       const block = this.blocks[i]!;
       const normed = norm(hidden, block.inputNorm);
-      let q = heads(linear(normed, block.q), numHeads);
-      let k = heads(linear(normed, block.k), numKeyValueHeads);
+      let q = heads(graph.linear(normed, block.q), numHeads);
+      let k = heads(graph.linear(normed, block.k), numKeyValueHeads);
       if (block.queryNorm) q = norm(q, block.queryNorm);
       if (block.keyNorm) k = norm(k, block.keyNorm);
       q = graph.rotate(q, rope.scaledCos, rope.scaledSin, headDim);
       k = graph.rotate(k, rope.cos, rope.sinSigned, headDim);
-      const v = heads(linear(normed, block.v), numKeyValueHeads);
+      const v = heads(graph.linear(normed, block.v), numKeyValueHeads);
       const [keys, values] = graph.extendCache(i, k, v, numKeyValueHeads, headDim);
       const attended = graph.attend(q, keys, values, bias, numHeads, numKeyValueHeads, headDim, 1);
-      hidden = graph.add(hidden, linear(attended, block.o));
+      hidden = graph.add(hidden, graph.linear(attended, block.o));
       const mlpIn = norm(hidden, block.postAttentionNorm);
-      const gate = graphActivation(graph, this.llama.activation, linear(mlpIn, block.gate));
+      const gate = graphActivation(graph, this.llama.activation, graph.linear(mlpIn, block.gate));
       if (gate === null) return null;
-      hidden = graph.add(hidden, linear(graph.mul(gate, linear(mlpIn, block.up)), block.down));
+      hidden = graph.add(hidden, graph.linear(graph.mul(gate, graph.linear(mlpIn, block.up)), block.down));
     }
     const logits = graph.matMul(norm(hidden, this.norm), graph.weight(this.lmHead), true); // [B, V]
     return graph.finish(logits, vocabSize, numLayers);

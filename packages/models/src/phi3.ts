@@ -20,7 +20,7 @@ import {
 import * as tf from '@tensorflow/tfjs-core';
 
 import { ConfigReader } from './config.js';
-import { DECODE_INPUTS, type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
+import { type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
 import { attentionOnlyDropout, checkDecoderSizes, rotary } from './llama.js';
 import { attention, lmHeadLogits, mergeHeads, splitHeads } from './ops.js';
 import { TransformerHost, type DropoutRates, type LayerState, type RotaryEmbedding } from './transformer-host.js';
@@ -367,9 +367,7 @@ export class Phi3Model extends TransformerHost {
     } = this.phi3;
     const { intermediateSize } = this.phi3;
     const graph = new DecodeGraphBuilder(deltas);
-    const ids = graph.input(DECODE_INPUTS.ids, 'int32', [null, 1]);
-    const positions = graph.input(DECODE_INPUTS.positions, 'int32', [null, 1]);
-    const bias = graph.input(DECODE_INPUTS.bias, 'float32', [null, 1, 1, null]);
+    const { ids, positions, bias } = graph.stepInputs();
     let hidden = graph.reshape(graph.gather(graph.weight(this.tokenEmbeddings), ids), [-1, d]); // [B, d]
     const scale = 1 / Math.sqrt(headDim);
     const tables = graph.rotaryTables(

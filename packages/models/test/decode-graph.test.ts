@@ -81,13 +81,15 @@ function compareStep(
   return result;
 }
 
-const LLAMA_FOR_PHI3 = {
+const LLAMA = {
+  model_type: 'llama',
   vocab_size: 53,
   hidden_size: 32,
   intermediate_size: 40,
   num_hidden_layers: 2,
   num_attention_heads: 4,
   num_key_value_heads: 2,
+  rms_norm_eps: 1e-5,
 };
 
 const GPT2 = { model_type: 'gpt2', vocab_size: 61, n_positions: 40, n_embd: 24, n_layer: 2, n_head: 3 };
@@ -105,16 +107,6 @@ describe.runIf(native)('decoding step as one graph (tensorflow backend)', () => 
     tf.registerKernel(graphKernel!);
   });
 
-  const LLAMA = {
-    model_type: 'llama',
-    vocab_size: 53,
-    hidden_size: 32,
-    intermediate_size: 40,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    rms_norm_eps: 1e-5,
-  };
   const llama3Rope = {
     rope_type: 'llama3',
     factor: 8,
@@ -279,7 +271,7 @@ describe.runIf(native)('decoding step as one graph (tensorflow backend)', () => 
 
   it("refuses a Phi-3 step past LongRoPE's short range as the op-by-op step does", () => {
     const host = randomModel({
-      ...LLAMA_FOR_PHI3,
+      ...LLAMA,
       model_type: 'phi3',
       max_position_embeddings: 256,
       original_max_position_embeddings: 4,
