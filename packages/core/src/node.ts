@@ -161,14 +161,34 @@ const CANNOT_SWAP = new Set(['EACCES', 'EPERM', 'EROFS', 'EBUSY', 'EXDEV']);
  */
 async function replaceFolder(folder: string, files: ReadonlyMap<string, Uint8Array>): Promise<void> {
   const root = swapped(folder);
-  await fs.mkdir(path.dirname(root), { recursive: true });
-  const release = await lockFolder(root);
+  // claimed before the first await: a second save of this process started meanwhile sees it
+  if (savingFolders.has(root)) throw inUse(root, process.pid);
+  savingFolders.add(root);
   try {
-    await removeStaleSiblings(root);
-    await swapFolder(root, files);
+    await fs.mkdir(path.dirname(root), { recursive: true });
+    const release = await lockFolder(root);
+    try {
+      await removeStaleSiblings(root);
+      await swapFolder(root, files);
+    } finally {
+      await release();
+    }
   } finally {
-    await release();
+    savingFolders.delete(root);
   }
+}
+
+/** The refusal of a save into `root` while `pid` (this process or another) saves into it. */
+function inUse(root: string, pid: number): Error {
+  return new Error(
+    `${root}: another save into this folder is in progress (${pid === process.pid ? 'in this process' : `process ${pid}`}, ` +
+      `lock ${lockPath(root)}); wait for it to end`,
+  );
+}
+
+/** The lock file of saves into `root`. */
+function lockPath(root: string): string {
+  return path.join(path.dirname(root), `.${path.basename(root)}.lock`);
 }
 
 /** Tries at taking a save's lock whose holder keeps releasing and taking it again. */
@@ -178,47 +198,36 @@ const LOCK_ATTEMPTS = 20;
 const savingFolders = new Set<string>();
 
 /**
- * Takes `.<folder>.lock` beside `root` (created exclusively, holding the pid) for one save: a second
- * save into the folder, from this process or another live one, is refused naming the holder; the
- * lock of a process that is gone is taken over. Where the parent refuses new entries, no lock is
- * taken (the save then writes file by file, with replaceFolder's warning). The lock appears whole:
- * written under a name of this process's, then hard-linked to its place (which fails if it exists).
+ * Takes `.<folder>.lock` beside `root` (created exclusively, holding the pid) for one save: a save
+ * from another live process is refused naming the holder (saves of this process are refused by
+ * replaceFolder through savingFolders); the lock of a process that is gone is taken over. Where the
+ * parent refuses new entries, no lock is taken (the save then writes file by file, with
+ * replaceFolder's warning). The lock appears whole: written under a name of this process's, then
+ * hard-linked to its place (which fails if it exists).
  */
 async function lockFolder(root: string): Promise<() => Promise<void>> {
-  const lock = path.join(path.dirname(root), `.${path.basename(root)}.lock`);
-  const inUse = (pid: number): Error =>
-    new Error(
-      `${root}: another save into this folder is in progress (${pid === process.pid ? 'in this process' : `process ${pid}`}, ` +
-        `lock ${lock}); wait for it to end`,
-    );
-  if (savingFolders.has(root)) throw inUse(process.pid);
-  savingFolders.add(root); // before the first await: a second save of this process sees it
+  const lock = lockPath(root);
   const mine = path.join(
     path.dirname(root),
     `.${path.basename(root)}.locking-${process.pid}-${Math.floor(Math.random() * 36 ** 6).toString(36)}`,
   );
-  const release = async (): Promise<void> => {
-    savingFolders.delete(root);
-    await fs.rm(lock, { force: true });
-  };
+  const unlocked = async (): Promise<void> => {};
   try {
     try {
       await fs.writeFile(mine, `${process.pid}\n`);
     } catch (error) {
-      if (CANNOT_SWAP.has((error as NodeJS.ErrnoException).code ?? ''))
-        return async () => void savingFolders.delete(root);
+      if (CANNOT_SWAP.has((error as NodeJS.ErrnoException).code ?? '')) return unlocked;
       throw error;
     }
     let takenOver = false;
     for (let attempt = 0; ; attempt++) {
       try {
         await fs.link(mine, lock);
-        return release;
+        return async () => fs.rm(lock, { force: true });
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code ?? '';
         // a filesystem without hard links: no lock between processes
-        if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP')
-          return async () => void savingFolders.delete(root);
+        if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP') return unlocked;
         if (code !== 'EEXIST' || attempt >= LOCK_ATTEMPTS) throw error;
       }
       let text: string;
@@ -232,15 +241,12 @@ async function lockFolder(root: string): Promise<() => Promise<void>> {
       }
       const holder = Number.parseInt(text, 10);
       // this process's saves are in savingFolders: a lock of this pid outlived an earlier process of the same pid
-      if (Number.isInteger(holder) && holder !== process.pid && alive(holder)) throw inUse(holder);
+      if (Number.isInteger(holder) && holder !== process.pid && alive(holder)) throw inUse(root, holder);
       // a lock left by a process that is gone: taken over once
-      if (takenOver) throw inUse(holder);
+      if (takenOver) throw inUse(root, holder);
       takenOver = true;
       await fs.rm(lock, { force: true });
     }
-  } catch (error) {
-    savingFolders.delete(root);
-    throw error;
   } finally {
     await fs.rm(mine, { force: true });
   }

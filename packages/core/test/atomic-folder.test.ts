@@ -210,6 +210,20 @@ describe('writeFiles: a folder replaced as one change', () => {
     );
     await first;
     expectAlone(root, NEW_CONTENTS);
+    // the first save still comes first when the second's file system calls return sooner (CI under load)
+    const mkdir = fsPromises.mkdir;
+    let calls = 0;
+    vi.spyOn(fsPromises, 'mkdir').mockImplementation(async (...args: Parameters<typeof mkdir>) => {
+      if (calls++ === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      return mkdir(...args);
+    });
+    const slow = store.writeFiles!(NEW);
+    await expect(store.writeFiles!(files({ 'adapter_config.json': 'second config' }))).rejects.toThrow(
+      'another save into this folder is in progress (in this process',
+    );
+    await slow;
+    vi.restoreAllMocks();
+    expectAlone(root, NEW_CONTENTS);
     // and the folder is free again
     await store.writeFiles!(files({ 'adapter_config.json': 'third config' }));
     expect(contents(root)['adapter_config.json']).toBe('third config');
