@@ -116,4 +116,4 @@ const print = (title: string, entries: Entry[], count: number): void => {
   }
 };
 print('per kernel:', [...byName.values()], 25);
-print('per kernel and input shapes:', [...byKernel.values()], 30);
+print('per kernel and input shapes:', [...byKernel.values()], Number(process.env.PROFILE_TOP ?? 30));

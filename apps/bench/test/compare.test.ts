@@ -1,7 +1,7 @@
 // `pnpm bench compare`: what it gives Python (the batches of every step), how it judges a difference,
 // its table, and what it refuses before any work. The Python side itself needs the oracle's virtual
 // environments, which CI does not have: the comparison's figures are in the README, made with them.
-import { mkdtempSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -129,4 +129,65 @@ describe('runCompare refuses before any work', () => {
       /AdapterHub not found .*leave houlsby and pfeiffer out of --methods/,
     );
   });
+});
+
+describe('runCompare goes on from an earlier run into the same folder', () => {
+  // a stand-in for the oracle's Python: says which method it was asked for, fails for those in `fail`
+  const fakeOracle = (): { oracle: string; calls: () => string[]; fail: (methods: string) => void } => {
+    const oracle = mkdtempSync(path.join(tmpdir(), 'fake-oracle-'));
+    const log = path.join(oracle, 'calls');
+    const failing = path.join(oracle, 'fail');
+    writeFileSync(log, '');
+    writeFileSync(failing, '');
+    mkdirSync(path.join(oracle, '.venv/bin'), { recursive: true });
+    const python = path.join(oracle, '.venv/bin/python');
+    const run = '{"seed":0,"metric":0.5,"trainable":1,"seconds":1,"tokens":1,"tokensPerSecond":1,"losses":[1]}';
+    writeFileSync(
+      python,
+      `#!/bin/sh\necho "$3" >> ${log}\nif grep -qx "$3" ${failing}; then echo "no $3" >&2; exit 1; fi\necho '{"library":"fake","runs":[${run}]}'\n`,
+    );
+    chmodSync(python, 0o755);
+    return {
+      oracle,
+      calls: () => readFileSync(log, 'utf8').split('\n').filter(Boolean),
+      fail: (methods) => writeFileSync(failing, `${methods}\n`),
+    };
+  };
+  const report = (out: string): CompareResults => JSON.parse(readFileSync(path.join(out, 'compare.json'), 'utf8'));
+
+  it('keeps the methods finished on both sides, runs the rest; other settings are refused; --fresh runs all', async () => {
+    const { oracle, calls, fail } = fakeOracle();
+    const out = path.join(mkdtempSync(path.join(tmpdir(), 'compare-')), 'out');
+    const args = ['--quick', '--out', out];
+    fail('frozen');
+    expect(await runCompare([...args, '--methods', 'head-only,frozen'], { oracle })).toBe(1);
+    expect(calls()).toEqual(['head-only', 'frozen']);
+    const first = report(out);
+    expect(first.methods.map((m) => [m.method, m.error === undefined])).toEqual([
+      ['head-only', true],
+      ['frozen', false],
+    ]);
+    fail('');
+    // the failed method runs again, the finished one is kept as it was
+    expect(await runCompare([...args, '--methods', 'frozen,head-only'], { oracle })).toBe(0);
+    expect(calls()).toEqual(['head-only', 'frozen', 'frozen']);
+    const second = report(out);
+    expect(second.complete).toBe(true);
+    expect(second.methods[0]).toEqual(first.methods[0]);
+    expect(second.methods[1]!.error).toBeUndefined();
+    // --fresh runs the methods asked for again; a method not asked for stays in the report
+    expect(await runCompare([...args, '--methods', 'frozen', '--fresh'], { oracle })).toBe(0);
+    expect(calls()).toEqual(['head-only', 'frozen', 'frozen', 'frozen']);
+    expect(report(out).methods.map((m) => m.method)).toEqual(['head-only', 'frozen']);
+    expect(report(out).methods[0]).toEqual(first.methods[0]);
+    // other settings: refused before any work, the earlier report left as it is; --fresh starts over
+    const lr = ['--lr', 'head-only=0.5'];
+    await expect(runCompare([...args, '--methods', 'frozen', ...lr], { oracle })).rejects.toThrow(
+      `${path.join(out, 'compare.json')}: holds a comparison of other settings (budget differ); pass --fresh to run the methods asked for again, or choose another --out`,
+    );
+    expect(calls()).toHaveLength(4);
+    expect(report(out).methods).toHaveLength(2);
+    expect(await runCompare([...args, '--methods', 'frozen', ...lr, '--fresh'], { oracle })).toBe(0);
+    expect(report(out).methods.map((m) => m.method)).toEqual(['frozen']);
+  }, 120_000);
 });

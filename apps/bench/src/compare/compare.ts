@@ -5,7 +5,7 @@
 // optimizer step in order, and the optimizer, schedule, clipping and learning rate of the run.
 // Dropout runs on both sides as the model's config says, each with its own random numbers: with the
 // same start and the same batches, that and float rounding are what is left to differ.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
 
@@ -42,7 +42,10 @@ export const compareUsage = `usage: pnpm bench compare [options]   the bench's m
   --batch N, --limit N, --lr method=rate,...   as pnpm bench
   --no-dropout         dropout off on both sides (then only rounding differs)
   --quick              a few steps, one seed, small data
-  --out DIR            default bench-results/compare/<model>/<task>`;
+  --out DIR            default bench-results/compare/<model>/<task>
+  --fresh              run the methods asked for again, and start over where --out holds a comparison
+                       of other settings (by default the methods a compare.json in --out holds
+                       finished, from a run of the same settings, are kept and not run again)`;
 
 /** Which Python library trains a method, and how its trainable weights are chosen there. */
 type Kind = 'peft' | 'adapters' | 'full' | 'head-only' | 'frozen';
@@ -127,6 +130,9 @@ export interface ComparedMethod {
   /** What ran on the Python side (library and version), or why it did not. */
   theirLibrary: string;
   error?: string;
+  /** The CPU both sides of this method ran on (cpuDescription), and when the method finished. */
+  machine?: string;
+  finishedAt?: string;
 }
 
 export interface CompareResults {
@@ -207,6 +213,42 @@ export function compareTable(results: CompareResults): string {
   return lines.join('\n');
 }
 
+/**
+ * The methods that an earlier run of this comparison into `out` finished (both sides, every seed, no
+ * error), by name: a run cut short (a session's end, a crash) goes on from there. A compare.json of
+ * other settings is refused rather than replaced (its work would be lost), unless `fresh`: then none.
+ */
+export function finishedEarlier(
+  out: string,
+  results: CompareResults,
+  seedsOf: (method: string) => number,
+  fresh = false,
+): Map<string, ComparedMethod> {
+  const file = path.join(out, 'compare.json');
+  if (!existsSync(file)) return new Map();
+  const refuse = (why: string): Error =>
+    new Error(`${file}: ${why}; pass --fresh to run the methods asked for again, or choose another --out`);
+  let earlier: CompareResults;
+  try {
+    earlier = JSON.parse(readFileSync(file, 'utf8')) as CompareResults;
+  } catch (error) {
+    if (fresh) return new Map();
+    throw refuse(`not an earlier comparison (${(error as Error).message})`);
+  }
+  const differences = (['schema', 'model', 'task', 'budget'] as const).filter(
+    (key) => JSON.stringify(earlier?.[key]) !== JSON.stringify(results[key]),
+  );
+  if (differences.length > 0 || !Array.isArray(earlier.methods)) {
+    if (fresh) return new Map();
+    throw refuse(`holds a comparison of other settings (${differences.join(', ') || 'methods'} differ)`);
+  }
+  return new Map(
+    earlier.methods
+      .filter((m) => !m.error && m.ours.length === seedsOf(m.method) && m.theirs.length === seedsOf(m.method))
+      .map((m) => [m.method, m]),
+  );
+}
+
 function writeCompare(out: string, results: CompareResults): void {
   replaceFile(path.join(out, 'compare.json'), `${JSON.stringify(results, null, 2)}\n`);
   const md = [
@@ -220,10 +262,21 @@ function writeCompare(out: string, results: CompareResults): void {
     ...(results.adjustments.length ? ['Adjusted on both sides:', ...results.adjustments.map((a) => `- ${a}`), ''] : []),
     compareTable(results),
     '',
+    ...machinesNote(results),
     `differ?: the means further apart than twice the larger standard deviation over seeds (one seed: more than 0.01).${results.complete ? '' : ' PARTIAL: interrupted or failed before the end.'}`,
     '',
   ];
   replaceFile(path.join(out, 'compare.md'), md.join('\n'));
+}
+
+/** Where methods ran on another CPU than the report's (kept from an earlier run), which. */
+function machinesNote(results: CompareResults): string[] {
+  const other = results.methods.filter((m) => m.machine && m.machine !== results.machine.cpu);
+  if (other.length === 0) return [];
+  return [
+    `Kept from earlier runs on another CPU (both sides of a method always run on one machine, one after the other): ${other.map((m) => `${m.method} (${m.machine}, ${m.finishedAt?.slice(0, 10) ?? '?'})`).join(', ')}.`,
+    '',
+  ];
 }
 
 /** Our side of one run, as the bench trains it; the initial adapter saved first for Python. */
@@ -280,7 +333,8 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
   const oracle = options.oracle ?? ORACLE;
   // dropout off on both sides: with the same start and batches, the runs then differ by rounding only
   const dropout = !args.includes('--no-dropout');
-  const values = parseBenchArgs(args.filter((arg) => arg !== '--no-dropout'));
+  const fresh = args.includes('--fresh');
+  const values = parseBenchArgs(args.filter((arg) => arg !== '--no-dropout' && arg !== '--fresh'));
   if (values.help) {
     console.log(compareUsage);
     return 0;
@@ -319,22 +373,6 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
   mkdirSync(exportDir, { recursive: true });
   console.log(`task ${task.name} (${task.task}): train ${task.train.length}, test ${task.test.length}; output ${out}`);
 
-  // the base model as every run loads it (a new head from its seed where the checkpoint has none)
-  const base = await loadPretrained(plan.model, setup.load);
-  await savePretrained(base, path.join(exportDir, 'base'));
-  base.dispose();
-  writeFileSync(
-    path.join(exportDir, 'task.json'),
-    JSON.stringify({
-      name: task.name,
-      task: task.task,
-      labels: task.labels,
-      padTokenId,
-      train: task.train.map(({ inputIds, labels, tokenTypeIds }) => ({ inputIds, labels, tokenTypeIds })),
-      test: task.test.map(({ inputIds, labels, tokenTypeIds }) => ({ inputIds, labels, tokenTypeIds })),
-    }),
-  );
-
   const results: CompareResults = {
     schema: 'peft-bench-compare/1',
     createdAt: new Date().toISOString(),
@@ -354,14 +392,47 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
       learningRates: plan.learningRates,
       dropout,
     },
-    adjustments: specs
-      .filter((spec) => Object.hasOwn(ADJUSTMENTS, spec.name))
-      .map((spec) => ADJUSTMENTS[spec.name]!.note),
+    adjustments: [], // those of the methods in the report (place)
     methods: [],
   };
+  const seedsOf = (method: string): number => (METHODS.find((spec) => spec.name === method)?.frozen ? 1 : plan.seeds);
+  const earlier = finishedEarlier(out, results, seedsOf, fresh);
+
+  // the base model as every run loads it (a new head from its seed where the checkpoint has none)
+  const base = await loadPretrained(plan.model, setup.load);
+  await savePretrained(base, path.join(exportDir, 'base'));
+  base.dispose();
+  writeFileSync(
+    path.join(exportDir, 'task.json'),
+    JSON.stringify({
+      name: task.name,
+      task: task.task,
+      labels: task.labels,
+      padTokenId,
+      train: task.train.map(({ inputIds, labels, tokenTypeIds }) => ({ inputIds, labels, tokenTypeIds })),
+      test: task.test.map(({ inputIds, labels, tokenTypeIds }) => ({ inputIds, labels, tokenTypeIds })),
+    }),
+  );
+
+  const order = (method: string): number => METHODS.findIndex((spec) => spec.name === method);
+  const place = (entry: ComparedMethod): void => {
+    results.methods.push(entry);
+    results.methods.sort((a, b) => order(a.method) - order(b.method));
+    results.adjustments = results.methods.flatMap((m) => ADJUSTMENTS[m.method]?.note ?? []);
+  };
+  // finished methods of the earlier run stay in the report, asked for this time or not
+  for (const [method, entry] of earlier) if (!specs.some((spec) => spec.name === method)) place(entry);
   let failed = false;
   for (const spec of specs) {
     const kind = KINDS[spec.name]!;
+    const kept = fresh ? undefined : earlier.get(spec.name);
+    if (kept) {
+      console.log(
+        `${spec.name}: kept from the run of ${kept.finishedAt ?? results.createdAt} in ${out} (--fresh runs it again)`,
+      );
+      place(kept);
+      continue;
+    }
     const entry: ComparedMethod = {
       method: spec.name,
       label: spec.label,
@@ -370,7 +441,7 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
       theirs: [],
       theirLibrary: '',
     };
-    results.methods.push(entry);
+    place(entry);
     const methodDir = path.join(exportDir, spec.name);
     mkdirSync(methodDir, { recursive: true });
     const seeds = spec.frozen ? 1 : plan.seeds;
@@ -435,6 +506,8 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
       entry.error = (error as Error).message;
       failed = true;
     }
+    entry.machine = results.machine.cpu;
+    entry.finishedAt = new Date().toISOString();
     writeCompare(out, results);
     console.log(
       compareTable({ ...results, methods: [entry] })
