@@ -148,6 +148,20 @@ def bert_cases():
         num_labels=5, **{**common, "num_attention_heads": 3, "hidden_size": 18, "hidden_act": "gelu_new"}))
 
 
+def masked_lm_cases():
+    from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+
+    common = dict(vocab_size=83, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
+                  max_position_embeddings=20, type_vocab_size=2, pad_token_id=0)
+    yield "bert-masked-lm-tied", BertForMaskedLM(BertConfig(**{**common, "hidden_act": "gelu_new"}))
+    yield "bert-masked-lm-untied", BertForMaskedLM(BertConfig(**{**common, "tie_word_embeddings": False,
+                                                                 "hidden_size": 18, "num_attention_heads": 3}))
+    # positions offset by padding_idx + 1 (pad_token_id 1, as RoBERTa's), one token type
+    yield "roberta-masked-lm", RobertaForMaskedLM(RobertaConfig(
+        vocab_size=83, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
+        max_position_embeddings=22, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2))
+
+
 def generative_model(model):
     return type(model).__name__.endswith(("LMHeadModel", "ForCausalLM"))
 
@@ -176,7 +190,7 @@ def inputs(vocab, seed):
 # (the key/value prefix) and inputs_embeds (the input-embedding hook).
 HOOK_CASES = {"gpt2-tied", "llama-gqa-untied", "mistral-sliding-window", "bert-token-classification", "qwen3-gqa-tied",
               "phi3-gqa-partial-rotary", "gemma2-gqa-softcap-tied",
-              "gemma3-gqa-local-global-tied"}
+              "gemma3-gqa-local-global-tied", "bert-masked-lm-tied", "roberta-masked-lm"}
 VIRTUAL = 3
 
 
@@ -216,7 +230,7 @@ def main():
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": []}
     # new cases go last: a case's seed is its position
     cases = [*gpt2_cases(), *llama_cases(), *bert_cases(), *gpt2_head_cases(), *qwen3_cases(), *phi3_cases(),
-             *gemma2_cases(), *gemma3_cases()]
+             *gemma2_cases(), *gemma3_cases(), *masked_lm_cases()]
     for seed, (name, model) in enumerate(cases):
         randomize(model, seed)
         model.eval()

@@ -1,5 +1,5 @@
 """Golden fixtures for @peft/models' tokenizer: a byte-level BPE (GPT-2 style), a byte-fallback BPE
-(Llama style) and a WordPiece (BERT style) trained on a small text, saved as transformers saves them,
+(Llama style), a WordPiece (BERT style) and a byte-level BPE with RoBERTa's post-processor trained on a small text, saved as transformers saves them,
 with what transformers' tokenizers give for encode (single, pairs), batch padding and truncation
 (right and left), and decode.
 
@@ -70,6 +70,21 @@ def wordpiece():
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
+def roberta_bpe():
+    """RoBERTa's: byte-level BPE, <s> A </s> (pairs: <s> A </s></s> B </s>, one token type), <mask> last."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.post_processor = processors.RobertaProcessing(
+        ("</s>", tokenizer.token_to_id("</s>")), ("<s>", tokenizer.token_to_id("<s>")),
+        trim_offsets=True, add_prefix_space=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                   cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
 def record(tok):
     nonempty = [t for t in TEXTS if t]
     expected = {
@@ -96,7 +111,8 @@ def record(tok):
 def main():
     if OUT.exists():
         shutil.rmtree(OUT)
-    for name, build in (("byte-level-bpe", byte_level_bpe), ("llama-bpe", llama_bpe), ("wordpiece", wordpiece)):
+    for name, build in (("byte-level-bpe", byte_level_bpe), ("llama-bpe", llama_bpe), ("wordpiece", wordpiece),
+                        ("roberta-bpe", roberta_bpe)):
         tok = build()
         tok.save_pretrained(OUT / name)
         (OUT / name / "expected.json").write_text(json.dumps(record(tok), indent=1, ensure_ascii=False) + "\n")

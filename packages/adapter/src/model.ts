@@ -21,12 +21,12 @@ import { BottleneckModule } from './layer.js';
 export const ADAPTERHUB_WEIGHTS_FILE = 'adapter.safetensors';
 
 /**
- * AdapterHub's module path of an adapter: BERT-style post-LN models keep them in the sublayer's
+ * AdapterHub's module path of an adapter: BERT-style post-LN models (BERT, RoBERTa) keep them in the sublayer's
  * output module, decoders in `attention_adapters` / `output_adapters` of the block.
  */
 export function adapterPath(host: PeftHost, layer: number, point: SublayerPoint, name: string): string {
   const base = host.layerPaths[layer]!;
-  if (host.config.modelType === 'bert') {
+  if (host.config.modelType === 'bert' || host.config.modelType === 'roberta') {
     return `${base}.${point === 'afterAttention' ? 'attention.output' : 'output'}.adapters.${name}`;
   }
   return `${base}.${point === 'afterAttention' ? 'attention_adapters' : 'output_adapters'}.adapters.${name}`;

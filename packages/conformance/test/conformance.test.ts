@@ -1,7 +1,16 @@
 // Every method through the same checks on every host, as peft's PeftCommonTester runs its tuners:
 // attaching, disabling, removing, saving and loading, training, mixed batches. A failure names the
 // method, the host and the check; the numbers behind each check are in its message.
-import { BASE_ADAPTER, PeftModel, getPeftModel, memoryStore, train, variableGradients, type Example } from '@peft/core';
+import {
+  BASE_ADAPTER,
+  IGNORE_INDEX,
+  PeftModel,
+  getPeftModel,
+  memoryStore,
+  train,
+  variableGradients,
+  type Example,
+} from '@peft/core';
 import type { TransformerHost } from '@peft/models';
 import { fixtureHosts, logits, maxDiff, patternExamples, readLogits } from '@peft/test-helpers';
 import * as tf from '@tensorflow/tfjs-core';
@@ -32,10 +41,19 @@ const input = {
   ],
 };
 
-/** Eight short examples of the host's task: a token pattern to continue, or a class per example. */
+/**
+ * Eight short examples of the host's task: a token pattern to continue, a class per example, or
+ * (masked LMs) every third token to predict, the others ignored.
+ */
 function examples(host: HostCase): Example[] {
   const pattern = patternExamples(8, { length: 6, period: 9 });
-  return host.task === 'causal-lm' ? pattern : pattern.map((example, i) => ({ ...example, labels: i % 3 }));
+  if (host.task === 'causal-lm') return pattern;
+  if (host.task === 'token-classification')
+    return pattern.map((example) => ({
+      ...example,
+      labels: example.inputIds.map((id, t) => (t % 3 === 1 ? id : IGNORE_INDEX)),
+    }));
+  return pattern.map((example, i) => ({ ...example, labels: i % 3 }));
 }
 
 /** Copies of the values of variables, by name. */

@@ -13,7 +13,7 @@ export interface HostCase {
   /** A model in packages/models/test/fixtures. */
   fixture: string;
   /** What its head is trained for. */
-  task: Extract<TaskName, 'causal-lm' | 'sequence-classification'>;
+  task: TaskName;
   /** LoRA targets where peft has no default for the model type (phi3). */
   loraTargets?: string[];
 }
@@ -39,6 +39,13 @@ export const HOSTS: readonly HostCase[] = [
     loraTargets: ['qkv_proj', 'gate_up_proj'],
   },
   { name: 'BERT', fixture: 'bert-sequence-classification', task: 'sequence-classification' },
+  // masked LMs: a per-token head over the vocabulary, trained on the masked positions' tokens
+  { name: 'BERT masked LM (tied decoder)', fixture: 'bert-masked-lm-tied', task: 'token-classification' },
+  {
+    name: 'RoBERTa masked LM (positions after padding_idx)',
+    fixture: 'roberta-masked-lm',
+    task: 'token-classification',
+  },
 ];
 
 /**

@@ -47,6 +47,7 @@ export const DEFAULT_TARGET_MODULES: Readonly<Record<string, readonly string[]>>
   gemma2: ['q_proj', 'v_proj'],
   gemma3_text: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
+  roberta: ['query', 'value'],
 };
 
 function fail(field: string, expected: string, got: unknown): never {

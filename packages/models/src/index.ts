@@ -2,7 +2,7 @@ export { CONFIG_FILE, SUPPORTED_MODEL_TYPES, hostFromCheckpoint, loadPretrained 
 export type { LoadOptions } from './load-pretrained.js';
 export { GPT2_HEADS, Gpt2Model, parseGpt2Config } from './gpt2.js';
 export type { Gpt2Config, Gpt2Head } from './gpt2.js';
-export { BERT_TASKS, BertModel, parseBertConfig } from './bert.js';
+export { BERT_TASKS, BertModel, ROBERTA_TASKS, parseBertConfig } from './bert.js';
 export type { BertConfig, BertTask } from './bert.js';
 export { LlamaModel, parseLlamaConfig, rotaryInverseFrequencies } from './llama.js';
 export type { LlamaConfig, RopeConfig } from './llama.js';

@@ -80,6 +80,10 @@ const ARCHITECTURES: Record<string, Builder> = {
     return (checkpoint) =>
       new BertModel(config, checkpoint, options.architecture ? (options.newHeadSeed ?? 0) : undefined);
   },
+  roberta: (reader) => {
+    const config = parseBertConfig(reader, 'roberta');
+    return (checkpoint) => new BertModel(config, checkpoint);
+  },
 };
 
 export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES);

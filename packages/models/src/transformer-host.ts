@@ -188,6 +188,15 @@ export abstract class TransformerHost implements PeftHost {
     positions: tf.Tensor2D,
     tokenTypes: tf.Tensor2D,
   ): tf.Tensor3D;
+  /**
+   * The positions [B, T] of a pass without explicit positionIds: past, past + 1, ... for the `queries`
+   * rows (the prefix's or cache's `past` keys before them). `ids` are the real tokens, `prepended`
+   * virtual tokens in front of them (RoBERTa counts its positions from the ids).
+   */
+  protected positionIds(ids: tf.Tensor2D, past: number, queries: number, _prepended: number): tf.Tensor2D {
+    const row = tf.reshape(tf.range(past, past + queries, 1, 'int32'), [1, queries]);
+    return tf.tile(row, [ids.shape[0], 1]) as tf.Tensor2D; // [B, T]
+  }
   /** Rotary tables for these positions [B, T] (architectures that rotate queries and keys); null = none. */
   protected rotaryEmbedding(_positions: tf.Tensor2D): RotaryEmbedding | null {
     return null;
@@ -474,15 +483,9 @@ export abstract class TransformerHost implements PeftHost {
             ? bias
             : attentionBias(keyMask, queries, this.causal, layersWindow); // [B, 1, T, S]
 
-      let positions: tf.Tensor2D;
-      if (input.positionIds) {
-        positions = checkedPositions(input.positionIds, batch, queries);
-      } else {
-        positions = tf.tile(tf.reshape(tf.range(past, past + queries, 1, 'int32'), [1, queries]), [
-          batch,
-          1,
-        ]) as tf.Tensor2D;
-      }
+      const positions = input.positionIds
+        ? checkedPositions(input.positionIds, batch, queries)
+        : this.positionIds(ids, past, queries, prepended);
       let tokenTypes: tf.Tensor2D = input.tokenTypeIds
         ? asTensor(input.tokenTypeIds, 'int32', 'tokenTypeIds')
         : tf.zeros([batch, length], 'int32');

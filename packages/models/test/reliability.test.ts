@@ -179,7 +179,7 @@ describe('config.json numbers are refused, naming the file and the field, before
     for (const modelType of ['__proto__', 'constructor', 'toString']) {
       expect(await failure(() => loadPretrained(brokenCopy(gpt2, { config: { model_type: modelType } })))).toMatch(
         new RegExp(
-          `config\\.json: unsupported model_type "${modelType}" \\(supported: gpt2, llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3_text, bert\\)`,
+          `config\\.json: unsupported model_type "${modelType}" \\(supported: gpt2, llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3_text, bert, roberta\\)`,
         ),
       );
     }

@@ -293,6 +293,37 @@ describe('train', () => {
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
     expect(result.evaluations.at(-1)!.accuracy).toBeGreaterThan(0.5);
   });
+
+  it.each(['bert-masked-lm-tied', 'bert-masked-lm-untied', 'roberta-masked-lm'])(
+    '%s: masked positions learnt as per-token classes over the vocabulary (full fine-tuning)',
+    async (name) => {
+      const host = await loadPretrained(directory(name), { dropout: false });
+      // the token at the masked position 2 follows from the one before it
+      const examples = Array.from(
+        { length: 12 },
+        (_, i): Example => ({
+          inputIds: [5, 10 + (i % 3), 4, 30 + (i % 4), 6],
+          labels: [IGNORE_INDEX, IGNORE_INDEX, 20 + (i % 3), IGNORE_INDEX, IGNORE_INDEX],
+        }),
+      );
+      const unused = host.parameters.get('cls.predictions.bias');
+      const before = name === 'bert-masked-lm-untied' ? unused!.dataSync().slice() : null;
+      const result = await train(fullFineTuning(host), {
+        data: examples,
+        validation: examples,
+        task: 'token-classification',
+        padTokenId: 0,
+        batchSize: 4,
+        epochs: 20,
+        learningRate: 3e-3,
+      });
+      // untied, the head's own bias takes no part (as in transformers): no gradient, kept as loaded
+      if (before) expect([...unused!.dataSync()]).toEqual([...before]);
+      host.dispose();
+      expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]! / 2);
+      expect(result.evaluations.at(-1)!.accuracy).toBeGreaterThan(0.5);
+    },
+  );
 });
 
 describe.runIf((await availableBackends()).includes('tensorflow'))(
