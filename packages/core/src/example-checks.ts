@@ -15,6 +15,8 @@ export interface ExampleRules {
   prepended: number;
   /** Classes of the head or verbaliser; null for causal-lm. */
   classes: number | null;
+  /** A masked LM's verbalizer: the [MASK] token and how many each example must hold. */
+  masks?: { tokenId: number; needed: number };
 }
 
 const show = (value: unknown): string =>
@@ -66,6 +68,14 @@ export function checkExample(example: Example, where: string, rules: ExampleRule
       );
     }
     checkClass(labels, `${where}.labels`, rules.classes!);
+    if (rules.masks) {
+      const { tokenId, needed } = rules.masks;
+      const held = inputIds.filter((id) => id === tokenId).length;
+      if (held < needed)
+        throw new Error(
+          `${where}.inputIds: ${held} [MASK] tokens (id ${tokenId}), the verbalizer reads ${needed} (its longest label word's tokens)`,
+        );
+    }
     return;
   }
   if (!Array.isArray(labels)) {

@@ -66,6 +66,7 @@ export {
   maskedCrossEntropy,
   sequenceClassificationLoss,
   tokenClassificationLoss,
+  maskedVerbalizerLogits,
   verbalizerLogits,
 } from './losses.js';
 export {

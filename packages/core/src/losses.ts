@@ -328,3 +328,35 @@ export function verbalizerLogits(
     return tf.matMul(atLast, selector) as tf.Tensor2D;
   });
 }
+
+/**
+ * A masked LM's class logits [B, C] from its logits [B, L, V] at each row's [MASK] positions
+ * (`maskPositions[b]`, in order): a class's score is the mean over its label word's tokens of their
+ * log-probability, the k-th token read at the k-th mask (a label word of one token: its logit less
+ * the row's log-sum-exp, so the softmax over classes is the one over the label words' logits).
+ */
+export function maskedVerbalizerLogits(
+  logits: tf.Tensor3D,
+  maskPositions: readonly (readonly number[])[],
+  words: readonly (readonly number[])[],
+): tf.Tensor2D {
+  const [batch, length, vocabulary] = logits.shape;
+  const masks = Math.max(...words.map((word) => word.length)); // K
+  return tf.tidy(() => {
+    const rows = new Int32Array(batch * masks);
+    maskPositions.forEach((positions, b) => {
+      for (let k = 0; k < masks; k++) rows[b * masks + k] = b * length + positions[k]!;
+    });
+    const flat = tf.reshape(logits, [batch * length, vocabulary]); // [B·L, V]
+    const atMasks = tf.logSoftmax(tf.gather(flat, tf.tensor1d(rows, 'int32'))); // [B·K, V]
+    // each label word's tokens (N in all) at their masks, then 1/n of each into its class's column
+    const picks = words.flatMap((word) => word.map((token, k) => k * vocabulary + token));
+    const average = new Float32Array(picks.length * words.length);
+    let n = 0;
+    words.forEach((word, c) => {
+      for (let k = 0; k < word.length; k++) average[n++ * words.length + c] = 1 / word.length;
+    });
+    const picked = tf.gather(tf.reshape(atMasks, [batch, masks * vocabulary]), tf.tensor1d(picks, 'int32'), 1); // [B, N]
+    return tf.matMul(picked, tf.tensor2d(average, [picks.length, words.length])) as tf.Tensor2D; // [B, C]
+  });
+}

@@ -13,6 +13,7 @@ import {
   fusedCausalLmLoss,
   sequenceClassificationLoss,
   tokenClassificationLoss,
+  maskedVerbalizerLogits,
   verbalizerLogits,
 } from './losses.js';
 import { AdamW, Sgd, type Optimizer } from './optimizers.js';
@@ -63,8 +64,15 @@ export interface TrainOptions {
   data: Dataset<Example> | readonly Example[];
   validation?: Dataset<Example> | readonly Example[];
   task: TaskName;
-  /** Sequence classification through an LM: the token id standing for each class. */
-  verbalizer?: readonly number[];
+  /**
+   * Sequence classification through an LM: each class's label word, a token id or the ids of a word
+   * of several tokens (masked LMs). A causal LM is read at the last real position (one-token words);
+   * with `maskTokenId`, a masked LM at the row's [MASK] tokens, the k-th token of a label word at the
+   * k-th mask, a class scoring the mean log-probability of its tokens.
+   */
+  verbalizer?: readonly (number | readonly number[])[];
+  /** Masked LMs with a verbalizer: the [MASK] token; each row holds as many as the longest label word has tokens. */
+  maskTokenId?: number;
   padTokenId: number;
   paddingSide?: 'left' | 'right';
   batchSize: number;
@@ -255,15 +263,32 @@ function validateOptions(options: TrainOptions, host: PeftHost): void {
   boolean(options.bucketByLength, 'bucketByLength');
   boolean(options.handleInterrupt, 'handleInterrupt');
   boolean(options.resume, 'resume');
+  const tokenId = (id: unknown): boolean => Number.isInteger(id) && (id as number) >= 0 && (id as number) < vocabulary;
   if (options.verbalizer) {
     if (options.task !== 'sequence-classification')
       throw new Error('verbalizer: only for task "sequence-classification"');
-    const bad = options.verbalizer.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < vocabulary));
-    if (bad >= 0) {
-      throw new Error(
-        `verbalizer[${bad}]: ${show(options.verbalizer[bad])} is not a token id (an integer from 0 to ${vocabulary - 1})`,
-      );
+    if (!Array.isArray(options.verbalizer) || options.verbalizer.length === 0)
+      throw new Error(`verbalizer: expected a label word for each class, got ${show(options.verbalizer)}`);
+    for (const [c, word] of options.verbalizer.entries()) {
+      const ids = Array.isArray(word) ? word : [word];
+      const bad = ids.findIndex((id) => !tokenId(id));
+      if (ids.length === 0 || bad >= 0) {
+        throw new Error(
+          `verbalizer[${c}]${Array.isArray(word) && ids.length > 0 ? `[${bad}]` : ''}: ${ids.length === 0 ? 'an empty label word' : `${show(ids[bad])} is not a token id`} (a token id is an integer from 0 to ${vocabulary - 1})`,
+        );
+      }
+      if (ids.length > 1 && options.maskTokenId === undefined)
+        throw new Error(
+          `verbalizer[${c}]: a label word of ${ids.length} tokens is read at [MASK] tokens: give maskTokenId (masked LMs)`,
+        );
     }
+  }
+  if (options.maskTokenId !== undefined) {
+    if (!options.verbalizer) throw new Error('maskTokenId: only with a verbalizer (the [MASK] positions it reads)');
+    if (!tokenId(options.maskTokenId))
+      throw new Error(
+        `maskTokenId: ${show(options.maskTokenId)} is not a token id (an integer from 0 to ${vocabulary - 1})`,
+      );
   }
   if (options.evalEvery !== undefined && !options.validation) throw new Error('evalEvery: needs validation data');
   if (options.earlyStopping) {
@@ -293,6 +318,10 @@ function validateOptions(options: TrainOptions, host: PeftHost): void {
   if (options.resume && !options.checkpoint) throw new Error('resume needs checkpoint.store');
 }
 
+/** Each label word as its token ids. */
+const verbalizerWords = (verbalizer: readonly (number | readonly number[])[]): number[][] =>
+  verbalizer.map((word) => (Array.isArray(word) ? [...word] : [word as number]));
+
 /** Classes the task's logits have, to check labels before any compute. */
 function classCount(host: PeftHost, options: TrainOptions): number | null {
   if (options.task === 'causal-lm') return null;
@@ -316,6 +345,14 @@ function exampleRules(host: PeftHost, options: TrainOptions): ExampleRules {
     // a key/value prefix takes positions, but has no logits for the loss to see
     prepended: virtualTokens - (host.hooks.keyValuePrefix?.length ?? 0),
     classes: classCount(host, options),
+    ...(options.verbalizer && options.maskTokenId !== undefined
+      ? {
+          masks: {
+            tokenId: options.maskTokenId,
+            needed: Math.max(...verbalizerWords(options.verbalizer).map((word) => word.length)),
+          },
+        }
+      : {}),
   };
 }
 
@@ -350,14 +387,22 @@ function batchLoss(
     return { ...result, classLogits: logits, prepended: output.prepended };
   }
   let classLogits = logits as tf.Tensor2D;
-  if (options.verbalizer) {
+  if (options.verbalizer && options.maskTokenId !== undefined) {
+    const masks = options.maskTokenId;
+    const positions = batch.inputIds.map((row) => row.flatMap((id, t) => (id === masks ? [output.prepended + t] : [])));
+    classLogits = maskedVerbalizerLogits(logits as tf.Tensor3D, positions, verbalizerWords(options.verbalizer));
+  } else if (options.verbalizer) {
     const width = batch.inputIds[0]!.length;
     const last = batch.attentionMask.map((row) =>
       options.paddingSide === 'left'
         ? output.prepended + width - 1
         : output.prepended + row.reduce((a, b) => a + b, 0) - 1,
     );
-    classLogits = verbalizerLogits(logits as tf.Tensor3D, last, options.verbalizer);
+    classLogits = verbalizerLogits(
+      logits as tf.Tensor3D,
+      last,
+      verbalizerWords(options.verbalizer).map((word) => word[0]!),
+    );
   }
   return {
     ...sequenceClassificationLoss(classLogits, batch.labels as number[]),

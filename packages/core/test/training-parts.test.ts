@@ -28,6 +28,7 @@ import {
   sequenceClassificationLoss,
   splitDataset,
   tokenClassificationLoss,
+  maskedVerbalizerLogits,
   verbalizerLogits,
   type Example,
   type Optimizer,
@@ -259,6 +260,29 @@ describe.each(backends)('losses match transformers on the %s backend', (backend:
     const values = lm.arraySync();
     expect(picked[0]).toEqual([values[0]![4]![6], values[0]![4]![1]].map((v) => expect.closeTo(v!, 5)));
     expect(picked[1]).toEqual([values[1]![2]![6], values[1]![2]![1]].map((v) => expect.closeTo(v!, 5)));
+  });
+
+  it("a masked LM's verbalizer: the mean log-probability of each label word's tokens, the k-th at the k-th mask", () => {
+    const lm = tf.randomNormal([2, 6, 9], 0, 2, 'float32', 3) as tf.Tensor3D;
+    const masks = [
+      [2, 3],
+      [4, 5],
+    ];
+    const words = [[6], [1, 8], [7, 7]];
+    const scores = maskedVerbalizerLogits(lm, masks, words).arraySync();
+    const logp = tf.logSoftmax(lm).arraySync();
+    masks.forEach(([m0, m1], b) => {
+      const expected = [
+        logp[b]![m0!]![6]!,
+        (logp[b]![m0!]![1]! + logp[b]![m1!]![8]!) / 2,
+        (logp[b]![m0!]![7]! + logp[b]![m1!]![7]!) / 2,
+      ];
+      expect(scores[b]).toEqual(expected.map((v) => expect.closeTo(v, 5)));
+    });
+    // one-token words at one mask: the softmax over classes is that over the label words' logits
+    const single = tf.softmax(maskedVerbalizerLogits(lm, [[4], [2]], [[6], [1]])).arraySync();
+    const plain = tf.softmax(verbalizerLogits(lm, [4, 2], [6, 1])).arraySync();
+    for (const [b, row] of single.entries()) expect(row).toEqual(plain[b]!.map((v) => expect.closeTo(v, 6)));
   });
 
   it('the losses differentiate (every op has a gradient)', () => {

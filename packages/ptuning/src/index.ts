@@ -6,7 +6,7 @@ export { PTuningConfig } from './config.js';
 export type { EncoderType, PTuningConfigOptions } from './config.js';
 export { pTuningMethod } from './model.js';
 export { templateExample } from './template.js';
-export type { TemplatePart } from './template.js';
+export type { TemplateOptions, TemplatePart } from './template.js';
 export { PTuningV2Config } from './v2-config.js';
 export type { PTuningV2ConfigOptions } from './v2-config.js';
 
