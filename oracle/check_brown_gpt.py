@@ -1,4 +1,4 @@
-"""Loads brown-gpt (or any model directory apps/bench/scripts/check-with-python.ts exported for)
+"""Loads brown-gpt, brown-bert (or any model directory apps/bench/scripts/check-with-python.ts exported for)
 with Python transformers, and compares its tokenizer's ids and the model's logits with ours.
 Exits 1 on any id difference or a logit difference above 1e-3 (the weights are stored in F16 and
 both sides compute in float32 from the same F16 values, so 1e-4 is expected).
@@ -9,13 +9,16 @@ import json
 import sys
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 
 def main(path):
     exported = json.loads(open(path).read())
     tokenizer = AutoTokenizer.from_pretrained(exported["directory"])
-    model = AutoModelForCausalLM.from_pretrained(exported["directory"], attn_implementation="eager").eval()
+    masked = AutoConfig.from_pretrained(exported["directory"]).architectures[0].endswith("ForMaskedLM")
+    auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+    # float32 compute from the same F16 values on both sides (the config names F16, which transformers 5 would keep)
+    model = auto.from_pretrained(exported["directory"], attn_implementation="eager", dtype=torch.float32).eval()
     worst, ids_equal = 0.0, True
     for case in exported["cases"]:
         ids = tokenizer(case["text"])["input_ids"]

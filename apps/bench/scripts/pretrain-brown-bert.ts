@@ -1,0 +1,301 @@
+// Pretrains brown-bert, the bench's embedded masked LM (issue 26): a BERT (BertForMaskedLM: 4 layers,
+// 256 wide, 4 heads, 128 positions, byte-level BPE of 4,096 tokens with BERT's [CLS]/[SEP]/[MASK])
+// trained from scratch with @peft/core's engine on the Brown corpus minus its held-out files (the
+// same split as brown-gpt), with BERT's masked-LM objective: 15% of the tokens of each block chosen,
+// of those 80% replaced by [MASK], 10% by a random token, 10% kept; the loss on the chosen ones.
+// Each epoch masks the blocks anew (RoBERTa's dynamic masking: `--epochs` masked copies, shuffled
+// together). Seeded and resumable: re-running continues from the last checkpoint in the work folder.
+//
+//   pnpm --filter @peft/bench pretrain-bert [--epochs 6] [--work .cache/brown-bert-run] [--out models/brown-bert]
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { selectBackend } from '@peft/backend';
+import { SeededRandom, evaluate, fullFineTuning, train, type Checkpoint, type Example } from '@peft/core';
+import { nodeDirectory } from '@peft/core/node';
+import {
+  BertModel,
+  ConfigReader,
+  loadTokenizer,
+  parseBertConfig,
+  savePretrained,
+  type HfTokenizer,
+} from '@peft/models';
+
+import { detokenize, readBrown, splitBrown, type BrownFile } from '../src/data/brown.js';
+import { maskBlock, type SpecialIds } from '../src/data/mlm-masking.js';
+import { tokenizerJson, trainByteLevelBpe } from '../src/tokenizer/train-bpe.js';
+
+const SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
+const SHAPE = { vocab: 4096, positions: 128, hidden: 256, layers: 4, heads: 4, intermediate: 1024 };
+
+/** The HF BERT config.json of brown-bert (transformers loads it as BertForMaskedLM). */
+export function brownBertConfig(padId: number): Record<string, unknown> {
+  return {
+    architectures: ['BertForMaskedLM'],
+    attention_probs_dropout_prob: 0.1,
+    hidden_act: 'gelu',
+    hidden_dropout_prob: 0.1,
+    hidden_size: SHAPE.hidden,
+    initializer_range: 0.02,
+    intermediate_size: SHAPE.intermediate,
+    layer_norm_eps: 1e-12,
+    max_position_embeddings: SHAPE.positions,
+    model_type: 'bert',
+    num_attention_heads: SHAPE.heads,
+    num_hidden_layers: SHAPE.layers,
+    pad_token_id: padId,
+    position_embedding_type: 'absolute',
+    tie_word_embeddings: true,
+    torch_dtype: 'float32',
+    type_vocab_size: 2,
+    vocab_size: SHAPE.vocab,
+  };
+}
+
+/** BERT's initialisation: N(0, 0.02) weights, LayerNorms 1, biases 0 (the decoder is the word embeddings). */
+function initialCheckpoint(seed: number): Checkpoint {
+  const { vocab, positions, hidden: d, layers, intermediate } = SHAPE;
+  const shapes = new Map<string, number[]>([
+    ['bert.embeddings.word_embeddings.weight', [vocab, d]],
+    ['bert.embeddings.position_embeddings.weight', [positions, d]],
+    ['bert.embeddings.token_type_embeddings.weight', [2, d]],
+    ['bert.embeddings.LayerNorm.weight', [d]],
+    ['bert.embeddings.LayerNorm.bias', [d]],
+  ]);
+  for (let i = 0; i < layers; i++) {
+    const p = `bert.encoder.layer.${i}`;
+    for (const [name, shape] of [
+      ['attention.self.query', [d, d]],
+      ['attention.self.key', [d, d]],
+      ['attention.self.value', [d, d]],
+      ['attention.output.dense', [d, d]],
+      ['intermediate.dense', [intermediate, d]],
+      ['output.dense', [d, intermediate]],
+    ] as const) {
+      shapes.set(`${p}.${name}.weight`, [...shape]);
+      shapes.set(`${p}.${name}.bias`, [shape[0]]);
+    }
+    for (const norm of ['attention.output.LayerNorm', 'output.LayerNorm']) {
+      shapes.set(`${p}.${norm}.weight`, [d]);
+      shapes.set(`${p}.${norm}.bias`, [d]);
+    }
+  }
+  shapes.set('cls.predictions.transform.dense.weight', [d, d]);
+  shapes.set('cls.predictions.transform.dense.bias', [d]);
+  shapes.set('cls.predictions.transform.LayerNorm.weight', [d]);
+  shapes.set('cls.predictions.transform.LayerNorm.bias', [d]);
+  shapes.set('cls.predictions.bias', [vocab]);
+  const names = [...shapes.keys()];
+  return {
+    location: 'brown-bert initialisation',
+    names: () => names,
+    has: (name) => shapes.has(name),
+    tensor(name) {
+      const shape = shapes.get(name)!;
+      const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      if (name.endsWith('LayerNorm.weight')) values.fill(1);
+      else if (name.endsWith('.weight')) {
+        const random = new SeededRandom(seed + names.indexOf(name) * 7919);
+        for (let i = 0; i < values.length; i += 2) {
+          // Box-Muller: two normal draws from two uniform ones
+          const r = Math.sqrt(-2 * Math.log(1 - random.next()));
+          const angle = 2 * Math.PI * random.next();
+          values[i] = 0.02 * r * Math.cos(angle);
+          if (i + 1 < values.length) values[i + 1] = 0.02 * r * Math.sin(angle);
+        }
+      }
+      return { dtype: 'float32', shape, values };
+    },
+  };
+}
+
+/**
+ * Each file's sentences packed into blocks of at most `length` - 2 tokens (a sentence longer than
+ * that is cut), each block as [CLS] tokens [SEP].
+ */
+function blocks(tokenizer: HfTokenizer, files: readonly BrownFile[], length: number, ids: SpecialIds): number[][] {
+  const out: number[][] = [];
+  for (const file of files) {
+    let block: number[] = [];
+    for (const sentence of file.sentences) {
+      const tokens = tokenizer
+        .encode(detokenize(sentence.map((w) => w.word)), { addSpecialTokens: false })
+        .ids.slice(0, length - 2);
+      if (block.length + tokens.length > length - 2) {
+        out.push([ids.cls, ...block, ids.sep]);
+        block = [];
+      }
+      block.push(...tokens);
+    }
+    if (block.length > 0) out.push([ids.cls, ...block, ids.sep]);
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      epochs: { type: 'string', default: '6' },
+      batch: { type: 'string', default: '16' },
+      lr: { type: 'string', default: '1e-3' },
+      seed: { type: 'string', default: '1' },
+      work: { type: 'string', default: path.join(import.meta.dirname, '..', '.cache', 'brown-bert-run') },
+      out: { type: 'string', default: path.join(import.meta.dirname, '..', 'models', 'brown-bert') },
+      'max-steps': { type: 'string' },
+    },
+  });
+  const seed = Number(values.seed);
+  const epochs = Number(values.epochs);
+  const backend = await selectBackend();
+  console.log(`backend: ${backend.name} (${backend.detail})`);
+  mkdirSync(values.work!, { recursive: true });
+  mkdirSync(values.out!, { recursive: true });
+
+  const split = splitBrown(readBrown());
+  const pretrainTexts = split.pretrain.flatMap((f) => f.sentences.map((s) => detokenize(s.map((w) => w.word))));
+  const started = performance.now();
+  const { vocab, merges } = trainByteLevelBpe(pretrainTexts, { vocabSize: SHAPE.vocab, specialTokens: [...SPECIAL] });
+  console.log(
+    `tokenizer: ${vocab.size} tokens (${merges.length} merges) in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+  );
+  const id = (token: string): number => vocab.get(token)!;
+  const ids: SpecialIds = {
+    pad: id('[PAD]'),
+    unk: id('[UNK]'),
+    cls: id('[CLS]'),
+    sep: id('[SEP]'),
+    mask: id('[MASK]'),
+  };
+  if (Object.values(ids).some((value) => value >= SPECIAL.length))
+    throw new Error('the special tokens must take the first ids (maskBlock draws random tokens after them)');
+  const json = tokenizerJson(vocab, merges, [...SPECIAL]);
+  // BERT's template: [CLS] A [SEP], pairs [CLS] A [SEP] B [SEP] with B's token type 1
+  json.post_processor = {
+    type: 'TemplateProcessing',
+    single: [
+      { SpecialToken: { id: '[CLS]', type_id: 0 } },
+      { Sequence: { id: 'A', type_id: 0 } },
+      { SpecialToken: { id: '[SEP]', type_id: 0 } },
+    ],
+    pair: [
+      { SpecialToken: { id: '[CLS]', type_id: 0 } },
+      { Sequence: { id: 'A', type_id: 0 } },
+      { SpecialToken: { id: '[SEP]', type_id: 0 } },
+      { Sequence: { id: 'B', type_id: 1 } },
+      { SpecialToken: { id: '[SEP]', type_id: 1 } },
+    ],
+    special_tokens: Object.fromEntries(
+      (['[CLS]', '[SEP]'] as const).map((token) => [token, { id: token, ids: [id(token)], tokens: [token] }]),
+    ),
+  };
+  const out = nodeDirectory(values.out!);
+  await out.write('tokenizer.json', new TextEncoder().encode(JSON.stringify(json)));
+  const tokenizerConfig = {
+    cls_token: '[CLS]',
+    sep_token: '[SEP]',
+    pad_token: '[PAD]',
+    mask_token: '[MASK]',
+    unk_token: '[UNK]',
+    model_max_length: SHAPE.positions,
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    clean_up_tokenization_spaces: false,
+  };
+  await out.write('tokenizer_config.json', new TextEncoder().encode(`${JSON.stringify(tokenizerConfig, null, 2)}\n`));
+  const tokenizer = await loadTokenizer(values.out!);
+  const trainBlocks = blocks(tokenizer, split.pretrain, SHAPE.positions, ids);
+  const heldOutBlocks = blocks(tokenizer, split.heldOut, SHAPE.positions, ids);
+  // every epoch its own masks, all epochs shuffled together by train (one pass over the copies)
+  const masking = new SeededRandom(seed * 1000 + 7);
+  const data: Example[] = [];
+  for (let epoch = 0; epoch < epochs; epoch++)
+    for (const block of trainBlocks)
+      data.push(maskBlock(block, masking, { ...ids, firstWord: SPECIAL.length, vocab: SHAPE.vocab }));
+  const heldOutRandom = new SeededRandom(seed * 1000 + 99);
+  const heldOut = heldOutBlocks.map((block) =>
+    maskBlock(block, heldOutRandom, { ...ids, firstWord: SPECIAL.length, vocab: SHAPE.vocab }),
+  );
+  const tokens = trainBlocks.reduce((sum, block) => sum + block.length, 0);
+  console.log(
+    `data: ${trainBlocks.length} training blocks (${tokens.toLocaleString('en-US')} tokens, ${split.pretrain.length} files) x ${epochs} maskings, ` +
+      `${heldOut.length} held-out blocks (${split.heldOut.length} files)`,
+  );
+
+  const config = brownBertConfig(ids.pad);
+  const host = new BertModel(parseBertConfig(new ConfigReader(config, 'brown-bert config')), initialCheckpoint(seed));
+  const curveFile = path.join(values.work!, 'curve.jsonl');
+  const heldOutSample = new SeededRandom(seed).shuffle([...heldOut]).slice(0, 64);
+  const options = {
+    data,
+    validation: heldOutSample,
+    task: 'token-classification' as const,
+    padTokenId: ids.pad,
+    batchSize: Number(values.batch),
+    epochs: 1,
+    ...(values['max-steps'] ? { maxSteps: Number(values['max-steps']) } : {}),
+    learningRate: Number(values.lr),
+    weightDecay: 0.01,
+    schedule: 'cosine' as const,
+    warmupSteps: 200,
+    evalEvery: 250,
+    seed,
+    checkpoint: { store: nodeDirectory(values.work!), every: 100 },
+    resume: true,
+    onStep: ({
+      step,
+      totalSteps,
+      loss,
+      learningRate,
+      tokens: seen,
+      seconds,
+    }: {
+      step: number;
+      totalSteps: number | null;
+      loss: number;
+      learningRate: number;
+      tokens: number;
+      seconds: number;
+    }) => {
+      appendFileSync(curveFile, `${JSON.stringify({ step, loss, learningRate })}\n`);
+      if (step % 20 === 0)
+        console.log(
+          `step ${step}/${totalSteps} loss ${loss.toFixed(4)} lr ${learningRate.toExponential(2)} ${(seen / seconds).toFixed(0)} tok/s`,
+        );
+    },
+    onEval: ({ step, loss, accuracy }: { step: number; loss: number; accuracy?: number }) => {
+      appendFileSync(curveFile, `${JSON.stringify({ step, heldOutLoss: loss, heldOutAccuracy: accuracy })}\n`);
+      console.log(`step ${step}: held-out masked-LM loss ${loss.toFixed(4)}, accuracy ${accuracy!.toFixed(4)}`);
+    },
+  };
+  const result = await train(fullFineTuning(host), options);
+  console.log(`trained ${result.steps} steps (${result.stoppedBy}), ${result.tokensPerSecond.toFixed(0)} tok/s`);
+  if (result.stoppedBy === 'interrupted') return;
+
+  const final = await evaluate(fullFineTuning(host), heldOut, { ...options, batchSize: 32 });
+  console.log(
+    `held-out masked-LM accuracy (all ${heldOut.length} blocks): ${final.accuracy!.toFixed(4)}, loss ${final.loss.toFixed(4)}`,
+  );
+  // transformers' names and layouts (nn.Linear [out, in], the tied decoder left out), F16; the tokenizer files are there already
+  await savePretrained(host, values.out!, { dtype: 'F16', config, tokenizer: false });
+  writeFileSync(
+    path.join(values.work!, 'result.json'),
+    JSON.stringify(
+      {
+        ...result,
+        losses: undefined,
+        heldOutAccuracy: final.accuracy,
+        heldOutLoss: final.loss,
+        heldOutBlocks: heldOut.length,
+        trainBlocks: trainBlocks.length,
+        maskings: epochs,
+        backend: backend.name,
+      },
+      null,
+      2,
+    ),
+  );
+  console.log(`saved to ${values.out}`);
+}
+
+await main();

@@ -1,0 +1,56 @@
+// brown-bert's masked-LM objective: BERT's 15% of the tokens, 80% [MASK], 10% random, 10% kept.
+import { IGNORE_INDEX, SeededRandom } from '@peft/core';
+import { describe, expect, it } from 'vitest';
+
+import { maskBlock } from '../src/data/mlm-masking.js';
+
+const VOCAB = { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4, firstWord: 5, vocab: 1000 };
+
+describe('maskBlock', () => {
+  it('chooses 15% of the tokens between [CLS] and [SEP]; of those 80% [MASK], 10% random words, 10% kept; labels the chosen', () => {
+    const random = new SeededRandom(3);
+    const counts = { tokens: 0, chosen: 0, masked: 0, replaced: 0, kept: 0 };
+    for (let i = 0; i < 400; i++) {
+      const block = [VOCAB.cls, ...Array.from({ length: 100 }, (_, t) => 500 + ((t * 7 + i) % 400)), VOCAB.sep];
+      const { inputIds, labels } = maskBlock(block, random, VOCAB);
+      const labelled = labels as number[];
+      expect(inputIds).toHaveLength(block.length);
+      expect([inputIds[0], inputIds.at(-1)]).toEqual([VOCAB.cls, VOCAB.sep]); // never chosen
+      expect([labelled[0], labelled.at(-1)]).toEqual([IGNORE_INDEX, IGNORE_INDEX]);
+      for (let t = 1; t < block.length - 1; t++) {
+        counts.tokens += 1;
+        if (labelled[t] === IGNORE_INDEX) {
+          expect(inputIds[t]).toBe(block[t]); // not chosen: untouched
+          continue;
+        }
+        counts.chosen += 1;
+        expect(labelled[t]).toBe(block[t]); // the label is the original token
+        if (inputIds[t] === VOCAB.mask) counts.masked += 1;
+        else if (inputIds[t] === block[t]) counts.kept += 1;
+        else {
+          counts.replaced += 1;
+          expect(inputIds[t]).toBeGreaterThanOrEqual(VOCAB.firstWord); // a word, never a special token
+          expect(inputIds[t]).toBeLessThan(VOCAB.vocab);
+        }
+      }
+    }
+    // 40,000 tokens: shares within 5 binomial standard deviations of BERT's
+    const within = (count: number, n: number, p: number) =>
+      expect(Math.abs(count - n * p)).toBeLessThan(5 * Math.sqrt(n * p * (1 - p)));
+    within(counts.chosen, counts.tokens, 0.15);
+    within(counts.masked, counts.chosen, 0.8);
+    // a random draw can hit the token itself (1 in 995): kept takes those
+    within(counts.replaced, counts.chosen, 0.1 * (1 - 1 / 995));
+    within(counts.kept, counts.chosen, 0.1 * (1 + 1 / 995));
+  });
+
+  it('chooses at least one token of a short block; a block without tokens is refused', () => {
+    for (let seed = 0; seed < 50; seed++) {
+      const { labels } = maskBlock([VOCAB.cls, 700, VOCAB.sep], new SeededRandom(seed), VOCAB);
+      expect(labels).toEqual([IGNORE_INDEX, 700, IGNORE_INDEX]);
+    }
+    expect(() => maskBlock([VOCAB.cls, VOCAB.sep], new SeededRandom(1), VOCAB)).toThrow(
+      'maskBlock: a block of 2 tokens has none between [CLS] and [SEP]',
+    );
+  });
+});
