@@ -5,6 +5,7 @@
 
 import { selectBackend } from '@peft/backend';
 
+import { clozeUsage, runCloze } from './cloze/cloze.js';
 import { compareUsage, runCompare } from './compare/compare.js';
 import { benchPlan, benchUsage, parseBenchArgs, perfUsage, prepareOutFolder } from './cli.js';
 import { Interrupts } from './interrupt.js';
@@ -42,6 +43,7 @@ async function main(): Promise<number> {
   if (process.argv[2] === 'perf') return runPerf(process.argv.slice(3));
   if (process.argv[2] === 'load') return runLoad(process.argv.slice(3));
   if (process.argv[2] === 'compare') return runCompare(process.argv.slice(3));
+  if (process.argv[2] === 'cloze') return runCloze(process.argv.slice(3));
   const values = parseBenchArgs(process.argv.slice(2));
   if (values.help) {
     console.log(benchUsage);
@@ -112,7 +114,7 @@ main().then(
   (code) => process.exit(code),
   (error: unknown) => {
     console.error(
-      `bench: ${error instanceof Error ? error.message : String(error)}\n${{ perf: perfUsage, load: loadUsage, compare: compareUsage }[process.argv[2] ?? ''] ?? benchUsage}`,
+      `bench: ${error instanceof Error ? error.message : String(error)}\n${{ perf: perfUsage, load: loadUsage, compare: compareUsage, cloze: clozeUsage }[process.argv[2] ?? ''] ?? benchUsage}`,
     );
     process.exit(2);
   },

@@ -66,6 +66,10 @@ export class HfTokenizer {
   readonly eosTokenId: number | null;
   readonly padTokenId: number | null;
   readonly unkTokenId: number | null;
+  /** Masked LMs' [MASK] / <mask>, and the [CLS] / [SEP] that frame a sequence (tokenizer_config.json's mask_token, cls_token, sep_token). */
+  readonly maskTokenId: number | null;
+  readonly clsTokenId: number | null;
+  readonly sepTokenId: number | null;
   readonly paddingSide: Side;
   readonly truncationSide: Side;
   private readonly specialIds: Set<number>;
@@ -92,6 +96,9 @@ export class HfTokenizer {
     this.eosTokenId = id('eos_token');
     this.padTokenId = id('pad_token');
     this.unkTokenId = id('unk_token');
+    this.maskTokenId = id('mask_token');
+    this.clsTokenId = id('cls_token');
+    this.sepTokenId = id('sep_token');
     this.paddingSide = config.padding_side === 'left' ? 'left' : 'right';
     this.truncationSide = config.truncation_side === 'left' ? 'left' : 'right';
     this.specialIds = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));

@@ -83,3 +83,26 @@ describe('tokenizer errors', () => {
     expect(() => tokenizer.encodeBatch(['a', 'bb'])).toThrow('mem:/m/tokenizer.json: the tokenizer has no pad_token');
   });
 });
+
+describe("masked LMs' special tokens", () => {
+  it.each([
+    ['wordpiece', '[MASK]', '[CLS]', '[SEP]'],
+    ['roberta-bpe', '<mask>', '<s>', '</s>'],
+  ])(
+    '%s: maskTokenId, clsTokenId and sepTokenId from tokenizer_config.json; a sequence framed by them',
+    async (kind, mask, cls, sep) => {
+      const tokenizer = await loadTokenizer(path.join(root, kind));
+      expect([tokenizer.maskTokenId, tokenizer.clsTokenId, tokenizer.sepTokenId]).toEqual(
+        [mask, cls, sep].map((token) => tokenizer.tokenToId(token)),
+      );
+      expect(tokenizer.maskTokenId).not.toBeNull();
+      const { ids } = tokenizer.encode('The jury said');
+      expect([ids[0], ids.at(-1)]).toEqual([tokenizer.clsTokenId, tokenizer.sepTokenId]);
+    },
+  );
+
+  it('a causal tokenizer has none', async () => {
+    const tokenizer = await loadTokenizer(path.join(root, 'byte-level-bpe'));
+    expect([tokenizer.maskTokenId, tokenizer.clsTokenId, tokenizer.sepTokenId]).toEqual([null, null, null]);
+  });
+});

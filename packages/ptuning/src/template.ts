@@ -26,6 +26,8 @@ export interface TemplateOptions {
   /** Ids before and after the template, as the tokenizer's special tokens ([CLS] ... [SEP]). */
   prefix?: readonly number[];
   suffix?: readonly number[];
+  /** The input slot cut to its first this many tokens (so that the template and the target fit the context). */
+  inputMaxTokens?: number;
 }
 
 /**
@@ -41,10 +43,12 @@ export function templateExample(
   placeholderTokenId: number,
   options: TemplateOptions = {},
 ): Example {
-  const { maskTokenId } = options;
+  const { maskTokenId, inputMaxTokens } = options;
   const fail = (why: string): never => {
     throw new Error(`templateExample: ${why}`);
   };
+  if (inputMaxTokens !== undefined && !(Number.isInteger(inputMaxTokens) && inputMaxTokens > 0))
+    fail(`inputMaxTokens: expected a positive integer, got ${inputMaxTokens}`);
   if (values.label !== undefined) {
     if (maskTokenId === undefined) fail('a label (a class read by a verbalizer) needs maskTokenId (masked LMs)');
     if (values.target !== undefined) fail('give a target (labelled tokens) or a label (a class), not both');
@@ -58,7 +62,7 @@ export function templateExample(
     let targets: number[] | null = null;
     if ('pseudo' in part) ids = new Array<number>(part.pseudo).fill(placeholderTokenId);
     else if ('text' in part) ids = encode(part.text);
-    else if (part.slot === 'input') ids = encode(values.input);
+    else if (part.slot === 'input') ids = encode(values.input).slice(0, inputMaxTokens);
     else {
       const target = values.target === undefined ? [] : encode(values.target);
       if (maskTokenId === undefined) {

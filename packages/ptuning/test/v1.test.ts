@@ -259,6 +259,12 @@ describe('P-tuning v1', () => {
       });
       const classified = templateExample(tokenizer, template, { input: 'ab', label: 1 }, PLACEHOLDER, wrap);
       expect(classified).toEqual({ inputIds: probing.inputIds, labels: 1 });
+      // a long input cut to fit
+      const cut = templateExample(tokenizer, template, { input: 'abcdef', label: 1 }, PLACEHOLDER, {
+        ...wrap,
+        inputMaxTokens: 2,
+      });
+      expect(cut.inputIds).toEqual(probing.inputIds);
       const refusals: [Parameters<typeof templateExample>[2], TemplatePart[], object, string][] = [
         [
           { input: 'ab', target: 'xyz' },
@@ -270,6 +276,7 @@ describe('P-tuning v1', () => {
         [{ input: 'ab', target: 'x', label: 1 }, template, wrap, 'give a target (labelled tokens) or a label'],
         [{ input: 'ab' }, [{ slot: 'target', masks: 2 }], {}, 'a target of [MASK] tokens (masks) needs maskTokenId'],
         [{ input: 'ab' }, [{ slot: 'target', masks: 0 }], wrap, 'masks: expected a positive integer, got 0'],
+        [{ input: 'ab' }, template, { inputMaxTokens: 0 }, 'inputMaxTokens: expected a positive integer, got 0'],
         [
           { input: String.fromCharCode(MASK + 70 - 10 + 70) },
           [{ slot: 'input' }],

@@ -97,7 +97,7 @@ function split(items: Example[], seed: number): Pick<TaskSplits, 'train' | 'vali
   return splitDataset(items, { validation: 0.1, test: 0.2, seed });
 }
 
-function capped<T>(items: T[], limit: number | undefined, seed: number): T[] {
+export function capped<T>(items: T[], limit: number | undefined, seed: number): T[] {
   if (limit === undefined || items.length <= limit) return items;
   return splitDataset(items, { validation: 0, test: 1 - limit / items.length, seed }).train;
 }
@@ -141,9 +141,8 @@ export function posTask(heldOut: readonly BrownFile[], options: TaskOptions): Ta
   };
 }
 
-/** genre: which of 4 genre groups a passage of 5 sentences from a held-out Brown file comes from. */
-export function genreTask(heldOut: readonly BrownFile[], options: TaskOptions): TaskSplits {
-  const seed = options.seed ?? 1;
+/** The genre task's passages: 5 sentences of a held-out file each, with their genre group's class. */
+export function genrePassages(heldOut: readonly BrownFile[]): { text: string; label: number }[] {
   const passages: { text: string; label: number }[] = [];
   for (const file of heldOut) {
     for (let i = 0; i + 5 <= file.sentences.length; i += 5) {
@@ -154,7 +153,13 @@ export function genreTask(heldOut: readonly BrownFile[], options: TaskOptions): 
       passages.push({ text, label: GENRE_CLASSES.indexOf(GENRE_GROUPS[file.genre] as (typeof GENRE_CLASSES)[number]) });
     }
   }
-  const items = capped(passages, options.limit, seed).map((p) =>
+  return passages;
+}
+
+/** genre: which of 4 genre groups a passage of 5 sentences from a held-out Brown file comes from. */
+export function genreTask(heldOut: readonly BrownFile[], options: TaskOptions): TaskSplits {
+  const seed = options.seed ?? 1;
+  const items = capped(genrePassages(heldOut), options.limit, seed).map((p) =>
     classificationExample(options.tokenizer, p.text, p.label, { maxLength: options.maxLength }),
   );
   return {
