@@ -591,6 +591,9 @@ export function nativeKernelChoices(): string[] {
       ? "matmul: oneDNN (_MklMatMul) for 2-D products with a transposed operand (training's gradients), libtensorflow's MatMul for the others"
       : "matmul: libtensorflow's MatMul and BatchMatMulV2 (this build has no oneDNN matmul)",
     'decoding: each step of GPT-2, the Llama family and Phi-3 as one graph (one call instead of hundreds of ops)',
+    // measured, training + forward + decoding of GPT-2 in alternating processes: not faster, so not provisioned
+    "library: the tensorflow-cpu 2.21 wheel's (intel-tensorflow-avx512 2.14 on an Intel Xeon and tf-nightly-cpu " +
+      '2.22-dev on an AMD EPYC measured no faster; LIBTENSORFLOW_DIR at install takes another)',
   ];
 }
 
