@@ -7,7 +7,8 @@
 // for plain 2-D products); fused-loss (A: the logits, then the loss; B: fusedCausalLmLoss, the head
 // and the loss in chunks, as `train` does); loss-kernel (A: the chunked loss composed of tfjs ops,
 // B: with the backend's one-kernel softmax cross-entropy); onednn-matmul (A: 2-D products with a
-// transposed operand on tfjs-node's BatchMatMulV2, as before; B: on oneDNN, as @peft/backend runs them).
+// transposed operand on tfjs-node's BatchMatMulV2, as before; B: on oneDNN, as @peft/backend runs them);
+// onednn-batch (A: batched products, attention's, on tfjs-node's BatchMatMulV2; B: on oneDNN's).
 import { selectBackend } from '@peft/backend';
 import { SOFTMAX_CROSS_ENTROPY_KERNEL, train } from '@peft/core';
 import { randomModel } from '@peft/models';
@@ -38,9 +39,18 @@ const transposedOnPlain: tf.KernelConfig = {
     return (plainShape ? plain : chosen).kernelFunc(args);
   },
 };
+/** The chosen kernel, with the batched products sent back to tfjs-node's BatchMatMulV2. */
+const batchedOnPlain: tf.KernelConfig = {
+  ...chosen,
+  kernelFunc: (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    return (a.shape.length > 2 || b.shape.length > 2 ? plain : chosen).kernelFunc(args);
+  },
+};
 const VARIANTS: Record<string, { a: () => void; b: () => void }> = {
   'tf-matmul': { a: use(plain), b: use(chosen) },
   'onednn-matmul': { a: use(transposedOnPlain), b: use(chosen) },
+  'onednn-batch': { a: use(batchedOnPlain), b: use(chosen) },
   'fused-loss': {
     a: () => {
       fusedLoss = false;

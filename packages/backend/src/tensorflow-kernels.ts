@@ -49,16 +49,24 @@ const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({
  * oneDNN's (`_MklMatMul`, in libtensorflow's x86 builds; TensorFlow leaves oneDNN off by default on
  * CPUs without AVX-512) is faster: [512,768] by [50257,768]ᵀ 57 -> 93-100 GFLOPS, [768,512]ᵀ by
  * [512,2304] 100-139 -> 134-150 (AMD EPYC, 2 cores). So transposed 2-D products run on oneDNN where
- * the build has it, the others stay on BatchMatMulV2. Same product, same float32 result up to rounding.
+ * the build has it, the others stay on BatchMatMulV2. Batched products (attention's scores and
+ * weighted values, and their gradients) run on oneDNN's batched matmul there: at the small Llama's
+ * attention shapes ([16,384,64] by [16,128,64]ᵀ and the like) 16-29 -> 32-54 GFLOPS, interleaved in
+ * one process (AMD EPYC, 2 cores). Same product, same float32 result up to rounding.
  */
 function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
   return (args) => {
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
-    if (a.shape.length !== 2 || b.shape.length !== 2 || a.dtype !== 'float32' || b.dtype !== 'float32') {
-      return original(args);
-    }
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') return original(args);
     const backend = args.backend as TensorflowBackendLike;
+    if (a.shape.length !== 2 || b.shape.length !== 2) {
+      if (!hasOneDnn(backend, ONEDNN_BATCH_MATMUL)) return original(args);
+      return backend.executeSingleOutput(ONEDNN_BATCH_MATMUL, batchMatMulAttrs(backend, transposeA, transposeB), [
+        a,
+        b,
+      ]);
+    }
     const transposed = transposeA || transposeB;
     if (transposed && !hasOneDnnMatMul(backend)) return original(args);
     const op = transposed ? ONEDNN_MATMUL : 'MatMul';
@@ -66,8 +74,20 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
   };
 }
 
-/** oneDNN's 2-D product, reached from eager mode by its kernel label. */
+/** oneDNN's 2-D and batched products, reached from eager mode by their kernel label. */
 const ONEDNN_MATMUL = '_MklMatMul';
+const ONEDNN_BATCH_MATMUL = '_MklBatchMatMulV2';
+
+/** The attributes of oneDNN's batched product (BatchMatMulV2's adj_x / adj_y). */
+function batchMatMulAttrs(backend: TensorflowBackendLike, adjointA: boolean, adjointB: boolean): OpAttr[] {
+  const { binding } = backend;
+  return [
+    floatAttr(backend, 'T'),
+    { name: 'adj_x', type: binding.TF_ATTR_BOOL, value: adjointA },
+    { name: 'adj_y', type: binding.TF_ATTR_BOOL, value: adjointB },
+    { name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' },
+  ];
+}
 
 /** The attributes of `op` (MatMul or ONEDNN_MATMUL, which also names its kernel's label). */
 function matMulAttrs(backend: TensorflowBackendLike, op: string, transposeA: boolean, transposeB: boolean): OpAttr[] {
@@ -80,27 +100,35 @@ function matMulAttrs(backend: TensorflowBackendLike, op: string, transposeA: boo
   ];
 }
 
-const oneDnnProbes = new WeakMap<TensorflowBackendLike, boolean>();
+const oneDnnProbes = new WeakMap<TensorflowBackendLike, Map<string, boolean>>();
 
-/** Whether this libtensorflow has oneDNN's MatMul (x86 builds do; others refuse the op); probed once. */
-function hasOneDnnMatMul(backend: TensorflowBackendLike): boolean {
+/** Whether this libtensorflow has oneDNN's 2-D (`_MklMatMul`) or batched product (x86 builds do; others refuse the op); probed once each. */
+function hasOneDnn(backend: TensorflowBackendLike, op: typeof ONEDNN_MATMUL | typeof ONEDNN_BATCH_MATMUL): boolean {
   let known = oneDnnProbes.get(backend);
-  if (known === undefined) {
-    known = probeOneDnnMatMul(backend);
+  if (!known) {
+    known = new Map();
     oneDnnProbes.set(backend, known);
   }
-  return known;
+  let has = known.get(op);
+  if (has === undefined) {
+    has = probeOneDnn(backend, op);
+    known.set(op, has);
+  }
+  return has;
 }
 
-function probeOneDnnMatMul(backend: TensorflowBackendLike): boolean {
+const hasOneDnnMatMul = (backend: TensorflowBackendLike): boolean => hasOneDnn(backend, ONEDNN_MATMUL);
+
+function probeOneDnn(backend: TensorflowBackendLike, op: typeof ONEDNN_MATMUL | typeof ONEDNN_BATCH_MATMUL): boolean {
   // the user's own switch: 0 keeps oneDNN out of every op, ours included
   if (process.env.TF_ENABLE_ONEDNN_OPTS === '0') return false;
+  const shape = op === ONEDNN_MATMUL ? [2, 2] : [1, 2, 2];
   const inputs = [
     [1, 2, 3, 4],
     [5, 6, 7, 8],
   ].map((values) => ({
-    dataId: backend.write(Float32Array.from(values), [2, 2], 'float32'),
-    shape: [2, 2],
+    dataId: backend.write(Float32Array.from(values), shape, 'float32'),
+    shape,
     dtype: 'float32' as const,
   }));
   try {
@@ -109,11 +137,11 @@ function probeOneDnnMatMul(backend: TensorflowBackendLike): boolean {
       [false, '17,23,39,53'],
       [true, '26,30,38,44'],
     ] as const) {
-      const product = backend.executeSingleOutput(
-        ONEDNN_MATMUL,
-        matMulAttrs(backend, ONEDNN_MATMUL, transposeA, !transposeA),
-        inputs,
-      );
+      const attrs =
+        op === ONEDNN_MATMUL
+          ? matMulAttrs(backend, ONEDNN_MATMUL, transposeA, !transposeA)
+          : batchMatMulAttrs(backend, transposeA, !transposeA);
+      const product = backend.executeSingleOutput(op, attrs, inputs);
       try {
         if ([...(backend.readSync(product.dataId) as Float32Array)].join() !== expected) return false;
       } finally {
@@ -590,6 +618,9 @@ export function nativeKernelChoices(): string[] {
     hasOneDnnMatMul(backend)
       ? "matmul: oneDNN (_MklMatMul) for 2-D products with a transposed operand (training's gradients), libtensorflow's MatMul for the others"
       : "matmul: libtensorflow's MatMul and BatchMatMulV2 (this build has no oneDNN matmul)",
+    hasOneDnn(backend, ONEDNN_BATCH_MATMUL)
+      ? 'batched matmul (attention): oneDNN (_MklBatchMatMulV2)'
+      : "batched matmul (attention): libtensorflow's BatchMatMulV2",
     'decoding: each step of GPT-2, the Llama family and Phi-3 as one graph (one call instead of hundreds of ops)',
     // measured, training + forward + decoding of GPT-2 in alternating processes: not faster, so not provisioned
     "library: the tensorflow-cpu 2.21 wheel's (intel-tensorflow-avx512 2.14 on an Intel Xeon and tf-nightly-cpu " +

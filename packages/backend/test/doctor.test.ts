@@ -29,7 +29,7 @@ describe('runDoctor', () => {
     expect(text).toContain(`  cpu         ${report.cpu}`);
     // on the native backend, the kernels chosen for this machine; none elsewhere
     if (report.selection.name === 'tensorflow') {
-      expect(report.kernels).toHaveLength(3);
+      expect(report.kernels).toHaveLength(4);
       expect(text).toMatch(process.arch === 'x64' ? /kernels +matmul: oneDNN/ : /kernels +matmul: /);
       expect(text).toMatch(/kernels +library: the tensorflow-cpu 2\.21 wheel's \(.*measured no faster/);
     } else expect(report.kernels).toEqual([]);

@@ -85,7 +85,24 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
     tf.dispose([a, b, weights, ...Object.values(grads)]);
   });
 
-  it('runs 2-D products with a transposed operand on oneDNN where libtensorflow has it (x86), the others not', async () => {
+  it('broadcasts batch dimensions as tfjs does (a batch of one against many)', async () => {
+    await loadBackend('tensorflow');
+    const a = tf.randomUniform([2, 1, 4, 3], -1, 1, 'float32', 7);
+    const b = tf.randomUniform([1, 3, 3, 5], -1, 1, 'float32', 8);
+    const product = tf.matMul(a, b);
+    expect(product.shape).toEqual([2, 3, 4, 5]);
+    const [av, bv, pv] = [a.dataSync() as Float32Array, b.dataSync() as Float32Array, product.dataSync()];
+    for (let i = 0; i < 2; i++) {
+      for (let j = 0; j < 3; j++) {
+        const expected = reference(av.subarray(i * 12), bv.subarray(j * 15), 4, 3, 5, false, false);
+        const got = Array.from(pv.subarray((i * 3 + j) * 20, (i * 3 + j + 1) * 20));
+        expect(Math.max(...got.map((x, k) => Math.abs(x - expected[k]!)))).toBeLessThan(1e-5);
+      }
+    }
+    tf.dispose([a, b, product]);
+  });
+
+  it('runs 2-D products with a transposed operand and batched ones on oneDNN where libtensorflow has it (x86), the others not', async () => {
     await loadBackend('tensorflow');
     const backend = tf.backend() as unknown as { executeSingleOutput: (name: string, ...rest: unknown[]) => tf.Tensor };
     const execute = backend.executeSingleOutput;
@@ -104,6 +121,10 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
       if (process.arch === 'x64') expect(transposed.filter((op) => op === '_MklMatMul')).toHaveLength(2);
       expect(ops).toContain('MatMul');
       expect(ops).not.toContain('_MklMatMul');
+      // batched products (attention) on oneDNN's batched matmul
+      ops.length = 0;
+      tf.tidy(() => tf.matMul(tf.ones([2, 3, 4]), tf.ones([2, 5, 4]), false, true));
+      expect(ops).toEqual([process.arch === 'x64' ? '_MklBatchMatMulV2' : 'BatchMatMulV2']);
       tf.dispose([a, b]);
     } finally {
       backend.executeSingleOutput = execute;
