@@ -8,7 +8,8 @@
 // and the loss in chunks, as `train` does); loss-kernel (A: the chunked loss composed of tfjs ops,
 // B: with the backend's one-kernel softmax cross-entropy); onednn-matmul (A: 2-D products with a
 // transposed operand on tfjs-node's BatchMatMulV2, as before; B: on oneDNN, as @peft/backend runs them);
-// onednn-batch (A: batched products, attention's, on tfjs-node's BatchMatMulV2; B: on oneDNN's).
+// onednn-batch (A: batched products, attention's, on tfjs-node's BatchMatMulV2; B: on oneDNN's);
+// onednn-plain (A: as @peft/backend runs them; B: the plain 2-D products on oneDNN's _MklMatMul too).
 import { selectBackend } from '@peft/backend';
 import { SOFTMAX_CROSS_ENTROPY_KERNEL, train } from '@peft/core';
 import { randomModel } from '@peft/models';
@@ -47,10 +48,36 @@ const batchedOnPlain: tf.KernelConfig = {
     return (a.shape.length > 2 || b.shape.length > 2 ? plain : chosen).kernelFunc(args);
   },
 };
+/** The chosen kernel, with the plain 2-D products on oneDNN's _MklMatMul too. */
+const plainOnOneDnn: tf.KernelConfig = {
+  ...chosen,
+  kernelFunc: (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    if (a.shape.length !== 2 || b.shape.length !== 2 || transposeA || transposeB || a.dtype !== 'float32')
+      return chosen.kernelFunc(args);
+    const backend = args.backend as unknown as {
+      binding: Record<string, number>;
+      executeSingleOutput(op: string, attrs: unknown[], inputs: tf.TensorInfo[]): tf.TensorInfo;
+    };
+    const { binding } = backend;
+    return backend.executeSingleOutput(
+      '_MklMatMul',
+      [
+        { name: 'T', type: binding.TF_ATTR_TYPE, value: binding.TF_FLOAT },
+        { name: 'transpose_a', type: binding.TF_ATTR_BOOL, value: false },
+        { name: 'transpose_b', type: binding.TF_ATTR_BOOL, value: false },
+        { name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' },
+      ],
+      [a, b],
+    );
+  },
+};
 const VARIANTS: Record<string, { a: () => void; b: () => void }> = {
   'tf-matmul': { a: use(plain), b: use(chosen) },
   'onednn-matmul': { a: use(transposedOnPlain), b: use(chosen) },
   'onednn-batch': { a: use(batchedOnPlain), b: use(chosen) },
+  'onednn-plain': { a: use(chosen), b: use(plainOnOneDnn) },
   'fused-loss': {
     a: () => {
       fusedLoss = false;
