@@ -347,6 +347,13 @@ export interface HostForwardInput {
    * graph (its head is inside).
    */
   headless?: boolean;
+  /**
+   * Per-token heads (a token classifier, a masked or causal LM): the head computed only at these
+   * rows of the flattened [B, prepended + T] positions (row b·(prepended + T) + t); `logits` is then
+   * [rows, outputs]. Training's token-classification loss asks for its labelled positions (a masked
+   * LM's 15%): the rest of the head is never computed. A host with a per-sequence head refuses it.
+   */
+  headRows?: readonly number[];
 }
 
 /** A language-model head: logits = input · weightᵀ, soft-capped as c·tanh(x / c) where `softCap` is set. */

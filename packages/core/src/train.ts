@@ -363,7 +363,9 @@ function batchLoss(
   options: TrainOptions,
   training: boolean,
   seed: number,
-): { loss: tf.Scalar; count: number; classLogits: tf.Tensor | null; prepended: number } {
+): { loss: tf.Scalar; count: number; classLogits: tf.Tensor | null; prepended: number; rowLabels?: number[] } {
+  // token classification: the head at the labelled positions only (a masked LM's 15%)
+  const rows = options.task === 'token-classification' ? labelledRows(host, batch) : null;
   const output = host.forward({
     inputIds: batch.inputIds,
     attentionMask: batch.attentionMask,
@@ -373,6 +375,7 @@ function batchLoss(
     ...(training && options.gradientCheckpointing ? { checkpointLayers: true } : {}),
     ...(batch.taskIds ? { taskIds: batch.taskIds } : {}),
     ...(options.task === 'causal-lm' ? { headless: true } : {}),
+    ...(rows ? { headRows: rows.rows } : {}),
   });
   const logits = output.logits;
   if (options.task === 'causal-lm') {
@@ -383,6 +386,15 @@ function batchLoss(
     return { ...result, classLogits: null, prepended: output.prepended };
   }
   if (options.task === 'token-classification') {
+    // a host that computed every position (one that does not know headRows): the loss picks the labelled ones
+    if (rows && logits.rank === 2) {
+      if (output.prepended !== rows.prepended)
+        throw new Error(
+          `headRows: the pass put ${output.prepended} virtual tokens in front, the adapter's hooks announced ${rows.prepended}`,
+        );
+      const result = sequenceClassificationLoss(logits as tf.Tensor2D, rows.labels);
+      return { ...result, classLogits: logits, prepended: output.prepended, rowLabels: rows.labels };
+    }
     const result = tokenClassificationLoss(logits as tf.Tensor3D, batch.labels as number[][], output.prepended);
     return { ...result, classLogits: logits, prepended: output.prepended };
   }
@@ -411,11 +423,40 @@ function batchLoss(
   };
 }
 
-/** Correct predictions (argmax) and labelled items of a classification batch. */
-function countCorrect(classLogits: tf.Tensor, batch: Batch, prepended: number): { correct: number; total: number } {
+/**
+ * The labelled positions of a token-classification batch as rows of the flattened [B, prepended + T]
+ * logits, and their labels; `prepended` as the adapter's hooks announce it (prompt tuning's virtual
+ * tokens; a key/value prefix has no logits).
+ */
+function labelledRows(host: PeftHost, batch: Batch): { rows: number[]; labels: number[]; prepended: number } {
+  const prepended = host.hooks.virtualTokens - (host.hooks.keyValuePrefix?.length ?? 0);
+  const width = prepended + batch.inputIds[0]!.length;
+  const rows: number[] = [];
+  const labels: number[] = [];
+  (batch.labels as number[][]).forEach((row, b) => {
+    for (const [t, label] of row.entries()) {
+      if (label === IGNORE_INDEX) continue;
+      rows.push(b * width + prepended + t);
+      labels.push(label);
+    }
+  });
+  return { rows, labels, prepended };
+}
+
+/** Correct predictions (argmax) and labelled items of a classification batch (`rowLabels`: one per row of the logits). */
+function countCorrect(
+  classLogits: tf.Tensor,
+  batch: Batch,
+  prepended: number,
+  rowLabels?: readonly number[],
+): { correct: number; total: number } {
   const predictions = tf.tidy(() => tf.argMax(classLogits, -1).dataSync() as Int32Array);
   let correct = 0;
   let total = 0;
+  if (rowLabels) {
+    for (const [i, label] of rowLabels.entries()) if (predictions[i] === label) correct += 1;
+    return { correct, total: rowLabels.length };
+  }
   if (classLogits.rank === 2) {
     (batch.labels as number[]).forEach((label, i) => {
       total += 1;
@@ -450,17 +491,19 @@ export async function evaluate(
     const batch = collate(group, { padTokenId: options.padTokenId, paddingSide: options.paddingSide ?? 'right' });
     let n = 0;
     let prepended = 0;
+    let rowLabels: number[] | undefined;
     const [loss, classLogits] = tf.tidy(() => {
       const result = batchLoss(model.host, batch, options, false, 0);
       n = result.count;
       prepended = result.prepended;
+      rowLabels = result.rowLabels;
       return [result.loss, result.classLogits ?? tf.scalar(0)];
     }) as [tf.Scalar, tf.Tensor];
     try {
       lossSum += loss.dataSync()[0]! * n;
       count += n;
       if (options.task !== 'causal-lm') {
-        const c = countCorrect(classLogits, batch, prepended);
+        const c = countCorrect(classLogits, batch, prepended, rowLabels);
         correct += c.correct;
         total += c.total;
       }

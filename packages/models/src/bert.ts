@@ -294,6 +294,10 @@ export class BertModel extends TransformerHost {
     return tf.gather(this.wordEmbeddings, ids) as tf.Tensor as tf.Tensor3D; // [B, T, d]
   }
 
+  protected override get perTokenHead(): boolean {
+    return this.bert.task !== 'sequence-classification';
+  }
+
   /**
    * RoBERTa (fairseq's make_positions): a token that is not padding at padding_idx + its count of such
    * tokens so far (+ the prefix's length), padding at padding_idx; embeddings given whole (virtual

@@ -289,6 +289,10 @@ export class Gpt2Model extends TransformerHost {
     return this.classifier ? null : { weight: this.lmHead, softCap: null };
   }
 
+  protected override get perTokenHead(): boolean {
+    return this.task !== 'sequence-classification';
+  }
+
   /** The LM head's decoding step as one graph (decode-graph.ts): the ops of embed, layer and head for one token. */
   protected override buildDecodeGraph(
     deltas: ReadonlyMap<HostLinear, readonly LinearDeltaGraph[]>,

@@ -197,6 +197,24 @@ export abstract class TransformerHost implements PeftHost {
     const row = tf.reshape(tf.range(past, past + queries, 1, 'int32'), [1, queries]);
     return tf.tile(row, [ids.shape[0], 1]) as tf.Tensor2D; // [B, T]
   }
+  /** Whether the head maps each position on its own (LM heads, token classifiers), so that `headRows` may pick positions. */
+  protected get perTokenHead(): boolean {
+    return true;
+  }
+
+  /** The head at `rows` of the flattened positions only: [rows, outputs] (HostForwardInput.headRows). */
+  private headAtRows(normed: tf.Tensor3D, rows: readonly number[], state: LayerState): tf.Tensor2D {
+    if (!this.perTokenHead)
+      throw new Error(
+        `headRows: the ${this.config.architecture ?? this.config.modelType} head is per sequence, not per token`,
+      );
+    const [batch, length, d] = normed.shape;
+    const bad = rows.findIndex((row) => !(Number.isInteger(row) && row >= 0 && row < batch * length));
+    if (bad >= 0) throw new Error(`headRows[${bad}]: ${rows[bad]} is not a row of the ${batch} x ${length} positions`);
+    const picked = tf.gather(tf.reshape(normed, [batch * length, d]), tf.tensor1d(Int32Array.from(rows), 'int32')); // [N, d]
+    const logits = this.head(tf.reshape(picked, [1, rows.length, d]) as tf.Tensor3D, state); // [1, N, C]
+    return tf.reshape(logits, [rows.length, logits.shape[2]!]) as tf.Tensor2D; // [N, C]
+  }
   /** Rotary tables for these positions [B, T] (architectures that rotate queries and keys); null = none. */
   protected rotaryEmbedding(_positions: tf.Tensor2D): RotaryEmbedding | null {
     return null;
@@ -305,7 +323,7 @@ export abstract class TransformerHost implements PeftHost {
     if (!input.cache || !input.useCache || length !== 1) return null;
     // a headless pass gets the logits and no lmHead, as from a host without a language-model head
     if (input.training || input.outputHiddenStates || input.checkpointLayers) return null;
-    if (input.tokenTypeIds || input.sampleAdapters || input.taskIds) return null;
+    if (input.tokenTypeIds || input.sampleAdapters || input.taskIds || input.headRows) return null;
     if (this.slidingLayersWindow() !== null || recordingGradients() || !graphKernelAvailable()) return null;
     // (only the native backend runs graphs: Node, where `process` exists)
     if (
@@ -518,7 +536,11 @@ export abstract class TransformerHost implements PeftHost {
       const normed = this.finalNorm(hidden);
       // as transformers reports them: the last hidden state is the normalised one
       if (input.outputHiddenStates) hiddenStates[hiddenStates.length - 1] = normed;
-      const logits = lmHead ? normed : this.head(normed, state);
+      const logits = lmHead
+        ? normed
+        : input.headRows
+          ? this.headAtRows(normed, input.headRows, state)
+          : this.head(normed, state);
       return {
         logits,
         hiddenStates,

@@ -1,3 +1,6 @@
+import path from 'node:path';
+
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { loadPretrained, type TransformerHost } from '../src/index.js';
@@ -65,5 +68,47 @@ describe('disposal', () => {
       host.dispose();
       expect(tf.memory().numTensors, directory).toBe(before);
     }
+  });
+});
+
+describe('headRows: a per-token head at some positions only', () => {
+  const rows = [0, 3, 6, 9, 13]; // of the 2 x 7 positions
+  it.each(['bert-token-classification', 'bert-masked-lm-tied', 'gpt2-token-classification', 'llama-gqa-untied'])(
+    '%s: the logits of those rows, as the whole pass computes them',
+    async (name) => {
+      const host = await loadPretrained(path.join(FIXTURES, name));
+      const inputIds = [
+        [5, 6, 7, 8, 9, 10, 11],
+        [12, 13, 14, 15, 16, 0, 0],
+      ];
+      const attentionMask = [
+        [1, 1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 1, 0, 0],
+      ];
+      const whole = host.forward({ inputIds, attentionMask }).logits;
+      const picked = host.forward({ inputIds, attentionMask, headRows: rows }).logits;
+      const outputs = whole.shape[2]!;
+      expect(picked.shape).toEqual([rows.length, outputs]);
+      const [all, some] = [whole.dataSync(), picked.dataSync()];
+      let worst = 0;
+      rows.forEach((row, i) => {
+        for (let c = 0; c < outputs; c++)
+          worst = Math.max(worst, Math.abs(all[row * outputs + c]! - some[i * outputs + c]!));
+      });
+      expect(worst).toBeLessThan(1e-5);
+      tf.dispose([whole, picked]);
+      expect(() => host.forward({ inputIds, headRows: [14] })).toThrow(
+        'headRows[0]: 14 is not a row of the 2 x 7 positions',
+      );
+      host.dispose();
+    },
+  );
+
+  it('a per-sequence head refuses it', async () => {
+    const host = await loadPretrained(path.join(FIXTURES, 'bert-sequence-classification'));
+    expect(() => host.forward({ inputIds: [[5, 6, 7]], headRows: [0] })).toThrow(
+      'headRows: the BertForSequenceClassification head is per sequence, not per token',
+    );
+    host.dispose();
   });
 });

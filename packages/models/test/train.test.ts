@@ -6,6 +6,7 @@ import {
   arrayDataset,
   batchExamples,
   epochBatching,
+  evaluate,
   fullFineTuning,
   headOnly,
   memoryStore,
@@ -293,6 +294,50 @@ describe('train', () => {
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0]!);
     expect(result.evaluations.at(-1)!.accuracy).toBeGreaterThan(0.5);
   });
+
+  it.each(['bert-masked-lm-tied', 'gpt2-token-classification'])(
+    '%s: token classification computes its head at the labelled positions only, with the losses of the whole head',
+    async (name) => {
+      const examples = Array.from(
+        { length: 8 },
+        (_, i): Example => ({
+          inputIds: [5, 10 + (i % 3), 4, 30 + (i % 4), 6, 7 + i],
+          labels: [IGNORE_INDEX, IGNORE_INDEX, 1 + (i % 3), IGNORE_INDEX, i % 2 ? 0 : IGNORE_INDEX, IGNORE_INDEX],
+        }),
+      );
+      // the same run through a host that computes every position (as one that ignores headRows)
+      const run = async (whole: boolean) => {
+        const host = await loadPretrained(directory(name), { dropout: false });
+        const seen: (number[] | undefined)[] = [];
+        const forward = host.forward.bind(host);
+        host.forward = (input) => {
+          seen.push(input.headRows ? [...input.headRows] : undefined);
+          return forward(whole ? { ...input, headRows: undefined } : input);
+        };
+        const options = {
+          data: examples,
+          validation: examples,
+          task: 'token-classification' as const,
+          padTokenId: 0,
+          batchSize: 4,
+          epochs: 2,
+          learningRate: 1e-2,
+          seed: 3,
+        };
+        const result = await train(fullFineTuning(host), options);
+        const evaluation = await evaluate(fullFineTuning(host), examples, options);
+        host.dispose();
+        return { losses: result.losses, evaluation, seen };
+      };
+      const [fast, whole] = [await run(false), await run(true)];
+      // each batch asks for its labelled rows: 4 examples, 1 or 2 labels each
+      expect(fast.seen[0]!.length).toBeGreaterThanOrEqual(4);
+      expect(fast.losses).toHaveLength(whole.losses.length);
+      for (const [i, loss] of fast.losses.entries()) expect(loss).toBeCloseTo(whole.losses[i]!, 4);
+      expect(fast.evaluation.loss).toBeCloseTo(whole.evaluation.loss, 4);
+      expect(fast.evaluation.accuracy).toBe(whole.evaluation.accuracy);
+    },
+  );
 
   it.each(['bert-masked-lm-tied', 'bert-masked-lm-untied', 'roberta-masked-lm'])(
     '%s: masked positions learnt as per-token classes over the vocabulary (full fine-tuning)',
