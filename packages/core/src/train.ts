@@ -364,8 +364,14 @@ function batchLoss(
   training: boolean,
   seed: number,
 ): { loss: tf.Scalar; count: number; classLogits: tf.Tensor | null; prepended: number; rowLabels?: number[] } {
-  // token classification: the head at the labelled positions only (a masked LM's 15%)
-  const rows = options.task === 'token-classification' ? labelledRows(host, batch) : null;
+  // token classification: the head at the labelled positions only (a masked LM's 15%); a masked LM's
+  // verbalizer: at the masks it reads only
+  const rows =
+    options.task === 'token-classification'
+      ? labelledRows(host, batch)
+      : options.verbalizer && options.maskTokenId !== undefined
+        ? maskRows(host, batch, options.maskTokenId, verbalizerWords(options.verbalizer))
+        : null;
   const output = host.forward({
     inputIds: batch.inputIds,
     attentionMask: batch.attentionMask,
@@ -399,7 +405,18 @@ function batchLoss(
     return { ...result, classLogits: logits, prepended: output.prepended };
   }
   let classLogits = logits as tf.Tensor2D;
-  if (options.verbalizer && options.maskTokenId !== undefined) {
+  if (options.verbalizer && options.maskTokenId !== undefined && rows && logits.rank === 2) {
+    if (output.prepended !== rows.prepended)
+      throw new Error(
+        `headRows: the pass put ${output.prepended} virtual tokens in front, the adapter's hooks announced ${rows.prepended}`,
+      );
+    // [B·K, V]: each row's first K masks in order, so the k-th mask of row b is at row b·K + k
+    const words = verbalizerWords(options.verbalizer);
+    const masks = rows.rows.length / batch.inputIds.length;
+    const view = tf.reshape(logits, [batch.inputIds.length, masks, logits.shape[1]!]) as tf.Tensor3D;
+    const positions = batch.inputIds.map(() => Array.from({ length: masks }, (_, k) => k));
+    classLogits = maskedVerbalizerLogits(view, positions, words);
+  } else if (options.verbalizer && options.maskTokenId !== undefined) {
     const masks = options.maskTokenId;
     const positions = batch.inputIds.map((row) => row.flatMap((id, t) => (id === masks ? [output.prepended + t] : [])));
     classLogits = maskedVerbalizerLogits(logits as tf.Tensor3D, positions, verbalizerWords(options.verbalizer));
@@ -441,6 +458,28 @@ function labelledRows(host: PeftHost, batch: Batch): { rows: number[]; labels: n
     }
   });
   return { rows, labels, prepended };
+}
+
+/**
+ * A masked LM's verbalizer reads each row's first K masks (K: the longest label word's tokens): their
+ * rows of the flattened [B, prepended + T] logits, row by row.
+ */
+function maskRows(
+  host: PeftHost,
+  batch: Batch,
+  maskTokenId: number,
+  words: readonly (readonly number[])[],
+): { rows: number[]; labels: number[]; prepended: number } {
+  const prepended = host.hooks.virtualTokens - (host.hooks.keyValuePrefix?.length ?? 0);
+  const width = prepended + batch.inputIds[0]!.length;
+  const needed = Math.max(...words.map((word) => word.length));
+  const rows: number[] = [];
+  batch.inputIds.forEach((ids, b) => {
+    const at = ids.flatMap((id, t) => (id === maskTokenId ? [t] : [])).slice(0, needed);
+    if (at.length < needed) throw new Error(`row ${b}: ${at.length} [MASK] tokens, the verbalizer reads ${needed}`);
+    for (const t of at) rows.push(b * width + prepended + t);
+  });
+  return { rows, labels: [], prepended };
 }
 
 /** Correct predictions (argmax) and labelled items of a classification batch (`rowLabels`: one per row of the logits). */

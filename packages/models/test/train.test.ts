@@ -339,6 +339,43 @@ describe('train', () => {
     },
   );
 
+  it("a masked LM's verbalizer computes its head at the masks it reads only, with the losses of the whole head", async () => {
+    // two masks per row (the longest label word), a third one left unread
+    const examples = Array.from(
+      { length: 8 },
+      (_, i): Example => ({ inputIds: [2, 10 + (i % 3), 3, 3, 30 + (i % 4), 3, 4], labels: i % 3 }),
+    );
+    const run = async (whole: boolean) => {
+      const host = await loadPretrained(directory('bert-masked-lm-tied'), { dropout: false });
+      const seen: (number[] | undefined)[] = [];
+      const forward = host.forward.bind(host);
+      host.forward = (input) => {
+        seen.push(input.headRows ? [...input.headRows] : undefined);
+        return forward(whole ? { ...input, headRows: undefined } : input);
+      };
+      const options = {
+        data: examples,
+        task: 'sequence-classification' as const,
+        verbalizer: [[20, 21], 22, [23, 24]],
+        maskTokenId: 3,
+        padTokenId: 0,
+        batchSize: 4,
+        epochs: 2,
+        learningRate: 1e-2,
+        seed: 3,
+      };
+      const result = await train(fullFineTuning(host), options);
+      const evaluation = await evaluate(fullFineTuning(host), examples, options);
+      host.dispose();
+      return { losses: result.losses, evaluation, seen };
+    };
+    const [fast, whole] = [await run(false), await run(true)];
+    expect(fast.seen[0]).toEqual([2, 3, 9, 10, 16, 17, 23, 24]); // rows b·7 + t of each row's first two masks
+    for (const [i, loss] of fast.losses.entries()) expect(loss).toBeCloseTo(whole.losses[i]!, 4);
+    expect(fast.evaluation.loss).toBeCloseTo(whole.evaluation.loss, 4);
+    expect(fast.evaluation.accuracy).toBe(whole.evaluation.accuracy);
+  });
+
   it.each(['bert-masked-lm-tied', 'bert-masked-lm-untied', 'roberta-masked-lm'])(
     '%s: masked positions learnt as per-token classes over the vocabulary (full fine-tuning)',
     async (name) => {
