@@ -107,6 +107,7 @@ describe('runCloze refuses before any training', () => {
     [['--task', 'sentiment', '--model', BROWN_GPT], '--task: unknown cloze task "sentiment" (genre, nouns)'],
     [['--rows', 'manual,lora'], '--rows: unknown "lora" (manual, ptuning-v1, prompt, full)'],
     [['--seeds', '0'], '--seeds: expected a positive integer'],
+    [['--model', '/nonexistent'], '--model: expected a masked LM folder with config.json, found none in /nonexistent'],
     [['--model', BROWN_GPT, '--out', path.join(import.meta.dirname, '.cloze-out')], 'is not a masked LM'],
   ])('%j', async (args, message) => {
     await expect(runCloze(args)).rejects.toThrow(message);

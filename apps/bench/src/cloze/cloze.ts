@@ -4,6 +4,7 @@
 // tokens in front of the hand-written template) and full fine-tuning (the hand-written template), on
 // the same splits, budget and seeds. Tasks: genre (4 genre groups read through label words) and
 // nouns (a held-out sentence's noun masked, predicted over the vocabulary: probing).
+import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -314,9 +315,14 @@ export async function runCloze(args: string[]): Promise<number> {
     if (!row) throw new Error(`--rows: unknown "${name}" (${CLOZE_ROWS.map((r) => r.name).join(', ')})`);
     return row;
   });
-  const model = Object.hasOwn(EMBEDDED_MODELS, values.model!)
-    ? EMBEDDED_MODELS[values.model!]!
-    : path.resolve(values.model!);
+  const embedded = Object.hasOwn(EMBEDDED_MODELS, values.model!);
+  const model = embedded ? EMBEDDED_MODELS[values.model!]! : path.resolve(values.model!);
+  if (!existsSync(path.join(model, 'config.json')))
+    throw new Error(
+      embedded
+        ? `--model ${values.model}: ${model} has no config.json (pnpm --filter @peft/bench pretrain-bert makes it)`
+        : `--model: expected a masked LM folder with config.json, found none in ${model}`,
+    );
   const tokenizer = await loadTokenizer(model);
   const task = await clozeTask(values.task!, tokenizer, limit);
   const out = path.resolve(values.out ?? path.join('bench-results', 'cloze', path.basename(model), task.name));
