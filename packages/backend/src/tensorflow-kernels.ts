@@ -60,16 +60,9 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
     const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
     if (a.dtype !== 'float32' || b.dtype !== 'float32') return original(args);
     const backend = args.backend as TensorflowBackendLike;
-    if (a.shape.length !== 2 || b.shape.length !== 2) {
-      if (!hasOneDnn(backend, ONEDNN_BATCH_MATMUL)) return original(args);
-      return backend.executeSingleOutput(ONEDNN_BATCH_MATMUL, batchMatMulAttrs(backend, transposeA, transposeB), [
-        a,
-        b,
-      ]);
-    }
-    const transposed = transposeA || transposeB;
-    if (transposed && !hasOneDnnMatMul(backend)) return original(args);
-    const op = transposed ? ONEDNN_MATMUL : 'MatMul';
+    const batched = a.shape.length !== 2 || b.shape.length !== 2;
+    const op = batched ? ONEDNN_BATCH_MATMUL : transposeA || transposeB ? ONEDNN_MATMUL : 'MatMul';
+    if (op !== 'MatMul' && !hasOneDnn(backend, op)) return original(args);
     return backend.executeSingleOutput(op, matMulAttrs(backend, op, transposeA, transposeB), [a, b]);
   };
 }
@@ -78,25 +71,18 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
 const ONEDNN_MATMUL = '_MklMatMul';
 const ONEDNN_BATCH_MATMUL = '_MklBatchMatMulV2';
 
-/** The attributes of oneDNN's batched product (BatchMatMulV2's adj_x / adj_y). */
-function batchMatMulAttrs(backend: TensorflowBackendLike, adjointA: boolean, adjointB: boolean): OpAttr[] {
-  const { binding } = backend;
-  return [
-    floatAttr(backend, 'T'),
-    { name: 'adj_x', type: binding.TF_ATTR_BOOL, value: adjointA },
-    { name: 'adj_y', type: binding.TF_ATTR_BOOL, value: adjointB },
-    { name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' },
-  ];
-}
-
-/** The attributes of `op` (MatMul or ONEDNN_MATMUL, which also names its kernel's label). */
+/**
+ * The attributes of a product `op`: MatMul and ONEDNN_MATMUL take transpose_a / transpose_b,
+ * ONEDNN_BATCH_MATMUL (BatchMatMulV2's) adj_x / adj_y; the oneDNN ops also name their kernel's label.
+ */
 function matMulAttrs(backend: TensorflowBackendLike, op: string, transposeA: boolean, transposeB: boolean): OpAttr[] {
   const { binding } = backend;
+  const [a, b] = op === ONEDNN_BATCH_MATMUL ? ['adj_x', 'adj_y'] : ['transpose_a', 'transpose_b'];
   return [
     floatAttr(backend, 'T'),
-    { name: 'transpose_a', type: binding.TF_ATTR_BOOL, value: transposeA },
-    { name: 'transpose_b', type: binding.TF_ATTR_BOOL, value: transposeB },
-    ...(op === ONEDNN_MATMUL ? [{ name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' }] : []),
+    { name: a, type: binding.TF_ATTR_BOOL, value: transposeA },
+    { name: b, type: binding.TF_ATTR_BOOL, value: transposeB },
+    ...(op === 'MatMul' ? [] : [{ name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' }]),
   ];
 }
 
@@ -117,8 +103,6 @@ function hasOneDnn(backend: TensorflowBackendLike, op: typeof ONEDNN_MATMUL | ty
   return has;
 }
 
-const hasOneDnnMatMul = (backend: TensorflowBackendLike): boolean => hasOneDnn(backend, ONEDNN_MATMUL);
-
 function probeOneDnn(backend: TensorflowBackendLike, op: typeof ONEDNN_MATMUL | typeof ONEDNN_BATCH_MATMUL): boolean {
   // the user's own switch: 0 keeps oneDNN out of every op, ours included
   if (process.env.TF_ENABLE_ONEDNN_OPTS === '0') return false;
@@ -137,11 +121,7 @@ function probeOneDnn(backend: TensorflowBackendLike, op: typeof ONEDNN_MATMUL | 
       [false, '17,23,39,53'],
       [true, '26,30,38,44'],
     ] as const) {
-      const attrs =
-        op === ONEDNN_MATMUL
-          ? matMulAttrs(backend, ONEDNN_MATMUL, transposeA, !transposeA)
-          : batchMatMulAttrs(backend, transposeA, !transposeA);
-      const product = backend.executeSingleOutput(op, attrs, inputs);
+      const product = backend.executeSingleOutput(op, matMulAttrs(backend, op, transposeA, !transposeA), inputs);
       try {
         if ([...(backend.readSync(product.dataId) as Float32Array)].join() !== expected) return false;
       } finally {
@@ -615,7 +595,7 @@ function dropoutMask(args: KernelArgs): tf.TensorInfo {
 export function nativeKernelChoices(): string[] {
   const backend = tf.backend() as unknown as TensorflowBackendLike;
   return [
-    hasOneDnnMatMul(backend)
+    hasOneDnn(backend, ONEDNN_MATMUL)
       ? "matmul: oneDNN (_MklMatMul) for 2-D products with a transposed operand (training's gradients), libtensorflow's MatMul for the others"
       : "matmul: libtensorflow's MatMul and BatchMatMulV2 (this build has no oneDNN matmul)",
     hasOneDnn(backend, ONEDNN_BATCH_MATMUL)
