@@ -161,6 +161,32 @@ describe.each(CASES)('$label', ({ method, host: hostCase, label }) => {
     model.dispose();
   });
 
+  // per-token heads only (the masked LMs here)
+  if (hostCase.task === 'token-classification')
+    it('token classification: the head at the labelled positions only gives the losses of the whole head (virtual tokens in front too)', async () => {
+      const losses = async (whole: boolean): Promise<number[]> => {
+        const host = await loadHost(hostCase.fixture, { dropout: false });
+        const forward = host.forward.bind(host);
+        host.forward = (input) => forward(whole ? { ...input, headRows: undefined } : input);
+        const model = getPeftModel(host, adapter());
+        const result = await train(model, {
+          data: examples(hostCase),
+          task: hostCase.task,
+          padTokenId: 0,
+          batchSize: 4,
+          epochs: 2,
+          maxSteps: 3,
+          learningRate: 1e-2,
+          seed: 1,
+        });
+        model.dispose();
+        return result.losses;
+      };
+      const [rows, whole] = [await losses(false), await losses(true)];
+      expect(rows).toHaveLength(3);
+      for (const [i, loss] of rows.entries()) expect(loss, `${label}: step ${i + 1}`).toBeCloseTo(whole[i]!, 4);
+    });
+
   it('a training step (train, maxSteps 1) changes every trainable variable and no frozen one', async () => {
     const host = await load();
     const model = getPeftModel(host, adapter());

@@ -322,6 +322,9 @@ function validateOptions(options: TrainOptions, host: PeftHost): void {
 const verbalizerWords = (verbalizer: readonly (number | readonly number[])[]): number[][] =>
   verbalizer.map((word) => (Array.isArray(word) ? [...word] : [word as number]));
 
+/** The tokens of the longest label word: the [MASK] tokens a masked LM's verbalizer reads in each row. */
+const longest = (words: readonly (readonly number[])[]): number => Math.max(...words.map((word) => word.length));
+
 /** Classes the task's logits have, to check labels before any compute. */
 function classCount(host: PeftHost, options: TrainOptions): number | null {
   if (options.task === 'causal-lm') return null;
@@ -349,7 +352,7 @@ function exampleRules(host: PeftHost, options: TrainOptions): ExampleRules {
       ? {
           masks: {
             tokenId: options.maskTokenId,
-            needed: Math.max(...verbalizerWords(options.verbalizer).map((word) => word.length)),
+            needed: longest(verbalizerWords(options.verbalizer)),
           },
         }
       : {}),
@@ -365,13 +368,20 @@ function batchLoss(
   seed: number,
 ): { loss: tf.Scalar; count: number; classLogits: tf.Tensor | null; prepended: number; rowLabels?: number[] } {
   // token classification: the head at the labelled positions only (a masked LM's 15%); a masked LM's
-  // verbalizer: at the masks it reads only
-  const rows =
-    options.task === 'token-classification'
-      ? labelledRows(host, batch)
-      : options.verbalizer && options.maskTokenId !== undefined
-        ? maskRows(host, batch, options.maskTokenId, verbalizerWords(options.verbalizer))
-        : null;
+  // verbalizer: at the masks it reads only, each row's first K (K: the longest label word's tokens;
+  // checkExample made sure every row holds them)
+  const tokenLabels = options.task === 'token-classification' ? (batch.labels as number[][]) : null;
+  const words = options.verbalizer ? verbalizerWords(options.verbalizer) : null;
+  const maskTokenId = options.maskTokenId;
+  const masksAt =
+    words && maskTokenId !== undefined
+      ? batch.inputIds.map((row) => row.flatMap((id, t) => (id === maskTokenId ? [t] : [])).slice(0, longest(words)))
+      : null;
+  const rows = tokenLabels
+    ? headRowsOf(host, batch, (b) => tokenLabels[b]!.flatMap((label, t) => (label === IGNORE_INDEX ? [] : [t])))
+    : masksAt
+      ? headRowsOf(host, batch, (b) => masksAt[b]!)
+      : null;
   const output = host.forward({
     inputIds: batch.inputIds,
     attentionMask: batch.attentionMask,
@@ -384,6 +394,12 @@ function batchLoss(
     ...(rows ? { headRows: rows.rows } : {}),
   });
   const logits = output.logits;
+  // a host that computed every position (one that does not know headRows) is read as before
+  const picked = rows !== null && logits.rank === 2;
+  if (picked && output.prepended !== rows.prepended)
+    throw new Error(
+      `headRows: the pass put ${output.prepended} virtual tokens in front, the adapter's hooks announced ${rows.prepended}`,
+    );
   if (options.task === 'causal-lm') {
     const labels = batch.labels as number[][];
     const result = output.lmHead
@@ -391,36 +407,23 @@ function batchLoss(
       : causalLmLoss(logits as tf.Tensor3D, labels, output.prepended);
     return { ...result, classLogits: null, prepended: output.prepended };
   }
-  if (options.task === 'token-classification') {
-    // a host that computed every position (one that does not know headRows): the loss picks the labelled ones
-    if (rows && logits.rank === 2) {
-      if (output.prepended !== rows.prepended)
-        throw new Error(
-          `headRows: the pass put ${output.prepended} virtual tokens in front, the adapter's hooks announced ${rows.prepended}`,
-        );
-      const result = sequenceClassificationLoss(logits as tf.Tensor2D, rows.labels);
-      return { ...result, classLogits: logits, prepended: output.prepended, rowLabels: rows.labels };
+  if (tokenLabels) {
+    if (picked) {
+      const labels = tokenLabels.flat().filter((label) => label !== IGNORE_INDEX); // in the rows' order
+      const result = sequenceClassificationLoss(logits as tf.Tensor2D, labels);
+      return { ...result, classLogits: logits, prepended: output.prepended, rowLabels: labels };
     }
-    const result = tokenClassificationLoss(logits as tf.Tensor3D, batch.labels as number[][], output.prepended);
+    const result = tokenClassificationLoss(logits as tf.Tensor3D, tokenLabels, output.prepended);
     return { ...result, classLogits: logits, prepended: output.prepended };
   }
   let classLogits = logits as tf.Tensor2D;
-  if (options.verbalizer && options.maskTokenId !== undefined && rows && logits.rank === 2) {
-    if (output.prepended !== rows.prepended)
-      throw new Error(
-        `headRows: the pass put ${output.prepended} virtual tokens in front, the adapter's hooks announced ${rows.prepended}`,
-      );
-    // [B·K, V]: each row's first K masks in order, so the k-th mask of row b is at row b·K + k
-    const words = verbalizerWords(options.verbalizer);
-    const masks = rows.rows.length / batch.inputIds.length;
-    const view = tf.reshape(logits, [batch.inputIds.length, masks, logits.shape[1]!]) as tf.Tensor3D;
-    const positions = batch.inputIds.map(() => Array.from({ length: masks }, (_, k) => k));
-    classLogits = maskedVerbalizerLogits(view, positions, words);
-  } else if (options.verbalizer && options.maskTokenId !== undefined) {
-    const masks = options.maskTokenId;
-    const positions = batch.inputIds.map((row) => row.flatMap((id, t) => (id === masks ? [output.prepended + t] : [])));
-    classLogits = maskedVerbalizerLogits(logits as tf.Tensor3D, positions, verbalizerWords(options.verbalizer));
-  } else if (options.verbalizer) {
+  if (words && masksAt) {
+    // picked: [B·K, V], the k-th mask of row b at row b·K + k; else [B, L, V] read at each row's masks
+    const masks = longest(words);
+    const view = picked ? tf.reshape(logits, [batch.inputIds.length, masks, logits.shape[1]!]) : logits;
+    const positions = masksAt.map((at) => (picked ? at.map((_, k) => k) : at.map((t) => output.prepended + t)));
+    classLogits = maskedVerbalizerLogits(view as tf.Tensor3D, positions, words);
+  } else if (words) {
     const width = batch.inputIds[0]!.length;
     const last = batch.attentionMask.map((row) =>
       options.paddingSide === 'left'
@@ -430,7 +433,7 @@ function batchLoss(
     classLogits = verbalizerLogits(
       logits as tf.Tensor3D,
       last,
-      verbalizerWords(options.verbalizer).map((word) => word[0]!),
+      words.map((word) => word[0]!),
     );
   }
   return {
@@ -441,45 +444,14 @@ function batchLoss(
 }
 
 /**
- * The labelled positions of a token-classification batch as rows of the flattened [B, prepended + T]
- * logits, and their labels; `prepended` as the adapter's hooks announce it (prompt tuning's virtual
- * tokens; a key/value prefix has no logits).
+ * The rows of the flattened [B, prepended + T] logits at which the head is needed: for batch row b,
+ * the positions `at(b)` of its real tokens; `prepended` as the adapter's hooks announce it (prompt
+ * tuning's virtual tokens; a key/value prefix has no logits).
  */
-function labelledRows(host: PeftHost, batch: Batch): { rows: number[]; labels: number[]; prepended: number } {
+function headRowsOf(host: PeftHost, batch: Batch, at: (b: number) => number[]): { rows: number[]; prepended: number } {
   const prepended = host.hooks.virtualTokens - (host.hooks.keyValuePrefix?.length ?? 0);
   const width = prepended + batch.inputIds[0]!.length;
-  const rows: number[] = [];
-  const labels: number[] = [];
-  (batch.labels as number[][]).forEach((row, b) => {
-    for (const [t, label] of row.entries()) {
-      if (label === IGNORE_INDEX) continue;
-      rows.push(b * width + prepended + t);
-      labels.push(label);
-    }
-  });
-  return { rows, labels, prepended };
-}
-
-/**
- * A masked LM's verbalizer reads each row's first K masks (K: the longest label word's tokens): their
- * rows of the flattened [B, prepended + T] logits, row by row.
- */
-function maskRows(
-  host: PeftHost,
-  batch: Batch,
-  maskTokenId: number,
-  words: readonly (readonly number[])[],
-): { rows: number[]; labels: number[]; prepended: number } {
-  const prepended = host.hooks.virtualTokens - (host.hooks.keyValuePrefix?.length ?? 0);
-  const width = prepended + batch.inputIds[0]!.length;
-  const needed = Math.max(...words.map((word) => word.length));
-  const rows: number[] = [];
-  batch.inputIds.forEach((ids, b) => {
-    const at = ids.flatMap((id, t) => (id === maskTokenId ? [t] : [])).slice(0, needed);
-    if (at.length < needed) throw new Error(`row ${b}: ${at.length} [MASK] tokens, the verbalizer reads ${needed}`);
-    for (const t of at) rows.push(b * width + prepended + t);
-  });
-  return { rows, labels: [], prepended };
+  return { rows: batch.inputIds.flatMap((_, b) => at(b).map((t) => b * width + prepended + t)), prepended };
 }
 
 /** Correct predictions (argmax) and labelled items of a classification batch (`rowLabels`: one per row of the logits). */
