@@ -295,6 +295,37 @@ describe('train', () => {
     expect(result.evaluations.at(-1)!.accuracy).toBeGreaterThan(0.5);
   });
 
+  /**
+   * Full fine-tuning of fixture `name` with `options` (dropout off), twice: as train asks (headRows)
+   * and through a host that computes every position (as one that ignores headRows); the losses, the
+   * evaluation on the training data, and the rows each pass asked for.
+   */
+  const withAndWithoutHeadRows = async (
+    name: string,
+    options: Omit<TrainOptions, 'padTokenId' | 'batchSize' | 'learningRate'>,
+  ) => {
+    const run = async (whole: boolean) => {
+      const host = await loadPretrained(directory(name), { dropout: false });
+      const seen: (number[] | undefined)[] = [];
+      const forward = host.forward.bind(host);
+      host.forward = (input) => {
+        seen.push(input.headRows ? [...input.headRows] : undefined);
+        return forward(whole ? { ...input, headRows: undefined } : input);
+      };
+      const full = { ...options, padTokenId: 0, batchSize: 4, epochs: 2, learningRate: 1e-2, seed: 3 };
+      const result = await train(fullFineTuning(host), full);
+      const evaluation = await evaluate(fullFineTuning(host), options.data, full);
+      host.dispose();
+      return { losses: result.losses, evaluation, seen };
+    };
+    const [fast, whole] = [await run(false), await run(true)];
+    expect(fast.losses).toHaveLength(whole.losses.length);
+    for (const [i, loss] of fast.losses.entries()) expect(loss).toBeCloseTo(whole.losses[i]!, 4);
+    expect(fast.evaluation.loss).toBeCloseTo(whole.evaluation.loss, 4);
+    expect(fast.evaluation.accuracy).toBe(whole.evaluation.accuracy);
+    return fast.seen;
+  };
+
   it.each(['bert-masked-lm-tied', 'gpt2-token-classification'])(
     '%s: token classification computes its head at the labelled positions only, with the losses of the whole head',
     async (name) => {
@@ -305,37 +336,9 @@ describe('train', () => {
           labels: [IGNORE_INDEX, IGNORE_INDEX, 1 + (i % 3), IGNORE_INDEX, i % 2 ? 0 : IGNORE_INDEX, IGNORE_INDEX],
         }),
       );
-      // the same run through a host that computes every position (as one that ignores headRows)
-      const run = async (whole: boolean) => {
-        const host = await loadPretrained(directory(name), { dropout: false });
-        const seen: (number[] | undefined)[] = [];
-        const forward = host.forward.bind(host);
-        host.forward = (input) => {
-          seen.push(input.headRows ? [...input.headRows] : undefined);
-          return forward(whole ? { ...input, headRows: undefined } : input);
-        };
-        const options = {
-          data: examples,
-          validation: examples,
-          task: 'token-classification' as const,
-          padTokenId: 0,
-          batchSize: 4,
-          epochs: 2,
-          learningRate: 1e-2,
-          seed: 3,
-        };
-        const result = await train(fullFineTuning(host), options);
-        const evaluation = await evaluate(fullFineTuning(host), examples, options);
-        host.dispose();
-        return { losses: result.losses, evaluation, seen };
-      };
-      const [fast, whole] = [await run(false), await run(true)];
+      const seen = await withAndWithoutHeadRows(name, { data: examples, task: 'token-classification' });
       // each batch asks for its labelled rows: 4 examples, 1 or 2 labels each
-      expect(fast.seen[0]!.length).toBeGreaterThanOrEqual(4);
-      expect(fast.losses).toHaveLength(whole.losses.length);
-      for (const [i, loss] of fast.losses.entries()) expect(loss).toBeCloseTo(whole.losses[i]!, 4);
-      expect(fast.evaluation.loss).toBeCloseTo(whole.evaluation.loss, 4);
-      expect(fast.evaluation.accuracy).toBe(whole.evaluation.accuracy);
+      expect(seen[0]!.length).toBeGreaterThanOrEqual(4);
     },
   );
 
@@ -345,35 +348,13 @@ describe('train', () => {
       { length: 8 },
       (_, i): Example => ({ inputIds: [2, 10 + (i % 3), 3, 3, 30 + (i % 4), 3, 4], labels: i % 3 }),
     );
-    const run = async (whole: boolean) => {
-      const host = await loadPretrained(directory('bert-masked-lm-tied'), { dropout: false });
-      const seen: (number[] | undefined)[] = [];
-      const forward = host.forward.bind(host);
-      host.forward = (input) => {
-        seen.push(input.headRows ? [...input.headRows] : undefined);
-        return forward(whole ? { ...input, headRows: undefined } : input);
-      };
-      const options = {
-        data: examples,
-        task: 'sequence-classification' as const,
-        verbalizer: [[20, 21], 22, [23, 24]],
-        maskTokenId: 3,
-        padTokenId: 0,
-        batchSize: 4,
-        epochs: 2,
-        learningRate: 1e-2,
-        seed: 3,
-      };
-      const result = await train(fullFineTuning(host), options);
-      const evaluation = await evaluate(fullFineTuning(host), examples, options);
-      host.dispose();
-      return { losses: result.losses, evaluation, seen };
-    };
-    const [fast, whole] = [await run(false), await run(true)];
-    expect(fast.seen[0]).toEqual([2, 3, 9, 10, 16, 17, 23, 24]); // rows b·7 + t of each row's first two masks
-    for (const [i, loss] of fast.losses.entries()) expect(loss).toBeCloseTo(whole.losses[i]!, 4);
-    expect(fast.evaluation.loss).toBeCloseTo(whole.evaluation.loss, 4);
-    expect(fast.evaluation.accuracy).toBe(whole.evaluation.accuracy);
+    const seen = await withAndWithoutHeadRows('bert-masked-lm-tied', {
+      data: examples,
+      task: 'sequence-classification',
+      verbalizer: [[20, 21], 22, [23, 24]],
+      maskTokenId: 3,
+    });
+    expect(seen[0]).toEqual([2, 3, 9, 10, 16, 17, 23, 24]); // rows b·7 + t of each row's first two masks
   });
 
   it.each(['bert-masked-lm-tied', 'bert-masked-lm-untied', 'roberta-masked-lm'])(
