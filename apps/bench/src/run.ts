@@ -290,10 +290,22 @@ function baseTrainOptions(
 }
 
 /**
- * The training of one run (`pnpm bench compare` gives the same to Python): AdamW with weight decay
- * 0.01 on every trained weight, linear decay after a warm-up of 6% of the steps, clipping at 1.0,
- * the run's seed for data order and dropout.
+ * The bench's schedule of a run of `steps` (`pnpm bench compare` gives the same to Python, `pnpm
+ * bench cloze` trains so): AdamW with weight decay 0.01 on every trained weight, linear decay after a
+ * warm-up of 6% of the steps, clipping at 1.0, the run's seed for data order and dropout.
  */
+export function runSchedule(steps: number, seed: number): Partial<TrainOptions> {
+  return {
+    maxSteps: steps,
+    schedule: 'linear',
+    warmupSteps: Math.round(0.06 * steps),
+    weightDecay: 0.01,
+    maxGradNorm: 1.0,
+    seed,
+  };
+}
+
+/** The training of one run of a method: its data, task and learning rate on the bench's schedule. */
 export function runTrainOptions(
   method: MethodSpec,
   options: Pick<BenchOptions, 'task' | 'batchSize' | 'learningRates' | 'signal'>,
@@ -303,12 +315,7 @@ export function runTrainOptions(
 ): TrainOptions {
   return {
     ...baseTrainOptions(method, options, padTokenId),
-    maxSteps: steps,
-    schedule: 'linear',
-    warmupSteps: Math.round(0.06 * steps),
-    weightDecay: 0.01,
-    maxGradNorm: 1.0,
-    seed,
+    ...runSchedule(steps, seed),
     ...(options.signal ? { signal: options.signal } : {}),
   };
 }

@@ -29,6 +29,7 @@ import { PTuningConfig, templateExample, type TemplatePart } from '@peft/ptuning
 import { EMBEDDED_MODELS, positiveIntegerFlag, prepareOutFolder } from '../cli.js';
 import { detokenize, readBrown, splitBrown, type BrownFile } from '../data/brown.js';
 import { replaceFile } from '../files.js';
+import { runSchedule } from '../run.js';
 import { capped, genrePassages, GENRE_CLASSES } from '../tasks/tasks.js';
 
 export const clozeUsage = `usage: pnpm bench cloze [options]   the P-tuning paper's comparison on a masked LM
@@ -371,13 +372,8 @@ export async function runCloze(args: string[]): Promise<number> {
         data: trainSet!,
         padTokenId: tokenizer.padTokenId ?? 0,
         batchSize,
-        maxSteps: steps,
         learningRate: row.learningRate || 1e-3,
-        schedule: 'linear',
-        warmupSteps: Math.round(0.06 * steps),
-        weightDecay: 0.01,
-        maxGradNorm: 1.0,
-        seed,
+        ...runSchedule(steps, seed),
         ...(task.verbalizer
           ? {
               task: 'sequence-classification' as const,
