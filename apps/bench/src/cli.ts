@@ -17,6 +17,21 @@ export const EMBEDDED_MODELS: Readonly<Record<string, string>> = {
 };
 const DEFAULT_MODEL = EMBEDDED_MODELS['brown-gpt']!;
 
+/**
+ * The folder of a model this package ships, by its name (`--model brown-bert`), unless a folder of
+ * that name is at hand; undefined for any other value. A shipped model this checkout has not got is
+ * refused, naming the command that makes it.
+ */
+export function shippedModel(name: string): string | undefined {
+  if (existsSync(name) || !Object.hasOwn(EMBEDDED_MODELS, name)) return undefined;
+  const folder = EMBEDDED_MODELS[name]!;
+  if (!existsSync(path.join(folder, 'config.json')))
+    throw new Error(
+      `--model ${name}: ${folder} has no config.json (this checkout has not got the model: pnpm --filter @peft/bench ${name === 'brown-bert' ? 'pretrain-bert' : 'pretrain'} makes it)`,
+    );
+  return folder;
+}
+
 export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: speed and memory beside Python peft; perf --help;
                                   pnpm bench load: loading real-size checkpoints beside transformers)
   --task spam|pos|genre|email-lm   embedded task (default spam)
@@ -124,19 +139,16 @@ export function benchPlan(values: ReturnType<typeof parseBenchArgs>): BenchPlan 
   if (!(EMBEDDED_TASKS as readonly string[]).includes(values.task!))
     throw new Error(`--task: unknown task "${values.task}" (${EMBEDDED_TASKS.join(', ')})`);
   // a name the bench knows unless a folder of that name is at hand: shipped (brown-bert), or fetched once and cached (minilm)
-  const folder = existsSync(values.model!);
-  const embedded = !folder && Object.hasOwn(EMBEDDED_MODELS, values.model!) ? values.model! : undefined;
-  const named = folder || embedded ? undefined : findNamedModel(values.model!);
-  const model = embedded ? EMBEDDED_MODELS[embedded]! : named ? resolveNamedModel(named) : path.resolve(values.model!);
+  const shipped = shippedModel(values.model!);
+  const named = shipped || existsSync(values.model!) ? undefined : findNamedModel(values.model!);
+  const model = shipped ?? (named ? resolveNamedModel(named) : path.resolve(values.model!));
   const modelNames = [...Object.keys(EMBEDDED_MODELS), ...NAMED_MODELS.map((m) => m.name)];
   if (!existsSync(path.join(model, 'config.json')))
     throw new Error(
-      embedded
-        ? `--model ${embedded}: ${model} has no config.json (this checkout has not got the model: pnpm --filter @peft/bench ${embedded === 'brown-bert' ? 'pretrain-bert' : 'pretrain'} makes it)`
-        : `--model: expected a Hugging Face model folder with config.json (or one of ${modelNames.join(', ')}), found none in ${model}`,
+      `--model: expected a Hugging Face model folder with config.json (or one of ${modelNames.join(', ')}), found none in ${model}`,
     );
   // results of another model than the default go under its name
-  const label = named?.name ?? (embedded !== 'brown-gpt' ? embedded : undefined);
+  const label = named?.name ?? (shipped && values.model !== 'brown-gpt' ? values.model : undefined);
   if (values.data !== undefined && !(existsSync(values.data) && statSync(values.data).isFile()))
     throw new Error(
       `--data: expected a JSONL file, ${values.data} is ${existsSync(values.data) ? 'not a file' : 'missing'}`,

@@ -26,7 +26,7 @@ import { loadPretrained, loadTokenizer, type HfTokenizer } from '@peft/models';
 import { PromptTuningConfig } from '@peft/prompt';
 import { PTuningConfig, templateExample, type TemplatePart } from '@peft/ptuning';
 
-import { EMBEDDED_MODELS, positiveIntegerFlag, prepareOutFolder } from '../cli.js';
+import { positiveIntegerFlag, prepareOutFolder, shippedModel } from '../cli.js';
 import { detokenize, readBrown, splitBrown, type BrownFile } from '../data/brown.js';
 import { replaceFile } from '../files.js';
 import { runSchedule } from '../run.js';
@@ -316,14 +316,9 @@ export async function runCloze(args: string[]): Promise<number> {
     if (!row) throw new Error(`--rows: unknown "${name}" (${CLOZE_ROWS.map((r) => r.name).join(', ')})`);
     return row;
   });
-  const embedded = Object.hasOwn(EMBEDDED_MODELS, values.model!);
-  const model = embedded ? EMBEDDED_MODELS[values.model!]! : path.resolve(values.model!);
+  const model = shippedModel(values.model!) ?? path.resolve(values.model!);
   if (!existsSync(path.join(model, 'config.json')))
-    throw new Error(
-      embedded
-        ? `--model ${values.model}: ${model} has no config.json (pnpm --filter @peft/bench pretrain-bert makes it)`
-        : `--model: expected a masked LM folder with config.json, found none in ${model}`,
-    );
+    throw new Error(`--model: expected a masked LM folder with config.json, found none in ${model}`);
   const tokenizer = await loadTokenizer(model);
   const task = await clozeTask(values.task!, tokenizer, limit);
   const out = path.resolve(values.out ?? path.join('bench-results', 'cloze', path.basename(model), task.name));
