@@ -7,7 +7,7 @@
 // together). Seeded and resumable: re-running continues from the last checkpoint in the work folder.
 //
 //   pnpm --filter @peft/bench pretrain-bert [--epochs 6] [--work .cache/brown-bert-run] [--out models/brown-bert]
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -25,7 +25,8 @@ import {
 
 import { detokenize, readBrown, splitBrown, type BrownFile } from '../src/data/brown.js';
 import { maskBlock, type SpecialIds } from '../src/data/mlm-masking.js';
-import { tokenizerJson, trainByteLevelBpe } from '../src/tokenizer/train-bpe.js';
+import { appendCurve, brownBpe, curveStepper, generatedCheckpoint } from '../src/pretraining.js';
+import { tokenizerJson } from '../src/tokenizer/train-bpe.js';
 
 const SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
 const SHAPE = { vocab: 4096, positions: 128, hidden: 256, layers: 4, heads: 4, intermediate: 1024 };
@@ -87,28 +88,9 @@ function initialCheckpoint(seed: number): Checkpoint {
   shapes.set('cls.predictions.transform.LayerNorm.weight', [d]);
   shapes.set('cls.predictions.transform.LayerNorm.bias', [d]);
   shapes.set('cls.predictions.bias', [vocab]);
-  const names = [...shapes.keys()];
-  return {
-    location: 'brown-bert initialisation',
-    names: () => names,
-    has: (name) => shapes.has(name),
-    tensor(name) {
-      const shape = shapes.get(name)!;
-      const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
-      if (name.endsWith('LayerNorm.weight')) values.fill(1);
-      else if (name.endsWith('.weight')) {
-        const random = new SeededRandom(seed + names.indexOf(name) * 7919);
-        for (let i = 0; i < values.length; i += 2) {
-          // Box-Muller: two normal draws from two uniform ones
-          const r = Math.sqrt(-2 * Math.log(1 - random.next()));
-          const angle = 2 * Math.PI * random.next();
-          values[i] = 0.02 * r * Math.cos(angle);
-          if (i + 1 < values.length) values[i + 1] = 0.02 * r * Math.sin(angle);
-        }
-      }
-      return { dtype: 'float32', shape, values };
-    },
-  };
+  return generatedCheckpoint('brown-bert initialisation', shapes, seed, (name) =>
+    name.endsWith('LayerNorm.weight') ? 'ones' : name.endsWith('.weight') ? { std: 0.02 } : 'zeros',
+  );
 }
 
 /**
@@ -154,12 +136,7 @@ async function main(): Promise<void> {
   mkdirSync(values.out!, { recursive: true });
 
   const split = splitBrown(readBrown());
-  const pretrainTexts = split.pretrain.flatMap((f) => f.sentences.map((s) => detokenize(s.map((w) => w.word))));
-  const started = performance.now();
-  const { vocab, merges } = trainByteLevelBpe(pretrainTexts, { vocabSize: SHAPE.vocab, specialTokens: [...SPECIAL] });
-  console.log(
-    `tokenizer: ${vocab.size} tokens (${merges.length} merges) in ${((performance.now() - started) / 1000).toFixed(1)} s`,
-  );
+  const { vocab, merges } = brownBpe(split.pretrain, SHAPE.vocab, SPECIAL);
   const id = (token: string): number => vocab.get(token)!;
   const ids: SpecialIds = {
     pad: id('[PAD]'),
@@ -242,29 +219,9 @@ async function main(): Promise<void> {
     seed,
     checkpoint: { store: nodeDirectory(values.work!), every: 100 },
     resume: true,
-    onStep: ({
-      step,
-      totalSteps,
-      loss,
-      learningRate,
-      tokens: seen,
-      seconds,
-    }: {
-      step: number;
-      totalSteps: number | null;
-      loss: number;
-      learningRate: number;
-      tokens: number;
-      seconds: number;
-    }) => {
-      appendFileSync(curveFile, `${JSON.stringify({ step, loss, learningRate })}\n`);
-      if (step % 20 === 0)
-        console.log(
-          `step ${step}/${totalSteps} loss ${loss.toFixed(4)} lr ${learningRate.toExponential(2)} ${(seen / seconds).toFixed(0)} tok/s`,
-        );
-    },
+    onStep: curveStepper(curveFile),
     onEval: ({ step, loss, accuracy }: { step: number; loss: number; accuracy?: number }) => {
-      appendFileSync(curveFile, `${JSON.stringify({ step, heldOutLoss: loss, heldOutAccuracy: accuracy })}\n`);
+      appendCurve(curveFile, { step, heldOutLoss: loss, heldOutAccuracy: accuracy });
       console.log(`step ${step}: held-out masked-LM loss ${loss.toFixed(4)}, accuracy ${accuracy!.toFixed(4)}`);
     },
   };

@@ -4,7 +4,7 @@
 // from the last checkpoint in the work folder.
 //
 //   pnpm --filter @peft/bench pretrain [--epochs 3] [--work .cache/brown-gpt-run] [--out models/brown-gpt]
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -23,7 +23,8 @@ import { nodeDirectory } from '@peft/core/node';
 import { ConfigReader, Gpt2Model, loadTokenizer, parseGpt2Config, type HfTokenizer } from '@peft/models';
 
 import { detokenize, readBrown, splitBrown, type BrownFile } from '../src/data/brown.js';
-import { tokenizerJson, trainByteLevelBpe } from '../src/tokenizer/train-bpe.js';
+import { appendCurve, brownBpe, curveStepper, generatedCheckpoint } from '../src/pretraining.js';
+import { tokenizerJson } from '../src/tokenizer/train-bpe.js';
 
 const EOS = '<|endoftext|>';
 const SHAPE = { vocab: 4096, positions: 128, hidden: 256, layers: 4, heads: 4 };
@@ -81,29 +82,13 @@ function initialCheckpoint(seed: number): Checkpoint {
     ] as const)
       shapes.set(`${p}.${name}`, [...shape]);
   }
-  const names = [...shapes.keys()];
-  return {
-    location: 'brown-gpt initialisation',
-    names: () => names,
-    has: (name) => shapes.has(name),
-    tensor(name) {
-      const shape = shapes.get(name)!;
-      const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
-      if (/ln_\w+\.weight$/.test(name)) values.fill(1);
-      else if (name.endsWith('.weight')) {
-        const random = new SeededRandom(seed + names.indexOf(name) * 7919);
-        const std = name.endsWith('c_proj.weight') ? 0.02 / Math.sqrt(2 * layers) : 0.02;
-        for (let i = 0; i < values.length; i += 2) {
-          // Box-Muller: two normal draws from two uniform ones
-          const r = Math.sqrt(-2 * Math.log(1 - random.next()));
-          const angle = 2 * Math.PI * random.next();
-          values[i] = std * r * Math.cos(angle);
-          if (i + 1 < values.length) values[i + 1] = std * r * Math.sin(angle);
-        }
-      }
-      return { dtype: 'float32', shape, values };
-    },
-  };
+  return generatedCheckpoint('brown-gpt initialisation', shapes, seed, (name) =>
+    /ln_\w+\.weight$/.test(name)
+      ? 'ones'
+      : name.endsWith('.weight')
+        ? { std: name.endsWith('c_proj.weight') ? 0.02 / Math.sqrt(2 * layers) : 0.02 }
+        : 'zeros',
+  );
 }
 
 /** Files to one token stream (EOS between files), cut into blocks of `length` tokens. */
@@ -141,12 +126,7 @@ async function main(): Promise<void> {
   mkdirSync(values.out!, { recursive: true });
 
   const split = splitBrown(readBrown());
-  const pretrainTexts = split.pretrain.flatMap((f) => f.sentences.map((s) => detokenize(s.map((w) => w.word))));
-  const started = performance.now();
-  const { vocab, merges } = trainByteLevelBpe(pretrainTexts, { vocabSize: SHAPE.vocab, specialTokens: [EOS] });
-  console.log(
-    `tokenizer: ${vocab.size} tokens (${merges.length} merges) in ${((performance.now() - started) / 1000).toFixed(1)} s`,
-  );
+  const { vocab, merges } = brownBpe(split.pretrain, SHAPE.vocab, [EOS]);
   const out = nodeDirectory(values.out!);
   await out.write('tokenizer.json', new TextEncoder().encode(JSON.stringify(tokenizerJson(vocab, merges, [EOS]))));
   const tokenizerConfig = {
@@ -189,29 +169,9 @@ async function main(): Promise<void> {
     bucketByLength: false,
     checkpoint: { store: nodeDirectory(values.work!), every: 100 },
     resume: true,
-    onStep: ({
-      step,
-      totalSteps,
-      loss,
-      learningRate,
-      tokens,
-      seconds,
-    }: {
-      step: number;
-      totalSteps: number | null;
-      loss: number;
-      learningRate: number;
-      tokens: number;
-      seconds: number;
-    }) => {
-      appendFileSync(curveFile, `${JSON.stringify({ step, loss, learningRate })}\n`);
-      if (step % 20 === 0)
-        console.log(
-          `step ${step}/${totalSteps} loss ${loss.toFixed(4)} lr ${learningRate.toExponential(2)} ${(tokens / seconds).toFixed(0)} tok/s`,
-        );
-    },
+    onStep: curveStepper(curveFile),
     onEval: ({ step, loss, perplexity }: { step: number; loss: number; perplexity?: number }) => {
-      appendFileSync(curveFile, `${JSON.stringify({ step, heldOutLoss: loss, heldOutPerplexity: perplexity })}\n`);
+      appendCurve(curveFile, { step, heldOutLoss: loss, heldOutPerplexity: perplexity });
       console.log(`step ${step}: held-out loss ${loss.toFixed(4)}, perplexity ${perplexity!.toFixed(1)}`);
     },
   };
