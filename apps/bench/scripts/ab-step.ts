@@ -30,24 +30,21 @@ const use = (config: tf.KernelConfig) => (): void => {
 };
 /** fused-loss's switch: whether train's headless passes reach the host. */
 let fusedLoss = true;
-/** The chosen kernel, with the transposed 2-D products sent back to tfjs-node's BatchMatMulV2. */
-const transposedOnPlain: tf.KernelConfig = {
-  ...chosen,
-  kernelFunc: (args) => {
-    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
-    const plainShape = a.shape.length === 2 && b.shape.length === 2 && (transposeA || transposeB);
-    return (plainShape ? plain : chosen).kernelFunc(args);
-  },
-};
-/** The chosen kernel, with the batched products sent back to tfjs-node's BatchMatMulV2. */
-const batchedOnPlain: tf.KernelConfig = {
-  ...chosen,
-  kernelFunc: (args) => {
-    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-    return (a.shape.length > 2 || b.shape.length > 2 ? plain : chosen).kernelFunc(args);
-  },
-};
+/** The chosen kernel, with the products `back` picks sent back to tfjs-node's BatchMatMulV2. */
+function sendingBack(back: (a: tf.TensorInfo, b: tf.TensorInfo, transposed: boolean) => boolean): tf.KernelConfig {
+  return {
+    ...chosen,
+    kernelFunc: (args) => {
+      const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+      const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+      return (back(a, b, transposeA || transposeB) ? plain : chosen).kernelFunc(args);
+    },
+  };
+}
+/** The transposed 2-D products on BatchMatMulV2. */
+const transposedOnPlain = sendingBack((a, b, transposed) => a.shape.length === 2 && b.shape.length === 2 && transposed);
+/** The batched products on BatchMatMulV2. */
+const batchedOnPlain = sendingBack((a, b) => a.shape.length > 2 || b.shape.length > 2);
 /** The chosen kernel, with the plain 2-D products on oneDNN's _MklMatMul too. */
 const plainOnOneDnn: tf.KernelConfig = {
   ...chosen,
@@ -116,7 +113,7 @@ const data = stepExamples(4 * steps, vocab);
 const seconds: { a: number[]; b: number[] } = { a: [], b: [] };
 // pair p runs A then B when p is even, B then A when odd
 const sideOf = (step: number): 'a' | 'b' => {
-  const k = step - warmup; // 0-based timed index
+  const k = step - warmup - 1; // 0-based timed index (the timed steps are warmup + 1, ...)
   const first = Math.floor(k / 2) % 2 === 0 ? 'a' : 'b';
   return k % 2 === 0 ? first : first === 'a' ? 'b' : 'a';
 };
