@@ -24,7 +24,7 @@ import {
 } from '@peft/models';
 
 import { detokenize, readBrown, splitBrown, type BrownFile } from '../src/data/brown.js';
-import { maskBlock, type SpecialIds } from '../src/data/mlm-masking.js';
+import { labelsAtMasks, maskBlock, type SpecialIds } from '../src/data/mlm-masking.js';
 import { appendCurve, brownBpe, curveStepper, generatedCheckpoint } from '../src/pretraining.js';
 import { tokenizerJson } from '../src/tokenizer/train-bpe.js';
 
@@ -233,6 +233,9 @@ async function main(): Promise<void> {
   console.log(
     `held-out masked-LM accuracy (all ${heldOut.length} blocks): ${final.accuracy!.toFixed(4)}, loss ${final.loss.toFixed(4)}`,
   );
+  // the [MASK] inputs alone: what the context predicts (a kept token can be copied)
+  const atMasks = await evaluate(fullFineTuning(host), labelsAtMasks(heldOut, ids.mask), { ...options, batchSize: 32 });
+  console.log(`  at the [MASK] inputs only: accuracy ${atMasks.accuracy!.toFixed(4)}, loss ${atMasks.loss.toFixed(4)}`);
   // transformers' names and layouts (nn.Linear [out, in], the tied decoder left out), F16; the tokenizer files are there already
   await savePretrained(host, values.out!, { dtype: 'F16', config, tokenizer: false });
   writeFileSync(
@@ -243,6 +246,8 @@ async function main(): Promise<void> {
         losses: undefined,
         heldOutAccuracy: final.accuracy,
         heldOutLoss: final.loss,
+        heldOutMaskAccuracy: atMasks.accuracy,
+        heldOutMaskLoss: atMasks.loss,
         heldOutBlocks: heldOut.length,
         trainBlocks: trainBlocks.length,
         maskings: epochs,

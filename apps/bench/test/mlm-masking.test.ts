@@ -2,7 +2,7 @@
 import { IGNORE_INDEX, SeededRandom } from '@peft/core';
 import { describe, expect, it } from 'vitest';
 
-import { maskBlock } from '../src/data/mlm-masking.js';
+import { labelsAtMasks, maskBlock } from '../src/data/mlm-masking.js';
 
 const VOCAB = { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4, firstWord: 5, vocab: 1000 };
 
@@ -52,5 +52,39 @@ describe('maskBlock', () => {
     expect(() => maskBlock([VOCAB.cls, VOCAB.sep], new SeededRandom(1), VOCAB)).toThrow(
       'maskBlock: a block of 2 tokens has none between [CLS] and [SEP]',
     );
+  });
+
+  it('labelsAtMasks keeps the labels of the [MASK] inputs only, and leaves out an example left without one', () => {
+    const random = new SeededRandom(11);
+    const examples = Array.from({ length: 50 }, (_, i) =>
+      maskBlock(
+        [VOCAB.cls, ...Array.from({ length: 60 }, (_, t) => 600 + ((t * 13 + i) % 300)), VOCAB.sep],
+        random,
+        VOCAB,
+      ),
+    );
+    // a block whose one chosen token is kept as itself: no [MASK], no label left
+    const unmasked = { inputIds: [VOCAB.cls, 700, VOCAB.sep], labels: [IGNORE_INDEX, 700, IGNORE_INDEX] };
+    const atMasks = labelsAtMasks([...examples, unmasked], VOCAB.mask);
+    expect(atMasks).toHaveLength(examples.length);
+    let kept = 0;
+    let dropped = 0;
+    atMasks.forEach((example, i) => {
+      const original = examples[i]!;
+      expect(example.inputIds).toEqual(original.inputIds);
+      (example.labels as number[]).forEach((label, t) => {
+        const before = (original.labels as number[])[t];
+        if (original.inputIds[t] === VOCAB.mask) {
+          expect(label).toBe(before);
+          kept += 1;
+        } else {
+          expect(label).toBe(IGNORE_INDEX);
+          if (before !== IGNORE_INDEX) dropped += 1;
+        }
+      });
+    });
+    // both kinds occur: the [MASK] labels stay, the random and kept ones go
+    expect(kept).toBeGreaterThan(0);
+    expect(dropped).toBeGreaterThan(0);
   });
 });

@@ -41,3 +41,17 @@ export function maskBlock(block: readonly number[], random: SeededRandom, vocabu
   }
   return { inputIds, labels };
 }
+
+/**
+ * The examples with their labels kept only where the input is [MASK]: what the model predicts from
+ * the context alone (the chosen tokens kept as themselves or replaced at random leave their label
+ * out). An example left without a label is left out.
+ */
+export function labelsAtMasks(examples: readonly Example[], mask: number): Example[] {
+  return examples.flatMap((example) => {
+    const labels = (example.labels as number[]).map((label, t) =>
+      example.inputIds[t] === mask ? label : IGNORE_INDEX,
+    );
+    return labels.some((label) => label !== IGNORE_INDEX) ? [{ ...example, labels }] : [];
+  });
+}
