@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import {
   CLOZE_PROMPT_TOKENS,
   clozeExamples,
+  clozeMajority,
   clozeTemplate,
   nounItems,
   runCloze,
@@ -99,6 +100,31 @@ describe('nounItems', () => {
       'Jury[ members] met in the city today.',
       'The[ city] of the man, they said.',
     ]);
+  });
+});
+
+describe('clozeMajority', () => {
+  it("gives every test item the training items' most frequent answer (the first of a tie)", () => {
+    const noun = (target: string) => ({ input: 'The', after: '.', label: 0, target });
+    const nouns: ClozeTask = {
+      name: 'nouns',
+      items: {
+        train: [noun(' man'), noun(' city'), noun(' city'), noun(' man'), noun(' time')],
+        validation: [],
+        test: [noun(' man'), noun(' city'), noun(' man'), noun(' time')],
+      },
+      verbalizer: null,
+      notes: '',
+    };
+    expect(clozeMajority(nouns)).toEqual({ answer: 'man', accuracy: 0.5 });
+    const genre = (label: number) => ({ input: 'text', label });
+    const genres: ClozeTask = {
+      name: 'genre',
+      items: { train: [genre(2), genre(0), genre(2)], validation: [], test: [genre(2), genre(1), genre(3)] },
+      verbalizer: [[1], [2], [3], [4]],
+      notes: '',
+    };
+    expect(clozeMajority(genres)).toEqual({ answer: 'science', accuracy: 1 / 3 });
   });
 });
 

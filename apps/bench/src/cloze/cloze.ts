@@ -192,6 +192,20 @@ export async function clozeTask(name: string, tokenizer: HfTokenizer, limit: num
   throw new Error(`--task: unknown cloze task "${name}" (genre, nouns)`);
 }
 
+/**
+ * The reference a row must beat: the answer most frequent among the training items (genre: a class;
+ * nouns: a noun), given for every test item; ties go to the first in the items' order.
+ */
+export function clozeMajority(task: ClozeTask): { answer: string; accuracy: number } {
+  const answerOf = (item: ClozeItem): string =>
+    task.name === 'genre' ? GENRE_WORDS[item.label]!.trim() : item.target!.trim();
+  const counts = new Map<string, number>();
+  for (const item of task.items.train) counts.set(answerOf(item), (counts.get(answerOf(item)) ?? 0) + 1);
+  const answer = [...counts].reduce((best, entry) => (entry[1] > best[1] ? entry : best))[0];
+  const hits = task.items.test.filter((item) => answerOf(item) === answer).length;
+  return { answer, accuracy: hits / Math.max(1, task.items.test.length) };
+}
+
 /** The template of a row for an item: P-tuning's pseudo tokens around the text, or the manual words. */
 export function clozeTemplate(task: ClozeTask, item: ClozeItem, pseudo: boolean): TemplatePart[] {
   const half = CLOZE_PROMPT_TOKENS / 2;
@@ -249,6 +263,7 @@ interface ClozeResults {
   model: string;
   task: { name: string; notes: string; train: number; validation: number; test: number };
   budget: { steps: number; batchSize: number; seeds: number };
+  majority: { answer: string; accuracy: number };
   rows: { name: string; label: string; contextTokens: number; runs: ClozeRun[] }[];
 }
 
@@ -264,6 +279,7 @@ export function clozeTable(results: ClozeResults): string {
   const lines = [
     '| row | accuracy | trainable | context tokens added |',
     '|---|---|---|---|',
+    `| the most frequent training answer ("${results.majority.answer}") for every item | ${results.majority.accuracy.toFixed(3)} | 0 | 0 |`,
     ...results.rows.map(
       (row) =>
         `| ${row.label} | ${meanStd(row.runs.map((r) => r.accuracy))} | ${row.runs[0]?.trainable.toLocaleString('en-US') ?? '-'} | ${row.contextTokens} |`,
@@ -347,6 +363,7 @@ export async function runCloze(args: string[]): Promise<number> {
       test: task.items.test.length,
     },
     budget: { steps, batchSize, seeds },
+    majority: clozeMajority(task),
     rows: [],
   };
   for (const row of rows) {
