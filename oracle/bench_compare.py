@@ -19,6 +19,7 @@ run: oracle/.venv/bin/python oracle/bench_compare.py EXPORT_DIR METHOD
      (houlsby, pfeiffer: oracle/.venv-adapters/bin/python)
 """
 import json
+import os
 import pathlib
 import sys
 import time
@@ -222,6 +223,19 @@ def main(export, method):
     for run in plan["runs"]:
         library, result = run_seed(export, task, plan, run)
         runs.append(result)
+        # each seed's result as it finishes (a stopped comparison keeps it): written whole or not at all
+        finished = export / method / f"seed-{run['seed']}" / "theirs.json"
+        partial = finished.with_name(f".theirs.json.{os.getpid()}.tmp")
+        partial.write_text(
+            json.dumps(
+                {
+                    "fingerprint": plan.get("fingerprint"),
+                    "library": f"{library}, torch {torch.__version__}",
+                    "run": result,
+                }
+            )
+        )
+        os.replace(partial, finished)
         print(f"{method} seed {run['seed']}: {result['metric']:.4f}", file=sys.stderr)
     print(json.dumps({"library": f"{library}, torch {torch.__version__}", "runs": runs}))
 

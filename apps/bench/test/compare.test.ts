@@ -1,7 +1,7 @@
 // `pnpm bench compare`: what it gives Python (the batches of every step), how it judges a difference,
 // its table, and what it refuses before any work. The Python side itself needs the oracle's virtual
 // environments, which CI does not have: the comparison's figures are in the README, made with them.
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -189,5 +189,57 @@ describe('runCompare goes on from an earlier run into the same folder', () => {
     expect(report(out).methods).toHaveLength(2);
     expect(await runCompare([...args, '--methods', 'frozen', ...lr, '--fresh'], { oracle })).toBe(0);
     expect(report(out).methods.map((m) => m.method)).toEqual(['frozen']);
+  }, 120_000);
+
+  it('keeps the seeds finished on either side of a method stopped part-way; --fresh runs them again', async () => {
+    // a stand-in for bench_compare.py: runs the seeds plan.json asks for, writing each one's
+    // theirs.json as it finishes, and stops after the first while `stop` exists
+    const oracle = mkdtempSync(path.join(tmpdir(), 'fake-oracle-'));
+    const log = path.join(oracle, 'calls');
+    const stop = path.join(oracle, 'stop');
+    writeFileSync(log, '');
+    mkdirSync(path.join(oracle, '.venv/bin'), { recursive: true });
+    const python = path.join(oracle, '.venv/bin/python');
+    writeFileSync(
+      python,
+      `#!/usr/bin/env node
+const fs = require('node:fs');
+const path = require('node:path');
+const [exportDir, method] = process.argv.slice(3);
+const plan = JSON.parse(fs.readFileSync(path.join(exportDir, method, 'plan.json'), 'utf8'));
+const runs = [];
+for (const { seed } of plan.runs) {
+  fs.appendFileSync(${JSON.stringify(log)}, method + ':' + seed + '\\n');
+  const run = { seed, metric: 0.5, trainable: 1, seconds: 1, tokens: 1, tokensPerSecond: 1, losses: [1] };
+  const done = { fingerprint: plan.fingerprint, library: 'fake', run };
+  fs.writeFileSync(path.join(exportDir, method, 'seed-' + seed, 'theirs.json'), JSON.stringify(done));
+  runs.push(run);
+  if (fs.existsSync(${JSON.stringify(stop)})) { console.error('stopped'); process.exit(1); }
+}
+console.log(JSON.stringify({ library: 'fake', runs }));
+`,
+    );
+    chmodSync(python, 0o755);
+    const calls = () => readFileSync(log, 'utf8').split('\n').filter(Boolean);
+    const out = path.join(mkdtempSync(path.join(tmpdir(), 'compare-')), 'out');
+    const args = ['--methods', 'head-only', '--seeds', '2', '--budget', '2', '--batch', '4', '--limit', '120'];
+    writeFileSync(stop, '');
+    expect(await runCompare([...args, '--out', out], { oracle })).toBe(1);
+    expect(calls()).toEqual(['head-only:0']);
+    const [stopped] = report(out).methods;
+    expect(stopped!.error).toMatch(/stopped/);
+    expect(stopped!.ours.map((run) => run.seed)).toEqual([0, 1]);
+    rmSync(stop);
+    // both of ours kept (the same seconds), Python asked for seed 1 only
+    expect(await runCompare([...args, '--out', out], { oracle })).toBe(0);
+    expect(calls()).toEqual(['head-only:0', 'head-only:1']);
+    const [finished] = report(out).methods;
+    expect(finished!.error).toBeUndefined();
+    expect(finished!.ours).toEqual(stopped!.ours);
+    expect(finished!.theirs.map((run) => run.seed)).toEqual([0, 1]);
+    // --fresh: both seeds again on both sides
+    expect(await runCompare([...args, '--out', out, '--fresh'], { oracle })).toBe(0);
+    expect(calls()).toEqual(['head-only:0', 'head-only:1', 'head-only:0', 'head-only:1']);
+    expect(report(out).methods[0]!.ours[0]!.seconds).not.toBe(stopped!.ours[0]!.seconds);
   }, 120_000);
 });

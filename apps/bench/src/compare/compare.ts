@@ -45,7 +45,8 @@ export const compareUsage = `usage: pnpm bench compare [options]   the bench's m
   --out DIR            default bench-results/compare/<model>/<task>
   --fresh              run the methods asked for again, and start over where --out holds a comparison
                        of other settings (by default the methods a compare.json in --out holds
-                       finished, from a run of the same settings, are kept and not run again)`;
+                       finished, from a run of the same settings, are kept and not run again, and
+                       so are the seeds finished on either side of a method that stopped part-way)`;
 
 /** Which Python library trains a method, and how its trainable weights are chosen there. */
 type Kind = 'peft' | 'adapters' | 'full' | 'head-only' | 'frozen';
@@ -329,6 +330,28 @@ async function ourRun(
   }
 }
 
+/**
+ * What a seed's result depends on: a seed finished under the same fingerprint (written beside its
+ * start, `ours.json` / `theirs.json`) is kept when a method runs again, so that a run stopped
+ * part-way through a method loses only the seed in progress. The CPU is in it: both sides of a
+ * method run on one machine.
+ */
+function seedFingerprint(results: CompareResults, method: string): string {
+  const { model, task, budget, machine } = results;
+  return JSON.stringify({ method, model, task, budget, cpu: machine.cpu, cpus: machine.cpus });
+}
+
+/** A side's result of one seed as an earlier run left it, if it was made under `fingerprint`. */
+function finishedSeed(file: string, fingerprint: string): { run: SideRun; library?: string } | null {
+  if (!existsSync(file)) return null;
+  try {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { fingerprint?: string; run?: SideRun; library?: string };
+    return saved.fingerprint === fingerprint && saved.run ? { run: saved.run, library: saved.library } : null;
+  } catch {
+    return null; // a file cut short by a crash: run the seed again
+  }
+}
+
 export async function runCompare(args: string[], options: { oracle?: string } = {}): Promise<number> {
   const oracle = options.oracle ?? ORACLE;
   // dropout off on both sides: with the same start and batches, the runs then differ by rounding only
@@ -446,24 +469,31 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
     mkdirSync(methodDir, { recursive: true });
     const seeds = spec.frozen ? 1 : plan.seeds;
     const steps = spec.frozen ? 0 : plan.steps;
+    const fingerprint = seedFingerprint(results, spec.name);
+    const seedDir = (seed: number) => path.join(methodDir, `seed-${seed}`);
     const planned: { seed: number; trainable: number; batches: number[][] }[] = [];
+    const keptTheirs: SideRun[] = [];
+    let keptLibrary = '';
     for (let seed = 0; seed < seeds; seed++) {
-      console.log(`${spec.name} seed ${seed}: ours`);
-      const mine = await ourRun(
-        spec,
-        seed,
-        steps,
-        task,
-        setup,
-        plan.model,
-        plan.batchSize,
-        plan.learningRates,
-        path.join(methodDir, `seed-${seed}`),
-      );
+      const kept = fresh ? null : finishedSeed(path.join(seedDir(seed), 'ours.json'), fingerprint);
+      if (kept) console.log(`${spec.name} seed ${seed}: ours kept from an earlier run`);
+      else console.log(`${spec.name} seed ${seed}: ours`);
+      const mine =
+        kept?.run ??
+        (await ourRun(spec, seed, steps, task, setup, plan.model, plan.batchSize, plan.learningRates, seedDir(seed)));
+      if (!kept) replaceFile(path.join(seedDir(seed), 'ours.json'), JSON.stringify({ fingerprint, run: mine }));
       entry.ours.push(mine);
       console.log(
         `  ${results.task.metric} ${mine.metric.toFixed(4)}${mine.tokensPerSecond ? `, ${mine.tokensPerSecond.toFixed(0)} tokens/s` : ''}`,
       );
+      // a seed whose ours was run again is run again in Python too (its start was written anew)
+      const theirs = kept ? finishedSeed(path.join(seedDir(seed), 'theirs.json'), fingerprint) : null;
+      if (theirs) {
+        keptTheirs.push(theirs.run);
+        keptLibrary = theirs.library ?? keptLibrary;
+        console.log(`${spec.name} seed ${seed}: Python's kept from an earlier run`);
+        continue;
+      }
       planned.push({
         seed,
         trainable: mine.trainable,
@@ -493,18 +523,24 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
         betas: [0.9, 0.999],
         epsilon: 1e-8,
         threads: cpus().length,
+        // bench_compare.py writes each seed's result with it (theirs.json), kept by a later run
+        fingerprint,
         runs: planned,
       }),
     );
-    console.log(`${spec.name}: Python (${kind === 'adapters' ? 'AdapterHub' : 'peft'})`);
-    try {
-      const python = interpreter(oracle, kind === 'adapters' ? 'adapters' : 'peft');
-      const theirs = await runPython(oracle, python, exportDir, spec.name);
-      entry.theirs = theirs.runs;
-      entry.theirLibrary = theirs.library;
-    } catch (error) {
-      entry.error = (error as Error).message;
-      failed = true;
+    entry.theirs = keptTheirs;
+    entry.theirLibrary = keptLibrary;
+    if (planned.length > 0) {
+      console.log(`${spec.name}: Python (${kind === 'adapters' ? 'AdapterHub' : 'peft'})`);
+      try {
+        const python = interpreter(oracle, kind === 'adapters' ? 'adapters' : 'peft');
+        const theirs = await runPython(oracle, python, exportDir, spec.name);
+        entry.theirs = [...keptTheirs, ...theirs.runs].sort((a, b) => a.seed - b.seed);
+        entry.theirLibrary = theirs.library;
+      } catch (error) {
+        entry.error = (error as Error).message;
+        failed = true;
+      }
     }
     entry.machine = results.machine.cpu;
     entry.finishedAt = new Date().toISOString();
