@@ -241,5 +241,11 @@ console.log(JSON.stringify({ library: 'fake', runs }));
     expect(await runCompare([...args, '--out', out, '--fresh'], { oracle })).toBe(0);
     expect(calls()).toEqual(['head-only:0', 'head-only:1', 'head-only:0', 'head-only:1']);
     expect(report(out).methods[0]!.ours[0]!.seconds).not.toBe(stopped!.ours[0]!.seconds);
+    // a fresh run stopped after Python's first seed: seed 1's earlier Python result went with its ours
+    writeFileSync(stop, '');
+    expect(await runCompare([...args, '--out', out, '--fresh'], { oracle })).toBe(1);
+    rmSync(stop);
+    expect(await runCompare([...args, '--out', out], { oracle })).toBe(0);
+    expect(calls().slice(4)).toEqual(['head-only:0', 'head-only:1']);
   }, 120_000);
 });

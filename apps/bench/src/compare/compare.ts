@@ -5,7 +5,7 @@
 // optimizer step in order, and the optimizer, schedule, clipping and learning rate of the run.
 // Dropout runs on both sides as the model's config says, each with its own random numbers: with the
 // same start and the same batches, that and float rounding are what is left to differ.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
 
@@ -481,7 +481,10 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
       const mine =
         kept?.run ??
         (await ourRun(spec, seed, steps, task, setup, plan.model, plan.batchSize, plan.learningRates, seedDir(seed)));
-      if (!kept) replaceFile(path.join(seedDir(seed), 'ours.json'), JSON.stringify({ fingerprint, run: mine }));
+      if (!kept) {
+        replaceFile(path.join(seedDir(seed), 'ours.json'), JSON.stringify({ fingerprint, run: mine }));
+        rmSync(path.join(seedDir(seed), 'theirs.json'), { force: true }); // an earlier run's Python result goes with it
+      }
       entry.ours.push(mine);
       console.log(
         `  ${results.task.metric} ${mine.metric.toFixed(4)}${mine.tokensPerSecond ? `, ${mine.tokensPerSecond.toFixed(0)} tokens/s` : ''}`,
