@@ -48,7 +48,8 @@ const vocabulary = {
   cls: clsTokenId,
   sep: sepTokenId,
   mask,
-  firstWord: 5,
+  // random replacements after the special tokens, which take the first ids (as the pretraining made them)
+  firstWord: Math.max(pad, unkTokenId, clsTokenId, sepTokenId, mask) + 1,
   vocab: host.config.vocabSize,
 };
 // one sentence a block (at most the model's positions), the held-out files in order
