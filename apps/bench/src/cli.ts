@@ -49,6 +49,8 @@ export const benchUsage = `usage: pnpm bench [options]      (pnpm bench perf: sp
                                    seconds or minutes (each method's steps calibrated from its step time)
   --batch N                        examples per step (default 16)
   --limit N                        examples taken from the task before splitting (default 2000)
+  --max-length N                   tokens per example at most, the rest cut (default: the model's
+                                   positions less the virtual tokens of the prompt methods)
   --backend auto|tensorflow|wasm|cpu
   --suite full                     every embedded task, one after the other
   --quick                          a few steps, one seed, small data (smoke test)
@@ -85,6 +87,7 @@ export function parseBenchArgs(argv: string[]) {
       budget: { type: 'string', default: '100' },
       batch: { type: 'string', default: '16' },
       limit: { type: 'string', default: '2000' },
+      'max-length': { type: 'string' },
       backend: { type: 'string', default: process.env.PEFT_BACKEND ?? 'auto' },
       suite: { type: 'string' },
       quick: { type: 'boolean', default: false },
@@ -113,6 +116,8 @@ export interface BenchPlan {
   batchSize: number;
   /** Examples taken from the task before splitting. */
   limit: number;
+  /** Tokens per example at most, when asked (else the model's room). */
+  maxLength: number | undefined;
   latencyExamples: number;
   backend: BackendRequest;
 }
@@ -132,6 +137,8 @@ export function benchPlan(values: ReturnType<typeof parseBenchArgs>): BenchPlan 
   const seeds = positiveIntegerFlag('seeds', values.seeds!);
   const batchSize = positiveIntegerFlag('batch', values.batch!);
   const limit = positiveIntegerFlag('limit', values.limit!);
+  const maxLength =
+    values['max-length'] === undefined ? undefined : positiveIntegerFlag('max-length', values['max-length']);
   const backend = parseBackendRequest(values.backend!, '--backend');
   if (values.suite !== undefined && values.suite !== 'full')
     throw new Error(`--suite: expected "full", got "${values.suite}"`);
@@ -173,6 +180,7 @@ export function benchPlan(values: ReturnType<typeof parseBenchArgs>): BenchPlan 
     learningRates,
     batchSize: quick ? 4 : batchSize,
     limit: quick ? 120 : limit,
+    maxLength,
     latencyExamples: quick ? 2 : 10,
     backend,
   };

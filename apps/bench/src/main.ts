@@ -69,7 +69,7 @@ async function main(): Promise<number> {
   try {
     let status = 0;
     for (const { name, out } of plan.tasks) {
-      const task = await taskFor(name, plan.data, plan.model, plan.limit);
+      const task = await taskFor(name, plan.data, plan.model, plan.limit, plan.maxLength);
       console.log(
         `task ${task.name} (${task.task}): train ${task.train.length}, validation ${task.validation.length}, test ${task.test.length}; output ${out}`,
       );

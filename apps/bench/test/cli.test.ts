@@ -18,6 +18,7 @@ describe('benchPlan', () => {
     [['--seeds', '0'], '--seeds: expected a positive integer, got "0"'],
     [['--batch', 'x'], '--batch: expected a positive integer, got "x"'],
     [['--limit=-5'], '--limit: expected a positive integer, got "-5"'],
+    [['--max-length', '0'], '--max-length: expected a positive integer, got "0"'],
     [['--methods', 'lora,lorra'], '--methods: unknown "lorra"'],
     [['--methods', ','], '--methods: expected at least one method'],
     [['--lr', 'lorra=1e-3'], '--lr: unknown method lorra'],
@@ -52,7 +53,8 @@ describe('benchPlan', () => {
       { name: 'genre', out: '/tmp/results/genre' },
       { name: 'email-lm', out: '/tmp/results/email-lm' },
     ]);
-    expect(suite).toMatchObject({ seeds: 2, steps: 100, batchSize: 16, limit: 2000 });
+    expect(suite).toMatchObject({ seeds: 2, steps: 100, batchSize: 16, limit: 2000, maxLength: undefined });
+    expect(plan('--max-length', '128').maxLength).toBe(128);
     expect(plan('--quick', '--methods', 'lora')).toMatchObject({
       tasks: [{ name: 'spam', out: path.resolve('bench-results/spam') }],
       methods: ['lora'],

@@ -20,6 +20,9 @@ import {
   tokenizerJson,
   trainByteLevelBpe,
 } from '../src/index.js';
+import { EMBEDDED_MODELS } from '../src/cli.js';
+import { METHODS } from '../src/methods.js';
+import { taskFor } from '../src/tasks/task-for.js';
 
 let tokenizer: HfTokenizer;
 const brown = splitBrown(readBrown());
@@ -101,6 +104,29 @@ describe('embedded tasks', () => {
     expect(tagged.labels).toEqual(['LOC', 'O']);
     expect(() => jsonlTask('bad.jsonl', '{"title": "x"}\n', { tokenizer, maxLength: 8 })).toThrow(
       'bad.jsonl:1: expected "text" and "label" fields',
+    );
+  });
+});
+
+describe('taskFor', () => {
+  const model = EMBEDDED_MODELS['brown-gpt']!;
+
+  it('cuts every example at --max-length and says so; by default at the positions less the prompt methods', async () => {
+    const cut = await taskFor('genre', undefined, model, 100, 40);
+    expect(cut.maxLength).toBe(40);
+    const lengths = [...cut.train, ...cut.validation, ...cut.test].map((e) => e.inputIds.length);
+    expect(Math.max(...lengths)).toBe(40);
+    expect(cut.notes).toMatch(/; examples cut at 40 tokens$/);
+    const whole = await taskFor('genre', undefined, model, 100);
+    const room = 128 - Math.max(...METHODS.map((m) => m.virtualTokens));
+    expect(whole.maxLength).toBe(room);
+    expect(Math.max(...whole.train.map((e) => e.inputIds.length))).toBeGreaterThan(40);
+  });
+
+  it('refuses a --max-length past the room the model leaves', async () => {
+    const most = Math.max(...METHODS.map((m) => m.virtualTokens));
+    await expect(taskFor('genre', undefined, model, 100, 200)).rejects.toThrow(
+      `--max-length 200: the model has 128 positions, of which the prompt methods take up to ${most}; at most ${128 - most}`,
     );
   });
 });

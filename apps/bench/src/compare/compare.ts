@@ -39,7 +39,7 @@ export const compareUsage = `usage: pnpm bench compare [options]   the bench's m
   --methods a,b,...    default all
   --seeds N            default 3
   --budget N           optimizer steps per run (default 100; a time budget would differ by side)
-  --batch N, --limit N, --lr method=rate,...   as pnpm bench
+  --batch N, --limit N, --max-length N, --lr method=rate,...   as pnpm bench
   --no-dropout         dropout off on both sides (then only rounding differs)
   --quick              a few steps, one seed, small data
   --out DIR            default bench-results/compare/<model>/<task>
@@ -142,7 +142,8 @@ export interface CompareResults {
   complete: boolean;
   machine: { cpu: string; cpus: number; backend: string; node: string };
   model: string;
-  task: { name: string; task: string; train: number; test: number; metric: string };
+  /** `maxLength`: tokens per example at most (the rest cut). */
+  task: { name: string; task: string; train: number; test: number; metric: string; maxLength: number };
   budget: { steps: number; batchSize: number; seeds: number; learningRates: Record<string, number>; dropout: boolean };
   adjustments: readonly string[];
   methods: ComparedMethod[];
@@ -256,7 +257,7 @@ function writeCompare(out: string, results: CompareResults): void {
     `# ${results.task.name} on ${path.basename(results.model)}: ours beside Python`,
     '',
     `${results.machine.cpu}, ${results.machine.cpus} CPUs; ours: ${results.machine.backend}, Node ${results.machine.node}. ` +
-      `${results.budget.steps} steps of ${results.budget.batchSize} examples, ${results.budget.seeds} seed(s); train ${results.task.train}, test ${results.task.test}.`,
+      `${results.budget.steps} steps of ${results.budget.batchSize} examples, ${results.budget.seeds} seed(s); train ${results.task.train}, test ${results.task.test}, examples cut at ${results.task.maxLength} tokens.`,
     '',
     `Same on both sides: the base model (ours saved, theirs loaded from it), the splits and their tokens, each run's method config and trainable weights as they start, the examples of every step in order, AdamW (0.9, 0.999, 1e-8, weight decay 0.01 on every trained weight), linear schedule with 6% warm-up, clipping at 1.0, the learning rate, ${results.budget.dropout ? "the model's dropout (each side its own random numbers)" : 'no dropout (--no-dropout: the runs differ by rounding only)'}. Tokens/s: the training loop's wall time, one side after the other, method by method.`,
     '',
@@ -386,7 +387,7 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
   const out = path.resolve(values.out ?? path.join('bench-results', 'compare', modelLabel, taskName));
   prepareOutFolder('--out', out);
   const backend = await selectBackend({ backend: plan.backend });
-  const task = await taskFor(taskName, plan.data, plan.model, plan.limit);
+  const task = await taskFor(taskName, plan.data, plan.model, plan.limit, plan.maxLength);
   if (task.task === 'causal-lm')
     throw new Error(`--data: compare runs classification tasks; ${task.name} is causal-lm`);
   const bench = await modelSetup(plan.model, task);
@@ -407,7 +408,14 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
       node: process.version,
     },
     model: plan.model,
-    task: { name: task.name, task: task.task, train: task.train.length, test: task.test.length, metric: task.metric },
+    task: {
+      name: task.name,
+      task: task.task,
+      train: task.train.length,
+      test: task.test.length,
+      metric: task.metric,
+      maxLength: task.maxLength,
+    },
     budget: {
       steps: plan.steps,
       batchSize: plan.batchSize,
