@@ -28,7 +28,8 @@ const result = JSON.parse(readFileSync(path.join(work, 'result.json'), 'utf8')) 
 const last = <T extends Record<string, number>>(records: T[]): T[] =>
   [...new Map(records.map((r) => [r.step!, r])).values()].sort((a, b) => a.step! - b.step!);
 const steps = last(lines.filter((l) => l.loss !== undefined));
-const evals = last(lines.filter((l) => l.heldOutLoss !== undefined));
+// brown-bert's curve scores the [MASK] inputs alone (heldOutMask*); a run before that, all chosen tokens
+const evals = last(lines.filter((l) => l.heldOutLoss !== undefined || l.heldOutMaskLoss !== undefined));
 const window = Math.max(1, Math.floor(steps.length / 20));
 const rows: string[] = [];
 const top = Math.max(...steps.slice(0, window).map((s) => s.loss!));
@@ -39,13 +40,24 @@ for (let i = 0; i < steps.length; i += window) {
   const evaluation = evals.find((e) => e.step! > chunk[0]!.step! - 1 && e.step! <= end.step!);
   const heldOut = evaluation
     ? bert
-      ? evaluation.heldOutAccuracy!.toFixed(3)
+      ? (evaluation.heldOutMaskAccuracy ?? evaluation.heldOutAccuracy!).toFixed(3)
       : evaluation.heldOutPerplexity!.toFixed(1)
     : '';
   rows.push(
     `| ${chunk[0]!.step}-${end.step} | ${mean.toFixed(3)} | ${heldOut} | \`${'#'.repeat(Math.round((40 * mean) / top))}\` |`,
   );
 }
+// brown-bert's stages (one for a run before phases): block length, batch, maskings, steps
+type Phase = { block: number; batch: number; maskings: number; steps: number; trainBlocks: number };
+const phases: Phase[] = (result.phases as unknown as Phase[] | undefined) ?? [
+  {
+    block: 128,
+    batch: 16,
+    maskings: Number(result.maskings),
+    steps: Number(result.steps),
+    trainBlocks: Number(result.trainBlocks),
+  },
+];
 const size = (name: string): string => `${(statSync(path.join(out, name)).size / 1e6).toFixed(1)} MB`;
 const minutes = `${(Number(result.seconds) / 60).toFixed(1)} minutes`;
 const speed = `${Number(result.tokensPerSecond).toFixed(0)} tokens/s`;
@@ -98,9 +110,9 @@ it as \`BertForMaskedLM\` with our logits (checked: \`oracle/check_brown_gpt.py\
 | architecture | BERT (\`BertForMaskedLM\`): 4 layers, width 256, 4 heads, intermediate 1,024, 128 positions, 2 token types, erf gelu, post-LN, decoder tied to the word embeddings |
 | parameters | 4,311,808 |
 | tokenizer | byte-level BPE, 4,096 tokens (3,835 merges + 256 bytes + \`[PAD]\` \`[UNK]\` \`[CLS]\` \`[SEP]\` \`[MASK]\`), trained on the same files; BERT's template \`[CLS] A [SEP]\` (pairs \`[CLS] A [SEP] B [SEP]\`, B of token type 1) |
-| data | brown-gpt's split: 400 Brown files (${result.trainBlocks} blocks of a file's sentences, at most 128 tokens with \`[CLS]\` and \`[SEP]\`); 100 files held out |
-| objective | BERT's: 15% of each block's tokens chosen (at least one), 80% of those replaced by \`[MASK]\`, 10% by a random token, 10% kept; the loss on the chosen ones. ${result.maskings} maskings of the corpus, each drawn anew, trained as one shuffled pass |
-| training | ${result.steps} steps, batch 16, AdamW (weight decay 0.01), cosine schedule from 1e-3 with 200 warm-up steps, dropout 0.1, seed 1, ${result.backend} backend, ${speed}, ${minutes} |
+| data | brown-gpt's split: 400 Brown files (${phases.map((p) => `${p.trainBlocks} blocks of at most ${p.block} tokens`).join(', ')}: a file's sentences packed, with \`[CLS]\` and \`[SEP]\`); 100 files held out |
+| objective | BERT's: 15% of each block's tokens chosen (at least one), 80% of those replaced by \`[MASK]\`, 10% by a random token, 10% kept; the loss on the chosen ones. ${phases.map((p) => `${p.maskings} maskings of the ${p.block}-token blocks`).join(', then ')}, each drawn anew, trained as one shuffled pass${phases.length > 1 ? ' per phase (short blocks first: BERT leaves its unigram stage sooner on short sequences)' : ''} |
+| training | ${phases.map((p) => `${p.steps} steps of ${p.batch} blocks of ${p.block}`).join(', then ')}; AdamW (weight decay 0.01), cosine schedule from ${result.learningRate ?? '1e-3'} with ${result.warmupSteps ?? 200} warm-up steps${phases.length > 1 ? ' in each phase' : ''}, dropout 0.1, seed 1, ${result.backend} backend, ${speed}, ${minutes} |
 | held-out | masked-LM loss ${Number(result.heldOutLoss).toFixed(3)}, **accuracy ${Number(result.heldOutAccuracy).toFixed(3)}** (the chosen tokens predicted, top 1 of 4,096) over all ${result.heldOutBlocks} held-out blocks, masked once (seeded)${result.heldOutMaskAccuracy === undefined ? '' : `; at the [MASK] inputs alone (the context's prediction; a kept token can be copied): accuracy ${Number(result.heldOutMaskAccuracy).toFixed(3)}, loss ${Number(result.heldOutMaskLoss).toFixed(3)}`} |
 | files | \`model.safetensors\` (F16, ${size('model.safetensors')}), \`config.json\`, \`tokenizer.json\` (${size('tokenizer.json')}), \`tokenizer_config.json\` |
 
@@ -109,7 +121,7 @@ Retrain (seeded; resumes from its checkpoints): \`pnpm --filter @peft/bench pret
 
 ## Training curve
 
-Mean training loss per window of steps, held-out masked-LM accuracy (64 held-out blocks) where measured:
+Mean training loss per window of steps, held-out masked-LM accuracy where measured (${evals[0]?.heldOutMaskAccuracy === undefined ? '64 held-out blocks, all chosen tokens' : 'at the [MASK] inputs of 64 x 128 positions of held-out blocks'}):
 
 | steps | train loss | held-out accuracy | |
 |---|---|---|---|

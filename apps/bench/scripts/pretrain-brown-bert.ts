@@ -4,10 +4,14 @@
 // same split as brown-gpt), with BERT's masked-LM objective: 15% of the tokens of each block chosen,
 // of those 80% replaced by [MASK], 10% by a random token, 10% kept; the loss on the chosen ones.
 // Each epoch masks the blocks anew (RoBERTa's dynamic masking: `--epochs` masked copies, shuffled
-// together). Seeded and resumable: re-running continues from the last checkpoint in the work folder.
+// together). `--phases` trains in stages of other block lengths and batches (short blocks first, the
+// last over all 128 positions), each stage from the one before, with its own schedule and folder.
+// Seeded and resumable: re-running continues from the last checkpoint in the work folder. The curve's
+// held-out check scores the [MASK] inputs alone (the unigram stage: loss ~6.86, accuracy ~3.7%).
 //
-//   pnpm --filter @peft/bench pretrain-bert [--epochs 6] [--work .cache/brown-bert-run] [--out models/brown-bert]
-import { mkdirSync, writeFileSync } from 'node:fs';
+//   pnpm --filter @peft/bench pretrain-bert [--epochs 6] [--batch 16] [--work .cache/brown-bert-run] [--out models/brown-bert]
+//     [--phases BLOCKxBATCHxMASKINGS,...] [--lr 1e-3] [--warmup 200]
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -25,7 +29,14 @@ import {
 
 import { detokenize, readBrown, splitBrown, type BrownFile } from '../src/data/brown.js';
 import { labelsAtMasks, maskBlock, type SpecialIds } from '../src/data/mlm-masking.js';
-import { appendCurve, brownBpe, curveStepper, generatedCheckpoint } from '../src/pretraining.js';
+import {
+  appendCurve,
+  brownBpe,
+  curveStepper,
+  generatedCheckpoint,
+  parsePhases,
+  type Phase,
+} from '../src/pretraining.js';
 import { tokenizerJson } from '../src/tokenizer/train-bpe.js';
 
 const SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
@@ -119,17 +130,24 @@ function blocks(tokenizer: HfTokenizer, files: readonly BrownFile[], length: num
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      epochs: { type: 'string', default: '6' },
-      batch: { type: 'string', default: '16' },
+      epochs: { type: 'string' },
+      batch: { type: 'string' },
+      phases: { type: 'string' },
       lr: { type: 'string', default: '1e-3' },
       seed: { type: 'string', default: '1' },
       work: { type: 'string', default: path.join(import.meta.dirname, '..', '.cache', 'brown-bert-run') },
       out: { type: 'string', default: path.join(import.meta.dirname, '..', 'models', 'brown-bert') },
       'max-steps': { type: 'string' },
+      warmup: { type: 'string', default: '200' },
     },
   });
   const seed = Number(values.seed);
-  const epochs = Number(values.epochs);
+  if (values.phases && (values.epochs || values.batch))
+    throw new Error('--phases gives each phase its maskings and batch: leave --epochs and --batch out');
+  const phases = parsePhases(
+    values.phases ?? `${SHAPE.positions}x${values.batch ?? 16}x${values.epochs ?? 6}`,
+    SHAPE.positions,
+  );
   const backend = await selectBackend();
   console.log(`backend: ${backend.name} (${backend.detail})`);
   mkdirSync(values.work!, { recursive: true });
@@ -181,54 +199,91 @@ async function main(): Promise<void> {
   };
   await out.write('tokenizer_config.json', new TextEncoder().encode(`${JSON.stringify(tokenizerConfig, null, 2)}\n`));
   const tokenizer = await loadTokenizer(values.out!);
-  const trainBlocks = blocks(tokenizer, split.pretrain, SHAPE.positions, ids);
-  const heldOutBlocks = blocks(tokenizer, split.heldOut, SHAPE.positions, ids);
-  // every epoch its own masks, all epochs shuffled together by train (one pass over the copies)
-  const masking = new SeededRandom(seed * 1000 + 7);
-  const data: Example[] = [];
-  for (let epoch = 0; epoch < epochs; epoch++)
-    for (const block of trainBlocks)
-      data.push(maskBlock(block, masking, { ...ids, firstWord: SPECIAL.length, vocab: SHAPE.vocab }));
-  const heldOutRandom = new SeededRandom(seed * 1000 + 99);
-  const heldOut = heldOutBlocks.map((block) =>
-    maskBlock(block, heldOutRandom, { ...ids, firstWord: SPECIAL.length, vocab: SHAPE.vocab }),
-  );
-  const tokens = trainBlocks.reduce((sum, block) => sum + block.length, 0);
-  console.log(
-    `data: ${trainBlocks.length} training blocks (${tokens.toLocaleString('en-US')} tokens, ${split.pretrain.length} files) x ${epochs} maskings, ` +
-      `${heldOut.length} held-out blocks (${split.heldOut.length} files)`,
-  );
-
   const config = brownBertConfig(ids.pad);
   const host = new BertModel(parseBertConfig(new ConfigReader(config, 'brown-bert config')), initialCheckpoint(seed));
   const curveFile = path.join(values.work!, 'curve.jsonl');
-  const heldOutSample = new SeededRandom(seed).shuffle([...heldOut]).slice(0, 64);
-  const options = {
-    data,
-    validation: heldOutSample,
-    task: 'token-classification' as const,
-    padTokenId: ids.pad,
-    batchSize: Number(values.batch),
-    epochs: 1,
-    ...(values['max-steps'] ? { maxSteps: Number(values['max-steps']) } : {}),
-    learningRate: Number(values.lr),
-    weightDecay: 0.01,
-    schedule: 'cosine' as const,
-    warmupSteps: 200,
-    evalEvery: 250,
-    seed,
-    checkpoint: { store: nodeDirectory(values.work!), every: 100 },
-    resume: true,
-    onStep: curveStepper(curveFile),
-    onEval: ({ step, loss, accuracy }: { step: number; loss: number; accuracy?: number }) => {
-      appendCurve(curveFile, { step, heldOutLoss: loss, heldOutAccuracy: accuracy });
-      console.log(`step ${step}: held-out masked-LM loss ${loss.toFixed(4)}, accuracy ${accuracy!.toFixed(4)}`);
-    },
-  };
-  const result = await train(fullFineTuning(host), options);
-  console.log(`trained ${result.steps} steps (${result.stoppedBy}), ${result.tokensPerSecond.toFixed(0)} tok/s`);
-  if (result.stoppedBy === 'interrupted') return;
-
+  const masking = { ...ids, firstWord: SPECIAL.length, vocab: SHAPE.vocab };
+  const heldOutRandom = new SeededRandom(seed * 1000 + 99);
+  let stepsBefore = 0;
+  let seconds = 0;
+  let tokensTrained = 0;
+  const done: (Phase & { steps: number; trainBlocks: number })[] = [];
+  let last: { heldOut: Example[]; options: Parameters<typeof train>[1] } | null = null;
+  for (const [k, phase] of phases.entries()) {
+    // one phase: the work folder itself (as runs before phases); several: a folder each
+    const work = phases.length === 1 ? values.work! : path.join(values.work!, `phase-${k + 1}-${phase.block}`);
+    mkdirSync(work, { recursive: true });
+    const trainBlocks = blocks(tokenizer, split.pretrain, phase.block, ids);
+    const heldOutBlocks = blocks(tokenizer, split.heldOut, phase.block, ids);
+    // every masking of the corpus drawn anew, all shuffled together by train (one pass over the copies)
+    const random = new SeededRandom(seed * 1000 + 7 + k);
+    const data: Example[] = [];
+    for (let m = 0; m < phase.maskings; m++)
+      for (const block of trainBlocks) data.push(maskBlock(block, random, masking));
+    const heldOut = heldOutBlocks.map((block) => maskBlock(block, heldOutRandom, masking));
+    const tokens = trainBlocks.reduce((sum, block) => sum + block.length, 0);
+    console.log(
+      `phase ${k + 1}/${phases.length}: ${trainBlocks.length} training blocks of at most ${phase.block} tokens (${tokens.toLocaleString('en-US')} tokens, ${split.pretrain.length} files) x ${phase.maskings} maskings, batch ${phase.batch}; ` +
+        `${heldOut.length} held-out blocks (${split.heldOut.length} files)`,
+    );
+    // the curve's held-out check: 64 x 128 positions' worth of blocks, scored at the [MASK] inputs only
+    // (over all chosen tokens, the 10% kept as themselves are copied: the unigram stage reads ~12%)
+    const heldOutSample = labelsAtMasks(
+      new SeededRandom(seed).shuffle([...heldOut]).slice(0, Math.round((64 * SHAPE.positions) / phase.block)),
+      ids.mask,
+    );
+    const offset = stepsBefore;
+    const stepper = curveStepper(curveFile);
+    // the phase's training time over all its processes (a resumed run's result counts its own only),
+    // written with every checkpoint: a process killed loses at most the steps it will train again
+    const timingFile = path.join(work, 'timing.json');
+    const before = existsSync(timingFile)
+      ? (JSON.parse(readFileSync(timingFile, 'utf8')) as { seconds: number; tokens: number })
+      : { seconds: 0, tokens: 0 };
+    let timing = before;
+    const options = {
+      data,
+      validation: heldOutSample,
+      task: 'token-classification' as const,
+      padTokenId: ids.pad,
+      batchSize: phase.batch,
+      epochs: 1,
+      ...(values['max-steps'] ? { maxSteps: Number(values['max-steps']) } : {}),
+      learningRate: Number(values.lr),
+      weightDecay: 0.01,
+      schedule: 'cosine' as const,
+      warmupSteps: Number(values.warmup),
+      evalEvery: 250,
+      seed,
+      checkpoint: { store: nodeDirectory(work), every: 100, keepLast: 2 },
+      resume: true,
+      // the curve counts the steps of all phases
+      onStep: (step: Parameters<typeof stepper>[0]) => {
+        stepper({ ...step, step: offset + step.step });
+        timing = { seconds: before.seconds + step.seconds, tokens: before.tokens + step.tokens };
+        if (step.step % 100 === 0) writeFileSync(timingFile, JSON.stringify(timing));
+      },
+      onEval: ({ step, loss, accuracy }: { step: number; loss: number; accuracy?: number }) => {
+        appendCurve(curveFile, { step: offset + step, heldOutMaskLoss: loss, heldOutMaskAccuracy: accuracy });
+        console.log(
+          `step ${offset + step}: held-out masked-LM loss ${loss.toFixed(4)}, accuracy ${accuracy!.toFixed(4)} (at [MASK] inputs)`,
+        );
+      },
+    };
+    // a phase finished before is resumed as finished: its last checkpoint's weights, nothing trained
+    const result = await train(fullFineTuning(host), options);
+    console.log(
+      `phase ${k + 1}: ${result.steps} steps (${result.stoppedBy}${result.alreadyFinished ? ' before' : ''}), ${(timing.tokens / timing.seconds).toFixed(0)} tok/s`,
+    );
+    writeFileSync(timingFile, JSON.stringify(timing));
+    if (result.stoppedBy === 'interrupted') return;
+    stepsBefore += result.steps;
+    seconds += timing.seconds;
+    tokensTrained += timing.tokens;
+    done.push({ ...phase, steps: result.steps, trainBlocks: trainBlocks.length });
+    last = { heldOut, options };
+  }
+  const { heldOut, options } = last!;
   const final = await evaluate(fullFineTuning(host), heldOut, { ...options, batchSize: 32 });
   console.log(
     `held-out masked-LM accuracy (all ${heldOut.length} blocks): ${final.accuracy!.toFixed(4)}, loss ${final.loss.toFixed(4)}`,
@@ -242,15 +297,17 @@ async function main(): Promise<void> {
     path.join(values.work!, 'result.json'),
     JSON.stringify(
       {
-        ...result,
-        losses: undefined,
+        steps: stepsBefore,
+        seconds,
+        tokensPerSecond: tokensTrained / seconds,
         heldOutAccuracy: final.accuracy,
         heldOutLoss: final.loss,
         heldOutMaskAccuracy: atMasks.accuracy,
         heldOutMaskLoss: atMasks.loss,
         heldOutBlocks: heldOut.length,
-        trainBlocks: trainBlocks.length,
-        maskings: epochs,
+        phases: done,
+        learningRate: options.learningRate,
+        warmupSteps: options.warmupSteps,
         backend: backend.name,
       },
       null,

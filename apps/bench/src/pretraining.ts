@@ -86,3 +86,32 @@ export function curveStepper(curveFile: string): (step: CurveStep) => void {
 export function appendCurve(curveFile: string, record: Record<string, number | undefined>): void {
   appendFileSync(curveFile, `${JSON.stringify(record)}\n`);
 }
+
+/** A stage of the pretraining: blocks of at most `block` tokens, `batch` a step, the corpus masked `maskings` times. */
+export interface Phase {
+  block: number;
+  batch: number;
+  maskings: number;
+}
+
+/**
+ * `--phases BLOCKxBATCHxMASKINGS,...`: BERT's plateau (the unigram stage) is left sooner on short
+ * sequences, so a run may start on short blocks and go on to all the model's positions (the last
+ * phase's blocks are the held-out evaluation's).
+ */
+export function parsePhases(text: string, positions: number): Phase[] {
+  const phases = text.split(',').map((part) => {
+    const match = /^(\d+)x(\d+)x(\d+)$/.exec(part.trim());
+    const [block, batch, maskings] = match ? [Number(match[1]), Number(match[2]), Number(match[3])] : [];
+    if (!match || block! < 8 || block! > positions || batch! < 1 || maskings! < 1)
+      throw new Error(
+        `--phases: expected BLOCKxBATCHxMASKINGS (block 8 to ${positions} tokens, batch and maskings at least 1), got "${part}"`,
+      );
+    return { block: block!, batch: batch!, maskings: maskings! };
+  });
+  if (phases.at(-1)!.block !== positions)
+    throw new Error(
+      `--phases: the last phase trains all ${positions} positions of the model, not ${phases.at(-1)!.block}`,
+    );
+  return phases;
+}

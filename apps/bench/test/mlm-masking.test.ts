@@ -3,6 +3,7 @@ import { IGNORE_INDEX, SeededRandom } from '@peft/core';
 import { describe, expect, it } from 'vitest';
 
 import { labelsAtMasks, maskBlock } from '../src/data/mlm-masking.js';
+import { parsePhases } from '../src/pretraining.js';
 
 const VOCAB = { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4, firstWord: 5, vocab: 1000 };
 
@@ -86,5 +87,28 @@ describe('maskBlock', () => {
     // both kinds occur: the [MASK] labels stay, the random and kept ones go
     expect(kept).toBeGreaterThan(0);
     expect(dropped).toBeGreaterThan(0);
+  });
+});
+
+describe('parsePhases', () => {
+  it('reads BLOCKxBATCHxMASKINGS stages, the last over all positions', () => {
+    expect(parsePhases('32x64x4, 128x16x14', 128)).toEqual([
+      { block: 32, batch: 64, maskings: 4 },
+      { block: 128, batch: 16, maskings: 14 },
+    ]);
+    expect(parsePhases('128x16x6', 128)).toEqual([{ block: 128, batch: 16, maskings: 6 }]);
+  });
+
+  it.each([
+    [
+      '32x64',
+      '--phases: expected BLOCKxBATCHxMASKINGS (block 8 to 128 tokens, batch and maskings at least 1), got "32x64"',
+    ],
+    ['4x64x2,128x16x1', 'got "4x64x2"'],
+    ['256x16x1', 'got "256x16x1"'],
+    ['32x0x2,128x16x1', 'got "32x0x2"'],
+    ['128x16x6,32x64x4', '--phases: the last phase trains all 128 positions of the model, not 32'],
+  ])('refuses %s', (text, message) => {
+    expect(() => parsePhases(text, 128)).toThrow(message);
   });
 });
