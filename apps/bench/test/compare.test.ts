@@ -11,7 +11,9 @@ import { describe, expect, it } from 'vitest';
 import {
   compareTable,
   differs,
+  keptInReport,
   runCompare,
+  type ComparedMethod,
   stepBatches,
   type CompareResults,
   type SideRun,
@@ -54,6 +56,29 @@ describe('stepBatches', () => {
       return Math.max(...lengths) - Math.min(...lengths);
     };
     expect(Math.max(...batches.slice(0, 5).map(spread))).toBeLessThan(spread(examples.map((_, i) => i)));
+  });
+});
+
+describe('keptInReport', () => {
+  const entry = (method: string): ComparedMethod => ({
+    method,
+    label: method,
+    kind: 'peft',
+    ours: [],
+    theirs: [],
+    theirLibrary: '',
+  });
+  const earlier = new Map(['lora', 'houlsby', 'pfeiffer'].map((m) => [m, entry(m)]));
+  it('keeps every finished method of the earlier run, asked for again or not, before anything runs', () => {
+    // an interrupted run must not write a report without the methods it would have kept further on
+    expect(keptInReport(earlier, ['houlsby', 'ptuning-v2'], false).map((m) => m.method)).toEqual([
+      'lora',
+      'houlsby',
+      'pfeiffer',
+    ]);
+  });
+  it('with --fresh keeps only the methods not asked for (the others run again)', () => {
+    expect(keptInReport(earlier, ['houlsby', 'ptuning-v2'], true).map((m) => m.method)).toEqual(['lora', 'pfeiffer']);
   });
 });
 

@@ -216,6 +216,19 @@ export function compareTable(results: CompareResults): string {
 }
 
 /**
+ * The earlier run's finished methods that the report keeps, placed before anything runs so that an
+ * interrupted run's report still has them: every one, asked for this time or not; with --fresh only
+ * those not asked for (the rest run again).
+ */
+export function keptInReport(
+  earlier: ReadonlyMap<string, ComparedMethod>,
+  asked: readonly string[],
+  fresh: boolean,
+): ComparedMethod[] {
+  return [...earlier].filter(([method]) => !fresh || !asked.includes(method)).map(([, entry]) => entry);
+}
+
+/**
  * The methods that an earlier run of this comparison into `out` finished (both sides, every seed, no
  * error), by name: a run cut short (a session's end, a crash) goes on from there. A compare.json of
  * other settings is refused rather than replaced (its work would be lost), unless `fresh`: then none.
@@ -451,8 +464,12 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
     results.methods.sort((a, b) => order(a.method) - order(b.method));
     results.adjustments = results.methods.flatMap((m) => ADJUSTMENTS[m.method]?.note ?? []);
   };
-  // finished methods of the earlier run stay in the report, asked for this time or not
-  for (const [method, entry] of earlier) if (!specs.some((spec) => spec.name === method)) place(entry);
+  for (const entry of keptInReport(
+    earlier,
+    specs.map((spec) => spec.name),
+    fresh,
+  ))
+    place(entry);
   let failed = false;
   for (const spec of specs) {
     const kind = KINDS[spec.name]!;
@@ -461,7 +478,6 @@ export async function runCompare(args: string[], options: { oracle?: string } = 
       console.log(
         `${spec.name}: kept from the run of ${kept.finishedAt ?? results.createdAt} in ${out} (--fresh runs it again)`,
       );
-      place(kept);
       continue;
     }
     const entry: ComparedMethod = {
