@@ -3,7 +3,8 @@
 the same BERT (2 x 64, 2 heads, intermediate 256, dropout 0.1, its own default start), batch 16,
 AdamW 1e-3 (weight decay 0.01), cosine schedule, clipping 1.0; its own random draws.
 
-    oracle/.venv/bin/python oracle/mlm_synthetic.py [--steps 3000] [--warmup 0]
+    oracle/.venv/bin/python oracle/mlm_synthetic.py [--steps 3000] [--warmup 0] [--lr 1e-3] [--batch 16]
+        [--layers 2] [--width 64] [--heads 2]   (intermediate 4 x width)
 """
 import argparse
 import random
@@ -33,21 +34,28 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(1)
     torch.set_num_threads(2)
     rng = random.Random(5)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=256, max_position_embeddings=POSITIONS, pad_token_id=0)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=args.width, num_hidden_layers=args.layers,
+                        num_attention_heads=args.heads, intermediate_size=4 * args.width,
+                        max_position_embeddings=POSITIONS, pad_token_id=0)
     model = BertForMaskedLM(config)
     held_inputs, held_labels = tensors([example(rng) for _ in range(512)])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, eps=1e-8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, eps=1e-8)
     schedule = get_cosine_schedule_with_warmup(optimizer, args.warmup, args.steps)
-    print(f"torch {torch.__version__}; {args.steps} steps of 16, warm-up {args.warmup}")
+    print(f"torch {torch.__version__}; BERT {args.layers} x {args.width} ({args.heads} heads); "
+          f"{args.steps} steps of {args.batch}, AdamW {args.lr}, warm-up {args.warmup}")
     started = time.perf_counter()
     model.train()
     for step in range(1, args.steps + 1):
-        inputs, labels = tensors([example(rng) for _ in range(16)])
+        inputs, labels = tensors([example(rng) for _ in range(args.batch)])
         loss = model(input_ids=inputs, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()

@@ -5,73 +5,57 @@
 // (weight decay 0.01), cosine schedule, clipping 1.0: chance (ln 190 = 5.25) until it learns to look
 // one position back. `oracle/mlm_synthetic.py` runs the same in transformers (its own random draws).
 //
-//   pnpm --filter @peft/bench exec tsx scripts/mlm-synthetic.ts [--steps 3000] [--warmup 0]
+//   pnpm --filter @peft/bench exec tsx scripts/mlm-synthetic.ts [--steps 3000] [--warmup 0] [--lr 1e-3]
+//     [--batch 16] [--layers 2] [--width 64] [--heads 2]   (intermediate 4 x width)
 import { parseArgs } from 'node:util';
 
 import { selectBackend } from '@peft/backend';
 import { SeededRandom, fullFineTuning, train, type Example } from '@peft/core';
 import { BertModel, ConfigReader, parseBertConfig } from '@peft/models';
 
-import { generatedCheckpoint } from '../src/pretraining.js';
+import { bertMaskedLmConfig, bertMaskedLmStart, type BertShape } from '../src/pretraining.js';
 
 const { values } = parseArgs({
-  options: { steps: { type: 'string', default: '3000' }, warmup: { type: 'string', default: '0' } },
+  options: {
+    steps: { type: 'string', default: '3000' },
+    warmup: { type: 'string', default: '0' },
+    layers: { type: 'string', default: '2' },
+    width: { type: 'string', default: '64' },
+    heads: { type: 'string', default: '2' },
+    lr: { type: 'string', default: '1e-3' },
+    batch: { type: 'string', default: '16' },
+  },
 });
-const [VOCAB, POSITIONS, WIDTH, LAYERS, INTERMEDIATE] = [200, 32, 64, 2, 256];
+const number = (flag: keyof typeof values, min: number): number => {
+  const value = Number(values[flag]);
+  if (!Number.isFinite(value) || value < min)
+    throw new Error(`--${flag}: expected a number of at least ${min}, got "${values[flag]}"`);
+  return value;
+};
+const [steps, warmup, batch, learningRate] = [
+  number('steps', 1),
+  number('warmup', 0),
+  number('batch', 1),
+  number('lr', 0),
+];
+const shape: BertShape = {
+  vocab: 200,
+  positions: 32,
+  hidden: number('width', 1),
+  layers: number('layers', 1),
+  heads: number('heads', 1),
+  intermediate: 4 * number('width', 1),
+};
+if (shape.hidden % shape.heads !== 0) throw new Error(`--heads ${shape.heads} does not divide --width ${shape.hidden}`);
+const POSITIONS = shape.positions;
 const [CLS, SEP, MASK, FIRST_WORD] = [2, 3, 4, 10];
 
 const backend = await selectBackend();
-const config = {
-  architectures: ['BertForMaskedLM'],
-  attention_probs_dropout_prob: 0.1,
-  hidden_act: 'gelu',
-  hidden_dropout_prob: 0.1,
-  hidden_size: WIDTH,
-  initializer_range: 0.02,
-  intermediate_size: INTERMEDIATE,
-  layer_norm_eps: 1e-12,
-  max_position_embeddings: POSITIONS,
-  model_type: 'bert',
-  num_attention_heads: 2,
-  num_hidden_layers: LAYERS,
-  pad_token_id: 0,
-  type_vocab_size: 2,
-  vocab_size: VOCAB,
-};
-const shapes = new Map<string, number[]>([
-  ['bert.embeddings.word_embeddings.weight', [VOCAB, WIDTH]],
-  ['bert.embeddings.position_embeddings.weight', [POSITIONS, WIDTH]],
-  ['bert.embeddings.token_type_embeddings.weight', [2, WIDTH]],
-  ['bert.embeddings.LayerNorm.weight', [WIDTH]],
-  ['bert.embeddings.LayerNorm.bias', [WIDTH]],
-  ['cls.predictions.transform.dense.weight', [WIDTH, WIDTH]],
-  ['cls.predictions.transform.dense.bias', [WIDTH]],
-  ['cls.predictions.transform.LayerNorm.weight', [WIDTH]],
-  ['cls.predictions.transform.LayerNorm.bias', [WIDTH]],
-  ['cls.predictions.bias', [VOCAB]],
-]);
-for (let i = 0; i < LAYERS; i++) {
-  const p = `bert.encoder.layer.${i}`;
-  for (const [name, shape] of [
-    ['attention.self.query', [WIDTH, WIDTH]],
-    ['attention.self.key', [WIDTH, WIDTH]],
-    ['attention.self.value', [WIDTH, WIDTH]],
-    ['attention.output.dense', [WIDTH, WIDTH]],
-    ['intermediate.dense', [INTERMEDIATE, WIDTH]],
-    ['output.dense', [WIDTH, INTERMEDIATE]],
-  ] as const) {
-    shapes.set(`${p}.${name}.weight`, [...shape]);
-    shapes.set(`${p}.${name}.bias`, [shape[0]]);
-  }
-  for (const norm of ['attention.output.LayerNorm', 'output.LayerNorm']) {
-    shapes.set(`${p}.${norm}.weight`, [WIDTH]);
-    shapes.set(`${p}.${norm}.bias`, [WIDTH]);
-  }
-}
-const start = generatedCheckpoint('synthetic BERT', shapes, 1, (name) =>
-  name.endsWith('LayerNorm.weight') ? 'ones' : name.endsWith('.weight') ? { std: 0.02 } : 'zeros',
+const config = bertMaskedLmConfig(shape, 0);
+const host = new BertModel(
+  parseBertConfig(new ConfigReader(config, 'synthetic BERT config')),
+  bertMaskedLmStart('synthetic BERT', shape, 1),
 );
-const host = new BertModel(parseBertConfig(new ConfigReader(config, 'synthetic BERT config')), start);
 
 const random = new SeededRandom(5);
 const example = (): Example => {
@@ -91,22 +75,23 @@ const example = (): Example => {
   }
   return { inputIds, labels };
 };
-const steps = Number(values.steps);
 const heldOut = Array.from({ length: 512 }, example);
-const data = Array.from({ length: steps * 16 }, example);
-console.log(`backend ${backend.name}; ${steps} steps of 16, warm-up ${values.warmup}`);
+const data = Array.from({ length: steps * batch }, example);
+console.log(
+  `backend ${backend.name}; BERT ${shape.layers} x ${shape.hidden} (${shape.heads} heads); ${steps} steps of ${batch}, AdamW ${learningRate}, warm-up ${warmup}`,
+);
 const started = performance.now();
 await train(fullFineTuning(host), {
   data,
   validation: heldOut,
   task: 'token-classification',
   padTokenId: 0,
-  batchSize: 16,
+  batchSize: batch,
   epochs: 1,
-  learningRate: 1e-3,
+  learningRate,
   weightDecay: 0.01,
   schedule: 'cosine',
-  warmupSteps: Number(values.warmup),
+  warmupSteps: warmup,
   evalEvery: 250,
   seed: 1,
   onEval: ({ step, loss, accuracy }) =>

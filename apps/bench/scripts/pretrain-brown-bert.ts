@@ -7,16 +7,19 @@
 // together). `--phases` trains in stages of other block lengths and batches (short blocks first, the
 // last over all 128 positions), each stage from the one before, with its own schedule and folder.
 // Seeded and resumable: re-running continues from the last checkpoint in the work folder. The curve's
-// held-out check scores the [MASK] inputs alone (the unigram stage: loss ~6.86, accuracy ~3.7%).
+// held-out check scores the [MASK] inputs alone, beside the unigram guess's loss on the same masks
+// (printed at the start). `--prior-bias` starts the output bias at the training split's log token
+// frequencies (the unigram stage's bias, not learned step by step). A width of 256 wants a rate
+// below 1e-3 (`scripts/mlm-synthetic.ts`: about 1e-3 x 64 / width).
 //
 //   pnpm --filter @peft/bench pretrain-bert [--epochs 6] [--batch 16] [--work .cache/brown-bert-run] [--out models/brown-bert]
-//     [--phases BLOCKxBATCHxMASKINGS,...] [--lr 1e-3] [--warmup 200]
+//     [--phases BLOCKxBATCHxMASKINGS,...] [--lr 3e-4] [--warmup 200] [--prior-bias]
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { selectBackend } from '@peft/backend';
-import { SeededRandom, evaluate, fullFineTuning, train, type Checkpoint, type Example } from '@peft/core';
+import { SeededRandom, evaluate, fullFineTuning, train, type Example } from '@peft/core';
 import { nodeDirectory } from '@peft/core/node';
 import {
   BertModel,
@@ -33,76 +36,18 @@ import {
   appendCurve,
   brownBpe,
   curveStepper,
-  generatedCheckpoint,
+  bertMaskedLmConfig,
+  bertMaskedLmStart,
   parsePhases,
+  type BertShape,
   type Phase,
+  unigramLogPrior,
+  withOutputBias,
 } from '../src/pretraining.js';
 import { tokenizerJson } from '../src/tokenizer/train-bpe.js';
 
 const SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
-const SHAPE = { vocab: 4096, positions: 128, hidden: 256, layers: 4, heads: 4, intermediate: 1024 };
-
-/** The HF BERT config.json of brown-bert (transformers loads it as BertForMaskedLM). */
-export function brownBertConfig(padId: number): Record<string, unknown> {
-  return {
-    architectures: ['BertForMaskedLM'],
-    attention_probs_dropout_prob: 0.1,
-    hidden_act: 'gelu',
-    hidden_dropout_prob: 0.1,
-    hidden_size: SHAPE.hidden,
-    initializer_range: 0.02,
-    intermediate_size: SHAPE.intermediate,
-    layer_norm_eps: 1e-12,
-    max_position_embeddings: SHAPE.positions,
-    model_type: 'bert',
-    num_attention_heads: SHAPE.heads,
-    num_hidden_layers: SHAPE.layers,
-    pad_token_id: padId,
-    position_embedding_type: 'absolute',
-    tie_word_embeddings: true,
-    torch_dtype: 'float32',
-    type_vocab_size: 2,
-    vocab_size: SHAPE.vocab,
-  };
-}
-
-/** BERT's initialisation: N(0, 0.02) weights, LayerNorms 1, biases 0 (the decoder is the word embeddings). */
-function initialCheckpoint(seed: number): Checkpoint {
-  const { vocab, positions, hidden: d, layers, intermediate } = SHAPE;
-  const shapes = new Map<string, number[]>([
-    ['bert.embeddings.word_embeddings.weight', [vocab, d]],
-    ['bert.embeddings.position_embeddings.weight', [positions, d]],
-    ['bert.embeddings.token_type_embeddings.weight', [2, d]],
-    ['bert.embeddings.LayerNorm.weight', [d]],
-    ['bert.embeddings.LayerNorm.bias', [d]],
-  ]);
-  for (let i = 0; i < layers; i++) {
-    const p = `bert.encoder.layer.${i}`;
-    for (const [name, shape] of [
-      ['attention.self.query', [d, d]],
-      ['attention.self.key', [d, d]],
-      ['attention.self.value', [d, d]],
-      ['attention.output.dense', [d, d]],
-      ['intermediate.dense', [intermediate, d]],
-      ['output.dense', [d, intermediate]],
-    ] as const) {
-      shapes.set(`${p}.${name}.weight`, [...shape]);
-      shapes.set(`${p}.${name}.bias`, [shape[0]]);
-    }
-    for (const norm of ['attention.output.LayerNorm', 'output.LayerNorm']) {
-      shapes.set(`${p}.${norm}.weight`, [d]);
-      shapes.set(`${p}.${norm}.bias`, [d]);
-    }
-  }
-  shapes.set('cls.predictions.transform.dense.weight', [d, d]);
-  shapes.set('cls.predictions.transform.dense.bias', [d]);
-  shapes.set('cls.predictions.transform.LayerNorm.weight', [d]);
-  shapes.set('cls.predictions.transform.LayerNorm.bias', [d]);
-  shapes.set('cls.predictions.bias', [vocab]);
-  return generatedCheckpoint('brown-bert initialisation', shapes, seed, (name) =>
-    name.endsWith('LayerNorm.weight') ? 'ones' : name.endsWith('.weight') ? { std: 0.02 } : 'zeros',
-  );
-}
+const SHAPE: BertShape = { vocab: 4096, positions: 128, hidden: 256, layers: 4, heads: 4, intermediate: 1024 };
 
 /**
  * Each file's sentences packed into blocks of at most `length` - 2 tokens (a sentence longer than
@@ -133,12 +78,13 @@ async function main(): Promise<void> {
       epochs: { type: 'string' },
       batch: { type: 'string' },
       phases: { type: 'string' },
-      lr: { type: 'string', default: '1e-3' },
+      lr: { type: 'string', default: '3e-4' },
       seed: { type: 'string', default: '1' },
       work: { type: 'string', default: path.join(import.meta.dirname, '..', '.cache', 'brown-bert-run') },
       out: { type: 'string', default: path.join(import.meta.dirname, '..', 'models', 'brown-bert') },
       'max-steps': { type: 'string' },
       warmup: { type: 'string', default: '200' },
+      'prior-bias': { type: 'boolean', default: false },
     },
   });
   const seed = Number(values.seed);
@@ -199,8 +145,18 @@ async function main(): Promise<void> {
   };
   await out.write('tokenizer_config.json', new TextEncoder().encode(`${JSON.stringify(tokenizerConfig, null, 2)}\n`));
   const tokenizer = await loadTokenizer(values.out!);
-  const config = brownBertConfig(ids.pad);
-  const host = new BertModel(parseBertConfig(new ConfigReader(config, 'brown-bert config')), initialCheckpoint(seed));
+  const config = bertMaskedLmConfig(SHAPE, ids.pad);
+  // the training split's token frequencies: the unigram stage's level on the curve, and with
+  // --prior-bias the output bias's start
+  const prior = unigramLogPrior(blocks(tokenizer, split.pretrain, SHAPE.positions, ids), SHAPE.vocab, [
+    ids.cls,
+    ids.sep,
+  ]);
+  const start = bertMaskedLmStart('brown-bert initialisation', SHAPE, seed);
+  const host = new BertModel(
+    parseBertConfig(new ConfigReader(config, 'brown-bert config')),
+    values['prior-bias'] ? withOutputBias(start, prior) : start,
+  );
   const curveFile = path.join(values.work!, 'curve.jsonl');
   const masking = { ...ids, firstWord: SPECIAL.length, vocab: SHAPE.vocab };
   const heldOutRandom = new SeededRandom(seed * 1000 + 99);
@@ -231,6 +187,11 @@ async function main(): Promise<void> {
     const heldOutSample = labelsAtMasks(
       new SeededRandom(seed).shuffle([...heldOut]).slice(0, Math.round((64 * SHAPE.positions) / phase.block)),
       ids.mask,
+    );
+    const masked = heldOutSample.flatMap((example) => (example.labels as number[]).filter((label) => label >= 0));
+    const likeliest = prior.indexOf(Math.max(...prior));
+    console.log(
+      `the held-out check's ${masked.length} masks under the training split's token frequencies (the unigram stage): loss ${(-masked.reduce((sum, label) => sum + prior[label]!, 0) / masked.length).toFixed(4)}, accuracy ${(masked.filter((label) => label === likeliest).length / masked.length).toFixed(4)}`,
     );
     const offset = stepsBefore;
     const stepper = curveStepper(curveFile);
@@ -308,6 +269,7 @@ async function main(): Promise<void> {
         phases: done,
         learningRate: options.learningRate,
         warmupSteps: options.warmupSteps,
+        outputBiasStart: values['prior-bias'] ? 'unigram' : 'zeros',
         backend: backend.name,
       },
       null,

@@ -46,6 +46,114 @@ export function generatedCheckpoint(
   };
 }
 
+/** The shape of a BERT masked LM (BertForMaskedLM, the decoder tied to the word embeddings). */
+export interface BertShape {
+  vocab: number;
+  positions: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  intermediate: number;
+}
+
+/** The HF config.json of a BertForMaskedLM of `shape` (dropout 0.1, GELU, BERT's start), as transformers loads it. */
+export function bertMaskedLmConfig(shape: BertShape, padId: number): Record<string, unknown> {
+  return {
+    architectures: ['BertForMaskedLM'],
+    attention_probs_dropout_prob: 0.1,
+    hidden_act: 'gelu',
+    hidden_dropout_prob: 0.1,
+    hidden_size: shape.hidden,
+    initializer_range: 0.02,
+    intermediate_size: shape.intermediate,
+    layer_norm_eps: 1e-12,
+    max_position_embeddings: shape.positions,
+    model_type: 'bert',
+    num_attention_heads: shape.heads,
+    num_hidden_layers: shape.layers,
+    pad_token_id: padId,
+    position_embedding_type: 'absolute',
+    tie_word_embeddings: true,
+    torch_dtype: 'float32',
+    type_vocab_size: 2,
+    vocab_size: shape.vocab,
+  };
+}
+
+/**
+ * BERT's initialisation of a masked LM of `shape`: N(0, 0.02) weights, LayerNorms 1, biases 0 (the
+ * decoder is the word embeddings), tensors listed embeddings, layers, then the prediction head.
+ */
+export function bertMaskedLmStart(location: string, shape: BertShape, seed: number): Checkpoint {
+  const { vocab, positions, hidden: d, layers, intermediate } = shape;
+  const shapes = new Map<string, number[]>([
+    ['bert.embeddings.word_embeddings.weight', [vocab, d]],
+    ['bert.embeddings.position_embeddings.weight', [positions, d]],
+    ['bert.embeddings.token_type_embeddings.weight', [2, d]],
+    ['bert.embeddings.LayerNorm.weight', [d]],
+    ['bert.embeddings.LayerNorm.bias', [d]],
+  ]);
+  for (let i = 0; i < layers; i++) {
+    const p = `bert.encoder.layer.${i}`;
+    for (const [name, tensor] of [
+      ['attention.self.query', [d, d]],
+      ['attention.self.key', [d, d]],
+      ['attention.self.value', [d, d]],
+      ['attention.output.dense', [d, d]],
+      ['intermediate.dense', [intermediate, d]],
+      ['output.dense', [d, intermediate]],
+    ] as const) {
+      shapes.set(`${p}.${name}.weight`, [...tensor]);
+      shapes.set(`${p}.${name}.bias`, [tensor[0]]);
+    }
+    for (const norm of ['attention.output.LayerNorm', 'output.LayerNorm']) {
+      shapes.set(`${p}.${norm}.weight`, [d]);
+      shapes.set(`${p}.${norm}.bias`, [d]);
+    }
+  }
+  shapes.set('cls.predictions.transform.dense.weight', [d, d]);
+  shapes.set('cls.predictions.transform.dense.bias', [d]);
+  shapes.set('cls.predictions.transform.LayerNorm.weight', [d]);
+  shapes.set('cls.predictions.transform.LayerNorm.bias', [d]);
+  shapes.set('cls.predictions.bias', [vocab]);
+  return generatedCheckpoint(location, shapes, seed, (name) =>
+    name.endsWith('LayerNorm.weight') ? 'ones' : name.endsWith('.weight') ? { std: 0.02 } : 'zeros',
+  );
+}
+
+/**
+ * The log-probability of every token id under its frequency in `blocks` (add-one smoothed over
+ * `vocab` ids; ids in `skip`, such as [CLS] and [SEP], not counted): a masked LM's output bias started
+ * there predicts the unigram distribution from its first step, so training does not spend its early
+ * steps learning token frequencies through the bias.
+ */
+export function unigramLogPrior(
+  blocks: readonly (readonly number[])[],
+  vocab: number,
+  skip: readonly number[],
+): Float32Array {
+  const counts = new Float64Array(vocab).fill(1);
+  let total = vocab;
+  for (const block of blocks)
+    for (const id of block)
+      if (!skip.includes(id)) {
+        counts[id]! += 1;
+        total += 1;
+      }
+  return Float32Array.from(counts, (count) => Math.log(count / total));
+}
+
+/** `start` with the masked LM's output bias (`cls.predictions.bias`) replaced by `bias`. */
+export function withOutputBias(start: Checkpoint, bias: Float32Array): Checkpoint {
+  return {
+    ...start,
+    tensor: (name) =>
+      name === 'cls.predictions.bias'
+        ? { dtype: 'float32', shape: [bias.length], values: Float32Array.from(bias) }
+        : start.tensor(name),
+  };
+}
+
 /** A byte-level BPE of `vocabSize` tokens trained on the sentences of `files`, timed and said. */
 export function brownBpe(
   files: readonly BrownFile[],

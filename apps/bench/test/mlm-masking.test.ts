@@ -3,7 +3,7 @@ import { IGNORE_INDEX, SeededRandom } from '@peft/core';
 import { describe, expect, it } from 'vitest';
 
 import { labelsAtMasks, maskBlock } from '../src/data/mlm-masking.js';
-import { parsePhases } from '../src/pretraining.js';
+import { bertMaskedLmStart, parsePhases, unigramLogPrior, withOutputBias } from '../src/pretraining.js';
 
 const VOCAB = { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4, firstWord: 5, vocab: 1000 };
 
@@ -110,5 +110,36 @@ describe('parsePhases', () => {
     ['128x16x6,32x64x4', '--phases: the last phase trains all 128 positions of the model, not 32'],
   ])('refuses %s', (text, message) => {
     expect(() => parsePhases(text, 128)).toThrow(message);
+  });
+});
+
+describe('unigramLogPrior and withOutputBias', () => {
+  it("gives each id its add-one-smoothed log frequency, special ids not counted, and puts it in the start's output bias", () => {
+    const prior = unigramLogPrior(
+      [
+        [2, 7, 7, 7, 5, 3],
+        [2, 5, 3],
+      ],
+      10,
+      [2, 3],
+    );
+    // 5 counted tokens + 10 for smoothing: id 7 seen 3 times, id 5 twice, the rest never
+    expect(prior[7]).toBeCloseTo(Math.log(4 / 15), 6);
+    expect(prior[5]).toBeCloseTo(Math.log(3 / 15), 6);
+    expect(prior[2]).toBeCloseTo(Math.log(1 / 15), 6); // [CLS] skipped
+    expect(prior.reduce((sum, p) => sum + Math.exp(p), 0)).toBeCloseTo(1, 5);
+
+    const start = bertMaskedLmStart(
+      'test',
+      { vocab: 10, positions: 8, hidden: 4, layers: 1, heads: 1, intermediate: 8 },
+      1,
+    );
+    const started = withOutputBias(start, prior);
+    expect(Array.from(started.tensor('cls.predictions.bias').values as Float32Array)).toEqual(Array.from(prior));
+    expect(Array.from(start.tensor('cls.predictions.bias').values as Float32Array)).toEqual(new Array(10).fill(0));
+    expect(started.tensor('bert.embeddings.word_embeddings.weight').values).toEqual(
+      start.tensor('bert.embeddings.word_embeddings.weight').values,
+    );
+    expect(started.names()).toEqual(start.names());
   });
 });
