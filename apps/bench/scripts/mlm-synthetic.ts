@@ -38,13 +38,14 @@ const [steps, warmup, batch, learningRate] = [
   number('batch', 1),
   number('lr', 0),
 ];
+const width = number('width', 1);
 const shape: BertShape = {
   vocab: 200,
   positions: 32,
-  hidden: number('width', 1),
+  hidden: width,
   layers: number('layers', 1),
   heads: number('heads', 1),
-  intermediate: 4 * number('width', 1),
+  intermediate: 4 * width,
 };
 if (shape.hidden % shape.heads !== 0) throw new Error(`--heads ${shape.heads} does not divide --width ${shape.hidden}`);
 const POSITIONS = shape.positions;

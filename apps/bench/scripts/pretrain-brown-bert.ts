@@ -146,12 +146,15 @@ async function main(): Promise<void> {
   await out.write('tokenizer_config.json', new TextEncoder().encode(`${JSON.stringify(tokenizerConfig, null, 2)}\n`));
   const tokenizer = await loadTokenizer(values.out!);
   const config = bertMaskedLmConfig(SHAPE, ids.pad);
+  // the training split's blocks of each length, tokenized once (the prior and the last phase share 128)
+  const trainBlocksOf = new Map<number, number[][]>();
+  const trainingBlocks = (length: number): number[][] => {
+    if (!trainBlocksOf.has(length)) trainBlocksOf.set(length, blocks(tokenizer, split.pretrain, length, ids));
+    return trainBlocksOf.get(length)!;
+  };
   // the training split's token frequencies: the unigram stage's level on the curve, and with
   // --prior-bias the output bias's start
-  const prior = unigramLogPrior(blocks(tokenizer, split.pretrain, SHAPE.positions, ids), SHAPE.vocab, [
-    ids.cls,
-    ids.sep,
-  ]);
+  const prior = unigramLogPrior(trainingBlocks(SHAPE.positions), SHAPE.vocab, [ids.cls, ids.sep]);
   const start = bertMaskedLmStart('brown-bert initialisation', SHAPE, seed);
   const host = new BertModel(
     parseBertConfig(new ConfigReader(config, 'brown-bert config')),
@@ -169,7 +172,7 @@ async function main(): Promise<void> {
     // one phase: the work folder itself (as runs before phases); several: a folder each
     const work = phases.length === 1 ? values.work! : path.join(values.work!, `phase-${k + 1}-${phase.block}`);
     mkdirSync(work, { recursive: true });
-    const trainBlocks = blocks(tokenizer, split.pretrain, phase.block, ids);
+    const trainBlocks = trainingBlocks(phase.block);
     const heldOutBlocks = blocks(tokenizer, split.heldOut, phase.block, ids);
     // every masking of the corpus drawn anew, all shuffled together by train (one pass over the copies)
     const random = new SeededRandom(seed * 1000 + 7 + k);
