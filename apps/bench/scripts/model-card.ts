@@ -97,6 +97,18 @@ Mean training loss per window of steps, held-out perplexity (64 held-out blocks)
 ${rows.join('\n')}
 `;
 
+// brown-bert's shape and size (a run from before result.json held them: the default shape)
+const shape = (result.shape as unknown as
+  | { layers: number; hidden: number; heads: number; intermediate: number; positions: number }
+  | undefined) ?? {
+  layers: 4,
+  hidden: 256,
+  heads: 4,
+  intermediate: 1024,
+  positions: 128,
+};
+const parameters = Number(result.parameters ?? 4_311_808);
+
 const bertCard = `# brown-bert
 
 The masked language model of \`@peft/bench\`: a small BERT pretrained from scratch on the Brown
@@ -107,8 +119,8 @@ it as \`BertForMaskedLM\` with our logits (checked: \`oracle/check_brown_gpt.py\
 
 | | |
 |---|---|
-| architecture | BERT (\`BertForMaskedLM\`): 4 layers, width 256, 4 heads, intermediate 1,024, 128 positions, 2 token types, erf gelu, post-LN, decoder tied to the word embeddings |
-| parameters | 4,311,808 |
+| architecture | BERT (\`BertForMaskedLM\`): ${shape.layers} layers, width ${shape.hidden}, ${shape.heads} heads, intermediate ${shape.intermediate.toLocaleString('en-US')}, ${shape.positions} positions, 2 token types, erf gelu, post-LN, decoder tied to the word embeddings |
+| parameters | ${parameters.toLocaleString('en-US')} |
 | tokenizer | byte-level BPE, 4,096 tokens (3,835 merges + 256 bytes + \`[PAD]\` \`[UNK]\` \`[CLS]\` \`[SEP]\` \`[MASK]\`), trained on the same files; BERT's template \`[CLS] A [SEP]\` (pairs \`[CLS] A [SEP] B [SEP]\`, B of token type 1) |
 | data | brown-gpt's split: 400 Brown files (${phases.map((p) => `${p.trainBlocks} blocks of at most ${p.block} tokens`).join(', ')}: a file's sentences packed, with \`[CLS]\` and \`[SEP]\`); 100 files held out |
 | objective | BERT's: 15% of each block's tokens chosen (at least one), 80% of those replaced by \`[MASK]\`, 10% by a random token, 10% kept; the loss on the chosen ones. ${phases.map((p) => `${p.maskings} maskings of the ${p.block}-token blocks`).join(', then ')}, each drawn anew, trained as one shuffled pass${phases.length > 1 ? ' per phase (short blocks first: BERT leaves its unigram stage sooner on short sequences)' : ''} |

@@ -1,5 +1,6 @@
-// Pretrains brown-bert, the bench's embedded masked LM (issue 26): a BERT (BertForMaskedLM: 4 layers,
-// 256 wide, 4 heads, 128 positions, byte-level BPE of 4,096 tokens with BERT's [CLS]/[SEP]/[MASK])
+// Pretrains brown-bert, the bench's embedded masked LM (issue 26): a BERT (BertForMaskedLM: by default 4
+// layers, 256 wide, 4 heads (`--layers --width --heads`; the feed-forward 4 x the width), 128 positions,
+// byte-level BPE of 4,096 tokens with BERT's [CLS]/[SEP]/[MASK])
 // trained from scratch with @peft/core's engine on the Brown corpus minus its held-out files (the
 // same split as brown-gpt), with BERT's masked-LM objective: 15% of the tokens of each block chosen,
 // of those 80% replaced by [MASK], 10% by a random token, 10% kept; the loss on the chosen ones.
@@ -13,13 +14,13 @@
 // below 1e-3 (`scripts/mlm-synthetic.ts`: about 1e-3 x 64 / width).
 //
 //   pnpm --filter @peft/bench pretrain-bert [--epochs 6] [--batch 16] [--work .cache/brown-bert-run] [--out models/brown-bert]
-//     [--phases BLOCKxBATCHxMASKINGS,...] [--lr 3e-4] [--warmup 200] [--prior-bias]
+//     [--phases BLOCKxBATCHxMASKINGS,...] [--lr 3e-4] [--warmup 200] [--prior-bias] [--layers 4] [--width 256] [--heads 4]
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { selectBackend } from '@peft/backend';
-import { SeededRandom, evaluate, fullFineTuning, train, type Example } from '@peft/core';
+import { SeededRandom, countParameters, evaluate, fullFineTuning, train, type Example } from '@peft/core';
 import { nodeDirectory } from '@peft/core/node';
 import {
   BertModel,
@@ -39,7 +40,7 @@ import {
   bertMaskedLmConfig,
   bertMaskedLmStart,
   parsePhases,
-  type BertShape,
+  brownBertShape,
   type Phase,
   unigramLogPrior,
   withOutputBias,
@@ -47,7 +48,6 @@ import {
 import { tokenizerJson } from '../src/tokenizer/train-bpe.js';
 
 const SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] as const;
-const SHAPE: BertShape = { vocab: 4096, positions: 128, hidden: 256, layers: 4, heads: 4, intermediate: 1024 };
 
 /**
  * Each file's sentences packed into blocks of at most `length` - 2 tokens (a sentence longer than
@@ -85,8 +85,12 @@ async function main(): Promise<void> {
       'max-steps': { type: 'string' },
       warmup: { type: 'string', default: '200' },
       'prior-bias': { type: 'boolean', default: false },
+      layers: { type: 'string', default: '4' },
+      width: { type: 'string', default: '256' },
+      heads: { type: 'string', default: '4' },
     },
   });
+  const SHAPE = brownBertShape(Number(values.layers), Number(values.width), Number(values.heads));
   const seed = Number(values.seed);
   if (values.phases && (values.epochs || values.batch))
     throw new Error('--phases gives each phase its maskings and batch: leave --epochs and --batch out');
@@ -97,6 +101,15 @@ async function main(): Promise<void> {
   const backend = await selectBackend();
   console.log(`backend: ${backend.name} (${backend.detail})`);
   mkdirSync(values.work!, { recursive: true });
+  // a work folder resumes one shape only (a folder from before this file held the default shape)
+  const shapeFile = path.join(values.work!, 'shape.json');
+  if (existsSync(shapeFile)) {
+    const before = readFileSync(shapeFile, 'utf8').trim();
+    if (before !== JSON.stringify(SHAPE))
+      throw new Error(
+        `${values.work} holds a run of shape ${before}, not ${JSON.stringify(SHAPE)}: pick another --work`,
+      );
+  } else writeFileSync(shapeFile, JSON.stringify(SHAPE));
   mkdirSync(values.out!, { recursive: true });
 
   const split = splitBrown(readBrown());
@@ -273,6 +286,8 @@ async function main(): Promise<void> {
         learningRate: options.learningRate,
         warmupSteps: options.warmupSteps,
         outputBiasStart: values['prior-bias'] ? 'unigram' : 'zeros',
+        shape: SHAPE,
+        parameters: countParameters(host.parameters.values()),
         backend: backend.name,
       },
       null,

@@ -56,6 +56,18 @@ export interface BertShape {
   intermediate: number;
 }
 
+/** brown-bert's shape (vocabulary 4,096, 128 positions): `--layers`, `--width`, `--heads` (the feed-forward 4 x the width, as BERT's). */
+export function brownBertShape(layers: number, width: number, heads: number): BertShape {
+  for (const [flag, value] of [
+    ['--layers', layers],
+    ['--width', width],
+    ['--heads', heads],
+  ] as const)
+    if (!Number.isInteger(value) || value < 1) throw new Error(`${flag}: a positive integer, got ${value}`);
+  if (width % heads !== 0) throw new Error(`--width ${width} is not a multiple of --heads ${heads}`);
+  return { vocab: 4096, positions: 128, hidden: width, layers, heads, intermediate: 4 * width };
+}
+
 /** The HF config.json of a BertForMaskedLM of `shape` (dropout 0.1, GELU, BERT's start), as transformers loads it. */
 export function bertMaskedLmConfig(shape: BertShape, padId: number): Record<string, unknown> {
   return {

@@ -3,7 +3,7 @@ import { IGNORE_INDEX, SeededRandom } from '@peft/core';
 import { describe, expect, it } from 'vitest';
 
 import { labelsAtMasks, maskBlock } from '../src/data/mlm-masking.js';
-import { bertMaskedLmStart, parsePhases, unigramLogPrior, withOutputBias } from '../src/pretraining.js';
+import { bertMaskedLmStart, brownBertShape, parsePhases, unigramLogPrior, withOutputBias } from '../src/pretraining.js';
 
 const VOCAB = { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4, firstWord: 5, vocab: 1000 };
 
@@ -141,5 +141,24 @@ describe('unigramLogPrior and withOutputBias', () => {
       start.tensor('bert.embeddings.word_embeddings.weight').values,
     );
     expect(started.names()).toEqual(start.names());
+  });
+});
+
+describe('brownBertShape', () => {
+  it('builds the shape from the flags, the feed-forward 4 x the width', () => {
+    expect(brownBertShape(4, 128, 4)).toEqual({
+      vocab: 4096,
+      positions: 128,
+      hidden: 128,
+      layers: 4,
+      heads: 4,
+      intermediate: 512,
+    });
+  });
+
+  it('refuses a width the heads do not divide and flags that are not positive integers', () => {
+    expect(() => brownBertShape(4, 130, 4)).toThrow('--width 130 is not a multiple of --heads 4');
+    expect(() => brownBertShape(0, 128, 4)).toThrow('--layers: a positive integer, got 0');
+    expect(() => brownBertShape(4, Number('x'), 4)).toThrow('--width: a positive integer, got NaN');
   });
 });
