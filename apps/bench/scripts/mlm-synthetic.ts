@@ -13,7 +13,7 @@ import { selectBackend } from '@peft/backend';
 import { SeededRandom, fullFineTuning, train, type Example } from '@peft/core';
 import { BertModel, ConfigReader, parseBertConfig } from '@peft/models';
 
-import { bertMaskedLmConfig, bertMaskedLmStart, type BertShape } from '../src/pretraining.js';
+import { bertMaskedLmConfig, bertMaskedLmStart, bertShape } from '../src/pretraining.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,16 +38,12 @@ const [steps, warmup, batch, learningRate] = [
   number('batch', 1),
   number('lr', 0),
 ];
-const width = number('width', 1);
-const shape: BertShape = {
-  vocab: 200,
-  positions: 32,
-  hidden: width,
-  layers: number('layers', 1),
-  heads: number('heads', 1),
-  intermediate: 4 * width,
-};
-if (shape.hidden % shape.heads !== 0) throw new Error(`--heads ${shape.heads} does not divide --width ${shape.hidden}`);
+const shape = bertShape(
+  { vocab: 200, positions: 32 },
+  Number(values.layers),
+  Number(values.width),
+  Number(values.heads),
+);
 const POSITIONS = shape.positions;
 const [CLS, SEP, MASK, FIRST_WORD] = [2, 3, 4, 10];
 

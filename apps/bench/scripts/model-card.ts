@@ -7,6 +7,8 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { BROWN_BERT, bertShape, type BertShape } from '../src/pretraining.js';
+
 const { values } = parseArgs({
   options: {
     model: { type: 'string', default: 'brown-gpt' },
@@ -98,15 +100,7 @@ ${rows.join('\n')}
 `;
 
 // brown-bert's shape and size (a run from before result.json held them: the default shape)
-const shape = (result.shape as unknown as
-  | { layers: number; hidden: number; heads: number; intermediate: number; positions: number }
-  | undefined) ?? {
-  layers: 4,
-  hidden: 256,
-  heads: 4,
-  intermediate: 1024,
-  positions: 128,
-};
+const shape = (result.shape as unknown as BertShape | undefined) ?? bertShape(BROWN_BERT, 4, 256, 4);
 const parameters = Number(result.parameters ?? 4_311_808);
 
 const bertCard = `# brown-bert

@@ -40,7 +40,8 @@ import {
   bertMaskedLmConfig,
   bertMaskedLmStart,
   parsePhases,
-  brownBertShape,
+  BROWN_BERT,
+  bertShape,
   type Phase,
   unigramLogPrior,
   withOutputBias,
@@ -90,7 +91,7 @@ async function main(): Promise<void> {
       heads: { type: 'string', default: '4' },
     },
   });
-  const SHAPE = brownBertShape(Number(values.layers), Number(values.width), Number(values.heads));
+  const SHAPE = bertShape(BROWN_BERT, Number(values.layers), Number(values.width), Number(values.heads));
   const seed = Number(values.seed);
   if (values.phases && (values.epochs || values.batch))
     throw new Error('--phases gives each phase its maskings and batch: leave --epochs and --batch out');

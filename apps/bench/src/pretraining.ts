@@ -56,8 +56,16 @@ export interface BertShape {
   intermediate: number;
 }
 
-/** brown-bert's shape (vocabulary 4,096, 128 positions): `--layers`, `--width`, `--heads` (the feed-forward 4 x the width, as BERT's). */
-export function brownBertShape(layers: number, width: number, heads: number): BertShape {
+/**
+ * A BERT masked LM's shape from the scripts' `--layers`, `--width`, `--heads` (the feed-forward 4 x the
+ * width, as BERT's) at a vocabulary and position count.
+ */
+export function bertShape(
+  base: Pick<BertShape, 'vocab' | 'positions'>,
+  layers: number,
+  width: number,
+  heads: number,
+): BertShape {
   for (const [flag, value] of [
     ['--layers', layers],
     ['--width', width],
@@ -65,8 +73,11 @@ export function brownBertShape(layers: number, width: number, heads: number): Be
   ] as const)
     if (!Number.isInteger(value) || value < 1) throw new Error(`${flag}: a positive integer, got ${value}`);
   if (width % heads !== 0) throw new Error(`--width ${width} is not a multiple of --heads ${heads}`);
-  return { vocab: 4096, positions: 128, hidden: width, layers, heads, intermediate: 4 * width };
+  return { ...base, hidden: width, layers, heads, intermediate: 4 * width };
 }
+
+/** brown-bert's vocabulary and positions (its layers, width and heads are the pretraining's flags). */
+export const BROWN_BERT = { vocab: 4096, positions: 128 } as const;
 
 /** The HF config.json of a BertForMaskedLM of `shape` (dropout 0.1, GELU, BERT's start), as transformers loads it. */
 export function bertMaskedLmConfig(shape: BertShape, padId: number): Record<string, unknown> {

@@ -3,7 +3,14 @@ import { IGNORE_INDEX, SeededRandom } from '@peft/core';
 import { describe, expect, it } from 'vitest';
 
 import { labelsAtMasks, maskBlock } from '../src/data/mlm-masking.js';
-import { bertMaskedLmStart, brownBertShape, parsePhases, unigramLogPrior, withOutputBias } from '../src/pretraining.js';
+import {
+  bertMaskedLmStart,
+  BROWN_BERT,
+  bertShape,
+  parsePhases,
+  unigramLogPrior,
+  withOutputBias,
+} from '../src/pretraining.js';
 
 const VOCAB = { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4, firstWord: 5, vocab: 1000 };
 
@@ -144,9 +151,9 @@ describe('unigramLogPrior and withOutputBias', () => {
   });
 });
 
-describe('brownBertShape', () => {
+describe('bertShape', () => {
   it('builds the shape from the flags, the feed-forward 4 x the width', () => {
-    expect(brownBertShape(4, 128, 4)).toEqual({
+    expect(bertShape(BROWN_BERT, 4, 128, 4)).toEqual({
       vocab: 4096,
       positions: 128,
       hidden: 128,
@@ -157,8 +164,8 @@ describe('brownBertShape', () => {
   });
 
   it('refuses a width the heads do not divide and flags that are not positive integers', () => {
-    expect(() => brownBertShape(4, 130, 4)).toThrow('--width 130 is not a multiple of --heads 4');
-    expect(() => brownBertShape(0, 128, 4)).toThrow('--layers: a positive integer, got 0');
-    expect(() => brownBertShape(4, Number('x'), 4)).toThrow('--width: a positive integer, got NaN');
+    expect(() => bertShape(BROWN_BERT, 4, 130, 4)).toThrow('--width 130 is not a multiple of --heads 4');
+    expect(() => bertShape(BROWN_BERT, 0, 128, 4)).toThrow('--layers: a positive integer, got 0');
+    expect(() => bertShape(BROWN_BERT, 4, Number('x'), 4)).toThrow('--width: a positive integer, got NaN');
   });
 });
