@@ -7,11 +7,18 @@ import { SeededRandom } from './random.js';
 /** Any source of items, read in order; `size` when known. Implement it to stream your own data. */
 export interface Dataset<T> extends AsyncIterable<T> {
   readonly size?: number;
+  /**
+   * Item `index` (0 to size - 1), where the items can be read in any order (in memory). With it (and
+   * `size`), `batchExamples` shuffles the whole dataset each epoch; without it, a buffer of batches.
+   */
+  readonly at?: (index: number) => T;
 }
 
+/** Items in memory: sized and read in any order (shuffled whole by `batchExamples`). */
 export function arrayDataset<T>(items: readonly T[]): Dataset<T> {
   return {
     size: items.length,
+    at: (index) => items[index]!,
     async *[Symbol.asyncIterator]() {
       yield* items;
     },
@@ -20,8 +27,10 @@ export function arrayDataset<T>(items: readonly T[]): Dataset<T> {
 
 /** Applies `transform` to each item as it is read (e.g. records -> tokenized examples). */
 export function mapDataset<T, U>(dataset: Dataset<T>, transform: (item: T, index: number) => U): Dataset<U> {
+  const at = dataset.at;
   return {
     ...(dataset.size !== undefined ? { size: dataset.size } : {}),
+    ...(at ? { at: (index: number) => transform(at(index), index) } : {}),
     async *[Symbol.asyncIterator]() {
       let index = 0;
       for await (const item of dataset) yield transform(item, index++);
@@ -314,13 +323,22 @@ export interface BatchingOptions {
 }
 
 /**
- * Streams batches of examples. Shuffling happens within a buffer of `batchSize · bucketPool`
- * examples (default 64 batches), so a stream is never read whole.
+ * Streams batches of examples. A dataset with `at` and `size` (in memory) is shuffled whole, then
+ * read as a stream; a stream is shuffled within a buffer of `batchSize · bucketPool` examples
+ * (default 64 batches), so it is never read whole (an ordered stream, e.g. a corpus file by file,
+ * stays ordered beyond the buffer: shuffle it before).
  */
-export async function* batchExamples(
-  dataset: AsyncIterable<Example>,
-  options: BatchingOptions,
-): AsyncGenerator<Example[]> {
+/** The dataset's items in a random order where it can be read in any order; otherwise in its own. */
+function readOrder<T>(dataset: Dataset<T>, random: SeededRandom | undefined): AsyncIterable<T> {
+  const { at, size } = dataset;
+  if (!random || !at || size === undefined) return dataset;
+  const order = random.shuffle(Array.from({ length: size }, (_, i) => i));
+  return (async function* () {
+    for (const index of order) yield at(index);
+  })();
+}
+
+export async function* batchExamples(dataset: Dataset<Example>, options: BatchingOptions): AsyncGenerator<Example[]> {
   const { batchSize, random } = options;
   if (!Number.isInteger(batchSize) || batchSize < 1)
     throw new Error(`batchSize: expected a positive integer, got ${batchSize}`);
@@ -341,7 +359,7 @@ export async function* batchExamples(
       yield batch;
     }
   };
-  for await (const example of dataset) {
+  for await (const example of readOrder(dataset, random)) {
     pool.push(example);
     if (pool.length >= poolSize) yield* drain(false);
   }

@@ -1,7 +1,7 @@
 // What an example must be before it reaches a forward pass: each error names the example (its index
 // in the data as read, 0-based) and the field, so a bad row is found in the file, not guessed from a
 // loss of 0 or a kernel error several steps in.
-import type { Dataset, Example } from './data.js';
+import { arrayDataset, type Dataset, type Example } from './data.js';
 import { IGNORE_INDEX } from './losses.js';
 
 /** What the host and task allow. */
@@ -134,16 +134,21 @@ export function checkedData(
   if (Array.isArray(data)) {
     const examples = data as readonly Example[];
     for (const [i, example] of examples.entries()) checkExample(example, `${name}[${i}]`, rules);
-    return {
-      size: examples.length,
-      async *[Symbol.asyncIterator]() {
-        yield* examples;
-      },
-    };
+    return arrayDataset(examples);
   }
   const stream = data as Dataset<Example>;
+  const at = stream.at;
   return {
     ...(stream.size !== undefined ? { size: stream.size } : {}),
+    ...(at
+      ? {
+          at: (index: number) => {
+            const example = at(index);
+            checkExample(example, `${name}[${index}]`, rules);
+            return example;
+          },
+        }
+      : {}),
     async *[Symbol.asyncIterator]() {
       let index = 0;
       for await (const example of stream) {

@@ -61,6 +61,10 @@ export interface EvalResult {
 }
 
 export interface TrainOptions {
+  /**
+   * The training examples, shuffled by `seed` every epoch: whole when in memory (an array, or a
+   * Dataset with `at`), a stream within a buffer of 64 batches (see `batchExamples`).
+   */
   data: Dataset<Example> | readonly Example[];
   validation?: Dataset<Example> | readonly Example[];
   task: TaskName;

@@ -385,6 +385,42 @@ describe('data', () => {
     const mean = (list: Example[][]) => list.reduce((s, b) => s + spread(b), 0) / list.length;
     expect(mean(batches)).toBeLessThan(mean(unbucketed) / 2);
   });
+
+  it('shuffles a dataset in memory whole (an ordered corpus is not read in order); a stream in its buffer', async () => {
+    // 2,000 examples in order (a corpus file by file); the buffer holds 64 batches of 10 = 640
+    const examples = Array.from({ length: 2000 }, (_, i): Example => ({ inputIds: [1, 2, 3], labels: i }));
+    const firstLabels = (batches: Example[][]) =>
+      batches
+        .flat()
+        .slice(0, 500)
+        .map((e) => e.labels as number);
+    const lateShare = (labels: number[]) => labels.filter((label) => label >= 1000).length / labels.length;
+    for (const bucketPool of [undefined, 64]) {
+      const options = { batchSize: 10, random: new SeededRandom(3), ...(bucketPool ? { bucketPool } : {}) };
+      // in memory (and mapped: still in memory): the first 500 read come from the whole range
+      for (const dataset of [arrayDataset(examples), mapDataset(arrayDataset(examples), (e) => e)]) {
+        const batches = await collect(batchExamples(dataset, options));
+        expect(lateShare(firstLabels(batches))).toBeGreaterThan(0.35);
+        expect(lateShare(firstLabels(batches))).toBeLessThan(0.65);
+        expect(
+          batches
+            .flat()
+            .map((e) => e.labels as number)
+            .sort((a, b) => a - b),
+        ).toEqual(examples.map((e) => e.labels));
+      }
+      // a stream (no `at`): shuffled within its buffer only, so the first 500 come from the first 640
+      const stream = {
+        size: examples.length,
+        async *[Symbol.asyncIterator]() {
+          yield* examples;
+        },
+      };
+      const batches = await collect(batchExamples(stream, options));
+      expect(Math.max(...firstLabels(batches))).toBeLessThan(640);
+      expect(batches.flat()).toHaveLength(2000);
+    }
+  });
 });
 
 describe('seededNormal', () => {

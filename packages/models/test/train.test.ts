@@ -249,7 +249,7 @@ describe('train', () => {
       epochs: 30,
       learningRate: 5e-2,
       evalEvery: 4,
-      earlyStopping: { metric: 'accuracy', patience: 3 },
+      earlyStopping: { metric: 'accuracy', patience: 5 },
       onEval: ({ accuracy }) => evaluations.push(accuracy!),
     });
     bert.dispose();

@@ -2,6 +2,7 @@ import path from 'node:path';
 
 import {
   PeftModel,
+  evaluate,
   getPeftModel,
   memoryStore,
   parseSafetensors,
@@ -319,7 +320,7 @@ describe('P-tuning v1', () => {
             new PTuningConfig({ numVirtualTokens: 3, encoderHiddenSize: 8, placeholderTokenId: PLACEHOLDER }),
           );
           const data = examples(mode === 'verbalizer');
-          const result = await train(model, {
+          const options = {
             data,
             padTokenId: base.config.modelType === 'roberta' ? 1 : 0,
             batchSize: 3,
@@ -332,12 +333,14 @@ describe('P-tuning v1', () => {
                   verbalizer: [ids('xw'), ids('yz')],
                   maskTokenId: MASK,
                 }),
-          });
-          // steps of 3 examples: the mean of the first and the last 6
-          const mean = (losses: number[]) => losses.reduce((a, b) => a + b, 0) / losses.length;
-          const [first, last] = [mean(result.losses.slice(0, 6)), mean(result.losses.slice(-6))];
-          console.log(`[masked template ${fixture} ${mode}] mean loss ${first.toFixed(3)} -> ${last.toFixed(3)}`);
-          expect(last, `${fixture} ${mode}: mean loss of the last steps`).toBeLessThan(first * 0.8);
+          };
+          // the loss over all 6 examples before and after (a step's loss, over 3, is too noisy to compare;
+          // over seeds 0-4 the smallest fall was 15%, untied with a verbalizer, 0.731 -> 0.622)
+          const before = (await evaluate(model, data, options)).loss;
+          await train(model, options);
+          const after = (await evaluate(model, data, options)).loss;
+          console.log(`[masked template ${fixture} ${mode}] loss ${before.toFixed(3)} -> ${after.toFixed(3)}`);
+          expect(after, `${fixture} ${mode}: the loss after training`).toBeLessThan(before * 0.9);
           const { logits: out, prepended } = model.forward({ inputIds: [data[0]!.inputIds] });
           expect(prepended).toBe(0); // the pseudo tokens stand inside the template
           expect(out.shape).toEqual([1, data[0]!.inputIds.length, base.config.vocabSize]);
