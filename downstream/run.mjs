@@ -5,7 +5,10 @@
 //   1. A Node project: core + models + lora + backend and @tensorflow/tfjs-core. The train / save /
 //      load / generate example of packages/lora/README.md is typechecked under moduleResolution
 //      nodenext and bundler, compiled and run on brown-gpt; the backend must be the native one.
-//   2. A Vite project: the same packages through @peft/backend/browser, built (not run).
+//   2. A Node project: core + models + ptuning + backend. The masked-LM example of
+//      packages/ptuning/README.md (P-tuning v1 in a template, a verbalizer at [MASK]), the same way,
+//      on brown-bert.
+//   3. A Vite project: core + models + lora + backend through @peft/backend/browser, built (not run).
 // Expects built packages (dist/); `pnpm test` builds them first. Exits non-zero on any failure.
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,6 +20,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const started = Date.now();
 const LIBRARIES = ['core', 'models', 'lora', 'adapter', 'prefix', 'prompt', 'ptuning', 'backend'];
 const INSTALLED = ['core', 'models', 'lora', 'backend'];
+const METHODS = ['lora', 'adapter', 'prefix', 'prompt', 'ptuning'];
 const EXAMPLE_MARKER = '<!-- downstream-example';
 
 function log(message) {
@@ -43,9 +47,9 @@ function catalogVersion(name) {
   return match[1];
 }
 
-/** The README example: the first ts block after the marker. */
-function readmeExample() {
-  const readme = path.join(root, 'packages', 'lora', 'README.md');
+/** A package README's example: the first ts block after the marker. */
+function readmeExample(name) {
+  const readme = path.join(root, 'packages', name, 'README.md');
   const text = fs.readFileSync(readme, 'utf8');
   const at = text.indexOf(EXAMPLE_MARKER);
   const block = at < 0 ? null : /```ts\n([\s\S]*?)```/.exec(text.slice(at));
@@ -149,10 +153,14 @@ function installedVersion(dir, name) {
   return JSON.parse(fs.readFileSync(path.join(dir, 'node_modules', name, 'package.json'), 'utf8')).version;
 }
 
-function nodeProject(work, tarballs) {
-  const dir = path.join(work, 'node-project');
-  log(`npm project ${dir}: ${INSTALLED.map((n) => `@peft/${n}`).join(', ')}`);
-  const deps = Object.fromEntries(INSTALLED.map((n) => [`@peft/${n}`, `file:${tarballs[n]}`]));
+/**
+ * A Node project with `installed` (and no other method), the README example of the `method` package
+ * typechecked under nodenext and bundler, compiled and run on `model`; `check` reads its output.
+ */
+function nodeProject(work, tarballs, { method, installed, model, check }) {
+  const dir = path.join(work, `node-${method}`);
+  log(`npm project ${dir}: ${installed.map((n) => `@peft/${n}`).join(', ')}`);
+  const deps = Object.fromEntries(installed.map((n) => [`@peft/${n}`, `file:${tarballs[n]}`]));
   // The highest tfjs-core the peer range allows (what npm picks for the range itself); the Vite
   // project takes the lowest.
   npmProject(dir, {
@@ -164,33 +172,66 @@ function nodeProject(work, tarballs) {
   log(
     `tfjs-core ${installedVersion(dir, '@tensorflow/tfjs-core')} (the highest that ${peerRange(tarballs.core, '@tensorflow/tfjs-core')} allows)`,
   );
-  for (const forbidden of ['@peft/adapter', '@peft/prefix', '@peft/prompt', '@peft/ptuning']) {
+  for (const forbidden of METHODS.filter((m) => !installed.includes(m)).map((m) => `@peft/${m}`)) {
     if (fs.existsSync(path.join(dir, 'node_modules', forbidden)))
       throw new Error(`${forbidden} was installed but not asked for`);
   }
-  fs.writeFileSync(path.join(dir, 'example.ts'), readmeExample());
+  fs.writeFileSync(path.join(dir, 'example.ts'), readmeExample(method));
   for (const resolution of ['nodenext', 'bundler']) {
     tsconfig(dir, `tsconfig.${resolution}.json`, resolution);
     run(path.join(dir, 'node_modules', '.bin', 'tsc'), ['-p', `tsconfig.${resolution}.json`], { cwd: dir });
     log(`typecheck (moduleResolution ${resolution}): ok`);
   }
-  const model = path.join(root, 'apps', 'bench', 'models', 'brown-gpt');
   log(`node out/example.js ${model}`);
   const output = run(process.execPath, ['out/example.js', model], {
     cwd: dir,
     env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
   });
-  const shown = output.split('\n').filter((line) => /^(backend|generated|trainable)/.test(line));
+  const shown = output.split('\n').filter((line) => /^(backend|generated|trainable|accuracy|probing)/.test(line));
   console.log(shown.map((line) => `    ${line}`).join('\n'));
   const backend = /^backend (\w+): (\d+) steps/m.exec(output);
   if (!backend) throw new Error(`the example printed no training line:\n${output}`);
   if (backend[1] !== 'tensorflow')
     throw new Error(`the example ran on the '${backend[1]}' backend, not the native 'tensorflow':\n${output}`);
   if (backend[2] !== '4') throw new Error(`expected 4 training steps, got ${backend[2]}`);
-  if (!/^generated: .+/m.test(output)) throw new Error(`the example generated nothing:\n${output}`);
-  for (const file of ['adapter_config.json', 'adapter_model.safetensors']) {
-    if (!fs.existsSync(path.join(dir, 'my-lora', file))) throw new Error(`the example saved no ${file}`);
+  check(output, dir);
+}
+
+/** The files an example saved. */
+function saved(dir, folder, files) {
+  for (const file of files) {
+    if (!fs.existsSync(path.join(dir, folder, file))) throw new Error(`the example saved no ${folder}/${file}`);
   }
+}
+
+function loraProject(work, tarballs) {
+  nodeProject(work, tarballs, {
+    method: 'lora',
+    installed: INSTALLED,
+    model: path.join(root, 'apps', 'bench', 'models', 'brown-gpt'),
+    check(output, dir) {
+      if (!/^generated: .+/m.test(output)) throw new Error(`the example generated nothing:\n${output}`);
+      saved(dir, 'my-lora', ['adapter_config.json', 'adapter_model.safetensors']);
+    },
+  });
+}
+
+function ptuningProject(work, tarballs) {
+  nodeProject(work, tarballs, {
+    method: 'ptuning',
+    installed: ['core', 'models', 'ptuning', 'backend'],
+    model: path.join(root, 'apps', 'bench', 'models', 'brown-bert'),
+    check(output, dir) {
+      if (!/^accuracy [\d.]+ on the training reviews$/m.test(output))
+        throw new Error(`the example printed no accuracy:\n${output}`);
+      if (!/^probing example: \d+ tokens, [1-9]\d* masked$/m.test(output))
+        throw new Error(`the example made no probing example:\n${output}`);
+      saved(dir, 'my-ptuning', ['adapter_config.json', 'adapter_model.safetensors']);
+      const config = JSON.parse(fs.readFileSync(path.join(dir, 'my-ptuning', 'adapter_config.json'), 'utf8'));
+      if (config.peft_type !== 'P_TUNING' || !Number.isInteger(config.placeholder_token_id))
+        throw new Error(`the saved adapter_config.json is not a templated P-tuning: ${JSON.stringify(config)}`);
+    },
+  });
 }
 
 function viteProject(work, tarballs) {
@@ -236,7 +277,8 @@ function main() {
       `packed ${Object.keys(tarballs).length} packages (npm ${execFileSync('npm', ['--version'], { encoding: 'utf8' }).trim()})`,
     );
     lint(tarballs);
-    nodeProject(work, tarballs);
+    loraProject(work, tarballs);
+    ptuningProject(work, tarballs);
     viteProject(work, tarballs);
     log('passed');
   } finally {

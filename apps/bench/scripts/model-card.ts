@@ -62,6 +62,8 @@ const phases: Phase[] = (result.phases as unknown as Phase[] | undefined) ?? [
 ];
 const size = (name: string): string => `${(statSync(path.join(out, name)).size / 1e6).toFixed(1)} MB`;
 const minutes = `${(Number(result.seconds) / 60).toFixed(1)} minutes`;
+// a run whose timing was taken another way says how
+const timingNote = result.timingNote ? ` (${result.timingNote})` : '';
 const speed = `${Number(result.tokensPerSecond).toFixed(0)} tokens/s`;
 
 const gptCard = `# brown-gpt
@@ -118,7 +120,7 @@ it as \`BertForMaskedLM\` with our logits (checked: \`oracle/check_brown_gpt.py\
 | tokenizer | byte-level BPE, 4,096 tokens (3,835 merges + 256 bytes + \`[PAD]\` \`[UNK]\` \`[CLS]\` \`[SEP]\` \`[MASK]\`), trained on the same files; BERT's template \`[CLS] A [SEP]\` (pairs \`[CLS] A [SEP] B [SEP]\`, B of token type 1) |
 | data | brown-gpt's split: 400 Brown files (${phases.map((p) => `${p.trainBlocks} blocks of at most ${p.block} tokens`).join(', ')}: a file's sentences packed, with \`[CLS]\` and \`[SEP]\`); 100 files held out |
 | objective | BERT's: 15% of each block's tokens chosen (at least one), 80% of those replaced by \`[MASK]\`, 10% by a random token, 10% kept; the loss on the chosen ones. ${phases.map((p) => `${p.maskings} maskings of the ${p.block}-token blocks`).join(', then ')}, each drawn anew, trained as one shuffled pass${phases.length > 1 ? ' per phase (short blocks first: BERT leaves its unigram stage sooner on short sequences)' : ''} |
-| training | ${phases.map((p) => `${p.steps} steps of ${p.batch} blocks of ${p.block}`).join(', then ')}; AdamW (weight decay 0.01), cosine schedule from ${result.learningRate ?? '1e-3'} with ${result.warmupSteps ?? 200} warm-up steps${phases.length > 1 ? ' in each phase' : ''}${result.outputBiasStart === 'unigram' ? ", the output bias started at the training split's log token frequencies" : ''}, dropout 0.1, seed 1, ${result.backend} backend, ${speed}, ${minutes} |
+| training | ${phases.map((p) => `${p.steps} steps of ${p.batch} blocks of ${p.block}`).join(', then ')}; AdamW (weight decay 0.01), cosine schedule from ${result.learningRate ?? '1e-3'} with ${result.warmupSteps ?? 200} warm-up steps${phases.length > 1 ? ' in each phase' : ''}${result.outputBiasStart === 'unigram' ? ", the output bias started at the training split's log token frequencies" : ''}, dropout 0.1, seed 1, ${result.backend} backend, ${speed}, ${minutes}${timingNote} |
 | held-out | masked-LM loss ${Number(result.heldOutLoss).toFixed(3)}, **accuracy ${Number(result.heldOutAccuracy).toFixed(3)}** (the chosen tokens predicted, top 1 of 4,096) over all ${result.heldOutBlocks} held-out blocks, masked once (seeded)${result.heldOutMaskAccuracy === undefined ? '' : `; at the [MASK] inputs alone (the context's prediction; a kept token can be copied): accuracy ${Number(result.heldOutMaskAccuracy).toFixed(3)}, loss ${Number(result.heldOutMaskLoss).toFixed(3)}`} |
 | files | \`model.safetensors\` (F16, ${size('model.safetensors')}), \`config.json\`, \`tokenizer.json\` (${size('tokenizer.json')}), \`tokenizer_config.json\` |
 

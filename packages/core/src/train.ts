@@ -45,7 +45,9 @@ export interface StepInfo {
   learningRate: number;
   /** Global gradient norm before clipping. */
   gradientNorm: number;
+  /** This step's tokens (its micro-batches' non-padding tokens). */
   tokens: number;
+  /** This step's seconds (since the step before was reported). */
   seconds: number;
   /** tf.memory().numTensors after the step: flat over a healthy run. */
   tensors: number;
