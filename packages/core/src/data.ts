@@ -322,12 +322,6 @@ export interface BatchingOptions {
   dropLast?: boolean;
 }
 
-/**
- * Streams batches of examples. A dataset with `at` and `size` (in memory) is shuffled whole, then
- * read as a stream; a stream is shuffled within a buffer of `batchSize · bucketPool` examples
- * (default 64 batches), so it is never read whole (an ordered stream, e.g. a corpus file by file,
- * stays ordered beyond the buffer: shuffle it before).
- */
 /** The dataset's items in a random order where it can be read in any order; otherwise in its own. */
 function readOrder<T>(dataset: Dataset<T>, random: SeededRandom | undefined): AsyncIterable<T> {
   const { at, size } = dataset;
@@ -338,6 +332,12 @@ function readOrder<T>(dataset: Dataset<T>, random: SeededRandom | undefined): As
   })();
 }
 
+/**
+ * Streams batches of examples. A dataset with `at` and `size` (in memory) is shuffled whole, then
+ * read as a stream; a stream is shuffled within a buffer of `batchSize · bucketPool` examples
+ * (default 64 batches), so it is never read whole (an ordered stream, e.g. a corpus file by file,
+ * stays ordered beyond the buffer: shuffle it before).
+ */
 export async function* batchExamples(dataset: Dataset<Example>, options: BatchingOptions): AsyncGenerator<Example[]> {
   const { batchSize, random } = options;
   if (!Number.isInteger(batchSize) || batchSize < 1)
