@@ -19,6 +19,9 @@ import { median } from '../src/perf/perf.js';
 import { PERF_METHODS, PERF_MODELS, perfConfig, stepExamples } from '../src/perf/workloads.js';
 
 const [variant = '', modelName = 'llama', methodName = 'lora', pairsArg = '8'] = process.argv.slice(2);
+// tfjs-node is loaded here before selectBackend (to keep its own matmul kernel): the allocator
+// selectBackend would choose is asked for by hand
+process.env.TF_CPU_ALLOCATOR_USE_BFC ??= 'true';
 await import('@tensorflow/tfjs-node');
 const plain = tf.getKernel('BatchMatMul', 'tensorflow')!;
 await selectBackend({ backend: 'tensorflow', warnIfSlow: false });

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 
+import { chooseAllocator } from './allocator.js';
 import { firstLine } from './first-line.js';
 import { fixAdvice, inspectNativeSetup } from './native-setup.js';
 import { registerTensorflowKernels } from './tensorflow-kernels.js';
@@ -43,6 +44,7 @@ interface TensorflowBackend {
 
 const LOADERS: Record<BackendName, Loader> = {
   async tensorflow() {
+    chooseAllocator(); // read by libtensorflow as tfjs-node loads
     await import('@tensorflow/tfjs-node');
     await activate('tensorflow');
     registerTensorflowKernels();

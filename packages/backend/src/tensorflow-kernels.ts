@@ -2,6 +2,7 @@
 // ones tfjs-node registers.
 import * as tf from '@tensorflow/tfjs-core';
 
+import { allocatorChoice } from './allocator.js';
 import { GRAPH_KERNEL, graphKernel } from './graph-kernel.js';
 
 interface OpAttr {
@@ -601,6 +602,7 @@ export function nativeKernelChoices(): string[] {
     hasOneDnn(backend, ONEDNN_BATCH_MATMUL)
       ? 'batched matmul (attention): oneDNN (_MklBatchMatMulV2)'
       : "batched matmul (attention): libtensorflow's BatchMatMulV2",
+    `memory: ${allocatorChoice() ?? 'as libtensorflow chose it (tfjs-node was not loaded by selectBackend)'}`,
     'decoding: each step of GPT-2, the Llama family and Phi-3 as one graph (one call instead of hundreds of ops)',
     // measured, training + forward + decoding of GPT-2 in alternating processes: not faster, so not provisioned
     "library: the tensorflow-cpu 2.21 wheel's (intel-tensorflow-avx512 2.14 on an Intel Xeon and tf-nightly-cpu " +

@@ -29,7 +29,9 @@ describe('runDoctor', () => {
     expect(text).toContain(`  cpu         ${report.cpu}`);
     // on the native backend, the kernels chosen for this machine; none elsewhere
     if (report.selection.name === 'tensorflow') {
-      expect(report.kernels).toHaveLength(4);
+      expect(report.kernels).toHaveLength(5);
+      // the test processes inherit TF_CPU_ALLOCATOR_USE_BFC=true from vitest's global set-up, whose selectBackend set it
+      expect(text).toMatch(/kernels +memory: BFC pool/);
       expect(text).toMatch(process.arch === 'x64' ? /kernels +matmul: oneDNN/ : /kernels +matmul: /);
       expect(text).toMatch(/kernels +library: the tensorflow-cpu 2\.21 wheel's \(.*measured no faster/);
     } else expect(report.kernels).toEqual([]);
