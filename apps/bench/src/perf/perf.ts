@@ -114,6 +114,7 @@ function runSide(
 ): Promise<WorkerResult> {
   if (side === 'ours') {
     return runProcess(path.join(root, 'node_modules/.bin/tsx'), [
+      '--expose-gc', // the worker collects the random weights' arrays before it measures
       path.join(import.meta.dirname, 'worker.ts'),
       JSON.stringify(request),
     ]);

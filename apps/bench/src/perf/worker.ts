@@ -189,6 +189,17 @@ function ceiling(request: WorkerRequest, model: (typeof PERF_MODELS)[number]): P
   return { matmul_seconds };
 }
 
+/**
+ * The random weights' JavaScript arrays are garbage once libtensorflow holds the weights, but V8 may
+ * keep them (~170 MB for GPT-2 small) into the training steps and their peak RSS (GPT-2 LoRA: 2,338-2,484
+ * MB without, 2,332-2,358 with). loadPretrained reads a checkpoint through one reused staging buffer
+ * (large ones are given back as each weight is made), and torch's random init makes no copies.
+ * perf.ts starts this worker with --expose-gc.
+ */
+function collectGarbage(): void {
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
 export async function runWorker(request: WorkerRequest): Promise<WorkerResult> {
   const backend = await selectBackend({ backend: parseBackendRequest(request.backend, 'backend'), warnIfSlow: false });
   const model = PERF_MODELS.find((m) => m.name === request.model);
@@ -200,6 +211,7 @@ export async function runWorker(request: WorkerRequest): Promise<WorkerResult> {
     const method = PERF_METHODS.find((m) => m.name === request.method);
     if (!method) throw new Error(`unknown method "${request.method}"`);
     const host = randomModel(perfConfig(model, request.dropout ?? 0));
+    collectGarbage();
     const vocab = model.config.vocab_size as number;
     if (request.mode === 'public') figures = await publicApiTraining(host, model, request, vocab);
     else {
