@@ -137,10 +137,16 @@ export function fusedCausalLmLoss(
       // (W·hᵀ)ᵀ rather than h·Wᵀ: libtensorflow's product with the vocabulary-sized operand transposed runs
       // at 55-62 GFLOPS, the plain one at 92-101 (GPT-2's head, [508,768] by [50257,768]: 690 -> 480 ms
       // with the transposes of h and of the logits)
-      let z = tf.transpose(tf.matMul(weight, tf.transpose(h))) as tf.Tensor2D; // [n, V]
+      // each [n, V] temporary is freed once the next one exists (the tidy would keep them all to the
+      // chunk's end): two at a time at most
+      const zT = tf.matMul(weight, tf.transpose(h)); // [V, n]
+      let z = tf.transpose(zT) as tf.Tensor2D; // [n, V]
+      zT.dispose();
       let capped: tf.Tensor2D | null = null;
       if (head.softCap !== null) {
-        capped = tf.tanh(tf.div(z, head.softCap)) as tf.Tensor2D;
+        const scaled = tf.div(z, head.softCap);
+        capped = tf.tanh(scaled) as tf.Tensor2D;
+        tf.dispose([scaled, z]);
         z = tf.mul(capped, head.softCap) as tf.Tensor2D;
       }
       if (nativeLoss) {
@@ -149,6 +155,7 @@ export function fusedCausalLmLoss(
           logits: z,
           labels: tf.tensor1d(targets.slice(start, start + size), 'int32'),
         }) as [tf.Tensor1D, tf.Tensor2D];
+        z.dispose();
         const loss = tf.sum(rowLosses) as tf.Scalar;
         if (!withGradients) return { loss };
         const gradient = capped ? (tf.mul(backprop, tf.sub(1, tf.square(capped))) as tf.Tensor2D) : backprop;

@@ -157,6 +157,25 @@ describe.each(BACKENDS)('fusedCausalLmLoss equals the plain loss, and its gradie
     host.dispose();
   });
 
+  it.runIf(backend === 'tensorflow')(
+    'holds at most two [tokens, vocabulary] temporaries at a time (the loss is where a step peaks)',
+    async () => {
+      const [tokens, vocabulary, d] = [64, 8192, 16];
+      const hidden = tf.randomNormal([1, tokens + 1, d], 0, 1, 'float32', 3) as tf.Tensor3D;
+      const head = { weight: tf.randomNormal([vocabulary, d], 0, 0.1, 'float32', 4) as tf.Tensor2D, softCap: null };
+      const labels = [Array.from({ length: tokens + 1 }, (_, i) => (i * 37) % vocabulary)];
+      const before = tf.memory().numBytes;
+      const profile = await tf.profile(() => {
+        const { loss } = fusedCausalLmLoss(hidden, head, labels, 0, true);
+        loss.dispose();
+      });
+      const oneLogits = tokens * vocabulary * 4; // 2 MB; the logits, their transpose and the gradient were 3
+      expect(profile.peakBytes - before).toBeGreaterThan(2 * oneLogits);
+      expect(profile.peakBytes - before).toBeLessThan(2.5 * oneLogits);
+      tf.dispose([hidden, head.weight]);
+    },
+  );
+
   it('a host without a language-model head (a classifier) returns its logits, no lmHead', async () => {
     const host = await loadPretrained(`${FIXTURES}/gpt2-sequence-classification`);
     const output = host.forward({ inputIds: INPUT, headless: true });
