@@ -1,7 +1,7 @@
 // What an example must be before it reaches a forward pass: each error names the example (its index
 // in the data as read, 0-based) and the field, so a bad row is found in the file, not guessed from a
 // loss of 0 or a kernel error several steps in.
-import { arrayDataset, type Dataset, type Example } from './data.js';
+import { arrayDataset, mapDataset, type Dataset, type Example } from './data.js';
 import { IGNORE_INDEX } from './losses.js';
 
 /** What the host and task allow. */
@@ -136,25 +136,9 @@ export function checkedData(
     for (const [i, example] of examples.entries()) checkExample(example, `${name}[${i}]`, rules);
     return arrayDataset(examples);
   }
-  const stream = data as Dataset<Example>;
-  const at = stream.at;
-  return {
-    ...(stream.size !== undefined ? { size: stream.size } : {}),
-    ...(at
-      ? {
-          at: (index: number) => {
-            const example = at(index);
-            checkExample(example, `${name}[${index}]`, rules);
-            return example;
-          },
-        }
-      : {}),
-    async *[Symbol.asyncIterator]() {
-      let index = 0;
-      for await (const example of stream) {
-        checkExample(example, `${name}[${index++}]`, rules);
-        yield example;
-      }
-    },
-  };
+  // as read, and where the dataset reads in any order (`at`), as each index is read
+  return mapDataset(data as Dataset<Example>, (example, index) => {
+    checkExample(example, `${name}[${index}]`, rules);
+    return example;
+  });
 }
