@@ -2,9 +2,11 @@
 // weights, batch 4 x 128), kernel time summed per kernel and input shapes, the top rows printed
 // beside the step's wall time and allocations. Used to choose what to make fast (#11).
 //
-//   pnpm --filter @peft/bench profile-step [model=gpt2] [method=lora|decode] [steps=2] [backend=tensorflow]
+//   pnpm --filter @peft/bench profile-step [model=gpt2] [method=lora|decode|forward|forward-<method>] [steps=2] [backend=tensorflow]
 // `decode`: the base model generating `steps` tokens after a 128-token prompt, per token (the
-// prompt's pass, measured alone, subtracted).
+// prompt's pass, measured alone, subtracted). `forward`: the base model's pass over one 128-token
+// prompt, `steps` times (the perf harness's forward row); `forward-lora` (or another method): the
+// same with the method's adapter attached, unmerged.
 import { parseBackendRequest, selectBackend } from '@peft/backend';
 import { train } from '@peft/core';
 import { generate, randomModel } from '@peft/models';
@@ -16,7 +18,11 @@ const [modelName = 'gpt2', methodName = 'lora', stepsArg = '2', backendName = 't
 await selectBackend({ backend: parseBackendRequest(backendName, 'backend'), warnIfSlow: false });
 const model = PERF_MODELS.find((m) => m.name === modelName);
 const decode = methodName === 'decode';
-const method = decode ? PERF_METHODS[0] : PERF_METHODS.find((m) => m.name === methodName);
+// forward: the base model's pass; forward-<method>: with the method's adapter attached (unmerged)
+const forwardOnly = methodName === 'forward' || methodName.startsWith('forward-');
+const adapted = methodName.startsWith('forward-') ? methodName.slice('forward-'.length) : null;
+const method =
+  decode || methodName === 'forward' ? PERF_METHODS[0] : PERF_METHODS.find((m) => m.name === (adapted ?? methodName));
 if (!model || !method)
   throw new Error(
     `usage: profile-step [${PERF_MODELS.map((m) => m.name).join('|')}] [${PERF_METHODS.map((m) => m.name).join('|')}] [steps]`,
@@ -24,7 +30,8 @@ if (!model || !method)
 const steps = Number(stepsArg);
 const vocab = model.config.vocab_size as number;
 const host = randomModel(perfConfig(model, 0)); // dropout off, as the harness by default
-const trainable = decode ? { host, trainableVariables: () => new Map() } : method.make(host, model);
+const trainable =
+  decode || methodName === 'forward' ? { host, trainableVariables: () => new Map() } : method.make(host, model);
 const data = stepExamples(4 * (steps + 1), vocab);
 const options = {
   task: 'causal-lm' as const,
@@ -35,8 +42,14 @@ const options = {
   bucketByLength: false,
 };
 const prompt = [data[0]!.inputIds];
+const forwardPass = (): void => {
+  const { logits } = host.forward({ inputIds: prompt });
+  logits.dataSync();
+  logits.dispose();
+};
 // warm-up, not profiled
 if (decode) generate(host, { inputIds: prompt, maxNewTokens: 2 });
+else if (forwardOnly) for (let i = 0; i < 2; i++) forwardPass();
 else await train(trainable, { ...options, data: data.slice(0, 4) });
 
 interface Entry {
@@ -92,6 +105,10 @@ if (decode) {
   const whole = await census(async () => void generate(host, { inputIds: prompt, maxNewTokens: steps + 1 }), 1);
   wall = whole.wall - prefill.wall;
   peakBytes = whole.peakBytes;
+} else if (forwardOnly) {
+  ({ wall, peakBytes } = await census(async () => {
+    for (let i = 0; i < steps; i++) forwardPass();
+  }, 1));
 } else {
   ({ wall, peakBytes } = await census(() => train(trainable, { ...options, data: data.slice(4) }).then(() => {}), 1));
 }
@@ -99,9 +116,9 @@ const usage = process.resourceUsage();
 
 const perStep = (x: number): number => x / steps;
 console.log(
-  `${model.name} ${decode ? 'decode (per new token, the prompt pass excluded)' : method.name} on ${tf.getBackend()}: ${steps} steps, wall ${perStep(wall).toFixed(0)} ms/step, ` +
+  `${model.name} ${decode ? 'decode (per new token, the prompt pass excluded)' : forwardOnly ? `forward (1 x 128 prompt${adapted ? `, ${adapted} attached` : ''})` : method.name} on ${tf.getBackend()}: ${steps} steps, wall ${perStep(wall).toFixed(0)} ms/step, ` +
     `kernels ${perStep(total).toFixed(0)} ms/step (${kernelCalls / steps} kernel calls/step), ` +
-    (decode
+    (decode || forwardOnly
       ? '' // the usage counters cover both generations
       : `user ${((usage.userCPUTime - usageBefore.userCPUTime) / 1000 / steps).toFixed(0)} ms, system ${((usage.systemCPUTime - usageBefore.systemCPUTime) / 1000 / steps).toFixed(0)} ms, ` +
         `minor page faults ${((usage.minorPageFault - usageBefore.minorPageFault) / steps).toFixed(0)} per step; `) +
