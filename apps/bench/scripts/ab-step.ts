@@ -9,9 +9,10 @@
 // B: with the backend's one-kernel softmax cross-entropy); onednn-matmul (A: 2-D products with a
 // transposed operand on tfjs-node's BatchMatMulV2, as before; B: on oneDNN, as @peft/backend runs them);
 // onednn-batch (A: batched products, attention's, on tfjs-node's BatchMatMulV2; B: on oneDNN's);
-// onednn-plain (A: as @peft/backend runs them; B: the plain 2-D products on oneDNN's _MklMatMul too).
+// onednn-plain (A: as @peft/backend runs them; B: the plain 2-D products on oneDNN's _MklMatMul too);
+// head-product (A: the head's logits as (W·hᵀ)ᵀ from tfjs ops; B: the backend's HEAD_PRODUCT_KERNEL, h·Wᵀ on oneDNN).
 import { selectBackend } from '@peft/backend';
-import { SOFTMAX_CROSS_ENTROPY_KERNEL, train } from '@peft/core';
+import { HEAD_PRODUCT_KERNEL, SOFTMAX_CROSS_ENTROPY_KERNEL, train } from '@peft/core';
 import { randomModel } from '@peft/models';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -27,6 +28,7 @@ const plain = tf.getKernel('BatchMatMul', 'tensorflow')!;
 await selectBackend({ backend: 'tensorflow', warnIfSlow: false });
 const chosen = tf.getKernel('BatchMatMul', 'tensorflow')!;
 const lossKernel = tf.getKernel(SOFTMAX_CROSS_ENTROPY_KERNEL, 'tensorflow')!;
+const headKernel = tf.getKernel(HEAD_PRODUCT_KERNEL, 'tensorflow')!;
 const use = (config: tf.KernelConfig) => (): void => {
   tf.unregisterKernel('BatchMatMul', 'tensorflow');
   tf.registerKernel(config);
@@ -84,6 +86,14 @@ const VARIANTS: Record<string, { a: () => void; b: () => void }> = {
     },
     b: () => {
       fusedLoss = true;
+    },
+  },
+  'head-product': {
+    a: () => {
+      if (tf.getKernel(HEAD_PRODUCT_KERNEL, 'tensorflow')) tf.unregisterKernel(HEAD_PRODUCT_KERNEL, 'tensorflow');
+    },
+    b: () => {
+      if (!tf.getKernel(HEAD_PRODUCT_KERNEL, 'tensorflow')) tf.registerKernel(headKernel);
     },
   },
   'loss-kernel': {

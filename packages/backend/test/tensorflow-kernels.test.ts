@@ -8,10 +8,13 @@ import {
   ADAMW_READ_KERNEL,
   DROPOUT_MASK_KERNEL,
   GELU_TANH_KERNEL,
+  HEAD_PRODUCT_KERNEL,
   LAYER_NORM_KERNEL,
   RMS_NORM_KERNEL,
   SOFTMAX_CROSS_ENTROPY_KERNEL,
   SWIGLU_KERNEL,
+  type TensorflowBackendLike,
+  headProductOps,
   registerTensorflowKernels,
 } from '../src/tensorflow-kernels.js';
 
@@ -493,6 +496,57 @@ describe.runIf(hasTensorflow)('the softmax cross-entropy kernel on the tensorflo
     expect(run([2, 3], [0, 1, 2])).toThrow('expected int32 [2]');
     expect(run([3], [0])).toThrow('logits [3] are not [n, V]');
     expect(run([2, 3], [0, 3])).toThrow(/label value of 3/);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe.runIf(hasTensorflow)("the language-model head's product on the tensorflow backend", () => {
+  it('gives rows·weightᵀ as the definition in float64, on oneDNN where the build has it and without', async () => {
+    await loadBackend('tensorflow');
+    registerTensorflowKernels();
+    const backend = tf.backend() as unknown as TensorflowBackendLike & {
+      executeSingleOutput: (name: string, ...rest: unknown[]) => tf.Tensor;
+    };
+    const before = tf.memory().numTensors;
+    const [n, d, vocabulary] = [3, 5, 11];
+    const rowValues = Float32Array.from({ length: n * d }, (_, i) => Math.sin(i * 0.7) * 3);
+    const weightValues = Float32Array.from({ length: vocabulary * d }, (_, i) => Math.cos(i * 1.3) - 0.2);
+    const expected = reference(rowValues, weightValues, n, d, vocabulary, false, true);
+    const rows = tf.tensor2d(rowValues, [n, d]);
+    const weight = tf.tensor2d(weightValues, [vocabulary, d]);
+    const worst = (got: tf.TensorInfo): number => {
+      const values = got as tf.Tensor; // the backend's ops return tensors
+      const diff = Math.max(...Array.from(values.dataSync(), (v, i) => Math.abs(v - expected[i]!)));
+      expect(values.shape).toEqual([n, vocabulary]);
+      values.dispose();
+      return diff;
+    };
+    tf.dispose(tf.engine().runKernel(HEAD_PRODUCT_KERNEL, { rows, weight }) as tf.Tensor); // probes oneDNN once
+    const execute = backend.executeSingleOutput;
+    const ops: string[] = [];
+    backend.executeSingleOutput = function (this: unknown, name: string, ...rest: unknown[]) {
+      ops.push(name);
+      return execute.call(this, name, ...rest);
+    };
+    try {
+      expect(worst(tf.engine().runKernel(HEAD_PRODUCT_KERNEL, { rows, weight }) as tf.Tensor)).toBeLessThan(1e-5);
+      // x64 builds have oneDNN: one product with the weight transposed, no transposes
+      if (process.arch === 'x64') expect(ops).toEqual(['_MklMatMul']);
+      for (const oneDnn of process.arch === 'x64' ? [true, false] : [false]) {
+        ops.length = 0;
+        expect(worst(headProductOps(backend, rows, weight, oneDnn))).toBeLessThan(1e-5);
+        expect(ops).toEqual(oneDnn ? ['_MklMatMul'] : ['Transpose', 'MatMul', 'Transpose']);
+      }
+    } finally {
+      backend.executeSingleOutput = execute;
+    }
+    const run = (rowShape: number[], weightShape: number[]) => () =>
+      tf.tidy(() =>
+        tf.engine().runKernel(HEAD_PRODUCT_KERNEL, { rows: tf.zeros(rowShape), weight: tf.zeros(weightShape) }),
+      );
+    expect(run([2, 3], [4, 5])).toThrow('PeftHeadProduct: weight is float32 [4,5], expected float32 [4,3]');
+    expect(run([2, 3, 1], [4, 3])).toThrow('PeftHeadProduct: rows [2,3,1] and weight [4,3] are not both 2-D');
+    tf.dispose([rows, weight]);
     expect(tf.memory().numTensors).toBe(before);
   });
 });

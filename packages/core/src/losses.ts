@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { LmHead } from './host.js';
-import { reshapeReleasing } from './nn.js';
+import { headProduct, reshapeReleasing } from './nn.js';
 
 /** Labels at this value take no part in a loss (Hugging Face's convention). */
 export const IGNORE_INDEX = -100;
@@ -134,14 +134,9 @@ export function fusedCausalLmLoss(
   ): { loss: tf.Scalar; input?: tf.Tensor2D; weight?: tf.Tensor2D } =>
     tf.tidy(() => {
       const h = tf.gather(x, tf.slice(rows, [start], [size])) as tf.Tensor2D; // [n, d]
-      // (W·hᵀ)ᵀ rather than h·Wᵀ: libtensorflow's product with the vocabulary-sized operand transposed runs
-      // at 55-62 GFLOPS, the plain one at 92-101 (GPT-2's head, [508,768] by [50257,768]: 690 -> 480 ms
-      // with the transposes of h and of the logits)
       // each [n, V] temporary is freed once the next one exists (the tidy would keep them all to the
       // chunk's end): two at a time at most
-      const zT = tf.matMul(weight, tf.transpose(h)); // [V, n]
-      let z = tf.transpose(zT) as tf.Tensor2D; // [n, V]
-      zT.dispose();
+      let z = headProduct(h, weight); // [n, V]
       let capped: tf.Tensor2D | null = null;
       if (head.softCap !== null) {
         const scaled = tf.div(z, head.softCap);

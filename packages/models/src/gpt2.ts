@@ -6,6 +6,7 @@ import {
   type HostLinear,
   activation,
   addReleasing,
+  headProduct,
   layerNorm,
   reshapeReleasing,
   type Checkpoint,
@@ -17,7 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import type { ConfigReader } from './config.js';
 import { type DecodeGraph, DecodeGraphBuilder, graphActivation } from './decode-graph.js';
-import { attention, headProduct, mergeHeads, splitHeads } from './ops.js';
+import { attention, mergeHeads, splitHeads } from './ops.js';
 import { DropoutSite, TransformerHost, type DropoutRates, type LayerState } from './transformer-host.js';
 import { WeightLoader, newHead } from './weights.js';
 

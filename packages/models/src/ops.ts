@@ -1,6 +1,6 @@
 // Building blocks shared by the architectures: attention with its mask, and the split of projections
 // into heads and back. Shapes as in the notes at the top of transformer-host.ts.
-import { addReleasing, reshapeReleasing, type ForwardContext, type HostLinear } from '@peft/core';
+import { addReleasing, headProduct, reshapeReleasing, type ForwardContext, type HostLinear } from '@peft/core';
 import * as tf from '@tensorflow/tfjs-core';
 
 /** Additive mask value: exp() of a score this low is exactly 0 in float32. */
@@ -116,15 +116,6 @@ export function gatedMlp(
  * lm_head.weight): [B, T, d] -> [B, T, V], soft-capped when `softCap` is given (Gemma 2's
  * final_logit_softcapping).
  */
-/**
- * rows [N, d] by the head's weight [V, d]: (W·rowsᵀ)ᵀ, not rows·Wᵀ. libtensorflow's product with the
- * vocabulary-sized operand transposed runs at 35-62 GFLOPS here, the plain one at 92-101: GPT-2's head
- * over 128 tokens 286 -> ~100 ms; the two transposes are of the small rows and the logits.
- */
-export function headProduct(rows: tf.Tensor2D, weight: tf.Tensor2D): tf.Tensor2D {
-  return tf.transpose(tf.matMul(weight, tf.transpose(rows))) as tf.Tensor2D; // [N, V]
-}
-
 export function lmHeadLogits(normed: tf.Tensor3D, lmHead: tf.Tensor2D, softCap: number | null = null): tf.Tensor {
   const [batch, length, d] = normed.shape;
   let logits = headProduct(tf.reshape(normed, [batch * length, d]), lmHead); // [B·T, V]

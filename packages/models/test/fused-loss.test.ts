@@ -6,6 +6,7 @@ import { availableBackends, loadBackend } from '@peft/backend';
 import {
   causalLmLoss,
   fusedCausalLmLoss,
+  HEAD_PRODUCT_KERNEL,
   IGNORE_INDEX,
   SOFTMAX_CROSS_ENTROPY_KERNEL,
   variableGradients,
@@ -84,15 +85,17 @@ describe.each(BACKENDS)('fusedCausalLmLoss equals the plain loss, and its gradie
     await loadBackend(backend);
   });
 
-  it("takes the backend's one-kernel softmax cross-entropy where it has one", async () => {
+  it("takes the backend's one-kernel softmax cross-entropy and head product where it has them", async () => {
     const host = await loadPretrained(`${FIXTURES}/gpt2-tied`);
     const output = host.forward({ inputIds: INPUT, attentionMask: MASK, headless: true });
     const profile = await tf.profile(() => {
       const { loss } = fusedCausalLmLoss(output.logits as tf.Tensor3D, output.lmHead!, LABELS, 0, false);
       loss.dispose();
     });
-    const used = profile.kernels.some((kernel) => kernel.name === SOFTMAX_CROSS_ENTROPY_KERNEL);
-    expect(used).toBe(backend === 'tensorflow');
+    for (const kernelName of [SOFTMAX_CROSS_ENTROPY_KERNEL, HEAD_PRODUCT_KERNEL]) {
+      const used = profile.kernels.some((kernel) => kernel.name === kernelName);
+      expect(used, kernelName).toBe(backend === 'tensorflow');
+    }
     output.logits.dispose();
     host.dispose();
   });
