@@ -9,7 +9,8 @@
 // B: with the backend's one-kernel softmax cross-entropy); onednn-matmul (A: 2-D products with a
 // transposed operand on tfjs-node's BatchMatMulV2, as before; B: on oneDNN, as @peft/backend runs them);
 // onednn-batch (A: batched products, attention's, on tfjs-node's BatchMatMulV2; B: on oneDNN's);
-// onednn-plain (A: as @peft/backend runs them; B: the plain 2-D products on oneDNN's _MklMatMul too);
+// onednn-plain (A: every plain 2-D product on libtensorflow's MatMul, as before; B: as @peft/backend runs
+// them, those of 256 rows and more on oneDNN's _MklMatMul);
 // head-product (A: the head's logits as (W·hᵀ)ᵀ from tfjs ops; B: the backend's HEAD_PRODUCT_KERNEL, h·Wᵀ on oneDNN).
 import { selectBackend } from '@peft/backend';
 import { HEAD_PRODUCT_KERNEL, SOFTMAX_CROSS_ENTROPY_KERNEL, train } from '@peft/core';
@@ -50,8 +51,8 @@ function sendingBack(back: (a: tf.TensorInfo, b: tf.TensorInfo, transposed: bool
 const transposedOnPlain = sendingBack((a, b, transposed) => a.shape.length === 2 && b.shape.length === 2 && transposed);
 /** The batched products on BatchMatMulV2. */
 const batchedOnPlain = sendingBack((a, b) => a.shape.length > 2 || b.shape.length > 2);
-/** The chosen kernel, with the plain 2-D products on oneDNN's _MklMatMul too. */
-const plainOnOneDnn: tf.KernelConfig = {
+/** The chosen kernel, with every plain 2-D product on libtensorflow's MatMul (before oneDNN took those of 256 rows and more). */
+const plainOnMatMul: tf.KernelConfig = {
   ...chosen,
   kernelFunc: (args) => {
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
@@ -64,12 +65,11 @@ const plainOnOneDnn: tf.KernelConfig = {
     };
     const { binding } = backend;
     return backend.executeSingleOutput(
-      '_MklMatMul',
+      'MatMul',
       [
         { name: 'T', type: binding.TF_ATTR_TYPE, value: binding.TF_FLOAT },
         { name: 'transpose_a', type: binding.TF_ATTR_BOOL, value: false },
         { name: 'transpose_b', type: binding.TF_ATTR_BOOL, value: false },
-        { name: '_kernel', type: binding.TF_ATTR_STRING, value: 'MklNameChangeOp' },
       ],
       [a, b],
     );
@@ -79,7 +79,7 @@ const VARIANTS: Record<string, { a: () => void; b: () => void }> = {
   'tf-matmul': { a: use(plain), b: use(chosen) },
   'onednn-matmul': { a: use(transposedOnPlain), b: use(chosen) },
   'onednn-batch': { a: use(batchedOnPlain), b: use(chosen) },
-  'onednn-plain': { a: use(chosen), b: use(plainOnOneDnn) },
+  'onednn-plain': { a: use(plainOnMatMul), b: use(chosen) },
   'fused-loss': {
     a: () => {
       fusedLoss = false;

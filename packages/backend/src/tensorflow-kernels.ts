@@ -50,7 +50,8 @@ const floatAttr = (backend: TensorflowBackendLike, name: string): OpAttr => ({
  * oneDNN's (`_MklMatMul`, in libtensorflow's x86 builds; TensorFlow leaves oneDNN off by default on
  * CPUs without AVX-512) is faster: [512,768] by [50257,768]ᵀ 57 -> 93-100 GFLOPS, [768,512]ᵀ by
  * [512,2304] 100-139 -> 134-150 (AMD EPYC, 2 cores). So transposed 2-D products run on oneDNN where
- * the build has it, the others stay on BatchMatMulV2. Batched products (attention's scores and
+ * the build has it, plain ones too from ONEDNN_PLAIN_ROWS rows (measured there), the others on
+ * MatMul. Batched products (attention's scores and
  * weighted values, and their gradients) run on oneDNN's batched matmul there: at the small Llama's
  * attention shapes ([16,384,64] by [16,128,64]ᵀ and the like) 16-29 -> 32-54 GFLOPS, interleaved in
  * one process (AMD EPYC, 2 cores). Same product, same float32 result up to rounding.
@@ -62,11 +63,27 @@ function makeBatchMatMul(original: tf.KernelFunc): tf.KernelFunc {
     if (a.dtype !== 'float32' || b.dtype !== 'float32') return original(args);
     const backend = args.backend as TensorflowBackendLike;
     const batched = a.shape.length !== 2 || b.shape.length !== 2;
-    const op = batched ? ONEDNN_BATCH_MATMUL : transposeA || transposeB ? ONEDNN_MATMUL : 'MatMul';
+    const rows = a.shape[transposeA ? 1 : 0]!;
+    const op = batched
+      ? ONEDNN_BATCH_MATMUL
+      : transposeA || transposeB || rows >= ONEDNN_PLAIN_ROWS
+        ? ONEDNN_MATMUL
+        : 'MatMul';
     if (op !== 'MatMul' && !hasOneDnn(backend, op)) return original(args);
     return backend.executeSingleOutput(op, matMulAttrs(backend, op, transposeA, transposeB), [a, b]);
   };
 }
+
+/**
+ * From this many rows, plain 2-D products (a training step's forward projections: batch x sequence
+ * rows) run on oneDNN too. Interleaved in one process (AMD EPYC, 2 cores), GFLOPS MatMul -> oneDNN:
+ * [512,768]x[768,2048] 66-86 -> 95-106, [512,768]x[768,2304] 73-81 -> 102-109, [512,768]x[768,768]
+ * 122 -> 124, [512,2048]x[2048,768] 92-120 -> 109-130, [256,896]x[896,4864] 71-73 -> 87-97; at 128
+ * rows oneDNN is slower where the weight is wide ([128,768]x[768,2048] 49-70 -> 58-62) and faster
+ * where it is not ([128,768]x[768,768] 59-64 -> 92-96), and at 1-8 rows alike or slower: fewer rows
+ * stay on MatMul. Training steps alternating in one process (`ab-step onednn-plain`): see the bench README.
+ */
+const ONEDNN_PLAIN_ROWS = 256;
 
 /** oneDNN's 2-D and batched products, reached from eager mode by their kernel label. */
 const ONEDNN_MATMUL = '_MklMatMul';
@@ -647,7 +664,7 @@ export function nativeKernelChoices(): string[] {
   const backend = tf.backend() as unknown as TensorflowBackendLike;
   return [
     hasOneDnn(backend, ONEDNN_MATMUL)
-      ? "matmul: oneDNN (_MklMatMul) for 2-D products with a transposed operand (training's gradients, the language-model head), libtensorflow's MatMul for the others"
+      ? `matmul: oneDNN (_MklMatMul) for 2-D products with a transposed operand (training's gradients, the language-model head) or ${ONEDNN_PLAIN_ROWS} rows and more, libtensorflow's MatMul for the others`
       : "matmul: libtensorflow's MatMul and BatchMatMulV2 (this build has no oneDNN matmul)",
     hasOneDnn(backend, ONEDNN_BATCH_MATMUL)
       ? 'batched matmul (attention): oneDNN (_MklBatchMatMulV2)'

@@ -105,7 +105,7 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
     tf.dispose([a, b, product]);
   });
 
-  it('runs 2-D products with a transposed operand and batched ones on oneDNN where libtensorflow has it (x86), the others not', async () => {
+  it('runs 2-D products with a transposed operand or 256 rows and more, and batched ones, on oneDNN where libtensorflow has it (x86), the others not', async () => {
     await loadBackend('tensorflow');
     const backend = tf.backend() as unknown as { executeSingleOutput: (name: string, ...rest: unknown[]) => tf.Tensor };
     const execute = backend.executeSingleOutput;
@@ -120,10 +120,17 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
       tf.tidy(() => [tf.matMul(a, b, false, true), tf.matMul(a, tf.ones([3, 2]), true, false)]);
       const transposed = [...ops];
       ops.length = 0;
-      tf.tidy(() => tf.matMul(a, tf.ones([4, 2])));
+      tf.tidy(() => [tf.matMul(a, tf.ones([4, 2])), tf.matMul(tf.ones([255, 4]), tf.ones([4, 2]))]);
       if (process.arch === 'x64') expect(transposed.filter((op) => op === '_MklMatMul')).toHaveLength(2);
-      expect(ops).toContain('MatMul');
+      expect(ops.filter((op) => op === 'MatMul')).toHaveLength(2);
       expect(ops).not.toContain('_MklMatMul');
+      // a training step's forward projections (batch x sequence rows)
+      ops.length = 0;
+      const product = tf.tidy(() => tf.matMul(tf.ones([256, 4]), tf.ones([4, 2])));
+      expect(ops).toEqual([process.arch === 'x64' ? '_MklMatMul' : 'MatMul']);
+      expect(product.shape).toEqual([256, 2]);
+      expect(new Set(product.dataSync())).toEqual(new Set([4]));
+      product.dispose();
       // batched products (attention) on oneDNN's batched matmul
       ops.length = 0;
       tf.tidy(() => tf.matMul(tf.ones([2, 3, 4]), tf.ones([2, 5, 4]), false, true));
