@@ -2,7 +2,7 @@
 same perf workload (random weights of the harness's config, dropout off, peft's LoRA or full fine-tuning,
 AdamW, clipping 1.0), torch.profiler over a few steps after warm-up, self CPU time per op, top rows.
 
-run: oracle/.venv/bin/python oracle/profile_step.py --config '{"model_type":"gpt2",...}' --method lora
+run: oracle/.venv/bin/python oracle/profile_step.py --config '{"model_type":"gpt2",...}' --method lora [--shapes]
      (the config as apps/bench/src/perf/workloads.ts perfConfig(model, 0) gives it)
 """
 import argparse
@@ -26,6 +26,7 @@ def main():
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--shapes", action="store_true", help="rows per op and input shapes (as profile-step's second table)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = json.loads(args.config)
@@ -46,12 +47,13 @@ def main():
     for _ in range(args.warmup):
         step()
     start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
         for _ in range(args.steps):
             step()
     wall = (time.perf_counter() - start) / args.steps
     print(f"torch {torch.__version__}, {args.threads} threads: {wall * 1000:.0f} ms a step (profiled, {args.steps} steps)")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+    averages = prof.key_averages(group_by_input_shape=args.shapes)
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40, max_shapes_column_width=60))
 
 
 if __name__ == "__main__":
