@@ -20,6 +20,25 @@ import {
 
 const hasTensorflow = (await availableBackends()).includes('tensorflow');
 
+/** Records the name of every op the backend runs through executeSingleOutput until `restore`. */
+function recordOps(backend: { executeSingleOutput: (name: string, ...rest: unknown[]) => tf.Tensor }): {
+  ops: string[];
+  restore: () => void;
+} {
+  const execute = backend.executeSingleOutput;
+  const ops: string[] = [];
+  backend.executeSingleOutput = function (this: unknown, name: string, ...rest: unknown[]) {
+    ops.push(name);
+    return execute.call(this, name, ...rest);
+  };
+  return {
+    ops,
+    restore: () => {
+      backend.executeSingleOutput = execute;
+    },
+  };
+}
+
 /** a·b in float64, from row-major values: the reference every case is held to. */
 function reference(
   a: Float32Array,
@@ -108,12 +127,7 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
   it('runs 2-D products with a transposed operand or 256 rows and more, and batched ones, on oneDNN where libtensorflow has it (x86), the others not', async () => {
     await loadBackend('tensorflow');
     const backend = tf.backend() as unknown as { executeSingleOutput: (name: string, ...rest: unknown[]) => tf.Tensor };
-    const execute = backend.executeSingleOutput;
-    const ops: string[] = [];
-    backend.executeSingleOutput = function (this: unknown, name: string, ...rest: unknown[]) {
-      ops.push(name);
-      return execute.call(this, name, ...rest);
-    };
+    const { ops, restore } = recordOps(backend);
     try {
       const a = tf.ones([3, 4]);
       const b = tf.ones([5, 4]);
@@ -137,7 +151,7 @@ describe.runIf(hasTensorflow)('matmul on the tensorflow backend', () => {
       expect(ops).toEqual([process.arch === 'x64' ? '_MklBatchMatMulV2' : 'BatchMatMulV2']);
       tf.dispose([a, b]);
     } finally {
-      backend.executeSingleOutput = execute;
+      restore();
     }
   });
 
@@ -529,12 +543,7 @@ describe.runIf(hasTensorflow)("the language-model head's product on the tensorfl
       return diff;
     };
     tf.dispose(tf.engine().runKernel(HEAD_PRODUCT_KERNEL, { rows, weight }) as tf.Tensor); // probes oneDNN once
-    const execute = backend.executeSingleOutput;
-    const ops: string[] = [];
-    backend.executeSingleOutput = function (this: unknown, name: string, ...rest: unknown[]) {
-      ops.push(name);
-      return execute.call(this, name, ...rest);
-    };
+    const { ops, restore } = recordOps(backend);
     try {
       expect(worst(tf.engine().runKernel(HEAD_PRODUCT_KERNEL, { rows, weight }) as tf.Tensor)).toBeLessThan(1e-5);
       // x64 builds have oneDNN: one product with the weight transposed, no transposes
@@ -545,7 +554,7 @@ describe.runIf(hasTensorflow)("the language-model head's product on the tensorfl
         expect(ops).toEqual(oneDnn ? ['_MklMatMul'] : ['Transpose', 'MatMul', 'Transpose']);
       }
     } finally {
-      backend.executeSingleOutput = execute;
+      restore();
     }
     const run = (rowShape: number[], weightShape: number[]) => () =>
       tf.tidy(() =>
