@@ -19,10 +19,11 @@ await selectBackend({ backend: parseBackendRequest(backendName, 'backend'), warn
 const model = PERF_MODELS.find((m) => m.name === modelName);
 const decode = methodName === 'decode';
 // forward: the base model's pass; forward-<method>: with the method's adapter attached (unmerged)
-const forwardOnly = methodName === 'forward' || methodName.startsWith('forward-');
 const adapted = methodName.startsWith('forward-') ? methodName.slice('forward-'.length) : null;
-const method =
-  decode || methodName === 'forward' ? PERF_METHODS[0] : PERF_METHODS.find((m) => m.name === (adapted ?? methodName));
+const forwardOnly = methodName === 'forward' || adapted !== null;
+/** No adapter at all: the base model decoding or running its forward pass. */
+const baseOnly = decode || methodName === 'forward';
+const method = baseOnly ? PERF_METHODS[0] : PERF_METHODS.find((m) => m.name === (adapted ?? methodName));
 if (!model || !method)
   throw new Error(
     `usage: profile-step [${PERF_MODELS.map((m) => m.name).join('|')}] [${PERF_METHODS.map((m) => m.name).join('|')}] [steps]`,
@@ -30,8 +31,7 @@ if (!model || !method)
 const steps = Number(stepsArg);
 const vocab = model.config.vocab_size as number;
 const host = randomModel(perfConfig(model, 0)); // dropout off, as the harness by default
-const trainable =
-  decode || methodName === 'forward' ? { host, trainableVariables: () => new Map() } : method.make(host, model);
+const trainable = baseOnly ? { host, trainableVariables: () => new Map() } : method.make(host, model);
 const data = stepExamples(4 * (steps + 1), vocab);
 const options = {
   task: 'causal-lm' as const,

@@ -397,8 +397,9 @@ export const HEAD_PRODUCT_KERNEL = 'PeftHeadProduct';
  * rows [N, d] by a head's weight [V, d]: rows·weightᵀ [N, V]. On oneDNN the product with the weight
  * transposed is the faster form at the heads' shapes (interleaved in one process, AMD EPYC, 2 cores:
  * [128,768] by [50257,768]ᵀ 160 -> 128 ms, [128,896] by [151936,896]ᵀ 437 -> 405, [508,768] by
- * [50257,768]ᵀ 443 -> 393, [512,768] by [32000,768]ᵀ 304 -> 259; [256,896] by [151936,896]ᵀ 775 ->
- * 794) and makes one [N, V] tensor where the other makes two. Without oneDNN, libtensorflow's own
+ * [50257,768]ᵀ 443 -> 393, [512,768] by [32000,768]ᵀ 304 -> 259, [254-256,896] by [151936,896]ᵀ
+ * 889-973 -> 866-922; one earlier run at 256 rows 775 -> 794) and makes one [N, V] tensor where the
+ * other makes two. Without oneDNN, libtensorflow's own
  * product with the vocabulary-sized operand transposed runs at about half speed, so the kernel runs
  * (weight·rowsᵀ)ᵀ there, as tfjs ops did before.
  */

@@ -48,9 +48,10 @@ tf.registerGradient({
 
 /**
  * rows [N, d] by a head's weight [V, d] (tied to the token embeddings, or its own lm_head.weight):
- * rows·weightᵀ [N, V], as the backend's HEAD_PRODUCT_KERNEL where it registers one. Elsewhere
- * (W·rowsᵀ)ᵀ: libtensorflow's product with the vocabulary-sized operand transposed ran at 35-62
- * GFLOPS before oneDNN took it, the plain one at 92-101 (GPT-2's head over 128 tokens 286 -> ~100 ms).
+ * rows·weightᵀ [N, V], as the backend's HEAD_PRODUCT_KERNEL where it registers one. Backends without
+ * it (cpu, wasm, webgl) keep the form every host used before, (W·rowsᵀ)ᵀ; it was chosen on
+ * libtensorflow, whose product with the vocabulary-sized operand transposed then ran at 35-62 GFLOPS
+ * against 92-101 for the plain one, and was not measured against rows·Wᵀ on the others.
  */
 export function headProduct(rows: tf.Tensor2D, weight: tf.Tensor2D): tf.Tensor2D {
   if (rows.dtype === 'float32' && weight.dtype === 'float32' && tf.getKernel(HEAD_PRODUCT_KERNEL, tf.getBackend()))
