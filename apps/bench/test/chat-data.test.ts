@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { selectBackend } from '@peft/backend';
-import { IGNORE_INDEX, serializeSafetensors, type Example } from '@peft/core';
-import { loadTokenizer, randomGpt2, type ChatMessage, type HfTokenizer } from '@peft/models';
+import { IGNORE_INDEX, type Example } from '@peft/core';
+import { nodeDirectory } from '@peft/core/node';
+import { loadTokenizer, randomGpt2, savePretrained, type ChatMessage, type HfTokenizer } from '@peft/models';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { jsonlTask, runBench } from '../src/index.js';
@@ -133,15 +134,9 @@ describe('bench --data chat.jsonl', () => {
     const directory = tokenizerFolder(expected.templates['qwen2.5-marked']!);
     const vocab = marked.vocabSize;
     const host = randomGpt2({ layers: 1, hidden: 16, heads: 2, vocab, positions: 256 });
-    const tensors = Object.fromEntries(
-      [...host.parameters].map(([name, v]) => [name, { shape: v.shape, values: v.dataSync() as Float32Array }]),
-    );
+    const config = { model_type: 'gpt2', vocab_size: vocab, n_positions: 256, n_embd: 16, n_layer: 1, n_head: 2 };
+    await savePretrained(host, nodeDirectory(directory), { config, tokenizer: false });
     host.dispose();
-    writeFileSync(path.join(directory, 'model.safetensors'), serializeSafetensors(tensors, { format: 'pt' }));
-    writeFileSync(
-      path.join(directory, 'config.json'),
-      JSON.stringify({ model_type: 'gpt2', vocab_size: vocab, n_positions: 256, n_embd: 16, n_layer: 1, n_head: 2 }),
-    );
     const tokenizer = await loadTokenizer(directory);
     const task = jsonlTask('chat.jsonl', chatJsonl, { tokenizer, maxLength: 200 });
     const results = await runBench({

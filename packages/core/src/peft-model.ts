@@ -204,12 +204,12 @@ class SavedModules {
 }
 
 /**
- * A host parameter as checkpoints store it: nn.Linear weights are held [in, out] by hosts and
- * stored [out, in]. Returns the tensor itself when the layouts agree, else a new transposed one.
+ * A host parameter as checkpoints store it: hosts hold projection weights [out, in], GPT-2's Conv1D
+ * stores them [in, out]. Returns the tensor itself when the layouts agree, else a new transposed one.
  */
 function checkpointLayout(host: PeftHost, name: string, tensor: tf.Tensor): tf.Tensor {
   const linear = name.endsWith('.weight') ? host.linears.get(name.slice(0, -'.weight'.length)) : undefined;
-  return linear?.layout === 'linear' ? tf.transpose(tensor) : tensor;
+  return linear?.layout === 'conv1d' ? tf.transpose(tensor) : tensor;
 }
 
 interface AdapterEntry {
@@ -619,7 +619,7 @@ export class PeftModel implements TrainableModel {
       const linear = parameter.endsWith('.weight')
         ? this.host.linears.get(parameter.slice(0, -'.weight'.length))
         : undefined;
-      const stored = linear?.layout === 'linear' ? [...held].reverse() : held;
+      const stored = linear?.layout === 'conv1d' ? [...held].reverse() : held;
       if (entry.shape.join() !== stored.join())
         throw new Error(`${file.source}: tensor "${key}" has shape [${entry.shape}], the model's is [${stored}]`);
     }

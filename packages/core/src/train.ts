@@ -794,14 +794,24 @@ class Trainer {
 
   private async resume(store: FileStore): Promise<void> {
     const seed = this.plan.seed;
-    const loaded = await loadTrainingCheckpoint(store, this.variables, this.optimizer, (saved, { file }) => {
-      if (saved.seed !== seed) {
-        throw new Error(
-          `resume: ${file} was trained with seed ${saved.seed}, this run has seed ${seed} ` +
-            `(the data order and dropout follow the seed: give seed ${saved.seed} to continue that run)`,
-        );
-      }
-    });
+    const projectionWeights = new Set<tf.Variable>(
+      [...this.model.host.linears.values()].map((linear) => linear.weight),
+    );
+    const projections = new Set([...this.variables].filter(([, v]) => projectionWeights.has(v)).map(([name]) => name));
+    const loaded = await loadTrainingCheckpoint(
+      store,
+      this.variables,
+      this.optimizer,
+      (saved, { file }) => {
+        if (saved.seed !== seed) {
+          throw new Error(
+            `resume: ${file} was trained with seed ${saved.seed}, this run has seed ${seed} ` +
+              `(the data order and dropout follow the seed: give seed ${saved.seed} to continue that run)`,
+          );
+        }
+      },
+      projections,
+    );
     if (!loaded) return;
     const finished = this.finishedBy(loaded);
     // why that run stopped is its story: this one saves its own

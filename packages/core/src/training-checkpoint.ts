@@ -12,7 +12,12 @@ import { parseSafetensors, serializeSafetensors, type TensorToWrite } from './sa
 export const LATEST_CHECKPOINT_FILE = 'latest.json';
 /** Held by the run writing the folder: `{ pid, token, since }`. */
 export const TRAINING_LOCK_FILE = 'train.lock';
-const FORMAT = 'peft-js-trainer/1';
+/**
+ * 2: hosts hold projection weights [out, in]. Checkpoints of format 1 (held [in, out]) resume where
+ * they hold no projection weight (adapters, heads of their own); one that does is refused.
+ */
+const FORMAT = 'peft-js-trainer/2';
+const FORMAT_1 = 'peft-js-trainer/1';
 /** Checkpoints kept by default: the newest three (and the best one when evaluating). */
 export const DEFAULT_KEEP_LAST = 3;
 
@@ -194,13 +199,15 @@ export async function lockCheckpointFolder(
  * Restores variables and optimizer from the latest checkpoint in `store`; null when there is none.
  * `accept` sees the saved state (and its file) before any tensor is read or made, and may refuse it.
  * A checkpoint of other variables (names or shapes) or another optimizer, or holding NaN or
- * Infinity, is an error.
+ * Infinity, is an error. `projections`: the names among `variables` of host projection weights,
+ * which a checkpoint of format 1 holds transposed (it is refused if it holds any).
  */
 export async function loadTrainingCheckpoint(
   store: FileStore,
   variables: ReadonlyMap<string, tf.Variable>,
   optimizer: Optimizer,
   accept?: (state: TrainerState, where: { directory: string; file: string }) => void,
+  projections: ReadonlySet<string> = new Set(),
 ): Promise<TrainerState | null> {
   if (!(await store.has(LATEST_CHECKPOINT_FILE))) return null;
   const { checkpoint: directory } = await readJson<{ checkpoint: string }>(store, LATEST_CHECKPOINT_FILE);
@@ -209,7 +216,7 @@ export async function loadTrainingCheckpoint(
     store,
     statePath,
   );
-  if (saved.format !== FORMAT)
+  if (saved.format !== FORMAT && saved.format !== FORMAT_1)
     throw new Error(`${describeFile(store, statePath)}: format "${saved.format}", expected "${FORMAT}"`);
   if (saved.optimizer.name !== optimizer.name) {
     throw new Error(
@@ -220,6 +227,14 @@ export async function loadTrainingCheckpoint(
   accept?.(state, { directory, file: describeFile(store, statePath) });
   const weightsPath = `${directory}/trainable.safetensors`;
   const weights = parseSafetensors(await store.read(weightsPath), describeFile(store, weightsPath));
+  const transposed = saved.format === FORMAT_1 ? [...projections].filter((name) => weights.entries.has(name)) : [];
+  if (transposed.length) {
+    throw new Error(
+      `${describeFile(store, statePath)}: format "${FORMAT_1}" holds projection weights [in, out] ` +
+        `(${transposed.slice(0, 3).join(', ')}${transposed.length > 3 ? ', ...' : ''}), which are [out, in] since ` +
+        `"${FORMAT}": resume it with the @peft/core that wrote it, or start the run again`,
+    );
+  }
   const missing = [...variables.keys()].filter((name) => !weights.entries.has(name));
   const extra = [...weights.entries.keys()].filter((name) => !variables.has(name));
   if (missing.length || extra.length) {

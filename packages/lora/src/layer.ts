@@ -94,9 +94,9 @@ export class LoraLayer {
     };
   }
 
-  /** ΔW in the host's [in, out] orientation: Aᵀ·Bᵀ·scale. */
+  /** ΔW in the host's (and peft's) [out, in] orientation: B·A·scale. */
   deltaWeight(): tf.Tensor2D {
-    return tf.tidy(() => tf.mul(tf.matMul(this.down, this.up), this.scale) as tf.Tensor2D);
+    return tf.tidy(() => tf.mul(tf.matMul(this.up, this.down, true, true), this.scale) as tf.Tensor2D);
   }
 
   merge(): void {

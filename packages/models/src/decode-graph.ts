@@ -39,9 +39,9 @@ export class DecodeGraphBuilder extends GraphBuilder {
     super();
   }
 
-  /** x·W + b + Σ delta paths, for rows x [N, in] (HostLinear.apply). */
+  /** x·Wᵀ + b + Σ delta paths, for rows x [N, in] (HostLinear.apply). */
   linear(x: string, projection: HostLinear): string {
-    let y = this.matMul(x, this.weight(projection.weight));
+    let y = this.matMul(x, this.weight(projection.weight), true);
     if (projection.bias) y = this.add(y, this.weight(projection.bias));
     for (const form of this.deltas.get(projection) ?? [])
       y = this.add(

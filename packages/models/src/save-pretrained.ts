@@ -259,9 +259,9 @@ function configToWrite(
 }
 
 /**
- * Every parameter under its checkpoint name and layout: hosts hold nn.Linear weights [in, out] for
- * their forward product, checkpoints store them [out, in]; GPT-2's Conv1D weights are [in, out] in
- * both. A tied LM head is no parameter of its own, and transformers saves none.
+ * Every parameter under its checkpoint name and layout: hosts hold projection weights [out, in], as
+ * nn.Linear checkpoints store them; GPT-2's Conv1D stores them [in, out]. A tied LM head is no
+ * parameter of its own, and transformers saves none.
  */
 function checkpointTensors(host: TransformerHost, dtype: SafetensorsFloatDtype): TensorToSave[] {
   const tensors: TensorToSave[] = [];
@@ -271,7 +271,7 @@ function checkpointTensors(host: TransformerHost, dtype: SafetensorsFloatDtype):
     const linear = parameterName.endsWith('.weight')
       ? host.linears.get(parameterName.slice(0, -'.weight'.length))
       : undefined;
-    const transpose = linear?.layout === 'linear';
+    const transpose = linear?.layout === 'conv1d';
     tensors.push({
       name: parameterName,
       shape: transpose ? [...variable.shape].reverse() : [...variable.shape],

@@ -48,8 +48,8 @@ export class WeightLoader {
   }
 
   /**
-   * A projection. `linear` checkpoints store [out, in] and are transposed once here; `conv1d`
-   * (GPT-2) store [in, out] already.
+   * A projection, held [out, in] (HostLinear): `linear` checkpoints store it so; `conv1d` (GPT-2)
+   * store [in, out] and are transposed once here.
    */
   linear(
     name: string,
@@ -61,18 +61,18 @@ export class WeightLoader {
     const full = this.prefix + name;
     const named = this.namePrefix + name;
     let weight: tf.Variable<tf.Rank.R2>;
-    const native = layout === 'linear' ? this.native(`${full}.weight`, [outFeatures, inFeatures], true) : null;
-    if (layout === 'conv1d') {
-      weight = this.variable(`${name}.weight`, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
+    const native = layout === 'conv1d' ? this.native(`${full}.weight`, [inFeatures, outFeatures], true) : null;
+    if (layout === 'linear') {
+      weight = this.variable(`${name}.weight`, [outFeatures, inFeatures]) as tf.Variable<tf.Rank.R2>;
     } else if (native) {
       weight = native.variable as tf.Variable<tf.Rank.R2>;
       this.variables.set(`${named}.weight`, weight);
       this.checkFinite(weight, `${full}.weight`, true, native.sum);
     } else {
       const count = outFeatures * inFeatures;
-      const data = this.checkpoint.tensor(`${full}.weight`, [outFeatures, inFeatures], this.decoded.take(count));
-      const values = transpose(data.values as Float32Array, outFeatures, inFeatures, this.transposed.take(count));
-      weight = this.frozen(values, [inFeatures, outFeatures]) as tf.Variable<tf.Rank.R2>;
+      const data = this.checkpoint.tensor(`${full}.weight`, [inFeatures, outFeatures], this.decoded.take(count));
+      const values = transpose(data.values as Float32Array, inFeatures, outFeatures, this.transposed.take(count));
+      weight = this.frozen(values, [outFeatures, inFeatures]) as tf.Variable<tf.Rank.R2>;
       this.variables.set(`${named}.weight`, weight);
       this.checkFinite(weight, `${full}.weight`, true);
     }
@@ -85,7 +85,7 @@ export class WeightLoader {
    * cause. One sum on the backend right after the weight is made, while its memory is still in
    * cache (a NaN or an infinity makes the sum non-finite), read back; only a weight whose sum is
    * not finite is read value by value (finite values can overflow a sum: such a weight passes).
-   * `transposed`: held [in, out] from the file's [out, in], whose coordinates the message gives.
+   * `transposed`: held [out, in] from the file's [in, out] (Conv1D), whose coordinates the message gives.
    * `sum`: where the native decoding computed it already (from the stored values, see
    * native-weights.ts).
    */
@@ -150,7 +150,10 @@ export class WeightLoader {
  * weight N(0, 0.02), bias 0, from `seed`.
  */
 export function newHead(name: string, inputs: number, outputs: number, withBias: boolean, seed: number): HostLinear {
-  const weight = ownVariable(seededNormal([inputs, outputs], 0, 0.02, seed), false) as tf.Variable<tf.Rank.R2>;
+  // drawn [in, out] and held [out, in]: the values of a seed stay those it gave before weights were held so
+  const drawn = seededNormal([inputs, outputs], 0, 0.02, seed);
+  const weight = ownVariable(tf.transpose(drawn), false) as tf.Variable<tf.Rank.R2>;
+  drawn.dispose();
   const bias = withBias ? (ownVariable(tf.zeros([outputs]), false) as tf.Variable<tf.Rank.R1>) : null;
   return new HostLinear(name, weight, bias, 'linear');
 }

@@ -208,8 +208,8 @@ describe.runIf(native)('decoding step as one graph (tensorflow backend)', () => 
     expect(compareStep(host, { inputIds: [[1, 2]] }, step).ran).toBe(false);
     hook.remove();
     const linear = host.linears.get('transformer.h.0.attn.c_attn')!;
-    const delta = tf.randomNormal([linear.inFeatures, linear.outFeatures], 0, 0.5, 'float32', 9) as tf.Tensor2D;
-    linear.addDelta('test', (x) => tf.matMul(x, delta) as tf.Tensor2D);
+    const delta = tf.randomNormal([linear.outFeatures, linear.inFeatures], 0, 0.5, 'float32', 9) as tf.Tensor2D;
+    linear.addDelta('test', (x) => tf.matMul(x, delta, false, true) as tf.Tensor2D);
     const withDelta = host.forward({ inputIds: [[1, 2, 4]] });
     expect(compareStep(host, { inputIds: [[1, 2]] }, step).ran).toBe(false);
     linear.removeDelta('test');

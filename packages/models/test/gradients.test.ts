@@ -70,9 +70,9 @@ describe.each(backends)('on the %s backend', (backend: BackendName) => {
     ).toEqual([]);
     for (const [name, variable] of model.parameters) {
       const expected = file.tensor(name);
-      // nn.Linear weights are held [in, out] here, [out, in] by torch
+      // GPT-2's Conv1D weights are held [out, in] here, [in, out] by torch
       const linear = model.linears.get(name.replace(/\.weight$/, ''));
-      const transposed = linear?.layout === 'linear' && name.endsWith('.weight');
+      const transposed = linear?.layout === 'conv1d' && name.endsWith('.weight');
       const gradient = transposed ? tf.transpose(grads[variable.name]!) : grads[variable.name]!;
       expect(gradient.shape, name).toEqual(expected.shape);
       expect(relativeDiff(gradient.dataSync(), expected.values), `${name} @ ${backend}`).toBeLessThan(2e-5);

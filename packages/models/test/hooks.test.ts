@@ -104,11 +104,11 @@ describe('delta paths, merge and sublayer hooks', () => {
   });
   afterAll(() => model.dispose());
 
-  it('a delta path x·ΔW gives the logits of ΔW merged into the weight, and unmerge restores them', () => {
+  it('a delta path x·ΔWᵀ gives the logits of ΔW merged into the weight, and unmerge restores them', () => {
     const base = logitsOf();
     const linear = model.linears.get('model.layers.1.self_attn.v_proj')!;
-    const deltaWeight = tf.randomNormal([linear.inFeatures, linear.outFeatures], 0, 0.1, 'float32', 3) as tf.Tensor2D;
-    linear.addDelta('test', (x) => tf.matMul(x, deltaWeight) as tf.Tensor2D);
+    const deltaWeight = tf.randomNormal([linear.outFeatures, linear.inFeatures], 0, 0.1, 'float32', 3) as tf.Tensor2D;
+    linear.addDelta('test', (x) => tf.matMul(x, deltaWeight, false, true) as tf.Tensor2D);
     const withDelta = logitsOf();
     linear.removeDelta('test');
     expect(maxDiff(withDelta, base)).toBeGreaterThan(1e-3);
@@ -122,7 +122,7 @@ describe('delta paths, merge and sublayer hooks', () => {
   it('merge refuses a ΔW with NaN or of the wrong shape, and leaves the weight alone', () => {
     const linear = model.linears.get('model.layers.0.self_attn.q_proj')!;
     const before = linear.weight.dataSync().slice();
-    const bad = tf.fill([linear.inFeatures, linear.outFeatures], Number.NaN) as tf.Tensor2D;
+    const bad = tf.fill([linear.outFeatures, linear.inFeatures], Number.NaN) as tf.Tensor2D;
     expect(() => linear.merge(bad)).toThrow('model.layers.0.self_attn.q_proj: ΔW holds NaN or Inf; refusing to merge');
     expect(() => linear.merge(tf.zeros([2, 2]))).toThrow(/ΔW has shape \[2,2\]/);
     expect(Array.from(linear.weight.dataSync())).toEqual(Array.from(before));

@@ -1,5 +1,5 @@
 // Weights decoded by libtensorflow (tfjs-node) from a checkpoint's stored bytes equal, bit for bit,
-// the JavaScript decoding, for every stored float type, transposed or not; and the weights do not
+// the JavaScript decoding, for every stored float type, transposed (GPT-2's Conv1D) or not; and the weights do not
 // share memory with the buffers the loader reuses (one weight read after every other was loaded).
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,11 +21,17 @@ import { decodesNatively } from '../src/native-weights.js';
 import { transpose } from '../src/weights.js';
 
 const backends = await availableBackends();
-const FIXTURE = path.join(import.meta.dirname, 'fixtures', 'qwen3-gqa-tied');
+/** nn.Linear projections (held as stored) and GPT-2's Conv1D ones (stored [in, out], held [out, in]). */
+const FIXTURES = ['qwen3-gqa-tied', 'gpt2-tied'] as const;
+const CONV1D = /\.(c_attn|c_proj|c_fc)\.weight$/;
 
 /** The fixture re-saved with every tensor in `dtype`, and the values each weight must hold. */
-function resaved(dtype: 'F32' | 'F16' | 'BF16'): { folder: string; expected: Map<string, Float32Array> } {
-  const file = parseSafetensors(readFileSync(path.join(FIXTURE, 'model.safetensors')));
+function resaved(
+  fixture: string,
+  dtype: 'F32' | 'F16' | 'BF16',
+): { folder: string; expected: Map<string, Float32Array> } {
+  const source = path.join(import.meta.dirname, 'fixtures', fixture);
+  const file = parseSafetensors(readFileSync(path.join(source, 'model.safetensors')));
   const tensors: Record<string, TensorToWrite> = {};
   for (const name of file.entries.keys()) {
     const { shape, values } = file.tensor(name);
@@ -34,7 +40,7 @@ function resaved(dtype: 'F32' | 'F16' | 'BF16'): { folder: string; expected: Map
   const bytes = serializeSafetensors(tensors);
   const folder = mkdtempSync(path.join(tmpdir(), `peft-native-${dtype}-`));
   writeFileSync(path.join(folder, 'model.safetensors'), bytes);
-  copyFileSync(path.join(FIXTURE, 'config.json'), path.join(folder, 'config.json'));
+  copyFileSync(path.join(source, 'config.json'), path.join(folder, 'config.json'));
   const stored = parseSafetensors(bytes);
   const expected = new Map<string, Float32Array>();
   for (const name of stored.entries.keys()) {
@@ -46,9 +52,8 @@ function resaved(dtype: 'F32' | 'F16' | 'BF16'): { folder: string; expected: Map
         : dtype === 'BF16'
           ? bfloat16ToFloat32(halves)
           : float16ToFloat32(halves);
-    // projections ([out, in] in the file) are held [in, out]
-    const linear = shape.length === 2 && name.endsWith('proj.weight');
-    expected.set(name, linear ? transpose(values, shape[0]!, shape[1]!) : values);
+    const conv1d = shape.length === 2 && CONV1D.test(name);
+    expected.set(name, conv1d ? transpose(values, shape[0]!, shape[1]!) : values);
   }
   return { folder, expected };
 }
@@ -59,10 +64,13 @@ describe.runIf(backends.includes('tensorflow'))('weights decoded natively (tenso
     await tf.setBackend(previous);
   });
 
-  it.each(['BF16', 'F16', 'F32'] as const)('%s: every weight bit for bit as the JavaScript decoding', async (dtype) => {
+  const cases = FIXTURES.flatMap((fixture) =>
+    (['BF16', 'F16', 'F32'] as const).map((dtype) => [fixture, dtype] as const),
+  );
+  it.each(cases)('%s %s: every weight bit for bit as the JavaScript decoding', async (fixture, dtype) => {
     await loadBackend('tensorflow');
     expect(decodesNatively()).toBe(true);
-    const { folder, expected } = resaved(dtype);
+    const { folder, expected } = resaved(fixture, dtype);
     const host = await loadPretrained(folder);
     try {
       let checked = 0;

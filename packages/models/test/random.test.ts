@@ -46,7 +46,7 @@ describe('randomModel', () => {
 
   it('makes GPT-2 shapes', () => {
     const model = randomGpt2({ layers: 1, hidden: 8, heads: 2, vocab: 20, positions: 16 });
-    expect(model.parameters.get('transformer.h.0.attn.c_attn.weight')!.shape).toEqual([8, 24]);
+    expect(model.parameters.get('transformer.h.0.attn.c_attn.weight')!.shape).toEqual([24, 8]); // held [out, in]
     model.dispose();
   });
 });

@@ -126,7 +126,7 @@ const rankUpdateMethod: PeftMethod<RankUpdateConfig> = {
       b: tf.variable(seededNormal([config.rank, linear.outFeatures], 0, 0.3, 29 + i)),
     }));
     const deltaWeight = (a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D =>
-      tf.tidy(() => tf.mul(tf.matMul(a, b), config.scale));
+      tf.tidy(() => tf.mul(tf.matMul(b, a, true, true), config.scale)); // [out, in], as the weight
     for (const { linear, a, b } of factors) {
       linear.addDelta(adapterName, (x) =>
         active && !merged ? (tf.mul(tf.matMul(tf.matMul(x, a), b), config.scale) as tf.Tensor2D) : null,
@@ -594,14 +594,19 @@ describe('savePretrained refuses', () => {
   it('a host built by hand without options.config, and takes one with it', async () => {
     const config = JSON.parse(readFileSync(path.join(GPT2, 'config.json'), 'utf8'));
     const source = await loadPretrained(GPT2);
+    // in the checkpoint's layout: GPT-2's Conv1D weights [in, out], held [out, in]
+    const stored = (name: string): tf.Tensor =>
+      source.linears.has(name.replace(/\.weight$/, ''))
+        ? tf.transpose(source.parameters.get(name)!)
+        : source.parameters.get(name)!;
     const checkpoint = {
       location: 'by hand',
       names: () => [...source.parameters.keys()],
       has: (name: string) => source.parameters.has(name),
       tensor: (name: string) => ({
         dtype: 'float32' as const,
-        shape: source.parameters.get(name)!.shape,
-        values: source.parameters.get(name)!.dataSync() as Float32Array,
+        shape: stored(name).shape,
+        values: stored(name).dataSync() as Float32Array,
       }),
     };
     const host = new Gpt2Model(parseGpt2Config(new ConfigReader(config, 'by hand')), checkpoint);

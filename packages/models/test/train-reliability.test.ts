@@ -9,6 +9,7 @@ import path from 'node:path';
 
 import {
   AdamW,
+  fullFineTuning,
   LATEST_CHECKPOINT_FILE,
   Sgd,
   learningRateAt,
@@ -462,6 +463,39 @@ describe('finite or stop: non-finite weights stop training before anything is sa
     await expect(
       train(adapter, lmOptions({ checkpoint: { store }, maxSteps: 2, optimizer: 'sgd', resume: true })),
     ).rejects.toThrow('memory:/checkpoint-1/trainable.safetensors: tensor "bias" holds NaN at element 3');
+    host.dispose();
+  });
+
+  it('a checkpoint of format 1 (projections held [in, out]): an adapter resumes, full fine-tuning is refused', async () => {
+    const host = await loadPretrained(GPT2);
+    const asFormat1 = (store: ReturnType<typeof memoryStore>, step: number): void => {
+      const name = `checkpoint-${step}/trainer_state.json`;
+      const state = readJsonFile(store, name) as { format: string };
+      expect(state.format).toBe('peft-js-trainer/2');
+      store.files.set(name, new TextEncoder().encode(JSON.stringify({ ...state, format: 'peft-js-trainer/1' })));
+    };
+    const adapter = biasAdapter(host);
+    const adapterStore = memoryStore();
+    await train(adapter, lmOptions({ checkpoint: { store: adapterStore }, maxSteps: 1, optimizer: 'sgd' }));
+    asFormat1(adapterStore, 1);
+    const resumed = await train(
+      adapter,
+      lmOptions({ checkpoint: { store: adapterStore }, maxSteps: 2, optimizer: 'sgd', resume: true }),
+    );
+    expect(resumed.resumedFrom).toBe(1);
+    adapter.host.linears.get('transformer.h.0.attn.c_attn')!.removeDelta('bias-adapter');
+    const full = fullFineTuning(host);
+    const fullStore = memoryStore();
+    await train(
+      full,
+      lmOptions({ checkpoint: { store: fullStore }, maxSteps: 1, optimizer: 'sgd', learningRate: 1e-4 }),
+    );
+    asFormat1(fullStore, 1);
+    await expect(
+      train(full, lmOptions({ checkpoint: { store: fullStore }, maxSteps: 2, optimizer: 'sgd', resume: true })),
+    ).rejects.toThrow(
+      /^memory:\/checkpoint-1\/trainer_state\.json: format "peft-js-trainer\/1" holds projection weights \[in, out\] \(transformer\.h\.0\.attn\.c_attn\.weight, .+, \.\.\.\), which are \[out, in\] since "peft-js-trainer\/2": resume it with the @peft\/core that wrote it, or start the run again$/,
+    );
     host.dispose();
   });
 });

@@ -21,6 +21,7 @@ import {
   type TrainableModel,
 } from '@peft/core';
 import { loadPretrained, savePretrained } from '@peft/models';
+import * as tf from '@tensorflow/tfjs-core';
 
 import { benchPlan, parseBenchArgs, prepareOutFolder } from '../cli.js';
 import { replaceFile } from '../files.js';
@@ -311,13 +312,18 @@ async function ourRun(
   try {
     model = spec.make(host, task.task, seed);
     const trainable = spec.frozen ? 0 : countParameters(model.trainableVariables().values());
-    // the method's config (peft's or AdapterHub's format), and every trainable weight as it starts
-    // (as held here: projections [in, out]); Python builds the method from the one, copies the other in
+    // the method's config (peft's or AdapterHub's format), and every trainable weight as it starts,
+    // projections [in, out] (the host's, held [out, in], transposed); Python builds the method from
+    // the one, copies the other in
     if (isPeftModel(model)) await model.saveAdapter(initDir);
     mkdirSync(initDir, { recursive: true });
+    const hostProjections = new Set<tf.Variable>([...host.linears.values()].map((linear) => linear.weight));
     const start: Record<string, { shape: number[]; values: Float32Array }> = {};
-    for (const [name, variable] of model.trainableVariables())
-      start[name] = { shape: variable.shape, values: variable.dataSync() as Float32Array };
+    for (const [name, variable] of model.trainableVariables()) {
+      const value = hostProjections.has(variable) ? tf.transpose(variable) : variable;
+      start[name] = { shape: value.shape, values: value.dataSync() as Float32Array };
+      if (value !== variable) value.dispose();
+    }
     writeFileSync(path.join(initDir, 'init.safetensors'), serializeSafetensors(start));
     const options = runTrainOptions(spec, { task, batchSize, learningRates }, setup.padTokenId, steps, seed);
     let seconds = 0;
