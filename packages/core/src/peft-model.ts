@@ -204,12 +204,17 @@ class SavedModules {
 }
 
 /**
- * A host parameter as checkpoints store it: hosts hold projection weights [out, in], GPT-2's Conv1D
- * stores them [in, out]. Returns the tensor itself when the layouts agree, else a new transposed one.
+ * Whether checkpoints store the host parameter transposed: hosts hold projection weights [out, in],
+ * GPT-2's Conv1D stores them [in, out].
  */
-function checkpointLayout(host: PeftHost, name: string, tensor: tf.Tensor): tf.Tensor {
+function storedTransposed(host: PeftHost, name: string): boolean {
   const linear = name.endsWith('.weight') ? host.linears.get(name.slice(0, -'.weight'.length)) : undefined;
-  return linear?.layout === 'conv1d' ? tf.transpose(tensor) : tensor;
+  return linear?.layout === 'conv1d';
+}
+
+/** A host parameter as checkpoints store it: the tensor itself where the layouts agree, else a new transposed one. */
+function checkpointLayout(host: PeftHost, name: string, tensor: tf.Tensor): tf.Tensor {
+  return storedTransposed(host, name) ? tf.transpose(tensor) : tensor;
 }
 
 interface AdapterEntry {
@@ -616,10 +621,7 @@ export class PeftModel implements TrainableModel {
       const entry = file.entries.get(key);
       if (!entry) throw new Error(`${file.source}: modules_to_save tensor "${key}" is missing`);
       const held = this.host.parameters.get(parameter)!.shape;
-      const linear = parameter.endsWith('.weight')
-        ? this.host.linears.get(parameter.slice(0, -'.weight'.length))
-        : undefined;
-      const stored = linear?.layout === 'conv1d' ? [...held].reverse() : held;
+      const stored = storedTransposed(this.host, parameter) ? [...held].reverse() : held;
       if (entry.shape.join() !== stored.join())
         throw new Error(`${file.source}: tensor "${key}" has shape [${entry.shape}], the model's is [${stored}]`);
     }

@@ -594,20 +594,18 @@ describe('savePretrained refuses', () => {
   it('a host built by hand without options.config, and takes one with it', async () => {
     const config = JSON.parse(readFileSync(path.join(GPT2, 'config.json'), 'utf8'));
     const source = await loadPretrained(GPT2);
-    // in the checkpoint's layout: GPT-2's Conv1D weights [in, out], held [out, in]
-    const stored = (name: string): tf.Tensor =>
-      source.linears.has(name.replace(/\.weight$/, ''))
-        ? tf.transpose(source.parameters.get(name)!)
-        : source.parameters.get(name)!;
     const checkpoint = {
       location: 'by hand',
       names: () => [...source.parameters.keys()],
       has: (name: string) => source.parameters.has(name),
-      tensor: (name: string) => ({
-        dtype: 'float32' as const,
-        shape: stored(name).shape,
-        values: stored(name).dataSync() as Float32Array,
-      }),
+      tensor: (name: string) => {
+        // in the checkpoint's layout: GPT-2's Conv1D weights [in, out], held [out, in]
+        const held = source.parameters.get(name)!;
+        const stored = source.linears.has(name.replace(/\.weight$/, '')) ? tf.transpose(held) : held;
+        const values = stored.dataSync() as Float32Array;
+        if (stored !== held) stored.dispose();
+        return { dtype: 'float32' as const, shape: stored.shape, values };
+      },
     };
     const host = new Gpt2Model(parseGpt2Config(new ConfigReader(config, 'by hand')), checkpoint);
     await expect(savePretrained(host, memoryStore())).rejects.toThrow(
